@@ -1,0 +1,76 @@
+//! `loadavg`: node_load1, node_load5, node_load15 from /proc/loadavg.
+
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
+    no_flags, read_into,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "loadavg",
+    default_enabled: true,
+    flags: no_flags,
+    build,
+};
+
+fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    Ok(Box::new(LoadavgCollector::default()))
+}
+
+#[derive(Default)]
+struct LoadavgCollector {
+    buf: String,
+}
+
+/// The three load averages from the first fields of /proc/loadavg.
+pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut fields = text.split_ascii_whitespace();
+    let mut loads = [0.0; 3];
+    for load in &mut loads {
+        *load = fields.next()?.parse().ok()?;
+    }
+    Some(loads)
+}
+
+impl Collector for LoadavgCollector {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        let path = ctx.paths.proc("loadavg");
+        read_into(&path, &mut self.buf)?;
+        let [l1, l5, l15] = parse_loadavg(&self.buf).ok_or_else(|| CollectorError::Parse {
+            path: path.clone(),
+            reason: format!("unexpected content {:?}", self.buf.trim_end()),
+        })?;
+        out.gauge("node_load1", "1m load average.", l1)?;
+        out.gauge("node_load5", "5m load average.", l5)?;
+        out.gauge("node_load15", "15m load average.", l15)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Paths;
+    use crate::collector::testing::{assert_golden, fixture, render};
+
+    #[test]
+    fn golden() {
+        let root = fixture("basic");
+        let text = render("loadavg", build_default(), Paths::fixture(&root));
+        assert_golden(&root.join("golden/loadavg.prom"), &text);
+    }
+
+    #[test]
+    fn malformed_is_an_error_not_a_panic() {
+        assert_eq!(parse_loadavg("0.5 1.5"), None);
+        assert_eq!(parse_loadavg("x y z"), None);
+        assert_eq!(parse_loadavg("0.5 1.5 2 1/100 42"), Some([0.5, 1.5, 2.0]));
+    }
+
+    fn build_default() -> Box<dyn Collector> {
+        Box::new(LoadavgCollector::default())
+    }
+}

@@ -1,0 +1,136 @@
+//! `meminfo`: every line of /proc/meminfo as `node_memory_<Field>[_bytes]`, as node_exporter names
+//! them (`Active(anon)` becomes `Active_anon`; values with a `kB` unit are converted to bytes).
+
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
+    no_flags, read_into,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "meminfo",
+    default_enabled: true,
+    flags: no_flags,
+    build,
+};
+
+fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    Ok(Box::new(MeminfoCollector::default()))
+}
+
+#[derive(Default)]
+struct MeminfoCollector {
+    buf: String,
+    name: String,
+    help: String,
+}
+
+/// One parsed /proc/meminfo line: node_exporter's field name (with `_bytes` when it had a unit)
+/// written into `name`, and the value in bytes (or as-is without a unit).
+pub fn parse_meminfo_line(line: &str, name: &mut String) -> Option<f64> {
+    let (key, rest) = line.split_once(':')?;
+    let mut parts = rest.split_ascii_whitespace();
+    let value: f64 = parts.next()?.parse().ok()?;
+    let unit = parts.next();
+    if parts.next().is_some() || key.is_empty() {
+        return None;
+    }
+    name.clear();
+    // Active(anon) -> Active_anon
+    match key.split_once('(') {
+        Some((head, tail)) => {
+            name.push_str(head);
+            name.push('_');
+            name.push_str(tail.strip_suffix(')')?);
+        }
+        None => name.push_str(key),
+    }
+    match unit {
+        None => Some(value),
+        Some(_) => {
+            name.push_str("_bytes");
+            Some(value * 1024.0)
+        }
+    }
+}
+
+impl Collector for MeminfoCollector {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        let path = ctx.paths.proc("meminfo");
+        read_into(&path, &mut self.buf)?;
+        let mut field = String::new();
+        for line in self.buf.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let Some(value) = parse_meminfo_line(line, &mut field) else {
+                ctx.malformed(&path, line);
+                continue;
+            };
+            self.name.clear();
+            self.name.push_str("node_memory_");
+            self.name.push_str(&field);
+            self.help.clear();
+            self.help.push_str("Memory information field ");
+            self.help.push_str(&field);
+            self.help.push('.');
+            let kind = if field.ends_with("_total") {
+                Kind::Counter
+            } else {
+                Kind::Gauge
+            };
+            out.single(&self.name, &self.help, kind, &[], value)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Paths;
+    use crate::collector::testing::{assert_golden, fixture, render};
+
+    #[test]
+    fn golden() {
+        let root = fixture("basic");
+        let text = render(
+            "meminfo",
+            Box::new(MeminfoCollector::default()),
+            Paths::fixture(&root),
+        );
+        assert_golden(&root.join("golden/meminfo.prom"), &text);
+    }
+
+    #[test]
+    fn old_kernel_with_few_fields() {
+        let root = fixture("old-kernel");
+        let text = render(
+            "meminfo",
+            Box::new(MeminfoCollector::default()),
+            Paths::fixture(&root),
+        );
+        assert_golden(&root.join("golden/meminfo.prom"), &text);
+    }
+
+    #[test]
+    fn line_forms() {
+        let mut name = String::new();
+        assert_eq!(
+            parse_meminfo_line("Active(anon):     1 kB", &mut name),
+            Some(1024.0)
+        );
+        assert_eq!(name, "Active_anon_bytes");
+        assert_eq!(
+            parse_meminfo_line("HugePages_Total:       0", &mut name),
+            Some(0.0)
+        );
+        assert_eq!(name, "HugePages_Total");
+        assert_eq!(parse_meminfo_line("garbage", &mut name), None);
+        assert_eq!(parse_meminfo_line("MemFree: lots kB", &mut name), None);
+        assert_eq!(parse_meminfo_line("Weird(x: 1 kB", &mut name), None);
+    }
+}

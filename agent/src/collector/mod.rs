@@ -1,0 +1,287 @@
+//! node_exporter-compatible collectors.
+//!
+//! One collector per file, as node_exporter does it: each file exports a `REGISTRATION` naming the
+//! collector, whether it is on by default, its own command-line flags and how to build it from them.
+//! [`ALL`] lists every registration; the CLI and the scraper are driven from that list alone.
+//!
+//! A collector reads its sources under [`Paths`] (so tests point it at a fixture tree) and writes
+//! whole families through [`MetricWriter`]: all samples of one family must be written together,
+//! because the text format requires a family's samples to be contiguous.
+//! Collectors never panic on what they read: a malformed line is skipped and counted with
+//! [`Context::malformed`], an unreadable source is an error (the scrape still succeeds and
+//! `node_scrape_collector_success` says 0).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+pub mod loadavg;
+pub mod meminfo;
+
+/// Every collector the agent knows, in the order they run.
+pub static ALL: &[&Registration] = &[&loadavg::REGISTRATION, &meminfo::REGISTRATION];
+
+/// The enabled collectors, by name, in the order they run.
+pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;
+
+/// How a collector plugs into the command line and the scraper.
+pub struct Registration {
+    /// The node_exporter collector name: `--collector.<name>` / `--no-collector.<name>`.
+    pub name: &'static str,
+    /// Whether node_exporter 1.5 enables it by default on Linux.
+    pub default_enabled: bool,
+    /// Adds the collector's own flags (such as `--collector.filesystem.mount-points-exclude`).
+    pub flags: fn(clap::Command) -> clap::Command,
+    /// Builds the collector from the parsed command line. Invalid flag values are errors here.
+    pub build: fn(&BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError>,
+}
+
+/// What a collector may look at when it is built.
+pub struct BuildContext<'a> {
+    pub matches: &'a clap::ArgMatches,
+    pub paths: &'a Paths,
+}
+
+impl BuildContext<'_> {
+    /// The value of one of the collector's own string flags (declared with a default).
+    pub fn flag(&self, id: &str) -> Option<&str> {
+        self.matches
+            .try_get_one::<String>(id)
+            .ok()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// A regex flag, compiled anchored as node_exporter (Go's regexp with `^(?:…)$`) does.
+    pub fn regex_flag(&self, id: &str) -> Result<Option<regex::Regex>, BuildError> {
+        match self.flag(id) {
+            None | Some("") => Ok(None),
+            Some(pattern) => regex::Regex::new(&format!("^(?:{pattern})$"))
+                .map(Some)
+                .map_err(|e| BuildError::Flag {
+                    flag: id.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
+/// Collector registrations that need nothing from the command line use this for `flags`.
+pub fn no_flags(command: clap::Command) -> clap::Command {
+    command
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("--{flag}: {reason}")]
+    Flag { flag: String, reason: String },
+}
+
+/// Where the host's sources are; node_exporter's `--path.*` flags.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+    pub rootfs: PathBuf,
+    pub udev_data: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            procfs: "/proc".into(),
+            sysfs: "/sys".into(),
+            rootfs: "/".into(),
+            udev_data: "/run/udev/data".into(),
+        }
+    }
+}
+
+impl Paths {
+    /// All sources under one fixture directory: `<root>/proc`, `<root>/sys`, `<root>/run/udev/data`.
+    pub fn fixture(root: &Path) -> Self {
+        Paths {
+            procfs: root.join("proc"),
+            sysfs: root.join("sys"),
+            rootfs: root.to_path_buf(),
+            udev_data: root.join("run/udev/data"),
+        }
+    }
+    pub fn proc(&self, rel: &str) -> PathBuf {
+        self.procfs.join(rel)
+    }
+    pub fn sys(&self, rel: &str) -> PathBuf {
+        self.sysfs.join(rel)
+    }
+    /// A path as seen from the host's root (for mount points under `--path.rootfs`).
+    pub fn root(&self, abs: &str) -> PathBuf {
+        self.rootfs.join(abs.trim_start_matches('/'))
+    }
+}
+
+/// Passed to every collector on every scrape.
+pub struct Context<'a> {
+    pub paths: &'a Paths,
+    malformed: &'a AtomicU64,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(paths: &'a Paths, malformed: &'a AtomicU64) -> Self {
+        Context { paths, malformed }
+    }
+    /// Records a source line that could not be parsed and was skipped.
+    pub fn malformed(&self, path: &Path, line: &str) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(path = %path.display(), line, "skipped malformed line");
+    }
+}
+
+/// Why a collector produced no (or partial) data this scrape.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    /// The source does not exist on this host (node_exporter's ErrNoData).
+    #[error("no data")]
+    NoData,
+    #[error("encoding: {0}")]
+    Encode(#[from] fmt::Error),
+}
+
+impl CollectorError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CollectorError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// A node_exporter collector. `update` runs once per scrape; scrapes are serialised, so
+/// collectors may keep reusable buffers and caches in `self`.
+pub trait Collector: Send {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError>;
+}
+
+/// The Prometheus type of a family, as node_exporter declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Untyped,
+}
+
+/// Labels of one sample: `(name, value)` pairs in node_exporter's order.
+pub type Labels<'l> = &'l [(&'l str, &'l str)];
+
+/// Writes families through prometheus-client's encoder.
+pub struct MetricWriter<'a, 'e> {
+    encoder: &'a mut DescriptorEncoder<'e>,
+}
+
+impl<'a, 'e> MetricWriter<'a, 'e> {
+    pub fn new(encoder: &'a mut DescriptorEncoder<'e>) -> Self {
+        MetricWriter { encoder }
+    }
+
+    /// Starts a family. `name` is the full node_exporter name; counters end in `_total`.
+    pub fn family<'s>(
+        &'s mut self,
+        name: &'s str,
+        help: &str,
+        kind: Kind,
+    ) -> Result<Family<'s>, fmt::Error> {
+        let (name, metric_type) = match kind {
+            // prometheus-client appends `_total` to counter samples itself.
+            Kind::Counter => (
+                name.strip_suffix("_total").unwrap_or(name),
+                MetricType::Counter,
+            ),
+            Kind::Gauge => (name, MetricType::Gauge),
+            Kind::Untyped => (name, MetricType::Unknown),
+        };
+        let encoder = self
+            .encoder
+            .encode_descriptor(name, help, None, metric_type)?;
+        Ok(Family { encoder, kind })
+    }
+
+    /// A family with a single sample.
+    pub fn single(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        labels: Labels<'_>,
+        value: f64,
+    ) -> Result<(), fmt::Error> {
+        self.family(name, help, kind)?.sample(labels, value)
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> Result<(), fmt::Error> {
+        self.single(name, help, Kind::Gauge, &[], value)
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, value: f64) -> Result<(), fmt::Error> {
+        self.single(name, help, Kind::Counter, &[], value)
+    }
+}
+
+/// One family being written; add its samples with [`Family::sample`].
+pub struct Family<'s> {
+    encoder: MetricEncoder<'s>,
+    kind: Kind,
+}
+
+impl Family<'_> {
+    pub fn sample(&mut self, labels: Labels<'_>, value: f64) -> Result<(), fmt::Error> {
+        let encoder = self.encoder.encode_family(&labels)?;
+        match self.kind {
+            Kind::Counter => ConstCounter::new(value).encode(encoder),
+            Kind::Gauge | Kind::Untyped => ConstGauge::new(value).encode(encoder),
+        }
+    }
+}
+
+/// Reads a whole file into `buf` (cleared first), reusing its allocation.
+pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(buf))
+        .map(|_| ())
+        .map_err(|e| CollectorError::io(path, e))
+}
+
+/// Reads a one-value sysfs attribute, trimmed. `Ok(None)` when it does not exist.
+pub fn read_attr(path: &Path, buf: &mut String) -> Result<Option<()>, CollectorError> {
+    match read_into(path, buf) {
+        Ok(()) => {
+            let trimmed_len = buf.trim_end().len();
+            buf.truncate(trimmed_len);
+            Ok(Some(()))
+        }
+        Err(CollectorError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,45 @@
+//! Test support: render one collector against a fixture tree and compare with a golden file.
+
+use std::path::{Path, PathBuf};
+
+use super::{Collector, Paths};
+use crate::scrape::Scraper;
+
+/// The fixture tree `agent/tests/fixtures/<name>` (with `proc/`, `sys/` … inside).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The text one scrape of `collector` renders, without the per-scrape timing lines.
+pub fn render(name: &'static str, collector: Box<dyn Collector>, paths: Paths) -> String {
+    let scraper = Scraper::new(paths, vec![(name, collector)]);
+    let rendered = scraper.scrape(false).expect("scrape renders");
+    let text = String::from_utf8(rendered.body.to_vec()).expect("utf-8");
+    text.lines()
+        .filter(|l| !l.starts_with("node_scrape_collector_duration_seconds{"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Compares `actual` with the golden file; `UPDATE_GOLDEN=1` rewrites it instead.
+pub fn assert_golden(golden: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(golden, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(golden).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+            golden.display()
+        )
+    });
+    if expected != actual {
+        panic!(
+            "output differs from {}\n--- expected\n{expected}\n--- actual\n{actual}",
+            golden.display()
+        );
+    }
+}

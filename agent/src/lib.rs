@@ -1,0 +1,9 @@
+//! nodewarden agent: node_exporter-compatible metrics, and (in later modules) the controller link
+//! and the operations the node's own config declares.
+
+pub mod cli;
+pub mod collector;
+pub mod exposition;
+pub mod http;
+pub mod scrape;
+pub mod webconfig;

@@ -1,0 +1,52 @@
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use nodewarden_agent::{cli, http, scrape::Scraper, webconfig::WebConfig};
+
+fn main() -> anyhow::Result<()> {
+    let matches = cli::command().get_matches();
+    let options = cli::metrics_options(&matches);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&options.log_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let collectors = cli::build_collectors(&matches, &options.paths)?;
+    let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
+    tracing::info!(collectors = ?names, "enabled collectors");
+    let web = match &options.web_config {
+        Some(file) => WebConfig::load(file)?,
+        None => WebConfig {
+            tls: None,
+            basic_auth: None,
+        },
+    };
+    let scraper = Arc::new(Scraper::new(options.paths.clone(), collectors));
+    let server = Arc::new(http::MetricsServer {
+        scraper,
+        telemetry_path: options.telemetry_path.clone(),
+        web,
+        in_flight: (options.max_requests > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_requests as usize))),
+    });
+
+    // One thread for the network; scrapes run on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = http::bind(&options.listen_address)
+            .await
+            .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
+        tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
+        tokio::select! {
+            r = server.serve(listener) => r,
+            _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); Ok(()) }
+        }
+    })
+}

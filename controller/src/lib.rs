@@ -1,0 +1,1 @@
+//! nodewarden controller: fleet state, the CA, the agent link endpoint, API, CLI.

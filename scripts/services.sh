@@ -1,0 +1,122 @@
+# Starts the real services the test suite needs, on free loopback ports under one temporary
+# directory, and stops them on exit. Sourced by scripts/test.sh; later features add a start_*
+# function here and call it from start_services.
+#
+# Every service exports NW_TEST_* variables the tests read. The tests fail (never skip) when a
+# variable is missing and NW_REQUIRE_SERVICES=1, which scripts/test.sh always sets.
+
+NW_PACKAGES=(mariadb-server prometheus prometheus-pushgateway prometheus-node-exporter
+             openssh-server influxdb chromium chromium-driver curl iproute2)
+
+ensure_packages() {
+  local missing=()
+  for pkg in "${NW_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+NW_PIDS=()
+nw_stop_services() {
+  for pid in "${NW_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${NW_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "${NW_TMP:-}" ] && rm -rf "$NW_TMP"
+}
+
+# wait_http NAME URL LOG: polls until URL answers (the service's own readiness), 60 s at most.
+wait_http() {
+  local name=$1 url=$2 log=$3
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "!! $name did not come up at $url; its log:" >&2
+  tail -n 30 "$log" >&2
+  return 1
+}
+
+start_node_exporter() {
+  local port; port=$(free_port)
+  prometheus-node-exporter --web.listen-address="127.0.0.1:$port" >"$NW_TMP/node_exporter.log" 2>&1 &
+  NW_PIDS+=($!)
+  wait_http node_exporter "http://127.0.0.1:$port/metrics" "$NW_TMP/node_exporter.log"
+  export NW_TEST_NODE_EXPORTER_URL="http://127.0.0.1:$port/metrics"
+}
+
+start_prometheus() {
+  local port; port=$(free_port)
+  mkdir -p "$NW_TMP/prometheus/sd" "$NW_TMP/prometheus/data"
+  cat >"$NW_TMP/prometheus/prometheus.yml" <<YML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: nodes
+    file_sd_configs:
+      - files: ["$NW_TMP/prometheus/sd/*.json"]
+        refresh_interval: 1s
+YML
+  prometheus --config.file="$NW_TMP/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$NW_TMP/prometheus/data" \
+    --web.listen-address="127.0.0.1:$port" >"$NW_TMP/prometheus.log" 2>&1 &
+  NW_PIDS+=($!)
+  wait_http prometheus "http://127.0.0.1:$port/-/ready" "$NW_TMP/prometheus.log"
+  export NW_TEST_PROMETHEUS_URL="http://127.0.0.1:$port"
+  export NW_TEST_PROMETHEUS_SD_DIR="$NW_TMP/prometheus/sd"
+  export NW_TEST_PROMTOOL="$(command -v promtool)"
+}
+
+start_pushgateway() {
+  local port; port=$(free_port)
+  prometheus-pushgateway --web.listen-address="127.0.0.1:$port" >"$NW_TMP/pushgateway.log" 2>&1 &
+  NW_PIDS+=($!)
+  wait_http pushgateway "http://127.0.0.1:$port/-/ready" "$NW_TMP/pushgateway.log"
+  export NW_TEST_PUSHGATEWAY_URL="http://127.0.0.1:$port"
+}
+
+# MariaDB in its own data directory. Tests get a URL with a user that may create databases, and
+# the binaries, so that an outage test can run (and stop) a private server of its own.
+start_mariadb() {
+  local port; port=$(free_port)
+  local dir="$NW_TMP/mariadb"
+  mkdir -p "$dir/data"
+  mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+    --auth-root-authentication-method=socket >"$NW_TMP/mariadb-install.log" 2>&1 || {
+      cat "$NW_TMP/mariadb-install.log" >&2; return 1; }
+  mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysql.sock" --port="$port" \
+    --bind-address=127.0.0.1 --user="$(id -un)" --pid-file="$dir/mariadb.pid" \
+    --log-error="$NW_TMP/mariadb.log" &
+  NW_PIDS+=($!)
+  for _ in $(seq 1 600); do
+    mariadb --no-defaults -S "$dir/mysql.sock" -u root -e "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  mariadb --no-defaults -S "$dir/mysql.sock" -u root -e \
+    "CREATE USER 'nodewarden'@'127.0.0.1' IDENTIFIED BY 'nodewarden'; GRANT ALL ON *.* TO 'nodewarden'@'127.0.0.1';" \
+    || { tail -n 30 "$NW_TMP/mariadb.log" >&2; return 1; }
+  export NW_TEST_MYSQL_URL="mysql://nodewarden:nodewarden@127.0.0.1:$port"
+  export NW_TEST_MARIADBD="$(command -v mariadbd)"
+  export NW_TEST_MARIADB_INSTALL_DB="$(command -v mariadb-install-db)"
+}
+
+start_services() {
+  NW_TMP=$(mktemp -d /tmp/nodewarden-test.XXXXXX)
+  export NW_TMP
+  trap nw_stop_services EXIT
+  start_node_exporter
+  start_prometheus
+  start_pushgateway
+  start_mariadb
+  export NW_REQUIRE_SERVICES=1
+  echo "== services up in $NW_TMP"
+}

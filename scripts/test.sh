@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing (Debian packages), starts the real services on
+# loopback ports in a temporary directory, checks formatting and lints, runs every test, and stops
+# the services. Usage: scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+ensure_packages
+command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build"
+cargo build --workspace --all-targets --quiet
+
+start_services
+echo "== cargo test"
+cargo test --workspace "$@"

@@ -1,0 +1,2 @@
+//! The nodewarden wire protocol, framing and TLS configuration shared by agent and controller.
+//! Free of I/O: encoding, framing and the per-connection state machine are plain functions and types.

@@ -1,0 +1,221 @@
+//! Support for the cross-crate integration tests: the real services that `scripts/test.sh`
+//! started, the workspace's binaries, child processes that die with the test, and a parser for
+//! the Prometheus text format used to compare exporters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The value of a service variable exported by `scripts/services.sh`. With
+/// `NW_REQUIRE_SERVICES=1` or `CI=true` a missing service fails the test; otherwise the test is
+/// skipped with a message (a developer running plain `cargo test`).
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let required = std::env::var("NW_REQUIRE_SERVICES").as_deref() == Ok("1")
+                || std::env::var("CI").as_deref() == Ok("true");
+            if required {
+                panic!("{var} is not set: run the suite through scripts/test.sh");
+            }
+            eprintln!("SKIPPED: {var} is not set (run scripts/test.sh for the real services)");
+            None
+        }
+    }
+}
+
+/// A workspace binary, built by `cargo build --workspace` (scripts/test.sh does it first).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run cargo build --workspace",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks; there is a small race until it is bound again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        ChildGuard(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}")),
+        )
+    }
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`. This awaits a readiness the
+/// program under test offers no notification for (a port answering, a series appearing).
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// GETs a URL as text, `None` on any failure.
+pub fn get_text(url: &str) -> Option<String> {
+    ureq::get(url).call().ok()?.body_mut().read_to_string().ok()
+}
+
+/// One sample: its labels (sorted) and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A family from the text format: its declared type and samples.
+#[derive(Debug, Clone, Default)]
+pub struct Family {
+    pub kind: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Family {
+    pub fn label_names(&self) -> BTreeSet<String> {
+        self.samples
+            .iter()
+            .flat_map(|s| s.labels.keys().cloned())
+            .collect()
+    }
+    /// The value of the sample whose labels include all of `want`.
+    pub fn value(&self, want: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                want.iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+}
+
+/// Parses text format 0.0.4 into families by name. Panics with the line on malformed input,
+/// which in a test is the failure wanted.
+pub fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("bad TYPE line {line:?}"));
+            families.entry(name.to_string()).or_default().kind = kind.to_string();
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (name, labels, rest) = match line.find('{') {
+            Some(open) => {
+                let close = line
+                    .rfind('}')
+                    .unwrap_or_else(|| panic!("bad sample {line:?}"));
+                (
+                    &line[..open],
+                    parse_labels(&line[open + 1..close]),
+                    &line[close + 1..],
+                )
+            }
+            None => {
+                let (n, r) = line
+                    .split_once(' ')
+                    .unwrap_or_else(|| panic!("bad sample {line:?}"));
+                (n, BTreeMap::new(), r)
+            }
+        };
+        let value_text = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("no value {line:?}"));
+        let value = match value_text {
+            "+Inf" | "inf" => f64::INFINITY,
+            "-Inf" | "-inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value {line:?}")),
+        };
+        families
+            .entry(name.to_string())
+            .or_default()
+            .samples
+            .push(Sample { labels, value });
+    }
+    families
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let name: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        if name.is_empty() {
+            break;
+        }
+        chars.next(); // '='
+        assert_eq!(chars.next(), Some('"'), "label {name} in {text:?}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim().to_string(), value);
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_types_labels_and_escapes() {
+        let f = parse_exposition(
+            "# HELP a_total x\n# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\\\\z\"} 2\n\
+             # TYPE b gauge\nb 1.5e+07\n",
+        );
+        assert_eq!(f["a_total"].kind, "counter");
+        assert_eq!(f["a_total"].samples[0].labels["y"], "q\"\\z");
+        assert_eq!(f["b"].value(&[]), Some(1.5e7));
+    }
+}
