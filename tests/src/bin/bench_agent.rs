@@ -1,0 +1,179 @@
+//! Benchmark: node_exporter and nodewarden-agent side by side on this machine.
+//!
+//! Starts both, scrapes each `--scrapes` times in turn (gzip accepted, as Prometheus does) and
+//! prints CPU time per scrape (from each process's own /proc/<pid>/stat accounting), median and
+//! p99 wall time per scrape, and resident memory after the scrapes.
+//!
+//!     cargo build --release -p nodewarden-agent
+//!     cargo run --release -p nodewarden-tests --bin bench_agent -- --agent target/release/nodewarden-agent
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodewarden_tests::{ChildGuard, free_port, wait_for};
+
+struct Figures {
+    cpu_per_scrape: Duration,
+    median: Duration,
+    p99: Duration,
+    rss_kib: u64,
+    body_bytes: usize,
+    families: usize,
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn scrape(agent: &ureq::Agent, url: &str) -> (Duration, usize, String) {
+    let started = Instant::now();
+    let mut resp = agent
+        .get(url)
+        .header("Accept-Encoding", "gzip")
+        .call()
+        .expect("scrape");
+    let body = resp.body_mut().read_to_string().expect("body");
+    (started.elapsed(), body.len(), body)
+}
+
+fn measure(name: &str, pid: u32, url: &str, scrapes: usize) -> Figures {
+    let client: ureq::Agent = ureq::Agent::config_builder().build().into();
+    for _ in 0..10 {
+        scrape(&client, url);
+    }
+    let cpu_before = cpu_seconds(pid);
+    let mut walls = Vec::with_capacity(scrapes);
+    let mut last = String::new();
+    let mut bytes = 0;
+    for _ in 0..scrapes {
+        let (wall, len, body) = scrape(&client, url);
+        walls.push(wall);
+        bytes = len;
+        last = body;
+    }
+    let cpu = cpu_seconds(pid) - cpu_before;
+    walls.sort();
+    let families = last
+        .lines()
+        .filter(|l| l.starts_with("# TYPE node_"))
+        .count();
+    eprintln!("{name}: {scrapes} scrapes done");
+    Figures {
+        cpu_per_scrape: Duration::from_secs_f64(cpu / scrapes as f64),
+        median: walls[walls.len() / 2],
+        p99: walls[(walls.len() * 99 / 100).min(walls.len() - 1)],
+        rss_kib: rss_kib(pid),
+        body_bytes: bytes,
+        families,
+    }
+}
+
+fn start(cmd: &mut Command, url: &str) -> ChildGuard {
+    let child = ChildGuard::spawn(cmd.stdout(Stdio::null()).stderr(Stdio::null()));
+    wait_for(url, Duration::from_secs(20), || {
+        ureq::get(url).call().ok().map(|_| ())
+    });
+    child
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut agent_bin = PathBuf::from("target/release/nodewarden-agent");
+    let mut node_exporter = PathBuf::from("prometheus-node-exporter");
+    let mut scrapes = 300usize;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agent" => agent_bin = args.next().expect("--agent PATH").into(),
+            "--node-exporter" => node_exporter = args.next().expect("--node-exporter PATH").into(),
+            "--scrapes" => {
+                scrapes = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--scrapes N")
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+
+    let ne_port = free_port();
+    let ne_url = format!("http://127.0.0.1:{ne_port}/metrics");
+    let ne = start(
+        Command::new(&node_exporter).arg(format!("--web.listen-address=127.0.0.1:{ne_port}")),
+        &ne_url,
+    );
+    let ag_port = free_port();
+    let ag_url = format!("http://127.0.0.1:{ag_port}/metrics");
+    let ag = start(
+        Command::new(&agent_bin).arg(format!("--web.listen-address=127.0.0.1:{ag_port}")),
+        &ag_url,
+    );
+
+    let ne_fig = measure("node_exporter", ne.pid(), &ne_url, scrapes);
+    let ag_fig = measure("nodewarden-agent", ag.pid(), &ag_url, scrapes);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{:<28} {:>16} {:>18} {:>10}",
+        "", "node_exporter", "nodewarden-agent", "ratio"
+    );
+    let row = |label: &str, a: f64, b: f64, unit: &str| {
+        println!(
+            "{label:<28} {:>13.3} {unit:<2} {:>15.3} {unit:<2} {:>10.3}",
+            a,
+            b,
+            b / a
+        );
+    };
+    row(
+        "CPU per scrape",
+        ms(ne_fig.cpu_per_scrape),
+        ms(ag_fig.cpu_per_scrape),
+        "ms",
+    );
+    row(
+        "wall per scrape, median",
+        ms(ne_fig.median),
+        ms(ag_fig.median),
+        "ms",
+    );
+    row("wall per scrape, p99", ms(ne_fig.p99), ms(ag_fig.p99), "ms");
+    row(
+        &format!("RSS after {scrapes} scrapes"),
+        ne_fig.rss_kib as f64 / 1024.0,
+        ag_fig.rss_kib as f64 / 1024.0,
+        "MiB",
+    );
+    row(
+        "text body (decompressed)",
+        ne_fig.body_bytes as f64 / 1024.0,
+        ag_fig.body_bytes as f64 / 1024.0,
+        "KiB",
+    );
+    println!(
+        "{:<28} {:>16} {:>18}",
+        "node_* families", ne_fig.families, ag_fig.families
+    );
+    println!("targets: CPU ratio <= 0.100, RSS ratio <= 0.250, median ratio <= 0.250");
+}
