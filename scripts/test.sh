@@ -18,4 +18,4 @@ cargo build --workspace --all-targets --quiet
 
 start_services
 echo "== cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
