@@ -1,0 +1,731 @@
+//! The shipped configuration (`packaging/`, `systemd/`) checked by the real programs that will
+//! read it: promtool checks the Prometheus configuration and rules and runs the rule unit tests,
+//! a real Prometheus parses every dashboard expression, systemd-analyze verifies the units, and
+//! sh/bash parse the maintainer scripts. Names are checked against docs/metrics.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nodewarden_tests::service;
+use serde_json::Value as Json;
+use serde_yaml_ng::Value as Yaml;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn yaml(path: &Path) -> Yaml {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The files in `dir` whose names end with `suffix`, sorted; at least one.
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no *{suffix} in {}", dir.display());
+    found
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn describe(cmd: &str, out: &Output) -> String {
+    format!(
+        "{cmd}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn str_of<'a>(v: &'a Yaml, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Yaml::as_str)
+}
+
+// ---------------------------------------------------------------- names from docs/metrics.md
+
+/// Every `nodewarden_*` / `dontpanic_*` name in `text` (recording rules' `level:name:ops` names
+/// are words of their own and not included).
+fn nodewarden_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with("nodewarden_") || word.starts_with("dontpanic_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The families docs/metrics.md defines (it is the contract).
+fn contract_names() -> BTreeSet<String> {
+    let names = nodewarden_names(&read(&repo().join("docs/metrics.md")));
+    assert!(
+        names.contains("dontpanic_online_device_count")
+            && names.contains("nodewarden_storage_device_free_bytes"),
+        "docs/metrics.md lost its families: {names:?}"
+    );
+    names
+}
+
+fn assert_in_contract(what: &str, used: &BTreeSet<String>) {
+    let contract = contract_names();
+    // A histogram's series carry a suffix the contract does not spell out.
+    let defined = |name: &String| {
+        contract.contains(name)
+            || ["_bucket", "_count", "_sum"].iter().any(|s| {
+                name.strip_suffix(s)
+                    .is_some_and(|base| contract.contains(base))
+            })
+    };
+    let unknown: Vec<_> = used.iter().filter(|name| !defined(name)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{what} uses names docs/metrics.md does not define: {unknown:?}"
+    );
+}
+
+// ---------------------------------------------------------------- Prometheus configuration
+
+const SHIPPED_RULES_DIR: &str = "/usr/share/nodewarden/prometheus/rules/";
+const SHIPPED_TOKEN: &str = "/etc/nodewarden/prometheus-sd.token";
+const SITE_RULES_DIR: &str = "/etc/prometheus/rules.d/";
+
+fn promtool() -> Option<String> {
+    service("NW_TEST_PROMTOOL")
+}
+
+#[test]
+fn prometheus_config_has_the_contract_jobs() {
+    let config = yaml(&repo().join("packaging/prometheus/prometheus.yml"));
+    let jobs: BTreeMap<&str, &Yaml> = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs is a list")
+        .iter()
+        .map(|job| (str_of(job, "job_name").expect("job_name"), job))
+        .collect();
+
+    let nodes = jobs.get("nodes").expect("job nodes");
+    let sd = &nodes["http_sd_configs"][0];
+    assert_eq!(
+        str_of(sd, "url"),
+        Some("http://127.0.0.1:9180/api/v1/sd/agents")
+    );
+    assert_eq!(str_of(&sd["authorization"], "type"), Some("Bearer"));
+    assert_eq!(
+        str_of(&sd["authorization"], "credentials_file"),
+        Some(SHIPPED_TOKEN)
+    );
+
+    let pushgateway = jobs.get("pushgateway").expect("job pushgateway");
+    assert_eq!(pushgateway["honor_labels"].as_bool(), Some(true));
+    assert_eq!(
+        pushgateway["static_configs"][0]["targets"][0].as_str(),
+        Some("127.0.0.1:9091")
+    );
+    let controller = jobs
+        .get("nodewarden-controller")
+        .expect("job nodewarden-controller");
+    assert_eq!(
+        controller["static_configs"][0]["targets"][0].as_str(),
+        Some("127.0.0.1:9180")
+    );
+
+    assert_eq!(
+        str_of(&config["remote_write"][0], "url"),
+        Some("http://127.0.0.1:8086/api/v1/prom/write?db=prometheus")
+    );
+    assert_eq!(
+        str_of(&config["remote_read"][0], "url"),
+        Some("http://127.0.0.1:8086/api/v1/prom/read?db=prometheus")
+    );
+
+    // Every shipped rule file is loaded from where the package installs it.
+    let loaded: BTreeSet<&str> = config["rule_files"]
+        .as_sequence()
+        .expect("rule_files")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    for rules in files(&repo().join("packaging/prometheus/rules"), ".yml") {
+        let installed = format!(
+            "{SHIPPED_RULES_DIR}{}",
+            rules.file_name().unwrap().to_string_lossy()
+        );
+        assert!(
+            loaded.contains(installed.as_str()),
+            "{installed} is not in rule_files"
+        );
+    }
+}
+
+#[test]
+fn promtool_checks_the_shipped_config() {
+    let Some(promtool) = promtool() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("prometheus-sd.token");
+    std::fs::write(&token, "test-token\n").unwrap();
+    let rules_dir = repo().join("packaging/prometheus/rules");
+
+    // The shipped file names installed paths; point them at this tree and temporary files.
+    let shipped = read(&repo().join("packaging/prometheus/prometheus.yml"));
+    let mut config = shipped.clone();
+    for (from, to) in [
+        (
+            SHIPPED_RULES_DIR.to_string(),
+            format!("{}/", rules_dir.display()),
+        ),
+        (SHIPPED_TOKEN.to_string(), token.display().to_string()),
+        (
+            SITE_RULES_DIR.to_string(),
+            format!("{}/", dir.path().join("rules.d").display()),
+        ),
+    ] {
+        assert!(
+            shipped.contains(&from),
+            "prometheus.yml no longer names {from}"
+        );
+        config = config.replace(&from, &to);
+    }
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+
+    let out = run(Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(&config_path));
+    let report = describe("promtool check config", &out);
+    assert!(out.status.success(), "{report}");
+    let rule_files = files(&rules_dir, ".yml").len();
+    assert!(
+        report.contains(&format!("SUCCESS: {rule_files} rule files found")),
+        "promtool did not load the {rule_files} shipped rule files: {report}"
+    );
+
+    // The check can fail: with the rule files missing where the configuration names them, the
+    // same configuration is refused.
+    let missing = dir.path().join("missing");
+    std::fs::write(
+        &config_path,
+        read(&config_path).replace(
+            &format!("{}/", rules_dir.display()),
+            &format!("{}/", missing.display()),
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(&config_path));
+    assert!(
+        !out.status.success(),
+        "promtool accepted missing rule files: {}",
+        describe("promtool check config", &out)
+    );
+}
+
+#[test]
+fn promtool_checks_the_shipped_rules() {
+    let Some(promtool) = promtool() else { return };
+    for rules in files(&repo().join("packaging/prometheus/rules"), ".yml") {
+        let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&rules));
+        assert!(
+            out.status.success(),
+            "{}",
+            describe(&format!("promtool check rules {}", rules.display()), &out)
+        );
+    }
+}
+
+#[test]
+fn promtool_rule_unit_tests_pass() {
+    let Some(promtool) = promtool() else { return };
+    for test in files(&repo().join("packaging/prometheus/tests"), ".yml") {
+        let out = run(Command::new(&promtool).args(["test", "rules"]).arg(&test));
+        assert!(
+            out.status.success(),
+            "{}",
+            describe(&format!("promtool test rules {}", test.display()), &out)
+        );
+    }
+}
+
+/// The shipped alerts, as (name, expression).
+fn alerts() -> Vec<(String, String)> {
+    let rules = yaml(&repo().join("packaging/prometheus/rules/nodewarden-alerts.yml"));
+    let mut found = Vec::new();
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            if let Some(alert) = str_of(rule, "alert") {
+                found.push((
+                    alert.to_string(),
+                    str_of(rule, "expr").expect("expr").to_string(),
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_alert_is_tested_firing_and_not_firing() {
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for test in files(&repo().join("packaging/prometheus/tests"), ".yml") {
+        let doc = yaml(&test);
+        for case in doc["tests"].as_sequence().expect("tests") {
+            for check in case["alert_rule_test"].as_sequence().into_iter().flatten() {
+                let name = str_of(check, "alertname").expect("alertname").to_string();
+                let expected = check["exp_alerts"].as_sequence().map_or(0, Vec::len);
+                if expected > 0 {
+                    firing.insert(name);
+                } else {
+                    quiet.insert(name);
+                }
+            }
+        }
+    }
+    let alerts = alerts();
+    assert!(alerts.len() >= 9, "alerts went missing: {alerts:?}");
+    for (name, _) in &alerts {
+        assert!(firing.contains(name), "no test makes {name} fire");
+        assert!(quiet.contains(name), "no test shows {name} staying quiet");
+    }
+    let expressions: BTreeMap<_, _> = alerts.into_iter().collect();
+    assert_eq!(
+        expressions.get("NodeCpuSaturated").map(String::as_str),
+        Some(
+            r#"node_load1 > on(instance) 2 * count by (instance)(node_cpu_seconds_total{mode="idle"})"#
+        ),
+        "the CPU saturation alert must keep the original system's expression"
+    );
+}
+
+/// The unit tests can fail: a copy of the rules with the memory threshold moved to 95 % makes
+/// them fail, so their assertions are real.
+#[test]
+fn promtool_rule_unit_tests_catch_a_changed_threshold() {
+    let Some(promtool) = promtool() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+    let shipped = read(&repo().join("packaging/prometheus/rules/nodewarden-alerts.yml"));
+    let changed = shipped.replace(
+        "node_memory_MemTotal_bytes > 0.9",
+        "node_memory_MemTotal_bytes > 0.95",
+    );
+    assert_ne!(shipped, changed, "the memory alert's threshold moved");
+    std::fs::write(dir.path().join("rules/nodewarden-alerts.yml"), changed).unwrap();
+    let test = dir.path().join("tests/nodewarden-alerts.test.yml");
+    std::fs::copy(
+        repo().join("packaging/prometheus/tests/nodewarden-alerts.test.yml"),
+        &test,
+    )
+    .unwrap();
+    let out = run(Command::new(&promtool).args(["test", "rules"]).arg(&test));
+    let report = describe("promtool test rules (changed threshold)", &out);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("NodeMemoryHigh"), "{report}");
+}
+
+#[test]
+fn rules_use_only_contract_names() {
+    let mut used = BTreeSet::new();
+    for rules in files(&repo().join("packaging/prometheus/rules"), ".yml") {
+        used.extend(nodewarden_names(&read(&rules)));
+    }
+    assert_in_contract("packaging/prometheus/rules", &used);
+}
+
+// ---------------------------------------------------------------- Grafana dashboard
+
+fn dashboard() -> Json {
+    let path = repo().join("packaging/grafana/nodewarden-dashboard.json");
+    serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(dashboard: &Json) -> Vec<&Json> {
+    fn walk<'a>(list: &'a Json, out: &mut Vec<&'a Json>) {
+        for panel in list.as_array().into_iter().flatten() {
+            out.push(panel);
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// (panel title, expression) for every target.
+fn dashboard_expressions(dashboard: &Json) -> Vec<(String, String)> {
+    panels(dashboard)
+        .into_iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap_or("?").to_string();
+            panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |t| {
+                    let expr = t["expr"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("a target of {title:?} has no expr"));
+                    (title.clone(), expr.to_string())
+                })
+        })
+        .collect()
+}
+
+/// Grafana's variables replaced by values Prometheus accepts; any other `$name` left over is
+/// a variable the dashboard does not define, which fails.
+fn substitute_variables(expr: &str) -> String {
+    let text = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+        .replace("$instance", "127.0.0.1:9100");
+    let leftover = text.match_indices('$').any(|(i, _)| {
+        text[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{')
+    });
+    assert!(!leftover, "unknown variable in {expr:?}");
+    text
+}
+
+#[test]
+fn dashboard_is_importable_and_complete() {
+    let dash = dashboard();
+    let schema = dash["schemaVersion"].as_i64().expect("schemaVersion");
+    assert!((36..=39).contains(&schema), "schemaVersion {schema}");
+    assert!(dash["uid"].as_str().is_some_and(|u| !u.is_empty()));
+
+    let variables: BTreeMap<&str, &Json> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .map(|v| (v["name"].as_str().expect("variable name"), v))
+        .collect();
+    let ds = variables
+        .get("DS_PROMETHEUS")
+        .expect("DS_PROMETHEUS variable");
+    assert_eq!(ds["type"], "datasource");
+    assert_eq!(ds["query"], "prometheus");
+    let instance = variables.get("instance").expect("instance variable");
+    assert!(
+        instance["definition"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("label_values(node_uname_info")),
+        "instance comes from node_uname_info: {instance}"
+    );
+
+    let mut ids = BTreeSet::new();
+    for panel in panels(&dash) {
+        let title = panel["title"].as_str().unwrap_or("?");
+        assert!(
+            ids.insert(panel["id"].as_i64().expect("panel id")),
+            "duplicate panel id in {title:?}"
+        );
+        for key in ["h", "w", "x", "y"] {
+            assert!(
+                panel["gridPos"][key].is_i64(),
+                "{title:?} lacks gridPos.{key}"
+            );
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${DS_PROMETHEUS}",
+            "{title:?} must use the DS_PROMETHEUS variable"
+        );
+        let mut ref_ids = BTreeSet::new();
+        for target in panel["targets"].as_array().expect("targets") {
+            assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}", "{title:?}");
+            assert!(
+                ref_ids.insert(target["refId"].as_str().expect("refId")),
+                "duplicate refId in {title:?}"
+            );
+        }
+        assert!(!ref_ids.is_empty(), "{title:?} has no targets");
+    }
+
+    let exprs = dashboard_expressions(&dash);
+    let all: String = exprs
+        .iter()
+        .map(|(_, e)| e.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // What operators had on the original dashboards, and the Storage and Operations rows.
+    for family in [
+        "node_uname_info",
+        "node_boot_time_seconds",
+        "node_memory_MemTotal_bytes",
+        "node_load5",
+        "node_cpu_seconds_total",
+        "node_filesystem_avail_bytes",
+        "node_disk_read_bytes_total",
+        "node_disk_written_bytes_total",
+        "node_netstat_Tcp_CurrEstab",
+        "node_sockstat_TCP_tw",
+        "node_network_receive_bytes_total",
+        "node_network_transmit_bytes_total",
+        "dontpanic_online_device_count",
+        "dontpanic_device_leftrs",
+        "nodewarden_dfs_device_leftrs",
+        "nodewarden_storage_device_free_bytes",
+        "nodewarden_nodes_online",
+        "increase(nodewarden_controller_command_duration_seconds_count[1h])",
+    ] {
+        assert!(all.contains(family), "no panel shows {family}");
+    }
+    assert_in_contract("the dashboard", &nodewarden_names(&all));
+
+    // Recording rules the dashboard reads must be shipped.
+    let recording = read(&repo().join("packaging/prometheus/rules/nodewarden-recording.yml"));
+    for (title, expr) in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+            if word.contains(':') && word.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                assert!(
+                    recording.contains(&format!("record: {word}\n")),
+                    "{title:?} reads {word}, which no shipped recording rule records"
+                );
+            }
+        }
+    }
+}
+
+/// Prometheus's answer to an instant query (POSTed, so no expression needs URL escaping).
+fn query(prometheus: &str, expr: &str) -> Json {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("{prometheus}/api/v1/query"))
+        .send_form([("query", expr)])
+        .unwrap_or_else(|e| panic!("querying {prometheus}: {e}"));
+    let body = response.body_mut().read_to_string().expect("query body");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("Prometheus answered {body:?}: {e}"))
+}
+
+#[test]
+fn dashboard_expressions_parse_in_prometheus() {
+    let Some(prometheus) = service("NW_TEST_PROMETHEUS_URL") else {
+        return;
+    };
+    // The checker itself: a broken expression is refused with bad_data.
+    let refused = query(&prometheus, "sum(rate(node_cpu_seconds_total[5m])");
+    assert_eq!(refused["errorType"], "bad_data", "{refused}");
+
+    let dash = dashboard();
+    let mut exprs = dashboard_expressions(&dash);
+    // The instance variable's selector too.
+    exprs.push((
+        "variable instance".into(),
+        r#"node_uname_info{job="nodes"}"#.into(),
+    ));
+    let failures: Vec<String> = exprs
+        .iter()
+        .filter_map(|(title, expr)| {
+            let answer = query(&prometheus, &substitute_variables(expr));
+            (answer["status"] != "success").then(|| format!("{title:?}: {expr}\n  -> {answer}"))
+        })
+        .collect();
+    assert!(exprs.len() >= 30, "only {} expressions", exprs.len());
+    assert!(
+        failures.is_empty(),
+        "Prometheus refused:\n{}",
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------- systemd units
+
+const UNITS: [&str; 2] = ["nodewarden-agent", "nodewarden-controller"];
+
+/// `Key=value` settings of a unit file's [Service] section, in order.
+fn service_settings(unit: &str) -> Vec<(String, String)> {
+    let mut in_service = false;
+    let mut settings = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.starts_with('#') {
+            if let Some((k, v)) = line.split_once('=') {
+                settings.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    settings
+}
+
+#[test]
+fn units_are_hardened() {
+    for name in UNITS {
+        let text = read(&repo().join(format!("systemd/{name}.service")));
+        let settings = service_settings(&text);
+        let get = |key: &str| -> Vec<&str> {
+            settings
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let one = |key: &str| -> &str {
+            match get(key).as_slice() {
+                [v] => v,
+                other => panic!("{name}: {key} set {} times", other.len()),
+            }
+        };
+        assert_eq!(one("ExecStart"), format!("/usr/bin/{name} $ARGS"), "{name}");
+        assert_eq!(
+            one("EnvironmentFile"),
+            format!("-/etc/default/{name}"),
+            "{name}"
+        );
+        assert_eq!(one("Restart"), "on-failure", "{name}");
+        assert_eq!(one("NoNewPrivileges"), "true", "{name}");
+        assert_eq!(one("ProtectSystem"), "strict", "{name}");
+        assert_eq!(one("PrivateTmp"), "true", "{name}");
+        assert_eq!(one("CapabilityBoundingSet"), "", "{name}: no capabilities");
+        assert!(
+            ["true", "read-only"].contains(&one("ProtectHome")),
+            "{name}"
+        );
+        assert!(!one("User").is_empty() && one("User") != "root", "{name}");
+        assert!(!one("StateDirectory").is_empty(), "{name}");
+    }
+    let controller = service_settings(&read(&repo().join("systemd/nodewarden-controller.service")));
+    assert!(controller.contains(&("StateDirectory".into(), "nodewarden".into())));
+    assert!(controller.contains(&("ReadWritePaths".into(), "/var/lib/nodewarden".into())));
+}
+
+fn systemd_analyze() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("systemd-analyze"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `systemd-analyze verify` on a copy of `unit` whose binary is replaced by `true` (the real one
+/// is installed only by the package); its warnings count as failures.
+fn verify(unit_text: &str, name: &str, dir: &Path) -> Output {
+    let true_bin = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("true(1) exists");
+    let path = dir.join(format!("{name}.service"));
+    std::fs::write(
+        &path,
+        unit_text.replace(&format!("/usr/bin/{name}"), true_bin),
+    )
+    .unwrap();
+    run(Command::new(systemd_analyze().unwrap())
+        .arg("verify")
+        .arg(&path))
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if systemd_analyze().is_none() {
+        eprintln!(
+            "SKIPPED: systemd-analyze is not installed (package systemd); unit verification not run"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in UNITS {
+        let text = read(&repo().join(format!("systemd/{name}.service")));
+        let out = verify(&text, name, dir.path());
+        let report = describe(&format!("systemd-analyze verify {name}.service"), &out);
+        assert!(out.status.success() && out.stderr.is_empty(), "{report}");
+
+        let out = run(Command::new(systemd_analyze().unwrap())
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(dir.path().join(format!("{name}.service"))));
+        let report = describe(&format!("systemd-analyze security {name}.service"), &out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let exposure: f64 = stdout
+            .split("Overall exposure level for")
+            .nth(1)
+            .and_then(|rest| rest.split(':').nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level: {report}"));
+        assert!(
+            exposure <= 3.0,
+            "{name} exposure {exposure} (systemd rates <= 3 OK): {report}"
+        );
+    }
+    // The check can fail: a misspelt setting is reported.
+    let broken = read(&repo().join("systemd/nodewarden-agent.service")).replace(
+        "ProtectSystem=strict",
+        "ProtectSystem=strict\nProtectSytem=strict",
+    );
+    let out = verify(&broken, "nodewarden-agent", dir.path());
+    assert!(
+        !out.stderr.is_empty(),
+        "systemd-analyze missed a misspelt key: {}",
+        describe("systemd-analyze verify", &out)
+    );
+}
+
+// ---------------------------------------------------------------- Debian packaging
+
+#[test]
+fn maintainer_scripts_parse() {
+    let deb = repo().join("packaging/deb");
+    let mut checked = 0;
+    for package in UNITS {
+        for script in ["postinst", "prerm", "postrm"] {
+            let path = deb.join(package).join(script);
+            let text = read(&path);
+            assert!(
+                text.starts_with("#!/bin/sh\n"),
+                "{}: #!/bin/sh",
+                path.display()
+            );
+            assert!(text.contains("\nset -e\n"), "{}: set -e", path.display());
+            // Debian runs them with /bin/sh (dash); bash -n as well for what dash allows.
+            for shell in ["sh", "bash"] {
+                let out = run(Command::new(shell).arg("-n").arg(&path));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    describe(&format!("{shell} -n {}", path.display()), &out)
+                );
+            }
+            checked += 1;
+        }
+        assert!(
+            deb.join(package).join("default").is_file(),
+            "{package}: /etc/default file"
+        );
+    }
+    let out = run(Command::new("bash").arg("-n").arg(deb.join("build.sh")));
+    assert!(
+        out.status.success(),
+        "{}",
+        describe("bash -n build.sh", &out)
+    );
+    assert_eq!(checked, 6);
+
+    // The check can fail: a script with a syntax error is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("postinst");
+    std::fs::write(&broken, "#!/bin/sh\nset -e\nif true; then\n  echo\n").unwrap();
+    assert!(
+        !run(Command::new("sh").arg("-n").arg(&broken))
+            .status
+            .success()
+    );
+}
