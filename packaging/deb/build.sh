@@ -64,13 +64,14 @@ common_files() {
     install_file 0755 "$here/$pkg/$script" "$dir/DEBIAN/$script"
   done
   local doc="$dir/usr/share/doc/$pkg"
+  local year; year=$(date -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}" +%Y)
   install_file 0644 "$root/docs/operations.md" "$doc/operations.md"
   cat >"$doc/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: nodewarden
 
 Files: *
-Copyright: nodewarden developers
+Copyright: $year nodewarden developers
 License: Apache-2.0
  On Debian systems the full text of the Apache License, Version 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
@@ -78,8 +79,17 @@ COPYRIGHT
   chmod 0644 "$doc/copyright"
   printf '%s (%s) unstable; urgency=medium\n\n  * Built from the nodewarden source tree.\n\n -- %s  %s\n' \
     "$pkg" "$version" "$maintainer" "$(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" |
-    gzip -9n >"$doc/changelog.Debian.gz"
-  chmod 0644 "$doc/changelog.Debian.gz"
+    gzip -9n >"$doc/changelog.gz"
+  chmod 0644 "$doc/changelog.gz"
+  # unsafe-libyaml (a Rust translation of libyaml, for the YAML web config) is compiled in;
+  # there is no system library to link instead.
+  if [ "$pkg" = nodewarden-agent ]; then
+    mkdir -p "$dir/usr/share/lintian/overrides"
+    printf '%s\n' "# libyaml translated to Rust (unsafe-libyaml crate); no shared library to use." \
+      "nodewarden-agent: embedded-library libyaml [usr/bin/nodewarden-agent]" \
+      >"$dir/usr/share/lintian/overrides/$pkg"
+    chmod 0644 "$dir/usr/share/lintian/overrides/$pkg"
+  fi
 }
 
 # finish PKG DIR DEPENDS DESCRIPTION...: control, conffiles, md5sums, then dpkg-deb.
@@ -114,7 +124,7 @@ for example in 50-nodewarden-agent.rules nodewarden-agent.sudoers; do
   install_file 0644 "$root/systemd/examples/$example" "$agent/usr/share/doc/nodewarden-agent/examples/$example"
 done
 finish nodewarden-agent "$agent" \
-  "libc6 (>= $(glibc_needed "$release/nodewarden-agent")), adduser, init-system-helpers" \
+  "libc6 (>= $(glibc_needed "$release/nodewarden-agent")), adduser" \
   "" \
   "node agent: node_exporter-compatible metrics and a controller link
  nodewarden-agent serves the Prometheus node_exporter metrics (same names,
@@ -132,7 +142,7 @@ for rules in "$root"/packaging/prometheus/rules/*.yml; do
 done
 install_file 0644 "$root/packaging/grafana/nodewarden-dashboard.json" "$share/grafana/nodewarden-dashboard.json"
 finish nodewarden-controller "$controller" \
-  "libc6 (>= $(glibc_needed "$release/nodewarden-controller")), adduser, init-system-helpers" \
+  "libc6 (>= $(glibc_needed "$release/nodewarden-controller")), adduser" \
   "Recommends: prometheus, prometheus-pushgateway
 Suggests: grafana, influxdb, mariadb-server" \
   "fleet controller for nodewarden agents
