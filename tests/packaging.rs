@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use nodewarden_tests::service;
+use nodewarden_tests::{ChildGuard, bin_path, free_port, get_text, service, wait_for};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
@@ -604,17 +604,31 @@ fn units_are_hardened() {
         assert!(!one("User").is_empty() && one("User") != "root", "{name}");
         assert!(!one("StateDirectory").is_empty(), "{name}");
     }
+    // The agent's timex collector needs adjtimex(2) (read-only without CAP_SYS_TIME).
+    let agent = service_settings(&read(&repo().join("systemd/nodewarden-agent.service")));
+    let filters: Vec<&str> = agent
+        .iter()
+        .filter(|(k, _)| k == "SystemCallFilter")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| f.split_whitespace().any(|s| s == "adjtimex")),
+        "the agent's SystemCallFilter must allow adjtimex: {filters:?}"
+    );
+    assert!(
+        !agent.contains(&("ProtectClock".into(), "true".into())),
+        "ProtectClock forbids adjtimex, which the timex collector reads"
+    );
     let controller = service_settings(&read(&repo().join("systemd/nodewarden-controller.service")));
     assert!(controller.contains(&("StateDirectory".into(), "nodewarden".into())));
     assert!(controller.contains(&("ReadWritePaths".into(), "/var/lib/nodewarden".into())));
 }
 
 fn systemd_analyze() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("systemd-analyze"))
-            .find(|p| p.is_file())
-    })
+    program("systemd-analyze")
 }
 
 /// `systemd-analyze verify` on a copy of `unit` whose binary is replaced by `true` (the real one
@@ -677,6 +691,151 @@ fn units_pass_systemd_analyze_verify() {
         !out.stderr.is_empty(),
         "systemd-analyze missed a misspelt key: {}",
         describe("systemd-analyze verify", &out)
+    );
+}
+
+fn program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The system calls a `SystemCallFilter=` allow-list admits, groups expanded by systemd itself.
+fn allowed_syscalls(filters: &[&str]) -> BTreeSet<String> {
+    let analyze = program("systemd-analyze").expect("systemd-analyze");
+    let mut allowed = BTreeSet::new();
+    let mut pending: Vec<String> = filters
+        .iter()
+        .flat_map(|f| f.split_whitespace())
+        .map(str::to_string)
+        .collect();
+    let mut expanded = BTreeSet::new();
+    while let Some(entry) = pending.pop() {
+        if !entry.starts_with('@') {
+            allowed.insert(entry);
+            continue;
+        }
+        if !expanded.insert(entry.clone()) {
+            continue;
+        }
+        let out = run(Command::new(&analyze).args(["syscall-filter", &entry]));
+        assert!(
+            out.status.success(),
+            "{}",
+            describe("systemd-analyze syscall-filter", &out)
+        );
+        // "@group" on its first line, then its members indented; comments start with '#'.
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+            let member = line.trim();
+            if !member.is_empty() && !member.starts_with('#') {
+                pending.push(member.to_string());
+            }
+        }
+    }
+    assert!(
+        allowed.contains("read"),
+        "expansion of {filters:?} failed: {allowed:?}"
+    );
+    allowed
+}
+
+/// Kills a process by pid when dropped (the agent under strace: killing strace would only
+/// detach it).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid this test started; no memory is involved.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+/// The agent, traced while it starts and serves scrapes, makes only the system calls and opens
+/// only the socket families its unit's seccomp and address-family filters allow; otherwise a
+/// collector would fail with EPERM under systemd (this machine's tests run it without systemd).
+#[test]
+fn agent_stays_within_its_unit_sandbox() {
+    let (Some(strace), Some(_)) = (program("strace"), program("systemd-analyze")) else {
+        eprintln!(
+            "SKIPPED: strace or systemd-analyze is not installed; the agent's syscalls were not checked against its unit"
+        );
+        return;
+    };
+    let unit = service_settings(&read(&repo().join("systemd/nodewarden-agent.service")));
+    let values = |key: &str| -> Vec<&str> {
+        unit.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let allowed = allowed_syscalls(&values("SystemCallFilter"));
+    let families: BTreeSet<&str> = values("RestrictAddressFamilies")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("agent.strace");
+    let port = free_port();
+    let mut strace_run = ChildGuard::spawn(
+        Command::new(strace)
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg(bin_path("nodewarden-agent"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let body = wait_for(
+        "the traced agent to serve /metrics",
+        std::time::Duration::from_secs(30),
+        || get_text(&url),
+    );
+    assert!(body.contains("node_load1"), "scrape: {body}");
+    get_text(&url).expect("a second scrape");
+    // The first line of the trace is the agent's execve, prefixed with its pid.
+    let agent_pid: i32 = read(&trace)
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("the trace starts with the agent's pid");
+    drop(KillOnDrop(agent_pid));
+    strace_run.0.wait().expect("strace ends with the agent");
+
+    let mut denied = BTreeSet::new();
+    let mut bad_families = BTreeSet::new();
+    for line in read(&trace).lines() {
+        let Some((_, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        if call.starts_with("<...") || call.starts_with("+++") || call.starts_with("---") {
+            continue;
+        }
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        if !allowed.contains(name) {
+            denied.insert(name.to_string());
+        }
+        if name == "socket" || name == "socketpair" {
+            let family = args.split([',', ')']).next().unwrap_or("").trim();
+            if !families.contains(family) {
+                bad_families.insert(family.to_string());
+            }
+        }
+    }
+    assert!(
+        denied.is_empty(),
+        "the unit's SystemCallFilter denies {denied:?}"
+    );
+    assert!(
+        bad_families.is_empty(),
+        "RestrictAddressFamilies denies {bad_families:?}"
     );
 }
 
