@@ -6,7 +6,7 @@
 # variable is missing and NW_REQUIRE_SERVICES=1, which scripts/test.sh always sets.
 
 NW_PACKAGES=(mariadb-server prometheus prometheus-pushgateway prometheus-node-exporter
-             openssh-server influxdb chromium chromium-driver curl iproute2)
+             openssh-server influxdb chromium chromium-driver curl iproute2 strace)
 
 ensure_packages() {
   local missing=()
@@ -25,6 +25,9 @@ ensure_packages() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# The repository this file belongs to (shipped configuration is read from it).
+NW_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 NW_PIDS=()
 nw_stop_services() {
@@ -56,10 +59,13 @@ start_node_exporter() {
 start_prometheus() {
   local port; port=$(free_port)
   mkdir -p "$NW_TMP/prometheus/sd" "$NW_TMP/prometheus/data"
+  # The shipped rules are loaded so tests see the recording rules and alerts evaluate for real.
   cat >"$NW_TMP/prometheus/prometheus.yml" <<YML
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
+rule_files:
+  - "$NW_REPO/packaging/prometheus/rules/*.yml"
 scrape_configs:
   - job_name: nodes
     file_sd_configs:

@@ -547,6 +547,148 @@ fn dashboard_expressions_parse_in_prometheus() {
     );
 }
 
+/// The targets of the panels in the row whose title starts with `row_title`.
+fn row_expressions(dashboard: &Json, row_title: &str) -> Vec<(String, String)> {
+    let mut in_row = false;
+    let mut found = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or("?");
+        if panel["type"] == "row" {
+            in_row = title.starts_with(row_title);
+            continue;
+        }
+        if in_row {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                found.push((
+                    title.to_string(),
+                    target["expr"].as_str().expect("expr").to_string(),
+                ));
+            }
+        }
+    }
+    assert!(!found.is_empty(), "no row {row_title:?}");
+    found
+}
+
+/// Removes a service-discovery file when dropped.
+struct RemoveFile(PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn has_data(prometheus: &str, expr: &str) -> bool {
+    let answer = query(prometheus, expr);
+    answer["status"] == "success"
+        && answer["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+}
+
+/// Every panel of the node row shows data for a real node_exporter scraped in job `nodes` by
+/// the suite's Prometheus (which loads the shipped rules, so recording rules count too).
+#[test]
+fn dashboard_node_row_has_data_for_node_exporter() {
+    let (Some(prometheus), Some(sd_dir), Some(exporter)) = (
+        service("NW_TEST_PROMETHEUS_URL"),
+        service("NW_TEST_PROMETHEUS_SD_DIR"),
+        service("NW_TEST_NODE_EXPORTER_URL"),
+    ) else {
+        return;
+    };
+    let instance = exporter
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let sd_file = Path::new(&sd_dir).join(format!("packaging-{}.json", std::process::id()));
+    std::fs::write(
+        &sd_file,
+        format!(
+            r#"[{{"targets":["{instance}"],"labels":{{"job":"nodes","node":"packaging-test"}}}}]"#
+        ),
+    )
+    .unwrap();
+    let _cleanup = RemoveFile(sd_file);
+    wait_for(
+        "Prometheus to scrape node_exporter",
+        std::time::Duration::from_secs(60),
+        || has_data(&prometheus, &format!(r#"up{{instance="{instance}"}} == 1"#)).then_some(()),
+    );
+
+    let dash = dashboard();
+    let exprs: Vec<(String, String)> = row_expressions(&dash, "Node")
+        .into_iter()
+        .map(|(title, expr)| {
+            let concrete = substitute_variables(&expr).replace("127.0.0.1:9100", &instance);
+            (title, concrete)
+        })
+        .collect();
+    // Rates need two scrapes and recording rules an evaluation: wait until all have data.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let missing = loop {
+        let missing: Vec<&(String, String)> = exprs
+            .iter()
+            .filter(|(_, expr)| !has_data(&prometheus, expr))
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(
+        missing.is_empty(),
+        "panels without data for {instance}: {missing:#?}"
+    );
+}
+
+/// The suite's Prometheus loads the shipped rules and evaluates every one without error.
+#[test]
+fn shipped_rules_evaluate_in_prometheus() {
+    let Some(prometheus) = service("NW_TEST_PROMETHEUS_URL") else {
+        return;
+    };
+    let shipped: BTreeSet<String> = files(&repo().join("packaging/prometheus/rules"), ".yml")
+        .iter()
+        .flat_map(|path| {
+            yaml(path)["groups"]
+                .as_sequence()
+                .expect("groups")
+                .iter()
+                .map(|g| str_of(g, "name").expect("group name").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Every group evaluated at least once, then no rule reports an error.
+    let groups = wait_for(
+        "the shipped rule groups to be evaluated",
+        std::time::Duration::from_secs(30),
+        || {
+            let body = get_text(&format!("{prometheus}/api/v1/rules"))?;
+            let rules: Json = serde_json::from_str(&body).ok()?;
+            let groups = rules["data"]["groups"].as_array()?.clone();
+            let evaluated: BTreeSet<String> = groups
+                .iter()
+                .filter(|g| {
+                    g["lastEvaluation"]
+                        .as_str()
+                        .is_some_and(|t| !t.starts_with("0001"))
+                })
+                .filter_map(|g| g["name"].as_str().map(str::to_string))
+                .collect();
+            shipped.is_subset(&evaluated).then_some(groups)
+        },
+    );
+    let broken: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["health"] != "ok" && r["health"] != "unknown")
+        .map(|r| format!("{}: {}", r["name"], r["lastError"]))
+        .collect();
+    assert!(broken.is_empty(), "rules failing in Prometheus: {broken:?}");
+}
+
 // ---------------------------------------------------------------- systemd units
 
 const UNITS: [&str; 2] = ["nodewarden-agent", "nodewarden-controller"];
