@@ -59,6 +59,9 @@ common_files() {
   install -D -m 0755 "$release/$pkg" "$dir/usr/bin/$pkg"
   strip --strip-unneeded --remove-section=.comment --remove-section=.note "$dir/usr/bin/$pkg"
   install_file 0644 "$root/systemd/$pkg.service" "$dir/lib/systemd/system/$pkg.service"
+  mkdir -p "$dir/usr/share/man/man8"
+  gzip -9n <"$here/man/$pkg.8" >"$dir/usr/share/man/man8/$pkg.8.gz"
+  chmod 0644 "$dir/usr/share/man/man8/$pkg.8.gz"
   install_file 0644 "$here/$pkg/default" "$dir/etc/default/$pkg"
   for script in postinst prerm postrm; do
     install_file 0755 "$here/$pkg/$script" "$dir/DEBIAN/$script"
