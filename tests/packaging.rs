@@ -981,6 +981,61 @@ fn agent_stays_within_its_unit_sandbox() {
     );
 }
 
+/// The shipped polkit rule, run in node with polkit's rule API: the agent's user may start,
+/// stop and restart the listed units and nothing else; other users and actions are not its
+/// business. (polkitd itself needs a system bus this test does not have.)
+#[test]
+fn polkit_example_allows_only_declared_units_for_the_agent() {
+    let Some(node) = program("node").or_else(|| program("nodejs")) else {
+        eprintln!(
+            "SKIPPED: node is not installed (package nodejs); the polkit rule's logic was not run"
+        );
+        return;
+    };
+    let rule = repo().join("systemd/examples/50-nodewarden-agent.rules");
+    let harness = format!(
+        r#"
+const rules = [];
+const polkit = {{ Result: {{ YES: "yes", NO: "no", NOT_HANDLED: null }}, addRule: f => rules.push(f) }};
+eval(require("fs").readFileSync({path}, "utf8"));
+const decide = (id, user, unit, verb) => {{
+  const action = {{ id, lookup: key => ({{ unit, verb }})[key] }};
+  for (const rule of rules) {{ const r = rule(action, {{ user }}); if (r !== null && r !== undefined) return r; }}
+  return "not handled";
+}};
+const manage = "org.freedesktop.systemd1.manage-units";
+console.log(JSON.stringify([
+  decide(manage, "nodewarden-agent", "dfs-storage-client.service", "start"),
+  decide(manage, "nodewarden-agent", "ray-worker.service", "stop"),
+  decide(manage, "nodewarden-agent", "ray-worker.service", "restart"),
+  decide(manage, "nodewarden-agent", "ssh.service", "stop"),
+  decide(manage, "nodewarden-agent", "ray-worker.service", "enable"),
+  decide(manage, "someone-else", "ray-worker.service", "start"),
+  decide("org.freedesktop.systemd1.manage-unit-files", "nodewarden-agent", "ray-worker.service", "start"),
+]));
+"#,
+        path = serde_json::to_string(&rule.display().to_string()).unwrap()
+    );
+    let out = run(Command::new(node).arg("-e").arg(harness));
+    let report = describe("node (polkit rule)", &out);
+    assert!(out.status.success(), "{report}");
+    let decisions: Vec<String> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {report}"));
+    assert_eq!(
+        decisions,
+        [
+            "yes",
+            "yes",
+            "yes",
+            "not handled",
+            "not handled",
+            "not handled",
+            "not handled"
+        ],
+        "{report}"
+    );
+}
+
 // ---------------------------------------------------------------- Debian packaging
 
 #[test]
