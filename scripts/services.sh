@@ -80,6 +80,33 @@ YML
   export NW_TEST_PROMETHEUS_URL="http://127.0.0.1:$port"
   export NW_TEST_PROMETHEUS_SD_DIR="$NW_TMP/prometheus/sd"
   export NW_TEST_PROMTOOL="$(command -v promtool)"
+  export NW_TEST_PROMETHEUS_BIN="$(command -v prometheus)"
+}
+
+# InfluxDB 1.x in its own directories; tests create their own databases.
+start_influxdb() {
+  local port rpc; port=$(free_port); rpc=$(free_port)
+  local dir="$NW_TMP/influxdb"
+  mkdir -p "$dir"
+  cat >"$dir/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+CONF
+  influxd -config "$dir/influxdb.conf" >"$NW_TMP/influxdb.log" 2>&1 &
+  NW_PIDS+=($!)
+  wait_http influxdb "http://127.0.0.1:$port/ping" "$NW_TMP/influxdb.log"
+  export NW_TEST_INFLUXDB_URL="http://127.0.0.1:$port"
 }
 
 start_pushgateway() {
@@ -123,6 +150,7 @@ start_services() {
   start_prometheus
   start_pushgateway
   start_mariadb
+  start_influxdb
   export NW_REQUIRE_SERVICES=1
   echo "== services up in $NW_TMP"
 }

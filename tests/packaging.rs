@@ -348,6 +348,145 @@ fn rules_use_only_contract_names() {
     assert_in_contract("packaging/prometheus/rules", &used);
 }
 
+fn influx_query(influx: &str, db: &str, q: &str) -> Option<Json> {
+    let mut response = ureq::post(format!("{influx}/query"))
+        .send_form([("db", db), ("q", q)])
+        .ok()?;
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
+/// Drops a test database when dropped.
+struct DropDatabase<'a>(&'a str, String);
+
+impl Drop for DropDatabase<'_> {
+    fn drop(&mut self) {
+        let _ = influx_query(self.0, "", &format!("DROP DATABASE \"{}\"", self.1));
+    }
+}
+
+/// A private Prometheus on `port` (a test's own, killed with the guard), once it is ready.
+fn start_prometheus(bin: &str, config: &Path, data: &Path, port: u16) -> (ChildGuard, String) {
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let guard = ChildGuard::spawn(
+        Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for(
+        "a private Prometheus to be ready",
+        std::time::Duration::from_secs(60),
+        || get_text(&format!("{url}/-/ready")),
+    );
+    (guard, url)
+}
+
+/// The shipped remote_write and remote_read URLs work against a real InfluxDB 1.x: a Prometheus
+/// running the shipped configuration writes its samples there, and a second, empty Prometheus
+/// with only the shipped remote_read section answers queries from them.
+#[test]
+fn shipped_config_writes_to_and_reads_from_influxdb() {
+    let (Some(prometheus_bin), Some(influx)) = (
+        service("NW_TEST_PROMETHEUS_BIN"),
+        service("NW_TEST_INFLUXDB_URL"),
+    ) else {
+        return;
+    };
+    let db = format!("nodewarden_packaging_{}", std::process::id());
+    influx_query(&influx, "", &format!("CREATE DATABASE \"{db}\""))
+        .unwrap_or_else(|| panic!("creating database {db} in {influx}"));
+    let _drop_db = DropDatabase(&influx, db.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "test-token\n").unwrap();
+    let self_port = free_port();
+    let shipped = read(&repo().join("packaging/prometheus/prometheus.yml"));
+    let mut config = shipped.clone();
+    for (from, to) in [
+        ("http://127.0.0.1:8086/".to_string(), format!("{influx}/")),
+        ("?db=prometheus".to_string(), format!("?db={db}")),
+        (
+            "127.0.0.1:9090".to_string(),
+            format!("127.0.0.1:{self_port}"),
+        ),
+        (
+            "scrape_interval: 15s".to_string(),
+            "scrape_interval: 1s".to_string(),
+        ),
+        (SHIPPED_TOKEN.to_string(), token.display().to_string()),
+        (
+            SHIPPED_RULES_DIR.to_string(),
+            format!("{}/", repo().join("packaging/prometheus/rules").display()),
+        ),
+    ] {
+        assert!(
+            shipped.contains(&from),
+            "prometheus.yml no longer contains {from}"
+        );
+        config = config.replace(&from, &to);
+    }
+    let writer_config = dir.path().join("writer.yml");
+    std::fs::write(&writer_config, &config).unwrap();
+    // The writer listens where its own `prometheus` job scrapes.
+    let (writer, _) = start_prometheus(
+        &prometheus_bin,
+        &writer_config,
+        &dir.path().join("writer"),
+        self_port,
+    );
+
+    let select = r#"SELECT * FROM "up" WHERE "job" = 'prometheus' LIMIT 1"#;
+    let stored = wait_for(
+        "the shipped remote_write to store samples in InfluxDB",
+        std::time::Duration::from_secs(90),
+        || {
+            let answer = influx_query(&influx, &db, select)?;
+            let series = answer["results"][0]["series"].as_array()?.first()?.clone();
+            Some(series)
+        },
+    );
+    assert!(
+        stored["columns"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "monitor")),
+        "the external label reached InfluxDB: {stored}"
+    );
+    drop(writer);
+
+    // A Prometheus with nothing local, reading through the shipped remote_read section.
+    let shipped_config: Yaml = serde_yaml_ng::from_str(&config).unwrap();
+    let mut remote_read = shipped_config["remote_read"].clone();
+    let first = remote_read
+        .as_sequence_mut()
+        .and_then(|s| s.first_mut())
+        .and_then(Yaml::as_mapping_mut)
+        .expect("a remote_read entry");
+    // Local storage is empty, so let InfluxDB answer recent ranges too.
+    first.insert("read_recent".into(), true.into());
+    let mut reader_doc = serde_yaml_ng::Mapping::new();
+    reader_doc.insert("remote_read".into(), remote_read);
+    let reader_config = dir.path().join("reader.yml");
+    std::fs::write(
+        &reader_config,
+        serde_yaml_ng::to_string(&reader_doc).unwrap(),
+    )
+    .unwrap();
+    let (_reader, reader_url) = start_prometheus(
+        &prometheus_bin,
+        &reader_config,
+        &dir.path().join("reader"),
+        free_port(),
+    );
+    let answer = query(&reader_url, r#"up{job="prometheus"}"#);
+    let result = &answer["data"]["result"][0];
+    assert_eq!(result["metric"]["monitor"], "nodewarden", "{answer}");
+    assert_eq!(result["value"][1], "1", "{answer}");
+}
+
 // ---------------------------------------------------------------- Grafana dashboard
 
 fn dashboard() -> Json {
