@@ -115,6 +115,7 @@ start_pushgateway() {
   NW_PIDS+=($!)
   wait_http pushgateway "http://127.0.0.1:$port/-/ready" "$NW_TMP/pushgateway.log"
   export NW_TEST_PUSHGATEWAY_URL="http://127.0.0.1:$port"
+  export NW_TEST_PUSHGATEWAY_BIN="$(command -v prometheus-pushgateway)"
 }
 
 # MariaDB in its own data directory. Tests get a URL with a user that may create databases, and

@@ -831,6 +831,208 @@ fn shipped_rules_evaluate_in_prometheus() {
     assert!(broken.is_empty(), "rules failing in Prometheus: {broken:?}");
 }
 
+/// A family of a pushed group and the one label it carries, if any.
+type PushedFamily = (String, Option<String>);
+
+/// The Pushgateway groups of docs/metrics.md: group name and its families.
+fn contract_push_groups() -> Vec<(String, Vec<PushedFamily>)> {
+    let doc = read(&repo().join("docs/metrics.md"));
+    let section = doc
+        .split("## Pushgateway groups")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/metrics.md has a Pushgateway groups section");
+    let mut groups = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (Some(group_cell), Some(families_cell)) = (cells.get(1), cells.get(2)) else {
+            continue;
+        };
+        let group = group_cell
+            .split('`')
+            .nth(1)
+            .expect("group name")
+            .to_string();
+        // Backticked words in the families cell: `name` or `name{label}`.
+        let families = families_cell
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.starts_with("nodewarden_") || w.starts_with("dontpanic_"))
+            .map(|w| match w.split_once('{') {
+                Some((name, label)) => (
+                    name.to_string(),
+                    Some(label.trim_end_matches('}').to_string()),
+                ),
+                None => (w.to_string(), None),
+            })
+            .collect::<Vec<_>>();
+        groups.push((group, families));
+    }
+    assert!(
+        groups.len() >= 3,
+        "Pushgateway groups in docs/metrics.md: {groups:?}"
+    );
+    groups
+}
+
+/// The panels reading only Pushgateway families show data once the groups docs/metrics.md
+/// defines are pushed to a real Pushgateway scraped with the shipped `pushgateway` job; the
+/// groups keep their own job labels (honor_labels), and the shipped alerts evaluate on them.
+#[test]
+fn pushed_groups_reach_the_dashboard_and_alerts() {
+    let (Some(prometheus_bin), Some(pushgateway_bin)) = (
+        service("NW_TEST_PROMETHEUS_BIN"),
+        service("NW_TEST_PUSHGATEWAY_BIN"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A private Pushgateway: the suite's shared one may hold groups other tests assert on.
+    let pushgateway_port = free_port();
+    let _pushgateway = ChildGuard::spawn(
+        Command::new(&pushgateway_bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{pushgateway_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let pushgateway = format!("http://127.0.0.1:{pushgateway_port}");
+    wait_for(
+        "the Pushgateway",
+        std::time::Duration::from_secs(30),
+        || get_text(&format!("{pushgateway}/-/ready")),
+    );
+
+    // Push each group as the controller does: the whole group with PUT. Two online devices, so
+    // StorageDevicesOnlineLow (below 3) must go pending.
+    let groups = contract_push_groups();
+    let mut pushed_families = BTreeSet::new();
+    for (group, families) in &groups {
+        let mut body = String::new();
+        for (family, label) in families {
+            let value = if family.ends_with("device_count") || family.ends_with("devices_online") {
+                "2"
+            } else {
+                "1000"
+            };
+            match label.as_deref() {
+                Some("id") => body.push_str(&format!(
+                    "{family}{{id=\"1\"}} {value}\n{family}{{id=\"2\"}} {value}\n"
+                )),
+                Some(label) => body.push_str(&format!("{family}{{{label}=\"storage\"}} {value}\n")),
+                None => body.push_str(&format!("{family} {value}\n")),
+            }
+            pushed_families.insert(family.clone());
+        }
+        ureq::put(format!("{pushgateway}/metrics/job/{group}"))
+            .send(body.as_str())
+            .unwrap_or_else(|e| panic!("pushing group {group}: {e}"));
+    }
+
+    // The shipped configuration with only its pushgateway job, pointed at the private one.
+    let shipped: Yaml = yaml(&repo().join("packaging/prometheus/prometheus.yml"));
+    let mut config = shipped.clone();
+    let map = config.as_mapping_mut().unwrap();
+    map.remove("remote_write");
+    map.remove("remote_read");
+    let mut job = shipped["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| str_of(j, "job_name") == Some("pushgateway"))
+        .expect("job pushgateway")
+        .clone();
+    job["static_configs"][0]["targets"][0] = format!("127.0.0.1:{pushgateway_port}").into();
+    map.insert("scrape_configs".into(), vec![job].into());
+    let rules: Vec<Yaml> = files(&repo().join("packaging/prometheus/rules"), ".yml")
+        .iter()
+        .map(|p| p.display().to_string().into())
+        .collect();
+    map.insert("rule_files".into(), rules.into());
+    config["global"]["scrape_interval"] = "1s".into();
+    config["global"]["evaluation_interval"] = "1s".into();
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    let (_prometheus, prometheus) = start_prometheus(
+        &prometheus_bin,
+        &config_path,
+        &dir.path().join("data"),
+        free_port(),
+    );
+
+    // honor_labels: each group's samples keep the group's job, not "pushgateway".
+    let count = wait_for(
+        "the pushed groups to be scraped",
+        std::time::Duration::from_secs(60),
+        || {
+            let answer = query(&prometheus, "dontpanic_online_device_count");
+            answer["data"]["result"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .cloned()
+        },
+    );
+    assert_eq!(
+        count[0]["metric"]["job"], "online_device_count",
+        "{count:?}"
+    );
+    assert_eq!(count[0]["value"][1], "2");
+
+    // Every Storage and Operations panel target whose families are all pushed has data.
+    let dash = dashboard();
+    let mut checked = 0;
+    for row in ["Storage", "Operations"] {
+        for (title, expr) in row_expressions(&dash, row) {
+            let names = nodewarden_names(&expr);
+            let from_pushgateway = expr.contains("push_time_seconds")
+                || (!names.is_empty() && names.iter().all(|n| pushed_families.contains(n)));
+            if !from_pushgateway {
+                continue;
+            }
+            let concrete = substitute_variables(&expr);
+            wait_for(
+                &format!("data in {title:?}: {expr}"),
+                std::time::Duration::from_secs(30),
+                || has_data(&prometheus, &concrete).then_some(()),
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 6,
+        "only {checked} panel targets read pushed families"
+    );
+
+    // The alerts see the pushed groups: two devices online is too few; the groups are fresh.
+    let alerts = wait_for(
+        "StorageDevicesOnlineLow to go pending",
+        std::time::Duration::from_secs(30),
+        || {
+            let body = get_text(&format!("{prometheus}/api/v1/alerts"))?;
+            let alerts: Json = serde_json::from_str(&body).ok()?;
+            let list = alerts["data"]["alerts"].as_array()?.clone();
+            list.iter()
+                .any(|a| a["labels"]["alertname"] == "StorageDevicesOnlineLow")
+                .then_some(list)
+        },
+    );
+    let low = alerts
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "StorageDevicesOnlineLow")
+        .unwrap();
+    assert_eq!(low["labels"]["job"], "online_device_count", "{low}");
+    assert_eq!(
+        low["annotations"]["summary"],
+        "Only 2 DFS storage devices are online"
+    );
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "PushgatewayPushStale"),
+        "fresh groups reported stale: {alerts:?}"
+    );
+}
+
 // ---------------------------------------------------------------- systemd units
 
 const UNITS: [&str; 2] = ["nodewarden-agent", "nodewarden-controller"];
