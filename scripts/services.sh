@@ -6,7 +6,7 @@
 # variable is missing and NW_REQUIRE_SERVICES=1, which scripts/test.sh always sets.
 
 NW_PACKAGES=(mariadb-server prometheus prometheus-pushgateway prometheus-node-exporter
-             openssh-server influxdb chromium chromium-driver curl iproute2)
+             openssh-server influxdb chromium chromium-driver curl iproute2 strace)
 
 ensure_packages() {
   local missing=()
@@ -25,6 +25,9 @@ ensure_packages() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# The repository this file belongs to (shipped configuration is read from it).
+NW_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 NW_PIDS=()
 nw_stop_services() {
@@ -56,10 +59,13 @@ start_node_exporter() {
 start_prometheus() {
   local port; port=$(free_port)
   mkdir -p "$NW_TMP/prometheus/sd" "$NW_TMP/prometheus/data"
+  # The shipped rules are loaded so tests see the recording rules and alerts evaluate for real.
   cat >"$NW_TMP/prometheus/prometheus.yml" <<YML
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
+rule_files:
+  - "$NW_REPO/packaging/prometheus/rules/*.yml"
 scrape_configs:
   - job_name: nodes
     file_sd_configs:
@@ -74,6 +80,33 @@ YML
   export NW_TEST_PROMETHEUS_URL="http://127.0.0.1:$port"
   export NW_TEST_PROMETHEUS_SD_DIR="$NW_TMP/prometheus/sd"
   export NW_TEST_PROMTOOL="$(command -v promtool)"
+  export NW_TEST_PROMETHEUS_BIN="$(command -v prometheus)"
+}
+
+# InfluxDB 1.x in its own directories; tests create their own databases.
+start_influxdb() {
+  local port rpc; port=$(free_port); rpc=$(free_port)
+  local dir="$NW_TMP/influxdb"
+  mkdir -p "$dir"
+  cat >"$dir/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+CONF
+  influxd -config "$dir/influxdb.conf" >"$NW_TMP/influxdb.log" 2>&1 &
+  NW_PIDS+=($!)
+  wait_http influxdb "http://127.0.0.1:$port/ping" "$NW_TMP/influxdb.log"
+  export NW_TEST_INFLUXDB_URL="http://127.0.0.1:$port"
 }
 
 start_pushgateway() {
@@ -82,6 +115,7 @@ start_pushgateway() {
   NW_PIDS+=($!)
   wait_http pushgateway "http://127.0.0.1:$port/-/ready" "$NW_TMP/pushgateway.log"
   export NW_TEST_PUSHGATEWAY_URL="http://127.0.0.1:$port"
+  export NW_TEST_PUSHGATEWAY_BIN="$(command -v prometheus-pushgateway)"
 }
 
 # MariaDB in its own data directory. Tests get a URL with a user that may create databases, and
@@ -117,6 +151,7 @@ start_services() {
   start_prometheus
   start_pushgateway
   start_mariadb
+  start_influxdb
   export NW_REQUIRE_SERVICES=1
   echo "== services up in $NW_TMP"
 }
