@@ -20,11 +20,25 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod entropy;
+pub mod filefd;
 pub mod loadavg;
 pub mod meminfo;
+pub mod pressure;
+pub mod stat;
+pub mod util;
+pub mod vmstat;
 
 /// Every collector the agent knows, in the order they run.
-pub static ALL: &[&Registration] = &[&loadavg::REGISTRATION, &meminfo::REGISTRATION];
+pub static ALL: &[&Registration] = &[
+    &entropy::REGISTRATION,
+    &filefd::REGISTRATION,
+    &loadavg::REGISTRATION,
+    &meminfo::REGISTRATION,
+    &pressure::REGISTRATION,
+    &stat::REGISTRATION,
+    &vmstat::REGISTRATION,
+];
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;

@@ -1,0 +1,172 @@
+//! Small helpers shared by collectors: kingpin-style flags, cached field filters and label text
+//! that is formatted once rather than every scrape.
+
+use clap::{Arg, ArgAction, Command};
+use regex::Regex;
+
+use super::{BuildContext, BuildError};
+
+/// Adds a kingpin-style boolean flag as node_exporter has them: `--<name>`, `--<name>=false` and
+/// `--no-<name>`. Read it with [`bool_flag`].
+pub fn add_bool_flag(
+    command: Command,
+    name: &'static str,
+    default: bool,
+    help: &'static str,
+) -> Command {
+    let off = format!("no-{name}");
+    command
+        .arg(
+            Arg::new(name)
+                .long(name)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_value(if default { "true" } else { "false" })
+                .default_missing_value("true")
+                .value_parser(clap::value_parser!(bool))
+                .overrides_with(off.clone())
+                .help(help),
+        )
+        .arg(
+            Arg::new(off.clone())
+                .long(off)
+                .action(ArgAction::SetTrue)
+                .overrides_with(name)
+                .hide(true),
+        )
+}
+
+/// The value of a flag added with [`add_bool_flag`]; the last of `--x` / `--no-x` wins.
+pub fn bool_flag(ctx: &BuildContext<'_>, name: &str) -> bool {
+    let off = format!("no-{name}");
+    if ctx.matches.try_get_one::<bool>(&off).ok().flatten() == Some(&true) {
+        return false;
+    }
+    ctx.matches
+        .try_get_one::<bool>(name)
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false)
+}
+
+/// A regex flag matched anywhere in the subject, as node_exporter's `regexp.MatchString` on an
+/// unanchored pattern does (its field filters carry their own `^…$` where they want them).
+/// Empty means no filter.
+pub fn unanchored_regex_flag(
+    ctx: &BuildContext<'_>,
+    id: &str,
+) -> Result<Option<Regex>, BuildError> {
+    match ctx.flag(id) {
+        None | Some("") => Ok(None),
+        Some(pattern) => Regex::new(pattern).map(Some).map_err(|e| BuildError::Flag {
+            flag: id.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Remembers a filter's verdict per field position, so a source whose field names do not change
+/// between scrapes (vmstat, netstat) runs the regex once per field, not once per field per scrape.
+#[derive(Default)]
+pub struct FilterCache {
+    verdicts: Vec<(String, bool)>,
+}
+
+impl FilterCache {
+    /// Whether `key`, the `index`th field of the source, matches `pattern`.
+    pub fn matches(&mut self, index: usize, key: &str, pattern: &Regex) -> bool {
+        if let Some((cached, verdict)) = self.verdicts.get(index)
+            && cached == key
+        {
+            return *verdict;
+        }
+        let verdict = pattern.is_match(key);
+        if self.verdicts.len() <= index {
+            self.verdicts
+                .resize_with(index + 1, || (String::new(), false));
+        }
+        if let Some(slot) = self.verdicts.get_mut(index) {
+            slot.0.clear();
+            slot.0.push_str(key);
+            slot.1 = verdict;
+        }
+        verdict
+    }
+}
+
+/// Decimal label values "0", "1", … formatted once and reused by every scrape.
+#[derive(Default)]
+pub struct IndexLabels {
+    labels: Vec<String>,
+}
+
+impl IndexLabels {
+    /// Makes `get(i)` valid for every `i < n`.
+    pub fn ensure(&mut self, n: usize) {
+        while self.labels.len() < n {
+            self.labels.push(self.labels.len().to_string());
+        }
+    }
+
+    /// The label for `i`; call [`IndexLabels::ensure`] first.
+    pub fn get(&self, i: usize) -> &str {
+        self.labels.get(i).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Parses a trimmed unsigned decimal attribute (node_exporter's `readUintFromFile`).
+pub fn parse_u64(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(args: &[&str]) -> clap::ArgMatches {
+        add_bool_flag(Command::new("t"), "collector.x.on", true, "x")
+            .try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    fn value(args: &[&str]) -> bool {
+        let m = matches(args);
+        let paths = super::super::Paths::default();
+        bool_flag(
+            &BuildContext {
+                matches: &m,
+                paths: &paths,
+            },
+            "collector.x.on",
+        )
+    }
+
+    #[test]
+    fn kingpin_bool_flags() {
+        assert!(value(&[]));
+        assert!(!value(&["--no-collector.x.on"]));
+        assert!(!value(&["--collector.x.on=false"]));
+        assert!(value(&["--no-collector.x.on", "--collector.x.on"]));
+        assert!(!value(&["--collector.x.on", "--no-collector.x.on"]));
+    }
+
+    #[test]
+    fn filter_cache_follows_changed_fields() {
+        let re = Regex::new("^pg").unwrap();
+        let mut cache = FilterCache::default();
+        assert!(cache.matches(0, "pgfault", &re));
+        assert!(!cache.matches(1, "nr_free", &re));
+        assert!(cache.matches(0, "pgfault", &re));
+        assert!(!cache.matches(0, "other", &re));
+        assert!(cache.matches(3, "pgx", &re));
+    }
+
+    #[test]
+    fn index_labels() {
+        let mut labels = IndexLabels::default();
+        labels.ensure(11);
+        assert_eq!(labels.get(10), "10");
+        assert_eq!(labels.get(0), "0");
+    }
+}
