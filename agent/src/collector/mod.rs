@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod cpu;
 pub mod entropy;
 pub mod filefd;
 pub mod loadavg;
@@ -31,6 +32,7 @@ pub mod vmstat;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
+    &cpu::REGISTRATION,
     &entropy::REGISTRATION,
     &filefd::REGISTRATION,
     &loadavg::REGISTRATION,
