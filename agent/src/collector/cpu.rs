@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::util::{IndexLabels, add_bool_flag, bool_flag, parse_u64, unanchored_regex_flag};
+use super::util::{
+    IndexLabels, add_bool_flag, bool_flag, numbered_entries, parse_u64, unanchored_regex_flag,
+};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration, read_attr, read_into,
@@ -326,19 +328,9 @@ impl Throttle {
     fn rescan(&mut self, paths: &Paths) {
         self.cpus.clear();
         self.any = false;
-        let dir = paths.sys("devices/system/cpu");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(numbered) = numbered_entries(&paths.sys("devices/system/cpu"), "cpu") else {
             return;
         };
-        let mut numbered: Vec<(u32, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name();
-                let number = name.to_str()?.strip_prefix("cpu")?.parse().ok()?;
-                Some((number, e.path()))
-            })
-            .collect();
-        numbered.sort_unstable_by_key(|(n, _)| *n);
         for (_, cpu) in numbered {
             let read = |rel: &str, buf: &mut String| -> Option<u64> {
                 read_attr(&cpu.join(rel), buf).ok().flatten()?;

@@ -21,6 +21,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 pub mod cpu;
+pub mod cpufreq;
 pub mod entropy;
 pub mod filefd;
 pub mod loadavg;
@@ -33,6 +34,7 @@ pub mod vmstat;
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
     &cpu::REGISTRATION,
+    &cpufreq::REGISTRATION,
     &entropy::REGISTRATION,
     &filefd::REGISTRATION,
     &loadavg::REGISTRATION,

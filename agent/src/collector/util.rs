@@ -1,6 +1,8 @@
 //! Small helpers shared by collectors: kingpin-style flags, cached field filters and label text
 //! that is formatted once rather than every scrape.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Arg, ArgAction, Command};
 use regex::Regex;
 
@@ -113,6 +115,20 @@ impl IndexLabels {
     pub fn get(&self, i: usize) -> &str {
         self.labels.get(i).map(String::as_str).unwrap_or("")
     }
+}
+
+/// The entries of `dir` named `<prefix><number>` (such as `cpu0`, `cpu12`), sorted by number.
+pub fn numbered_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<(u32, PathBuf)>> {
+    let mut entries: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let number = name.to_str()?.strip_prefix(prefix)?.parse().ok()?;
+            Some((number, e.path()))
+        })
+        .collect();
+    entries.sort_unstable_by_key(|(n, _)| *n);
+    Ok(entries)
 }
 
 /// Parses a trimmed unsigned decimal attribute (node_exporter's `readUintFromFile`).
