@@ -28,6 +28,9 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod pressure;
 pub mod stat;
+pub mod time;
+pub mod timex;
+pub mod uname;
 pub mod util;
 pub mod vmstat;
 
@@ -41,6 +44,9 @@ pub static ALL: &[&Registration] = &[
     &meminfo::REGISTRATION,
     &pressure::REGISTRATION,
     &stat::REGISTRATION,
+    &time::REGISTRATION,
+    &timex::REGISTRATION,
+    &uname::REGISTRATION,
     &vmstat::REGISTRATION,
 ];
 
