@@ -26,7 +26,10 @@ pub mod entropy;
 pub mod filefd;
 pub mod loadavg;
 pub mod meminfo;
+pub mod os;
 pub mod pressure;
+pub mod schedstat;
+pub mod selinux;
 pub mod stat;
 pub mod time;
 pub mod timex;
@@ -42,7 +45,10 @@ pub static ALL: &[&Registration] = &[
     &filefd::REGISTRATION,
     &loadavg::REGISTRATION,
     &meminfo::REGISTRATION,
+    &os::REGISTRATION,
     &pressure::REGISTRATION,
+    &schedstat::REGISTRATION,
+    &selinux::REGISTRATION,
     &stat::REGISTRATION,
     &time::REGISTRATION,
     &timex::REGISTRATION,
