@@ -20,38 +20,50 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod arp;
+pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
 pub mod entropy;
 pub mod filefd;
 pub mod loadavg;
 pub mod meminfo;
+pub mod netstat;
 pub mod os;
 pub mod pressure;
 pub mod schedstat;
 pub mod selinux;
+pub mod sockstat;
+pub mod softnet;
 pub mod stat;
 pub mod time;
 pub mod timex;
+pub mod udp_queues;
 pub mod uname;
 pub mod util;
 pub mod vmstat;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
+    &arp::REGISTRATION,
+    &conntrack::REGISTRATION,
     &cpu::REGISTRATION,
     &cpufreq::REGISTRATION,
     &entropy::REGISTRATION,
     &filefd::REGISTRATION,
     &loadavg::REGISTRATION,
     &meminfo::REGISTRATION,
+    &netstat::REGISTRATION,
     &os::REGISTRATION,
     &pressure::REGISTRATION,
     &schedstat::REGISTRATION,
     &selinux::REGISTRATION,
+    &sockstat::REGISTRATION,
+    &softnet::REGISTRATION,
     &stat::REGISTRATION,
     &time::REGISTRATION,
     &timex::REGISTRATION,
+    &udp_queues::REGISTRATION,
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
 ];
