@@ -85,8 +85,9 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 struct CpuCollector {
     guest: bool,
     info: Option<CpuInfoState>,
-    /// Read once at start, as node_exporter does; `None` when the kernel has no such file.
-    isolated: Option<Vec<u32>>,
+    /// Label values of the isolated CPUs, read once at start as node_exporter does; `None` when
+    /// the kernel has no such file.
+    isolated: Option<Vec<String>>,
     /// The last values exported per CPU, so counters never go backwards.
     stats: Vec<CpuTimes>,
     /// This scrape's readings, kept so the vector is not reallocated.
@@ -181,7 +182,7 @@ pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
     Some(cpus)
 }
 
-fn read_isolated(paths: &Paths) -> Option<Vec<u32>> {
+fn read_isolated(paths: &Paths) -> Option<Vec<String>> {
     let path = paths.sys("devices/system/cpu/isolated");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -196,7 +197,7 @@ fn read_isolated(paths: &Paths) -> Option<Vec<u32>> {
     if cpus.is_none() {
         tracing::warn!(path = %path.display(), content = text.trim(), "cannot parse isolated CPUs");
     }
-    cpus
+    cpus.map(|cpus| cpus.iter().map(u32::to_string).collect())
 }
 
 /// One processor of /proc/cpuinfo, with the fields node_cpu_info carries.
@@ -480,12 +481,8 @@ impl CpuCollector {
             "Whether each core is isolated, information from /sys/devices/system/cpu/isolated.",
             Kind::Gauge,
         )?;
-        let mut label = String::new();
         for cpu in isolated {
-            use std::fmt::Write;
-            label.clear();
-            let _ = write!(label, "{cpu}");
-            family.sample(&[("cpu", &label)], 1.0)?;
+            family.sample(&[("cpu", cpu)], 1.0)?;
         }
         Ok(())
     }

@@ -302,12 +302,46 @@ impl Family<'_> {
 
 /// Reads a whole file into `buf` (cleared first), reusing its allocation.
 pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
-    use std::io::Read;
     buf.clear();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(buf))
-        .map(|_| ())
-        .map_err(|e| CollectorError::io(path, e))
+    let mut bytes = std::mem::take(buf).into_bytes();
+    let result = std::fs::File::open(path).and_then(|mut f| read_all(&mut f, &mut bytes));
+    match result.and_then(|()| {
+        String::from_utf8(bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
+    }) {
+        Ok(text) => {
+            *buf = text;
+            Ok(())
+        }
+        Err(e) => Err(CollectorError::io(path, e)),
+    }
+}
+
+/// Reads to end with plain read(2) calls. `Read::read_to_end` would first stat and seek the
+/// file to size its buffer: two wasted syscalls per file for procfs/sysfs, whose sizes are 0 or
+/// 4096. `bytes` keeps its capacity across scrapes.
+fn read_all(file: &mut std::fs::File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    bytes.clear();
+    loop {
+        let len = bytes.len();
+        if bytes.capacity() - len < 1024 {
+            bytes.reserve(len.max(4096));
+        }
+        bytes.resize(bytes.capacity(), 0);
+        match file.read(bytes.get_mut(len..).unwrap_or_default()) {
+            Ok(0) => {
+                bytes.truncate(len);
+                return Ok(());
+            }
+            Ok(n) => bytes.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
+            Err(e) => {
+                bytes.clear();
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Reads a one-value sysfs attribute, trimmed. `Ok(None)` when it does not exist.

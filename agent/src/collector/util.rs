@@ -179,6 +179,23 @@ mod tests {
     }
 
     #[test]
+    fn read_into_reads_large_and_empty_files_and_rejects_invalid_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        std::fs::write(dir.path().join("empty"), "").unwrap();
+        std::fs::write(dir.path().join("bad"), [0xff, 0xfe]).unwrap();
+        let mut buf = String::from("stale");
+        super::super::read_into(&dir.path().join("big"), &mut buf).unwrap();
+        assert_eq!(buf, big);
+        super::super::read_into(&dir.path().join("empty"), &mut buf).unwrap();
+        assert_eq!(buf, "");
+        let err = super::super::read_into(&dir.path().join("bad"), &mut buf).unwrap_err();
+        assert!(err.to_string().contains("bad"), "{err}");
+        assert!(super::super::read_into(&dir.path().join("missing"), &mut buf).is_err());
+    }
+
+    #[test]
     fn index_labels() {
         let mut labels = IndexLabels::default();
         labels.ensure(11);
