@@ -610,6 +610,38 @@ mod tests {
     }
 
     #[test]
+    fn an_include_filter_alone_turns_info_on() {
+        let root = fixture("basic");
+        let paths = Paths::fixture(&root);
+        let collector = build_with(
+            &REGISTRATION,
+            &["--collector.cpu.info.bugs-include=^srso$"],
+            &paths,
+        );
+        let text = render("cpu", collector, paths);
+        assert!(text.contains("node_cpu_info{"));
+        assert!(text.contains("node_cpu_bug_info{bug=\"srso\"} 1"));
+        assert!(!text.contains("node_cpu_flag_info"));
+    }
+
+    #[test]
+    fn a_bad_filter_is_a_build_error() {
+        let matches = crate::cli::command()
+            .try_get_matches_from(["nodewarden-agent", "--collector.cpu.info.flags-include=("])
+            .unwrap();
+        let paths = Paths::default();
+        let ctx = BuildContext {
+            matches: &matches,
+            paths: &paths,
+        };
+        let err = build(&ctx).err().expect("invalid regex rejected");
+        assert!(
+            err.to_string().contains("collector.cpu.info.flags-include"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn odd_stat_and_cpuinfo() {
         let root = fixture("odd");
         let paths = Paths::fixture(&root);
