@@ -76,7 +76,12 @@ struct CpufreqCollector {
 impl CpufreqCollector {
     fn rescan(&mut self, paths: &Paths) -> Result<(), CollectorError> {
         let dir = paths.sys("devices/system/cpu");
-        let numbered = numbered_entries(&dir, "cpu").map_err(|e| CollectorError::io(&dir, e))?;
+        let numbered = match numbered_entries(&dir, "cpu") {
+            Ok(numbered) => numbered,
+            // No CPU directory: nothing to report, as node_exporter's empty glob.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(CollectorError::io(&dir, e)),
+        };
         self.cpus = numbered
             .into_iter()
             .map(|(number, cpu)| {

@@ -58,7 +58,12 @@ pub fn local_zone(unix_seconds: i64, name: &mut String) -> Option<i64> {
 
 fn list_clocksources(paths: &Paths) -> Result<Vec<Clocksource>, CollectorError> {
     let dir = paths.sys("devices/system/clocksource");
-    let entries = std::fs::read_dir(&dir).map_err(|e| CollectorError::io(&dir, e))?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        // No clocksources exported: nothing to report, as node_exporter's empty glob.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CollectorError::io(&dir, e)),
+    };
     // Sorted by name (clocksource10 before clocksource2), as node_exporter's glob is.
     let mut names: Vec<String> = entries
         .flatten()
@@ -192,12 +197,30 @@ mod tests {
     }
 
     #[test]
-    fn missing_clocksources_fail_after_the_clock() {
+    fn missing_clocksources_are_not_an_error() {
         let root = fixture("odd");
         let text = render(
             "time",
             Box::new(TimeCollector::default()),
             Paths::fixture(&root),
+        );
+        assert!(text.contains("\nnode_time_seconds "));
+        assert!(!text.contains("clocksource"));
+        assert!(text.contains("node_scrape_collector_success{collector=\"time\"} 1"));
+    }
+
+    #[test]
+    fn unreadable_clocksource_attributes_fail_the_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(
+            dir.path()
+                .join("sys/devices/system/clocksource/clocksource0"),
+        )
+        .unwrap();
+        let text = render(
+            "time",
+            Box::new(TimeCollector::default()),
+            Paths::fixture(dir.path()),
         );
         assert!(text.contains("\nnode_time_seconds "));
         assert!(text.contains("node_scrape_collector_success{collector=\"time\"} 0"));
