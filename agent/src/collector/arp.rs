@@ -2,10 +2,9 @@
 
 use regex::Regex;
 
-use super::util::unanchored_regex_flag;
+use super::util::{SourceFile, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -38,28 +37,29 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(ArpCollector {
         include: unanchored_regex_flag(ctx, INCLUDE_FLAG)?,
         exclude: unanchored_regex_flag(ctx, EXCLUDE_FLAG)?,
+        source: SourceFile::proc("net/arp"),
         buf: String::new(),
-        devices: Vec::new(),
-        len: 0,
+        counts: DeviceCounts::default(),
     }))
 }
 
 struct ArpCollector {
     include: Option<Regex>,
     exclude: Option<Regex>,
+    source: SourceFile,
     buf: String,
-    /// Entry counts per device; the first `len` are this scrape's (the rest keep their
-    /// allocations for the next).
+    counts: DeviceCounts,
+}
+
+/// Entry counts per device; the first `len` are this scrape's (the rest keep their
+/// allocations for the next).
+#[derive(Default)]
+struct DeviceCounts {
     devices: Vec<(String, u32)>,
     len: usize,
 }
 
-impl ArpCollector {
-    fn ignored(&self, device: &str) -> bool {
-        self.exclude.as_ref().is_some_and(|re| re.is_match(device))
-            || self.include.as_ref().is_some_and(|re| !re.is_match(device))
-    }
-
+impl DeviceCounts {
     fn count(&mut self, device: &str) {
         let current = self.devices.get_mut(..self.len).unwrap_or_default();
         if let Some((_, n)) = current.iter_mut().find(|(d, _)| d == device) {
@@ -76,6 +76,17 @@ impl ArpCollector {
         }
         self.len += 1;
     }
+
+    fn current(&mut self) -> &mut [(String, u32)] {
+        self.devices.get_mut(..self.len).unwrap_or_default()
+    }
+}
+
+/// node_exporter's device filter: excluded if the exclude pattern matches or the include
+/// pattern does not.
+fn ignored(include: &Option<Regex>, exclude: &Option<Regex>, device: &str) -> bool {
+    exclude.as_ref().is_some_and(|re| re.is_match(device))
+        || include.as_ref().is_some_and(|re| !re.is_match(device))
 }
 
 /// The device (last column) of an ARP table row; `None` for the header or a short row.
@@ -100,23 +111,20 @@ impl Collector for ArpCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("net/arp");
-        let mut text = std::mem::take(&mut self.buf);
-        let result = read_into(&path, &mut text);
-        self.len = 0;
-        if result.is_ok() {
-            for line in text.lines() {
-                match arp_device(line) {
-                    None => {}
-                    Some(Err(())) => ctx.malformed(&path, line),
-                    Some(Ok(device)) if !self.ignored(device) => self.count(device),
-                    Some(Ok(_)) => {}
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
+        self.counts.len = 0;
+        for line in self.buf.lines() {
+            match arp_device(line) {
+                None => {}
+                Some(Err(())) => ctx.malformed(path, line),
+                Some(Ok(device)) if !ignored(&self.include, &self.exclude, device) => {
+                    self.counts.count(device)
                 }
+                Some(Ok(_)) => {}
             }
         }
-        self.buf = text;
-        result?;
-        let devices = self.devices.get_mut(..self.len).unwrap_or_default();
+        let devices = self.counts.current();
         if devices.is_empty() {
             return Ok(());
         }

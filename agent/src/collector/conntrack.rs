@@ -1,11 +1,9 @@
 //! `conntrack`: netfilter connection tracking table size, limit and statistics.
 
-use std::path::Path;
-
-use super::util::parse_u64;
+use super::util::{SourceFile, parse_u64};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -19,9 +17,22 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(ConntrackCollector::default()))
 }
 
-#[derive(Default)]
 struct ConntrackCollector {
+    count: SourceFile,
+    max: SourceFile,
+    stat: SourceFile,
     buf: String,
+}
+
+impl Default for ConntrackCollector {
+    fn default() -> Self {
+        ConntrackCollector {
+            count: SourceFile::proc("sys/net/netfilter/nf_conntrack_count"),
+            max: SourceFile::proc("sys/net/netfilter/nf_conntrack_max"),
+            stat: SourceFile::proc("net/stat/nf_conntrack"),
+            buf: String::new(),
+        }
+    }
 }
 
 /// The statistics exported, as (column in /proc/net/stat/nf_conntrack, name, help).
@@ -101,19 +112,21 @@ fn not_found(e: &CollectorError) -> bool {
     matches!(e, CollectorError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
-impl ConntrackCollector {
-    fn read_u64(&mut self, path: &Path) -> Result<f64, CollectorError> {
-        match read_into(path, &mut self.buf) {
-            // The nf_conntrack module is not loaded.
-            Err(e) if not_found(&e) => Err(CollectorError::NoData),
-            Err(e) => Err(e),
-            Ok(()) => parse_u64(&self.buf)
-                .map(|v| v as f64)
-                .ok_or_else(|| CollectorError::Parse {
-                    path: path.to_path_buf(),
-                    reason: format!("not an unsigned integer: {:?}", self.buf.trim()),
-                }),
-        }
+fn read_u64(
+    ctx: &Context<'_>,
+    source: &mut SourceFile,
+    buf: &mut String,
+) -> Result<f64, CollectorError> {
+    match source.read_into(ctx.paths, buf) {
+        // The nf_conntrack module is not loaded.
+        Err(e) if not_found(&e) => Err(CollectorError::NoData),
+        Err(e) => Err(e),
+        Ok(()) => parse_u64(buf)
+            .map(|v| v as f64)
+            .ok_or_else(|| CollectorError::Parse {
+                path: source.display_path().to_path_buf(),
+                reason: format!("not an unsigned integer: {:?}", buf.trim()),
+            }),
     }
 }
 
@@ -123,24 +136,24 @@ impl Collector for ConntrackCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let count = self.read_u64(&ctx.paths.proc("sys/net/netfilter/nf_conntrack_count"))?;
+        let count = read_u64(ctx, &mut self.count, &mut self.buf)?;
         out.gauge(
             "node_nf_conntrack_entries",
             "Number of currently allocated flow entries for connection tracking.",
             count,
         )?;
-        let max = self.read_u64(&ctx.paths.proc("sys/net/netfilter/nf_conntrack_max"))?;
+        let max = read_u64(ctx, &mut self.max, &mut self.buf)?;
         out.gauge(
             "node_nf_conntrack_entries_limit",
             "Maximum size of connection tracking table.",
             max,
         )?;
-        let path = ctx.paths.proc("net/stat/nf_conntrack");
-        match read_into(&path, &mut self.buf) {
+        match self.stat.read_into(ctx.paths, &mut self.buf) {
             Err(e) if not_found(&e) => return Err(CollectorError::NoData),
             r => r?,
         }
-        let sums = sum_conntrack_stats(&self.buf, |line| ctx.malformed(&path, line));
+        let path = self.stat.display_path();
+        let sums = sum_conntrack_stats(&self.buf, |line| ctx.malformed(path, line));
         for ((_, name, help), value) in STATS.iter().zip(sums) {
             out.gauge(name, help, value as f64)?;
         }

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::util::{
-    IndexLabels, add_bool_flag, bool_flag, numbered_entries, parse_u64, unanchored_regex_flag,
+    IndexLabels, SourceFile, add_bool_flag, bool_flag, numbered_entries, parse_u64,
+    unanchored_regex_flag,
 };
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
-    Registration, read_attr, read_into,
+    Registration, read_attr,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -71,12 +72,14 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
             bugs_include,
             rows: Vec::new(),
             len: 0,
+            source: SourceFile::proc("cpuinfo"),
             buf: String::new(),
         }),
         isolated: read_isolated(ctx.paths),
         stats: Vec::new(),
         fresh: Vec::new(),
         labels: IndexLabels::default(),
+        source: SourceFile::proc("stat"),
         buf: String::new(),
         throttle: Throttle::default(),
     }))
@@ -93,6 +96,7 @@ struct CpuCollector {
     /// This scrape's readings, kept so the vector is not reallocated.
     fresh: Vec<CpuTimes>,
     labels: IndexLabels,
+    source: SourceFile,
     buf: String,
     throttle: Throttle,
 }
@@ -244,6 +248,7 @@ struct CpuInfoState {
     /// Rows reused across scrapes; the first `len` are this scrape's.
     rows: Vec<CpuInfoRow>,
     len: usize,
+    source: SourceFile,
     buf: String,
 }
 
@@ -435,11 +440,9 @@ impl CpuCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("stat");
-        read_into(&path, &mut self.buf)?;
-        parse_cpu_times(&self.buf, &mut self.fresh, |line| {
-            ctx.malformed(&path, line)
-        });
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
+        parse_cpu_times(&self.buf, &mut self.fresh, |line| ctx.malformed(path, line));
         merge_cpu_times(&mut self.stats, &self.fresh);
         self.labels.ensure(self.stats.len());
         if self.stats.is_empty() {
@@ -493,11 +496,10 @@ fn update_info(
     ctx: &Context<'_>,
     out: &mut MetricWriter<'_, '_>,
 ) -> Result<(), CollectorError> {
-    let path = ctx.paths.proc("cpuinfo");
-    read_into(&path, &mut state.buf)?;
+    state.source.read_into(ctx.paths, &mut state.buf)?;
     state.len =
         parse_cpuinfo(&state.buf, &mut state.rows).map_err(|reason| CollectorError::Parse {
-            path: path.clone(),
+            path: state.source.display_path().to_path_buf(),
             reason,
         })?;
     let rows = state.rows.get(..state.len).unwrap_or_default();

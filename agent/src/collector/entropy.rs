@@ -1,10 +1,10 @@
 //! `entropy`: node_entropy_available_bits and node_entropy_pool_size_bits from
 //! /proc/sys/kernel/random.
 
-use super::util::parse_u64;
+use super::util::{SourceFile, parse_u64};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -18,22 +18,34 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(EntropyCollector::default()))
 }
 
-#[derive(Default)]
 struct EntropyCollector {
+    available: SourceFile,
+    pool_size: SourceFile,
     buf: String,
 }
 
-impl EntropyCollector {
-    fn read(&mut self, ctx: &Context<'_>, file: &str) -> Result<f64, CollectorError> {
-        let path = ctx.paths.proc(file);
-        read_into(&path, &mut self.buf)?;
-        parse_u64(&self.buf)
-            .map(|v| v as f64)
-            .ok_or_else(|| CollectorError::Parse {
-                path,
-                reason: format!("not an unsigned integer: {:?}", self.buf.trim()),
-            })
+impl Default for EntropyCollector {
+    fn default() -> Self {
+        EntropyCollector {
+            available: SourceFile::proc("sys/kernel/random/entropy_avail"),
+            pool_size: SourceFile::proc("sys/kernel/random/poolsize"),
+            buf: String::new(),
+        }
     }
+}
+
+fn read_u64(
+    ctx: &Context<'_>,
+    source: &mut SourceFile,
+    buf: &mut String,
+) -> Result<f64, CollectorError> {
+    source.read_into(ctx.paths, buf)?;
+    parse_u64(buf)
+        .map(|v| v as f64)
+        .ok_or_else(|| CollectorError::Parse {
+            path: source.display_path().to_path_buf(),
+            reason: format!("not an unsigned integer: {:?}", buf.trim()),
+        })
 }
 
 impl Collector for EntropyCollector {
@@ -42,8 +54,8 @@ impl Collector for EntropyCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let available = self.read(ctx, "sys/kernel/random/entropy_avail")?;
-        let pool_size = self.read(ctx, "sys/kernel/random/poolsize")?;
+        let available = read_u64(ctx, &mut self.available, &mut self.buf)?;
+        let pool_size = read_u64(ctx, &mut self.pool_size, &mut self.buf)?;
         out.gauge(
             "node_entropy_available_bits",
             "Bits of available entropy.",

@@ -1,8 +1,9 @@
 //! `filefd`: node_filefd_allocated and node_filefd_maximum from /proc/sys/fs/file-nr.
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -16,9 +17,18 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(FilefdCollector::default()))
 }
 
-#[derive(Default)]
 struct FilefdCollector {
+    source: SourceFile,
     buf: String,
+}
+
+impl Default for FilefdCollector {
+    fn default() -> Self {
+        FilefdCollector {
+            source: SourceFile::proc("sys/fs/file-nr"),
+            buf: String::new(),
+        }
+    }
 }
 
 /// Allocated and maximum handles: the first and third tab-separated fields (the second is
@@ -37,11 +47,10 @@ impl Collector for FilefdCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("sys/fs/file-nr");
-        read_into(&path, &mut self.buf)?;
+        self.source.read_into(ctx.paths, &mut self.buf)?;
         let (allocated, maximum) =
             parse_file_nr(&self.buf).ok_or_else(|| CollectorError::Parse {
-                path: path.clone(),
+                path: self.source.display_path().to_path_buf(),
                 reason: format!("unexpected content {:?}", self.buf.trim_end()),
             })?;
         out.gauge(

@@ -303,18 +303,26 @@ impl Family<'_> {
 /// Reads a whole file into `buf` (cleared first), reusing its allocation.
 pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
     buf.clear();
+    std::fs::File::open(path)
+        .and_then(|mut file| read_file_into(&mut file, buf))
+        .map_err(|e| CollectorError::io(path, e))
+}
+
+/// Reads an open file from its current position to the end into `buf` (cleared first),
+/// reusing its allocation; on error `buf` is left empty (still with its allocation).
+pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Result<()> {
     let mut bytes = std::mem::take(buf).into_bytes();
-    let result = std::fs::File::open(path).and_then(|mut f| read_all(&mut f, &mut bytes));
-    match result.and_then(|()| {
-        String::from_utf8(bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
-    }) {
-        Ok(text) => {
-            *buf = text;
-            Ok(())
-        }
-        Err(e) => Err(CollectorError::io(path, e)),
+    let result = read_all(file, &mut bytes).and_then(|()| {
+        std::str::from_utf8(&bytes)
+            .map(|_| ())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    });
+    if result.is_err() {
+        bytes.clear();
     }
+    // Valid UTF-8 was just checked (or the vector is empty).
+    *buf = String::from_utf8(bytes).unwrap_or_default();
+    result
 }
 
 /// Reads to end with plain read(2) calls. `Read::read_to_end` would first stat and seek the

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use regex::Regex;
 
-use super::util::{FilterCache, unanchored_regex_flag};
+use super::util::{FilterCache, SourceFile, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -35,6 +34,9 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(NetstatCollector {
         fields: unanchored_regex_flag(ctx, FIELDS_FLAG)?,
         cache: FilterCache::default(),
+        netstat_source: SourceFile::proc("net/netstat"),
+        snmp_source: SourceFile::proc("net/snmp"),
+        snmp6_source: SourceFile::proc("net/snmp6"),
         netstat: String::new(),
         snmp: String::new(),
         snmp6: String::new(),
@@ -51,6 +53,9 @@ struct NetstatCollector {
     netstat: String,
     snmp: String,
     snmp6: String,
+    netstat_source: SourceFile,
+    snmp_source: SourceFile,
+    snmp6_source: SourceFile,
     /// Protocols already exported this scrape (file index, byte range in that file's buffer):
     /// a repeated protocol would repeat families, which the text format forbids.
     protocols: Vec<(usize, Range<usize>)>,
@@ -140,12 +145,10 @@ impl Collector for NetstatCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let netstat_path = ctx.paths.proc("net/netstat");
-        let snmp_path = ctx.paths.proc("net/snmp");
-        let snmp6_path = ctx.paths.proc("net/snmp6");
-        read_into(&netstat_path, &mut self.netstat)?;
-        read_into(&snmp_path, &mut self.snmp)?;
-        match read_into(&snmp6_path, &mut self.snmp6) {
+        self.netstat_source
+            .read_into(ctx.paths, &mut self.netstat)?;
+        self.snmp_source.read_into(ctx.paths, &mut self.snmp)?;
+        match self.snmp6_source.read_into(ctx.paths, &mut self.snmp6) {
             Ok(()) => {}
             // IPv6 disabled.
             Err(CollectorError::Io { source, .. })
@@ -165,7 +168,11 @@ impl Collector for NetstatCollector {
             out,
         };
         self.protocols.clear();
-        let files = [(&self.netstat, &netstat_path), (&self.snmp, &snmp_path)];
+        let files = [
+            (&self.netstat, self.netstat_source.display_path()),
+            (&self.snmp, self.snmp_source.display_path()),
+        ];
+        let snmp6_path = self.snmp6_source.display_path();
         for (file_index, (text, path)) in files.iter().enumerate() {
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             while let Some(names) = lines.next() {
@@ -198,9 +205,9 @@ impl Collector for NetstatCollector {
             }
             match parse_snmp6_line(line) {
                 Some((protocol, counter, value)) => {
-                    emitter.emit(ctx, &snmp6_path, protocol, counter, value)?
+                    emitter.emit(ctx, snmp6_path, protocol, counter, value)?
                 }
-                None => ctx.malformed(&snmp6_path, line),
+                None => ctx.malformed(snmp6_path, line),
             }
         }
         Ok(())

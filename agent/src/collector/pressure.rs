@@ -1,11 +1,10 @@
 //! `pressure`: pressure stall information (PSI) from /proc/pressure/{cpu,io,memory} as
 //! node_pressure_*_seconds_total (the kernel counts microseconds).
 
-use std::path::Path;
-
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -19,9 +18,22 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(PressureCollector::default()))
 }
 
-#[derive(Default)]
 struct PressureCollector {
+    cpu: SourceFile,
+    io: SourceFile,
+    memory: SourceFile,
     buf: String,
+}
+
+impl Default for PressureCollector {
+    fn default() -> Self {
+        PressureCollector {
+            cpu: SourceFile::proc("pressure/cpu"),
+            io: SourceFile::proc("pressure/io"),
+            memory: SourceFile::proc("pressure/memory"),
+            buf: String::new(),
+        }
+    }
 }
 
 /// The `total=` counters (microseconds) of a PSI file's `some` and `full` lines.
@@ -60,24 +72,25 @@ fn micros_to_seconds(v: u64) -> f64 {
     v as f64 / 1000.0 / 1000.0
 }
 
-impl PressureCollector {
-    fn read(&mut self, ctx: &Context<'_>, resource: &str) -> Result<Psi, CollectorError> {
-        let path = ctx.paths.proc(resource);
-        match read_into(&path, &mut self.buf) {
-            Ok(()) => {}
-            Err(CollectorError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound
-                    || source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-            {
-                // No CONFIG_PSI, a kernel before 4.20, or PSI disabled without psi=1.
-                return Err(CollectorError::NoData);
-            }
-            Err(e) => return Err(e),
+fn read_psi(
+    ctx: &Context<'_>,
+    source: &mut SourceFile,
+    buf: &mut String,
+) -> Result<Psi, CollectorError> {
+    match source.read_into(ctx.paths, buf) {
+        Ok(()) => {}
+        Err(CollectorError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound
+                || source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+        {
+            // No CONFIG_PSI, a kernel before 4.20, or PSI disabled without psi=1.
+            return Err(CollectorError::NoData);
         }
-        Ok(parse_psi(&self.buf, |line| {
-            ctx.malformed(Path::new(&path), line)
-        }))
+        Err(e) => return Err(e),
     }
+    Ok(parse_psi(buf, |line| {
+        ctx.malformed(source.display_path(), line)
+    }))
 }
 
 impl Collector for PressureCollector {
@@ -86,9 +99,9 @@ impl Collector for PressureCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let cpu = self.read(ctx, "pressure/cpu")?;
-        let io = self.read(ctx, "pressure/io")?;
-        let memory = self.read(ctx, "pressure/memory")?;
+        let cpu = read_psi(ctx, &mut self.cpu, &mut self.buf)?;
+        let io = read_psi(ctx, &mut self.io, &mut self.buf)?;
+        let memory = read_psi(ctx, &mut self.memory, &mut self.buf)?;
         let families = [
             (
                 cpu.some,

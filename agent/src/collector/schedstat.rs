@@ -1,8 +1,9 @@
 //! `schedstat`: per-CPU scheduler statistics from /proc/schedstat.
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -16,12 +17,22 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(SchedstatCollector::default()))
 }
 
-#[derive(Default)]
 struct SchedstatCollector {
+    source: SourceFile,
     buf: String,
     /// This scrape's rows: (byte range of the CPU number in `buf`, running ns, waiting ns,
     /// timeslices).
     rows: Vec<(std::ops::Range<usize>, [u64; 3])>,
+}
+
+impl Default for SchedstatCollector {
+    fn default() -> Self {
+        SchedstatCollector {
+            source: SourceFile::proc("schedstat"),
+            buf: String::new(),
+            rows: Vec::new(),
+        }
+    }
 }
 
 /// A `cpuN` line: the CPU number and the last three of its nine counters (running and waiting
@@ -48,8 +59,7 @@ impl Collector for SchedstatCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("schedstat");
-        match read_into(&path, &mut self.buf) {
+        match self.source.read_into(ctx.paths, &mut self.buf) {
             Err(CollectorError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -58,11 +68,12 @@ impl Collector for SchedstatCollector {
             r => r?,
         }
         self.rows.clear();
+        let path = self.source.display_path();
         let base = self.buf.as_ptr() as usize;
         for line in self.buf.lines() {
             match parse_schedstat_line(line) {
                 None => {}
-                Some(Err(())) => ctx.malformed(&path, line),
+                Some(Err(())) => ctx.malformed(path, line),
                 Some(Ok((cpu, values))) => {
                     let start = cpu.as_ptr() as usize - base;
                     self.rows.push((start..start + cpu.len(), values));

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -24,6 +25,12 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 }
 
 struct SockstatCollector {
+    /// /proc/net/sockstat and sockstat6.
+    sources: [SourceFile; 2],
+    state: SockstatState,
+}
+
+struct SockstatState {
     page_size: u64,
     buf: String,
     name: String,
@@ -68,13 +75,21 @@ pub fn parse_sockstat_line(line: &str) -> Option<SockstatLine<'_>> {
 impl SockstatCollector {
     fn new(page_size: u64) -> Self {
         SockstatCollector {
-            page_size,
-            buf: String::new(),
-            name: String::new(),
-            help: String::new(),
+            sources: [
+                SourceFile::proc("net/sockstat"),
+                SourceFile::proc("net/sockstat6"),
+            ],
+            state: SockstatState {
+                page_size,
+                buf: String::new(),
+                name: String::new(),
+                help: String::new(),
+            },
         }
     }
+}
 
+impl SockstatState {
     fn emit(
         &mut self,
         ctx: &Context<'_>,
@@ -131,10 +146,9 @@ impl Collector for SockstatCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        for (file, ipv6) in [("net/sockstat", false), ("net/sockstat6", true)] {
-            let path = ctx.paths.proc(file);
-            match read_into(&path, &mut self.buf) {
-                Ok(()) => self.emit(ctx, &path, ipv6, out)?,
+        for (source, ipv6) in self.sources.iter_mut().zip([false, true]) {
+            match source.read_into(ctx.paths, &mut self.state.buf) {
+                Ok(()) => self.state.emit(ctx, source.display_path(), ipv6, out)?,
                 // IPv4 or IPv6 disabled in this kernel.
                 Err(CollectorError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,9 +1,9 @@
 //! `softnet`: per-CPU packet processing counters from /proc/net/softnet_stat.
 
-use super::util::IndexLabels;
+use super::util::{IndexLabels, SourceFile};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -17,12 +17,23 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(SoftnetCollector::default()))
 }
 
-#[derive(Default)]
 struct SoftnetCollector {
+    source: SourceFile,
     buf: String,
     /// (line number, [processed, dropped, time_squeezed]) for this scrape.
     rows: Vec<(usize, [u32; 3])>,
     labels: IndexLabels,
+}
+
+impl Default for SoftnetCollector {
+    fn default() -> Self {
+        SoftnetCollector {
+            source: SourceFile::proc("net/softnet_stat"),
+            buf: String::new(),
+            rows: Vec::new(),
+            labels: IndexLabels::default(),
+        }
+    }
 }
 
 /// The processed, dropped and time_squeezed counters (hex) of one line, which has at least
@@ -42,14 +53,14 @@ impl Collector for SoftnetCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("net/softnet_stat");
-        read_into(&path, &mut self.buf)?;
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
         self.rows.clear();
         // node_exporter 1.5 labels each line with its position, not the CPU id column.
         for (i, line) in self.buf.lines().enumerate() {
             match parse_softnet_line(line) {
                 Some(values) => self.rows.push((i, values)),
-                None => ctx.malformed(&path, line),
+                None => ctx.malformed(path, line),
             }
         }
         if self.rows.is_empty() {

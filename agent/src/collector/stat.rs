@@ -2,12 +2,10 @@
 //! interrupts, runnable/blocked processes and, with `--collector.stat.softirq`, softirqs per
 //! vector). Per-CPU times are the `cpu` collector's.
 
-use std::path::Path;
-
+use super::util::SourceFile;
 use super::util::{add_bool_flag, bool_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -31,12 +29,14 @@ fn flags(command: clap::Command) -> clap::Command {
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(StatCollector {
         softirq: bool_flag(ctx, SOFTIRQ_FLAG),
+        source: SourceFile::proc("stat"),
         buf: String::new(),
     }))
 }
 
 struct StatCollector {
     softirq: bool,
+    source: SourceFile,
     buf: String,
 }
 
@@ -114,9 +114,9 @@ impl Collector for StatCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("stat");
-        read_into(&path, &mut self.buf)?;
-        let stat = parse_stat(&self.buf, |line| ctx.malformed(Path::new(&path), line));
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
+        let stat = parse_stat(&self.buf, |line| ctx.malformed(path, line));
         out.counter(
             "node_intr_total",
             "Total number of interrupts serviced.",

@@ -1,11 +1,10 @@
 //! `udp_queues`: bytes queued in UDP sockets' send and receive buffers, summed over
 //! /proc/net/udp and /proc/net/udp6.
 
-use std::path::Path;
-
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -19,9 +18,19 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(UdpQueuesCollector::default()))
 }
 
-#[derive(Default)]
 struct UdpQueuesCollector {
+    /// /proc/net/udp and udp6.
+    sources: [SourceFile; 2],
     buf: String,
+}
+
+impl Default for UdpQueuesCollector {
+    fn default() -> Self {
+        UdpQueuesCollector {
+            sources: [SourceFile::proc("net/udp"), SourceFile::proc("net/udp6")],
+            buf: String::new(),
+        }
+    }
 }
 
 /// The `tx_queue:rx_queue` column (hex) of one socket line.
@@ -65,13 +74,11 @@ impl Collector for UdpQueuesCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let mut sums = [None; 2];
-        for (slot, file) in sums.iter_mut().zip(["net/udp", "net/udp6"]) {
-            let path = ctx.paths.proc(file);
-            match read_into(&path, &mut self.buf) {
+        for (slot, source) in sums.iter_mut().zip(&mut self.sources) {
+            match source.read_into(ctx.paths, &mut self.buf) {
                 Ok(()) => {
-                    *slot = Some(sum_queues(&self.buf, |line| {
-                        ctx.malformed(Path::new(&path), line)
-                    }))
+                    let path = source.display_path();
+                    *slot = Some(sum_queues(&self.buf, |line| ctx.malformed(path, line)))
                 }
                 // That IP version is disabled.
                 Err(CollectorError::Io { source, .. })

@@ -3,10 +3,10 @@
 
 use regex::Regex;
 
+use super::util::SourceFile;
 use super::util::{FilterCache, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -32,6 +32,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
         // An empty pattern matches everything, as Go's regexp does.
         fields: unanchored_regex_flag(ctx, FIELDS_FLAG)?,
         cache: FilterCache::default(),
+        source: SourceFile::proc("vmstat"),
         buf: String::new(),
         name: String::new(),
         help: String::new(),
@@ -41,6 +42,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 struct VmstatCollector {
     fields: Option<Regex>,
     cache: FilterCache,
+    source: SourceFile,
     buf: String,
     name: String,
     help: String,
@@ -61,14 +63,14 @@ impl Collector for VmstatCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("vmstat");
-        read_into(&path, &mut self.buf)?;
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
         for (index, line) in self.buf.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let Some((field, value)) = parse_vmstat_line(line) else {
-                ctx.malformed(&path, line);
+                ctx.malformed(path, line);
                 continue;
             };
             if let Some(pattern) = &self.fields
