@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::util::{
-    IndexLabels, SourceFile, add_bool_flag, bool_flag, numbered_entries, parse_u64,
+    CpuPresence, IndexLabels, SourceFile, add_bool_flag, bool_flag, numbered_entries, parse_u64,
     unanchored_regex_flag,
 };
 use super::{
@@ -320,7 +320,7 @@ struct ThrottleCpu {
 /// when /sys/devices/system/cpu/present changes, not every scrape.
 #[derive(Default)]
 struct Throttle {
-    present: Option<String>,
+    present: CpuPresence,
     cpus: Vec<ThrottleCpu>,
     /// Whether any CPU has a thermal_throttle directory (never in VMs): skip reads otherwise.
     any: bool,
@@ -367,13 +367,7 @@ impl Throttle {
         paths: &Paths,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let present_path = paths.sys("devices/system/cpu/present");
-        let present = read_attr(&present_path, &mut self.buf)
-            .ok()
-            .flatten()
-            .map(|()| self.buf.as_str());
-        if self.present.as_deref() != present || self.present.is_none() {
-            self.present = present.map(str::to_owned);
+        if self.present.changed(paths) {
             self.rescan(paths);
         }
         if !self.any {

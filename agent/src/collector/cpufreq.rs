@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::util::{numbered_entries, parse_u64};
+use super::util::{CpuPresence, numbered_entries, parse_u64};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration, no_flags, read_attr,
@@ -68,7 +68,7 @@ struct CpuFreqDir {
 /// The CPU directories are listed again only when /sys/devices/system/cpu/present changes.
 #[derive(Default)]
 struct CpufreqCollector {
-    present: Option<String>,
+    present: CpuPresence,
     cpus: Vec<CpuFreqDir>,
     buf: String,
 }
@@ -104,12 +104,7 @@ impl Collector for CpufreqCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let present = read_attr(&ctx.paths.sys("devices/system/cpu/present"), &mut self.buf)
-            .ok()
-            .flatten()
-            .map(|()| self.buf.as_str());
-        if self.present.is_none() || self.present.as_deref() != present {
-            self.present = present.map(str::to_owned);
+        if self.present.changed(ctx.paths) {
             self.rescan(ctx.paths)?;
         }
         for cpu in &mut self.cpus {

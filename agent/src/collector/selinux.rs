@@ -1,6 +1,7 @@
 //! `selinux`: whether SELinux is enabled and, if so, its configured and current enforcement
 //! modes.
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags, read_attr,
@@ -17,9 +18,22 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(SelinuxCollector::default()))
 }
 
-#[derive(Default)]
 struct SelinuxCollector {
+    /// selinuxfs's `enforce`: present only when selinuxfs is mounted.
+    enforce: SourceFile,
+    /// This process's security context.
+    context: SourceFile,
     buf: String,
+}
+
+impl Default for SelinuxCollector {
+    fn default() -> Self {
+        SelinuxCollector {
+            enforce: SourceFile::sys("fs/selinux/enforce"),
+            context: SourceFile::proc("self/attr/current"),
+            buf: String::new(),
+        }
+    }
 }
 
 /// Enforcement modes as go-selinux numbers them.
@@ -40,15 +54,22 @@ pub fn config_mode(config: &str) -> f64 {
 }
 
 impl SelinuxCollector {
-    /// SELinux is enabled when selinuxfs is mounted and this process's context is not the
-    /// kernel's (go-selinux's rule). An unreadable context counts as enabled, as there.
-    fn enabled(&mut self, ctx: &Context<'_>) -> bool {
-        if !ctx.paths.sys("fs/selinux/enforce").exists() {
-            return false;
-        }
-        match read_attr(&ctx.paths.proc("self/attr/current"), &mut self.buf) {
-            Ok(Some(())) => self.buf.trim_end_matches('\0').trim() != "kernel",
-            _ => true,
+    /// The current enforcement mode when SELinux is enabled: selinuxfs is mounted and this
+    /// process's context is not the kernel's (go-selinux's rule; an unreadable context counts
+    /// as enabled, as there). An unreadable mode reads as disabled (-1), as there.
+    fn enabled(&mut self, ctx: &Context<'_>) -> Option<f64> {
+        let mode = match self.enforce.read_into(ctx.paths, &mut self.buf) {
+            Ok(()) => self.buf.trim().parse::<f64>().unwrap_or(DISABLED),
+            Err(CollectorError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return None;
+            }
+            Err(_) => DISABLED,
+        };
+        match self.context.read_into(ctx.paths, &mut self.buf) {
+            Ok(()) if self.buf.trim_end_matches('\0').trim() == "kernel" => None,
+            _ => Some(mode),
         }
     }
 }
@@ -59,14 +80,14 @@ impl Collector for SelinuxCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        if !self.enabled(ctx) {
+        let Some(current) = self.enabled(ctx) else {
             out.gauge(
                 "node_selinux_enabled",
                 "SELinux is enabled, 1 is true, 0 is false",
                 0.0,
             )?;
             return Ok(());
-        }
+        };
         out.gauge(
             "node_selinux_enabled",
             "SELinux is enabled, 1 is true, 0 is false",
@@ -81,10 +102,6 @@ impl Collector for SelinuxCollector {
             "Configured SELinux enforcement mode",
             configured,
         )?;
-        let current = match read_attr(&ctx.paths.sys("fs/selinux/enforce"), &mut self.buf) {
-            Ok(Some(())) => self.buf.trim().parse::<f64>().unwrap_or(DISABLED),
-            _ => DISABLED,
-        };
         out.gauge(
             "node_selinux_current_mode",
             "Current SELinux enforcement mode",
