@@ -2,12 +2,12 @@
 //! clocksources from /sys/devices/system/clocksource.
 
 use std::ffi::CStr;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
-    Registration, no_flags, read_into,
+    Registration, no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -24,8 +24,8 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 struct Clocksource {
     /// node_exporter's `device` label: the position in the sorted directory listing.
     device: String,
-    available_path: PathBuf,
-    current_path: PathBuf,
+    available_source: SourceFile,
+    current_source: SourceFile,
     available: String,
     current: String,
 }
@@ -79,8 +79,8 @@ fn list_clocksources(paths: &Paths) -> Result<Vec<Clocksource>, CollectorError> 
         .enumerate()
         .map(|(i, name)| Clocksource {
             device: i.to_string(),
-            available_path: dir.join(&name).join("available_clocksource"),
-            current_path: dir.join(&name).join("current_clocksource"),
+            available_source: SourceFile::at(dir.join(&name).join("available_clocksource")),
+            current_source: SourceFile::at(dir.join(&name).join("current_clocksource")),
             available: String::new(),
             current: String::new(),
         })
@@ -116,8 +116,9 @@ impl Collector for TimeCollector {
         }
         let clocksources = self.clocksources.as_deref_mut().unwrap_or_default();
         for cs in clocksources.iter_mut() {
-            read_into(&cs.available_path, &mut cs.available)?;
-            read_into(&cs.current_path, &mut cs.current)?;
+            cs.available_source
+                .read_into(ctx.paths, &mut cs.available)?;
+            cs.current_source.read_into(ctx.paths, &mut cs.current)?;
         }
         if clocksources.is_empty() {
             return Ok(());

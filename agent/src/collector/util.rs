@@ -156,6 +156,16 @@ impl SourceFile {
         }
     }
 
+    /// A file found by listing a directory (such as one clocksource's attribute).
+    pub fn at(path: PathBuf) -> Self {
+        SourceFile {
+            mount: Mount::Sys,
+            rel: "",
+            path: Some(path),
+            file: None,
+        }
+    }
+
     /// The full path (resolved once: a collector's `Paths` never change).
     pub fn path(&mut self, paths: &Paths) -> &Path {
         let (mount, rel) = (self.mount, self.rel);
