@@ -20,11 +20,53 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod arp;
+pub mod conntrack;
+pub mod cpu;
+pub mod cpufreq;
+pub mod entropy;
+pub mod filefd;
 pub mod loadavg;
 pub mod meminfo;
+pub mod netstat;
+pub mod os;
+pub mod pressure;
+pub mod schedstat;
+pub mod selinux;
+pub mod sockstat;
+pub mod softnet;
+pub mod stat;
+pub mod time;
+pub mod timex;
+pub mod udp_queues;
+pub mod uname;
+pub mod util;
+pub mod vmstat;
 
 /// Every collector the agent knows, in the order they run.
-pub static ALL: &[&Registration] = &[&loadavg::REGISTRATION, &meminfo::REGISTRATION];
+pub static ALL: &[&Registration] = &[
+    &arp::REGISTRATION,
+    &conntrack::REGISTRATION,
+    &cpu::REGISTRATION,
+    &cpufreq::REGISTRATION,
+    &entropy::REGISTRATION,
+    &filefd::REGISTRATION,
+    &loadavg::REGISTRATION,
+    &meminfo::REGISTRATION,
+    &netstat::REGISTRATION,
+    &os::REGISTRATION,
+    &pressure::REGISTRATION,
+    &schedstat::REGISTRATION,
+    &selinux::REGISTRATION,
+    &sockstat::REGISTRATION,
+    &softnet::REGISTRATION,
+    &stat::REGISTRATION,
+    &time::REGISTRATION,
+    &timex::REGISTRATION,
+    &udp_queues::REGISTRATION,
+    &uname::REGISTRATION,
+    &vmstat::REGISTRATION,
+];
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;
@@ -260,12 +302,54 @@ impl Family<'_> {
 
 /// Reads a whole file into `buf` (cleared first), reusing its allocation.
 pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
-    use std::io::Read;
     buf.clear();
     std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(buf))
-        .map(|_| ())
+        .and_then(|mut file| read_file_into(&mut file, buf))
         .map_err(|e| CollectorError::io(path, e))
+}
+
+/// Reads an open file from its current position to the end into `buf` (cleared first),
+/// reusing its allocation; on error `buf` is left empty (still with its allocation).
+pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Result<()> {
+    let mut bytes = std::mem::take(buf).into_bytes();
+    let result = read_all(file, &mut bytes).and_then(|()| {
+        std::str::from_utf8(&bytes)
+            .map(|_| ())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    });
+    if result.is_err() {
+        bytes.clear();
+    }
+    // Valid UTF-8 was just checked (or the vector is empty).
+    *buf = String::from_utf8(bytes).unwrap_or_default();
+    result
+}
+
+/// Reads to end with plain read(2) calls. `Read::read_to_end` would first stat and seek the
+/// file to size its buffer: two wasted syscalls per file for procfs/sysfs, whose sizes are 0 or
+/// 4096. `bytes` keeps its capacity across scrapes.
+fn read_all(file: &mut std::fs::File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    bytes.clear();
+    loop {
+        let len = bytes.len();
+        if bytes.capacity() - len < 1024 {
+            bytes.reserve(len.max(4096));
+        }
+        bytes.resize(bytes.capacity(), 0);
+        match file.read(bytes.get_mut(len..).unwrap_or_default()) {
+            Ok(0) => {
+                bytes.truncate(len);
+                return Ok(());
+            }
+            Ok(n) => bytes.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
+            Err(e) => {
+                bytes.clear();
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Reads a one-value sysfs attribute, trimmed. `Ok(None)` when it does not exist.

@@ -43,3 +43,22 @@ pub fn assert_golden(golden: &Path, actual: &str) {
         );
     }
 }
+
+/// Builds a collector from its registration and command-line arguments, as the agent would.
+pub fn build_with(
+    registration: &super::Registration,
+    args: &[&str],
+    paths: &Paths,
+) -> Box<dyn Collector> {
+    let matches = crate::cli::command()
+        .try_get_matches_from(std::iter::once("nodewarden-agent").chain(args.iter().copied()))
+        .expect("arguments parse");
+    let ctx = super::BuildContext {
+        matches: &matches,
+        paths,
+    };
+    match (registration.build)(&ctx) {
+        Ok(collector) => collector,
+        Err(e) => panic!("building {}: {e}", registration.name),
+    }
+}

@@ -1,0 +1,132 @@
+//! `vmstat`: the /proc/vmstat fields matching `--collector.vmstat.fields`, as untyped
+//! node_vmstat_<field>.
+
+use regex::Regex;
+
+use super::util::SourceFile;
+use super::util::{FilterCache, unanchored_regex_flag};
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "vmstat",
+    default_enabled: true,
+    flags,
+    build,
+};
+
+const FIELDS_FLAG: &str = "collector.vmstat.fields";
+
+fn flags(command: clap::Command) -> clap::Command {
+    command.arg(
+        clap::Arg::new(FIELDS_FLAG)
+            .long(FIELDS_FLAG)
+            .default_value("^(oom_kill|pgpg|pswp|pg.*fault).*")
+            .help("Regexp of fields to return for vmstat collector."),
+    )
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    Ok(Box::new(VmstatCollector {
+        // An empty pattern matches everything, as Go's regexp does.
+        fields: unanchored_regex_flag(ctx, FIELDS_FLAG)?,
+        cache: FilterCache::default(),
+        source: SourceFile::proc("vmstat"),
+        buf: String::new(),
+        name: String::new(),
+        help: String::new(),
+    }))
+}
+
+struct VmstatCollector {
+    fields: Option<Regex>,
+    cache: FilterCache,
+    source: SourceFile,
+    buf: String,
+    name: String,
+    help: String,
+}
+
+/// One `name value` line of /proc/vmstat (anything after the value is ignored, as in
+/// node_exporter).
+pub fn parse_vmstat_line(line: &str) -> Option<(&str, f64)> {
+    let mut fields = line.split_ascii_whitespace();
+    let name = fields.next()?;
+    let value = fields.next()?.parse().ok()?;
+    Some((name, value))
+}
+
+impl Collector for VmstatCollector {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
+        for (index, line) in self.buf.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let Some((field, value)) = parse_vmstat_line(line) else {
+                ctx.malformed(path, line);
+                continue;
+            };
+            if let Some(pattern) = &self.fields
+                && !self.cache.matches(index, field, pattern)
+            {
+                continue;
+            }
+            self.name.clear();
+            self.name.push_str("node_vmstat_");
+            self.name.push_str(field);
+            self.help.clear();
+            self.help.push_str("/proc/vmstat information field ");
+            self.help.push_str(field);
+            self.help.push('.');
+            out.single(&self.name, &self.help, Kind::Untyped, &[], value)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Paths;
+    use crate::collector::testing::{assert_golden, build_with, fixture, render};
+
+    #[test]
+    fn golden_default_fields() {
+        let root = fixture("basic");
+        let paths = Paths::fixture(&root);
+        let text = render("vmstat", build_with(&REGISTRATION, &[], &paths), paths);
+        assert_golden(&root.join("golden/vmstat.prom"), &text);
+    }
+
+    #[test]
+    fn custom_filter_is_unanchored_like_go() {
+        let root = fixture("basic");
+        let paths = Paths::fixture(&root);
+        let collector = build_with(&REGISTRATION, &["--collector.vmstat.fields=free"], &paths);
+        let text = render("vmstat", collector, paths);
+        assert!(text.contains("\nnode_vmstat_nr_free_pages "));
+        assert!(!text.contains("node_vmstat_pgfault"));
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let root = fixture("odd");
+        let paths = Paths::fixture(&root);
+        let text = render("vmstat", build_with(&REGISTRATION, &[], &paths), paths);
+        assert_golden(&root.join("golden/vmstat.prom"), &text);
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(parse_vmstat_line("pgfault 12"), Some(("pgfault", 12.0)));
+        assert_eq!(parse_vmstat_line("pgfault"), None);
+        assert_eq!(parse_vmstat_line("pgfault x"), None);
+    }
+}
