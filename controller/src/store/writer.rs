@@ -188,11 +188,13 @@ pub async fn run(
                 None => Some(None),
             },
         };
+        let flush_started = Instant::now();
         let outcome = flush_once(&shared, &backend, config.max_rows).await;
         next = match outcome {
             Ok(_) => {
                 backoff.reset();
-                Instant::now() + config.flush_interval
+                // A steady cadence: the flush's own duration is part of the interval.
+                (flush_started + config.flush_interval).max(Instant::now())
             }
             Err(_) => Instant::now() + backoff.next_delay(),
         };
