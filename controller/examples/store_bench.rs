@@ -198,7 +198,8 @@ async fn run(args: &Args, config: StoreConfig) -> anyhow::Result<()> {
     let node_rows: usize = reports.iter().map(|r| r.rows).sum::<usize>() / 2;
     let mut latencies: Vec<Duration> = reports.iter().map(|r| r.duration).collect();
     latencies.sort();
-    let statements: Vec<usize> = reports.iter().map(|r| r.statements).collect();
+    let mut statements: Vec<usize> = reports.iter().map(|r| r.statements).collect();
+    statements.sort();
     let rows_per_flush = reports.iter().map(|r| r.rows).max().unwrap_or(0);
     println!(
         "mode: {}",
@@ -230,9 +231,10 @@ async fn run(args: &Args, config: StoreConfig) -> anyhow::Result<()> {
         reports.len()
     );
     println!(
-        "statements per flush: min {} max {} (rows_per_statement {})",
-        statements.iter().min().unwrap_or(&0),
-        statements.iter().max().unwrap_or(&0),
+        "statements per flush: median {} min {} max {} (rows_per_statement {}; plus BEGIN/COMMIT)",
+        statements.get(statements.len() / 2).unwrap_or(&0),
+        statements.first().unwrap_or(&0),
+        statements.last().unwrap_or(&0),
         config.rows_per_statement
     );
     println!(
