@@ -42,7 +42,7 @@ pub use url::{DatabaseTarget, SQLITE_FILE, redact};
 pub use writer::{FlushReport, StoreMetrics};
 
 use buffer::WriteBuffer;
-use writer::{Command, FlushStatus, Pending, Shared, WriterConfig};
+use writer::{Command, FlushLimits, FlushStatus, Pending, Shared, WriterConfig};
 
 /// Store configuration (the `database.*` keys).
 #[derive(Clone)]
@@ -62,6 +62,8 @@ pub struct StoreConfig {
     pub retry_max: Duration,
     /// Longest wait for a connection (start-up and each flush).
     pub connect_timeout: Duration,
+    /// `database.write_timeout`: a flush taking longer is abandoned and retried.
+    pub write_timeout: Duration,
 }
 
 impl StoreConfig {
@@ -75,6 +77,7 @@ impl StoreConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -152,7 +155,11 @@ impl Store {
             target: target.clone(),
             event_bound,
         });
-        writer::flush_once(&shared, &backend, config.rows_per_statement)
+        let limits = FlushLimits {
+            max_rows: config.rows_per_statement,
+            write_timeout: config.write_timeout,
+        };
+        writer::flush_once(&shared, &backend, limits)
             .await
             .map_err(open_error)?;
         tracing::info!(database = %target.display(), "fleet state store ready");
@@ -162,7 +169,7 @@ impl Store {
             backend.clone(),
             WriterConfig {
                 flush_interval: config.flush_interval,
-                max_rows: config.rows_per_statement,
+                limits,
                 retry_initial: config.retry_initial,
                 retry_max: config.retry_max,
             },

@@ -159,6 +159,15 @@ impl Shared {
     }
 }
 
+/// Bounds on one flush.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushLimits {
+    /// Rows per multi-row statement.
+    pub max_rows: usize,
+    /// A flush taking longer (a hung server, a partition) is abandoned and retried.
+    pub write_timeout: Duration,
+}
+
 pub enum Command {
     FlushNow,
     Shutdown(oneshot::Sender<Result<FlushReport, String>>),
@@ -166,7 +175,7 @@ pub enum Command {
 
 pub struct WriterConfig {
     pub flush_interval: Duration,
-    pub max_rows: usize,
+    pub limits: FlushLimits,
     pub retry_initial: Duration,
     pub retry_max: Duration,
 }
@@ -189,7 +198,7 @@ pub async fn run(
             },
         };
         let flush_started = Instant::now();
-        let outcome = flush_once(&shared, &backend, config.max_rows).await;
+        let outcome = flush_once(&shared, &backend, config.limits).await;
         next = match outcome {
             Ok(_) => {
                 backoff.reset();
@@ -212,7 +221,7 @@ pub async fn run(
 pub async fn flush_once(
     shared: &Shared,
     backend: &Backend,
-    max_rows: usize,
+    limits: FlushLimits,
 ) -> Result<FlushReport, String> {
     let (batch, take) = {
         let mut pending = shared.lock();
@@ -223,7 +232,17 @@ pub async fn flush_once(
     let written = if batch.is_empty() {
         Ok(Default::default())
     } else {
-        backend.write(&batch, max_rows).await
+        // Dropping the write on timeout drops its transaction, which rolls back; if the
+        // commit did reach the server, the retry's upserts and uid-keyed events are no-ops.
+        match tokio::time::timeout(limits.write_timeout, backend.write(&batch, limits.max_rows))
+            .await
+        {
+            Ok(written) => written.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {:?} (write_timeout)",
+                limits.write_timeout
+            )),
+        }
     };
     let duration = started.elapsed();
     let metrics = &shared.metrics;
@@ -261,7 +280,7 @@ pub async fn flush_once(
             Ok(report)
         }
         Err(error) => {
-            let message = shared.target.scrub(&error.to_string());
+            let message = shared.target.scrub(&error);
             let (pending_rows, pending_events, dropped) = {
                 let mut pending = shared.lock();
                 pending.buffer.requeue(batch);

@@ -162,3 +162,65 @@ async fn outage_loses_no_state_and_no_event() {
     assert_eq!(events, expected, "every event, in order");
     store.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_times_out_and_loses_nothing() {
+    let Some(server) = PrivateMariaDb::start().await else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(data_dir.path());
+    config.url = Some(server.url());
+    config.flush_interval = Duration::from_secs(3600);
+    config.retry_initial = Duration::from_millis(100);
+    config.retry_max = Duration::from_millis(500);
+    // The write timeout, not the pool's, must be what gives up.
+    config.connect_timeout = Duration::from_secs(5);
+    config.write_timeout = Duration::from_secs(1);
+    let store = Store::open(config).await.expect("open");
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let id = format!("node-{i:02}");
+        store.node_connected(node(&id), t(0)).unwrap();
+        expected.push(Event {
+            at: t(0),
+            node_id: id,
+            kind: EventKind::Online,
+        });
+    }
+    store.flush().await.expect("first flush");
+
+    server.freeze();
+    for step in 1..=10 {
+        let op = operation("ops-team", &format!("op-{step}"), OperationPath::Ssh, true);
+        store.operation("node-01", t(step), op.clone()).unwrap();
+        store.node_seen("node-02", t(step)).unwrap();
+        expected.push(Event {
+            at: t(step),
+            node_id: "node-01".into(),
+            kind: EventKind::Operation(op),
+        });
+    }
+    let started = std::time::Instant::now();
+    let failed = store.flush().await.expect_err("nothing answers");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the flush gave up after {:?}: {failed}",
+        started.elapsed()
+    );
+    assert!(!failed.to_string().contains(PRIVATE_PASSWORD), "{failed}");
+    assert!(failed.to_string().contains("write_timeout"), "{failed}");
+
+    server.thaw();
+    tokio::time::timeout(Duration::from_secs(30), store.wait_persisted())
+        .await
+        .expect("retried on its own once the server answered")
+        .unwrap();
+    assert_eq!(
+        all_events(&store).await,
+        expected,
+        "every event, once, in order"
+    );
+    assert_eq!(persisted_nodes(&store).await, store.nodes());
+    store.close().await.expect("close");
+}
