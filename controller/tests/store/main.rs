@@ -409,3 +409,4 @@ async fn mariadb_wrong_password_and_unknown_database_are_clear_errors() {
 }
 
 mod outage;
+mod tls;

@@ -156,6 +156,7 @@ pub struct PrivateMariaDb {
     mariadbd: String,
     pub port: u16,
     child: Option<Child>,
+    extra_args: Vec<String>,
 }
 
 pub const PRIVATE_USER: &str = "fleet";
@@ -165,6 +166,11 @@ impl PrivateMariaDb {
     /// Installs and starts a server with a user `fleet` (password [`PRIVATE_PASSWORD`]) and a
     /// database `fleet`. `None` when the binaries are not configured (skipped).
     pub async fn start() -> Option<PrivateMariaDb> {
+        PrivateMariaDb::start_with(Vec::new()).await
+    }
+
+    /// As [`start`](Self::start), with more `mariadbd` options (TLS, say).
+    pub async fn start_with(extra_args: Vec<String>) -> Option<PrivateMariaDb> {
         let mariadbd = service("NW_TEST_MARIADBD")?;
         let install_db = service("NW_TEST_MARIADB_INSTALL_DB")?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -190,6 +196,7 @@ impl PrivateMariaDb {
             mariadbd,
             port,
             child: None,
+            extra_args,
         };
         server.resume().await;
         let root = MySqlPoolOptions::new()
@@ -202,6 +209,9 @@ impl PrivateMariaDb {
             .await
             .expect("root over the socket");
         for sql in [
+            // mariadb-install-db creates anonymous accounts that could shadow ours.
+            "DELETE FROM mysql.global_priv WHERE User = ''".to_string(),
+            "FLUSH PRIVILEGES".to_string(),
             format!("CREATE USER '{PRIVATE_USER}'@'127.0.0.1' IDENTIFIED BY '{PRIVATE_PASSWORD}'"),
             format!("GRANT ALL ON *.* TO '{PRIVATE_USER}'@'127.0.0.1'"),
             "CREATE DATABASE fleet".to_string(),
@@ -272,6 +282,7 @@ impl PrivateMariaDb {
             .arg(format!("--user={}", current_user()))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.mariadbd));
