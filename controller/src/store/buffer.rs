@@ -29,6 +29,8 @@ pub struct Batch {
     pub nodes: Vec<NodeRecord>,
     pub devices: Vec<DeviceReport>,
     pub events: Vec<PendingEvent>,
+    /// Events were left queued because the batch was full.
+    pub events_left: bool,
 }
 
 impl Batch {
@@ -255,9 +257,11 @@ impl WriteBuffer {
         Queued::Yes
     }
 
-    /// Takes everything dirty and queued for one flush. Until [`complete`](Self::complete) or
-    /// [`requeue`](Self::requeue), the batch's events still count against the bound.
-    pub fn take(&mut self) -> Batch {
+    /// Takes everything dirty and at most `max_events` of the queued events (oldest first) for
+    /// one flush, so a backlog after an outage is written in bounded transactions. Until
+    /// [`complete`](Self::complete) or [`requeue`](Self::requeue), the batch's events still
+    /// count against the bound.
+    pub fn take(&mut self, max_events: usize) -> Batch {
         let nodes = std::mem::take(&mut self.dirty_nodes)
             .into_iter()
             .filter_map(|id| self.nodes.get(&id).cloned())
@@ -266,12 +270,14 @@ impl WriteBuffer {
             .into_iter()
             .filter_map(|id| self.devices.get(&id).cloned())
             .collect();
-        let events: Vec<PendingEvent> = self.events.drain(..).collect();
+        let count = self.events.len().min(max_events.max(1));
+        let events: Vec<PendingEvent> = self.events.drain(..count).collect();
         self.events_in_flight += events.len();
         Batch {
             nodes,
             devices,
             events,
+            events_left: !self.events.is_empty(),
         }
     }
 
@@ -415,14 +421,14 @@ mod tests {
         buf.node_seen("n1", at(10)).unwrap();
         buf.device_report(device(7, 900, 5)).unwrap();
         buf.device_report(device(7, 800, 10)).unwrap();
-        let batch = buf.take();
+        let batch = buf.take(usize::MAX);
         assert_eq!(batch.nodes.len(), 1);
         assert_eq!(batch.nodes[0].last_seen, at(10));
         assert_eq!(batch.nodes[0].first_seen, at(0));
         assert_eq!(batch.devices, vec![device(7, 800, 10)]);
         assert_eq!(kinds(&batch), vec!["n1 online"]);
         buf.complete(&batch);
-        assert!(buf.take().is_empty());
+        assert!(buf.take(usize::MAX).is_empty());
     }
 
     #[test]
@@ -433,7 +439,7 @@ mod tests {
         buf.node_offline("n1", at(2), "link closed").unwrap();
         buf.node_offline("n1", at(3), "link closed").unwrap();
         buf.node_connected(info("n1"), at(4)).unwrap();
-        let batch = buf.take();
+        let batch = buf.take(usize::MAX);
         assert_eq!(kinds(&batch), vec!["n1 online", "n1 offline", "n1 online"]);
         assert!(batch.nodes[0].online);
     }
@@ -461,11 +467,11 @@ mod tests {
         let mut buf = WriteBuffer::new(vec![], vec![], 10, 1);
         buf.node_connected(info("n1"), at(0)).unwrap();
         buf.operation("n1", at(1), op("wake")).unwrap();
-        let failed = buf.take();
+        let failed = buf.take(usize::MAX);
         buf.operation("n1", at(2), op("stop")).unwrap();
         buf.node_seen("n1", at(3)).unwrap();
         buf.requeue(failed);
-        let batch = buf.take();
+        let batch = buf.take(usize::MAX);
         assert_eq!(kinds(&batch), vec!["n1 online", "n1 wake", "n1 stop"]);
         assert_eq!(batch.nodes.len(), 1);
         assert_eq!(
@@ -478,13 +484,30 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_is_taken_in_bounded_batches_in_order() {
+        let mut buf = WriteBuffer::new(vec![], vec![], 10, 1);
+        for i in 0..5 {
+            buf.operation("n1", at(i), op(&format!("op{i}"))).unwrap();
+        }
+        let first = buf.take(2);
+        assert_eq!(kinds(&first), vec!["n1 op0", "n1 op1"]);
+        assert!(first.events_left);
+        assert_eq!(buf.events_pending(), 5);
+        buf.complete(&first);
+        assert_eq!(buf.dirty_rows(), 3);
+        let rest = buf.take(10);
+        assert_eq!(kinds(&rest), vec!["n1 op2", "n1 op3", "n1 op4"]);
+        assert!(!rest.events_left);
+    }
+
+    #[test]
     fn requeued_device_keeps_newer_report() {
         let mut buf = WriteBuffer::new(vec![], vec![], 10, 1);
         buf.device_report(device(7, 900, 1)).unwrap();
-        let failed = buf.take();
+        let failed = buf.take(usize::MAX);
         buf.device_report(device(7, 500, 2)).unwrap();
         buf.requeue(failed);
-        assert_eq!(buf.take().devices, vec![device(7, 500, 2)]);
+        assert_eq!(buf.take(usize::MAX).devices, vec![device(7, 500, 2)]);
     }
 
     #[test]
@@ -496,7 +519,7 @@ mod tests {
                 Queued::Yes
             );
         }
-        let in_flight = buf.take();
+        let in_flight = buf.take(usize::MAX);
         assert_eq!(buf.operation("n1", at(2), op("op2")).unwrap(), Queued::Yes);
         assert_eq!(
             buf.operation("n1", at(3), op("op3")).unwrap(),
@@ -509,7 +532,7 @@ mod tests {
         assert_eq!(buf.events_dropped(), 2);
         assert_eq!(buf.events_pending(), 3);
         buf.requeue(in_flight);
-        let batch = buf.take();
+        let batch = buf.take(usize::MAX);
         assert_eq!(kinds(&batch), vec!["n1 op0", "n1 op1", "n1 op2"]);
         buf.complete(&batch);
         assert_eq!(buf.events_pending(), 0);
@@ -527,7 +550,7 @@ mod tests {
         let mut buf = WriteBuffer::new(vec![known("a", true), known("b", false)], vec![], 10, 2);
         let queued = buf.all_offline(at(9), "controller started");
         assert_eq!(queued, vec![Queued::Yes]);
-        let batch = buf.take();
+        let batch = buf.take(usize::MAX);
         assert_eq!(kinds(&batch), vec!["a offline"]);
         assert_eq!(batch.nodes.len(), 1);
         assert!(!batch.nodes[0].online);

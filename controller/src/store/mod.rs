@@ -364,7 +364,7 @@ impl StoreHandle {
         let after = self.shared.lock().takes;
         let mut status = self.shared.status.subscribe();
         status
-            .wait_for(|s| s.ok_take > after)
+            .wait_for(|s| s.drained_take > after)
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(())

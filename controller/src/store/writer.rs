@@ -124,6 +124,8 @@ pub struct FlushReport {
     pub rows: usize,
     pub statements: usize,
     pub duration: Duration,
+    /// Queued events did not fit in this flush; the next one follows at once.
+    pub events_left: bool,
 }
 
 /// Progress of the writer, watched by callers that wait for a flush.
@@ -134,6 +136,9 @@ pub struct FlushStatus {
     pub last_take_ok: bool,
     /// Number of the last take that succeeded.
     pub ok_take: u64,
+    /// Number of the last take that succeeded and left no event queued: everything recorded
+    /// before it started is in the database.
+    pub drained_take: u64,
     pub last_error: Option<String>,
 }
 
@@ -168,6 +173,9 @@ pub struct FlushLimits {
     pub write_timeout: Duration,
 }
 
+/// Events per flush, in statements: a backlog is written 10 full statements at a time.
+const EVENT_STATEMENTS_PER_FLUSH: usize = 10;
+
 pub enum Command {
     FlushNow,
     Shutdown(oneshot::Sender<Result<FlushReport, String>>),
@@ -200,10 +208,15 @@ pub async fn run(
         let flush_started = Instant::now();
         let outcome = flush_once(&shared, &backend, config.limits).await;
         next = match outcome {
-            Ok(_) => {
+            Ok(report) => {
                 backoff.reset();
-                // A steady cadence: the flush's own duration is part of the interval.
-                (flush_started + config.flush_interval).max(Instant::now())
+                if report.events_left {
+                    // A backlog written in bounded batches: keep going.
+                    Instant::now()
+                } else {
+                    // A steady cadence: the flush's own duration is part of the interval.
+                    (flush_started + config.flush_interval).max(Instant::now())
+                }
             }
             Err(_) => Instant::now() + backoff.next_delay(),
         };
@@ -226,7 +239,8 @@ pub async fn flush_once(
     let (batch, take) = {
         let mut pending = shared.lock();
         pending.takes += 1;
-        (pending.buffer.take(), pending.takes)
+        let max_events = limits.max_rows.max(1) * EVENT_STATEMENTS_PER_FLUSH;
+        (pending.buffer.take(max_events), pending.takes)
     };
     let started = std::time::Instant::now();
     let written = if batch.is_empty() {
@@ -257,6 +271,7 @@ pub async fn flush_once(
                 rows: written.rows,
                 statements: written.statements,
                 duration,
+                events_left: batch.events_left,
             };
             metrics.pending_events.set(gauge_value(pending_events));
             if !batch.is_empty() {
@@ -275,6 +290,9 @@ pub async fn flush_once(
                 s.last_take = take;
                 s.last_take_ok = true;
                 s.ok_take = take;
+                if !batch.events_left {
+                    s.drained_take = take;
+                }
                 s.last_error = None;
             });
             Ok(report)

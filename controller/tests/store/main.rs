@@ -42,6 +42,7 @@ suite!(
     restart_finds_nodes_and_history_all_offline,
     events_past_the_bound_are_counted_not_silently_lost,
     a_refused_schema_is_a_clear_error,
+    a_backlog_is_written_in_bounded_flushes,
 );
 
 async fn all_events(store: &Store) -> Vec<Event> {
@@ -293,6 +294,39 @@ mod cases {
             .unwrap();
         store.flush().await.expect("flush");
         assert_eq!(all_events(&store).await.len(), 4);
+        store.close().await.expect("close");
+    }
+
+    pub async fn a_backlog_is_written_in_bounded_flushes(db: &TestDb) {
+        let mut config = db.config();
+        config.rows_per_statement = 2; // at most 10 statements, 20 events, per flush
+        let store = Store::open(config).await.expect("open");
+        let mut flushes = store.flush_reports();
+        store.node_connected(node("n1"), at(0)).unwrap();
+        for i in 0..54 {
+            store
+                .operation(
+                    "n1",
+                    at(i + 1),
+                    operation("erin", &format!("op{i}"), OperationPath::Agent, true),
+                )
+                .unwrap();
+        }
+        store.flush().await.expect("flush");
+        tokio::time::timeout(Duration::from_secs(30), store.wait_persisted())
+            .await
+            .expect("the backlog drains on its own")
+            .unwrap();
+        let mut events_per_flush = Vec::new();
+        while let Ok(report) = flushes.try_recv() {
+            assert!(report.statements <= 11, "{report:?}");
+            events_per_flush.push(report.rows);
+        }
+        // 55 events (online + 54 operations), 20 a flush; the node row rides in the first.
+        assert_eq!(events_per_flush, vec![21, 20, 15]);
+        let events = all_events(&store).await;
+        assert_eq!(events.len(), 55);
+        assert_eq!(summary(&events)[54], "n1 op53");
         store.close().await.expect("close");
     }
 
