@@ -240,9 +240,22 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         let outcome = answer.await.map_err(|_| StoreError::Closed)?;
         let _ = self.writer.await;
-        outcome.map_err(|message| StoreError::Flush {
-            database: self.handle.shared.target.display(),
-            message,
+        outcome.map_err(|message| {
+            let (rows, events) = {
+                let pending = self.handle.shared.lock();
+                (pending.buffer.dirty_rows(), pending.buffer.events_pending())
+            };
+            let database = self.handle.shared.target.display();
+            tracing::error!(
+                %database,
+                rows,
+                events,
+                "closing without writing the last state and events: {message}"
+            );
+            StoreError::Flush {
+                database,
+                message: format!("{message}; {rows} rows and {events} events not written"),
+            }
         })
     }
 }

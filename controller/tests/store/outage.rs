@@ -165,7 +165,7 @@ async fn outage_loses_no_state_and_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_database_times_out_and_loses_nothing() {
-    let Some(server) = PrivateMariaDb::start().await else {
+    let Some(mut server) = PrivateMariaDb::start().await else {
         return;
     };
     let data_dir = tempfile::tempdir().unwrap();
@@ -222,5 +222,14 @@ async fn a_hung_database_times_out_and_loses_nothing() {
         "every event, once, in order"
     );
     assert_eq!(persisted_nodes(&store).await, store.nodes());
-    store.close().await.expect("close");
+
+    // Closing while the database is away says what was not written.
+    server.stop();
+    let op = operation("ops-team", "last words", OperationPath::Ssh, true);
+    store.operation("node-01", t(99), op).unwrap();
+    let error = store.close().await.expect_err("nothing to write to");
+    assert!(
+        error.to_string().contains("1 events not written"),
+        "{error}"
+    );
 }
