@@ -180,6 +180,8 @@ impl PrivateMariaDb {
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .arg(format!("--user={user}"))
             .arg("--auth-root-authentication-method=normal")
+            // Parallel installs must not share temporary files in /tmp.
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .output()
             .unwrap_or_else(|e| panic!("running {install_db}: {e}"));
         assert!(
@@ -279,11 +281,16 @@ impl PrivateMariaDb {
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
+            .arg(format!("--tmpdir={}", dir.display()))
             .arg(format!("--user={}", current_user()))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--log-error={}", dir.join("error.log").display()))
             .args(&self.extra_args)
             .stdin(Stdio::null())
+            // Start-up warnings come before --log-error takes over; keep them with the log.
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).expect("stderr.log"),
+            ))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.mariadbd));
         self.child = Some(child);
@@ -311,7 +318,12 @@ impl PrivateMariaDb {
     }
 
     fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
+        format!(
+            "{}{}",
+            read("stderr.log").unwrap_or_default(),
+            read("error.log").unwrap_or_default()
+        )
     }
 }
 
