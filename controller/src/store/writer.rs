@@ -206,7 +206,13 @@ pub async fn run(
             },
         };
         let flush_started = Instant::now();
-        let outcome = flush_once(&shared, &backend, config.limits).await;
+        let mut outcome = flush_once(&shared, &backend, config.limits).await;
+        if shutdown.is_some() {
+            // Last chance: write the whole backlog, not just one bounded batch of it.
+            while matches!(outcome, Ok(report) if report.events_left) {
+                outcome = flush_once(&shared, &backend, config.limits).await;
+            }
+        }
         next = match outcome {
             Ok(report) => {
                 backoff.reset();

@@ -327,7 +327,21 @@ mod cases {
         let events = all_events(&store).await;
         assert_eq!(events.len(), 55);
         assert_eq!(summary(&events)[54], "n1 op53");
+
+        // Closing writes a whole backlog too.
+        for i in 0..45 {
+            store
+                .operation(
+                    "n1",
+                    at(100 + i),
+                    operation("erin", "late", OperationPath::Ssh, true),
+                )
+                .unwrap();
+        }
         store.close().await.expect("close");
+        let reopened = Store::open(db.config()).await.expect("reopen");
+        assert_eq!(all_events(&reopened).await.len(), 55 + 45 + 1); // + restart offline
+        reopened.close().await.expect("close");
     }
 
     pub async fn a_refused_schema_is_a_clear_error(db: &TestDb) {
