@@ -343,6 +343,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_are_exposed_under_their_documented_names() {
+        let metrics = StoreMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.events_dropped.inc();
+        metrics.statements_last_flush.set(4);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "nodewarden_store_events_dropped_total 1",
+            "nodewarden_store_statements_last_flush 4",
+            "nodewarden_store_flushes_total 0",
+            "nodewarden_store_flush_errors_total 0",
+            "nodewarden_store_rows_last_flush 0",
+            "nodewarden_store_pending_events 0",
+            "nodewarden_store_database_up 0",
+            "nodewarden_store_flush_duration_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
     fn backoff_doubles_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
         let delays: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
