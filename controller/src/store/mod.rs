@@ -162,6 +162,7 @@ impl Store {
         writer::flush_once(&shared, &backend, limits)
             .await
             .map_err(open_error)?;
+        shared.metrics.database_up.set(1);
         tracing::info!(database = %target.display(), "fleet state store ready");
         let (commands, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(writer::run(
