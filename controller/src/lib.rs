@@ -1,1 +1,2 @@
 //! nodewarden controller: fleet state, the CA, the agent link endpoint, API, CLI.
+pub mod store;

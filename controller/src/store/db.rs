@@ -1,0 +1,465 @@
+//! The two back ends behind one enum: connecting, migrating, writing a batch in one
+//! transaction, and reading state back. Thin: the SQL comes from `sql`, the rows from `buffer`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::buffer::Batch;
+use super::sql::{self, Dialect};
+use super::types::{
+    DeviceReport, Event, EventKind, EventQuery, EventRecord, NodeInfo, NodeRecord, Operation,
+    OperationPath, OperationResult, from_millis, to_millis,
+};
+use super::url::DatabaseTarget;
+
+static MYSQL_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the backend holds; the body is
+/// type-checked once per back end, so it can use sqlx's concrete types.
+macro_rules! with_pool {
+    ($backend:expr, $pool:ident => $body:expr) => {
+        match $backend {
+            Backend::MySql($pool) => $body,
+            Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// What one successful flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub rows: usize,
+    /// Data statements in the transaction (BEGIN and COMMIT not counted).
+    pub statements: usize,
+}
+
+impl Backend {
+    /// Connects (at most `timeout` per attempt to get a connection) and applies migrations.
+    pub async fn open(target: &DatabaseTarget, timeout: Duration) -> Result<Backend, String> {
+        let backend = match target {
+            DatabaseTarget::MySql { url } => {
+                let options = MySqlConnectOptions::from_str(url)
+                    .map_err(|e| format!("bad URL: {e}"))?
+                    .charset("utf8mb4");
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+                Backend::MySql(pool)
+            }
+            DatabaseTarget::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(timeout);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| format!("cannot open: {e}"))?;
+                Backend::Sqlite(pool)
+            }
+        };
+        let migrated = match &backend {
+            Backend::MySql(pool) => MYSQL_MIGRATOR.run(pool).await,
+            Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+        };
+        migrated.map_err(|e| format!("the database refused the schema: {e}"))?;
+        Ok(backend)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Backend::MySql(_) => Dialect::MySql,
+            Backend::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// Writes the batch in one transaction: nodes, then devices, then events, each as
+    /// multi-row statements of at most `max_rows` rows.
+    pub async fn write(&self, batch: &Batch, max_rows: usize) -> Result<Written, sqlx::Error> {
+        let dialect = self.dialect();
+        let node_rows = sql::rows_per_statement(max_rows, sql::NODE_COLUMNS.len());
+        let device_rows = sql::rows_per_statement(max_rows, sql::DEVICE_COLUMNS.len());
+        let event_rows = sql::rows_per_statement(max_rows, sql::EVENT_COLUMNS.len());
+        let mut statements = 0;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in batch.nodes.chunks(node_rows) {
+                let text = sql::upsert_nodes(dialect, chunk.len());
+                let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
+                for node in chunk {
+                    let info = &node.info;
+                    query = query
+                        .bind(info.node_id.as_str())
+                        .bind(info.hostname.as_str())
+                        .bind(json_list(&info.addresses))
+                        .bind(json_list(&info.mac_addresses))
+                        .bind(json_list(&info.roles))
+                        .bind(info.agent_version.as_str())
+                        .bind(info.cert_fingerprint.as_str())
+                        .bind(to_millis(node.first_seen))
+                        .bind(to_millis(node.last_seen))
+                        .bind(node.online);
+                }
+                query.execute(&mut *tx).await?;
+                statements += 1;
+            }
+            for chunk in batch.devices.chunks(device_rows) {
+                let text = sql::upsert_devices(dialect, chunk.len());
+                let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
+                for device in chunk {
+                    query = query
+                        .bind(device.device_id)
+                        .bind(device.node_id.as_str())
+                        .bind(device.fragment_folder.as_str())
+                        .bind(saturating_i64(device.total_bytes))
+                        .bind(saturating_i64(device.free_bytes))
+                        .bind(saturating_i64(device.fragment_count))
+                        .bind(to_millis(device.reported_at));
+                }
+                query.execute(&mut *tx).await?;
+                statements += 1;
+            }
+            for chunk in batch.events.chunks(event_rows) {
+                let text = sql::insert_events(dialect, chunk.len());
+                let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
+                for pending in chunk {
+                    let row = EventRow::from(&pending.event);
+                    query = query
+                        .bind(pending.uid.as_str())
+                        .bind(to_millis(pending.event.at))
+                        .bind(pending.event.node_id.as_str())
+                        .bind(row.kind)
+                        .bind(row.actor)
+                        .bind(row.action)
+                        .bind(row.path)
+                        .bind(row.result)
+                        .bind(row.detail)
+                        .bind(row.duration_ms);
+                }
+                query.execute(&mut *tx).await?;
+                statements += 1;
+            }
+            tx.commit().await?;
+        });
+        Ok(Written {
+            rows: batch.rows(),
+            statements,
+        })
+    }
+
+    pub async fn load_nodes(&self) -> Result<Vec<NodeRecord>, String> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql::SELECT_NODES)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| format!("reading nodes: {e}"))?;
+            rows.iter()
+                .map(|row| -> Result<NodeRecord, String> {
+                    let node_id: String = row.try_get("node_id").map_err(|e| e.to_string())?;
+                    let bad = |e: String| format!("node {node_id:?}: {e}");
+                    let get_list = |column: &str| -> Result<Vec<String>, String> {
+                        let text: String = row.try_get(column).map_err(|e| bad(e.to_string()))?;
+                        serde_json::from_str(&text)
+                            .map_err(|e| bad(format!("{column} is not a JSON list of strings: {e}")))
+                    };
+                    Ok(NodeRecord {
+                        info: NodeInfo {
+                            hostname: row.try_get("hostname").map_err(|e| bad(e.to_string()))?,
+                            addresses: get_list("addresses")?,
+                            mac_addresses: get_list("mac_addresses")?,
+                            roles: get_list("roles")?,
+                            agent_version: row.try_get("agent_version").map_err(|e| bad(e.to_string()))?,
+                            cert_fingerprint: row.try_get("cert_fingerprint").map_err(|e| bad(e.to_string()))?,
+                            node_id: node_id.clone(),
+                        },
+                        first_seen: from_millis(row.try_get("first_seen_ms").map_err(|e| bad(e.to_string()))?),
+                        last_seen: from_millis(row.try_get("last_seen_ms").map_err(|e| bad(e.to_string()))?),
+                        online: row.try_get("online").map_err(|e| bad(e.to_string()))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub async fn load_devices(&self) -> Result<Vec<DeviceReport>, String> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql::SELECT_DEVICES)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| format!("reading storage devices: {e}"))?;
+            rows.iter()
+                .map(|row| -> Result<DeviceReport, String> {
+                    let device_id: i64 = row.try_get("device_id").map_err(|e| e.to_string())?;
+                    let bad = |e: sqlx::Error| format!("storage device {device_id}: {e}");
+                    let get_u64 = |column: &str| -> Result<u64, String> {
+                        let v: i64 = row.try_get(column).map_err(bad)?;
+                        Ok(u64::try_from(v).unwrap_or(0))
+                    };
+                    Ok(DeviceReport {
+                        device_id,
+                        node_id: row.try_get("node_id").map_err(bad)?,
+                        fragment_folder: row.try_get("fragment_folder").map_err(bad)?,
+                        total_bytes: get_u64("total_bytes")?,
+                        free_bytes: get_u64("free_bytes")?,
+                        fragment_count: get_u64("fragment_count")?,
+                        reported_at: from_millis(row.try_get("reported_at_ms").map_err(bad)?),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, String> {
+        let limit = i64::from(query.limit.max(1));
+        with_pool!(self, pool => {
+            let select = sqlx::query(sql::select_events(query.node_id.is_some())).bind(query.after_id);
+            let select = match &query.node_id {
+                Some(node_id) => select.bind(node_id.as_str()),
+                None => select,
+            };
+            let rows = select
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| format!("reading events: {e}"))?;
+            rows.iter()
+                .map(|row| -> Result<EventRecord, String> {
+                    let id: i64 = row.try_get("id").map_err(|e| e.to_string())?;
+                    let bad = |e: sqlx::Error| format!("event {id}: {e}");
+                    let row = EventRow {
+                        kind: row.try_get("kind").map_err(bad)?,
+                        actor: row.try_get("actor").map_err(bad)?,
+                        action: row.try_get("action").map_err(bad)?,
+                        path: row.try_get("path").map_err(bad)?,
+                        result: row.try_get("result").map_err(bad)?,
+                        detail: row.try_get("detail").map_err(bad)?,
+                        duration_ms: row.try_get("duration_ms").map_err(bad)?,
+                        at_ms: row.try_get("at_ms").map_err(bad)?,
+                        node_id: row.try_get("node_id").map_err(bad)?,
+                    };
+                    Ok(EventRecord {
+                        id,
+                        event: row.into_event().map_err(|e| format!("event {id}: {e}"))?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn json_list(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_string())
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An event as its columns.
+struct EventRow {
+    kind: String,
+    actor: Option<String>,
+    action: Option<String>,
+    path: Option<String>,
+    result: Option<String>,
+    detail: String,
+    duration_ms: Option<i64>,
+    at_ms: i64,
+    node_id: String,
+}
+
+impl EventRow {
+    fn from(event: &Event) -> EventRow {
+        let mut row = EventRow {
+            kind: String::new(),
+            actor: None,
+            action: None,
+            path: None,
+            result: None,
+            detail: String::new(),
+            duration_ms: None,
+            at_ms: to_millis(event.at),
+            node_id: event.node_id.clone(),
+        };
+        match &event.kind {
+            EventKind::Online => row.kind = "online".into(),
+            EventKind::Offline { reason } => {
+                row.kind = "offline".into();
+                row.detail = reason.clone();
+            }
+            EventKind::Operation(op) => {
+                row.kind = "operation".into();
+                row.actor = Some(op.actor.clone());
+                row.action = Some(op.action.clone());
+                row.path = Some(op.path.as_str().into());
+                row.duration_ms = Some(i64::try_from(op.duration.as_millis()).unwrap_or(i64::MAX));
+                match &op.result {
+                    OperationResult::Ok => row.result = Some("ok".into()),
+                    OperationResult::Failed { error } => {
+                        row.result = Some("failed".into());
+                        row.detail = error.clone();
+                    }
+                }
+            }
+        }
+        row
+    }
+
+    fn into_event(self) -> Result<Event, String> {
+        let kind = match self.kind.as_str() {
+            "online" => EventKind::Online,
+            "offline" => EventKind::Offline {
+                reason: self.detail,
+            },
+            "operation" => {
+                let path = self.path.unwrap_or_default();
+                EventKind::Operation(Operation {
+                    actor: self.actor.unwrap_or_default(),
+                    action: self.action.unwrap_or_default(),
+                    path: OperationPath::parse(&path)
+                        .ok_or_else(|| format!("unknown operation path {path:?}"))?,
+                    result: match self.result.as_deref() {
+                        Some("ok") => OperationResult::Ok,
+                        Some("failed") => OperationResult::Failed { error: self.detail },
+                        other => return Err(format!("unknown operation result {other:?}")),
+                    },
+                    duration: Duration::from_millis(
+                        u64::try_from(self.duration_ms.unwrap_or(0)).unwrap_or(0),
+                    ),
+                })
+            }
+            other => return Err(format!("unknown event kind {other:?}")),
+        };
+        Ok(Event {
+            at: from_millis(self.at_ms),
+            node_id: self.node_id,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn event_rows_round_trip() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
+        let kinds = [
+            EventKind::Online,
+            EventKind::Offline {
+                reason: "link closed".into(),
+            },
+            EventKind::Operation(Operation {
+                actor: "alice".into(),
+                action: "wake".into(),
+                path: OperationPath::WakeOnLan,
+                result: OperationResult::Failed {
+                    error: "no answer".into(),
+                },
+                duration: Duration::from_millis(1500),
+            }),
+            EventKind::Operation(Operation {
+                actor: "bob".into(),
+                action: "stop".into(),
+                path: OperationPath::Agent,
+                result: OperationResult::Ok,
+                duration: Duration::from_millis(3),
+            }),
+        ];
+        for kind in kinds {
+            let event = Event {
+                at,
+                node_id: "n1".into(),
+                kind,
+            };
+            assert_eq!(EventRow::from(&event).into_event().unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error_not_a_panic() {
+        let mut row = EventRow::from(&Event {
+            at: UNIX_EPOCH,
+            node_id: "n".into(),
+            kind: EventKind::Online,
+        });
+        row.kind = "exploded".into();
+        assert!(row.into_event().unwrap_err().contains("exploded"));
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// Migration file names, and per file the tables with their column names.
+    fn schema(dialect: &str) -> BTreeMap<String, Vec<(String, Vec<String>)>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dialect);
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                    let name = rest.split_whitespace().next().unwrap().to_string();
+                    tables.push((name, Vec::new()));
+                } else if let (Some(first), Some(table)) =
+                    (line.strip_prefix("    "), tables.last_mut())
+                {
+                    let word = first.split_whitespace().next().unwrap_or("");
+                    if !["PRIMARY", "UNIQUE", "KEY"].contains(&word) && !word.is_empty() {
+                        table.1.push(word.to_string());
+                    }
+                }
+            }
+            files.insert(
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                tables,
+            );
+        }
+        files
+    }
+
+    #[test]
+    fn both_dialects_have_the_same_migrations_tables_and_columns() {
+        let mysql = schema("mysql");
+        let first = mysql.values().next().unwrap();
+        assert_eq!(first[0].0, "nodes");
+        assert_eq!(first[0].1.len(), super::sql::NODE_COLUMNS.len());
+        assert_eq!(mysql, schema("sqlite"));
+    }
+}

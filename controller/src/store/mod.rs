@@ -1,0 +1,404 @@
+//! Fleet state and the audit log, persisted to MySQL/MariaDB (`database.url = mysql://…`) or to
+//! an embedded SQLite file `<data_dir>/nodewarden.db` when no URL is configured.
+//!
+//! The controller serves from memory; the store keeps the latest state of every node and
+//! storage device and the queue of events, and a writer task flushes what changed in one
+//! transaction per interval. While the database is away, state keeps coalescing and events
+//! queue up to a bound (past it, drops are counted and logged); when it returns, the latest
+//! state and every queued event are written.
+//!
+//! ```ignore
+//! let store = Store::open(StoreConfig::new(data_dir)).await?;   // migrates, marks all offline
+//! let handle = store.handle();                                  // cheap, cloneable, sync
+//! handle.node_connected(info, SystemTime::now())?;
+//! handle.node_seen("node-1", SystemTime::now())?;
+//! store.metrics().register(&mut registry);
+//! store.close().await?;                                         // final flush
+//! ```
+
+mod buffer;
+mod db;
+mod sql;
+mod types;
+mod url;
+mod writer;
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use buffer::{Queued, RejectedNode};
+pub use db::Backend;
+pub use sql::Dialect;
+pub use types::{
+    DeviceReport, Event, EventKind, EventQuery, EventRecord, MAX_KEY_BYTES, MAX_TEXT_BYTES,
+    NodeInfo, NodeRecord, Operation, OperationPath, OperationResult,
+};
+pub use url::{DatabaseTarget, SQLITE_FILE, redact};
+pub use writer::{FlushReport, StoreMetrics};
+
+use buffer::WriteBuffer;
+use writer::{Command, FlushLimits, FlushStatus, Pending, Shared, WriterConfig};
+
+/// Store configuration (the `database.*` keys).
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// `database.url`: `mysql://user:password@host:port/database`; `None` for SQLite.
+    pub url: Option<String>,
+    /// The controller's data directory (holds `nodewarden.db` for SQLite).
+    pub data_dir: PathBuf,
+    /// `database.flush_interval`: how often changed state and new events are written.
+    pub flush_interval: Duration,
+    /// `database.event_buffer`: events kept while the database is unreachable.
+    pub event_buffer: usize,
+    /// `database.rows_per_statement`: rows per multi-row statement.
+    pub rows_per_statement: usize,
+    /// First wait after a failed flush; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Longest wait for a connection (start-up and each flush).
+    pub connect_timeout: Duration,
+    /// `database.write_timeout`: a flush taking longer is abandoned and retried.
+    pub write_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            url: None,
+            data_dir: data_dir.into(),
+            flush_interval: Duration::from_secs(1),
+            event_buffer: 100_000,
+            rows_per_statement: 1000,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(redact))
+            .field("data_dir", &self.data_dir)
+            .field("flush_interval", &self.flush_interval)
+            .field("event_buffer", &self.event_buffer)
+            .field("rows_per_statement", &self.rows_per_statement)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Config(String),
+    /// Connecting, migrating or loading failed at start-up. `database` has no password.
+    #[error("database {database}: {message}")]
+    Open { database: String, message: String },
+    #[error("database {database}: flush failed (kept for retry): {message}")]
+    Flush { database: String, message: String },
+    #[error("database {database}: {message}")]
+    Read { database: String, message: String },
+    #[error("the store's writer has stopped")]
+    Closed,
+}
+
+/// The store: owns the writer task. Reads of history go to the database; state is in memory.
+pub struct Store {
+    handle: StoreHandle,
+    backend: Backend,
+    writer: JoinHandle<()>,
+}
+
+/// A cheap, cloneable way to record state and events. Never blocks on the database.
+#[derive(Clone)]
+pub struct StoreHandle {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Store {
+    /// Connects, applies migrations, loads nodes and devices, marks every node offline (no
+    /// agent is connected yet; each one logged as an `Offline` event), writes that, and starts
+    /// the writer. Must run inside a tokio runtime.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let target = DatabaseTarget::from_config(config.url.as_deref(), &config.data_dir)
+            .map_err(StoreError::Config)?;
+        let open_error = |message: String| StoreError::Open {
+            database: target.display(),
+            message: target.scrub(&message),
+        };
+        let backend = Backend::open(&target, config.connect_timeout)
+            .await
+            .map_err(open_error)?;
+        let nodes = backend.load_nodes().await.map_err(open_error)?;
+        let devices = backend.load_devices().await.map_err(open_error)?;
+        let mut buffer = WriteBuffer::new(nodes, devices, config.event_buffer, run_id());
+        buffer.all_offline(
+            SystemTime::now(),
+            "controller started; offline until the agent reconnects",
+        );
+        let event_bound = config.event_buffer.max(1);
+        let (status, _) = watch::channel(FlushStatus::default());
+        let (reports, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending { buffer, takes: 0 }),
+            metrics: StoreMetrics::default(),
+            status,
+            reports,
+            target: target.clone(),
+            event_bound,
+        });
+        let limits = FlushLimits {
+            max_rows: config.rows_per_statement,
+            write_timeout: config.write_timeout,
+        };
+        writer::flush_once(&shared, &backend, limits)
+            .await
+            .map_err(open_error)?;
+        shared.metrics.database_up.set(1);
+        tracing::info!(database = %target.display(), "fleet state store ready");
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(writer::run(
+            shared.clone(),
+            backend.clone(),
+            WriterConfig {
+                flush_interval: config.flush_interval,
+                limits,
+                retry_initial: config.retry_initial,
+                retry_max: config.retry_max,
+            },
+            receiver,
+        ));
+        Ok(Store {
+            handle: StoreHandle { shared, commands },
+            backend,
+            writer,
+        })
+    }
+
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    /// The database, as logs name it (no password).
+    pub fn database(&self) -> String {
+        self.handle.shared.target.display()
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.backend.dialect()
+    }
+
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.handle.shared.metrics
+    }
+
+    /// Audit log entries from the database, in order.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.backend
+            .events(query)
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
+    /// Nodes as the database has them (not what is still buffered).
+    pub async fn persisted_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.backend
+            .load_nodes()
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
+    /// Storage devices as the database has them.
+    pub async fn persisted_devices(&self) -> Result<Vec<DeviceReport>, StoreError> {
+        self.backend
+            .load_devices()
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
+    fn read_error(&self, message: String) -> StoreError {
+        let target = &self.handle.shared.target;
+        StoreError::Read {
+            database: target.display(),
+            message: target.scrub(&message),
+        }
+    }
+
+    /// A last flush attempt, then the writer stops and the connections close.
+    pub async fn close(self) -> Result<FlushReport, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.handle
+            .commands
+            .send(Command::Shutdown(reply))
+            .map_err(|_| StoreError::Closed)?;
+        let outcome = answer.await.map_err(|_| StoreError::Closed)?;
+        let _ = self.writer.await;
+        outcome.map_err(|message| {
+            let (rows, events) = {
+                let pending = self.handle.shared.lock();
+                (pending.buffer.dirty_rows(), pending.buffer.events_pending())
+            };
+            let database = self.handle.shared.target.display();
+            tracing::error!(
+                %database,
+                rows,
+                events,
+                "closing without writing the last state and events: {message}"
+            );
+            StoreError::Flush {
+                database,
+                message: format!("{message}; {rows} rows and {events} events not written"),
+            }
+        })
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = StoreHandle;
+    fn deref(&self) -> &StoreHandle {
+        &self.handle
+    }
+}
+
+impl StoreHandle {
+    /// An agent connected: its identity is recorded, it is online, and the transition logged.
+    pub fn node_connected(&self, info: NodeInfo, at: SystemTime) -> Result<Queued, RejectedNode> {
+        let queued = self.shared.lock().buffer.node_connected(info, at);
+        self.note(queued)
+    }
+
+    /// A node reported (heartbeat or state): its `last_seen` moves. Coalesced per flush.
+    pub fn node_seen(&self, node_id: &str, at: SystemTime) -> Result<(), RejectedNode> {
+        self.shared.lock().buffer.node_seen(node_id, at)
+    }
+
+    /// A node went offline; `reason` says why (link closed, no heartbeat, agent exit).
+    pub fn node_offline(
+        &self,
+        node_id: &str,
+        at: SystemTime,
+        reason: &str,
+    ) -> Result<Queued, RejectedNode> {
+        let queued = self.shared.lock().buffer.node_offline(node_id, at, reason);
+        self.note(queued)
+    }
+
+    /// The latest state of a storage device. Coalesced per flush.
+    pub fn device_report(&self, report: DeviceReport) -> Result<(), RejectedNode> {
+        self.shared.lock().buffer.device_report(report)
+    }
+
+    /// A remote operation on `node_id`, for the audit log.
+    pub fn operation(
+        &self,
+        node_id: &str,
+        at: SystemTime,
+        operation: Operation,
+    ) -> Result<Queued, RejectedNode> {
+        let queued = self.shared.lock().buffer.operation(node_id, at, operation);
+        self.note(queued)
+    }
+
+    fn note(&self, queued: Result<Queued, RejectedNode>) -> Result<Queued, RejectedNode> {
+        if let Ok(Queued::Dropped { first }) = queued {
+            self.shared.metrics.events_dropped.inc();
+            if first {
+                tracing::error!(
+                    database = %self.shared.target.display(),
+                    bound = self.shared.event_bound,
+                    "event buffer full while the database is unreachable: dropping new events \
+                     (counted in nodewarden_store_events_dropped_total)"
+                );
+            }
+        }
+        queued
+    }
+
+    /// A node as the controller knows it now (including what is not yet written).
+    pub fn node(&self, node_id: &str) -> Option<NodeRecord> {
+        self.shared.lock().buffer.node(node_id).cloned()
+    }
+
+    /// Every known node, by id.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        let mut nodes: Vec<NodeRecord> = self.shared.lock().buffer.nodes().cloned().collect();
+        nodes.sort_by(|a, b| a.info.node_id.cmp(&b.info.node_id));
+        nodes
+    }
+
+    /// Every known storage device, by id.
+    pub fn devices(&self) -> Vec<DeviceReport> {
+        let mut devices: Vec<DeviceReport> = self.shared.lock().buffer.devices().cloned().collect();
+        devices.sort_by_key(|d| d.device_id);
+        devices
+    }
+
+    /// Events lost to a full buffer since start-up.
+    pub fn events_dropped(&self) -> u64 {
+        self.shared.lock().buffer.events_dropped()
+    }
+
+    /// Events not yet in the database.
+    pub fn events_pending(&self) -> usize {
+        self.shared.lock().buffer.events_pending()
+    }
+
+    /// Flushes now and returns that attempt's outcome (on failure everything stays queued
+    /// and the writer retries on its own).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let after = self.shared.lock().takes;
+        let mut status = self.shared.status.subscribe();
+        self.commands
+            .send(Command::FlushNow)
+            .map_err(|_| StoreError::Closed)?;
+        let done = status
+            .wait_for(|s| s.last_take > after)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        if done.last_take_ok {
+            return Ok(());
+        }
+        Err(StoreError::Flush {
+            database: self.shared.target.display(),
+            message: done.last_error.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Resolves once everything recorded before the call is in the database, however many
+    /// retries that takes. Callers bound it with a timeout.
+    pub async fn wait_persisted(&self) -> Result<(), StoreError> {
+        let after = self.shared.lock().takes;
+        let mut status = self.shared.status.subscribe();
+        status
+            .wait_for(|s| s.drained_take > after)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(())
+    }
+
+    /// Every successful, non-empty flush (for benchmarks and diagnostics).
+    pub fn flush_reports(&self) -> broadcast::Receiver<FlushReport> {
+        self.shared.reports.subscribe()
+    }
+}
+
+/// Distinguishes this run's event uids from every earlier run's.
+fn run_id() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

@@ -1,0 +1,183 @@
+//! The SQL text for both dialects, built by plain functions. Both take `?` placeholders; only
+//! the upsert clauses differ.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    MySql,
+    Sqlite,
+}
+
+pub const NODE_COLUMNS: &[&str] = &[
+    "node_id",
+    "hostname",
+    "addresses",
+    "mac_addresses",
+    "roles",
+    "agent_version",
+    "cert_fingerprint",
+    "first_seen_ms",
+    "last_seen_ms",
+    "online",
+];
+
+pub const DEVICE_COLUMNS: &[&str] = &[
+    "device_id",
+    "node_id",
+    "fragment_folder",
+    "total_bytes",
+    "free_bytes",
+    "fragment_count",
+    "reported_at_ms",
+];
+
+pub const EVENT_COLUMNS: &[&str] = &[
+    "uid",
+    "at_ms",
+    "node_id",
+    "kind",
+    "actor",
+    "action",
+    "path",
+    "result",
+    "detail",
+    "duration_ms",
+];
+
+/// The most placeholders one statement may carry (SQLite's default limit is 32766, MySQL's
+/// 65535); chunking keeps well under both.
+pub const MAX_PLACEHOLDERS: usize = 30_000;
+
+/// Rows per statement for a table of `columns` columns, given the configured maximum.
+pub fn rows_per_statement(configured: usize, columns: usize) -> usize {
+    configured.clamp(1, MAX_PLACEHOLDERS / columns.max(1))
+}
+
+fn insert_values(table: &str, columns: &[&str], rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns.len()].join(","));
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    sql.reserve(rows * (row.len() + 1));
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&row);
+    }
+    sql
+}
+
+/// Writes the latest state of `rows` nodes; `first_seen_ms` of an existing row is kept.
+pub fn upsert_nodes(dialect: Dialect, rows: usize) -> String {
+    upsert(
+        dialect,
+        "nodes",
+        NODE_COLUMNS,
+        "node_id",
+        &["first_seen_ms"],
+        rows,
+    )
+}
+
+pub fn upsert_devices(dialect: Dialect, rows: usize) -> String {
+    upsert(
+        dialect,
+        "storage_devices",
+        DEVICE_COLUMNS,
+        "device_id",
+        &[],
+        rows,
+    )
+}
+
+/// Appends events; an event whose uid is already there (a retried flush) is left alone.
+pub fn insert_events(dialect: Dialect, rows: usize) -> String {
+    let mut sql = insert_values("events", EVENT_COLUMNS, rows);
+    match dialect {
+        Dialect::MySql => sql.push_str(" ON DUPLICATE KEY UPDATE uid = uid"),
+        Dialect::Sqlite => sql.push_str(" ON CONFLICT (uid) DO NOTHING"),
+    }
+    sql
+}
+
+fn upsert(
+    dialect: Dialect,
+    table: &str,
+    columns: &[&str],
+    key: &str,
+    keep: &[&str],
+    rows: usize,
+) -> String {
+    let mut sql = insert_values(table, columns, rows);
+    let updated = columns.iter().filter(|c| **c != key && !keep.contains(c));
+    let assignments: Vec<String> = match dialect {
+        Dialect::MySql => updated.map(|c| format!("{c} = VALUES({c})")).collect(),
+        Dialect::Sqlite => updated.map(|c| format!("{c} = excluded.{c}")).collect(),
+    };
+    match dialect {
+        Dialect::MySql => sql.push_str(" ON DUPLICATE KEY UPDATE "),
+        Dialect::Sqlite => {
+            sql.push_str(" ON CONFLICT (");
+            sql.push_str(key);
+            sql.push_str(") DO UPDATE SET ");
+        }
+    }
+    sql.push_str(&assignments.join(", "));
+    sql
+}
+
+pub const SELECT_NODES: &str = "SELECT node_id, hostname, addresses, mac_addresses, roles, \
+     agent_version, cert_fingerprint, first_seen_ms, last_seen_ms, online FROM nodes";
+
+pub const SELECT_DEVICES: &str = "SELECT device_id, node_id, fragment_folder, total_bytes, \
+     free_bytes, fragment_count, reported_at_ms FROM storage_devices";
+
+/// Events after an id, in order; with `by_node`, of one node only.
+pub fn select_events(by_node: bool) -> &'static str {
+    if by_node {
+        "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+         FROM events WHERE id > ? AND node_id = ? ORDER BY id LIMIT ?"
+    } else {
+        "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+         FROM events WHERE id > ? ORDER BY id LIMIT ?"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_upsert_per_dialect() {
+        assert_eq!(
+            upsert_nodes(Dialect::Sqlite, 2),
+            "INSERT INTO nodes (node_id, hostname, addresses, mac_addresses, roles, agent_version, \
+             cert_fingerprint, first_seen_ms, last_seen_ms, online) VALUES \
+             (?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET \
+             hostname = excluded.hostname, addresses = excluded.addresses, \
+             mac_addresses = excluded.mac_addresses, roles = excluded.roles, \
+             agent_version = excluded.agent_version, cert_fingerprint = excluded.cert_fingerprint, \
+             last_seen_ms = excluded.last_seen_ms, online = excluded.online"
+        );
+        let mysql = upsert_nodes(Dialect::MySql, 1);
+        assert!(mysql.ends_with(
+            "ON DUPLICATE KEY UPDATE hostname = VALUES(hostname), addresses = VALUES(addresses), \
+             mac_addresses = VALUES(mac_addresses), roles = VALUES(roles), \
+             agent_version = VALUES(agent_version), cert_fingerprint = VALUES(cert_fingerprint), \
+             last_seen_ms = VALUES(last_seen_ms), online = VALUES(online)"
+        ));
+        assert!(!mysql.contains("first_seen_ms = "));
+    }
+
+    #[test]
+    fn events_are_idempotent_per_dialect() {
+        assert!(insert_events(Dialect::MySql, 1).ends_with("ON DUPLICATE KEY UPDATE uid = uid"));
+        assert!(insert_events(Dialect::Sqlite, 3).ends_with("ON CONFLICT (uid) DO NOTHING"));
+        assert_eq!(insert_events(Dialect::Sqlite, 3).matches('?').count(), 30);
+    }
+
+    #[test]
+    fn chunking_bounds_placeholders() {
+        assert_eq!(rows_per_statement(500, 10), 500);
+        assert_eq!(rows_per_statement(1_000_000, 10), 3000);
+        assert_eq!(rows_per_statement(0, 10), 1);
+    }
+}

@@ -1,0 +1,173 @@
+//! The store's own plain types: what the controller tells it and what it reads back. They are
+//! independent of the wire protocol; the controller maps protocol messages onto them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a node declares about itself when its agent connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's identity (the name in its certificate); at most [`MAX_KEY_BYTES`] bytes.
+    pub node_id: String,
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub mac_addresses: Vec<String>,
+    pub roles: Vec<String>,
+    pub agent_version: String,
+    /// Fingerprint of the certificate the agent presented.
+    pub cert_fingerprint: String,
+}
+
+/// A node as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub info: NodeInfo,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub online: bool,
+}
+
+/// The latest report about one storage device (a fragment folder on a storage node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// The DFS device id (`DEVICE.ID` in the original system).
+    pub device_id: i64,
+    pub node_id: String,
+    pub fragment_folder: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub fragment_count: u64,
+    pub reported_at: SystemTime,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub at: SystemTime,
+    /// The node the event is about (for an operation: its target).
+    pub node_id: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Online,
+    Offline { reason: String },
+    Operation(Operation),
+}
+
+/// A remote operation: who asked for what, how it reached the node, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub actor: String,
+    pub action: String,
+    pub path: OperationPath,
+    pub result: OperationResult,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationPath {
+    Agent,
+    Ssh,
+    WakeOnLan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationResult {
+    Ok,
+    Failed { error: String },
+}
+
+/// An event read back from the database, with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Increases with every event written; the order of the log.
+    pub id: i64,
+    pub event: Event,
+}
+
+/// Which part of the log to read: events after `after_id` (0: from the start), in order.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub node_id: Option<String>,
+    pub after_id: i64,
+    pub limit: u32,
+}
+
+/// The longest node id the store accepts (the key column is VARCHAR(255); bytes ≤ chars).
+pub const MAX_KEY_BYTES: usize = 255;
+/// Free text longer than this is cut (at a character boundary) so a row can never be refused.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+impl OperationPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationPath::Agent => "agent",
+            OperationPath::Ssh => "ssh",
+            OperationPath::WakeOnLan => "wake_on_lan",
+        }
+    }
+    pub fn parse(text: &str) -> Option<OperationPath> {
+        match text {
+            "agent" => Some(OperationPath::Agent),
+            "ssh" => Some(OperationPath::Ssh),
+            "wake_on_lan" => Some(OperationPath::WakeOnLan),
+            _ => None,
+        }
+    }
+}
+
+/// Unix milliseconds (UTC), the timestamp format in both dialects. Times before 1970 are 0.
+pub fn to_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub fn clamp_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_round_trip_and_clamp_before_epoch() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
+        assert_eq!(from_millis(to_millis(t)), t);
+        assert_eq!(to_millis(UNIX_EPOCH - Duration::from_secs(5)), 0);
+        assert_eq!(from_millis(-7), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn clamp_cuts_at_char_boundary() {
+        assert_eq!(clamp_text("abc", 5), "abc");
+        assert_eq!(clamp_text("aé", 2), "a");
+        assert_eq!(clamp_text("aéb", 3), "aé");
+    }
+
+    #[test]
+    fn paths_round_trip() {
+        for p in [
+            OperationPath::Agent,
+            OperationPath::Ssh,
+            OperationPath::WakeOnLan,
+        ] {
+            assert_eq!(OperationPath::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(OperationPath::parse("telnet"), None);
+    }
+}
