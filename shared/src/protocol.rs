@@ -73,6 +73,7 @@ pub struct StateReport {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Runs a DFS storage client keeping fragments in local folders.
     Storage,
@@ -110,6 +111,7 @@ pub struct ServiceState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ServiceStatus {
     /// The agent does not (yet) observe this service.
     Unknown,
@@ -166,6 +168,29 @@ pub struct CommandResponse {
 pub enum CommandOutcome {
     Done,
     Failed { message: String },
+}
+
+/// QUIC application close codes of the link, so the other side can tell why it was closed.
+pub mod close {
+    /// Orderly shutdown of the closing side.
+    pub const SHUTDOWN: u32 = 0;
+    /// An undecodable or oversized frame, or a message out of order.
+    pub const PROTOCOL_ERROR: u32 = 1;
+    /// A newer connection of the same node replaced this one.
+    pub const REPLACED: u32 = 2;
+    /// The node's certificate was revoked.
+    pub const REVOKED: u32 = 3;
+
+    /// A short name for logs.
+    pub fn describe(code: u64) -> &'static str {
+        match code {
+            0 => "shutdown",
+            1 => "protocol error",
+            2 => "replaced by a newer connection",
+            3 => "certificate revoked",
+            _ => "unknown reason",
+        }
+    }
 }
 
 /// Capability for sending periodic state reports.

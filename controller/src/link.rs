@@ -1,0 +1,469 @@
+//! The agent link endpoint: a QUIC listener that authenticates nodes by their certificates,
+//! runs one [`ControllerSession`] per connection and keeps the [`Registry`] current.
+//!
+//! Liveness comes from QUIC itself: both ends send keep-alives and close a connection after the
+//! idle timeout, so a dead agent or a cut network ends in `ConnectionLost(TimedOut)` within
+//! idle + keep-alive (2.5 s by default) and the node goes offline then; no polling.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodewarden_shared::ca::CertInfo;
+use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
+use nodewarden_shared::protocol::{self, CommandKind, CommandResponse, ControllerToAgent, close};
+use nodewarden_shared::session::{ControllerEvent, ControllerSession, ProtocolError};
+use nodewarden_shared::tls::{self, RevokedSet};
+use quinn::rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cadir::{self, CaDir};
+use crate::registry::{Connected, Connection, Registry};
+
+/// An agent must say hello this soon after the handshake.
+const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the revoked list's file is checked for changes (a `stat`).
+const REVOKED_POLL: Duration = Duration::from_millis(250);
+/// How often live certificates are checked for coming expiry.
+const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
+
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn now_unix() -> i64 {
+    (now_millis() / 1000) as i64
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    CaDir(#[from] cadir::CaDirError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why a session ended with an error (the connection is then closed with that reason).
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("no hello within {HELLO_DEADLINE:?}")]
+    NoHello,
+    #[error("stream error: {0}")]
+    Stream(String),
+}
+
+pub struct LinkSettings {
+    pub listen: SocketAddr,
+    pub ca_dir: PathBuf,
+    pub idle_timeout: Duration,
+    pub keep_alive: Duration,
+    pub expiry_warning_days: u32,
+}
+
+type CommandReply = oneshot::Sender<Result<CommandResponse, String>>;
+
+struct Live {
+    node: String,
+    info: CertInfo,
+    connection: quinn::Connection,
+    commands: mpsc::Sender<(CommandKind, CommandReply)>,
+}
+
+/// State shared by the link tasks and the admin API.
+pub struct Controller {
+    pub registry: Mutex<Registry>,
+    live: Mutex<HashMap<u64, Live>>,
+    revoked: RevokedSet,
+    next_conn_id: AtomicU64,
+    expiry_warning_days: u32,
+}
+
+impl Controller {
+    /// Sends a command to a node's live connection and awaits its response.
+    pub async fn command(
+        &self,
+        node: &str,
+        kind: CommandKind,
+        timeout: Duration,
+    ) -> Result<CommandResponse, String> {
+        let sender = lock(&self.live)
+            .values()
+            .filter(|l| l.node == node)
+            .max_by_key(|l| l.connection.stable_id())
+            .map(|l| l.commands.clone())
+            .ok_or_else(|| format!("node {node} is not connected"))?;
+        let (tx, rx) = oneshot::channel();
+        sender
+            .send((kind, tx))
+            .await
+            .map_err(|_| format!("node {node}: connection ended"))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(format!("node {node}: connection ended before the response")),
+            Err(_) => Err(format!("node {node}: no response within {timeout:?}")),
+        }
+    }
+
+    /// Closes every live connection whose certificate is now revoked.
+    fn close_revoked(&self) {
+        for (id, live) in lock(&self.live).iter() {
+            if self.revoked.contains(&live.info.serial) {
+                tracing::warn!(
+                    node = %live.node,
+                    serial = %live.info.serial,
+                    connection = id,
+                    "certificate revoked: closing the node's live connection"
+                );
+                live.connection
+                    .close(close::REVOKED.into(), b"certificate revoked");
+            }
+        }
+    }
+
+    fn warn_if_expiring(&self, what: &str, info: &CertInfo) {
+        let left = info.expires_in(now_unix());
+        if left < i64::from(self.expiry_warning_days) * 86400 {
+            tracing::warn!(
+                serial = %info.serial,
+                days_left = left / 86400,
+                "{what} certificate expires soon (not after {} UTC unix time)",
+                info.not_after_unix
+            );
+        }
+    }
+}
+
+fn transport(idle: Duration, keep_alive: Duration) -> Result<quinn::TransportConfig, LinkError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        idle.try_into()
+            .map_err(|e| LinkError::Quic(format!("idle timeout: {e}")))?,
+    ));
+    t.keep_alive_interval(Some(keep_alive));
+    // One stream per connection, opened by the agent.
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Ok(t)
+}
+
+/// Loads the CA material, binds the endpoint and returns it with the shared state. Fails
+/// before binding when the CA directory or revoked list is unusable.
+pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>), LinkError> {
+    let dir = CaDir::new(&settings.ca_dir);
+    let ca_pem = cadir::read(&dir.path(cadir::CA_CERT))?;
+    let server_pem = cadir::read(&dir.path(cadir::SERVER_CERT))?;
+    let server_key = cadir::read(&dir.path(cadir::SERVER_KEY))?;
+    let revoked = RevokedSet::default();
+    revoked.replace(dir.revoked()?.serials());
+
+    let controller = Arc::new(Controller {
+        registry: Mutex::new(Registry::new()),
+        live: Mutex::new(HashMap::new()),
+        revoked: revoked.clone(),
+        next_conn_id: AtomicU64::new(1),
+        expiry_warning_days: settings.expiry_warning_days,
+    });
+    for (what, pem) in [("CA", &ca_pem), ("server", &server_pem)] {
+        match nodewarden_shared::ca::inspect_pem(pem) {
+            Ok(info) => controller.warn_if_expiring(what, &info),
+            Err(e) => tracing::warn!("{what} certificate: {e}"),
+        }
+    }
+
+    let crypto = tls::server_config(
+        &ca_pem,
+        tls::Identity {
+            cert_pem: &server_pem,
+            key_pem: &server_key,
+        },
+        revoked,
+    )?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(crypto))
+        .map_err(|e| LinkError::Quic(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server.transport_config(Arc::new(transport(
+        settings.idle_timeout,
+        settings.keep_alive,
+    )?));
+    let endpoint =
+        quinn::Endpoint::server(server, settings.listen).map_err(|source| LinkError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    Ok((endpoint, controller))
+}
+
+/// Accepts agents until the endpoint is closed; also watches the revoked list.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    controller: Arc<Controller>,
+    settings: &LinkSettings,
+) {
+    tokio::spawn(watch_revoked(
+        controller.clone(),
+        CaDir::new(&settings.ca_dir),
+    ));
+    tokio::spawn(check_expiry(controller.clone()));
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(handle_incoming(controller.clone(), incoming));
+    }
+}
+
+async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(peer = %remote, reason = %e, "refused agent connection");
+            return;
+        }
+    };
+    let chain = connection
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let identity = match chain {
+        Some(chain) => tls::peer_node(&chain),
+        None => Err("no peer certificate".to_string()),
+    };
+    let (node, info) = match identity {
+        Ok(x) => x,
+        Err(reason) => {
+            tracing::warn!(peer = %remote, %reason, "refused agent connection");
+            connection.close(close::PROTOCOL_ERROR.into(), reason.as_bytes());
+            return;
+        }
+    };
+    controller.warn_if_expiring(&format!("node {node}'s"), &info);
+
+    let conn_id = controller.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let (commands, mut command_rx) = mpsc::channel(16);
+    lock(&controller.live).insert(
+        conn_id,
+        Live {
+            node: node.clone(),
+            info: info.clone(),
+            connection: connection.clone(),
+            commands,
+        },
+    );
+    tracing::debug!(%node, peer = %remote, connection = conn_id, "handshake complete");
+    let outcome = run_session(
+        &controller,
+        &connection,
+        conn_id,
+        &node,
+        &info,
+        &mut command_rx,
+    )
+    .await;
+    lock(&controller.live).remove(&conn_id);
+    let reason = match outcome {
+        Ok(reason) => reason,
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(%node, peer = %remote, %reason, "closing agent connection");
+            connection.close(close::PROTOCOL_ERROR.into(), reason.as_bytes());
+            reason
+        }
+    };
+    if lock(&controller.registry).disconnected(&node, conn_id, &reason, now_millis()) {
+        tracing::info!(%node, peer = %remote, %reason, "node offline");
+    }
+}
+
+fn closed_reason(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(a) => {
+            format!("closed by agent: {}", String::from_utf8_lossy(&a.reason))
+        }
+        quinn::ConnectionError::LocallyClosed => "closed by controller".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn write_message(
+    send: &mut quinn::SendStream,
+    message: &ControllerToAgent,
+) -> Result<(), SessionError> {
+    let payload =
+        protocol::encode(message).map_err(|e| SessionError::Stream(format!("encoding: {e}")))?;
+    let frame = encode_frame(&payload, MAX_FRAME)?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| SessionError::Stream(e.to_string()))
+}
+
+/// Runs one established connection; `Ok(reason)` when it ended without a protocol fault.
+async fn run_session(
+    controller: &Controller,
+    connection: &quinn::Connection,
+    conn_id: u64,
+    node: &str,
+    info: &CertInfo,
+    command_rx: &mut mpsc::Receiver<(CommandKind, CommandReply)>,
+) -> Result<String, SessionError> {
+    let remote = connection.remote_address();
+    let (mut send, mut recv) = tokio::select! {
+        s = connection.accept_bi() => match s {
+            Ok(s) => s,
+            Err(e) => return Ok(closed_reason(&e)),
+        },
+        _ = tokio::time::sleep(HELLO_DEADLINE) => return Err(SessionError::NoHello),
+    };
+    let mut session = ControllerSession::new(node, env!("CARGO_PKG_VERSION"));
+    let mut decoder = FrameDecoder::new(MAX_FRAME);
+    let mut pending: HashMap<u64, CommandReply> = HashMap::new();
+    let hello_timer = tokio::time::sleep(HELLO_DEADLINE);
+    tokio::pin!(hello_timer);
+    loop {
+        tokio::select! {
+            chunk = recv.read_chunk(64 * 1024, true) => {
+                let chunk = match chunk {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break decoder
+                        .finish()
+                        .map(|()| "agent ended its stream".to_string())
+                        .map_err(SessionError::from),
+                    Err(quinn::ReadError::ConnectionLost(e)) => break Ok(closed_reason(&e)),
+                    Err(e) => break Err(SessionError::Stream(e.to_string())),
+                };
+                decoder.push(&chunk.bytes);
+                loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let event = match session.on_frame(&frame) {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            let refusal = ControllerToAgent::Refused { reason: e.to_string() };
+                            let _ = write_message(&mut send, &refusal).await;
+                            return Err(e.into());
+                        }
+                    };
+                    match event {
+                        ControllerEvent::Established { hello, reply } => {
+                            let conn = Connection {
+                                id: conn_id,
+                                remote: remote.to_string(),
+                                agent_version: hello.agent_version.clone(),
+                                protocol_version: session.version().unwrap_or_default(),
+                                connected_at: now_millis(),
+                                cert_serial: info.serial.clone(),
+                                cert_not_after_unix: info.not_after_unix,
+                            };
+                            let change = lock(&controller.registry).connected(node, conn, now_millis());
+                            match change {
+                                Connected::Online => tracing::info!(
+                                    %node, peer = %remote, agent_version = %hello.agent_version,
+                                    "node online"
+                                ),
+                                Connected::Replaced { old } => {
+                                    tracing::info!(
+                                        %node, peer = %remote, old_peer = %old.remote,
+                                        old_connection = old.id,
+                                        "newer connection of the node replaces the older one"
+                                    );
+                                    if let Some(l) = lock(&controller.live).get(&old.id) {
+                                        l.connection.close(close::REPLACED.into(), b"replaced by a newer connection");
+                                    }
+                                }
+                            }
+                            write_message(&mut send, &reply).await?;
+                        }
+                        ControllerEvent::Report(report) => {
+                            tracing::debug!(%node, seq = report.seq, "state report");
+                            lock(&controller.registry).report(node, conn_id, report, now_millis());
+                        }
+                        ControllerEvent::CommandDone { response, .. } => {
+                            if let Some(reply) = pending.remove(&response.id) {
+                                let _ = reply.send(Ok(response));
+                            }
+                        }
+                    }
+                }
+            }
+            Some((kind, reply)) = command_rx.recv() => {
+                match session.request(kind) {
+                    Ok(message) => {
+                        if let ControllerToAgent::CommandRequest(r) = &message {
+                            pending.insert(r.id, reply);
+                        }
+                        write_message(&mut send, &message).await?;
+                    }
+                    Err(e) => { let _ = reply.send(Err(format!("node {node}: {e}"))); }
+                }
+            }
+            _ = &mut hello_timer, if session.version().is_none() => break Err(SessionError::NoHello),
+        }
+    }
+}
+
+/// Re-reads `revoked.toml` when it changes (a cheap `stat` every 250 ms) and closes live
+/// connections of newly revoked certificates. A broken file keeps the previous list and is
+/// reported; `ca revoke` replaces the file atomically.
+async fn watch_revoked(controller: Arc<Controller>, dir: CaDir) {
+    let path = dir.path(cadir::REVOKED);
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    };
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(REVOKED_POLL);
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match dir.revoked() {
+            Ok(list) => {
+                let serials = list.serials();
+                tracing::info!(file = %path.display(), revoked = serials.len(), "revoked list reloaded");
+                controller.revoked.replace(serials);
+                controller.close_revoked();
+            }
+            Err(e) => tracing::error!("{e}; keeping the previous revoked list"),
+        }
+    }
+}
+
+async fn check_expiry(controller: Arc<Controller>) {
+    let mut tick = tokio::time::interval(EXPIRY_CHECK);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let infos: Vec<(String, CertInfo)> = lock(&controller.live)
+            .values()
+            .map(|l| (l.node.clone(), l.info.clone()))
+            .collect();
+        for (node, info) in infos {
+            controller.warn_if_expiring(&format!("node {node}'s"), &info);
+        }
+    }
+}
