@@ -1,10 +1,15 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nodewarden_agent::{cli, http, scrape::Scraper, webconfig::WebConfig};
+use nodewarden_agent::{
+    cli, config, enroll, http, link, nodestate, scrape::Scraper, webconfig::WebConfig,
+};
 
 fn main() -> anyhow::Result<()> {
     let matches = cli::command().get_matches();
+    if let Some(("enroll", m)) = matches.subcommand() {
+        return enroll::run(m);
+    }
     let options = cli::metrics_options(&matches);
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -23,6 +28,24 @@ fn main() -> anyhow::Result<()> {
             tls: None,
             basic_auth: None,
         },
+    };
+    // The controller link, when the agent config has a [controller] section.
+    let link_settings = match &options.config {
+        Some(file) => {
+            let config = config::AgentConfig::load(file)?;
+            match config.controller.clone() {
+                Some(c) => {
+                    let state = nodestate::StateSource::new(
+                        &config,
+                        &options.paths.procfs,
+                        &options.paths.rootfs,
+                    );
+                    Some(link::LinkSettings::new(c, state)?)
+                }
+                None => None,
+            }
+        }
+        None => None,
     };
     let scraper = Arc::new(Scraper::new(options.paths.clone(), collectors));
     let server = Arc::new(http::MetricsServer {
@@ -44,8 +67,15 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
         tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
+        let link_task = async move {
+            match link_settings {
+                Some(s) => link::run(s).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = server.serve(listener) => r,
+            () = link_task => Ok(()),
             _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); Ok(()) }
         }
     })
