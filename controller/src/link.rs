@@ -280,6 +280,14 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
     .await;
     lock(&controller.live).remove(&conn_id);
     let reason = match outcome {
+        Ok(_)
+            if connection
+                .close_reason()
+                .is_some_and(|e| e == quinn::ConnectionError::LocallyClosed)
+                && controller.revoked.contains(&info.serial) =>
+        {
+            "certificate revoked".to_string()
+        }
         Ok(reason) => reason,
         Err(e) => {
             let reason = e.to_string();

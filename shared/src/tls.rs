@@ -113,6 +113,10 @@ pub fn server_config(
             key(server.key_pem, "server key")?,
         )?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: a resumed session skips the client verifier, and with it the
+    // revocation check.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -134,6 +138,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 
@@ -280,13 +285,13 @@ mod tests {
 
     /// Runs a handshake; the error of whichever side failed first.
     fn handshake(
-        server: rustls::ServerConfig,
-        client: rustls::ClientConfig,
+        server: impl Into<Arc<rustls::ServerConfig>>,
+        client: impl Into<Arc<rustls::ClientConfig>>,
         name: &str,
     ) -> Result<(), rustls::Error> {
-        let mut s = rustls::ServerConnection::new(Arc::new(server))?;
+        let mut s = rustls::ServerConnection::new(server.into())?;
         let mut c = rustls::ClientConnection::new(
-            Arc::new(client),
+            client.into(),
             ServerName::try_from(name.to_string()).unwrap(),
         )?;
         for _ in 0..10 {
@@ -338,10 +343,14 @@ mod tests {
         let node = issue_node_cert(&p.ca, "n1", Validity::days_from(now(), 1)).unwrap();
         let key = node.key_pem.clone().unwrap();
         let revoked = RevokedSet::default();
-        let c = client(&p.ca.cert_pem, &node.cert_pem, &key);
-        handshake(server(&p, &revoked), c.clone(), "controller.test").unwrap();
+        // The same configurations throughout, as in a running controller and agent: a second
+        // handshake must not resume the first session and so skip verification.
+        let c = Arc::new(client(&p.ca.cert_pem, &node.cert_pem, &key));
+        let s = Arc::new(server(&p, &revoked));
+        handshake(s.clone(), c.clone(), "controller.test").unwrap();
+        handshake(s.clone(), c.clone(), "controller.test").unwrap();
         revoked.replace([node.info.serial.clone()].into());
-        let err = handshake(server(&p, &revoked), c, "controller.test").unwrap_err();
+        let err = handshake(s, c, "controller.test").unwrap_err();
         assert!(err.to_string().contains("is revoked"), "{err}");
     }
 
