@@ -2,8 +2,9 @@
 //! jittered, capped exponential backoff; a hello, then state reports every period, and answers
 //! to the controller's commands.
 //!
-//! Both ends send keep-alives and close after the idle timeout, so a dead controller or a cut
-//! network is noticed within idle + keep-alive (2.5 s by default), then the agent reconnects.
+//! The agent sends keep-alives and both ends close after the idle timeout, so a dead controller
+//! or a cut network is noticed within idle + keep-alive (2.5 s by default: the agent's first
+//! keep-alive after its last receive restarts its idle timer), then the agent reconnects.
 
 use std::net::SocketAddr;
 use std::path::Path;

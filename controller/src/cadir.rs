@@ -98,6 +98,7 @@ pub fn read(path: &Path) -> Result<String, CaDirError> {
     std::fs::read_to_string(path).map_err(|e| err(path, e))
 }
 
+#[derive(Debug)]
 pub struct CaDir {
     pub dir: PathBuf,
 }

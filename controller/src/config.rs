@@ -5,13 +5,18 @@
 //! [link]
 //! listen = "[::]:7443"          # QUIC (UDP) address agents connect to
 //! ca_dir = "ca"                 # made by `nodewarden-controller ca init`
-//! idle_timeout_ms = 2000        # a silent agent is offline after this (+ keep-alive)
-//! keep_alive_ms = 500
+//! idle_timeout_ms = 2000        # an agent silent this long is offline
+//! keep_alive_ms = 0             # 0: the controller sends none (see below)
 //! expiry_warning_days = 30
 //!
 //! [admin]
 //! listen = "127.0.0.1:7480"     # read-only JSON of the registry; loopback by default
 //! ```
+//!
+//! Agents send keep-alives (every 500 ms by default). The controller by default does not: QUIC
+//! restarts the idle timer when an endpoint sends its first ack-eliciting packet after a receive,
+//! so controller keep-alives would push detection of a dead agent out by up to one interval.
+//! Without them, a dead agent is offline at most `idle_timeout_ms` after its last packet.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,7 +71,7 @@ fn default_idle() -> u64 {
     2000
 }
 fn default_keep_alive() -> u64 {
-    500
+    0
 }
 fn default_expiry_warning() -> u32 {
     30
@@ -80,22 +85,23 @@ pub struct ControllerConfig {
     pub listen: SocketAddr,
     pub ca_dir: PathBuf,
     pub idle_timeout: Duration,
-    pub keep_alive: Duration,
+    /// `None`: the controller sends no keep-alives of its own.
+    pub keep_alive: Option<Duration>,
     pub expiry_warning_days: u32,
     pub admin_listen: Option<SocketAddr>,
 }
 
-/// Checks shared by both ends: keep-alives must come well inside the idle timeout, or a quiet
-/// but healthy peer would be dropped.
+/// Keep-alives, when sent, must come well inside the idle timeout, or a quiet but healthy
+/// connection would be dropped.
 pub fn check_timeouts(idle_ms: u64, keep_alive_ms: u64) -> Result<(), String> {
     if !(200..=600_000).contains(&idle_ms) {
         return Err(format!(
             "idle_timeout_ms: {idle_ms} is outside 200..=600000"
         ));
     }
-    if keep_alive_ms == 0 || keep_alive_ms * 2 > idle_ms {
+    if keep_alive_ms.saturating_mul(2) > idle_ms {
         return Err(format!(
-            "keep_alive_ms: {keep_alive_ms} must be above 0 and at most half of idle_timeout_ms ({idle_ms})"
+            "keep_alive_ms: {keep_alive_ms} must be at most half of idle_timeout_ms ({idle_ms})"
         ));
     }
     Ok(())
@@ -135,7 +141,8 @@ impl ControllerConfig {
             listen,
             ca_dir: base.join(raw.link.ca_dir),
             idle_timeout: Duration::from_millis(raw.link.idle_timeout_ms),
-            keep_alive: Duration::from_millis(raw.link.keep_alive_ms),
+            keep_alive: (raw.link.keep_alive_ms > 0)
+                .then(|| Duration::from_millis(raw.link.keep_alive_ms)),
             expiry_warning_days: raw.link.expiry_warning_days,
             admin_listen,
         })
@@ -156,6 +163,7 @@ mod tests {
         let c = parse("[link]\nlisten = \"127.0.0.1:7443\"\nca_dir = \"ca\"\n").unwrap();
         assert_eq!(c.ca_dir, Path::new("/etc/nw/ca"));
         assert_eq!(c.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.keep_alive, None);
         assert_eq!(c.admin_listen, Some("127.0.0.1:7480".parse().unwrap()));
         let c = parse("[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[admin]\nlisten = \"\"\n")
             .unwrap();

@@ -1,9 +1,10 @@
 //! The agent link endpoint: a QUIC listener that authenticates nodes by their certificates,
 //! runs one [`ControllerSession`] per connection and keeps the [`Registry`] current.
 //!
-//! Liveness comes from QUIC itself: both ends send keep-alives and close a connection after the
-//! idle timeout, so a dead agent or a cut network ends in `ConnectionLost(TimedOut)` within
-//! idle + keep-alive (2.5 s by default) and the node goes offline then; no polling.
+//! Liveness comes from QUIC itself: agents send keep-alives and both ends close a connection
+//! after the idle timeout, so a dead agent or a cut network ends in `ConnectionLost(TimedOut)`
+//! at most the idle timeout (2 s by default) after its last packet, and the node goes offline
+//! then; no polling. (Why the controller sends no keep-alives: see `config`.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use nodewarden_shared::ca::CertInfo;
 use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
 use nodewarden_shared::protocol::{self, CommandKind, CommandResponse, ControllerToAgent, close};
 use nodewarden_shared::session::{ControllerEvent, ControllerSession, ProtocolError};
-use nodewarden_shared::tls::{self, RevokedSet};
+use nodewarden_shared::tls::{self, Revocation};
 use quinn::rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,7 +79,7 @@ pub struct LinkSettings {
     pub listen: SocketAddr,
     pub ca_dir: PathBuf,
     pub idle_timeout: Duration,
-    pub keep_alive: Duration,
+    pub keep_alive: Option<Duration>,
     pub expiry_warning_days: u32,
 }
 
@@ -95,7 +96,7 @@ struct Live {
 pub struct Controller {
     pub registry: Mutex<Registry>,
     live: Mutex<HashMap<u64, Live>>,
-    revoked: RevokedSet,
+    revoked: Arc<RevokedFile>,
     next_conn_id: AtomicU64,
     expiry_warning_days: u32,
 }
@@ -155,13 +156,16 @@ impl Controller {
     }
 }
 
-fn transport(idle: Duration, keep_alive: Duration) -> Result<quinn::TransportConfig, LinkError> {
+fn transport(
+    idle: Duration,
+    keep_alive: Option<Duration>,
+) -> Result<quinn::TransportConfig, LinkError> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
         idle.try_into()
             .map_err(|e| LinkError::Quic(format!("idle timeout: {e}")))?,
     ));
-    t.keep_alive_interval(Some(keep_alive));
+    t.keep_alive_interval(keep_alive);
     // One stream per connection, opened by the agent.
     t.max_concurrent_bidi_streams(1u32.into());
     t.max_concurrent_uni_streams(0u32.into());
@@ -175,8 +179,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
     let ca_pem = cadir::read(&dir.path(cadir::CA_CERT))?;
     let server_pem = cadir::read(&dir.path(cadir::SERVER_CERT))?;
     let server_key = cadir::read(&dir.path(cadir::SERVER_KEY))?;
-    let revoked = RevokedSet::default();
-    revoked.replace(dir.revoked()?.serials());
+    let revoked = Arc::new(RevokedFile::load(CaDir::new(&settings.ca_dir))?);
 
     let controller = Arc::new(Controller {
         registry: Mutex::new(Registry::new()),
@@ -216,15 +219,8 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
 }
 
 /// Accepts agents until the endpoint is closed; also watches the revoked list.
-pub async fn serve(
-    endpoint: quinn::Endpoint,
-    controller: Arc<Controller>,
-    settings: &LinkSettings,
-) {
-    tokio::spawn(watch_revoked(
-        controller.clone(),
-        CaDir::new(&settings.ca_dir),
-    ));
+pub async fn serve(endpoint: quinn::Endpoint, controller: Arc<Controller>) {
+    tokio::spawn(watch_revoked(controller.clone()));
     tokio::spawn(check_expiry(controller.clone()));
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(handle_incoming(controller.clone(), incoming));
@@ -430,33 +426,88 @@ async fn run_session(
     }
 }
 
-/// Re-reads `revoked.toml` when it changes (a cheap `stat` every 250 ms) and closes live
-/// connections of newly revoked certificates. A broken file keeps the previous list and is
-/// reported; `ca revoke` replaces the file atomically.
-async fn watch_revoked(controller: Arc<Controller>, dir: CaDir) {
-    let path = dir.path(cadir::REVOKED);
-    let stamp = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
-    };
-    let mut last = stamp(&path);
+type FileStamp = Option<(u64, u64, i64, i64)>;
+
+fn stamp(path: &std::path::Path) -> FileStamp {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+#[derive(Debug)]
+struct RevokedState {
+    stamp: FileStamp,
+    serials: std::collections::BTreeSet<String>,
+    /// Increases with every change of `serials`.
+    generation: u64,
+}
+
+/// `revoked.toml`, re-read whenever its inode, size or mtime changed. Every handshake checks
+/// (one `stat`), so a connection attempt after `ca revoke` returned is refused; the watcher
+/// checks every 250 ms and closes live connections. A broken file keeps the previous list and
+/// is reported; `ca revoke` replaces the file atomically.
+#[derive(Debug)]
+pub struct RevokedFile {
+    dir: CaDir,
+    state: Mutex<RevokedState>,
+}
+
+impl RevokedFile {
+    fn load(dir: CaDir) -> Result<RevokedFile, cadir::CaDirError> {
+        let stamp = stamp(&dir.path(cadir::REVOKED));
+        let serials = dir.revoked()?.serials();
+        Ok(RevokedFile {
+            dir,
+            state: Mutex::new(RevokedState {
+                stamp,
+                serials,
+                generation: 0,
+            }),
+        })
+    }
+
+    /// Re-reads the file if it changed; returns the generation of the list now in force.
+    fn refresh(&self) -> u64 {
+        let path = self.dir.path(cadir::REVOKED);
+        let now = stamp(&path);
+        let mut state = lock(&self.state);
+        if now != state.stamp {
+            state.stamp = now;
+            match self.dir.revoked() {
+                Ok(list) => {
+                    state.serials = list.serials();
+                    state.generation += 1;
+                    tracing::info!(file = %path.display(), revoked = state.serials.len(), "revoked list reloaded");
+                }
+                Err(e) => tracing::error!("{e}; keeping the previous revoked list"),
+            }
+        }
+        state.generation
+    }
+
+    fn contains(&self, serial: &str) -> bool {
+        lock(&self.state).serials.contains(serial)
+    }
+}
+
+impl Revocation for RevokedFile {
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.refresh();
+        self.contains(serial)
+    }
+}
+
+/// Closes live connections whose certificates were revoked since the last look, whether the
+/// watcher or a handshake noticed the change first.
+async fn watch_revoked(controller: Arc<Controller>) {
+    let mut seen = controller.revoked.refresh();
     let mut tick = tokio::time::interval(REVOKED_POLL);
     loop {
         tick.tick().await;
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match dir.revoked() {
-            Ok(list) => {
-                let serials = list.serials();
-                tracing::info!(file = %path.display(), revoked = serials.len(), "revoked list reloaded");
-                controller.revoked.replace(serials);
-                controller.close_revoked();
-            }
-            Err(e) => tracing::error!("{e}; keeping the previous revoked list"),
+        let generation = controller.revoked.refresh();
+        if generation != seen {
+            seen = generation;
+            controller.close_revoked();
         }
     }
 }

@@ -262,7 +262,7 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
                 }
             });
         }
-        let serving = link::serve(endpoint.clone(), controller.clone(), &settings);
+        let serving = link::serve(endpoint.clone(), controller.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = serving => {}

@@ -39,8 +39,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Serials (canonical hex, see [`ca::serial_hex`]) of revoked certificates, shared between the
-/// verifier and whoever reloads the list.
+/// Whether a certificate serial (canonical hex, see [`ca::serial_hex`]) is revoked; consulted
+/// on every handshake. The controller's implementation re-reads its list file when it changed.
+pub trait Revocation: Send + Sync + std::fmt::Debug {
+    fn is_revoked(&self, serial: &str) -> bool;
+}
+
+/// A plain in-memory revoked list, shared between the verifier and whoever updates it.
 #[derive(Debug, Clone, Default)]
 pub struct RevokedSet(Arc<RwLock<BTreeSet<String>>>);
 
@@ -57,6 +62,12 @@ impl RevokedSet {
             Ok(g) => g.contains(serial),
             Err(poisoned) => poisoned.into_inner().contains(serial),
         }
+    }
+}
+
+impl Revocation for RevokedSet {
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.contains(serial)
     }
 }
 
@@ -98,7 +109,7 @@ pub struct Identity<'a> {
 pub fn server_config(
     ca_pem: &str,
     server: Identity<'_>,
-    revoked: RevokedSet,
+    revoked: Arc<dyn Revocation>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
@@ -174,7 +185,7 @@ impl std::error::Error for Refusal {}
 #[derive(Debug)]
 struct NodeCertVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    revoked: RevokedSet,
+    revoked: Arc<dyn Revocation>,
 }
 
 impl ClientCertVerifier for NodeCertVerifier {
@@ -222,7 +233,7 @@ impl ClientCertVerifier for NodeCertVerifier {
         } else {
             return Err(refuse(format!("{who} names no node (no common name)")));
         }
-        if self.revoked.contains(&info.serial) {
+        if self.revoked.is_revoked(&info.serial) {
             return Err(refuse(format!("{who} is revoked")));
         }
         Ok(ClientCertVerified::assertion())
@@ -321,7 +332,7 @@ mod tests {
                 cert_pem: &p.server_cert,
                 key_pem: &p.server_key,
             },
-            revoked.clone(),
+            Arc::new(revoked.clone()),
         )
         .unwrap()
     }
