@@ -620,3 +620,51 @@ fn garbage_and_oversized_frames_do_not_disturb_other_agents() {
     });
     assert_eq!(controller.log.count(&["n-steady", "offline"]), 0);
 }
+
+fn signal(child: &ChildGuard, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.pid()).expect("pid");
+    // SAFETY: kill(2) with a pid this test spawned and still owns (not yet reaped).
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// A stopped process sends nothing, like a cut network: both ends must notice within the bound
+/// and come back by themselves once it runs again.
+#[test]
+fn a_silent_peer_is_noticed_on_both_sides_within_three_seconds() {
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let cert = lab.issue("n-frozen");
+    let agent = lab.start_agent("n-frozen", &cert, "controller.test");
+    lab.wait_online("n-frozen", Duration::from_secs(15));
+
+    // The agent goes silent: the controller marks it offline.
+    signal(&agent.child, libc::SIGSTOP);
+    let stopped = Instant::now();
+    wait_for("n-frozen offline", Duration::from_secs(10), || {
+        (!lab.online("n-frozen")).then_some(())
+    });
+    let took = stopped.elapsed();
+    eprintln!("silent agent offline after {took:?}");
+    assert!(took <= OFFLINE_BOUND, "{took:?}");
+    signal(&agent.child, libc::SIGCONT);
+    lab.wait_online("n-frozen", Duration::from_secs(10));
+
+    // The controller goes silent: the agent notices as fast.
+    let lost = |a: &Agent| a.log.count(&["link to the controller closed", "timed out"]);
+    let before = lost(&agent);
+    let old_connection = lab.node("n-frozen").unwrap()["connection"]["id"].clone();
+    signal(&controller._child, libc::SIGSTOP);
+    let stopped = Instant::now();
+    wait_for("the agent to notice", Duration::from_secs(10), || {
+        (lost(&agent) > before).then_some(())
+    });
+    let took = stopped.elapsed();
+    eprintln!("agent noticed the silent controller after {took:?}");
+    assert!(took <= OFFLINE_BOUND, "{took:?}");
+    signal(&controller._child, libc::SIGCONT);
+    // The controller, running again, accepts the new connection, which replaces the old one.
+    wait_for("n-frozen back", Duration::from_secs(10), || {
+        let n = lab.node("n-frozen")?;
+        (n["online"] == true && n["connection"]["id"] != old_connection).then_some(())
+    });
+}
