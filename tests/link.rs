@@ -668,3 +668,30 @@ fn a_silent_peer_is_noticed_on_both_sides_within_three_seconds() {
         (n["online"] == true && n["connection"]["id"] != old_connection).then_some(())
     });
 }
+
+/// An agent stopped by SIGTERM closes its connection: offline at once, with the reason.
+#[test]
+fn a_terminated_agent_says_goodbye() {
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let cert = lab.issue("n-polite");
+    let mut agent = lab.start_agent("n-polite", &cert, "controller.test");
+    lab.wait_online("n-polite", Duration::from_secs(15));
+    signal(&agent.child, libc::SIGTERM);
+    let sent = Instant::now();
+    wait_for("n-polite offline", Duration::from_secs(5), || {
+        (!lab.online("n-polite")).then_some(())
+    });
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    controller.log.wait(
+        &[
+            "node offline",
+            "n-polite",
+            "closed by agent: agent shutting down",
+        ],
+        Duration::from_secs(1),
+    );
+    let status = agent.child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

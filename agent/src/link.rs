@@ -134,12 +134,18 @@ impl LinkSettings {
     }
 }
 
-/// Keeps the link up forever.
-pub async fn run(settings: LinkSettings) {
+/// Resolves once `stop` is set (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keeps the link up until `stop` is set; then closes the connection so the controller marks
+/// the node offline at once instead of after the idle timeout.
+pub async fn run(settings: LinkSettings, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut backoff = Backoff::new(BACKOFF_BASE, settings.link.reconnect_max);
     let address = settings.link.address.clone();
     loop {
-        match connect_once(&settings, &mut backoff).await {
+        match connect_once(&settings, &mut backoff, &mut stop).await {
             Ok(reason) => {
                 tracing::warn!(controller = %address, %reason, "link to the controller closed")
             }
@@ -147,9 +153,15 @@ pub async fn run(settings: LinkSettings) {
                 tracing::warn!(controller = %address, reason = %e, "link to the controller failed")
             }
         }
+        if *stop.borrow() {
+            return;
+        }
         let delay = backoff.next_delay(rand::random::<f64>());
         tracing::info!(controller = %address, ?delay, "reconnecting");
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return,
+        }
     }
 }
 
@@ -177,7 +189,11 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
     }
 }
 
-async fn connect_once(settings: &LinkSettings, backoff: &mut Backoff) -> Result<String, LinkError> {
+async fn connect_once(
+    settings: &LinkSettings,
+    backoff: &mut Backoff,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<String, LinkError> {
     let link = &settings.link;
     let addr = tokio::net::lookup_host(&link.address)
         .await
@@ -194,13 +210,24 @@ async fn connect_once(settings: &LinkSettings, backoff: &mut Backoff) -> Result<
     let mut config = quinn::ClientConfig::new(settings.client.clone());
     config.transport_config(Arc::new(transport(link)?));
     endpoint.set_default_client_config(config);
-    let connection = endpoint
+    let connecting = endpoint
         .connect(addr, &link.server_name)
-        .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?
-        .await
-        .map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?;
-    let result = session(settings, &connection, backoff).await;
-    connection.close(close::SHUTDOWN.into(), b"agent reconnecting");
+        .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?;
+    let connection = tokio::select! {
+        c = connecting => c.map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?,
+        () = stopped(stop) => return Ok("agent shutting down".into()),
+    };
+    let result = tokio::select! {
+        r = session(settings, &connection, backoff) => r,
+        () = stopped(stop) => Ok("agent shutting down".into()),
+    };
+    if *stop.borrow() {
+        connection.close(close::SHUTDOWN.into(), b"agent shutting down");
+        // Give the close a moment to leave.
+        let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    } else {
+        connection.close(close::SHUTDOWN.into(), b"agent reconnecting");
+    }
     result
 }
 

@@ -67,16 +67,20 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
         tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
-        let link_task = async move {
-            match link_settings {
-                Some(s) => link::run(s).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
+        // The controller link runs beside the metrics server and is closed on the way out.
+        let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
+        let link_task = link_settings.map(|s| tokio::spawn(link::run(s, stop_rx)));
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let result = tokio::select! {
             r = server.serve(listener) => r,
-            () = link_task => Ok(()),
             _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); Ok(()) }
+            _ = terminate.recv() => { tracing::info!("shutting down"); Ok(()) }
+        };
+        let _ = stop_link.send(true);
+        if let Some(task) = link_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
         }
+        result
     })
 }
