@@ -494,7 +494,12 @@ async fn connect(
     .unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto)).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    // Like an agent: keep-alives, so silence at the application level is not an idle timeout.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(500)));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     endpoint
         .connect(addr, server_name)
         .map_err(|e| e.to_string())?
@@ -694,4 +699,103 @@ fn a_terminated_agent_says_goodbye() {
     );
     let status = agent.child.0.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// The CSR path end to end: `enroll --csr` on the node, `ca sign` on the controller host; a
+/// certificate close to expiry is accepted but reported.
+#[test]
+fn an_enrolled_node_is_accepted_and_its_coming_expiry_reported() {
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let node_dir = lab.dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let cert = NodeCert {
+        cert: node_dir.join("node.pem"),
+        key: node_dir.join("node.key"),
+    };
+    let csr = node_dir.join("node.csr");
+    run_ok(
+        Command::new(bin_path("nodewarden-agent"))
+            .args(["enroll", "--csr", "--name", "n-enrolled", "--key-out"])
+            .arg(&cert.key)
+            .arg("--csr-out")
+            .arg(&csr),
+    );
+    // The key stays private to the node.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&cert.key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A CSR is signed only for the node it names.
+    let wrong = Command::new(bin_path("nodewarden-controller"))
+        .args(["ca", "sign", "--dir"])
+        .arg(lab.ca_dir())
+        .arg("--csr")
+        .arg(&csr)
+        .args(["--node", "n-other", "--out"])
+        .arg(node_dir.join("other.pem"))
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("n-enrolled"));
+    run_ok(
+        Command::new(bin_path("nodewarden-controller"))
+            .args(["ca", "sign", "--dir"])
+            .arg(lab.ca_dir())
+            .arg("--csr")
+            .arg(&csr)
+            .args(["--node", "n-enrolled", "--days", "5", "--out"])
+            .arg(&cert.cert),
+    );
+    let _agent = lab.start_agent("n-enrolled", &cert, "controller.test");
+    lab.wait_online("n-enrolled", Duration::from_secs(15));
+    controller.log.wait(
+        &["node n-enrolled's certificate expires soon", "days_left="],
+        Duration::from_secs(2),
+    );
+    let listing = run_ok(
+        Command::new(bin_path("nodewarden-controller"))
+            .args(["ca", "list", "--dir"])
+            .arg(lab.ca_dir()),
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("n-enrolled\t") && l.contains("EXPIRES SOON")),
+        "{listing}"
+    );
+    let report = wait_for("a state report", Duration::from_secs(5), || {
+        let n = lab.node("n-enrolled")?;
+        (!n["last_report"].is_null()).then_some(n["last_report"].clone())
+    });
+    assert!(report["health"]["memory_total_bytes"].as_u64().unwrap() > 0);
+    assert!(report["storage"][0]["total_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(report["roles"][0], "storage");
+}
+
+/// A client that completes the handshake but never says hello is dropped.
+#[test]
+fn a_connection_without_hello_is_closed() {
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let cert = lab.issue("n-mute");
+    let rt = runtime();
+    let closed = rt.block_on(async {
+        let conn = connect(
+            lab.link_addr(),
+            &lab.ca_pem(),
+            Some(&cert),
+            "controller.test",
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("closed by the controller")
+    });
+    assert!(closed.to_string().contains("no hello"), "{closed}");
+    controller.log.wait(
+        &["closing agent connection", "n-mute", "no hello"],
+        Duration::from_secs(2),
+    );
+    assert!(lab.node("n-mute").is_none());
 }

@@ -294,6 +294,9 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
     };
     if lock(&controller.registry).disconnected(&node, conn_id, &reason, now_millis()) {
         tracing::info!(%node, peer = %remote, %reason, "node offline");
+    } else {
+        // Replaced earlier, or ended before its hello.
+        tracing::debug!(%node, peer = %remote, %reason, connection = conn_id, "agent connection ended");
     }
 }
 
