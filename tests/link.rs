@@ -770,6 +770,31 @@ fn an_enrolled_node_is_accepted_and_its_coming_expiry_reported() {
     assert!(report["health"]["memory_total_bytes"].as_u64().unwrap() > 0);
     assert!(report["storage"][0]["total_bytes"].as_u64().unwrap() > 0);
     assert_eq!(report["roles"][0], "storage");
+
+    // A command round trip through the link (request id out, response with the same id back).
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/nodes/n-enrolled/ping",
+        lab.admin_port
+    );
+    let answer: Value = serde_json::from_str(
+        &ureq::post(&url)
+            .send_empty()
+            .expect("ping answered")
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(answer["node"], "n-enrolled");
+    assert!(
+        answer["round_trip_ms"].as_f64().unwrap() < 1000.0,
+        "{answer}"
+    );
+    let unknown = format!(
+        "http://127.0.0.1:{}/api/v1/nodes/nobody/ping",
+        lab.admin_port
+    );
+    assert!(ureq::post(&unknown).send_empty().is_err());
 }
 
 /// A client that completes the handshake but never says hello is dropped.

@@ -109,7 +109,20 @@ impl LinkSettings {
                 key_pem: &key,
             }),
         )
-        .map_err(|e| named(&link.cert_file, e))?;
+        .map_err(|e| match &e {
+            tls::TlsError::Pem {
+                what: "client key", ..
+            } => named(&link.key_file, e),
+            tls::TlsError::Rustls(_) => LinkError::File {
+                file: format!(
+                    "{} and {}",
+                    link.cert_file.display(),
+                    link.key_file.display()
+                ),
+                message: e.to_string(),
+            },
+            _ => named(&link.cert_file, e),
+        })?;
         let client = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto))
             .map_err(|e| LinkError::Session(e.to_string()))?;
         if let Ok(info) = nodewarden_shared::ca::inspect_pem(&cert) {
@@ -241,13 +254,20 @@ async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Res
 }
 
 async fn collect(state: &Arc<StateSource>) -> Option<nodewarden_shared::protocol::StateReport> {
+    use std::sync::atomic::Ordering;
+    // A collection stuck on a hung mount keeps its blocking thread; never start a second one
+    // beside it, so the pool the scrapes share cannot fill up with them.
+    if state.collecting.swap(true, Ordering::AcqRel) {
+        tracing::warn!("the previous node state collection is still running; report skipped");
+        return None;
+    }
     let source = state.clone();
-    match tokio::time::timeout(
-        COLLECT_DEADLINE,
-        tokio::task::spawn_blocking(move || source.collect()),
-    )
-    .await
-    {
+    let task = tokio::task::spawn_blocking(move || {
+        let report = source.collect();
+        source.collecting.store(false, Ordering::Release);
+        report
+    });
+    match tokio::time::timeout(COLLECT_DEADLINE, task).await {
         Ok(Ok(report)) => Some(report),
         Ok(Err(e)) => {
             tracing::warn!("collecting node state: {e}");

@@ -13,13 +13,15 @@ use nodewarden_shared::protocol::{
 
 use crate::config::{AgentConfig, Device};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StateSource {
     pub roles: Vec<Role>,
     pub devices: Vec<Device>,
     pub services: Vec<String>,
     pub procfs: PathBuf,
     pub rootfs: PathBuf,
+    /// Set while a collection runs (see the link's `collect`).
+    pub collecting: std::sync::atomic::AtomicBool,
 }
 
 impl StateSource {
@@ -30,6 +32,7 @@ impl StateSource {
             services: config.services.iter().map(|s| s.name.clone()).collect(),
             procfs: procfs.to_path_buf(),
             rootfs: rootfs.to_path_buf(),
+            collecting: Default::default(),
         }
     }
 
@@ -175,6 +178,7 @@ mod tests {
             services: vec!["dfs-client".into()],
             procfs: fixture("basic"),
             rootfs: tmp.path().to_path_buf(),
+            collecting: Default::default(),
         };
         let r = source.collect();
         assert_eq!(r.health.load1, 0.21);

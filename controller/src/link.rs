@@ -109,11 +109,13 @@ impl Controller {
         kind: CommandKind,
         timeout: Duration,
     ) -> Result<CommandResponse, String> {
-        let sender = lock(&self.live)
-            .values()
-            .filter(|l| l.node == node)
-            .max_by_key(|l| l.connection.stable_id())
-            .map(|l| l.commands.clone())
+        // The registry knows which of possibly two live connections (one being replaced) is
+        // the node's current one.
+        let current = lock(&self.registry)
+            .get(node)
+            .and_then(|n| n.connection.as_ref().map(|c| c.id));
+        let sender = current
+            .and_then(|id| lock(&self.live).get(&id).map(|l| l.commands.clone()))
             .ok_or_else(|| format!("node {node} is not connected"))?;
         let (tx, rx) = oneshot::channel();
         sender
