@@ -267,6 +267,11 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
         },
     );
     tracing::debug!(%node, peer = %remote, connection = conn_id, "handshake complete");
+    // A revocation between the handshake's check and the insertion above would have been
+    // missed by the watcher's sweep of live connections.
+    if controller.revoked.is_revoked(&info.serial) {
+        connection.close(close::REVOKED.into(), b"certificate revoked");
+    }
     let outcome = run_session(
         &controller,
         &connection,
