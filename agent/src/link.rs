@@ -188,6 +188,11 @@ fn transport(link: &ControllerLink) -> Result<quinn::TransportConfig, LinkError>
     t.keep_alive_interval(Some(link.keep_alive));
     t.max_concurrent_bidi_streams(0u32.into());
     t.max_concurrent_uni_streams(0u32.into());
+    // Frames are small; keep per-connection buffers small too (a peer cannot make us hold
+    // more than this unread).
+    t.stream_receive_window((4 * MAX_FRAME as u32).into());
+    t.receive_window((4 * MAX_FRAME as u32).into());
+    t.send_window(4 * MAX_FRAME as u64);
     Ok(t)
 }
 

@@ -171,6 +171,11 @@ fn transport(
     // One stream per connection, opened by the agent.
     t.max_concurrent_bidi_streams(1u32.into());
     t.max_concurrent_uni_streams(0u32.into());
+    // Frames are small; keep per-connection buffers small too (a peer cannot make us hold
+    // more than this unread).
+    t.stream_receive_window((4 * MAX_FRAME as u32).into());
+    t.receive_window((4 * MAX_FRAME as u32).into());
+    t.send_window(4 * MAX_FRAME as u64);
     Ok(t)
 }
 
