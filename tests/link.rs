@@ -539,6 +539,16 @@ fn garbage_and_oversized_frames_do_not_disturb_other_agents() {
             .unwrap();
     let mut hello_then_garbage = nodewarden_shared::framing::encode_frame(&hello, 1 << 20).unwrap();
     hello_then_garbage.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd]);
+    let frame = |m: &protocol::AgentToController| {
+        nodewarden_shared::framing::encode_frame(&protocol::encode(m).unwrap(), 1 << 20).unwrap()
+    };
+    let future_hello = frame(&protocol::AgentToController::Hello(protocol::Hello {
+        min_version: 9,
+        max_version: 9,
+        agent_version: "9.0".into(),
+        capabilities: vec![],
+    }));
+    let early_report = frame(&protocol::AgentToController::StateReport(Default::default()));
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "garbage frame",
@@ -564,6 +574,16 @@ fn garbage_and_oversized_frames_do_not_disturb_other_agents() {
             "hello then garbage",
             hello_then_garbage,
             "undecodable message",
+        ),
+        (
+            "hello from the future",
+            future_hello,
+            "no common protocol version",
+        ),
+        (
+            "report before hello",
+            early_report,
+            "expected a hello first",
         ),
     ];
     let rt = runtime();
