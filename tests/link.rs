@@ -844,3 +844,46 @@ fn a_connection_without_hello_is_closed() {
     );
     assert!(lab.node("n-mute").is_none());
 }
+
+/// Busy CPUs (more spinning threads than cores) do not make a healthy node look offline.
+#[test]
+fn no_false_offline_while_the_machine_is_busy() {
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let names = ["n-busy-1", "n-busy-2", "n-busy-3"];
+    let _agents: Vec<Agent> = names
+        .iter()
+        .map(|n| lab.start_agent(n, &lab.issue(n), "controller.test"))
+        .collect();
+    for n in names {
+        lab.wait_online(n, Duration::from_secs(15));
+    }
+    let until = Instant::now() + Duration::from_secs(8);
+    let burners: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for b in burners {
+        b.join().unwrap();
+    }
+    for n in names {
+        let node = lab.node(n).unwrap();
+        assert_eq!(node["online"], true, "{n}");
+        assert_eq!(
+            node["transitions"].as_array().unwrap().len(),
+            1,
+            "{n}: {node}"
+        );
+        seqs.push(node["last_report"]["seq"].as_u64().unwrap());
+    }
+    // Reports kept flowing (every 300 ms; 8 s of load).
+    assert!(seqs.iter().all(|s| *s >= 10), "{seqs:?}");
+    assert_eq!(controller.log.count(&["node offline"]), 0);
+}
