@@ -6,7 +6,7 @@
 //! roles = ["storage"]                  # storage, ray, other
 //!
 //! [controller]
-//! address = "controller.lab:7443"      # host:port (UDP)
+//! address = "controller.lab:7443"      # host:port (UDP); each resolved address in turn
 //! server_name = "controller.lab"       # must be in the controller certificate's SANs
 //! ca_file = "ca.pem"
 //! cert_file = "node.pem"

@@ -207,17 +207,12 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
     }
 }
 
-async fn connect_once(
+/// A QUIC handshake with one address of the controller.
+async fn handshake(
     settings: &LinkSettings,
-    backoff: &mut Backoff,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<String, LinkError> {
+    addr: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::Connection), LinkError> {
     let link = &settings.link;
-    let addr = tokio::net::lookup_host(&link.address)
-        .await
-        .map_err(|e| LinkError::Session(format!("resolving {}: {e}", link.address)))?
-        .next()
-        .ok_or_else(|| LinkError::Session(format!("{} resolves to no address", link.address)))?;
     let bind: SocketAddr = if addr.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -228,12 +223,41 @@ async fn connect_once(
     let mut config = quinn::ClientConfig::new(settings.client.clone());
     config.transport_config(Arc::new(transport(link)?));
     endpoint.set_default_client_config(config);
-    let connecting = endpoint
+    let connection = endpoint
         .connect(addr, &link.server_name)
-        .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?;
-    let connection = tokio::select! {
-        c = connecting => c.map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?,
-        () = stopped(stop) => return Ok("agent shutting down".into()),
+        .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?
+        .await
+        .map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?;
+    Ok((endpoint, connection))
+}
+
+async fn connect_once(
+    settings: &LinkSettings,
+    backoff: &mut Backoff,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<String, LinkError> {
+    let link = &settings.link;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&link.address)
+        .await
+        .map_err(|e| LinkError::Session(format!("resolving {}: {e}", link.address)))?
+        .collect();
+    // Every resolved address in turn (e.g. ::1 then 127.0.0.1 for "localhost").
+    let mut last_error = LinkError::Session(format!("{} resolves to no address", link.address));
+    let mut established = None;
+    for addr in addrs {
+        tokio::select! {
+            r = handshake(settings, addr) => match r {
+                Ok(c) => {
+                    established = Some(c);
+                    break;
+                }
+                Err(e) => last_error = e,
+            },
+            () = stopped(stop) => return Ok("agent shutting down".into()),
+        }
+    }
+    let Some((endpoint, connection)) = established else {
+        return Err(last_error);
     };
     let result = tokio::select! {
         r = session(settings, &connection, backoff) => r,
