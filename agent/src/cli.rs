@@ -58,7 +58,9 @@ pub fn command() -> Command {
                 .long("config")
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("nodewarden agent settings (TOML): controller link, roles, devices, services."),
-        );
+        )
+        .args_conflicts_with_subcommands(true)
+        .subcommand(crate::enroll::command());
     for reg in collector::ALL {
         let on = format!("collector.{}", reg.name);
         let off = format!("no-collector.{}", reg.name);

@@ -3,7 +3,11 @@
 
 pub mod cli;
 pub mod collector;
+pub mod config;
+pub mod enroll;
 pub mod exposition;
 pub mod http;
+pub mod link;
+pub mod nodestate;
 pub mod scrape;
 pub mod webconfig;

@@ -1,10 +1,15 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nodewarden_agent::{cli, http, scrape::Scraper, webconfig::WebConfig};
+use nodewarden_agent::{
+    cli, config, enroll, http, link, nodestate, scrape::Scraper, webconfig::WebConfig,
+};
 
 fn main() -> anyhow::Result<()> {
     let matches = cli::command().get_matches();
+    if let Some(("enroll", m)) = matches.subcommand() {
+        return enroll::run(m);
+    }
     let options = cli::metrics_options(&matches);
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -24,6 +29,24 @@ fn main() -> anyhow::Result<()> {
             tls: None,
             basic_auth: None,
         },
+    };
+    // The controller link, when the agent config has a [controller] section.
+    let link_settings = match &options.config {
+        Some(file) => {
+            let config = config::AgentConfig::load(file)?;
+            match config.controller.clone() {
+                Some(c) => {
+                    let state = nodestate::StateSource::new(
+                        &config,
+                        &options.paths.procfs,
+                        &options.paths.rootfs,
+                    );
+                    Some(link::LinkSettings::new(c, state)?)
+                }
+                None => None,
+            }
+        }
+        None => None,
     };
     let scraper = Arc::new(Scraper::new(options.paths.clone(), collectors));
     let server = Arc::new(http::MetricsServer {
@@ -45,9 +68,20 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
         tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
-        tokio::select! {
+        // The controller link runs beside the metrics server and is closed on the way out.
+        let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
+        let link_task = link_settings.map(|s| tokio::spawn(link::run(s, stop_rx)));
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let result = tokio::select! {
             r = server.serve(listener) => r,
             _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); Ok(()) }
+            _ = terminate.recv() => { tracing::info!("shutting down"); Ok(()) }
+        };
+        let _ = stop_link.send(true);
+        if let Some(task) = link_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
         }
+        result
     })
 }

@@ -1,7 +1,283 @@
-fn main() {
-    eprintln!(
-        "nodewarden-controller {}: not yet implemented (see issues 3-6)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use nodewarden_controller::admin;
+use nodewarden_controller::cadir::{self, CaDir, write_file, write_new};
+use nodewarden_controller::config::ControllerConfig;
+use nodewarden_controller::link::{self, LinkSettings, now_unix};
+use nodewarden_shared::ca::{self, Validity};
+use nodewarden_shared::name::validate_node_name;
+use nodewarden_shared::protocol::close;
+use time::OffsetDateTime;
+
+#[derive(Parser)]
+#[command(
+    name = "nodewarden-controller",
+    version,
+    about = "nodewarden controller: CA, agent link, registry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage the controller's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
+    /// Run the controller: accept agents on the QUIC link.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create the CA and the controller's server certificate in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name or IP address agents use for the controller (repeatable; at least one).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        #[arg(long, default_value_t = 3650)]
+        ca_days: u32,
+        #[arg(long, default_value_t = 825)]
+        server_days: u32,
+    },
+    /// Issue a node certificate for a CSR made by `nodewarden-agent enroll --csr`.
+    Sign {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        csr: PathBuf,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a node key and certificate in one step (labs and demos: the key leaves this host).
+    Issue {
+        node: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Receives NODE.pem, NODE.key and ca.pem.
+        #[arg(long)]
+        out_dir: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke every certificate issued to NODE; a running controller drops it within a second.
+    Revoke {
+        node: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// List issued certificates with expiry and revocation.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        warn_days: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Cmd::Ca { command } => ca_command(command),
+        Cmd::Serve { config } => serve(&config),
+    }
+}
+
+fn ca_command(cmd: CaCmd) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    match cmd {
+        CaCmd::Init {
+            dir,
+            sans,
+            ca_days,
+            server_days,
+        } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            let d = CaDir::new(&dir);
+            for f in [
+                cadir::CA_CERT,
+                cadir::CA_KEY,
+                cadir::SERVER_CERT,
+                cadir::SERVER_KEY,
+            ] {
+                if d.path(f).exists() {
+                    bail!(
+                        "{}: already exists; refusing to overwrite a CA",
+                        d.path(f).display()
+                    );
+                }
+            }
+            let material = ca::create_ca("nodewarden CA", Validity::days_from(now, ca_days))?;
+            let server =
+                ca::issue_server_cert(&material, &sans, Validity::days_from(now, server_days))?;
+            write_new(&d.path(cadir::CA_KEY), material.key_pem.as_bytes(), 0o600)?;
+            write_new(&d.path(cadir::CA_CERT), material.cert_pem.as_bytes(), 0o644)?;
+            write_new(
+                &d.path(cadir::SERVER_KEY),
+                server.key_pem.unwrap_or_default().as_bytes(),
+                0o600,
+            )?;
+            write_new(
+                &d.path(cadir::SERVER_CERT),
+                server.cert_pem.as_bytes(),
+                0o644,
+            )?;
+            println!(
+                "created CA and server certificate for {} in {}",
+                sans.join(", "),
+                dir.display()
+            );
+        }
+        CaCmd::Sign {
+            dir,
+            csr,
+            node,
+            out,
+            days,
+        } => {
+            let d = CaDir::new(&dir);
+            let csr_pem = cadir::read(&csr)?;
+            let issued =
+                ca::sign_node_csr(&d.ca()?, &csr_pem, &node, Validity::days_from(now, days))
+                    .with_context(|| format!("signing {}", csr.display()))?;
+            write_file(&out, issued.cert_pem.as_bytes(), 0o644)?;
+            d.record_issued(&node, &issued.info, now_unix())?;
+            println!(
+                "issued certificate {} for node {node} (serial {}, {days} days)",
+                out.display(),
+                issued.info.serial
+            );
+        }
+        CaCmd::Issue {
+            node,
+            dir,
+            out_dir,
+            days,
+        } => {
+            validate_node_name(&node).map_err(anyhow::Error::msg)?;
+            let d = CaDir::new(&dir);
+            let material = d.ca()?;
+            let issued = ca::issue_node_cert(&material, &node, Validity::days_from(now, days))?;
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("{}", out_dir.display()))?;
+            write_file(
+                &out_dir.join(format!("{node}.key")),
+                issued.key_pem.clone().unwrap_or_default().as_bytes(),
+                0o600,
+            )?;
+            write_file(
+                &out_dir.join(format!("{node}.pem")),
+                issued.cert_pem.as_bytes(),
+                0o644,
+            )?;
+            write_file(&out_dir.join("ca.pem"), material.cert_pem.as_bytes(), 0o644)?;
+            d.record_issued(&node, &issued.info, now_unix())?;
+            println!(
+                "issued {node}.pem and {node}.key in {} (serial {})",
+                out_dir.display(),
+                issued.info.serial
+            );
+        }
+        CaCmd::Revoke { node, dir } => {
+            let d = CaDir::new(&dir);
+            let serials = d.revoke_node(&node, now_unix())?;
+            if serials.is_empty() {
+                bail!(
+                    "{}: no unrevoked certificate of node {node}",
+                    d.path(cadir::ISSUED).display()
+                );
+            }
+            println!("revoked node {node}: serials {}", serials.join(", "));
+        }
+        CaCmd::List { dir, warn_days } => {
+            let d = CaDir::new(&dir);
+            let revoked = d.revoked()?.serials();
+            let now = now_unix();
+            for c in d.issued()?.certs {
+                let left = (c.not_after_unix - now) / 86400;
+                let state = if revoked.contains(&c.serial) {
+                    "revoked".to_string()
+                } else if c.not_after_unix <= now {
+                    "EXPIRED".to_string()
+                } else if left < i64::from(warn_days) {
+                    format!("EXPIRES SOON ({left} days)")
+                } else {
+                    format!("valid ({left} days)")
+                };
+                println!("{}\t{}\t{state}", c.node, c.serial);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(config_file: &Path) -> anyhow::Result<()> {
+    let config = ControllerConfig::load(config_file)?;
+    let settings = LinkSettings {
+        listen: config.listen,
+        ca_dir: config.ca_dir.clone(),
+        idle_timeout: config.idle_timeout,
+        keep_alive: config.keep_alive,
+        expiry_warning_days: config.expiry_warning_days,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let (endpoint, controller) = link::bind(&settings)?;
+        tracing::info!(
+            address = %endpoint.local_addr()?,
+            idle_timeout = ?settings.idle_timeout,
+            keep_alive = ?settings.keep_alive,
+            "link listening"
+        );
+        if let Some(addr) = config.admin_listen {
+            let c = controller.clone();
+            tokio::spawn(async move {
+                if let Err(e) = admin::serve(addr, c).await {
+                    tracing::error!("{e:#}");
+                }
+            });
+        }
+        let serving = link::serve(endpoint.clone(), controller.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = serving => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: closing agent connections");
+        endpoint.close(close::SHUTDOWN.into(), b"controller shutting down");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
+        let online = controller
+            .registry
+            .lock()
+            .map(|r| r.online_count())
+            .unwrap_or_default();
+        tracing::info!(online, "stopped");
+        Ok(())
+    })
 }

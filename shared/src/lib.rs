@@ -1,2 +1,10 @@
 //! The nodewarden wire protocol, framing and TLS configuration shared by agent and controller.
-//! Free of I/O: encoding, framing and the per-connection state machine are plain functions and types.
+//! Free of I/O: encoding, framing and the per-connection state machine are plain functions and types;
+//! certificates and keys come in and go out as PEM/DER bytes, file handling stays in the binaries.
+
+pub mod ca;
+pub mod framing;
+pub mod name;
+pub mod protocol;
+pub mod session;
+pub mod tls;

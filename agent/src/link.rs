@@ -1,0 +1,426 @@
+//! The agent's end of the controller link: one QUIC connection with mutual TLS, kept up with
+//! jittered, capped exponential backoff; a hello, then state reports every period, and answers
+//! to the controller's commands.
+//!
+//! The agent sends keep-alives and both ends close after the idle timeout, so a dead controller
+//! or a cut network is noticed within idle + keep-alive (2.5 s by default: the agent's first
+//! keep-alive after its last receive restarts its idle timer), then the agent reconnects.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodewarden_shared::framing::{FrameDecoder, MAX_FRAME, encode_frame};
+use nodewarden_shared::protocol::{
+    self, AgentToController, CAP_STATE_REPORT, CommandKind, CommandOutcome, CommandResponse, close,
+};
+use nodewarden_shared::session::{AgentEvent, AgentSession};
+use nodewarden_shared::tls;
+
+use crate::config::ControllerLink;
+use crate::nodestate::StateSource;
+
+/// How long one state collection may take (a hung mount must not stall the link).
+const COLLECT_DEADLINE: Duration = Duration::from_secs(2);
+/// The first reconnect delay; doubles per failed attempt up to the configured cap.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+
+const CAPABILITIES: &[&str] = &[CAP_STATE_REPORT, "command:ping", "command:report-state"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Session(String),
+}
+
+/// Jittered exponential backoff: attempt n waits a uniformly random time in
+/// `[d/2, d]` with `d = min(cap, base * 2^n)` ("equal jitter"), so agents restarted together
+/// spread out, yet never wait longer than the cap.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay, given a uniform random number in `[0, 1)`.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX));
+        let d = exp.min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        d / 2 + d.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Wait the longest from now on (e.g. after being replaced or revoked).
+    pub fn to_cap(&mut self) {
+        self.attempt = 31;
+    }
+}
+
+pub struct LinkSettings {
+    pub link: ControllerLink,
+    client: Arc<quinn::crypto::rustls::QuicClientConfig>,
+    pub state: Arc<StateSource>,
+}
+
+fn read(path: &Path) -> Result<String, LinkError> {
+    std::fs::read_to_string(path).map_err(|e| LinkError::File {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl LinkSettings {
+    /// Reads the certificate files and builds the TLS configuration, so a broken file fails
+    /// the start instead of every reconnect.
+    pub fn new(link: ControllerLink, state: StateSource) -> Result<LinkSettings, LinkError> {
+        let ca = read(&link.ca_file)?;
+        let cert = read(&link.cert_file)?;
+        let key = read(&link.key_file)?;
+        let named = |file: &Path, e: tls::TlsError| LinkError::File {
+            file: file.display().to_string(),
+            message: e.to_string(),
+        };
+        tls::client_config(&ca, None).map_err(|e| named(&link.ca_file, e))?;
+        let crypto = tls::client_config(
+            &ca,
+            Some(tls::Identity {
+                cert_pem: &cert,
+                key_pem: &key,
+            }),
+        )
+        .map_err(|e| match &e {
+            tls::TlsError::Pem {
+                what: "client key", ..
+            } => named(&link.key_file, e),
+            tls::TlsError::Rustls(_) => LinkError::File {
+                file: format!(
+                    "{} and {}",
+                    link.cert_file.display(),
+                    link.key_file.display()
+                ),
+                message: e.to_string(),
+            },
+            _ => named(&link.cert_file, e),
+        })?;
+        let client = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto))
+            .map_err(|e| LinkError::Session(e.to_string()))?;
+        if let Ok(info) = nodewarden_shared::ca::inspect_pem(&cert) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let days = info.expires_in(now) / 86400;
+            if days < 30 {
+                tracing::warn!(
+                    file = %link.cert_file.display(),
+                    days_left = days,
+                    "node certificate expires soon"
+                );
+            }
+        }
+        Ok(LinkSettings {
+            link,
+            client: Arc::new(client),
+            state: Arc::new(state),
+        })
+    }
+}
+
+/// Resolves once `stop` is set (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keeps the link up until `stop` is set; then closes the connection so the controller marks
+/// the node offline at once instead of after the idle timeout.
+pub async fn run(settings: LinkSettings, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(BACKOFF_BASE, settings.link.reconnect_max);
+    let address = settings.link.address.clone();
+    loop {
+        match connect_once(&settings, &mut backoff, &mut stop).await {
+            Ok(reason) => {
+                tracing::warn!(controller = %address, %reason, "link to the controller closed")
+            }
+            Err(e) => {
+                tracing::warn!(controller = %address, reason = %e, "link to the controller failed")
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        tracing::info!(controller = %address, ?delay, "reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+fn transport(link: &ControllerLink) -> Result<quinn::TransportConfig, LinkError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        link.idle_timeout
+            .try_into()
+            .map_err(|e| LinkError::Session(format!("idle timeout: {e}")))?,
+    ));
+    t.keep_alive_interval(Some(link.keep_alive));
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Frames are small; keep per-connection buffers small too (a peer cannot make us hold
+    // more than this unread).
+    t.stream_receive_window((4 * MAX_FRAME as u32).into());
+    t.receive_window((4 * MAX_FRAME as u32).into());
+    t.send_window(4 * MAX_FRAME as u64);
+    Ok(t)
+}
+
+fn describe_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(a) => format!(
+            "controller closed the connection: {} ({})",
+            close::describe(a.error_code.into_inner()),
+            String::from_utf8_lossy(&a.reason)
+        ),
+        other => format!("connection lost: {other}"),
+    }
+}
+
+/// A QUIC handshake with one address of the controller.
+async fn handshake(
+    settings: &LinkSettings,
+    addr: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::Connection), LinkError> {
+    let link = &settings.link;
+    let bind: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .map_err(|e| LinkError::Session(format!("binding {bind}: {e}")))?;
+    let mut config = quinn::ClientConfig::new(settings.client.clone());
+    config.transport_config(Arc::new(transport(link)?));
+    endpoint.set_default_client_config(config);
+    let connection = endpoint
+        .connect(addr, &link.server_name)
+        .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?
+        .await
+        .map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?;
+    Ok((endpoint, connection))
+}
+
+async fn connect_once(
+    settings: &LinkSettings,
+    backoff: &mut Backoff,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<String, LinkError> {
+    let link = &settings.link;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&link.address)
+        .await
+        .map_err(|e| LinkError::Session(format!("resolving {}: {e}", link.address)))?
+        .collect();
+    // Every resolved address in turn (e.g. ::1 then 127.0.0.1 for "localhost").
+    let mut last_error = LinkError::Session(format!("{} resolves to no address", link.address));
+    let mut established = None;
+    for addr in addrs {
+        tokio::select! {
+            r = handshake(settings, addr) => match r {
+                Ok(c) => {
+                    established = Some(c);
+                    break;
+                }
+                Err(e) => last_error = e,
+            },
+            () = stopped(stop) => return Ok("agent shutting down".into()),
+        }
+    }
+    let Some((endpoint, connection)) = established else {
+        return Err(last_error);
+    };
+    let result = tokio::select! {
+        r = session(settings, &connection, backoff) => r,
+        () = stopped(stop) => Ok("agent shutting down".into()),
+    };
+    if *stop.borrow() {
+        connection.close(close::SHUTDOWN.into(), b"agent shutting down");
+        // Give the close a moment to leave.
+        let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    } else {
+        connection.close(close::SHUTDOWN.into(), b"agent reconnecting");
+    }
+    result
+}
+
+async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Result<(), LinkError> {
+    let payload =
+        protocol::encode(message).map_err(|e| LinkError::Session(format!("encoding: {e}")))?;
+    let frame = encode_frame(&payload, MAX_FRAME).map_err(|e| LinkError::Session(e.to_string()))?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| LinkError::Session(format!("sending: {e}")))
+}
+
+async fn collect(state: &Arc<StateSource>) -> Option<nodewarden_shared::protocol::StateReport> {
+    use std::sync::atomic::Ordering;
+    // A collection stuck on a hung mount keeps its blocking thread; never start a second one
+    // beside it, so the pool the scrapes share cannot fill up with them.
+    if state.collecting.swap(true, Ordering::AcqRel) {
+        tracing::warn!("the previous node state collection is still running; report skipped");
+        return None;
+    }
+    let source = state.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let report = source.collect();
+        source.collecting.store(false, Ordering::Release);
+        report
+    });
+    match tokio::time::timeout(COLLECT_DEADLINE, task).await {
+        Ok(Ok(report)) => Some(report),
+        Ok(Err(e)) => {
+            tracing::warn!("collecting node state: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("collecting node state took over {COLLECT_DEADLINE:?}; report skipped");
+            None
+        }
+    }
+}
+
+async fn send_report(
+    settings: &LinkSettings,
+    session: &mut AgentSession,
+    send: &mut quinn::SendStream,
+) -> Result<(), LinkError> {
+    if let Some(report) = collect(&settings.state).await
+        && let Some(message) = session.report(report)
+    {
+        write(send, &message).await?;
+    }
+    Ok(())
+}
+
+async fn session(
+    settings: &LinkSettings,
+    connection: &quinn::Connection,
+    backoff: &mut Backoff,
+) -> Result<String, LinkError> {
+    let remote = connection.remote_address();
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| LinkError::Session(describe_close(&e)))?;
+    let mut session = AgentSession::new();
+    write(
+        &mut send,
+        &session.hello(env!("CARGO_PKG_VERSION"), CAPABILITIES),
+    )
+    .await?;
+    let mut decoder = FrameDecoder::new(MAX_FRAME);
+    let mut tick = tokio::time::interval(settings.link.report_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            chunk = recv.read_chunk(64 * 1024, true) => {
+                let chunk = match chunk {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Ok("controller ended the stream".into()),
+                    Err(quinn::ReadError::ConnectionLost(e)) => {
+                        if let quinn::ConnectionError::ApplicationClosed(a) = &e {
+                            let code = a.error_code.into_inner();
+                            if code == u64::from(close::REPLACED) || code == u64::from(close::REVOKED) {
+                                backoff.to_cap();
+                            }
+                        }
+                        return Ok(describe_close(&e));
+                    }
+                    Err(e) => return Err(LinkError::Session(e.to_string())),
+                };
+                decoder.push(&chunk.bytes);
+                while let Some(frame) = decoder
+                    .next_frame()
+                    .map_err(|e| LinkError::Session(format!("from controller {remote}: {e}")))?
+                {
+                    let event = session
+                        .on_frame(&frame)
+                        .map_err(|e| LinkError::Session(format!("from controller {remote}: {e}")))?;
+                    match event {
+                        AgentEvent::Welcomed(w) => {
+                            tracing::info!(
+                                node = %w.node, controller = %remote,
+                                protocol_version = w.version,
+                                controller_version = %w.controller_version,
+                                "connected to the controller"
+                            );
+                            backoff.reset();
+                            send_report(settings, &mut session, &mut send).await?;
+                            tick.reset();
+                        }
+                        AgentEvent::Command(request) => {
+                            tracing::debug!(id = request.id, kind = ?request.kind, "command");
+                            let outcome = match request.kind {
+                                CommandKind::Ping => CommandOutcome::Done,
+                                CommandKind::ReportState => {
+                                    send_report(settings, &mut session, &mut send).await?;
+                                    CommandOutcome::Done
+                                }
+                            };
+                            let response = AgentToController::CommandResponse(CommandResponse {
+                                id: request.id,
+                                outcome,
+                            });
+                            write(&mut send, &response).await?;
+                        }
+                    }
+                }
+            }
+            _ = tick.tick(), if session.welcome().is_some() => {
+                send_report(settings, &mut session, &mut send).await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_under_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(100));
+        assert_eq!(b.next_delay(0.999_999).as_millis(), 399);
+        assert_eq!(b.next_delay(0.5), Duration::from_millis(600));
+        for _ in 0..100 {
+            let d = b.next_delay(1.0);
+            assert!(d <= Duration::from_secs(5), "{d:?}");
+        }
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(2500));
+        b.reset();
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(200));
+        b.to_cap();
+        assert_eq!(b.next_delay(1.0), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,188 @@
+//! The controller's TOML settings (`serve --config FILE`). Relative paths are relative to the
+//! file. Errors name the file, the key and what is wrong.
+//!
+//! ```toml
+//! [link]
+//! listen = "[::]:7443"          # QUIC (UDP) address agents connect to
+//! ca_dir = "ca"                 # made by `nodewarden-controller ca init`
+//! idle_timeout_ms = 2000        # an agent silent this long is offline
+//! keep_alive_ms = 0             # 0: the controller sends none (see below)
+//! expiry_warning_days = 30
+//!
+//! [admin]
+//! listen = "127.0.0.1:7480"     # read-only JSON of the registry; loopback by default
+//! ```
+//!
+//! Agents send keep-alives (every 500 ms by default). The controller by default does not: QUIC
+//! restarts the idle timer when an endpoint sends its first ack-eliciting packet after a receive,
+//! so controller keep-alives would push detection of a dead agent out by up to one interval.
+//! Without them, a dead agent is offline at most `idle_timeout_ms` after its last packet.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    link: RawLink,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    listen: String,
+    ca_dir: PathBuf,
+    #[serde(default = "default_idle")]
+    idle_timeout_ms: u64,
+    #[serde(default = "default_keep_alive")]
+    keep_alive_ms: u64,
+    #[serde(default = "default_expiry_warning")]
+    expiry_warning_days: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin")]
+    listen: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin(),
+        }
+    }
+}
+
+fn default_idle() -> u64 {
+    2000
+}
+fn default_keep_alive() -> u64 {
+    0
+}
+fn default_expiry_warning() -> u32 {
+    30
+}
+fn default_admin() -> Option<String> {
+    Some("127.0.0.1:7480".into())
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub listen: SocketAddr,
+    pub ca_dir: PathBuf,
+    pub idle_timeout: Duration,
+    /// `None`: the controller sends no keep-alives of its own.
+    pub keep_alive: Option<Duration>,
+    pub expiry_warning_days: u32,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// Keep-alives, when sent, must come well inside the idle timeout, or a quiet but healthy
+/// connection would be dropped.
+pub fn check_timeouts(idle_ms: u64, keep_alive_ms: u64) -> Result<(), String> {
+    if !(200..=600_000).contains(&idle_ms) {
+        return Err(format!(
+            "idle_timeout_ms: {idle_ms} is outside 200..=600000"
+        ));
+    }
+    if keep_alive_ms.saturating_mul(2) > idle_ms {
+        return Err(format!(
+            "keep_alive_ms: {keep_alive_ms} must be at most half of idle_timeout_ms ({idle_ms})"
+        ));
+    }
+    Ok(())
+}
+
+impl ControllerConfig {
+    pub fn load(file: &Path) -> Result<ControllerConfig, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, file)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<ControllerConfig, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: file.to_path_buf(),
+            message,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let listen: SocketAddr = raw
+            .link
+            .listen
+            .parse()
+            .map_err(|e| err(format!("link.listen: {:?}: {e}", raw.link.listen)))?;
+        check_timeouts(raw.link.idle_timeout_ms, raw.link.keep_alive_ms)
+            .map_err(|e| err(format!("link.{e}")))?;
+        let admin_listen = match raw.admin.listen.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|e| err(format!("admin.listen: {a:?}: {e}")))?,
+            ),
+        };
+        let base = file.parent().unwrap_or(Path::new("."));
+        Ok(ControllerConfig {
+            listen,
+            ca_dir: base.join(raw.link.ca_dir),
+            idle_timeout: Duration::from_millis(raw.link.idle_timeout_ms),
+            keep_alive: (raw.link.keep_alive_ms > 0)
+                .then(|| Duration::from_millis(raw.link.keep_alive_ms)),
+            expiry_warning_days: raw.link.expiry_warning_days,
+            admin_listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ControllerConfig, String> {
+        ControllerConfig::parse(text, Path::new("/etc/nw/controller.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("[link]\nlisten = \"127.0.0.1:7443\"\nca_dir = \"ca\"\n").unwrap();
+        assert_eq!(c.ca_dir, Path::new("/etc/nw/ca"));
+        assert_eq!(c.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.keep_alive, None);
+        assert_eq!(c.admin_listen, Some("127.0.0.1:7480".parse().unwrap()));
+        let c = parse("[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[admin]\nlisten = \"\"\n")
+            .unwrap();
+        assert_eq!(c.admin_listen, None);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = parse("[link]\nlisten = \"nowhere\"\nca_dir = \"ca\"\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/nw/controller.toml: link.listen:"),
+            "{e}"
+        );
+        let e = parse("[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\nkeep_alive_ms = 5000\n")
+            .unwrap_err();
+        assert!(e.contains("link.keep_alive_ms"), "{e}");
+        let e = parse("[link]\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(e.contains("ca_dir"), "{e}");
+        let e = parse("[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"x\"\nbogus = 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

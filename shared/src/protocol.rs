@@ -1,0 +1,322 @@
+//! The messages of the agent–controller link.
+//!
+//! Each frame (see [`crate::framing`]) carries one message encoded with postcard. The agent opens
+//! one bidirectional stream per connection and sends [`AgentToController`] messages on it; the
+//! controller answers on the same stream with [`ControllerToAgent`] messages.
+//!
+//! Versioning: the agent's [`Hello`] names the range of protocol versions it speaks and the
+//! controller's [`Welcome`] picks one. Within a version, messages only grow by new enum variants
+//! appended at the end (postcard encodes the variant index), and a peer only sends a variant the
+//! other side announced: command kinds are listed as capabilities in the hello. A change of an
+//! existing message's layout needs a new protocol version.
+
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol id of the link; a peer not speaking it fails the handshake.
+pub const ALPN: &[u8] = b"nodewarden/1";
+
+/// The protocol versions this build speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MAX_PROTOCOL_VERSION: u16 = 1;
+
+/// Messages from an agent to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentToController {
+    Hello(Hello),
+    StateReport(StateReport),
+    CommandResponse(CommandResponse),
+}
+
+/// Messages from the controller to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControllerToAgent {
+    Welcome(Welcome),
+    CommandRequest(CommandRequest),
+    /// The controller refuses the session (e.g. no common protocol version); it closes the
+    /// connection right after.
+    Refused {
+        reason: String,
+    },
+}
+
+/// First message of every connection, from the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    /// The agent's build version (`CARGO_PKG_VERSION`).
+    pub agent_version: String,
+    /// What the agent can do, e.g. `"state-report"` and one `command:<kind>` per
+    /// [`CommandKind`] it executes.
+    pub capabilities: Vec<String>,
+}
+
+/// The controller's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version both sides use from here on.
+    pub version: u16,
+    /// The node name the controller took from the agent's certificate.
+    pub node: String,
+    pub controller_version: String,
+}
+
+/// A node's state, sent after the welcome and then periodically.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StateReport {
+    /// Increases by one per report on a connection; lets the controller see gaps.
+    pub seq: u64,
+    pub roles: Vec<Role>,
+    pub storage: Vec<StorageDevice>,
+    pub services: Vec<ServiceState>,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs a DFS storage client keeping fragments in local folders.
+    Storage,
+    /// Runs Ray (head or worker).
+    Ray,
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Storage => "storage",
+            Role::Ray => "ray",
+            Role::Other => "other",
+        }
+    }
+}
+
+/// One storage device: the DFS `DEVICE.ID` and the filesystem holding its fragment folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageDevice {
+    pub device_id: u32,
+    pub fragment_dir: String,
+    pub total_bytes: u64,
+    /// Bytes available to an unprivileged writer (statvfs `f_bavail`).
+    pub free_bytes: u64,
+    /// Why the figures above are zero, when the folder could not be measured.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub name: String,
+    pub status: ServiceStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceStatus {
+    /// The agent does not (yet) observe this service.
+    Unknown,
+    Running,
+    Stopped,
+    Failed,
+}
+
+/// A small health summary; the full picture is in the node's `/metrics`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Health {
+    pub load1: f64,
+    pub memory_total_bytes: u64,
+    /// `MemTotal - MemAvailable`.
+    pub memory_used_bytes: u64,
+    pub root_fs_total_bytes: u64,
+    pub root_fs_used_bytes: u64,
+}
+
+/// A command from the controller; the agent answers each with a [`CommandResponse`] of the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    pub id: u64,
+    pub kind: CommandKind,
+}
+
+/// What the controller can ask. Later issues append kinds (service start/stop, fragment
+/// deletion); an agent announces each kind it executes as `command:<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// Answered at once; measures the round trip.
+    Ping,
+    /// Send a state report now instead of at the next period.
+    ReportState,
+}
+
+impl CommandKind {
+    /// The capability an agent announces to receive this kind.
+    pub fn capability(&self) -> &'static str {
+        match self {
+            CommandKind::Ping => "command:ping",
+            CommandKind::ReportState => "command:report-state",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResponse {
+    pub id: u64,
+    pub outcome: CommandOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandOutcome {
+    Done,
+    Failed { message: String },
+}
+
+/// QUIC application close codes of the link, so the other side can tell why it was closed.
+pub mod close {
+    /// Orderly shutdown of the closing side.
+    pub const SHUTDOWN: u32 = 0;
+    /// An undecodable or oversized frame, or a message out of order.
+    pub const PROTOCOL_ERROR: u32 = 1;
+    /// A newer connection of the same node replaced this one.
+    pub const REPLACED: u32 = 2;
+    /// The node's certificate was revoked.
+    pub const REVOKED: u32 = 3;
+
+    /// A short name for logs.
+    pub fn describe(code: u64) -> &'static str {
+        match code {
+            0 => "shutdown",
+            1 => "protocol error",
+            2 => "replaced by a newer connection",
+            3 => "certificate revoked",
+            _ => "unknown reason",
+        }
+    }
+}
+
+/// Capability for sending periodic state reports.
+pub const CAP_STATE_REPORT: &str = "state-report";
+
+/// Encodes a message for a frame payload.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(message)
+}
+
+/// Decodes a frame payload; trailing bytes are an error (a frame holds exactly one message).
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
+    let (message, rest) =
+        postcard::take_from_bytes(payload).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(message)
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("undecodable message: {0}")]
+    Invalid(String),
+    #[error("undecodable message: {0} bytes after its end")]
+    TrailingBytes(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> StateReport {
+        StateReport {
+            seq: 7,
+            roles: vec![Role::Storage, Role::Ray],
+            storage: vec![StorageDevice {
+                device_id: 3,
+                fragment_dir: "/srv/fragments".into(),
+                total_bytes: 1 << 40,
+                free_bytes: 1 << 39,
+                error: None,
+            }],
+            services: vec![ServiceState {
+                name: "dfs-client".into(),
+                status: ServiceStatus::Unknown,
+            }],
+            health: Health {
+                load1: 0.5,
+                memory_total_bytes: 8 << 30,
+                memory_used_bytes: 2 << 30,
+                root_fs_total_bytes: 100 << 30,
+                root_fs_used_bytes: 40 << 30,
+            },
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let up = [
+            AgentToController::Hello(Hello {
+                min_version: 1,
+                max_version: 1,
+                agent_version: "0.1.0".into(),
+                capabilities: vec![CAP_STATE_REPORT.into(), "command:ping".into()],
+            }),
+            AgentToController::StateReport(report()),
+            AgentToController::CommandResponse(CommandResponse {
+                id: 9,
+                outcome: CommandOutcome::Failed {
+                    message: "no".into(),
+                },
+            }),
+        ];
+        for m in up {
+            assert_eq!(decode::<AgentToController>(&encode(&m).unwrap()), Ok(m));
+        }
+        let down = [
+            ControllerToAgent::Welcome(Welcome {
+                version: 1,
+                node: "n1".into(),
+                controller_version: "0.1.0".into(),
+            }),
+            ControllerToAgent::CommandRequest(CommandRequest {
+                id: 1,
+                kind: CommandKind::ReportState,
+            }),
+            ControllerToAgent::Refused { reason: "x".into() },
+        ];
+        for m in down {
+            assert_eq!(decode::<ControllerToAgent>(&encode(&m).unwrap()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn hello_encoding_is_stable() {
+        // The hello is what two different versions exchange first; its bytes must not change.
+        let hello = AgentToController::Hello(Hello {
+            min_version: 1,
+            max_version: 2,
+            agent_version: "v".into(),
+            capabilities: vec!["c".into()],
+        });
+        assert_eq!(encode(&hello).unwrap(), [0, 1, 2, 1, b'v', 1, 1, b'c']);
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_errors() {
+        assert!(matches!(
+            decode::<AgentToController>(&[0xff, 0xff, 0xff]),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(decode::<AgentToController>(&[]).is_err());
+        let mut bytes = encode(&AgentToController::StateReport(report())).unwrap();
+        bytes.push(0);
+        assert_eq!(
+            decode::<AgentToController>(&bytes),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        // Every truncation of a valid message fails cleanly.
+        let bytes = encode(&AgentToController::StateReport(report())).unwrap();
+        for len in 0..bytes.len() {
+            assert!(
+                decode::<AgentToController>(&bytes[..len]).is_err(),
+                "len {len}"
+            );
+        }
+    }
+}

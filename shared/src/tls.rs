@@ -1,0 +1,425 @@
+//! rustls configurations of the link, for quinn: TLS 1.3 only, the ring provider set
+//! explicitly, ALPN `nodewarden/1`, mutual authentication against the controller's CA.
+//!
+//! The controller's client verifier accepts only a certificate that chains to the CA, is within
+//! its validity, carries the client-auth extended key usage (present, not merely allowed by its
+//! absence), names a valid node, and whose serial is not in the [`RevokedSet`].
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+
+use crate::ca::{self, CertInfo};
+use crate::name::validate_node_name;
+use crate::protocol::ALPN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what}: no PEM certificate found")]
+    NoCertificate { what: &'static str },
+    #[error("{what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+/// The crypto provider of every link configuration.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Whether a certificate serial (canonical hex, see [`ca::serial_hex`]) is revoked; consulted
+/// on every handshake. The controller's implementation re-reads its list file when it changed.
+pub trait Revocation: Send + Sync + std::fmt::Debug {
+    fn is_revoked(&self, serial: &str) -> bool;
+}
+
+/// A plain in-memory revoked list, shared between the verifier and whoever updates it.
+#[derive(Debug, Clone, Default)]
+pub struct RevokedSet(Arc<RwLock<BTreeSet<String>>>);
+
+impl RevokedSet {
+    pub fn replace(&self, serials: BTreeSet<String>) {
+        match self.0.write() {
+            Ok(mut g) => *g = serials,
+            Err(poisoned) => *poisoned.into_inner() = serials,
+        }
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        match self.0.read() {
+            Ok(g) => g.contains(serial),
+            Err(poisoned) => poisoned.into_inner().contains(serial),
+        }
+    }
+}
+
+impl Revocation for RevokedSet {
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.contains(serial)
+    }
+}
+
+fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what,
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { what });
+    }
+    Ok(certs)
+}
+
+fn key(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs(ca_pem, "CA certificate")? {
+        roots.add(cert)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A certificate and its key, PEM.
+pub struct Identity<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+}
+
+/// The controller's configuration: requires a node certificate from `ca_pem`.
+pub fn server_config(
+    ca_pem: &str,
+    server: Identity<'_>,
+    revoked: Arc<dyn Revocation>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = provider();
+    let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(NodeCertVerifier { inner, revoked });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certs(server.cert_pem, "server certificate")?,
+            key(server.key_pem, "server key")?,
+        )?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: a resumed session skips the client verifier, and with it the
+    // revocation check.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The agent's configuration: verifies the controller against `ca_pem` (the server name is
+/// given when connecting) and presents `client` if given. Without a client identity the
+/// controller refuses the handshake; tests use that.
+pub fn client_config(
+    ca_pem: &str,
+    client: Option<Identity<'_>>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut config = match client {
+        Some(id) => builder.with_client_auth_cert(
+            certs(id.cert_pem, "client certificate")?,
+            key(id.key_pem, "client key")?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// The node a verified peer certificate (leaf first, as quinn's `peer_identity` gives it) names.
+pub fn peer_node(chain: &[CertificateDer<'_>]) -> Result<(String, CertInfo), String> {
+    let leaf = chain.first().ok_or("no peer certificate")?;
+    let info = ca::inspect_der(leaf).map_err(|e| e.to_string())?;
+    let name = info
+        .common_name
+        .clone()
+        .ok_or("peer certificate has no common name")?;
+    validate_node_name(&name)?;
+    Ok((name, info))
+}
+
+fn refuse(reason: String) -> rustls::Error {
+    // `Error::Other` displays as "other error: <reason>"; a `CertificateError::Other` would
+    // show the reason through Debug formatting.
+    rustls::Error::Other(OtherError(Arc::new(Refusal(reason))))
+}
+
+#[derive(Debug)]
+struct Refusal(String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[derive(Debug)]
+struct NodeCertVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<dyn Revocation>,
+}
+
+impl ClientCertVerifier for NodeCertVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let info = ca::inspect_der(end_entity)
+            .map_err(|e| refuse(format!("unparseable client certificate: {e}")))?;
+        let who = format!(
+            "client certificate {:?} (serial {})",
+            info.common_name.as_deref().unwrap_or("?"),
+            info.serial
+        );
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| match e {
+                // Another CA with the same subject name shows up as a bad signature.
+                rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature,
+                ) => refuse(format!("{who} is not issued by this controller's CA")),
+                rustls::Error::InvalidCertificate(
+                    CertificateError::InvalidPurpose
+                    | CertificateError::InvalidPurposeContext { .. },
+                ) => refuse(format!("{who} lacks the client-auth extended key usage")),
+                rustls::Error::InvalidCertificate(
+                    ref
+                    inner @ (CertificateError::Expired | CertificateError::ExpiredContext { .. }),
+                ) => refuse(format!("{who} has expired: {inner}")),
+                other => refuse(format!("{who} refused: {other}")),
+            })?;
+        if !info.client_auth {
+            return Err(refuse(format!(
+                "{who} lacks the client-auth extended key usage"
+            )));
+        }
+        if let Some(name) = &info.common_name {
+            validate_node_name(name).map_err(|e| refuse(format!("{who}: {e}")))?;
+        } else {
+            return Err(refuse(format!("{who} names no node (no common name)")));
+        }
+        if self.revoked.is_revoked(&info.serial) {
+            return Err(refuse(format!("{who} is revoked")));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Full TLS 1.3 handshakes in memory between the two configurations.
+    use super::*;
+    use crate::ca::{CaMaterial, Validity, create_ca, issue_node_cert, issue_server_cert};
+    use rustls::pki_types::ServerName;
+    use time::{Duration, OffsetDateTime};
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    struct Pki {
+        ca: CaMaterial,
+        server_cert: String,
+        server_key: String,
+    }
+
+    fn pki(san: &str) -> Pki {
+        let ca = create_ca("CA", Validity::days_from(now(), 10)).unwrap();
+        let s = issue_server_cert(&ca, &[san.into()], Validity::days_from(now(), 10)).unwrap();
+        Pki {
+            server_cert: s.cert_pem,
+            server_key: s.key_pem.unwrap(),
+            ca,
+        }
+    }
+
+    /// Runs a handshake; the error of whichever side failed first.
+    fn handshake(
+        server: impl Into<Arc<rustls::ServerConfig>>,
+        client: impl Into<Arc<rustls::ClientConfig>>,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        let mut s = rustls::ServerConnection::new(server.into())?;
+        let mut c = rustls::ClientConnection::new(
+            client.into(),
+            ServerName::try_from(name.to_string()).unwrap(),
+        )?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !s.is_handshaking() && !c.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn server(p: &Pki, revoked: &RevokedSet) -> rustls::ServerConfig {
+        server_config(
+            &p.ca.cert_pem,
+            Identity {
+                cert_pem: &p.server_cert,
+                key_pem: &p.server_key,
+            },
+            Arc::new(revoked.clone()),
+        )
+        .unwrap()
+    }
+
+    fn client(ca_pem: &str, cert: &str, key: &str) -> rustls::ClientConfig {
+        client_config(
+            ca_pem,
+            Some(Identity {
+                cert_pem: cert,
+                key_pem: key,
+            }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_node_is_accepted_and_revocation_applies_to_new_handshakes() {
+        let p = pki("controller.test");
+        let node = issue_node_cert(&p.ca, "n1", Validity::days_from(now(), 1)).unwrap();
+        let key = node.key_pem.clone().unwrap();
+        let revoked = RevokedSet::default();
+        // The same configurations throughout, as in a running controller and agent: a second
+        // handshake must not resume the first session and so skip verification.
+        let c = Arc::new(client(&p.ca.cert_pem, &node.cert_pem, &key));
+        let s = Arc::new(server(&p, &revoked));
+        handshake(s.clone(), c.clone(), "controller.test").unwrap();
+        handshake(s.clone(), c.clone(), "controller.test").unwrap();
+        revoked.replace([node.info.serial.clone()].into());
+        let err = handshake(s, c, "controller.test").unwrap_err();
+        assert!(err.to_string().contains("is revoked"), "{err}");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let p = pki("controller.test");
+        let revoked = RevokedSet::default();
+        let other = pki("controller.test");
+        let foreign = issue_node_cert(&other.ca, "n1", Validity::days_from(now(), 1)).unwrap();
+        let past = Validity {
+            not_before: now() - Duration::days(3),
+            not_after: now() - Duration::days(1),
+        };
+        let expired = issue_node_cert(&p.ca, "n1", past).unwrap();
+        let cases = [
+            (foreign, "not issued by this controller's CA"),
+            (expired, "has expired"),
+        ];
+        for (cert, want) in cases {
+            let c = client(
+                &p.ca.cert_pem,
+                &cert.cert_pem,
+                cert.key_pem.as_deref().unwrap(),
+            );
+            let err = handshake(server(&p, &revoked), c, "controller.test").unwrap_err();
+            assert!(err.to_string().contains(want), "{err} !~ {want}");
+        }
+        // A server certificate used as a client certificate: wrong usage.
+        let c = client(&p.ca.cert_pem, &p.server_cert, &p.server_key);
+        let err = handshake(server(&p, &revoked), c, "controller.test").unwrap_err();
+        assert!(err.to_string().contains("client-auth"), "{err}");
+        // No certificate at all.
+        let c = client_config(&p.ca.cert_pem, None).unwrap();
+        let err = handshake(server(&p, &revoked), c, "controller.test").unwrap_err();
+        assert!(err.to_string().contains("no certificates"), "{err}");
+    }
+
+    #[test]
+    fn agent_refuses_a_controller_with_another_name() {
+        let p = pki("other.test");
+        let node = issue_node_cert(&p.ca, "n1", Validity::days_from(now(), 1)).unwrap();
+        let c = client(
+            &p.ca.cert_pem,
+            &node.cert_pem,
+            node.key_pem.as_deref().unwrap(),
+        );
+        let err = handshake(server(&p, &RevokedSet::default()), c, "controller.test").unwrap_err();
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+    }
+
+    #[test]
+    fn peer_node_reads_the_common_name() {
+        let p = pki("c");
+        let node = issue_node_cert(&p.ca, "storage-7", Validity::days_from(now(), 1)).unwrap();
+        let der = certs(&node.cert_pem, "t").unwrap();
+        let (name, info) = peer_node(&der).unwrap();
+        assert_eq!(name, "storage-7");
+        assert_eq!(info.serial, node.info.serial);
+        assert!(peer_node(&[]).is_err());
+    }
+}
