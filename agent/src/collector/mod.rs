@@ -20,11 +20,17 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod filesystem;
 pub mod loadavg;
 pub mod meminfo;
+pub mod util;
 
 /// Every collector the agent knows, in the order they run.
-pub static ALL: &[&Registration] = &[&loadavg::REGISTRATION, &meminfo::REGISTRATION];
+pub static ALL: &[&Registration] = &[
+    &filesystem::REGISTRATION,
+    &loadavg::REGISTRATION,
+    &meminfo::REGISTRATION,
+];
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;
