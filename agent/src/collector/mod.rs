@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod diskstats;
 pub mod filesystem;
 pub mod loadavg;
 pub mod meminfo;
@@ -27,6 +28,7 @@ pub mod util;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
+    &diskstats::REGISTRATION,
     &filesystem::REGISTRATION,
     &loadavg::REGISTRATION,
     &meminfo::REGISTRATION,
