@@ -24,6 +24,7 @@ pub mod diskstats;
 pub mod filesystem;
 pub mod loadavg;
 pub mod meminfo;
+pub mod netdev;
 pub mod util;
 
 /// Every collector the agent knows, in the order they run.
@@ -32,6 +33,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &loadavg::REGISTRATION,
     &meminfo::REGISTRATION,
+    &netdev::REGISTRATION,
 ];
 
 /// The enabled collectors, by name, in the order they run.
