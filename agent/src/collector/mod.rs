@@ -24,6 +24,7 @@ pub mod diskstats;
 pub mod filesystem;
 pub mod loadavg;
 pub mod meminfo;
+pub mod netclass;
 pub mod netdev;
 pub mod util;
 
@@ -33,6 +34,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &loadavg::REGISTRATION,
     &meminfo::REGISTRATION,
+    &netclass::REGISTRATION,
     &netdev::REGISTRATION,
 ];
 
