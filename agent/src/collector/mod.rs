@@ -26,6 +26,7 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
+pub mod textfile;
 pub mod util;
 
 /// Every collector the agent knows, in the order they run.
@@ -36,6 +37,7 @@ pub static ALL: &[&Registration] = &[
     &meminfo::REGISTRATION,
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
+    &textfile::REGISTRATION,
 ];
 
 /// The enabled collectors, by name, in the order they run.

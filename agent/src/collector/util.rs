@@ -163,6 +163,29 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
+/// A float as Go's `strconv.FormatFloat(f, 'g', -1, 64)` (and so Prometheus's Go client) writes
+/// it: shortest round-trip digits, in exponent form when the decimal exponent is < -4 or >= 6
+/// (Go's rule for shortest 'g': 1234567 is `1.234567e+06`); `+Inf`, `-Inf`, `NaN`.
+pub fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let sci = format!("{f:e}");
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        return sci;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        // Plain notation; Rust's Display is shortest round-trip and never uses an exponent.
+        return format!("{f}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
 /// procfs's `SysReadFile`: one read of at most 128 bytes (some hwmon drivers never finish a
 /// longer read), whitespace-trimmed, into `buf`.
 pub fn read_sys_file(path: &Path, buf: &mut String) -> std::io::Result<()> {
@@ -228,6 +251,18 @@ mod tests {
         assert_eq!(parse_go_int("12a"), None);
         assert_eq!(parse_go_int("-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_go_int("9223372036854775808"), None);
+    }
+
+    #[test]
+    fn go_floats() {
+        assert_eq!(go_float(0.5), "0.5");
+        assert_eq!(go_float(10.0), "10");
+        assert_eq!(go_float(0.0001), "0.0001");
+        assert_eq!(go_float(0.00001), "1e-05");
+        assert_eq!(go_float(f64::INFINITY), "+Inf");
+        assert_eq!(go_float(123456.0), "123456");
+        assert_eq!(go_float(1234567.0), "1.234567e+06");
+        assert_eq!(go_float(1e21), "1e+21");
     }
 
     #[test]
