@@ -146,7 +146,10 @@ fn unescape_help(s: &str) -> String {
 }
 
 /// Parses `{a="b",c="d"}` at the start of `s`; returns the labels and the rest after `}`.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+/// Label pairs in file order.
+type LabelPairs = Vec<(String, String)>;
+
+fn parse_labels(s: &str) -> Result<(LabelPairs, &str), String> {
     let mut labels: Vec<(String, String)> = Vec::new();
     let mut rest = s.strip_prefix('{').ok_or("expected '{'")?;
     loop {
