@@ -26,7 +26,9 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
+pub mod powersupplyclass;
 pub mod textfile;
+pub mod thermal_zone;
 pub mod util;
 
 /// Every collector the agent knows, in the order they run.
@@ -37,7 +39,9 @@ pub static ALL: &[&Registration] = &[
     &meminfo::REGISTRATION,
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
+    &powersupplyclass::REGISTRATION,
     &textfile::REGISTRATION,
+    &thermal_zone::REGISTRATION,
 ];
 
 /// The enabled collectors, by name, in the order they run.
