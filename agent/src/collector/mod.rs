@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 pub mod diskstats;
 pub mod filesystem;
+pub mod hwmon;
 pub mod loadavg;
 pub mod meminfo;
 pub mod netclass;
@@ -35,6 +36,7 @@ pub mod util;
 pub static ALL: &[&Registration] = &[
     &diskstats::REGISTRATION,
     &filesystem::REGISTRATION,
+    &hwmon::REGISTRATION,
     &loadavg::REGISTRATION,
     &meminfo::REGISTRATION,
     &netclass::REGISTRATION,
