@@ -31,6 +31,7 @@ pub mod powersupplyclass;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod util;
+pub mod xfs;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
@@ -44,6 +45,7 @@ pub static ALL: &[&Registration] = &[
     &powersupplyclass::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
+    &xfs::REGISTRATION,
 ];
 
 /// The enabled collectors, by name, in the order they run.
