@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod btrfs;
 pub mod diskstats;
 pub mod filesystem;
 pub mod hwmon;
@@ -35,6 +36,7 @@ pub mod xfs;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
+    &btrfs::REGISTRATION,
     &diskstats::REGISTRATION,
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
