@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+pub mod bcache;
 pub mod btrfs;
 pub mod diskstats;
 pub mod filesystem;
@@ -36,6 +37,7 @@ pub mod xfs;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
+    &bcache::REGISTRATION,
     &btrfs::REGISTRATION,
     &diskstats::REGISTRATION,
     &filesystem::REGISTRATION,
