@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 pub mod bcache;
 pub mod btrfs;
 pub mod diskstats;
+pub mod edac;
 pub mod filesystem;
 pub mod hwmon;
 pub mod loadavg;
@@ -40,6 +41,7 @@ pub static ALL: &[&Registration] = &[
     &bcache::REGISTRATION,
     &btrfs::REGISTRATION,
     &diskstats::REGISTRATION,
+    &edac::REGISTRATION,
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
     &loadavg::REGISTRATION,
