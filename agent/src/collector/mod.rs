@@ -27,6 +27,7 @@ pub mod edac;
 pub mod filesystem;
 pub mod hwmon;
 pub mod loadavg;
+pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
@@ -45,6 +46,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
     &loadavg::REGISTRATION,
+    &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
