@@ -31,6 +31,7 @@ pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
+pub mod nfs;
 pub mod powersupplyclass;
 pub mod textfile;
 pub mod thermal_zone;
@@ -50,6 +51,7 @@ pub static ALL: &[&Registration] = &[
     &meminfo::REGISTRATION,
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
+    &nfs::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
