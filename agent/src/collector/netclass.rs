@@ -2,11 +2,12 @@
 //! them (procfs's `NetClassIface`: integers in Go's base-prefixed syntax, so `flags` 0x1003 is
 //! 4099; attributes the driver refuses to report are left out).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction};
 
-use super::util::{parse_go_int, read_sys_attr, sorted_dir_names, unanchored_regex_flag};
+use super::util::{parse_go_int, read_sys_attr, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -82,6 +83,15 @@ const INT_ATTRS: [(&str, &str, Kind); 17] = [
     ("type", "protocol_type", Kind::Gauge),
 ];
 const SPEED: usize = 14;
+const IFINDEX: usize = 8;
+/// Attributes a device keeps for its lifetime: dev_id, iflink, name_assign_type, type.
+const FIXED: [usize; 4] = [5, 9, 12, 16];
+
+/// The cached fixed attributes of one interface, valid while its ifindex is the same.
+struct Fixed {
+    ifindex: Option<i64>,
+    values: [Option<i64>; 4],
+}
 
 /// The string attributes node_network_info carries.
 const STR_ATTRS: [&str; 5] = ["address", "broadcast", "duplex", "operstate", "ifalias"];
@@ -100,6 +110,7 @@ struct NetclassCollector {
     path: PathBuf,
     buf: String,
     names: Vec<(String, String)>,
+    fixed: HashMap<String, Fixed>,
 }
 
 impl NetclassCollector {
@@ -120,13 +131,27 @@ impl NetclassCollector {
             path: PathBuf::new(),
             buf: String::new(),
             names,
+            fixed: HashMap::new(),
         }
     }
 
-    /// Reads one interface's attributes into `iface`.
+    /// Reads one integer attribute: `None` when the driver does not report it, 0 when it does
+    /// not parse (as procfs's ValueParser does).
+    fn read_int(&mut self, dir: &Path, file: &str) -> Result<Option<i64>, CollectorError> {
+        self.path.clear();
+        self.path.push(dir);
+        self.path.push(file);
+        let present = read_sys_attr(&self.path, &mut self.buf)
+            .map_err(|e| CollectorError::io(&self.path, e))?;
+        Ok(present.then(|| parse_go_int(&self.buf).unwrap_or(0)))
+    }
+
+    /// Reads one interface's attributes into `iface`. Attributes fixed for a device's lifetime
+    /// are taken from the cache while its ifindex is unchanged (sysfs reads are the cost here).
     fn read_iface(
         &mut self,
-        dir: &std::path::Path,
+        dir: &Path,
+        name: &str,
         iface: &mut Iface,
     ) -> Result<(), CollectorError> {
         for (slot, file) in iface.strings.iter_mut().zip(STR_ATTRS) {
@@ -140,18 +165,30 @@ impl NetclassCollector {
                 slot.push_str(&self.buf);
             }
         }
-        for (slot, (file, _, _)) in iface.ints.iter_mut().zip(INT_ATTRS) {
-            self.path.clear();
-            self.path.push(dir);
-            self.path.push(file);
-            *slot = if read_sys_attr(&self.path, &mut self.buf)
-                .map_err(|e| CollectorError::io(&self.path, e))?
+        let ifindex = self.read_int(dir, "ifindex")?;
+        let cached = self
+            .fixed
+            .get(name)
+            .filter(|f| ifindex.is_some() && f.ifindex == ifindex)
+            .map(|f| f.values);
+        for (index, (file, _, _)) in INT_ATTRS.iter().enumerate() {
+            let value = if index == IFINDEX {
+                ifindex
+            } else if let (Some(values), Some(pos)) =
+                (cached, FIXED.iter().position(|&f| f == index))
             {
-                // procfs reports a value it cannot parse as 0.
-                Some(parse_go_int(&self.buf).unwrap_or(0))
+                values[pos]
             } else {
-                None
+                self.read_int(dir, file)?
             };
+            if let Some(slot) = iface.ints.get_mut(index) {
+                *slot = value;
+            }
+        }
+        if cached.is_none() {
+            let values = FIXED.map(|i| iface.ints.get(i).copied().flatten());
+            self.fixed
+                .insert(name.to_string(), Fixed { ifindex, values });
         }
         Ok(())
     }
@@ -164,14 +201,31 @@ impl Collector for NetclassCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let class = ctx.paths.sys("class/net");
-        let names = match sorted_dir_names(&class) {
-            Ok(Some(names)) => names,
-            Ok(None) => return Err(CollectorError::NoData),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+        let entries = match std::fs::read_dir(&class) {
+            Ok(entries) => entries,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
                 return Err(CollectorError::NoData);
             }
             Err(e) => return Err(CollectorError::io(&class, e)),
         };
+        let mut names: Vec<String> = Vec::new();
+        for entry in entries.flatten() {
+            // Regular files in /sys/class/net (bonding_masters) are not interfaces; the
+            // interfaces are symlinks (directories in fixtures).
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        self.fixed.retain(|name, _| names.contains(name));
         let mut ifaces = std::mem::take(&mut self.ifaces);
         let mut used = 0;
         for name in names {
@@ -179,17 +233,13 @@ impl Collector for NetclassCollector {
                 continue;
             }
             let dir = class.join(&name);
-            // Regular files in /sys/class/net (bonding_masters) are not interfaces.
-            if std::fs::metadata(&dir).map(|m| !m.is_dir()).unwrap_or(true) {
-                continue;
-            }
             if used == ifaces.len() {
                 ifaces.push(Iface::default());
             }
             let Some(iface) = ifaces.get_mut(used) else {
                 continue;
             };
-            match self.read_iface(&dir, iface) {
+            match self.read_iface(&dir, &name, iface) {
                 Ok(()) => {
                     iface.name = name;
                     used += 1;
@@ -321,5 +371,34 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("node_network_"), "{text}");
+    }
+
+    #[test]
+    fn fixed_attributes_are_reread_when_the_device_is_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("sys/class/net/veth-a.1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, value: &str| std::fs::write(dir.join(file), value).unwrap();
+        write("ifindex", "5\n");
+        write("type", "1\n");
+        write("mtu", "1500\n");
+        let mut collector = NetclassCollector::new(None, false);
+        let scrape = |c: &mut NetclassCollector| {
+            let mut iface = Iface::default();
+            c.read_iface(&dir, "veth-a.1", &mut iface).unwrap();
+            iface
+        };
+        assert_eq!(scrape(&mut collector).ints[16], Some(1));
+        write("type", "772\n");
+        write("mtu", "9000\n");
+        let same = scrape(&mut collector);
+        assert_eq!(
+            same.ints[16],
+            Some(1),
+            "type is cached while ifindex is unchanged"
+        );
+        assert_eq!(same.ints[11], Some(9000), "mtu is read every time");
+        write("ifindex", "6\n");
+        assert_eq!(scrape(&mut collector).ints[16], Some(772));
     }
 }
