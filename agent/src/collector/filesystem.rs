@@ -12,6 +12,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -249,6 +250,7 @@ struct StatReply {
 struct StatWorker {
     requests: mpsc::Sender<StatRequest>,
     replies: mpsc::Receiver<StatReply>,
+    abandoned: Arc<AtomicBool>,
 }
 
 type StuckSet = Arc<Mutex<HashSet<String>>>;
@@ -261,10 +263,15 @@ impl StatWorker {
     fn spawn(stat: StatFn, stuck: StuckSet) -> io::Result<Self> {
         let (requests, request_rx) = mpsc::channel::<StatRequest>();
         let (reply_tx, replies) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let abandoned_in_worker = abandoned.clone();
         std::thread::Builder::new()
             .name("filesystem-stat".into())
             .spawn(move || {
                 for request in request_rx {
+                    if abandoned_in_worker.load(Ordering::Acquire) {
+                        break;
+                    }
                     let result = stat(&request.path);
                     // Under the lock, so the collector either sees this reply or sees the mount
                     // unmarked afterwards: never a mount left stuck after its stat returned.
@@ -281,7 +288,15 @@ impl StatWorker {
                     });
                 }
             })?;
-        Ok(StatWorker { requests, replies })
+        Ok(StatWorker {
+            requests,
+            replies,
+            abandoned,
+        })
+    }
+
+    fn abandon(self) {
+        self.abandoned.store(true, Ordering::Release);
     }
 }
 
@@ -320,60 +335,98 @@ impl Statter {
     /// Stats `path` (mount point `mount_point`) unless that mount is stuck; waits at most the
     /// timeout.
     pub fn stat(&mut self, mount_point: &str, path: &Path) -> Outcome {
-        if self.is_stuck(mount_point) {
-            tracing::debug!(
-                mountpoint = mount_point,
-                "mount point is in an unresponsive state"
-            );
-            return Outcome::DeviceError;
-        }
-        self.seq += 1;
-        let seq = self.seq;
-        let request = StatRequest {
-            seq,
-            mount_point: mount_point.to_string(),
-            path: path.to_path_buf(),
-        };
-        let worker = match self.worker.take() {
-            Some(worker) => worker,
-            None => match StatWorker::spawn(self.stat.clone(), self.stuck.clone()) {
-                Ok(worker) => worker,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start a filesystem stat thread");
-                    return Outcome::DeviceError;
+        let mut outcomes = Vec::new();
+        self.stat_all(&[(mount_point, path)], &mut outcomes);
+        outcomes.pop().unwrap_or(Outcome::DeviceError)
+    }
+
+    /// Stats every `(mount point, path)` into `outcomes` (cleared first), skipping stuck mounts.
+    /// All requests go to the worker at once (one hand-off per scrape, not per mount); each
+    /// reply may take up to the timeout after the previous one, as node_exporter's per-mount
+    /// timeout. After a timeout the rest go to a fresh worker.
+    pub fn stat_all(&mut self, mounts: &[(&str, &Path)], outcomes: &mut Vec<Outcome>) {
+        outcomes.clear();
+        outcomes.resize(mounts.len(), Outcome::DeviceError);
+        let mut pending: Vec<usize> = (0..mounts.len())
+            .filter(|&i| {
+                let stuck = self.is_stuck(mounts[i].0);
+                if stuck {
+                    tracing::debug!(
+                        mountpoint = mounts[i].0,
+                        "mount point is in an unresponsive state"
+                    );
                 }
-            },
-        };
-        if worker.requests.send(request).is_err() {
-            return Outcome::DeviceError;
-        }
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match worker.replies.recv_timeout(remaining) {
-                Ok(reply) if reply.seq == seq => {
-                    self.worker = Some(worker);
-                    return outcome(reply.result, path);
+                !stuck
+            })
+            .collect();
+        while !pending.is_empty() {
+            let worker = match self.worker.take() {
+                Some(worker) => worker,
+                None => match StatWorker::spawn(self.stat.clone(), self.stuck.clone()) {
+                    Ok(worker) => worker,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a filesystem stat thread");
+                        return;
+                    }
+                },
+            };
+            let first_seq = self.seq + 1;
+            for &i in &pending {
+                self.seq += 1;
+                let (mount_point, path) = mounts[i];
+                let request = StatRequest {
+                    seq: self.seq,
+                    mount_point: mount_point.to_string(),
+                    path: path.to_path_buf(),
+                };
+                if worker.requests.send(request).is_err() {
+                    return;
                 }
-                Ok(_) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Outcome::DeviceError,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let mut stuck = lock(&self.stuck);
-                    // The reply may have landed just after the timeout.
-                    while let Ok(reply) = worker.replies.try_recv() {
-                        if reply.seq == seq {
-                            drop(stuck);
-                            self.worker = Some(worker);
-                            return outcome(reply.result, path);
+            }
+            let mut timed_out_at = None;
+            'replies: for (n, &i) in pending.iter().enumerate() {
+                let seq = first_seq + n as u64;
+                let deadline = Instant::now() + self.timeout;
+                loop {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match worker.replies.recv_timeout(remaining) {
+                        Ok(reply) if reply.seq == seq => {
+                            outcomes[i] = outcome(reply.result, mounts[i].1);
+                            continue 'replies;
+                        }
+                        Ok(_) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let mut stuck = lock(&self.stuck);
+                            // The reply may have landed just after the timeout.
+                            if let Ok(reply) = worker.replies.try_recv()
+                                && reply.seq == seq
+                            {
+                                drop(stuck);
+                                outcomes[i] = outcome(reply.result, mounts[i].1);
+                                continue 'replies;
+                            }
+                            tracing::debug!(
+                                mountpoint = mounts[i].0,
+                                "mount point timed out, it is being labeled as stuck and will not be monitored"
+                            );
+                            stuck.insert(mounts[i].0.to_string());
+                            timed_out_at = Some(n);
+                            break 'replies;
                         }
                     }
-                    tracing::debug!(
-                        mountpoint = mount_point,
-                        "mount point timed out, it is being labeled as stuck and will not be monitored"
-                    );
-                    stuck.insert(mount_point.to_string());
-                    // The worker is busy with the hung stat; it exits once that returns.
-                    return Outcome::DeviceError;
+                }
+            }
+            match timed_out_at {
+                None => {
+                    self.worker = Some(worker);
+                    return;
+                }
+                Some(n) => {
+                    // The worker is stuck in the hung stat: it drops the queued requests and
+                    // exits once that returns. The rest go to a new worker.
+                    worker.abandon();
+                    pending.drain(..=n);
                 }
             }
         }
@@ -398,7 +451,7 @@ struct FilesystemCollector {
     parsed_text: String,
     mounts: Vec<Mount>,
     outcomes: Vec<Outcome>,
-    stat_path: PathBuf,
+    stat_paths: Vec<PathBuf>,
 }
 
 impl FilesystemCollector {
@@ -410,7 +463,7 @@ impl FilesystemCollector {
             parsed_text: String::new(),
             mounts: Vec::new(),
             outcomes: Vec::new(),
-            stat_path: PathBuf::new(),
+            stat_paths: Vec::new(),
         }
     }
 
@@ -448,12 +501,17 @@ impl Collector for FilesystemCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         self.read_mounts(ctx)?;
-        self.outcomes.clear();
-        for mount in &self.mounts {
-            root_path(ctx.paths, &mount.mount_point, &mut self.stat_path);
-            let outcome = self.statter.stat(&mount.mount_point, &self.stat_path);
-            self.outcomes.push(outcome);
+        self.stat_paths.resize_with(self.mounts.len(), PathBuf::new);
+        for (mount, path) in self.mounts.iter().zip(self.stat_paths.iter_mut()) {
+            root_path(ctx.paths, &mount.mount_point, path);
         }
+        let requests: Vec<(&str, &Path)> = self
+            .mounts
+            .iter()
+            .zip(&self.stat_paths)
+            .map(|(m, p)| (m.mount_point.as_str(), p.as_path()))
+            .collect();
+        self.statter.stat_all(&requests, &mut self.outcomes);
         write_families(out, &self.mounts, &self.outcomes)?;
         Ok(())
     }
@@ -713,5 +771,49 @@ short line
             "{text}"
         );
         assert!(!text.contains(r#"node_filesystem_size_bytes{device="server:/export""#));
+    }
+
+    #[test]
+    fn mounts_after_a_hung_one_are_still_stated_once() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release = Mutex::new(Some(release_rx));
+        let after_calls = Arc::new(AtomicUsize::new(0));
+        let after_calls_in_stat = after_calls.clone();
+        let stat: StatFn = Arc::new(move |path: &Path| {
+            if path == Path::new("/hung") {
+                let rx = release.lock().unwrap().take();
+                if let Some(rx) = rx {
+                    let _ = rx.recv();
+                }
+            }
+            if path == Path::new("/after") {
+                after_calls_in_stat.fetch_add(1, Ordering::SeqCst);
+            }
+            fake_stat(path)
+        });
+        let mut statter = Statter::new(stat, Duration::from_millis(200));
+        let mut outcomes = Vec::new();
+        let started = Instant::now();
+        statter.stat_all(
+            &[
+                ("/before", Path::new("/before")),
+                ("/hung", Path::new("/hung")),
+                ("/after", Path::new("/after")),
+            ],
+            &mut outcomes,
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(outcomes[0], Outcome::Stat(_)));
+        assert_eq!(outcomes[1], Outcome::DeviceError);
+        assert!(matches!(outcomes[2], Outcome::Stat(_)));
+        // Once the hung stat returns, the abandoned worker drops its queued copy of /after.
+        release_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while statter.is_stuck("/hung") {
+            assert!(Instant::now() < deadline, "stuck mark never cleared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(after_calls.load(Ordering::SeqCst), 1);
     }
 }
