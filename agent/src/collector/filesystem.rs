@@ -22,7 +22,7 @@ use clap::Arg;
 use super::util::parse_go_duration;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
-    Registration, read_into,
+    Registration,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -452,6 +452,7 @@ struct FilesystemCollector {
     mounts: Vec<Mount>,
     outcomes: Vec<Outcome>,
     stat_paths: Vec<PathBuf>,
+    source: Option<MountsFile>,
 }
 
 impl FilesystemCollector {
@@ -464,28 +465,102 @@ impl FilesystemCollector {
             mounts: Vec::new(),
             outcomes: Vec::new(),
             stat_paths: Vec::new(),
+            source: None,
         }
     }
 
-    fn read_mounts(&mut self, ctx: &Context<'_>) -> Result<(), CollectorError> {
+    /// Opens /proc/1/mounts, or /proc/mounts when hidepid hides pid 1.
+    fn open_mounts(ctx: &Context<'_>) -> Result<MountsFile, CollectorError> {
         let mut path = ctx.paths.proc("1/mounts");
-        match read_into(&path, &mut self.text) {
-            Err(CollectorError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                // hidepid hides pid 1: fall back to our own mount namespace.
+        let file = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 path = ctx.paths.proc("mounts");
-                read_into(&path, &mut self.text)?;
+                std::fs::File::open(&path)
             }
-            other => other?,
+            other => other,
+        }
+        .map_err(|e| CollectorError::io(&path, e))?;
+        let pollable = is_procfs(&file);
+        Ok(MountsFile {
+            file,
+            path,
+            pollable,
+        })
+    }
+
+    /// Brings `mounts` up to date. The kernel flags a change of the mount table on an open
+    /// procfs mounts file (POLLPRI), so an unchanged table is neither re-read nor re-parsed;
+    /// other files (fixtures) are re-read every time.
+    fn read_mounts(&mut self, ctx: &Context<'_>) -> Result<(), CollectorError> {
+        use std::io::{Read, Seek};
+        if let Some(source) = &self.source
+            && source.pollable
+            && !mount_table_changed(&source.file)
+        {
+            return Ok(());
+        }
+        let mut source = match self.source.take() {
+            Some(source) => source,
+            None => Self::open_mounts(ctx)?,
+        };
+        self.text.clear();
+        let read = source
+            .file
+            .rewind()
+            .and_then(|()| source.file.read_to_string(&mut self.text));
+        if let Err(e) = read {
+            // Reopen next time (pid 1 may be gone in a container).
+            return Err(CollectorError::io(&source.path, e));
         }
         if self.text != self.parsed_text || self.parsed_text.is_empty() {
             let rootfs = ctx.paths.rootfs.to_string_lossy();
+            let path = &source.path;
             self.mounts = parse_mounts(&self.text, &rootfs, &self.filter, |line| {
-                ctx.malformed(&path, line)
+                ctx.malformed(path, line)
             });
             std::mem::swap(&mut self.text, &mut self.parsed_text);
         }
+        self.source = Some(source);
         Ok(())
     }
+}
+
+/// The mounts file kept open across scrapes.
+struct MountsFile {
+    file: std::fs::File,
+    path: PathBuf,
+    /// A procfs mounts file, which reports mount table changes through poll(2).
+    pollable: bool,
+}
+
+fn is_procfs(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: the fd is open for the call's duration and buf is a properly sized out-parameter.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs returned 0, so it filled buf.
+    let s = unsafe { buf.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let magic = s.f_type as i64;
+    magic == PROC_SUPER_MAGIC
+}
+
+/// Whether the kernel reports a mount table change (or an error) on an open procfs mounts file.
+fn mount_table_changed(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: pfd is a valid pollfd array of length 1; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    // The file is always readable (POLLIN); only POLLPRI/POLLERR say the table changed.
+    n < 0 || pfd.revents & (libc::POLLPRI | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 fn root_path(paths: &Paths, mount_point: &str, out: &mut PathBuf) {
@@ -815,5 +890,42 @@ short line
         }
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(after_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn procfs_mounts_report_changes_by_poll_and_files_are_reread() {
+        let proc_mounts = std::fs::File::open("/proc/self/mounts").unwrap();
+        assert!(is_procfs(&proc_mounts));
+        assert!(
+            !mount_table_changed(&proc_mounts),
+            "no change right after open"
+        );
+
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("proc/1")).unwrap();
+        let mounts = root.path().join("proc/1/mounts");
+        std::fs::write(&mounts, "/dev/sda1 / ext4 rw 0 0\n").unwrap();
+        assert!(!is_procfs(&std::fs::File::open(&mounts).unwrap()));
+        let paths = Paths::fixture(root.path());
+        let malformed = std::sync::atomic::AtomicU64::new(0);
+        let ctx = Context::new(&paths, &malformed);
+        let mut collector = FilesystemCollector::new(
+            default_filter(),
+            Duration::from_secs(5),
+            Arc::new(fake_stat),
+        );
+        collector.read_mounts(&ctx).unwrap();
+        assert_eq!(collector.mounts.len(), 1);
+        std::fs::write(
+            &mounts,
+            "/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 /srv xfs rw 0 0\n",
+        )
+        .unwrap();
+        collector.read_mounts(&ctx).unwrap();
+        assert_eq!(
+            collector.mounts.len(),
+            2,
+            "a regular file is re-read every scrape"
+        );
     }
 }
