@@ -291,4 +291,53 @@ mod tests {
         assert!(!f.ignored("veth-eth1"));
         assert!(f.ignored("lo"));
     }
+
+    fn matches(args: &[&str]) -> clap::ArgMatches {
+        crate::cli::command()
+            .try_get_matches_from(std::iter::once("nodewarden-agent").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn every_collector_builds_from_default_and_node_exporter_style_flags() {
+        let paths = super::super::Paths::default();
+        let all: Vec<String> = super::super::ALL
+            .iter()
+            .map(|r| format!("--collector.{}", r.name))
+            .collect();
+        let mut args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let built = crate::cli::build_collectors(&matches(&args), &paths).unwrap();
+        assert_eq!(built.len(), super::super::ALL.len());
+        args.extend([
+            "--collector.netdev.netlink=false",
+            "--collector.netdev.address-info",
+            "--collector.netdev.device-exclude=^lo$",
+            "--collector.filesystem.mount-timeout=500ms",
+            "--collector.diskstats.device-include=^sd",
+            "--collector.textfile.directory=/nonexistent",
+            "--collector.netclass.ignore-invalid-speed",
+            "--collector.bcache.priorityStats",
+        ]);
+        crate::cli::build_collectors(&matches(&args), &paths).unwrap();
+    }
+
+    #[test]
+    fn bad_flag_values_are_build_errors() {
+        let paths = super::super::Paths::default();
+        for bad in [
+            "--collector.filesystem.mount-timeout=soon",
+            "--collector.filesystem.mount-points-exclude=(",
+            "--collector.netdev.device-exclude=[",
+        ] {
+            assert!(
+                crate::cli::build_collectors(&matches(&[bad]), &paths).is_err(),
+                "{bad} accepted"
+            );
+        }
+        let both = matches(&[
+            "--collector.netdev.device-exclude=^lo$",
+            "--collector.netdev.device-include=^eth",
+        ]);
+        assert!(crate::cli::build_collectors(&both, &paths).is_err());
+    }
 }
