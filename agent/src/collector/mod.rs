@@ -31,6 +31,7 @@ pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
 pub mod netdev;
+pub mod netlink;
 pub mod nfs;
 pub mod powersupplyclass;
 pub mod textfile;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction};
 
+use super::netlink;
 use super::util::{DeviceFilter, device_filter, read_sys_file};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -170,6 +171,10 @@ struct NetdevCollector {
     devices: Vec<Device>,
     names: Vec<String>,
     help: String,
+    socket: Option<netlink::RouteSocket>,
+    /// Off in fixture tests, which exercise the /proc/net/dev fallback of netlink mode.
+    try_socket: bool,
+    links: Vec<netlink::Link>,
 }
 
 impl NetdevCollector {
@@ -189,6 +194,9 @@ impl NetdevCollector {
             devices: Vec::new(),
             names,
             help: String::new(),
+            socket: None,
+            try_socket: true,
+            links: Vec::new(),
         }
     }
 }
@@ -199,9 +207,90 @@ impl Collector for NetdevCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
+        self.devices.clear();
+        let from_netlink = self.netlink && self.try_socket && self.read_netlink();
+        if !from_netlink {
+            self.read_proc(ctx)?;
+        }
+        self.write(out)?;
+        if self.address_info {
+            write_address_info(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// node_exporter's legacy names from `rtnl_link_stats64`, folded as /proc/net/dev folds them.
+fn legacy_values(s: &[u64; netlink::STATS64_FIELDS]) -> [u64; 16] {
+    use netlink::*;
+    let sum = |fields: &[usize]| fields.iter().fold(0u64, |acc, &f| acc.wrapping_add(s[f]));
+    [
+        s[RX_BYTES],
+        s[RX_PACKETS],
+        s[RX_ERRORS],
+        sum(&[RX_DROPPED, RX_MISSED_ERRORS]),
+        s[RX_FIFO_ERRORS],
+        sum(&[
+            RX_FRAME_ERRORS,
+            RX_LENGTH_ERRORS,
+            RX_OVER_ERRORS,
+            RX_CRC_ERRORS,
+        ]),
+        s[RX_COMPRESSED],
+        s[MULTICAST],
+        s[TX_BYTES],
+        s[TX_PACKETS],
+        s[TX_ERRORS],
+        s[TX_DROPPED],
+        s[TX_FIFO_ERRORS],
+        s[COLLISIONS],
+        sum(&[
+            TX_CARRIER_ERRORS,
+            TX_ABORTED_ERRORS,
+            TX_HEARTBEAT_ERRORS,
+            TX_WINDOW_ERRORS,
+        ]),
+        s[TX_COMPRESSED],
+    ]
+}
+
+impl NetdevCollector {
+    /// The counters over rtnetlink, as node_exporter 1.5 reads them by default. `false` (and
+    /// /proc/net/dev is used) when netlink is unavailable, e.g. under a seccomp filter.
+    fn read_netlink(&mut self) -> bool {
+        if self.socket.is_none() {
+            match netlink::RouteSocket::open() {
+                Ok(socket) => self.socket = Some(socket),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no rtnetlink socket, reading /proc/net/dev");
+                    return false;
+                }
+            }
+        }
+        let Some(socket) = self.socket.as_mut() else {
+            return false;
+        };
+        if let Err(e) = socket.links(&mut self.links) {
+            tracing::debug!(error = %e, "rtnetlink link dump failed, reading /proc/net/dev");
+            self.socket = None;
+            return false;
+        }
+        for link in &self.links {
+            if self.filter.ignored(&link.name) {
+                continue;
+            }
+            self.devices.push(Device {
+                name: link.name.clone(),
+                values: legacy_values(&link.stats),
+                nohandler: link.stats[netlink::RX_NOHANDLER],
+            });
+        }
+        true
+    }
+
+    fn read_proc(&mut self, ctx: &Context<'_>) -> Result<(), CollectorError> {
         let path = ctx.paths.proc("net/dev");
         read_into(&path, &mut self.text)?;
-        self.devices.clear();
         for (index, line) in self.text.lines().enumerate() {
             // Two header lines.
             if index < 2 || line.trim().is_empty() {
@@ -231,6 +320,10 @@ impl Collector for NetdevCollector {
                 nohandler,
             });
         }
+        Ok(())
+    }
+
+    fn write(&mut self, out: &mut MetricWriter<'_, '_>) -> Result<(), std::fmt::Error> {
         let columns = if self.netlink { 17 } else { 16 };
         for (i, name) in self.names.iter().enumerate().take(columns) {
             if self.devices.is_empty() {
@@ -249,9 +342,6 @@ impl Collector for NetdevCollector {
                 let value = d.values.get(i).copied().unwrap_or(d.nohandler);
                 family.sample(&[("device", d.name.as_str())], value as f64)?;
             }
-        }
-        if self.address_info {
-            write_address_info(out)?;
         }
         Ok(())
     }
@@ -390,11 +480,9 @@ mod tests {
     #[test]
     fn golden() {
         let root = fixture("basic");
-        let text = render(
-            "netdev",
-            Box::new(NetdevCollector::new(DeviceFilter::default(), true, false)),
-            Paths::fixture(&root),
-        );
+        let mut collector = NetdevCollector::new(DeviceFilter::default(), true, false);
+        collector.try_socket = false;
+        let text = render("netdev", Box::new(collector), Paths::fixture(&root));
         assert_golden(&root.join("golden/netdev.prom"), &text);
     }
 
@@ -460,5 +548,57 @@ mod tests {
                 .any(|a| a.address == "127.0.0.1" && a.netmask == "8" && a.scope == "link-local"),
             "no loopback address found"
         );
+    }
+
+    #[test]
+    fn netlink_mode_reads_this_hosts_links() {
+        let filter = DeviceFilter {
+            exclude: None,
+            include: Some(regex::Regex::new("^lo$").unwrap()),
+        };
+        let text = render(
+            "netdev",
+            Box::new(NetdevCollector::new(filter, true, false)),
+            Paths::fixture(&fixture("odd")),
+        );
+        assert!(
+            text.contains("node_network_receive_nohandler_total{device=\"lo\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node_network_transmit_colls_total{device=\"lo\"}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("eth0.100"),
+            "read the fixture instead of netlink:\n{text}"
+        );
+    }
+
+    #[test]
+    fn legacy_folding_matches_proc_net_dev() {
+        use netlink::*;
+        let mut s = [0u64; STATS64_FIELDS];
+        for (i, v) in s.iter_mut().enumerate() {
+            *v = 1 << i;
+        }
+        let v = legacy_values(&s);
+        assert_eq!(v[3], (1 << RX_DROPPED) + (1 << RX_MISSED_ERRORS));
+        assert_eq!(
+            v[5],
+            (1 << RX_FRAME_ERRORS)
+                + (1 << RX_LENGTH_ERRORS)
+                + (1 << RX_OVER_ERRORS)
+                + (1 << RX_CRC_ERRORS)
+        );
+        assert_eq!(
+            v[14],
+            (1 << TX_CARRIER_ERRORS)
+                + (1 << TX_ABORTED_ERRORS)
+                + (1 << TX_HEARTBEAT_ERRORS)
+                + (1 << TX_WINDOW_ERRORS)
+        );
+        assert_eq!(v[7], 1 << MULTICAST);
+        assert_eq!(v[13], 1 << COLLISIONS);
     }
 }
