@@ -3,10 +3,12 @@
 //! 4099; attributes the driver refuses to report are left out).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction};
 
+use super::netlink;
 use super::util::{parse_go_int, read_sys_attr, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -111,6 +113,10 @@ struct NetclassCollector {
     buf: String,
     names: Vec<(String, String)>,
     fixed: HashMap<String, Fixed>,
+    socket: Option<netlink::RouteSocket>,
+    /// Off in fixture tests (and after netlink turned out to be unavailable).
+    try_socket: bool,
+    links: Vec<netlink::Link>,
 }
 
 impl NetclassCollector {
@@ -132,6 +138,9 @@ impl NetclassCollector {
             buf: String::new(),
             names,
             fixed: HashMap::new(),
+            socket: None,
+            try_socket: true,
+            links: Vec::new(),
         }
     }
 
@@ -146,16 +155,25 @@ impl NetclassCollector {
         Ok(present.then(|| parse_go_int(&self.buf).unwrap_or(0)))
     }
 
-    /// Reads one interface's attributes into `iface`. Attributes fixed for a device's lifetime
-    /// are taken from the cache while its ifindex is unchanged (sysfs reads are the cost here).
+    /// Reads one interface's attributes into `iface`. What the rtnetlink dump (`link`, when its
+    /// ifindex matches sysfs) reports exactly as sysfs would is taken from it; attributes fixed
+    /// for a device's lifetime come from the cache while its ifindex is unchanged; the rest are
+    /// read from sysfs (reads of sysfs attributes are the cost here).
     fn read_iface(
         &mut self,
         dir: &Path,
         name: &str,
         iface: &mut Iface,
+        link: Option<&netlink::Link>,
     ) -> Result<(), CollectorError> {
-        for (slot, file) in iface.strings.iter_mut().zip(STR_ATTRS) {
+        let ifindex = self.read_int(dir, "ifindex")?;
+        let link = link.filter(|l| ifindex == Some(i64::from(l.index)));
+        for (i, (slot, file)) in iface.strings.iter_mut().zip(STR_ATTRS).enumerate() {
             slot.clear();
+            if let Some(value) = link.and_then(|l| link_string(l, i)) {
+                slot.push_str(&value);
+                continue;
+            }
             self.path.clear();
             self.path.push(dir);
             self.path.push(file);
@@ -165,7 +183,6 @@ impl NetclassCollector {
                 slot.push_str(&self.buf);
             }
         }
-        let ifindex = self.read_int(dir, "ifindex")?;
         let cached = self
             .fixed
             .get(name)
@@ -174,6 +191,8 @@ impl NetclassCollector {
         for (index, (file, _, _)) in INT_ATTRS.iter().enumerate() {
             let value = if index == IFINDEX {
                 ifindex
+            } else if let Some(value) = link.and_then(|l| link_int(l, index)) {
+                value
             } else if let (Some(values), Some(pos)) =
                 (cached, FIXED.iter().position(|&f| f == index))
             {
@@ -191,6 +210,95 @@ impl NetclassCollector {
                 .insert(name.to_string(), Fixed { ifindex, values });
         }
         Ok(())
+    }
+}
+
+const IFF_UP: u32 = 0x1;
+const IFF_DORMANT: u32 = 0x20000;
+
+/// A hardware address as sysfs prints it (`%*phC`): lower-case hex pairs joined by `:`.
+fn format_mac(bytes: Option<&[u8]>) -> String {
+    let mut out = String::new();
+    for (i, b) in bytes.unwrap_or_default().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A string attribute (STR_ATTRS order) from netlink, or `None` to read it from sysfs.
+fn link_string(l: &netlink::Link, index: usize) -> Option<String> {
+    const OPERSTATES: [&str; 7] = [
+        "unknown",
+        "notpresent",
+        "down",
+        "lowerlayerdown",
+        "testing",
+        "dormant",
+        "up",
+    ];
+    match index {
+        0 => Some(format_mac(l.address.as_deref())),
+        1 => Some(format_mac(l.broadcast.as_deref())),
+        // IFLA_OPERSTATE is already DOWN for a device that is not running, as sysfs says.
+        3 => l
+            .operstate
+            .and_then(|o| OPERSTATES.get(usize::from(o)))
+            .map(|s| s.to_string()),
+        4 => {
+            // node_exporter reads at most 128 bytes of "<alias>\n" and trims it.
+            let alias = l.ifalias.as_deref().unwrap_or("");
+            let mut raw = format!("{alias}\n").into_bytes();
+            raw.truncate(128);
+            Some(String::from_utf8_lossy(&raw).trim().to_string())
+        }
+        _ => None,
+    }
+}
+
+/// An integer attribute (INT_ATTRS order) from netlink: `Some(None)` when sysfs would refuse
+/// it (carrier and dormant of a device that is not running), `None` to read it from sysfs.
+fn link_int(l: &netlink::Link, index: usize) -> Option<Option<i64>> {
+    let running = l.flags & IFF_UP != 0;
+    match index {
+        1 => l.carrier.map(|c| running.then_some(i64::from(c))),
+        2 => l.carrier_changes.map(|v| Some(i64::from(v))),
+        3 => l.carrier_up_count.map(|v| Some(i64::from(v))),
+        4 => l.carrier_down_count.map(|v| Some(i64::from(v))),
+        6 => Some(running.then_some(i64::from(l.flags & IFF_DORMANT != 0))),
+        9 => Some(Some(l.link.map_or(i64::from(l.index), i64::from))),
+        10 => l.linkmode.map(|v| Some(i64::from(v))),
+        11 => l.mtu.map(|v| Some(i64::from(v))),
+        13 => l.group.map(|v| Some(i64::from(v))),
+        15 => l.txqlen.map(|v| Some(i64::from(v))),
+        16 => Some(Some(i64::from(l.kind))),
+        _ => None,
+    }
+}
+
+impl NetclassCollector {
+    /// This network namespace's links over rtnetlink; empty (so sysfs is read for everything)
+    /// when netlink is unavailable.
+    fn dump_links(&mut self, links: &mut Vec<netlink::Link>) {
+        if self.socket.is_none() {
+            match netlink::RouteSocket::open() {
+                Ok(socket) => self.socket = Some(socket),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no rtnetlink socket, reading sysfs only");
+                    self.try_socket = false;
+                    return;
+                }
+            }
+        }
+        if let Some(socket) = self.socket.as_mut()
+            && let Err(e) = socket.links(links)
+        {
+            tracing::debug!(error = %e, "rtnetlink link dump failed, reading sysfs only");
+            links.clear();
+            self.socket = None;
+        }
     }
 }
 
@@ -226,6 +334,11 @@ impl Collector for NetclassCollector {
         }
         names.sort();
         self.fixed.retain(|name, _| names.contains(name));
+        let mut links = std::mem::take(&mut self.links);
+        links.clear();
+        if self.try_socket {
+            self.dump_links(&mut links);
+        }
         let mut ifaces = std::mem::take(&mut self.ifaces);
         let mut used = 0;
         for name in names {
@@ -239,19 +352,22 @@ impl Collector for NetclassCollector {
             let Some(iface) = ifaces.get_mut(used) else {
                 continue;
             };
-            match self.read_iface(&dir, &name, iface) {
+            let link = links.iter().find(|l| l.name == name);
+            match self.read_iface(&dir, &name, iface, link) {
                 Ok(()) => {
                     iface.name = name;
                     used += 1;
                 }
                 Err(e) => {
                     self.ifaces = ifaces;
+                    self.links = links;
                     return Err(e);
                 }
             }
         }
         ifaces.truncate(used);
         self.ifaces = ifaces;
+        self.links = links;
         self.write(out)?;
         Ok(())
     }
@@ -322,12 +438,78 @@ mod tests {
     use crate::collector::Paths;
     use crate::collector::testing::{assert_golden, fixture, render};
 
+    /// A collector reading only the fixture's sysfs (no netlink: that is this host's).
+    fn fixture_collector(
+        ignored: Option<regex::Regex>,
+        ignore_invalid_speed: bool,
+    ) -> NetclassCollector {
+        let mut c = NetclassCollector::new(ignored, ignore_invalid_speed);
+        c.try_socket = false;
+        c
+    }
+
+    #[test]
+    fn netlink_assisted_output_equals_sysfs_only_output_on_this_host() {
+        let paths = Paths::default();
+        let sysfs_only = render(
+            "netclass",
+            Box::new(fixture_collector(None, false)),
+            paths.clone(),
+        );
+        let assisted = render(
+            "netclass",
+            Box::new(NetclassCollector::new(None, false)),
+            paths,
+        );
+        assert!(
+            sysfs_only.contains("node_network_info{device=\"lo\""),
+            "{sysfs_only}"
+        );
+        assert_eq!(assisted, sysfs_only);
+    }
+
+    #[test]
+    fn netlink_values_as_sysfs_shows_them() {
+        let link = netlink::Link {
+            index: 3,
+            flags: 0x1003,
+            address: Some(vec![0xa4, 0xc3, 0xf0, 0x11, 0x22, 0x3f]),
+            operstate: Some(6),
+            carrier: Some(1),
+            ifalias: Some("x".repeat(200)),
+            ..netlink::Link::default()
+        };
+        assert_eq!(link_string(&link, 0).as_deref(), Some("a4:c3:f0:11:22:3f"));
+        assert_eq!(link_string(&link, 1).as_deref(), Some(""));
+        assert_eq!(link_string(&link, 3).as_deref(), Some("up"));
+        assert_eq!(link_string(&link, 4).map(|a| a.len()), Some(128));
+        assert_eq!(link_int(&link, 1), Some(Some(1)));
+        assert_eq!(link_int(&link, 6), Some(Some(0)));
+        assert_eq!(
+            link_int(&link, 9),
+            Some(Some(3)),
+            "iflink defaults to the index"
+        );
+        let down = netlink::Link {
+            flags: 0x1002,
+            carrier: Some(0),
+            ..link
+        };
+        assert_eq!(
+            link_int(&down, 1),
+            Some(None),
+            "no carrier for a device that is down"
+        );
+        assert_eq!(link_int(&down, 6), Some(None));
+        assert_eq!(link_int(&down, 7), None, "flags come from sysfs");
+    }
+
     #[test]
     fn golden() {
         let root = fixture("basic");
         let text = render(
             "netclass",
-            Box::new(NetclassCollector::new(
+            Box::new(fixture_collector(
                 Some(regex::Regex::new("^$").unwrap()),
                 false,
             )),
@@ -341,7 +523,7 @@ mod tests {
         let root = fixture("basic");
         let text = render(
             "netclass",
-            Box::new(NetclassCollector::new(
+            Box::new(fixture_collector(
                 Some(regex::Regex::new("^lo$").unwrap()),
                 true,
             )),
@@ -363,7 +545,7 @@ mod tests {
         let root = fixture("odd").join("nonexistent");
         let text = render(
             "netclass",
-            Box::new(NetclassCollector::new(None, false)),
+            Box::new(fixture_collector(None, false)),
             Paths::fixture(&root),
         );
         assert!(
@@ -385,7 +567,7 @@ mod tests {
         let mut collector = NetclassCollector::new(None, false);
         let scrape = |c: &mut NetclassCollector| {
             let mut iface = Iface::default();
-            c.read_iface(&dir, "veth-a.1", &mut iface).unwrap();
+            c.read_iface(&dir, "veth-a.1", &mut iface, None).unwrap();
             iface
         };
         assert_eq!(scrape(&mut collector).ints[16], Some(1));

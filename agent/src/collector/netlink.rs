@@ -13,8 +13,21 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_BROADCAST: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_TXQLEN: u16 = 13;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_LINKMODE: u16 = 17;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_STATS64: u16 = 23;
+const IFLA_GROUP: u16 = 27;
+const IFLA_CARRIER: u16 = 33;
+const IFLA_CARRIER_CHANGES: u16 = 35;
+const IFLA_CARRIER_UP_COUNT: u16 = 47;
+const IFLA_CARRIER_DOWN_COUNT: u16 = 48;
 
 /// The `rtnl_link_stats64` counters, in kernel order (missing trailing ones are zero).
 pub const STATS64_FIELDS: usize = 24;
@@ -44,10 +57,29 @@ pub const TX_COMPRESSED: usize = 22;
 pub const RX_NOHANDLER: usize = 23;
 
 /// One interface from the dump.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Link {
     pub name: String,
     pub stats: [u64; STATS64_FIELDS],
+    pub index: i32,
+    /// `ifi_type` (ARPHRD_*).
+    pub kind: u16,
+    /// `ifi_flags` (dev_get_flags(): includes the RUNNING/LOWER_UP/DORMANT state bits).
+    pub flags: u32,
+    pub address: Option<Vec<u8>>,
+    pub broadcast: Option<Vec<u8>>,
+    pub mtu: Option<u32>,
+    /// Only present when it differs from the index.
+    pub link: Option<u32>,
+    pub txqlen: Option<u32>,
+    pub operstate: Option<u8>,
+    pub linkmode: Option<u8>,
+    pub ifalias: Option<String>,
+    pub group: Option<u32>,
+    pub carrier: Option<u8>,
+    pub carrier_changes: Option<u32>,
+    pub carrier_up_count: Option<u32>,
+    pub carrier_down_count: Option<u32>,
 }
 
 pub struct RouteSocket {
@@ -101,10 +133,15 @@ pub fn parse_batch(mut b: &[u8], seq: u32, out: &mut Vec<Link>) -> io::Result<Ba
                 return Err(io::Error::from_raw_os_error(-errno));
             }
             RTM_NEWLINK => {
-                let mut attrs = body.get(IFINFOMSG_LEN..).unwrap_or(&[]);
+                if body.len() < IFINFOMSG_LEN {
+                    return Err(invalid("short ifinfomsg"));
+                }
+                let mut attrs = &body[IFINFOMSG_LEN..];
                 let mut link = Link {
-                    name: String::new(),
-                    stats: [0; STATS64_FIELDS],
+                    kind: u16_at(body, 2).unwrap_or(0),
+                    index: u32_at(body, 4).unwrap_or(0) as i32,
+                    flags: u32_at(body, 8).unwrap_or(0),
+                    ..Link::default()
                 };
                 while attrs.len() >= 4 {
                     let alen = u16_at(attrs, 0).unwrap_or(0) as usize;
@@ -121,6 +158,26 @@ pub fn parse_batch(mut b: &[u8], seq: u32, out: &mut Vec<Link>) -> io::Result<Ba
                                 .unwrap_or(payload.len());
                             link.name = String::from_utf8_lossy(&payload[..end]).into_owned();
                         }
+                        IFLA_ADDRESS => link.address = Some(payload.to_vec()),
+                        IFLA_BROADCAST => link.broadcast = Some(payload.to_vec()),
+                        IFLA_MTU => link.mtu = u32_at(payload, 0),
+                        IFLA_LINK => link.link = u32_at(payload, 0),
+                        IFLA_TXQLEN => link.txqlen = u32_at(payload, 0),
+                        IFLA_OPERSTATE => link.operstate = payload.first().copied(),
+                        IFLA_LINKMODE => link.linkmode = payload.first().copied(),
+                        IFLA_IFALIAS => {
+                            let end = payload
+                                .iter()
+                                .position(|&c| c == 0)
+                                .unwrap_or(payload.len());
+                            link.ifalias =
+                                Some(String::from_utf8_lossy(&payload[..end]).into_owned());
+                        }
+                        IFLA_GROUP => link.group = u32_at(payload, 0),
+                        IFLA_CARRIER => link.carrier = payload.first().copied(),
+                        IFLA_CARRIER_CHANGES => link.carrier_changes = u32_at(payload, 0),
+                        IFLA_CARRIER_UP_COUNT => link.carrier_up_count = u32_at(payload, 0),
+                        IFLA_CARRIER_DOWN_COUNT => link.carrier_down_count = u32_at(payload, 0),
                         IFLA_STATS64 => {
                             for (slot, chunk) in link.stats.iter_mut().zip(payload.chunks_exact(8))
                             {
@@ -243,6 +300,9 @@ mod tests {
 
     fn link(name: &str, stats: &[u64]) -> Vec<u8> {
         let mut body = vec![0u8; IFINFOMSG_LEN];
+        body[4..8].copy_from_slice(&7i32.to_ne_bytes());
+        body.extend(attr(IFLA_MTU, &1500u32.to_ne_bytes()));
+        body.extend(attr(IFLA_ADDRESS, &[2, 0xfc, 0, 0, 0, 1]));
         let mut cname = name.as_bytes().to_vec();
         cname.push(0);
         body.extend(attr(IFLA_IFNAME, &cname));
@@ -266,6 +326,10 @@ mod tests {
         assert_eq!(out[0].name, "veth-ab.c");
         assert_eq!(out[0].stats[RX_BYTES], 1234);
         assert_eq!(out[0].stats[RX_NOHANDLER], 7);
+        assert_eq!(out[0].index, 7);
+        assert_eq!(out[0].mtu, Some(1500));
+        assert_eq!(out[0].address.as_deref(), Some(&[2, 0xfc, 0, 0, 0, 1][..]));
+        assert_eq!(out[0].carrier, None);
         assert_eq!(out[1].stats[RX_NOHANDLER], 0);
         let done = message(NLMSG_DONE, 5, &0u32.to_ne_bytes());
         assert_eq!(parse_batch(&done, 5, &mut out).unwrap(), Batch::Done);
