@@ -32,6 +32,7 @@ const DEVICE_EXCLUDE: &str = "collector.netdev.device-exclude";
 const OLD_DEVICE_EXCLUDE: &str = "collector.netdev.device-blacklist";
 const ADDRESS_INFO: &str = "collector.netdev.address-info";
 const NETLINK: &str = "collector.netdev.netlink";
+const DETAILED: &str = "collector.netdev.enable-detailed-metrics";
 const NO_NETLINK: &str = "no-collector.netdev.netlink";
 
 fn flags(command: clap::Command) -> clap::Command {
@@ -75,6 +76,12 @@ fn flags(command: clap::Command) -> clap::Command {
                 .help("Use netlink to gather stats instead of /proc/net/dev."),
         )
         .arg(
+            Arg::new(DETAILED)
+                .long(DETAILED)
+                .action(ArgAction::SetTrue)
+                .help("Use (incompatible) metric names that provide more detailed stats on Linux"),
+        )
+        .arg(
             Arg::new(NO_NETLINK)
                 .long(NO_NETLINK)
                 .action(ArgAction::SetTrue)
@@ -105,10 +112,18 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
         .flatten()
         .copied()
         .unwrap_or(false);
+    let detailed = ctx
+        .matches
+        .try_get_one::<bool>(DETAILED)
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false);
     Ok(Box::new(NetdevCollector::new(
         filter,
         netlink,
         address_info,
+        detailed,
     )))
 }
 
@@ -159,12 +174,63 @@ struct Device {
     name: String,
     values: [u64; 16],
     nohandler: u64,
+    /// The unfolded counters, when read over netlink (for the detailed metrics).
+    raw: Option<[u64; netlink::STATS64_FIELDS]>,
 }
+
+/// `--collector.netdev.enable-detailed-metrics` names over netlink, in `rtnl_link_stats64` order.
+const DETAILED_NETLINK: [&str; netlink::STATS64_FIELDS] = [
+    "receive_packets",
+    "transmit_packets",
+    "receive_bytes",
+    "transmit_bytes",
+    "receive_errors",
+    "transmit_errors",
+    "receive_dropped",
+    "transmit_dropped",
+    "multicast",
+    "collisions",
+    "receive_length_errors",
+    "receive_over_errors",
+    "receive_crc_errors",
+    "receive_frame_errors",
+    "receive_fifo_errors",
+    "receive_missed_errors",
+    "transmit_aborted_errors",
+    "transmit_carrier_errors",
+    "transmit_fifo_errors",
+    "transmit_heartbeat_errors",
+    "transmit_window_errors",
+    "receive_compressed",
+    "transmit_compressed",
+    "receive_nohandler",
+];
+
+/// The detailed names of the /proc/net/dev columns (COLUMNS order).
+const DETAILED_PROC: [&str; 16] = [
+    "receive_bytes",
+    "receive_packets",
+    "receive_errors",
+    "receive_dropped",
+    "receive_fifo",
+    "receive_frame",
+    "receive_compressed",
+    "receive_multicast",
+    "transmit_bytes",
+    "transmit_packets",
+    "transmit_errors",
+    "transmit_dropped",
+    "transmit_fifo",
+    "transmit_colls",
+    "transmit_carrier",
+    "transmit_compressed",
+];
 
 struct NetdevCollector {
     filter: DeviceFilter,
     netlink: bool,
     address_info: bool,
+    detailed: bool,
     text: String,
     attr: String,
     attr_path: PathBuf,
@@ -178,7 +244,7 @@ struct NetdevCollector {
 }
 
 impl NetdevCollector {
-    fn new(filter: DeviceFilter, netlink: bool, address_info: bool) -> Self {
+    fn new(filter: DeviceFilter, netlink: bool, address_info: bool, detailed: bool) -> Self {
         let mut names: Vec<String> = COLUMNS
             .iter()
             .map(|c| format!("node_network_{c}_total"))
@@ -188,6 +254,7 @@ impl NetdevCollector {
             filter,
             netlink,
             address_info,
+            detailed,
             text: String::new(),
             attr: String::new(),
             attr_path: PathBuf::new(),
@@ -283,6 +350,7 @@ impl NetdevCollector {
                 name: link.name.clone(),
                 values: legacy_values(&link.stats),
                 nohandler: link.stats[netlink::RX_NOHANDLER],
+                raw: Some(link.stats),
             });
         }
         true
@@ -318,12 +386,16 @@ impl NetdevCollector {
                 name: parsed.name.to_string(),
                 values: parsed.values,
                 nohandler,
+                raw: None,
             });
         }
         Ok(())
     }
 
     fn write(&mut self, out: &mut MetricWriter<'_, '_>) -> Result<(), std::fmt::Error> {
+        if self.detailed {
+            return self.write_detailed(out);
+        }
         let columns = if self.netlink { 17 } else { 16 };
         for (i, name) in self.names.iter().enumerate().take(columns) {
             if self.devices.is_empty() {
@@ -341,6 +413,44 @@ impl NetdevCollector {
             for d in &self.devices {
                 let value = d.values.get(i).copied().unwrap_or(d.nohandler);
                 family.sample(&[("device", d.name.as_str())], value as f64)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NetdevCollector {
+    /// node_exporter's `--collector.netdev.enable-detailed-metrics` families: the counters
+    /// unfolded, named after netlink's (or /proc/net/dev's) fields.
+    fn write_detailed(&mut self, out: &mut MetricWriter<'_, '_>) -> Result<(), std::fmt::Error> {
+        let Some(first) = self.devices.first() else {
+            return Ok(());
+        };
+        let from_netlink = first.raw.is_some();
+        let keys: &[&str] = if from_netlink {
+            &DETAILED_NETLINK
+        } else {
+            &DETAILED_PROC
+        };
+        let mut name = String::new();
+        for (i, key) in keys.iter().enumerate() {
+            name.clear();
+            name.push_str("node_network_");
+            name.push_str(key);
+            name.push_str("_total");
+            self.help.clear();
+            self.help.push_str("Network device statistic ");
+            self.help.push_str(key);
+            self.help.push('.');
+            let mut family = out.family(&name, &self.help, Kind::Counter)?;
+            for d in &self.devices {
+                let value = match &d.raw {
+                    Some(raw) => raw.get(i).copied(),
+                    None => d.values.get(i).copied(),
+                };
+                if let Some(v) = value {
+                    family.sample(&[("device", d.name.as_str())], v as f64)?;
+                }
             }
         }
         Ok(())
@@ -480,7 +590,7 @@ mod tests {
     #[test]
     fn golden() {
         let root = fixture("basic");
-        let mut collector = NetdevCollector::new(DeviceFilter::default(), true, false);
+        let mut collector = NetdevCollector::new(DeviceFilter::default(), true, false, false);
         collector.try_socket = false;
         let text = render("netdev", Box::new(collector), Paths::fixture(&root));
         assert_golden(&root.join("golden/netdev.prom"), &text);
@@ -495,7 +605,7 @@ mod tests {
         };
         let text = render(
             "netdev",
-            Box::new(NetdevCollector::new(filter, false, false)),
+            Box::new(NetdevCollector::new(filter, false, false, false)),
             Paths::fixture(&root),
         );
         for name in ["eth0.100", "br-lan", "veth-ab.c"] {
@@ -558,7 +668,7 @@ mod tests {
         };
         let text = render(
             "netdev",
-            Box::new(NetdevCollector::new(filter, true, false)),
+            Box::new(NetdevCollector::new(filter, true, false, false)),
             Paths::fixture(&fixture("odd")),
         );
         assert!(
@@ -600,5 +710,39 @@ mod tests {
         );
         assert_eq!(v[7], 1 << MULTICAST);
         assert_eq!(v[13], 1 << COLLISIONS);
+    }
+
+    #[test]
+    fn detailed_metrics_names() {
+        let root = fixture("odd");
+        let mut proc_mode = NetdevCollector::new(DeviceFilter::default(), false, false, true);
+        proc_mode.try_socket = false;
+        let text = render("netdev", Box::new(proc_mode), Paths::fixture(&root));
+        assert!(
+            text.contains("node_network_receive_errors_total{device=\"br-lan\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node_network_transmit_dropped_total{device=\"br-lan\"} 12"),
+            "{text}"
+        );
+        assert!(!text.contains("receive_errs"), "{text}");
+        let filter = DeviceFilter {
+            exclude: None,
+            include: Some(regex::Regex::new("^lo$").unwrap()),
+        };
+        let netlink_mode = NetdevCollector::new(filter, true, false, true);
+        let text = render("netdev", Box::new(netlink_mode), Paths::fixture(&root));
+        for key in [
+            "receive_missed_errors",
+            "transmit_window_errors",
+            "multicast",
+            "collisions",
+        ] {
+            assert!(
+                text.contains(&format!("node_network_{key}_total{{device=\"lo\"}}")),
+                "{key}: {text}"
+            );
+        }
     }
 }
