@@ -462,12 +462,15 @@ struct CachedFile {
 
 struct TextfileCollector {
     directory: PathBuf,
+    /// The directory flag compiled as a glob, when it has glob characters.
+    pattern: Option<Vec<GlobPart>>,
     cache: HashMap<PathBuf, CachedFile>,
 }
 
 impl TextfileCollector {
     fn new(directory: PathBuf) -> Self {
         TextfileCollector {
+            pattern: compile_glob(&directory.to_string_lossy()),
             directory,
             cache: HashMap::new(),
         }
@@ -545,20 +548,29 @@ impl Collector for TextfileCollector {
     ) -> Result<(), CollectorError> {
         let mut errored = false;
         let mut files: Vec<PathBuf> = Vec::new();
-        if !self.directory.as_os_str().is_empty() {
-            match std::fs::read_dir(&self.directory) {
+        // Like node_exporter, the flag may be a glob of directories; a pattern matching
+        // nothing (or no pattern) is read as a plain directory.
+        let mut directories = self.pattern.as_ref().map(|p| glob(p)).unwrap_or_default();
+        if directories.is_empty() {
+            directories.push(self.directory.clone());
+        }
+        for directory in directories {
+            if directory.as_os_str().is_empty() {
+                continue;
+            }
+            match std::fs::read_dir(&directory) {
                 Ok(entries) => {
                     for entry in entries.flatten() {
                         let name = entry.file_name();
                         if name.to_string_lossy().ends_with(".prom") {
-                            files.push(self.directory.join(name));
+                            files.push(directory.join(name));
                         }
                     }
                 }
                 Err(e) => {
                     errored = true;
                     tracing::error!(
-                        path = %self.directory.display(),
+                        path = %directory.display(),
                         error = %e,
                         "failed to read textfile collector directory"
                     );
@@ -642,6 +654,97 @@ impl Collector for TextfileCollector {
         )?;
         Ok(())
     }
+}
+
+/// One path component of a glob.
+enum GlobPart {
+    Literal(String),
+    Pattern(regex::Regex),
+}
+
+/// Go's `filepath.Match` syntax for one component (`*`, `?`, `[...]`/`[^...]`, `\\` escapes)
+/// as an anchored regex; `None` for a malformed pattern.
+fn component_regex(component: &str) -> Option<regex::Regex> {
+    let mut re = String::from("^");
+    let mut chars = component.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '\\' => re.push_str(&regex::escape(&chars.next()?.to_string())),
+            '[' => {
+                re.push('[');
+                let mut first = true;
+                loop {
+                    let c = chars.next()?;
+                    match c {
+                        ']' if !first => break,
+                        '^' if first => re.push('^'),
+                        '\\' => re.push_str(&regex::escape(&chars.next()?.to_string())),
+                        '-' => re.push('-'),
+                        other => re.push_str(&regex::escape(&other.to_string())),
+                    }
+                    first = false;
+                }
+                re.push(']');
+            }
+            other => re.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).ok()
+}
+
+/// Compiles `pattern` when it has glob characters; `None` for a plain (or malformed) path.
+fn compile_glob(pattern: &str) -> Option<Vec<GlobPart>> {
+    if !pattern.contains(['*', '?', '[']) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if pattern.starts_with('/') {
+        parts.push(GlobPart::Literal("/".into()));
+    }
+    for component in pattern.split('/').filter(|c| !c.is_empty()) {
+        if component.contains(['*', '?', '[', '\\']) {
+            parts.push(GlobPart::Pattern(component_regex(component)?));
+        } else {
+            parts.push(GlobPart::Literal(component.into()));
+        }
+    }
+    Some(parts)
+}
+
+/// The existing paths matching a compiled glob, sorted (Go's `filepath.Glob`).
+fn glob(parts: &[GlobPart]) -> Vec<PathBuf> {
+    let mut current = vec![PathBuf::new()];
+    for part in parts {
+        let mut next = Vec::new();
+        for base in &current {
+            match part {
+                GlobPart::Literal(name) => next.push(base.join(name)),
+                GlobPart::Pattern(re) => {
+                    let dir = if base.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        base.as_path()
+                    };
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
+                    let mut names: Vec<String> = entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| re.is_match(n))
+                        .collect();
+                    names.sort();
+                    next.extend(names.into_iter().map(|n| base.join(n)));
+                }
+            }
+        }
+        current = next;
+    }
+    current.retain(|p| p.exists());
+    current
 }
 
 /// HELP text escaped for the exposition (the encoder writes it verbatim).
@@ -874,5 +977,27 @@ mod tests {
         ] {
             assert!(parse_text(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn directory_globs() {
+        let root = fixture("basic");
+        let pattern = format!("{}/textf?le", root.display());
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new(PathBuf::from(&pattern))),
+            Paths::fixture(&root),
+        );
+        assert!(text.contains("node_textfile_scrape_error 0"), "{text}");
+        assert!(text.contains("apt_upgrades_pending"), "{text}");
+        let parts =
+            compile_glob(&format!("{}/*/textfile", root.parent().unwrap().display())).unwrap();
+        let found = glob(&parts);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].ends_with("basic/textfile") && found[1].ends_with("odd/textfile"));
+        assert!(compile_glob("/var/lib/node_exporter").is_none());
+        assert!(component_regex("[a-").is_none());
+        assert!(component_regex("[!x]*.prom").unwrap().is_match("!abc.prom"));
+        assert!(component_regex("[^x]?").unwrap().is_match("ab"));
     }
 }
