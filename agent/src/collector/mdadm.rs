@@ -39,9 +39,9 @@ pub struct MdstatParser {
 impl MdstatParser {
     pub fn new() -> Self {
         MdstatParser {
-            status: Regex::new(r"(\d+) blocks .*\[(\d+)/(\d+)\] \[([U_]+)\]")
+            status: Regex::new(r"([0-9]+) blocks .*\[([0-9]+)/([0-9]+)\] \[([U_]+)\]")
                 .expect("static regex"),
-            recovery_blocks: Regex::new(r"\((\d+)/\d+\)").expect("static regex"),
+            recovery_blocks: Regex::new(r"\(([0-9]+)/[0-9]+\)").expect("static regex"),
         }
     }
 
