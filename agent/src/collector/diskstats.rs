@@ -201,6 +201,16 @@ pub fn parse_diskstats_line(line: &str) -> Option<DiskLine<'_>> {
     })
 }
 
+/// `major minor name` and four numbers: a partition line of a 2.6 kernel.
+fn is_short_partition_line(line: &str) -> bool {
+    let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+    fields.len() == 7
+        && fields
+            .iter()
+            .enumerate()
+            .all(|(i, f)| i == 2 || f.parse::<u64>().is_ok())
+}
+
 /// The udev properties (`E:` lines of /run/udev/data/b<major>:<minor>) node_exporter uses.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct UdevInfo {
@@ -302,7 +312,11 @@ impl Collector for DiskstatsCollector {
                 continue;
             }
             let Some(parsed) = parse_diskstats_line(line) else {
-                ctx.malformed(&path, line);
+                // Partitions on 2.6 kernels have only 4 counters: skipped silently, as procfs
+                // does; anything else that does not parse is malformed.
+                if !is_short_partition_line(line) {
+                    ctx.malformed(&path, line);
+                }
                 continue;
             };
             if self.filter.ignored(parsed.device) {

@@ -49,10 +49,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
         .flatten()
         .copied()
         .unwrap_or(false);
-    Ok(Box::new(NetclassCollector::new(
-        ignored,
-        ignore_invalid_speed,
-    )))
+    let mut collector = NetclassCollector::new(ignored, ignore_invalid_speed);
+    // rtnetlink answers for this process's network namespace; a sysfs mounted elsewhere
+    // (`--path.sysfs=/host/sys` in a container) may show another one's interfaces.
+    collector.try_socket = ctx.paths.sysfs == Path::new("/sys");
+    Ok(Box::new(collector))
 }
 
 /// The integer attributes, in the order node_exporter emits their families:
