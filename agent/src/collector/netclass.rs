@@ -23,6 +23,8 @@ pub static REGISTRATION: Registration = Registration {
 
 const IGNORED_DEVICES: &str = "collector.netclass.ignored-devices";
 const IGNORE_INVALID_SPEED: &str = "collector.netclass.ignore-invalid-speed";
+const NETLINK_VARIANT: &str = "collector.netclass.netlink";
+const RTNL_WITH_STATS: &str = "collector.netclass_rtnl.with-stats";
 
 fn flags(command: clap::Command) -> clap::Command {
     command
@@ -38,6 +40,20 @@ fn flags(command: clap::Command) -> clap::Command {
                 .action(ArgAction::SetTrue)
                 .help("Ignore devices where the speed is invalid. This will be the default behavior in 2.x."),
         )
+        // node_exporter 1.5's rtnetlink variant of this collector is not implemented; its flags
+        // are accepted so that existing command lines still start the agent.
+        .arg(
+            Arg::new(NETLINK_VARIANT)
+                .long(NETLINK_VARIANT)
+                .action(ArgAction::SetTrue)
+                .hide(true),
+        )
+        .arg(
+            Arg::new(RTNL_WITH_STATS)
+                .long(RTNL_WITH_STATS)
+                .action(ArgAction::SetTrue)
+                .hide(true),
+        )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
@@ -49,6 +65,18 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
         .flatten()
         .copied()
         .unwrap_or(false);
+    if ctx
+        .matches
+        .try_get_one::<bool>(NETLINK_VARIANT)
+        .ok()
+        .flatten()
+        == Some(&true)
+    {
+        tracing::warn!(
+            "--{NETLINK_VARIANT}: node_exporter's rtnetlink variant of netclass is not implemented, \
+             serving the /sys/class/net families"
+        );
+    }
     let mut collector = NetclassCollector::new(ignored, ignore_invalid_speed);
     // rtnetlink answers for this process's network namespace; a sysfs mounted elsewhere
     // (`--path.sysfs=/host/sys` in a container) may show another one's interfaces.

@@ -317,6 +317,8 @@ mod tests {
             "--collector.textfile.directory=/nonexistent",
             "--collector.netclass.ignore-invalid-speed",
             "--collector.bcache.priorityStats",
+            "--collector.netclass.netlink",
+            "--collector.netdev.enable-detailed-metrics",
         ]);
         crate::cli::build_collectors(&matches(&args), &paths).unwrap();
     }
