@@ -21,51 +21,80 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 pub mod arp;
+pub mod bcache;
+pub mod btrfs;
 pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
+pub mod diskstats;
+pub mod edac;
 pub mod entropy;
 pub mod filefd;
+pub mod filesystem;
+pub mod hwmon;
 pub mod loadavg;
+pub mod mdadm;
 pub mod meminfo;
+pub mod netclass;
+pub mod netdev;
+pub mod netlink;
 pub mod netstat;
+pub mod nfs;
 pub mod os;
+pub mod powersupplyclass;
 pub mod pressure;
 pub mod schedstat;
 pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
+pub mod textfile;
+pub mod thermal_zone;
 pub mod time;
 pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod util;
 pub mod vmstat;
+pub mod xfs;
 
 /// Every collector the agent knows, in the order they run.
 pub static ALL: &[&Registration] = &[
     &arp::REGISTRATION,
+    &bcache::REGISTRATION,
+    &btrfs::REGISTRATION,
     &conntrack::REGISTRATION,
     &cpu::REGISTRATION,
     &cpufreq::REGISTRATION,
+    &diskstats::REGISTRATION,
+    &edac::REGISTRATION,
     &entropy::REGISTRATION,
     &filefd::REGISTRATION,
+    &filesystem::REGISTRATION,
+    &hwmon::REGISTRATION,
     &loadavg::REGISTRATION,
+    &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
+    &netclass::REGISTRATION,
+    &netdev::REGISTRATION,
     &netstat::REGISTRATION,
+    &nfs::REGISTRATION,
     &os::REGISTRATION,
+    &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
     &schedstat::REGISTRATION,
     &selinux::REGISTRATION,
     &sockstat::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &textfile::REGISTRATION,
+    &thermal_zone::REGISTRATION,
     &time::REGISTRATION,
     &timex::REGISTRATION,
     &udp_queues::REGISTRATION,
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
+    &xfs::REGISTRATION,
 ];
 
 /// The enabled collectors, by name, in the order they run.

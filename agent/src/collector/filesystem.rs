@@ -1,0 +1,931 @@
+//! `filesystem`: size, free and available bytes, inodes, read-only state and stat errors of every
+//! mounted filesystem, as node_exporter 1.5 reports them.
+//!
+//! Mounts come from /proc/1/mounts (or /proc/mounts when hidepid hides pid 1), filtered by mount
+//! point and filesystem type. `statfs` runs on a worker thread so that a hung mount (a dead NFS
+//! server) never blocks a scrape: after `--collector.filesystem.mount-timeout` the mount is
+//! reported with `node_filesystem_device_error` 1, remembered as stuck and skipped until its
+//! stat finally returns, when the worker clears it.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use clap::Arg;
+
+use super::util::parse_go_duration;
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
+    Registration,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "filesystem",
+    default_enabled: true,
+    flags,
+    build,
+};
+
+const MOUNT_POINTS_EXCLUDE: &str = "collector.filesystem.mount-points-exclude";
+const OLD_MOUNT_POINTS_EXCLUDE: &str = "collector.filesystem.ignored-mount-points";
+const FS_TYPES_EXCLUDE: &str = "collector.filesystem.fs-types-exclude";
+const OLD_FS_TYPES_EXCLUDE: &str = "collector.filesystem.ignored-fs-types";
+const MOUNT_TIMEOUT: &str = "collector.filesystem.mount-timeout";
+
+pub const DEFAULT_MOUNT_POINTS_EXCLUDED: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+pub const DEFAULT_FS_TYPES_EXCLUDED: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+
+fn flags(command: clap::Command) -> clap::Command {
+    command
+        .arg(
+            Arg::new(MOUNT_POINTS_EXCLUDE)
+                .long(MOUNT_POINTS_EXCLUDE)
+                .default_value(DEFAULT_MOUNT_POINTS_EXCLUDED)
+                .help("Regexp of mount points to exclude for filesystem collector."),
+        )
+        .arg(
+            Arg::new(OLD_MOUNT_POINTS_EXCLUDE)
+                .long(OLD_MOUNT_POINTS_EXCLUDE)
+                .hide(true)
+                .help("Regexp of mount points to ignore for filesystem collector."),
+        )
+        .arg(
+            Arg::new(FS_TYPES_EXCLUDE)
+                .long(FS_TYPES_EXCLUDE)
+                .default_value(DEFAULT_FS_TYPES_EXCLUDED)
+                .help("Regexp of filesystem types to exclude for filesystem collector."),
+        )
+        .arg(
+            Arg::new(OLD_FS_TYPES_EXCLUDE)
+                .long(OLD_FS_TYPES_EXCLUDE)
+                .hide(true)
+                .help("Regexp of filesystem types to ignore for filesystem collector."),
+        )
+        .arg(
+            Arg::new(MOUNT_TIMEOUT)
+                .long(MOUNT_TIMEOUT)
+                .default_value("5s")
+                .hide(true)
+                .help("how long to wait for a mount to respond before marking it as stale"),
+        )
+}
+
+/// A flag with a deprecated alias: the alias applies only when the new flag is not given.
+fn flag_or_alias(ctx: &BuildContext<'_>, id: &str, old: &str) -> Result<String, BuildError> {
+    let explicit = ctx.matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    match ctx.flag(old).filter(|v| !v.is_empty()) {
+        Some(_) if explicit => Err(BuildError::Flag {
+            flag: old.to_string(),
+            reason: format!("--{old} and --{id} are mutually exclusive"),
+        }),
+        Some(value) => {
+            tracing::warn!("--{old} is DEPRECATED and will be removed in 2.0.0, use --{id}");
+            Ok(value.to_string())
+        }
+        None => Ok(ctx.flag(id).unwrap_or_default().to_string()),
+    }
+}
+
+fn compile(id: &str, pattern: &str) -> Result<regex::Regex, BuildError> {
+    // Go's MatchString: unanchored, as node_exporter compiles these.
+    regex::Regex::new(pattern).map_err(|e| BuildError::Flag {
+        flag: id.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    let mount_points = flag_or_alias(ctx, MOUNT_POINTS_EXCLUDE, OLD_MOUNT_POINTS_EXCLUDE)?;
+    let fs_types = flag_or_alias(ctx, FS_TYPES_EXCLUDE, OLD_FS_TYPES_EXCLUDE)?;
+    let timeout_text = ctx.flag(MOUNT_TIMEOUT).unwrap_or("5s");
+    let mount_timeout = parse_go_duration(timeout_text).ok_or_else(|| BuildError::Flag {
+        flag: MOUNT_TIMEOUT.to_string(),
+        reason: format!("invalid duration {timeout_text:?}"),
+    })?;
+    Ok(Box::new(FilesystemCollector::new(
+        Filter {
+            mount_points: compile(MOUNT_POINTS_EXCLUDE, &mount_points)?,
+            fs_types: compile(FS_TYPES_EXCLUDE, &fs_types)?,
+        },
+        mount_timeout,
+        Arc::new(statfs),
+    )))
+}
+
+/// The figures node_exporter takes from `statfs(2)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+    pub block_size: u64,
+    pub files: u64,
+    pub files_free: u64,
+}
+
+/// How the collector stats a mount point; tests inject one that hangs.
+pub type StatFn = Arc<dyn Fn(&Path) -> io::Result<StatFs> + Send + Sync>;
+
+/// `statfs(2)` on `path`.
+pub fn statfs(path: &Path) -> io::Result<StatFs> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: c_path is a valid NUL-terminated string and buf is a properly sized out-parameter.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), buf.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs returned 0, so it filled buf.
+    let s = unsafe { buf.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
+    Ok(StatFs {
+        blocks: s.f_blocks as u64,
+        blocks_free: s.f_bfree as u64,
+        blocks_avail: s.f_bavail as u64,
+        block_size: s.f_bsize as u64,
+        files: s.f_files as u64,
+        files_free: s.f_ffree as u64,
+    })
+}
+
+pub struct Filter {
+    pub mount_points: regex::Regex,
+    pub fs_types: regex::Regex,
+}
+
+/// One mount to report, with node_exporter's labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub device: String,
+    pub mount_point: String,
+    pub fs_type: String,
+    pub read_only: bool,
+}
+
+/// Decodes the two escapes node_exporter decodes in mount points (`\040` space, `\011` tab).
+fn unescape_mount_point(raw: &str) -> String {
+    if raw.contains('\\') {
+        raw.replace("\\040", " ").replace("\\011", "\t")
+    } else {
+        raw.to_string()
+    }
+}
+
+/// node_exporter's `rootfsStripPrefix`: mount points as seen from the host's root.
+fn strip_rootfs(mount_point: String, rootfs: &str) -> String {
+    if rootfs == "/" || rootfs.is_empty() {
+        return mount_point;
+    }
+    match mount_point.strip_prefix(rootfs) {
+        Some("") => "/".to_string(),
+        Some(rest) => rest.to_string(),
+        None => mount_point,
+    }
+}
+
+/// Parses /proc/mounts text into the mounts to report: filtered, first occurrence of each
+/// (device, mount point, type) kept. Lines with fewer than four fields are passed to `malformed`.
+pub fn parse_mounts(
+    text: &str,
+    rootfs: &str,
+    filter: &Filter,
+    mut malformed: impl FnMut(&str),
+) -> Vec<Mount> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(device), Some(mount_point), Some(fs_type), Some(options)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            if !line.trim().is_empty() {
+                malformed(line);
+            }
+            continue;
+        };
+        let mount_point = strip_rootfs(unescape_mount_point(mount_point), rootfs);
+        if filter.mount_points.is_match(&mount_point) {
+            continue;
+        }
+        if filter.fs_types.is_match(fs_type) {
+            continue;
+        }
+        if mounts
+            .iter()
+            .any(|m| m.mount_point == mount_point && m.device == device && m.fs_type == fs_type)
+        {
+            continue;
+        }
+        mounts.push(Mount {
+            device: device.to_string(),
+            mount_point,
+            fs_type: fs_type.to_string(),
+            read_only: options.split(',').any(|o| o == "ro"),
+        });
+    }
+    mounts
+}
+
+struct StatRequest {
+    seq: u64,
+    mount_point: String,
+    path: PathBuf,
+}
+
+struct StatReply {
+    seq: u64,
+    result: io::Result<StatFs>,
+}
+
+/// A thread that stats paths one after another. When a stat outlives the timeout the collector
+/// abandons the worker (and starts another); the abandoned one finishes its stat, clears the
+/// mount's stuck mark and exits.
+struct StatWorker {
+    requests: mpsc::Sender<StatRequest>,
+    replies: mpsc::Receiver<StatReply>,
+    abandoned: Arc<AtomicBool>,
+}
+
+type StuckSet = Arc<Mutex<HashSet<String>>>;
+
+fn lock(stuck: &StuckSet) -> MutexGuard<'_, HashSet<String>> {
+    stuck.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StatWorker {
+    fn spawn(stat: StatFn, stuck: StuckSet) -> io::Result<Self> {
+        let (requests, request_rx) = mpsc::channel::<StatRequest>();
+        let (reply_tx, replies) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let abandoned_in_worker = abandoned.clone();
+        std::thread::Builder::new()
+            .name("filesystem-stat".into())
+            .spawn(move || {
+                for request in request_rx {
+                    if abandoned_in_worker.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let result = stat(&request.path);
+                    // Under the lock, so the collector either sees this reply or sees the mount
+                    // unmarked afterwards: never a mount left stuck after its stat returned.
+                    let mut stuck = lock(&stuck);
+                    if stuck.remove(&request.mount_point) {
+                        tracing::debug!(
+                            mountpoint = request.mount_point,
+                            "mount point has recovered, monitoring will resume"
+                        );
+                    }
+                    let _ = reply_tx.send(StatReply {
+                        seq: request.seq,
+                        result,
+                    });
+                }
+            })?;
+        Ok(StatWorker {
+            requests,
+            replies,
+            abandoned,
+        })
+    }
+
+    fn abandon(self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+}
+
+/// What one mount's stat came to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Stat(StatFs),
+    /// The stat failed, timed out, or the mount is still stuck from an earlier timeout.
+    DeviceError,
+}
+
+/// Stats mount points with a timeout, remembering stuck ones across scrapes.
+pub struct Statter {
+    stat: StatFn,
+    timeout: Duration,
+    worker: Option<StatWorker>,
+    stuck: StuckSet,
+    seq: u64,
+}
+
+impl Statter {
+    pub fn new(stat: StatFn, timeout: Duration) -> Self {
+        Statter {
+            stat,
+            timeout,
+            worker: None,
+            stuck: Arc::default(),
+            seq: 0,
+        }
+    }
+
+    pub fn is_stuck(&self, mount_point: &str) -> bool {
+        lock(&self.stuck).contains(mount_point)
+    }
+
+    /// Stats `path` (mount point `mount_point`) unless that mount is stuck; waits at most the
+    /// timeout.
+    pub fn stat(&mut self, mount_point: &str, path: &Path) -> Outcome {
+        let mut outcomes = Vec::new();
+        self.stat_all(&[(mount_point, path)], &mut outcomes);
+        outcomes.pop().unwrap_or(Outcome::DeviceError)
+    }
+
+    /// Stats every `(mount point, path)` into `outcomes` (cleared first), skipping stuck mounts.
+    /// All requests go to the worker at once (one hand-off per scrape, not per mount); each
+    /// reply may take up to the timeout after the previous one, as node_exporter's per-mount
+    /// timeout. After a timeout the rest go to a fresh worker.
+    pub fn stat_all(&mut self, mounts: &[(&str, &Path)], outcomes: &mut Vec<Outcome>) {
+        outcomes.clear();
+        outcomes.resize(mounts.len(), Outcome::DeviceError);
+        let mut pending: Vec<usize> = (0..mounts.len())
+            .filter(|&i| {
+                let stuck = self.is_stuck(mounts[i].0);
+                if stuck {
+                    tracing::debug!(
+                        mountpoint = mounts[i].0,
+                        "mount point is in an unresponsive state"
+                    );
+                }
+                !stuck
+            })
+            .collect();
+        while !pending.is_empty() {
+            let worker = match self.worker.take() {
+                Some(worker) => worker,
+                None => match StatWorker::spawn(self.stat.clone(), self.stuck.clone()) {
+                    Ok(worker) => worker,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a filesystem stat thread");
+                        return;
+                    }
+                },
+            };
+            let first_seq = self.seq + 1;
+            for &i in &pending {
+                self.seq += 1;
+                let (mount_point, path) = mounts[i];
+                let request = StatRequest {
+                    seq: self.seq,
+                    mount_point: mount_point.to_string(),
+                    path: path.to_path_buf(),
+                };
+                if worker.requests.send(request).is_err() {
+                    return;
+                }
+            }
+            let mut timed_out_at = None;
+            'replies: for (n, &i) in pending.iter().enumerate() {
+                let seq = first_seq + n as u64;
+                let deadline = Instant::now() + self.timeout;
+                loop {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match worker.replies.recv_timeout(remaining) {
+                        Ok(reply) if reply.seq == seq => {
+                            outcomes[i] = outcome(reply.result, mounts[i].1);
+                            continue 'replies;
+                        }
+                        Ok(_) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let mut stuck = lock(&self.stuck);
+                            // The reply may have landed just after the timeout.
+                            if let Ok(reply) = worker.replies.try_recv()
+                                && reply.seq == seq
+                            {
+                                drop(stuck);
+                                outcomes[i] = outcome(reply.result, mounts[i].1);
+                                continue 'replies;
+                            }
+                            tracing::debug!(
+                                mountpoint = mounts[i].0,
+                                "mount point timed out, it is being labeled as stuck and will not be monitored"
+                            );
+                            stuck.insert(mounts[i].0.to_string());
+                            timed_out_at = Some(n);
+                            break 'replies;
+                        }
+                    }
+                }
+            }
+            match timed_out_at {
+                None => {
+                    self.worker = Some(worker);
+                    return;
+                }
+                Some(n) => {
+                    // The worker is stuck in the hung stat: it drops the queued requests and
+                    // exits once that returns. The rest go to a new worker.
+                    worker.abandon();
+                    pending.drain(..=n);
+                }
+            }
+        }
+    }
+}
+
+fn outcome(result: io::Result<StatFs>, path: &Path) -> Outcome {
+    match result {
+        Ok(s) => Outcome::Stat(s),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "error on statfs() system call");
+            Outcome::DeviceError
+        }
+    }
+}
+
+struct FilesystemCollector {
+    filter: Filter,
+    statter: Statter,
+    text: String,
+    /// The mounts file the cached `mounts` were parsed from: mounts rarely change.
+    parsed_text: String,
+    mounts: Vec<Mount>,
+    outcomes: Vec<Outcome>,
+    stat_paths: Vec<PathBuf>,
+    source: Option<MountsFile>,
+}
+
+impl FilesystemCollector {
+    fn new(filter: Filter, timeout: Duration, stat: StatFn) -> Self {
+        FilesystemCollector {
+            filter,
+            statter: Statter::new(stat, timeout),
+            text: String::new(),
+            parsed_text: String::new(),
+            mounts: Vec::new(),
+            outcomes: Vec::new(),
+            stat_paths: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// Opens /proc/1/mounts, or /proc/mounts when hidepid hides pid 1.
+    fn open_mounts(ctx: &Context<'_>) -> Result<MountsFile, CollectorError> {
+        let mut path = ctx.paths.proc("1/mounts");
+        let file = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                path = ctx.paths.proc("mounts");
+                std::fs::File::open(&path)
+            }
+            other => other,
+        }
+        .map_err(|e| CollectorError::io(&path, e))?;
+        let pollable = is_procfs(&file);
+        Ok(MountsFile {
+            file,
+            path,
+            pollable,
+        })
+    }
+
+    /// Brings `mounts` up to date. The kernel flags a change of the mount table on an open
+    /// procfs mounts file (POLLPRI), so an unchanged table is neither re-read nor re-parsed;
+    /// other files (fixtures) are re-read every time.
+    fn read_mounts(&mut self, ctx: &Context<'_>) -> Result<(), CollectorError> {
+        use std::io::{Read, Seek};
+        if let Some(source) = &self.source
+            && source.pollable
+            && !mount_table_changed(&source.file)
+        {
+            return Ok(());
+        }
+        let mut source = match self.source.take() {
+            Some(source) => source,
+            None => Self::open_mounts(ctx)?,
+        };
+        self.text.clear();
+        let read = source
+            .file
+            .rewind()
+            .and_then(|()| source.file.read_to_string(&mut self.text));
+        if let Err(e) = read {
+            // Reopen next time (pid 1 may be gone in a container).
+            return Err(CollectorError::io(&source.path, e));
+        }
+        if self.text != self.parsed_text || self.parsed_text.is_empty() {
+            let rootfs = ctx.paths.rootfs.to_string_lossy();
+            let path = &source.path;
+            self.mounts = parse_mounts(&self.text, &rootfs, &self.filter, |line| {
+                ctx.malformed(path, line)
+            });
+            std::mem::swap(&mut self.text, &mut self.parsed_text);
+        }
+        self.source = Some(source);
+        Ok(())
+    }
+}
+
+/// The mounts file kept open across scrapes.
+struct MountsFile {
+    file: std::fs::File,
+    path: PathBuf,
+    /// A procfs mounts file, which reports mount table changes through poll(2).
+    pollable: bool,
+}
+
+fn is_procfs(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: the fd is open for the call's duration and buf is a properly sized out-parameter.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs returned 0, so it filled buf.
+    let s = unsafe { buf.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let magic = s.f_type as i64;
+    magic == PROC_SUPER_MAGIC
+}
+
+/// Whether the kernel reports a mount table change (or an error) on an open procfs mounts file.
+fn mount_table_changed(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: pfd is a valid pollfd array of length 1; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    // The file is always readable (POLLIN); only POLLPRI/POLLERR say the table changed.
+    n < 0 || pfd.revents & (libc::POLLPRI | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+fn root_path(paths: &Paths, mount_point: &str, out: &mut PathBuf) {
+    out.clear();
+    out.push(&paths.rootfs);
+    out.push(mount_point.trim_start_matches('/'));
+}
+
+impl Collector for FilesystemCollector {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        self.read_mounts(ctx)?;
+        self.stat_paths.resize_with(self.mounts.len(), PathBuf::new);
+        for (mount, path) in self.mounts.iter().zip(self.stat_paths.iter_mut()) {
+            root_path(ctx.paths, &mount.mount_point, path);
+        }
+        let requests: Vec<(&str, &Path)> = self
+            .mounts
+            .iter()
+            .zip(&self.stat_paths)
+            .map(|(m, p)| (m.mount_point.as_str(), p.as_path()))
+            .collect();
+        self.statter.stat_all(&requests, &mut self.outcomes);
+        write_families(out, &self.mounts, &self.outcomes)?;
+        Ok(())
+    }
+}
+
+fn labels(m: &Mount) -> [(&'static str, &str); 3] {
+    [
+        ("device", m.device.as_str()),
+        ("mountpoint", m.mount_point.as_str()),
+        ("fstype", m.fs_type.as_str()),
+    ]
+}
+
+/// Writes node_exporter's filesystem families for `mounts` and their stat outcomes.
+fn write_families(
+    out: &mut MetricWriter<'_, '_>,
+    mounts: &[Mount],
+    outcomes: &[Outcome],
+) -> Result<(), std::fmt::Error> {
+    let rows = || mounts.iter().zip(outcomes);
+    let mut family = out.family(
+        "node_filesystem_device_error",
+        "Whether an error occurred while getting statistics for the given device.",
+        Kind::Gauge,
+    )?;
+    for (mount, outcome) in rows() {
+        let error = matches!(outcome, Outcome::DeviceError);
+        family.sample(&labels(mount), if error { 1.0 } else { 0.0 })?;
+    }
+    type Value = fn(&Mount, &StatFs) -> f64;
+    let families: [(&str, &str, Value); 6] = [
+        (
+            "node_filesystem_size_bytes",
+            "Filesystem size in bytes.",
+            |_, s| s.blocks as f64 * s.block_size as f64,
+        ),
+        (
+            "node_filesystem_free_bytes",
+            "Filesystem free space in bytes.",
+            |_, s| s.blocks_free as f64 * s.block_size as f64,
+        ),
+        (
+            "node_filesystem_avail_bytes",
+            "Filesystem space available to non-root users in bytes.",
+            |_, s| s.blocks_avail as f64 * s.block_size as f64,
+        ),
+        (
+            "node_filesystem_files",
+            "Filesystem total file nodes.",
+            |_, s| s.files as f64,
+        ),
+        (
+            "node_filesystem_files_free",
+            "Filesystem total free file nodes.",
+            |_, s| s.files_free as f64,
+        ),
+        (
+            "node_filesystem_readonly",
+            "Filesystem read-only status.",
+            |m, _| if m.read_only { 1.0 } else { 0.0 },
+        ),
+    ];
+    if !outcomes.iter().any(|o| matches!(o, Outcome::Stat(_))) {
+        return Ok(());
+    }
+    for (name, help, value) in families {
+        let mut family = out.family(name, help, Kind::Gauge)?;
+        for (mount, outcome) in rows() {
+            if let Outcome::Stat(s) = outcome {
+                family.sample(&labels(mount), value(mount, s))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::testing::{assert_golden, fixture, render};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn default_filter() -> Filter {
+        Filter {
+            mount_points: regex::Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDED).unwrap(),
+            fs_types: regex::Regex::new(DEFAULT_FS_TYPES_EXCLUDED).unwrap(),
+        }
+    }
+
+    /// A stat that derives its figures from the path, so goldens do not depend on this host.
+    fn fake_stat(path: &Path) -> io::Result<StatFs> {
+        let text = path.to_string_lossy();
+        if text.contains("broken") {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        let n = text.len() as u64;
+        Ok(StatFs {
+            blocks: 1000 * n,
+            blocks_free: 500 * n,
+            blocks_avail: 400 * n,
+            block_size: 4096,
+            files: 100 * n,
+            files_free: 50 * n,
+        })
+    }
+
+    #[test]
+    fn golden() {
+        let root = fixture("basic");
+        let collector = FilesystemCollector::new(
+            default_filter(),
+            Duration::from_secs(5),
+            Arc::new(fake_stat),
+        );
+        let text = render("filesystem", Box::new(collector), Paths::fixture(&root));
+        assert_golden(&root.join("golden/filesystem.prom"), &text);
+    }
+
+    #[test]
+    fn escaped_mount_points_and_malformed_lines() {
+        let root = fixture("odd");
+        let collector = FilesystemCollector::new(
+            default_filter(),
+            Duration::from_secs(5),
+            Arc::new(fake_stat),
+        );
+        let text = render("filesystem", Box::new(collector), Paths::fixture(&root));
+        assert!(text.contains(r#"mountpoint="/mnt/my disk""#), "{text}");
+        assert!(text.contains("mountpoint=\"/mnt/tab\there\""), "{text}");
+        assert_golden(&root.join("golden/filesystem.prom"), &text);
+    }
+
+    #[test]
+    fn filtering_and_dedup() {
+        let text = "\
+/dev/sda1 / ext4 rw,relatime 0 0
+proc /proc proc rw 0 0
+sysfs /sys sysfs rw 0 0
+tmpfs /run tmpfs rw 0 0
+overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0
+/dev/sda1 / ext4 rw,relatime 0 0
+/dev/sdb1 /data xfs ro,noatime 0 0
+short line
+";
+        let mut bad = Vec::new();
+        let mounts = parse_mounts(text, "/", &default_filter(), |l| bad.push(l.to_string()));
+        let names: Vec<_> = mounts.iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(names, ["/", "/run", "/data"]);
+        assert!(mounts[2].read_only && !mounts[0].read_only);
+        assert_eq!(bad, ["short line"]);
+    }
+
+    #[test]
+    fn rootfs_prefix_is_stripped() {
+        let text = "/dev/sda1 /host ext4 rw 0 0\n/dev/sdb1 /host/data xfs rw 0 0\n";
+        let mounts = parse_mounts(text, "/host", &default_filter(), |_| {});
+        let names: Vec<_> = mounts.iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(names, ["/", "/data"]);
+    }
+
+    #[test]
+    fn real_statfs_of_root_works() {
+        let s = statfs(Path::new("/")).expect("statfs /");
+        assert!(s.blocks > 0 && s.block_size > 0);
+        assert!(statfs(Path::new("/definitely/not/here")).is_err());
+    }
+
+    /// A stat that hangs on `/hung` until the test releases it, counting its calls.
+    struct Hang {
+        release: Mutex<Option<mpsc::Receiver<()>>>,
+        calls: AtomicUsize,
+    }
+
+    #[test]
+    fn hung_mount_does_not_block_and_is_skipped_until_it_returns() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let hang = Arc::new(Hang {
+            release: Mutex::new(Some(release_rx)),
+            calls: AtomicUsize::new(0),
+        });
+        let hang_in_stat = hang.clone();
+        let stat: StatFn = Arc::new(move |path: &Path| {
+            if path == Path::new("/hung") {
+                hang_in_stat.calls.fetch_add(1, Ordering::SeqCst);
+                let rx = hang_in_stat.release.lock().unwrap().take();
+                if let Some(rx) = rx {
+                    let _ = rx.recv();
+                }
+            }
+            fake_stat(path)
+        });
+        let timeout = Duration::from_millis(200);
+        let mut statter = Statter::new(stat, timeout);
+
+        let started = Instant::now();
+        assert_eq!(
+            statter.stat("/hung", Path::new("/hung")),
+            Outcome::DeviceError
+        );
+        assert!(started.elapsed() < timeout + Duration::from_secs(2));
+        assert!(statter.is_stuck("/hung"));
+        // Other mounts still answer, on a fresh worker.
+        assert!(matches!(
+            statter.stat("/ok", Path::new("/ok")),
+            Outcome::Stat(_)
+        ));
+        // Later scrapes skip the stuck mount without calling stat again.
+        let started = Instant::now();
+        assert_eq!(
+            statter.stat("/hung", Path::new("/hung")),
+            Outcome::DeviceError
+        );
+        assert!(started.elapsed() < timeout);
+        assert_eq!(hang.calls.load(Ordering::SeqCst), 1);
+
+        // The hung stat returns: the mount is unmarked and monitored again.
+        release_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while statter.is_stuck("/hung") {
+            assert!(Instant::now() < deadline, "stuck mark never cleared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(
+            statter.stat("/hung", Path::new("/hung")),
+            Outcome::Stat(_)
+        ));
+        assert_eq!(hang.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn hung_mount_in_a_scrape_reports_device_error_within_the_timeout() {
+        let (_release_tx, release_rx) = mpsc::channel::<()>();
+        let release = Mutex::new(Some(release_rx));
+        let stat: StatFn = Arc::new(move |path: &Path| {
+            if path.ends_with("mnt/nfs") {
+                let rx = release.lock().unwrap().take();
+                if let Some(rx) = rx {
+                    let _ = rx.recv();
+                }
+            }
+            fake_stat(path)
+        });
+        let root = fixture("hung");
+        let collector =
+            FilesystemCollector::new(default_filter(), Duration::from_millis(200), stat);
+        let started = Instant::now();
+        let text = render("filesystem", Box::new(collector), Paths::fixture(&root));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            text.contains(r#"node_filesystem_device_error{device="server:/export",mountpoint="/mnt/nfs",fstype="nfs4"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"node_filesystem_device_error{device="/dev/sda1",mountpoint="/",fstype="ext4"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(r#"node_filesystem_size_bytes{device="server:/export""#));
+    }
+
+    #[test]
+    fn mounts_after_a_hung_one_are_still_stated_once() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release = Mutex::new(Some(release_rx));
+        let after_calls = Arc::new(AtomicUsize::new(0));
+        let after_calls_in_stat = after_calls.clone();
+        let stat: StatFn = Arc::new(move |path: &Path| {
+            if path == Path::new("/hung") {
+                let rx = release.lock().unwrap().take();
+                if let Some(rx) = rx {
+                    let _ = rx.recv();
+                }
+            }
+            if path == Path::new("/after") {
+                after_calls_in_stat.fetch_add(1, Ordering::SeqCst);
+            }
+            fake_stat(path)
+        });
+        let mut statter = Statter::new(stat, Duration::from_millis(200));
+        let mut outcomes = Vec::new();
+        let started = Instant::now();
+        statter.stat_all(
+            &[
+                ("/before", Path::new("/before")),
+                ("/hung", Path::new("/hung")),
+                ("/after", Path::new("/after")),
+            ],
+            &mut outcomes,
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(outcomes[0], Outcome::Stat(_)));
+        assert_eq!(outcomes[1], Outcome::DeviceError);
+        assert!(matches!(outcomes[2], Outcome::Stat(_)));
+        // Once the hung stat returns, the abandoned worker drops its queued copy of /after.
+        release_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while statter.is_stuck("/hung") {
+            assert!(Instant::now() < deadline, "stuck mark never cleared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(after_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn procfs_mounts_report_changes_by_poll_and_files_are_reread() {
+        let proc_mounts = std::fs::File::open("/proc/self/mounts").unwrap();
+        assert!(is_procfs(&proc_mounts));
+        assert!(
+            !mount_table_changed(&proc_mounts),
+            "no change right after open"
+        );
+
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("proc/1")).unwrap();
+        let mounts = root.path().join("proc/1/mounts");
+        std::fs::write(&mounts, "/dev/sda1 / ext4 rw 0 0\n").unwrap();
+        assert!(!is_procfs(&std::fs::File::open(&mounts).unwrap()));
+        let paths = Paths::fixture(root.path());
+        let malformed = std::sync::atomic::AtomicU64::new(0);
+        let ctx = Context::new(&paths, &malformed);
+        let mut collector = FilesystemCollector::new(
+            default_filter(),
+            Duration::from_secs(5),
+            Arc::new(fake_stat),
+        );
+        collector.read_mounts(&ctx).unwrap();
+        assert_eq!(collector.mounts.len(), 1);
+        std::fs::write(
+            &mounts,
+            "/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 /srv xfs rw 0 0\n",
+        )
+        .unwrap();
+        collector.read_mounts(&ctx).unwrap();
+        assert_eq!(
+            collector.mounts.len(),
+            2,
+            "a regular file is re-read every scrape"
+        );
+    }
+}

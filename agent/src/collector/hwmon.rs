@@ -1,0 +1,482 @@
+//! `hwmon`: hardware sensors from /sys/class/hwmon, named, scaled and labelled as node_exporter
+//! 1.5 does (chip names from the device path, `<type><n>_<property>` files, millivolts → volts,
+//! millidegrees → °C, microwatts → W, microjoules → J).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
+    no_flags,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "hwmon",
+    default_enabled: true,
+    flags: no_flags,
+    build,
+};
+
+fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    Ok(Box::new(HwmonCollector::new()))
+}
+
+const SENSOR_TYPES: [&str; 13] = [
+    "vrm",
+    "beep_enable",
+    "update_interval",
+    "in",
+    "cpu",
+    "fan",
+    "pwm",
+    "temp",
+    "curr",
+    "power",
+    "energy",
+    "humidity",
+    "intrusion",
+];
+
+/// node_exporter's `cleanMetricName`: lower case, anything outside `[a-z0-9:_]` to `_`, trimmed
+/// of `_`.
+pub fn clean_name(name: &str) -> String {
+    let replaced: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    replaced.trim_matches('_').to_string()
+}
+
+/// One sample on its way out: family index, chip, sensor, extra label, value.
+struct Row {
+    family: usize,
+    chip: String,
+    sensor: String,
+    label: Option<String>,
+    value: f64,
+}
+
+struct HwmonCollector {
+    filename: regex::Regex,
+    families: Vec<(String, String, Kind)>,
+    family_index: HashMap<String, usize>,
+    rows: Vec<Row>,
+}
+
+/// `(type, number, property)` of a sensor file name, as node_exporter's `explodeSensorFilename`.
+fn explode<'a>(re: &regex::Regex, filename: &'a str) -> Option<(&'a str, u64, &'a str)> {
+    let caps = re.captures(filename)?;
+    let sensor_type = caps.name("type").map_or("", |m| m.as_str());
+    let id = caps.name("id").map_or("", |m| m.as_str());
+    let number = if id.is_empty() { 0 } else { id.parse().ok()? };
+    let property = caps.name("property").map_or("", |m| m.as_str());
+    Some((sensor_type, number, property))
+}
+
+/// Reads like node_exporter's hwmon `sysReadFile`: one read of up to 128 bytes, newlines trimmed.
+fn read_value(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 128];
+    let n = std::fs::File::open(path).ok()?.read(&mut bytes).ok()?;
+    Some(
+        String::from_utf8_lossy(&bytes[..n])
+            .trim_matches('\n')
+            .to_string(),
+    )
+}
+
+type SensorData = BTreeMap<String, BTreeMap<String, String>>;
+
+impl HwmonCollector {
+    fn new() -> Self {
+        HwmonCollector {
+            filename: regex::Regex::new(r"^(?P<type>[^0-9]+)(?P<id>[0-9]*)?(_(?P<property>.+))?$")
+                .expect("static regex"),
+            families: Vec::new(),
+            family_index: HashMap::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn collect_sensor_data(&self, dir: &Path, data: &mut SensorData) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let Ok(filename) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some((sensor_type, number, property)) = explode(&self.filename, &filename) else {
+                continue;
+            };
+            if !SENSOR_TYPES.contains(&sensor_type) {
+                continue;
+            }
+            let Some(value) = read_value(&entry.path()) else {
+                continue;
+            };
+            data.entry(format!("{sensor_type}{number}"))
+                .or_default()
+                .insert(property.to_string(), value);
+        }
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        help: String,
+        kind: Kind,
+        chip: &str,
+        sensor: &str,
+        value: f64,
+    ) {
+        self.push_labelled(name, help, kind, chip, sensor, None, value);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_labelled(
+        &mut self,
+        name: String,
+        help: String,
+        kind: Kind,
+        chip: &str,
+        sensor: &str,
+        label: Option<String>,
+        value: f64,
+    ) {
+        let family = match self.family_index.get(&name) {
+            Some(&i) => i,
+            None => {
+                self.families.push((name.clone(), help, kind));
+                self.family_index.insert(name, self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        self.rows.push(Row {
+            family,
+            chip: chip.to_string(),
+            sensor: sensor.to_string(),
+            label,
+            value,
+        });
+    }
+
+    fn update_hwmon(&mut self, dir: &Path) -> std::io::Result<()> {
+        let chip = hwmon_name(dir)?;
+        let mut data = SensorData::new();
+        self.collect_sensor_data(dir, &mut data)?;
+        let device = dir.join("device");
+        if std::fs::metadata(&device).is_ok() {
+            self.collect_sensor_data(&device, &mut data)?;
+        }
+        if let Ok(raw) = std::fs::read_to_string(dir.join("name")) {
+            let chip_name = clean_name(&raw);
+            if !chip_name.is_empty() {
+                self.push_labelled(
+                    "node_hwmon_chip_names".into(),
+                    "Annotation metric for human-readable chip names".into(),
+                    Kind::Gauge,
+                    &chip,
+                    "",
+                    Some(chip_name),
+                    1.0,
+                );
+            }
+        }
+        for (sensor, props) in &data {
+            let sensor_type = explode(&self.filename, sensor).map_or("", |(t, _, _)| t);
+            if let Some(label) = props.get("label") {
+                self.push_labelled(
+                    "node_hwmon_sensor_label".into(),
+                    "Label for given chip and sensor".into(),
+                    Kind::Gauge,
+                    &chip,
+                    sensor,
+                    Some(label.clone()),
+                    1.0,
+                );
+            }
+            let plain = props.get("").map(String::as_str);
+            match sensor_type {
+                "beep_enable" => {
+                    let value = if plain == Some("1") { 1.0 } else { 0.0 };
+                    self.push(
+                        "node_hwmon_beep_enabled".into(),
+                        "Hardware beep enabled".into(),
+                        Kind::Gauge,
+                        &chip,
+                        sensor,
+                        value,
+                    );
+                    continue;
+                }
+                "vrm" => {
+                    if let Some(v) = plain.and_then(|p| p.parse::<f64>().ok()) {
+                        self.push(
+                            "node_hwmon_voltage_regulator_version".into(),
+                            "Hardware voltage regulator".into(),
+                            Kind::Gauge,
+                            &chip,
+                            sensor,
+                            v,
+                        );
+                    }
+                    continue;
+                }
+                "update_interval" => {
+                    if let Some(v) = plain.and_then(|p| p.parse::<f64>().ok()) {
+                        self.push(
+                            "node_hwmon_update_interval_seconds".into(),
+                            "Hardware monitor update interval".into(),
+                            Kind::Gauge,
+                            &chip,
+                            sensor,
+                            v * 0.001,
+                        );
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let prefix = format!("node_hwmon_{sensor_type}");
+            for (element, value) in props {
+                if element == "label" {
+                    continue;
+                }
+                let mut name = prefix.clone();
+                if element == "input" {
+                    if plain.is_some() {
+                        name.push_str("_input");
+                    }
+                } else if !element.is_empty() {
+                    name.push('_');
+                    name.push_str(&clean_name(element));
+                }
+                let Ok(v) = value.parse::<f64>() else {
+                    continue;
+                };
+                let element = element.as_str();
+                let (name, help, kind, v) = match (sensor_type, element) {
+                    (_, "fault" | "alarm") => (
+                        name,
+                        format!("Hardware sensor {element} status ({sensor_type})"),
+                        Kind::Gauge,
+                        v,
+                    ),
+                    (_, "beep") => (
+                        name + "_enabled",
+                        "Hardware monitor sensor has beeping enabled".into(),
+                        Kind::Gauge,
+                        v,
+                    ),
+                    ("in" | "cpu", _) => (
+                        name + "_volts",
+                        format!("Hardware monitor for voltage ({element})"),
+                        Kind::Gauge,
+                        v * 0.001,
+                    ),
+                    ("temp", e) if e != "type" => (
+                        name + "_celsius",
+                        format!(
+                            "Hardware monitor for temperature ({})",
+                            if e.is_empty() { "input" } else { e }
+                        ),
+                        Kind::Gauge,
+                        v * 0.001,
+                    ),
+                    ("curr", _) => (
+                        name + "_amps",
+                        format!("Hardware monitor for current ({element})"),
+                        Kind::Gauge,
+                        v * 0.001,
+                    ),
+                    ("energy", _) => (
+                        name + "_joule_total",
+                        format!("Hardware monitor for joules used so far ({element})"),
+                        Kind::Counter,
+                        v / 1_000_000.0,
+                    ),
+                    ("power", "accuracy") => (
+                        name,
+                        "Hardware monitor power meter accuracy, as a ratio".into(),
+                        Kind::Gauge,
+                        v / 1_000_000.0,
+                    ),
+                    (
+                        "power",
+                        "average_interval" | "average_interval_min" | "average_interval_max",
+                    ) => (
+                        name + "_seconds",
+                        format!("Hardware monitor power usage update interval ({element})"),
+                        Kind::Gauge,
+                        v * 0.001,
+                    ),
+                    ("power", _) => (
+                        name + "_watt",
+                        format!("Hardware monitor for power usage in watts ({element})"),
+                        Kind::Gauge,
+                        v / 1_000_000.0,
+                    ),
+                    ("humidity", _) => (
+                        name,
+                        format!(
+                            "Hardware monitor for humidity, as a ratio (multiply with 100.0 to get the humidity as a percentage) ({element})"
+                        ),
+                        Kind::Gauge,
+                        v / 1_000_000.0,
+                    ),
+                    ("fan", "input" | "min" | "max" | "target") => (
+                        name + "_rpm",
+                        format!("Hardware monitor for fan revolutions per minute ({element})"),
+                        Kind::Gauge,
+                        v,
+                    ),
+                    _ => (
+                        name,
+                        format!("Hardware monitor {sensor_type} element {element}"),
+                        Kind::Gauge,
+                        v,
+                    ),
+                };
+                self.push(name, help, kind, &chip, sensor, v);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// node_exporter's `hwmonName`: `<device type>_<device name>` from the device link, else the
+/// `name` attribute, else the directory's own name, all cleaned.
+fn hwmon_name(dir: &Path) -> std::io::Result<String> {
+    if let Ok(device) = std::fs::canonicalize(dir.join("device")) {
+        let dev_name = device
+            .file_name()
+            .map(|n| clean_name(&n.to_string_lossy()))
+            .unwrap_or_default();
+        let dev_type = device
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| clean_name(&n.to_string_lossy()))
+            .unwrap_or_default();
+        if !dev_type.is_empty() && !dev_name.is_empty() {
+            return Ok(format!("{dev_type}_{dev_name}"));
+        }
+        if !dev_name.is_empty() {
+            return Ok(dev_name);
+        }
+    }
+    if let Ok(raw) = std::fs::read_to_string(dir.join("name")) {
+        let name = clean_name(&raw);
+        if !name.is_empty() {
+            return Ok(name);
+        }
+    }
+    let real = std::fs::canonicalize(dir)?;
+    let name = real
+        .file_name()
+        .map(|n| clean_name(&n.to_string_lossy()))
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "could not derive a monitoring name for {}",
+            dir.display()
+        )));
+    }
+    Ok(name)
+}
+
+impl Collector for HwmonCollector {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        let class = ctx.paths.sys("class/hwmon");
+        let mut names = match super::util::sorted_dir_names(&class) {
+            Ok(Some(names)) => names,
+            Ok(None) => return Err(CollectorError::NoData),
+            Err(e) => return Err(CollectorError::io(&class, e)),
+        };
+        names.retain(|n| std::fs::metadata(class.join(n)).is_ok_and(|m| m.is_dir()));
+        self.rows.clear();
+        self.families.clear();
+        self.family_index.clear();
+        let mut last_error = None;
+        for name in names {
+            let dir = class.join(&name);
+            if let Err(e) = self.update_hwmon(&dir) {
+                last_error = Some(CollectorError::io(&dir, e));
+            }
+        }
+        // Families contiguous, in the order first seen.
+        self.rows.sort_by_key(|r| r.family);
+        let mut rows = self.rows.iter().peekable();
+        while let Some(first) = rows.peek() {
+            let index = first.family;
+            let Some((name, help, kind)) = self.families.get(index) else {
+                break;
+            };
+            let mut family = out.family(name, help, *kind)?;
+            while let Some(row) = rows.next_if(|r| r.family == index) {
+                match (name.as_str(), &row.label) {
+                    ("node_hwmon_chip_names", Some(chip_name)) => family
+                        .sample(&[("chip", &row.chip), ("chip_name", chip_name)], row.value)?,
+                    (_, Some(label)) => family.sample(
+                        &[
+                            ("chip", &row.chip),
+                            ("sensor", &row.sensor),
+                            ("label", label),
+                        ],
+                        row.value,
+                    )?,
+                    (_, None) => {
+                        family.sample(&[("chip", &row.chip), ("sensor", &row.sensor)], row.value)?
+                    }
+                }
+            }
+        }
+        match last_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Paths;
+    use crate::collector::testing::{assert_golden, fixture, render};
+
+    #[test]
+    fn golden() {
+        let root = fixture("basic");
+        let text = render(
+            "hwmon",
+            Box::new(HwmonCollector::new()),
+            Paths::fixture(&root),
+        );
+        assert_golden(&root.join("golden/hwmon.prom"), &text);
+    }
+
+    #[test]
+    fn names_and_filenames() {
+        assert_eq!(clean_name("coretemp.0\n"), "coretemp_0");
+        assert_eq!(clean_name("0000:00:18.3"), "0000:00:18_3");
+        let re = HwmonCollector::new().filename;
+        assert_eq!(explode(&re, "temp1_input"), Some(("temp", 1, "input")));
+        assert_eq!(explode(&re, "beep_enable"), Some(("beep_enable", 0, "")));
+        assert_eq!(
+            explode(&re, "power1_average_interval"),
+            Some(("power", 1, "average_interval"))
+        );
+        assert_eq!(explode(&re, "pwm2"), Some(("pwm", 2, "")));
+        assert_eq!(explode(&re, "1abc"), None);
+    }
+}

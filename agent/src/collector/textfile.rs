@@ -1,0 +1,1003 @@
+//! `textfile`: re-exposes the metrics of `*.prom` files in `--collector.textfile.directory`, with
+//! `node_textfile_mtime_seconds` per file read and `node_textfile_scrape_error`.
+//!
+//! Files are other people's output, so they are parsed by a strict, small parser of the
+//! Prometheus text format (what node_exporter's expfmt.TextParser accepts); any problem in a
+//! file drops that whole file and sets `node_textfile_scrape_error` to 1. Parsed files are cached
+//! by (inode, size, mtime), so an unchanged file is not re-read.
+//!
+//! Two things the encoder underneath cannot express are approximated, keeping node_exporter's
+//! series (names and label values) but not the type: a counter whose name does not end in
+//! `_total` is exposed as untyped, and histograms and summaries as untyped families
+//! `<name>_bucket`/`<name>` (with Go-formatted `le`/`quantile`), `<name>_sum`, `<name>_count`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use clap::Arg;
+
+use super::util::go_float;
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "textfile",
+    default_enabled: true,
+    flags,
+    build,
+};
+
+const DIRECTORY: &str = "collector.textfile.directory";
+
+fn flags(command: clap::Command) -> clap::Command {
+    command.arg(
+        Arg::new(DIRECTORY)
+            .long(DIRECTORY)
+            .default_value("")
+            .help("Directory to read text files with metrics from."),
+    )
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    let directory = ctx.flag(DIRECTORY).unwrap_or_default();
+    Ok(Box::new(TextfileCollector::new(PathBuf::from(directory))))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyType {
+    Counter,
+    Gauge,
+    Untyped,
+    Histogram,
+    Summary,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Simple(f64),
+    Histogram {
+        sum: f64,
+        count: f64,
+        /// (upper bound, cumulative count) as written in the file.
+        buckets: Vec<(f64, f64)>,
+    },
+    Summary {
+        sum: f64,
+        count: f64,
+        quantiles: Vec<(f64, f64)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub labels: Vec<(String, String)>,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedFamily {
+    pub name: String,
+    pub help: Option<String>,
+    pub kind: FamilyType,
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
+}
+
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// Go's ParseFloat as the text format uses it: also `+Inf`, `-Inf`, `NaN`.
+fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        _ if s
+            .bytes()
+            .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') =>
+        {
+            None
+        }
+        _ => s.parse().ok(),
+    }
+}
+
+/// Unescapes a HELP text (`\\` and `\n`).
+fn unescape_help(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('\\') => out.push('\\'),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses `{a="b",c="d"}` at the start of `s`; returns the labels and the rest after `}`.
+/// Label pairs in file order.
+type LabelPairs = Vec<(String, String)>;
+
+fn parse_labels(s: &str) -> Result<(LabelPairs, &str), String> {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    let mut rest = s.strip_prefix('{').ok_or("expected '{'")?;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .ok_or("unterminated label set")?;
+        let name = &rest[..name_len];
+        if !valid_label_name(name) {
+            return Err(format!("invalid label name {name:?}"));
+        }
+        rest = rest[name_len..].trim_start();
+        rest = rest
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected '=' after label name {name:?}"))?
+            .trim_start();
+        rest = rest
+            .strip_prefix('"')
+            .ok_or_else(|| format!("expected '\"' for the value of label {name:?}"))?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err(format!("unterminated value of label {name:?}")),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    _ => return Err(format!("invalid escape in value of label {name:?}")),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        rest = &rest[end + 1..];
+        if labels.iter().any(|(n, _)| n == name) {
+            return Err(format!("duplicate label name {name:?}"));
+        }
+        labels.push((name.to_string(), value));
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return Err("expected ',' or '}' in label set".into());
+        }
+    }
+}
+
+struct Parser {
+    families: Vec<ParsedFamily>,
+    index: HashMap<String, usize>,
+    /// Families that had a TYPE line.
+    typed: std::collections::HashSet<String>,
+}
+
+impl Parser {
+    fn family(&mut self, name: &str) -> &mut ParsedFamily {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                self.families.push(ParsedFamily {
+                    name: name.to_string(),
+                    help: None,
+                    kind: FamilyType::Untyped,
+                    metrics: Vec::new(),
+                });
+                self.index.insert(name.to_string(), self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        &mut self.families[i]
+    }
+
+    /// The family a sample named `name` belongs to, and which part of it the sample is.
+    fn owner(&self, name: &str) -> (String, Part) {
+        for (suffix, part) in [
+            ("_bucket", Part::Bucket),
+            ("_sum", Part::Sum),
+            ("_count", Part::Count),
+        ] {
+            if let Some(base) = name.strip_suffix(suffix)
+                && let Some(&i) = self.index.get(base)
+            {
+                let kind = self.families[i].kind;
+                let fits = match part {
+                    Part::Bucket => kind == FamilyType::Histogram,
+                    _ => matches!(kind, FamilyType::Histogram | FamilyType::Summary),
+                };
+                if fits {
+                    return (base.to_string(), part);
+                }
+            }
+        }
+        (name.to_string(), Part::Value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Value,
+    Bucket,
+    Sum,
+    Count,
+}
+
+/// Parses a whole file of the Prometheus text format (0.0.4).
+pub fn parse_text(text: &str) -> Result<Vec<ParsedFamily>, ParseError> {
+    let mut p = Parser {
+        families: Vec::new(),
+        index: HashMap::new(),
+        typed: Default::default(),
+    };
+    for (number, line) in text.lines().enumerate() {
+        let err = |reason: String| ParseError {
+            line: number + 1,
+            reason,
+        };
+        let line = line.trim_start();
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let comment = comment.trim_start();
+            let (keyword, rest) = comment.split_once([' ', '\t']).unwrap_or((comment, ""));
+            if keyword != "HELP" && keyword != "TYPE" {
+                continue;
+            }
+            let rest = rest.trim_start();
+            let (name, arg) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
+            if !valid_metric_name(name) {
+                return Err(err(format!(
+                    "invalid metric name {name:?} in {keyword} line"
+                )));
+            }
+            let family = p.family(name);
+            if keyword == "HELP" {
+                if family.help.is_some() {
+                    return Err(err(format!("second HELP line for metric name {name:?}")));
+                }
+                family.help = Some(unescape_help(arg));
+            } else {
+                if !p.typed.insert(name.to_string()) {
+                    return Err(err(format!("second TYPE line for metric name {name:?}")));
+                }
+                let family = p.family(name);
+                if !family.metrics.is_empty() {
+                    return Err(err(format!(
+                        "TYPE line for metric name {name:?} must be before any samples"
+                    )));
+                }
+                family.kind = match arg.trim() {
+                    "counter" => FamilyType::Counter,
+                    "gauge" => FamilyType::Gauge,
+                    "untyped" => FamilyType::Untyped,
+                    "histogram" => FamilyType::Histogram,
+                    "summary" => FamilyType::Summary,
+                    other => return Err(err(format!("unknown metric type {other:?}"))),
+                };
+            }
+            continue;
+        }
+        // A sample: name, optional labels, value, optional timestamp.
+        let name_len = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(line.len());
+        let sample_name = &line[..name_len];
+        if !valid_metric_name(sample_name) {
+            return Err(err(format!("invalid metric name in line {line:?}")));
+        }
+        let mut rest = line[name_len..].trim_start();
+        let mut labels = Vec::new();
+        if rest.starts_with('{') {
+            let (parsed, after) = parse_labels(rest).map_err(err)?;
+            labels = parsed;
+            rest = after;
+        }
+        let mut fields = rest.split_ascii_whitespace();
+        let value_text = fields
+            .next()
+            .ok_or_else(|| err(format!("missing value in line {line:?}")))?;
+        let value =
+            parse_value(value_text).ok_or_else(|| err(format!("invalid value {value_text:?}")))?;
+        if let Some(ts) = fields.next() {
+            if ts.parse::<i64>().is_err() {
+                return Err(err(format!("invalid timestamp {ts:?}")));
+            }
+            return Err(err(
+                "contains unsupported client-side timestamps, skipping entire file".into(),
+            ));
+        }
+        if fields.next().is_some() {
+            return Err(err(format!("unexpected text after value in line {line:?}")));
+        }
+        let (owner, part) = p.owner(sample_name);
+        let family = p.family(&owner);
+        add_sample(family, part, labels, value).map_err(err)?;
+    }
+    Ok(p.families)
+}
+
+fn add_sample(
+    family: &mut ParsedFamily,
+    part: Part,
+    mut labels: Vec<(String, String)>,
+    value: f64,
+) -> Result<(), String> {
+    match family.kind {
+        FamilyType::Counter | FamilyType::Gauge | FamilyType::Untyped => {
+            if family
+                .metrics
+                .iter()
+                .any(|m| same_labels(&m.labels, &labels))
+            {
+                return Err(format!(
+                    "duplicate sample for metric {:?} with labels {labels:?}",
+                    family.name
+                ));
+            }
+            family.metrics.push(Metric {
+                labels,
+                value: Value::Simple(value),
+            });
+        }
+        FamilyType::Histogram | FamilyType::Summary => {
+            let histogram = family.kind == FamilyType::Histogram;
+            let mut bound = None;
+            let special = if histogram { "le" } else { "quantile" };
+            if part == Part::Bucket || (!histogram && part == Part::Value) {
+                let position = labels
+                    .iter()
+                    .position(|(n, _)| n == special)
+                    .ok_or_else(|| format!("missing label {special:?} in {:?}", family.name))?;
+                let (_, text) = labels.remove(position);
+                bound = Some(
+                    parse_value(&text)
+                        .ok_or_else(|| format!("invalid {special} value {text:?}"))?,
+                );
+            } else if part == Part::Value {
+                return Err(format!(
+                    "sample without suffix in histogram {:?}",
+                    family.name
+                ));
+            }
+            let metric = match family
+                .metrics
+                .iter_mut()
+                .position(|m| same_labels(&m.labels, &labels))
+            {
+                Some(i) => &mut family.metrics[i],
+                None => {
+                    family.metrics.push(Metric {
+                        labels,
+                        value: if histogram {
+                            Value::Histogram {
+                                sum: 0.0,
+                                count: 0.0,
+                                buckets: Vec::new(),
+                            }
+                        } else {
+                            Value::Summary {
+                                sum: 0.0,
+                                count: 0.0,
+                                quantiles: Vec::new(),
+                            }
+                        },
+                    });
+                    let last = family.metrics.len() - 1;
+                    &mut family.metrics[last]
+                }
+            };
+            match (&mut metric.value, part, bound) {
+                (Value::Histogram { sum, .. } | Value::Summary { sum, .. }, Part::Sum, _) => {
+                    *sum = value
+                }
+                (Value::Histogram { count, .. } | Value::Summary { count, .. }, Part::Count, _) => {
+                    *count = value
+                }
+                (Value::Histogram { buckets, .. }, Part::Bucket, Some(b)) => {
+                    buckets.push((b, value))
+                }
+                (Value::Summary { quantiles, .. }, Part::Value, Some(q)) => {
+                    quantiles.push((q, value))
+                }
+                _ => return Err(format!("unexpected sample in {:?}", family.name)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_labels(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collecting
+
+/// What a cached file came to.
+/// What identifies an unchanged file: device, inode, size, mtime (s, ns).
+type FileKey = (u64, u64, u64, i64, i64);
+
+struct CachedFile {
+    key: FileKey,
+    mtime_seconds: f64,
+    families: Result<Vec<ParsedFamily>, String>,
+}
+
+struct TextfileCollector {
+    directory: PathBuf,
+    /// The directory flag compiled as a glob, when it has glob characters.
+    pattern: Option<Vec<GlobPart>>,
+    cache: HashMap<PathBuf, CachedFile>,
+}
+
+impl TextfileCollector {
+    fn new(directory: PathBuf) -> Self {
+        TextfileCollector {
+            pattern: compile_glob(&directory.to_string_lossy()),
+            directory,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Reads (or takes from the cache) one file.
+    fn load(&mut self, path: &Path) {
+        let metadata = std::fs::metadata(path);
+        let key = metadata
+            .as_ref()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+            .ok();
+        let fresh = matches!(
+            (self.cache.get(path), key),
+            (Some(cached), Some(key)) if cached.key == key
+        );
+        if !fresh {
+            let loaded = load_file(path, key);
+            self.cache.insert(path.to_path_buf(), loaded);
+        }
+    }
+}
+
+fn load_file(path: &Path, key: Option<FileKey>) -> CachedFile {
+    let failed = |reason: String| CachedFile {
+        key: key.unwrap_or_default(),
+        mtime_seconds: 0.0,
+        families: Err(reason),
+    };
+    let text = match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => return failed(format!("{}: not UTF-8", path.display())),
+        },
+        Err(e) => {
+            return failed(format!(
+                "failed to open textfile data file {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    match parse_text(&text) {
+        Ok(families) => {
+            // Only stat after parsing, so a file that failed never looks fresh.
+            let mtime_seconds = std::fs::metadata(path)
+                .map(|m| m.mtime() as f64)
+                .unwrap_or(0.0);
+            CachedFile {
+                key: key.unwrap_or_default(),
+                mtime_seconds,
+                families: Ok(families),
+            }
+        }
+        Err(e) => failed(format!(
+            "failed to parse textfile data from {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// One family merged from every file that has it.
+struct Merged<'a> {
+    name: &'a str,
+    help: Option<&'a str>,
+    kind: FamilyType,
+    files: Vec<&'a Path>,
+    metrics: Vec<&'a Metric>,
+}
+
+impl Collector for TextfileCollector {
+    fn update(
+        &mut self,
+        _ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        let mut errored = false;
+        let mut files: Vec<PathBuf> = Vec::new();
+        // Like node_exporter, the flag may be a glob of directories; a pattern matching
+        // nothing (or no pattern) is read as a plain directory.
+        let mut directories = self.pattern.as_ref().map(|p| glob(p)).unwrap_or_default();
+        if directories.is_empty() {
+            directories.push(self.directory.clone());
+        }
+        for directory in directories {
+            if directory.as_os_str().is_empty() {
+                continue;
+            }
+            match std::fs::read_dir(&directory) {
+                Ok(entries) => {
+                    for entry in entries.flatten() {
+                        let name = entry.file_name();
+                        if name.to_string_lossy().ends_with(".prom") {
+                            files.push(directory.join(name));
+                        }
+                    }
+                }
+                Err(e) => {
+                    errored = true;
+                    tracing::error!(
+                        path = %directory.display(),
+                        error = %e,
+                        "failed to read textfile collector directory"
+                    );
+                }
+            }
+        }
+        files.sort();
+        self.cache.retain(|path, _| files.contains(path));
+        for path in &files {
+            self.load(path);
+        }
+
+        let mut mtimes: Vec<(String, f64)> = Vec::new();
+        let mut merged: Vec<Merged<'_>> = Vec::new();
+        for path in &files {
+            let Some(cached) = self.cache.get(path) else {
+                continue;
+            };
+            match &cached.families {
+                Err(reason) => {
+                    errored = true;
+                    tracing::error!(error = %reason, "failed to collect textfile data");
+                }
+                Ok(families) => {
+                    mtimes.push((path.to_string_lossy().into_owned(), cached.mtime_seconds));
+                    for family in families {
+                        match merged.iter_mut().find(|m| m.name == family.name) {
+                            Some(m) => {
+                                if m.kind != family.kind
+                                    || (family.help.is_some() && m.help != family.help.as_deref())
+                                {
+                                    errored = true;
+                                    tracing::error!(
+                                        metric = family.name,
+                                        file = %path.display(),
+                                        "metric family has inconsistent type or help across textfiles"
+                                    );
+                                    continue;
+                                }
+                                m.files.push(path);
+                                for metric in &family.metrics {
+                                    if !m
+                                        .metrics
+                                        .iter()
+                                        .any(|seen| same_labels(&seen.labels, &metric.labels))
+                                    {
+                                        m.metrics.push(metric);
+                                    }
+                                }
+                            }
+                            None => merged.push(Merged {
+                                name: &family.name,
+                                help: family.help.as_deref(),
+                                kind: family.kind,
+                                files: vec![path],
+                                metrics: family.metrics.iter().collect(),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+        merged.sort_by(|a, b| a.name.cmp(b.name));
+        for family in &merged {
+            write_family(out, family)?;
+        }
+        if !mtimes.is_empty() {
+            let mut family = out.family(
+                "node_textfile_mtime_seconds",
+                "Unixtime mtime of textfiles successfully read.",
+                Kind::Gauge,
+            )?;
+            for (file, mtime) in &mtimes {
+                family.sample(&[("file", file.as_str())], *mtime)?;
+            }
+        }
+        out.gauge(
+            "node_textfile_scrape_error",
+            "1 if there was an error opening or reading a file, 0 otherwise",
+            if errored { 1.0 } else { 0.0 },
+        )?;
+        Ok(())
+    }
+}
+
+/// One path component of a glob.
+enum GlobPart {
+    Literal(String),
+    Pattern(regex::Regex),
+}
+
+/// Go's `filepath.Match` syntax for one component (`*`, `?`, `[...]`/`[^...]`, `\\` escapes)
+/// as an anchored regex; `None` for a malformed pattern.
+fn component_regex(component: &str) -> Option<regex::Regex> {
+    let mut re = String::from("^");
+    let mut chars = component.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '\\' => re.push_str(&regex::escape(&chars.next()?.to_string())),
+            '[' => {
+                re.push('[');
+                let mut first = true;
+                loop {
+                    let c = chars.next()?;
+                    match c {
+                        ']' if !first => break,
+                        '^' if first => re.push('^'),
+                        '\\' => re.push_str(&regex::escape(&chars.next()?.to_string())),
+                        '-' => re.push('-'),
+                        other => re.push_str(&regex::escape(&other.to_string())),
+                    }
+                    first = false;
+                }
+                re.push(']');
+            }
+            other => re.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).ok()
+}
+
+/// Compiles `pattern` when it has glob characters; `None` for a plain (or malformed) path.
+fn compile_glob(pattern: &str) -> Option<Vec<GlobPart>> {
+    if !pattern.contains(['*', '?', '[']) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if pattern.starts_with('/') {
+        parts.push(GlobPart::Literal("/".into()));
+    }
+    for component in pattern.split('/').filter(|c| !c.is_empty()) {
+        if component.contains(['*', '?', '[', '\\']) {
+            parts.push(GlobPart::Pattern(component_regex(component)?));
+        } else {
+            parts.push(GlobPart::Literal(component.into()));
+        }
+    }
+    Some(parts)
+}
+
+/// The existing paths matching a compiled glob, sorted (Go's `filepath.Glob`).
+fn glob(parts: &[GlobPart]) -> Vec<PathBuf> {
+    let mut current = vec![PathBuf::new()];
+    for part in parts {
+        let mut next = Vec::new();
+        for base in &current {
+            match part {
+                GlobPart::Literal(name) => next.push(base.join(name)),
+                GlobPart::Pattern(re) => {
+                    let dir = if base.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        base.as_path()
+                    };
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
+                    let mut names: Vec<String> = entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| re.is_match(n))
+                        .collect();
+                    names.sort();
+                    next.extend(names.into_iter().map(|n| base.join(n)));
+                }
+            }
+        }
+        current = next;
+    }
+    current.retain(|p| p.exists());
+    current
+}
+
+/// HELP text escaped for the exposition (the encoder writes it verbatim).
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Labels of `metric` completed with "" for the family's other label names, sorted by name (as
+/// node_exporter's output has them).
+fn full_labels<'a>(metric: &'a Metric, all: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    let mut labels: Vec<(&str, &str)> = all
+        .iter()
+        .map(|name| {
+            let value = metric
+                .labels
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str());
+            (*name, value)
+        })
+        .collect();
+    labels.sort_by(|a, b| a.0.cmp(b.0));
+    labels
+}
+
+fn write_family(
+    out: &mut MetricWriter<'_, '_>,
+    family: &Merged<'_>,
+) -> Result<(), std::fmt::Error> {
+    let help = match family.help {
+        Some(help) => escape_help(help),
+        None => {
+            let files: Vec<_> = family.files.iter().map(|p| p.to_string_lossy()).collect();
+            escape_help(&format!("Metric read from {}", files.join(", ")))
+        }
+    };
+    let mut all: Vec<&str> = Vec::new();
+    for metric in &family.metrics {
+        for (name, _) in &metric.labels {
+            if !all.contains(&name.as_str()) {
+                all.push(name);
+            }
+        }
+    }
+    match family.kind {
+        FamilyType::Counter | FamilyType::Gauge | FamilyType::Untyped => {
+            let kind = match family.kind {
+                FamilyType::Counter if family.name.ends_with("_total") => Kind::Counter,
+                FamilyType::Gauge => Kind::Gauge,
+                _ => Kind::Untyped,
+            };
+            let mut f = out.family(family.name, &help, kind)?;
+            for metric in &family.metrics {
+                if let Value::Simple(v) = metric.value {
+                    f.sample(&full_labels(metric, &all), v)?;
+                }
+            }
+        }
+        FamilyType::Histogram | FamilyType::Summary => {
+            // Untyped families with node_exporter's sample names and `le`/`quantile` values
+            // formatted as Go formats them, so the series are the ones node_exporter serves.
+            let histogram = family.kind == FamilyType::Histogram;
+            let (first, special) = if histogram {
+                (format!("{}_bucket", family.name), "le")
+            } else {
+                (family.name.to_string(), "quantile")
+            };
+            let mut f = out.family(&first, &help, Kind::Untyped)?;
+            for metric in &family.metrics {
+                let points: Vec<(f64, f64)> = match &metric.value {
+                    Value::Histogram { buckets, count, .. } => {
+                        let mut points: Vec<(f64, f64)> = buckets
+                            .iter()
+                            .copied()
+                            .filter(|(b, _)| *b != f64::INFINITY)
+                            .collect();
+                        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        // Go's constant histogram always ends with +Inf = the sample count.
+                        points.push((f64::INFINITY, (*count as u64) as f64));
+                        points
+                            .iter()
+                            .map(|&(b, c)| (b, (c as u64) as f64))
+                            .collect()
+                    }
+                    Value::Summary { quantiles, .. } => {
+                        let mut points = quantiles.clone();
+                        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        points
+                    }
+                    Value::Simple(_) => continue,
+                };
+                for (bound, value) in points {
+                    let bound = go_float(bound);
+                    let mut labels = full_labels(metric, &all);
+                    labels.push((special, &bound));
+                    f.sample(&labels, value)?;
+                }
+            }
+            for suffix in ["_sum", "_count"] {
+                let name = format!("{}{suffix}", family.name);
+                let mut f = out.family(&name, &help, Kind::Untyped)?;
+                for metric in &family.metrics {
+                    let (sum, count) = match &metric.value {
+                        Value::Histogram { sum, count, .. } | Value::Summary { sum, count, .. } => {
+                            (*sum, (*count as u64) as f64)
+                        }
+                        Value::Simple(_) => continue,
+                    };
+                    let v = if suffix == "_sum" { sum } else { count };
+                    f.sample(&full_labels(metric, &all), v)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Paths;
+    use crate::collector::testing::{assert_golden, fixture, render};
+
+    /// The golden has absolute paths and mtimes in it; replace them with stable text.
+    fn normalise(text: &str, dir: &Path) -> String {
+        text.replace(&dir.to_string_lossy().into_owned(), "DIR")
+            .lines()
+            .map(|l| {
+                if l.starts_with("node_textfile_mtime_seconds{") {
+                    let (head, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+                    format!("{head} MTIME\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn golden_good_files() {
+        let root = fixture("basic");
+        let dir = root.join("textfile");
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new(dir.clone())),
+            Paths::fixture(&root),
+        );
+        assert!(text.contains("node_textfile_scrape_error 0"), "{text}");
+        assert_golden(&root.join("golden/textfile.prom"), &normalise(&text, &dir));
+    }
+
+    #[test]
+    fn malformed_files_set_scrape_error_and_are_dropped() {
+        let root = fixture("odd");
+        let dir = root.join("textfile");
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new(dir.clone())),
+            Paths::fixture(&root),
+        );
+        assert!(text.contains("node_textfile_scrape_error 1"), "{text}");
+        assert!(text.contains("good_metric"), "{text}");
+        assert!(!text.contains("from_bad_file"), "{text}");
+        assert_golden(&root.join("golden/textfile.prom"), &normalise(&text, &dir));
+    }
+
+    #[test]
+    fn empty_directory_flag_reports_no_error() {
+        let root = fixture("basic");
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new(PathBuf::new())),
+            Paths::fixture(&root),
+        );
+        assert!(text.contains("node_textfile_scrape_error 0"), "{text}");
+        assert!(!text.contains("node_textfile_mtime_seconds"), "{text}");
+    }
+
+    #[test]
+    fn missing_directory_is_a_scrape_error() {
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new("/nonexistent/textfiles".into())),
+            Paths::fixture(&fixture("basic")),
+        );
+        assert!(text.contains("node_textfile_scrape_error 1"), "{text}");
+    }
+
+    #[test]
+    fn parser_accepts_the_format() {
+        let families = parse_text(
+            "# HELP a_total Things \\\\ done\\n.\n# TYPE a_total counter\n\
+             a_total{x=\"1\",y=\"q\\\"uote\"} 3\na_total 4e3\n\
+             # TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1.5\nh_count 2\n\
+             # random comment\nplain{a=\"b\",} NaN\n",
+        )
+        .unwrap();
+        assert_eq!(families.len(), 3);
+        assert_eq!(families[0].help.as_deref(), Some("Things \\ done\n."));
+        assert_eq!(families[0].metrics[0].labels[1].1, "q\"uote");
+        assert_eq!(families[0].metrics[1].value, Value::Simple(4000.0));
+        assert_eq!(
+            families[1].metrics[0].value,
+            Value::Histogram {
+                sum: 1.5,
+                count: 2.0,
+                buckets: vec![(0.5, 1.0), (f64::INFINITY, 2.0)]
+            }
+        );
+        assert_eq!(families[2].name, "plain");
+    }
+
+    #[test]
+    fn parser_rejects_bad_input() {
+        for bad in [
+            "metric 1 1700000000000\n",
+            "metric{a=\"1\" 1\n",
+            "metric{a=\"1\",a=\"2\"} 1\n",
+            "metric one\n",
+            "1metric 1\n",
+            "# TYPE m counter\n# TYPE m gauge\n",
+            "m 1\n# TYPE m counter\n",
+            "# TYPE m sparkline\n",
+            "# HELP m a\n# HELP m b\n",
+            "m 1\nm 2\n",
+            "m{__reserved=\"x\"} 1\n",
+            "# TYPE h histogram\nh_bucket 1\n",
+            "m{a=\"\\x\"} 1\n",
+            "m 1 2 3\n",
+        ] {
+            assert!(parse_text(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn directory_globs() {
+        let root = fixture("basic");
+        let pattern = format!("{}/textf?le", root.display());
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new(PathBuf::from(&pattern))),
+            Paths::fixture(&root),
+        );
+        assert!(text.contains("node_textfile_scrape_error 0"), "{text}");
+        assert!(text.contains("apt_upgrades_pending"), "{text}");
+        let parts =
+            compile_glob(&format!("{}/*/textfile", root.parent().unwrap().display())).unwrap();
+        let found = glob(&parts);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].ends_with("basic/textfile") && found[1].ends_with("odd/textfile"));
+        assert!(compile_glob("/var/lib/node_exporter").is_none());
+        assert!(component_regex("[a-").is_none());
+        assert!(component_regex("[!x]*.prom").unwrap().is_match("!abc.prom"));
+        assert!(component_regex("[^x]?").unwrap().is_match("ab"));
+    }
+}

@@ -1,0 +1,167 @@
+//! `thermal_zone`: zone temperatures and cooling device states from /sys/class/thermal.
+//! Like node_exporter 1.5, a host without thermal zones is a successful, empty collection.
+
+use std::path::Path;
+
+use super::util::{read_sys_file, sorted_dir_names};
+use super::{
+    BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
+    no_flags,
+};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "thermal_zone",
+    default_enabled: true,
+    flags: no_flags,
+    build,
+};
+
+fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    Ok(Box::new(ThermalZoneCollector::default()))
+}
+
+#[derive(Default)]
+struct ThermalZoneCollector {
+    buf: String,
+    zones: Vec<(String, String, f64)>,
+    cooling: Vec<(String, String, f64, f64)>,
+}
+
+/// Entries of `dir` named `<prefix><digit>…`, sorted (node_exporter globs `<prefix>[0-9]*`).
+pub fn numbered_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
+    Ok(sorted_dir_names(dir)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix(prefix)
+                .and_then(|rest| rest.chars().next())
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect())
+}
+
+impl ThermalZoneCollector {
+    fn read_int(&mut self, path: &Path) -> std::io::Result<i64> {
+        read_sys_file(path, &mut self.buf)?;
+        self.buf
+            .parse()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an integer"))
+    }
+
+    fn read_zone(&mut self, dir: &Path) -> std::io::Result<(String, f64)> {
+        read_sys_file(&dir.join("type"), &mut self.buf)?;
+        let zone_type = self.buf.clone();
+        // procfs requires the policy attribute too.
+        read_sys_file(&dir.join("policy"), &mut self.buf)?;
+        let temp = self.read_int(&dir.join("temp"))?;
+        Ok((zone_type, temp as f64 / 1000.0))
+    }
+
+    fn read_cooling(&mut self, dir: &Path) -> std::io::Result<(String, f64, f64)> {
+        read_sys_file(&dir.join("type"), &mut self.buf)?;
+        let device_type = self.buf.clone();
+        let max = self.read_int(&dir.join("max_state"))?;
+        let cur = self.read_int(&dir.join("cur_state"))?;
+        Ok((device_type, cur as f64, max as f64))
+    }
+}
+
+impl Collector for ThermalZoneCollector {
+    fn update(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut MetricWriter<'_, '_>,
+    ) -> Result<(), CollectorError> {
+        let class = ctx.paths.sys("class/thermal");
+        self.zones.clear();
+        self.cooling.clear();
+        let zones =
+            numbered_entries(&class, "thermal_zone").map_err(|e| CollectorError::io(&class, e))?;
+        for name in zones {
+            let dir = class.join(&name);
+            match self.read_zone(&dir) {
+                Ok((zone_type, temp)) => {
+                    let zone = name.trim_start_matches("thermal_zone").to_string();
+                    self.zones.push((zone, zone_type, temp));
+                }
+                // A zone whose sensor has no data (ENODATA) or is unreadable is left out.
+                Err(e) => {
+                    tracing::debug!(zone = %dir.display(), error = %e, "skipping thermal zone")
+                }
+            }
+        }
+        let devices = numbered_entries(&class, "cooling_device")
+            .map_err(|e| CollectorError::io(&class, e))?;
+        for name in devices {
+            let dir = class.join(&name);
+            match self.read_cooling(&dir) {
+                Ok((device_type, cur, max)) => {
+                    let device = name.trim_start_matches("cooling_device").to_string();
+                    self.cooling.push((device, device_type, cur, max));
+                }
+                Err(e) => {
+                    tracing::debug!(device = %dir.display(), error = %e, "skipping cooling device")
+                }
+            }
+        }
+        if !self.zones.is_empty() {
+            let mut f = out.family(
+                "node_thermal_zone_temp",
+                "Zone temperature in Celsius",
+                Kind::Gauge,
+            )?;
+            for (zone, zone_type, temp) in &self.zones {
+                f.sample(&[("zone", zone), ("type", zone_type)], *temp)?;
+            }
+        }
+        if !self.cooling.is_empty() {
+            let mut f = out.family(
+                "node_cooling_device_cur_state",
+                "Current throttle state of the cooling device",
+                Kind::Gauge,
+            )?;
+            for (name, device_type, cur, _) in &self.cooling {
+                f.sample(&[("name", name), ("type", device_type)], *cur)?;
+            }
+            let mut f = out.family(
+                "node_cooling_device_max_state",
+                "Maximum throttle state of the cooling device",
+                Kind::Gauge,
+            )?;
+            for (name, device_type, _, max) in &self.cooling {
+                f.sample(&[("name", name), ("type", device_type)], *max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Paths;
+    use crate::collector::testing::{assert_golden, fixture, render};
+
+    #[test]
+    fn golden() {
+        let root = fixture("basic");
+        let text = render(
+            "thermal_zone",
+            Box::new(ThermalZoneCollector::default()),
+            Paths::fixture(&root),
+        );
+        assert_golden(&root.join("golden/thermal_zone.prom"), &text);
+    }
+
+    #[test]
+    fn no_thermal_class_is_an_empty_success() {
+        let root = fixture("odd");
+        let text = render(
+            "thermal_zone",
+            Box::new(ThermalZoneCollector::default()),
+            Paths::fixture(&root),
+        );
+        assert!(!text.contains("node_thermal_zone_temp"));
+        assert!(text.contains("node_scrape_collector_success{collector=\"thermal_zone\"} 1"));
+    }
+}
