@@ -5,5 +5,6 @@ pub mod cli;
 pub mod collector;
 pub mod exposition;
 pub mod http;
+pub mod ops;
 pub mod scrape;
 pub mod webconfig;
