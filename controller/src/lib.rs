@@ -1,1 +1,4 @@
 //! nodewarden controller: fleet state, the CA, the agent link endpoint, API, CLI.
+
+pub mod ssh;
+pub mod wol;
