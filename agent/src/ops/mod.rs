@@ -192,6 +192,22 @@ impl Executor {
                 stop,
                 pid_file,
             } => {
+                // Across processes too: the agent and an ssh-dispatch may both be asked.
+                let _lock = if action == ServiceAction::Status {
+                    None
+                } else {
+                    match process::lock_service(pid_file, service.decl.timeout()).await {
+                        Ok(lock) => Some(lock),
+                        Err(message) => {
+                            return Outcome::Service {
+                                ok: false,
+                                state: ServiceState::Unknown,
+                                message,
+                                commands: vec![],
+                            };
+                        }
+                    }
+                };
                 let p = ProcessService {
                     decl: &service.decl,
                     start,

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -299,6 +299,45 @@ fn write_pid_file(path: &Path, pid: u32) -> std::io::Result<()> {
     writeln!(f, "{pid}")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// An exclusive advisory lock on `<pid_file>.lock`, held while a start, stop or restart runs, so
+/// the agent and an `ssh-dispatch` never act on one service at once. Released when dropped.
+#[derive(Debug)]
+pub struct ServiceLock {
+    _file: File,
+}
+
+/// Takes the service's lock, waiting up to `limit` for another holder to finish. flock gives no
+/// notification that can be awaited without tying up a thread, so this polls.
+pub async fn lock_service(pid_file: &Path, limit: Duration) -> Result<ServiceLock, String> {
+    let mut path = pid_file.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(ServiceLock { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(format!("locking {}: {err}", path.display()));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "another operation on this service still holds {} after {limit:?}",
+                path.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The pid in a pid file: `Ok(None)` when there is no file.

@@ -1,6 +1,7 @@
 //! The executor against real processes and real files.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nodewarden_shared::ops::{
     CommandExit, FragmentOutcome, Operation, OperationResult, Outcome, ServiceAction, ServiceState,
@@ -387,4 +388,35 @@ async fn fragments_and_digests_are_deleted_per_device_in_parallel() {
     for kept in ["sentinel", "x", "1", "dev3/104"] {
         assert!(s.exists(kept), "{kept} was touched");
     }
+}
+
+#[tokio::test]
+async fn a_service_busy_in_another_process_is_not_acted_on_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executor::new(&config(&sleeper(dir.path(), "sleeper", "timeout = 0.3")));
+    let pid_file = dir.path().join("sleeper.pid");
+    let held = process::lock_service(&pid_file, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let r = exec
+        .execute(&Operation::service("sleeper", ServiceAction::Start))
+        .await;
+    let (ok, _, message) = service_state(&r);
+    assert!(!ok && message.contains("sleeper.pid.lock"), "{message}");
+    assert!(!pid_file.exists(), "started while locked");
+    // Status needs no lock.
+    let r = exec
+        .execute(&Operation::service("sleeper", ServiceAction::Status))
+        .await;
+    assert!(r.succeeded());
+    drop(held);
+    let r = exec
+        .execute(&Operation::service("sleeper", ServiceAction::Start))
+        .await;
+    assert!(r.succeeded(), "{r:?}");
+    assert!(
+        exec.execute(&Operation::service("sleeper", ServiceAction::Stop))
+            .await
+            .succeeded()
+    );
 }
