@@ -8,10 +8,11 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use nodewarden_controller::actions;
 use nodewarden_controller::ssh::{self, SshError, SshTarget};
 use nodewarden_controller::wol;
 use nodewarden_shared::ops::{
-    FragmentOutcome, Operation, OperationResult, Outcome, ServiceAction, ServiceState,
+    ActionPath, FragmentOutcome, Operation, OperationResult, Outcome, ServiceAction, ServiceState,
     deletions_by_device,
 };
 use nodewarden_tests::{bin_path, free_port, service};
@@ -417,4 +418,64 @@ fn a_wake_on_lan_packet_arrives_as_102_bytes() {
             assert_eq!(copy, &[0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
         }
     });
+}
+
+/// The agent link as the router sees it when the node's agent is down.
+struct AgentDown;
+
+impl actions::AgentPath for AgentDown {
+    fn is_online(&self, _node: &str) -> bool {
+        false
+    }
+    async fn execute(&self, node: &str, _op: &Operation) -> Result<OperationResult, String> {
+        Err(format!("{node}: agent offline"))
+    }
+    async fn wait_online(&self, _node: &str, _limit: Duration) -> bool {
+        false
+    }
+}
+
+#[test]
+fn with_the_agent_down_wake_and_stop_are_routed_over_ssh() {
+    let Some(sshd) = sshd() else { return };
+    let _one = lock();
+    let node = Node::new(sshd);
+    let rt = rt();
+    let reach = actions::NodeReach {
+        node: "storage-01".into(),
+        services: vec!["sleeper".into()],
+        ssh: Some(node.target()),
+        wake: None,
+    };
+    let timing = actions::Timing::default();
+
+    let r = rt.block_on(actions::run_on_node(
+        &AgentDown,
+        &reach,
+        &actions::Action::Wake,
+        "alice",
+        timing,
+    ));
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(r.path, Some(ActionPath::Ssh));
+    assert!(!r.woke, "a node that answers SSH is not woken");
+    let pid: u32 = std::fs::read_to_string(node.path("sleeper.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+
+    let r = rt.block_on(actions::run_on_node(
+        &AgentDown,
+        &reach,
+        &actions::Action::Stop,
+        "alice",
+        timing,
+    ));
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(r.path, Some(ActionPath::Ssh));
+    assert!(!alive(pid));
+    let table = actions::render_table(&[r]);
+    assert!(table.contains("storage-01  ssh   ok"), "{table}");
 }

@@ -1,4 +1,5 @@
 //! nodewarden controller: fleet state, the CA, the agent link endpoint, API, CLI.
 
+pub mod actions;
 pub mod ssh;
 pub mod wol;

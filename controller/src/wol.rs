@@ -32,9 +32,11 @@ pub enum WolError {
 }
 
 /// Sends one magic packet per MAC to `target` (e.g. `10.0.3.255:9`), from an ephemeral port on
-/// the unspecified address of the target's family.
+/// the unspecified address of the target's family (loopback for a loopback target).
 pub async fn send_magic_packets(macs: &[MacAddress], target: SocketAddr) -> Result<(), WolError> {
     let bind = match target {
+        SocketAddr::V4(a) if a.ip().is_loopback() => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        SocketAddr::V6(a) if a.ip().is_loopback() => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
