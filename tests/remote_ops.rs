@@ -479,3 +479,43 @@ fn with_the_agent_down_wake_and_stop_are_routed_over_ssh() {
     let table = actions::render_table(&[r]);
     assert!(table.contains("storage-01  ssh   ok"), "{table}");
 }
+
+#[test]
+fn the_op_subcommand_runs_one_declared_operation_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("fragments")).unwrap();
+    for f in ["fragments/5", "fragments/5.digest", "x"] {
+        std::fs::write(d.join(f), f).unwrap();
+    }
+    std::fs::write(
+        d.join("agent.toml"),
+        format!(
+            "[[storage.devices]]\nid = 3\nfragment_dir = \"{}/fragments\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let op = |words: &[&str]| {
+        let out = Command::new(bin_path("nodewarden-agent"))
+            .arg("op")
+            .arg("--config")
+            .arg(d.join("agent.toml"))
+            .args(words)
+            .output()
+            .unwrap();
+        let result = OperationResult::from_json_line(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|e| panic!("{words:?}: {e}: {out:?}"));
+        (out.status.code(), result)
+    };
+    let (code, result) = op(&["delete-fragments", "3", "-rf"]);
+    assert_eq!(code, Some(3));
+    assert!(result.is_refused());
+    let (code, result) = op(&["delete-fragments", "3", "5", "6"]);
+    assert_eq!(code, Some(0), "{result:?}");
+    assert!(!d.join("fragments/5").exists() && !d.join("fragments/5.digest").exists());
+    assert!(d.join("x").exists());
+    let (code, result) = op(&["service", "storage-client", "start"]);
+    assert_eq!(code, Some(3));
+    assert!(result.is_refused());
+}
