@@ -106,7 +106,9 @@ pub struct NodeActionResult {
     pub node: String,
     pub action: String,
     pub requested_by: String,
-    /// The path that carried the operations (`None` when none could).
+    /// The last path used (`ssh` when the link dropped mid-action and SSH finished it;
+    /// `wake_on_lan` when the node was woken and its agent then ran the operations; `None` when
+    /// no path could be tried).
     pub path: Option<ActionPath>,
     /// A Wake-on-LAN packet was sent.
     pub woke: bool,

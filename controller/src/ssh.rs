@@ -43,6 +43,73 @@ impl SshTarget {
     }
 }
 
+/// SSH settings as configured, for the fleet (`[ssh]`) or one node; a node's settings override
+/// the fleet's field by field (see [`SshTarget::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub key_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    /// Seconds.
+    pub connect_timeout: Option<f64>,
+    /// Seconds.
+    pub command_timeout: Option<f64>,
+}
+
+impl SshTarget {
+    /// The target for `host` from a node's settings over the fleet defaults. User, key file and
+    /// known_hosts must come from one of them; port defaults to 22, timeouts to 10 s and 60 s.
+    pub fn resolve(
+        host: &str,
+        node: &SshSettings,
+        fleet: &SshSettings,
+    ) -> Result<SshTarget, String> {
+        let missing = |what: &str| {
+            format!("no SSH {what} for {host} (set it for the node or in the fleet's [ssh])")
+        };
+        let seconds = |v: Option<f64>, default: f64, what: &str| {
+            let v = v.unwrap_or(default);
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!("SSH {what} for {host}: {v} is not a positive number of seconds")
+                })
+        };
+        Ok(SshTarget {
+            host: host.to_string(),
+            port: node.port.or(fleet.port).unwrap_or(22),
+            user: node
+                .user
+                .clone()
+                .or_else(|| fleet.user.clone())
+                .ok_or_else(|| missing("user"))?,
+            key_file: node
+                .key_file
+                .clone()
+                .or_else(|| fleet.key_file.clone())
+                .ok_or_else(|| missing("key_file"))?,
+            known_hosts: node
+                .known_hosts
+                .clone()
+                .or_else(|| fleet.known_hosts.clone())
+                .ok_or_else(|| missing("known_hosts"))?,
+            connect_timeout: seconds(
+                node.connect_timeout.or(fleet.connect_timeout),
+                10.0,
+                "connect_timeout",
+            )?,
+            command_timeout: seconds(
+                node.command_timeout.or(fleet.command_timeout),
+                60.0,
+                "command_timeout",
+            )?,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     /// Refused before connecting.
@@ -340,6 +407,39 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
         }
+    }
+
+    #[test]
+    fn node_settings_override_fleet_defaults() {
+        let fleet = SshSettings {
+            user: Some("nodewarden".into()),
+            key_file: Some("/etc/nodewarden/ssh/id_ed25519".into()),
+            known_hosts: Some("/etc/nodewarden/ssh/known_hosts".into()),
+            command_timeout: Some(90.0),
+            ..Default::default()
+        };
+        let node = SshSettings {
+            user: Some("dfs".into()),
+            port: Some(2222),
+            ..Default::default()
+        };
+        let t = SshTarget::resolve("storage-01", &node, &fleet).unwrap();
+        assert_eq!(t.user, "dfs");
+        assert_eq!(t.port, 2222);
+        assert_eq!(t.key_file, PathBuf::from("/etc/nodewarden/ssh/id_ed25519"));
+        assert_eq!(t.connect_timeout, Duration::from_secs(10));
+        assert_eq!(t.command_timeout, Duration::from_secs(90));
+        assert_eq!(t.display(), "dfs@storage-01:2222");
+
+        let e =
+            SshTarget::resolve("n1", &SshSettings::default(), &SshSettings::default()).unwrap_err();
+        assert!(e.contains("no SSH user for n1"), "{e}");
+        let bad = SshSettings {
+            connect_timeout: Some(-1.0),
+            ..fleet.clone()
+        };
+        let e = SshTarget::resolve("n1", &bad, &fleet).unwrap_err();
+        assert!(e.contains("connect_timeout for n1"), "{e}");
     }
 
     #[tokio::test]

@@ -480,9 +480,10 @@ impl OperationResult {
 
     /// One JSON line, what `nodewarden-agent op`/`ssh-dispatch` print.
     pub fn to_json_line(&self) -> String {
-        // Serialising these plain types cannot fail (string keys, no maps with other keys).
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(r#"{{"operation":null,"outcome":{{"kind":"refused","reason":"encoding the result: {e}"}},"duration_ms":0}}"#)
+        // Serialising these plain types cannot fail (no maps, no non-string keys); the fallback
+        // is still a valid result line.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"operation":null,"outcome":{"kind":"refused","reason":"the result could not be encoded"},"duration_ms":0}"#.to_string()
         })
     }
 
