@@ -17,7 +17,7 @@
 //! fragment_dir = "/srv/dfs/fragments"
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,6 +44,10 @@ pub struct ServiceDecl {
     pub log_file: Option<PathBuf>,
     /// Run the commands as this user (the agent must run as root to switch).
     pub user: Option<String>,
+    /// Environment for the commands: PATH (a standard one unless set here) and these, nothing
+    /// inherited from the agent or the SSH session.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Seconds a command may take (systemctl, an explicit stop).
     #[serde(default = "default_timeout")]
     pub timeout: f64,
@@ -222,6 +226,26 @@ impl OpsConfig {
                 return Err(invalid(key, "declared twice".into()));
             }
             s.kind().map_err(|m| invalid(key.clone(), m))?;
+            for (field, path) in [("workdir", &s.workdir), ("log_file", &s.log_file)] {
+                if let Some(path) = path
+                    && !path.is_absolute()
+                {
+                    return Err(invalid(
+                        format!("{key}.{field}"),
+                        format!("{} must be an absolute path", path.display()),
+                    ));
+                }
+            }
+            if let Some(name) = s
+                .env
+                .keys()
+                .find(|k| k.is_empty() || k.contains(['=', '\0']))
+            {
+                return Err(invalid(
+                    format!("{key}.env"),
+                    format!("{name:?} is not a variable name"),
+                ));
+            }
             for (field, v) in [
                 ("timeout", s.timeout),
                 ("stop_grace", s.stop_grace),
@@ -351,6 +375,10 @@ fragment_dir = "/srv/dfs/fragments"
             (
                 "[[services]]\nname = \"x\"\nstart = []\npid_file = \"/p\"\n",
                 "empty command",
+            ),
+            (
+                "[[services]]\nname = \"x\"\nstart = [\"a\"]\npid_file = \"/p\"\nworkdir = \"opt\"\n",
+                "services[0] (\"x\").workdir",
             ),
         ];
         for (text, expected) in cases {

@@ -168,10 +168,12 @@ impl Executor {
             None => Ok(RunAs {
                 workdir: service.decl.workdir.clone(),
                 ids: None,
+                env: service.decl.env.clone(),
             }),
             Some(user) => process::lookup_user(user).map(|ids| RunAs {
                 workdir: service.decl.workdir.clone(),
                 ids: Some(ids),
+                env: service.decl.env.clone(),
             }),
         };
         let run_as = match run_as {

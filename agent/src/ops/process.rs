@@ -2,6 +2,7 @@
 //! detached start with a pid file, liveness and signalling for processes that keep running.
 //! Always argv, never a shell.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -14,16 +15,23 @@ use nodewarden_shared::ops::{CommandExit, CommandReport};
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 
-/// Where and as whom a command runs.
+/// The PATH every command gets unless its service declares another.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where, as whom and with what environment a command runs.
 #[derive(Debug, Clone, Default)]
 pub struct RunAs {
     pub workdir: Option<PathBuf>,
     /// uid and gid, resolved from a user name.
     pub ids: Option<(u32, u32)>,
+    /// Declared variables, on top of PATH. Nothing is inherited, so a service sees the same
+    /// environment whether the agent or an SSH session (with its `SSH_*` variables) started it.
+    pub env: BTreeMap<String, String>,
 }
 
 impl RunAs {
     fn apply(&self, cmd: &mut Command) {
+        cmd.env_clear().env("PATH", DEFAULT_PATH).envs(&self.env);
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
@@ -239,11 +247,19 @@ pub async fn start_detached(
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(output)
-        .stderr(output_err)
-        // Its own process group, so stop can signal everything it started, and so that the
-        // SSH session or agent ending does not take it along.
-        .process_group(0);
+        .stderr(output_err);
     run_as.apply(&mut cmd);
+    // Its own session and process group: stop can signal everything it started, and neither a
+    // terminal hanging up nor the SSH session or agent ending takes it along.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return fail(report, format!("{program}: {e}")),
@@ -314,6 +330,10 @@ pub async fn lock_service(pid_file: &Path, limit: Duration) -> Result<ServiceLoc
     let mut path = pid_file.as_os_str().to_owned();
     path.push(".lock");
     let path = PathBuf::from(path);
+    // The pid file's folder may be on a tmpfs (/run) that a reboot emptied.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -59,6 +59,8 @@ async fn a_declared_process_starts_reports_and_stops() {
         process::process_info(pid).unwrap().argv,
         vec!["sleep".to_string(), "300".to_string()]
     );
+    // It leads its own process group (and session), so stop reaches what it starts.
+    assert_eq!(process::process_info(pid).unwrap().pgid, pid as i32);
     let Outcome::Service { commands, .. } = &r.outcome else {
         unreachable!()
     };
@@ -416,6 +418,43 @@ async fn a_service_busy_in_another_process_is_not_acted_on_twice() {
     assert!(r.succeeded(), "{r:?}");
     assert!(
         exec.execute(&Operation::service("sleeper", ServiceAction::Stop))
+            .await
+            .succeeded()
+    );
+}
+
+#[tokio::test]
+async fn a_started_process_sees_only_its_declared_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // The pid file's folder does not exist yet (a /run emptied by a reboot).
+    let text = format!(
+        "[[services]]\nname = \"envy\"\nstart = [\"sleep\", \"300\"]\npid_file = \"{}/run/envy.pid\"\n\
+         [services.env]\nDFS_HOME = \"/opt/dfs\"\n",
+        dir.path().display()
+    );
+    let exec = Executor::new(&config(&text));
+    // This test process's environment (HOME, PATH, cargo's CARGO_* …) must not leak into it.
+    let r = exec
+        .execute(&Operation::service("envy", ServiceAction::Start))
+        .await;
+    assert!(r.succeeded(), "{r:?}");
+    let pid = pid_in(&dir.path().join("run/envy.pid"));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut vars: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    vars.sort();
+    assert_eq!(
+        vars,
+        vec![
+            "DFS_HOME=/opt/dfs".to_string(),
+            format!("PATH={}", process::DEFAULT_PATH)
+        ]
+    );
+    assert!(
+        exec.execute(&Operation::service("envy", ServiceAction::Stop))
             .await
             .succeeded()
     );
