@@ -519,3 +519,59 @@ fn the_op_subcommand_runs_one_declared_operation_locally() {
     assert_eq!(code, Some(3));
     assert!(result.is_refused());
 }
+
+#[test]
+fn a_real_world_known_hosts_file_is_understood_including_hashed_names() {
+    let Some(sshd) = sshd() else { return };
+    let _one = lock();
+    let node = Node::new(sshd);
+    let rt = rt();
+    let op = Operation::service("sleeper", ServiceAction::Status);
+    let pub_of = |name: &str, kind: &str| {
+        let path = node.path(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        key_part(&std::fs::read_to_string(path.with_extension("pub")).unwrap())
+    };
+    let true_key = key_part(&std::fs::read_to_string(&node.sshd.host_key_pub).unwrap());
+    let port = node.sshd.port;
+    let text = format!(
+        "# fleet hosts\n\
+         other.example,10.0.0.9 {}\n\
+         [127.0.0.1]:{port} {}\n\
+         [127.0.0.1]:{port} {true_key}\n",
+        pub_of("rsa_key", "rsa"),
+        pub_of("ecdsa_key", "ecdsa"),
+    );
+    std::fs::write(node.path("known_hosts"), &text).unwrap();
+    let r = rt.block_on(ssh::run_operation(&node.target(), &op));
+    assert!(
+        matches!(&r, Ok(r) if r.succeeded()),
+        "plain known_hosts: {r:?}"
+    );
+
+    // `ssh-keygen -H` hashes the host names, as ssh's HashKnownHosts does.
+    let status = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(node.path("known_hosts"))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hashed = std::fs::read_to_string(node.path("known_hosts")).unwrap();
+    assert!(
+        hashed.contains("|1|") && !hashed.contains("127.0.0.1"),
+        "{hashed}"
+    );
+    let r = rt.block_on(ssh::run_operation(&node.target(), &op));
+    assert!(
+        matches!(&r, Ok(r) if r.succeeded()),
+        "hashed known_hosts: {r:?}"
+    );
+}
