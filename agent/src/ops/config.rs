@@ -84,8 +84,17 @@ impl ServiceDecl {
     pub fn kind(&self) -> Result<ServiceKind, String> {
         match (&self.unit, &self.start) {
             (Some(unit), None) => {
-                if self.stop.is_some() || self.pid_file.is_some() {
-                    return Err("a unit service takes no stop or pid_file".into());
+                if self.stop.is_some()
+                    || self.pid_file.is_some()
+                    || self.workdir.is_some()
+                    || self.log_file.is_some()
+                    || self.user.is_some()
+                    || !self.env.is_empty()
+                {
+                    return Err(
+                        "a unit service takes no stop, pid_file, workdir, log_file, user or env (the unit file says those)"
+                            .into(),
+                    );
                 }
                 if unit.is_empty()
                     || unit.starts_with('-')
@@ -347,6 +356,10 @@ fragment_dir = "/srv/dfs/fragments"
             (
                 "[[services]]\nname = \"x\"\nunit = \"a\"\n[[services]]\nname = \"x\"\nunit = \"b\"\n",
                 "declared twice",
+            ),
+            (
+                "[[services]]\nname = \"x\"\nunit = \"a\"\nuser = \"dfs\"\n",
+                "a unit service takes no",
             ),
             (
                 "[[services]]\nname = \"x\"\nunit = \"--now\"\n",
