@@ -68,7 +68,7 @@ impl fmt::Display for ServiceAction {
 /// One operation on one node. A deletion names one storage device; a DFS batch spanning devices
 /// becomes one operation per device (see [`deletions_by_device`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Operation {
     Service {
         service: String,
@@ -428,7 +428,7 @@ pub struct FragmentResult {
 
 /// The outcome of one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Nothing was run: bad input, or a service or device the node does not declare.
     Refused { reason: String },
@@ -443,6 +443,9 @@ pub enum Outcome {
         results: Vec<FragmentResult>,
     },
 }
+
+/// Printed instead of a result that could not be encoded (cannot happen with these types).
+const ENCODING_FAILED_LINE: &str = r#"{"operation":null,"outcome":{"refused":{"reason":"the result could not be encoded"}},"duration_ms":0}"#;
 
 /// The result of one operation on one node, as the agent reports it over either path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,9 +485,7 @@ impl OperationResult {
     pub fn to_json_line(&self) -> String {
         // Serialising these plain types cannot fail (no maps, no non-string keys); the fallback
         // is still a valid result line.
-        serde_json::to_string(self).unwrap_or_else(|_| {
-            r#"{"operation":null,"outcome":{"kind":"refused","reason":"the result could not be encoded"},"duration_ms":0}"#.to_string()
-        })
+        serde_json::to_string(self).unwrap_or_else(|_| ENCODING_FAILED_LINE.to_string())
     }
 
     pub fn from_json_line(line: &str) -> Result<Self, serde_json::Error> {
@@ -797,5 +798,24 @@ mod tests {
         );
         assert!(service.succeeded());
         assert!(OperationResult::refused(None, "no").is_refused());
+
+        // The same types travel over the agent link, encoded with postcard (which has no
+        // self-describing formats: every enum here is externally tagged).
+        for r in [&result, &service, &OperationResult::refused(None, "no")] {
+            let bytes = postcard::to_allocvec(r).unwrap();
+            assert_eq!(&postcard::from_bytes::<OperationResult>(&bytes).unwrap(), r);
+        }
+        let op = Operation::service("x", ServiceAction::Restart);
+        let bytes = postcard::to_allocvec(&op).unwrap();
+        assert_eq!(postcard::from_bytes::<Operation>(&bytes).unwrap(), op);
+    }
+
+    #[test]
+    fn the_fallback_result_line_is_a_valid_refusal() {
+        assert!(
+            OperationResult::from_json_line(ENCODING_FAILED_LINE)
+                .unwrap()
+                .is_refused()
+        );
     }
 }
