@@ -575,3 +575,52 @@ fn a_real_world_known_hosts_file_is_understood_including_hashed_names() {
         "hashed known_hosts: {r:?}"
     );
 }
+
+#[test]
+fn several_operations_share_one_connection() {
+    let Some(sshd) = sshd() else { return };
+    let Some(log) = service("NW_TEST_SSHD_LOG") else {
+        return;
+    };
+    let _one = lock();
+    let node = Node::new(sshd);
+    let connections = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("Connection from 127.0.0.1")
+            .count()
+    };
+    let before = connections();
+    let ops = [
+        Operation::service("sleeper", ServiceAction::Start),
+        Operation::service("sleeper", ServiceAction::Status),
+        Operation::service("sleeper", ServiceAction::Stop),
+    ];
+    let (results, error) = rt().block_on(ssh::run_operations(&node.target(), &ops));
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 3);
+    for (r, op) in results.iter().zip(&ops) {
+        assert_eq!(r.operation.as_ref(), Some(op));
+        assert!(r.succeeded(), "{r:?}");
+    }
+    assert_eq!(service_outcome(&results[1]).1, ServiceState::Running);
+    assert_eq!(service_outcome(&results[2]).1, ServiceState::Stopped);
+    // sshd logs each connection when it accepts it, before this returns.
+    assert_eq!(connections() - before, 1);
+
+    // One bad operation refuses the batch before connecting.
+    let (results, error) = rt().block_on(ssh::run_operations(
+        &node.target(),
+        &[
+            Operation::service("sleeper", ServiceAction::Start),
+            Operation::service("-x", ServiceAction::Start),
+        ],
+    ));
+    assert!(results.is_empty());
+    assert!(
+        matches!(error, Some(SshError::InvalidOperation(_))),
+        "{error:?}"
+    );
+    assert_eq!(connections() - before, 1);
+    assert!(!node.path("sleeper.pid").exists());
+}

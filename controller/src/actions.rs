@@ -272,15 +272,15 @@ async fn over_agent<A: AgentPath>(
     Ok(())
 }
 
+/// Runs ops in order over one SSH connection.
 async fn over_ssh(
     target: &SshTarget,
     ops: &[Operation],
     results: &mut Vec<OperationResult>,
 ) -> Result<(), SshError> {
-    for op in ops {
-        results.push(ssh::run_operation(target, op).await?);
-    }
-    Ok(())
+    let (mut done, error) = ssh::run_operations(target, ops).await;
+    results.append(&mut done);
+    error.map_or(Ok(()), Err)
 }
 
 /// Runs `action` on many nodes, at most `concurrency` at once; `progress` sees each node's result

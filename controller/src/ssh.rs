@@ -175,8 +175,68 @@ pub async fn run_operation(
     target: &SshTarget,
     op: &Operation,
 ) -> Result<OperationResult, SshError> {
-    let line = op.to_line()?;
-    let output = run_line(target, &line).await?;
+    let (mut results, error) = run_operations(target, std::slice::from_ref(op)).await;
+    match (error, results.pop()) {
+        (Some(e), _) => Err(e),
+        (None, Some(r)) => Ok(r),
+        (None, None) => Err(SshError::Session {
+            target: target.display(),
+            message: "no result".into(),
+        }),
+    }
+}
+
+/// Runs several operations in order over one connection (one session channel each). All are
+/// validated before connecting. Returns the results gathered and, if one step failed, why; the
+/// operations after a failure are not sent.
+pub async fn run_operations(
+    target: &SshTarget,
+    ops: &[Operation],
+) -> (Vec<OperationResult>, Option<SshError>) {
+    let mut results = Vec::new();
+    let lines = match ops
+        .iter()
+        .map(Operation::to_line)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(lines) => lines,
+        Err(e) => return (results, Some(e.into())),
+    };
+    if lines.is_empty() {
+        return (results, None);
+    }
+    let session = match open_session(target).await {
+        Ok(s) => s,
+        Err(e) => return (results, Some(e)),
+    };
+    let mut error = None;
+    for (op, line) in ops.iter().zip(&lines) {
+        match exec_with_timeout(target, &session, line).await {
+            Ok(output) => match parse_reply(target, op, &output) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            },
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let _ = session
+        .disconnect(Disconnect::ByApplication, "", "en")
+        .await;
+    (results, error)
+}
+
+/// The agent's result line out of the remote output, checked to be about `op`.
+fn parse_reply(
+    target: &SshTarget,
+    op: &Operation,
+    output: &RemoteOutput,
+) -> Result<OperationResult, SshError> {
     let bad_reply = |message: String| SshError::BadReply {
         target: target.display(),
         exit_status: output.exit_status,
@@ -202,27 +262,39 @@ pub async fn run_operation(
 }
 
 /// Connects, authenticates and sends `line` as the exec request; returns the remote output. Only
-/// [`run_operation`] should build lines; this is public so tests can check what the node does
+/// [`run_operations`] should build lines; this is public so tests can check what the node does
 /// with a line no controller would send.
 pub async fn run_line(target: &SshTarget, line: &str) -> Result<RemoteOutput, SshError> {
+    let session = open_session(target).await?;
+    let output = exec_with_timeout(target, &session, line).await;
+    let _ = session
+        .disconnect(Disconnect::ByApplication, "", "en")
+        .await;
+    output
+}
+
+async fn open_session(target: &SshTarget) -> Result<client::Handle<HostKeyCheck>, SshError> {
     let key = load_key(&target.key_file)?;
     check_known_hosts_file(&target.known_hosts)?;
-    let session = tokio::time::timeout(target.connect_timeout, connect(target, key))
+    tokio::time::timeout(target.connect_timeout, connect(target, key))
         .await
         .map_err(|_| SshError::ConnectTimeout {
             target: target.display(),
             timeout: target.connect_timeout,
-        })??;
-    let output = tokio::time::timeout(target.command_timeout, exec(target, &session, line))
+        })?
+}
+
+async fn exec_with_timeout(
+    target: &SshTarget,
+    session: &client::Handle<HostKeyCheck>,
+    line: &str,
+) -> Result<RemoteOutput, SshError> {
+    tokio::time::timeout(target.command_timeout, exec(target, session, line))
         .await
         .map_err(|_| SshError::CommandTimeout {
             target: target.display(),
             timeout: target.command_timeout,
-        });
-    let _ = session
-        .disconnect(Disconnect::ByApplication, "", "en")
-        .await;
-    output?
+        })?
 }
 
 fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, SshError> {
