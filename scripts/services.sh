@@ -143,6 +143,59 @@ start_mariadb() {
   export NW_TEST_MARIADB_INSTALL_DB="$(command -v mariadb-install-db)"
 }
 
+# A real OpenSSH server for the SSH fallback tests: its own host key, a client key pair, key
+# authentication only. The tests write the controller key's forced-command line into
+# $NW_TEST_SSH_AUTHORIZED_KEYS (sshd reads it at each login, so a test may rewrite it).
+start_sshd() {
+  local port; port=$(free_port)
+  local dir="$NW_TMP/sshd"
+  mkdir -p "$dir"
+  ssh-keygen -q -t ed25519 -N '' -C nodewarden-test-host -f "$dir/host_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C nodewarden-test-controller -f "$dir/client_ed25519"
+  : >"$dir/authorized_keys"
+  chmod 600 "$dir/authorized_keys"
+  cat >"$dir/sshd_config" <<CFG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $dir/host_ed25519
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+AllowTcpForwarding no
+X11Forwarding no
+LogLevel VERBOSE
+CFG
+  # OpenSSH 9.8+ penalises sources with failed logins; the refusal tests fail logins on purpose.
+  if /usr/sbin/sshd -t -f "$dir/sshd_config" -o PerSourcePenalties=no 2>/dev/null; then
+    echo "PerSourcePenalties no" >>"$dir/sshd_config"
+  fi
+  # The privilege-separation directory sshd insists on.
+  mkdir -p /run/sshd 2>/dev/null || sudo mkdir -p /run/sshd
+  /usr/sbin/sshd -D -e -f "$dir/sshd_config" >"$NW_TMP/sshd.log" 2>&1 &
+  NW_PIDS+=($!)
+  local up=""
+  for _ in $(seq 1 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=1; break; fi
+    sleep 0.1
+  done
+  if [ -z "$up" ]; then
+    echo "!! sshd did not come up on 127.0.0.1:$port; its log:" >&2
+    tail -n 30 "$NW_TMP/sshd.log" >&2
+    return 1
+  fi
+  export NW_TEST_SSHD_PORT="$port"
+  export NW_TEST_SSHD_HOST_KEY_PUB="$dir/host_ed25519.pub"
+  export NW_TEST_SSH_CLIENT_KEY="$dir/client_ed25519"
+  export NW_TEST_SSH_AUTHORIZED_KEYS="$dir/authorized_keys"
+  export NW_TEST_SSH_USER="$(id -un)"
+  export NW_TEST_SSHD_LOG="$NW_TMP/sshd.log"
+}
+
 start_services() {
   NW_TMP=$(mktemp -d /tmp/nodewarden-test.XXXXXX)
   export NW_TMP
@@ -152,6 +205,7 @@ start_services() {
   start_pushgateway
   start_mariadb
   start_influxdb
+  start_sshd
   export NW_REQUIRE_SERVICES=1
   echo "== services up in $NW_TMP"
 }

@@ -11,6 +11,11 @@ pub fn command() -> Command {
     let mut cmd = Command::new("nodewarden-agent")
         .about("nodewarden node agent: node_exporter-compatible metrics and the controller link")
         .version(env!("CARGO_PKG_VERSION"))
+        // node_exporter's flags work as before without a subcommand; the subcommands run one
+        // declared operation and take only their own arguments.
+        .args_conflicts_with_subcommands(true)
+        .subcommand(op_command())
+        .subcommand(ssh_dispatch_command())
         .arg(
             Arg::new("web.listen-address")
                 .long("web.listen-address")
@@ -90,6 +95,61 @@ pub fn command() -> Command {
         cmd = (reg.flags)(cmd);
     }
     cmd
+}
+
+fn ops_config_arg() -> Arg {
+    Arg::new("config")
+        .long("config")
+        .required(true)
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("The agent's config file; only the services and storage devices it declares can be acted on.")
+}
+
+/// `op <words>`: runs one declared operation locally and prints its result as a JSON line.
+fn op_command() -> Command {
+    Command::new("op")
+        .about("Run one declared operation (e.g. `op service storage-client start`, `op delete-fragments 3 101 102`) and print the result as JSON")
+        .arg(ops_config_arg())
+        .arg(
+            Arg::new("words")
+                .required(true)
+                .num_args(1..)
+                .trailing_var_arg(true)
+                // So that `-rf` reaches the operation parser and is refused there, by name.
+                .allow_hyphen_values(true)
+                .help("The operation: service <name> start|stop|restart|status, or delete-fragments <device id> <fragment id>..."),
+        )
+}
+
+/// `ssh-dispatch`: the forced command for the controller's key in authorized_keys.
+fn ssh_dispatch_command() -> Command {
+    Command::new("ssh-dispatch")
+        .about("Forced command for the controller's SSH key: runs the declared operation named in SSH_ORIGINAL_COMMAND, nothing else")
+        .arg(ops_config_arg())
+}
+
+/// What an operations subcommand asks for.
+pub enum OpsRequest {
+    Words(Vec<String>),
+    SshDispatch,
+}
+
+/// The operations subcommand in `m`, if any, with its config file.
+pub fn ops_request(m: &ArgMatches) -> Option<(PathBuf, OpsRequest)> {
+    let (name, sub) = m.subcommand()?;
+    let config = sub.get_one::<PathBuf>("config")?.clone();
+    match name {
+        "op" => Some((
+            config,
+            OpsRequest::Words(
+                sub.get_many::<String>("words")
+                    .map(|w| w.cloned().collect())
+                    .unwrap_or_default(),
+            ),
+        )),
+        "ssh-dispatch" => Some((config, OpsRequest::SshDispatch)),
+        _ => None,
+    }
 }
 
 fn path_arg(name: &'static str, default: &'static str, help: &'static str) -> Arg {
@@ -184,6 +244,49 @@ mod tests {
             enabled(&["--collector.disable-defaults", "--collector.meminfo"]),
             vec!["meminfo"]
         );
+    }
+
+    #[test]
+    fn ops_subcommands_parse_and_keep_hyphen_words_for_the_operation_parser() {
+        let m = command()
+            .try_get_matches_from([
+                "nodewarden-agent",
+                "op",
+                "--config",
+                "/etc/a.toml",
+                "delete-fragments",
+                "3",
+                "-rf",
+            ])
+            .unwrap();
+        let Some((config, OpsRequest::Words(words))) = ops_request(&m) else {
+            panic!("no op request");
+        };
+        assert_eq!(config, PathBuf::from("/etc/a.toml"));
+        assert_eq!(words, ["delete-fragments", "3", "-rf"]);
+        let m = command()
+            .try_get_matches_from(["nodewarden-agent", "ssh-dispatch", "--config", "/a"])
+            .unwrap();
+        assert!(matches!(
+            ops_request(&m),
+            Some((_, OpsRequest::SshDispatch))
+        ));
+        // Metrics flags and subcommands do not mix; metrics flags alone still work.
+        assert!(
+            command()
+                .try_get_matches_from([
+                    "nodewarden-agent",
+                    "--collector.loadavg",
+                    "ssh-dispatch",
+                    "--config",
+                    "/a"
+                ])
+                .is_err()
+        );
+        let m = command()
+            .try_get_matches_from(["nodewarden-agent", "--web.listen-address=:9200"])
+            .unwrap();
+        assert!(ops_request(&m).is_none());
     }
 
     #[test]

@@ -9,5 +9,6 @@ pub mod exposition;
 pub mod http;
 pub mod link;
 pub mod nodestate;
+pub mod ops;
 pub mod scrape;
 pub mod webconfig;

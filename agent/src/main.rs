@@ -10,6 +10,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(("enroll", m)) = matches.subcommand() {
         return enroll::run(m);
     }
+    if let Some((config, request)) = cli::ops_request(&matches) {
+        std::process::exit(run_operation(&config, request));
+    }
     let options = cli::metrics_options(&matches);
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,4 +87,39 @@ fn main() -> anyhow::Result<()> {
         }
         result
     })
+}
+
+/// `op` / `ssh-dispatch`: one declared operation, its result as one JSON line on stdout, the exit
+/// status saying ok (0), failed (1) or refused (3).
+fn run_operation(config: &std::path::Path, request: cli::OpsRequest) -> i32 {
+    use nodewarden_agent::ops::dispatch;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("starting the runtime: {e}");
+            return dispatch::EXIT_FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        match request {
+            cli::OpsRequest::Words(words) => dispatch::run_words(config, &words).await,
+            cli::OpsRequest::SshDispatch => {
+                let line = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+                dispatch::run_ssh_line(config, line.as_deref()).await
+            }
+        }
+    });
+    println!("{}", result.to_json_line());
+    dispatch::exit_code(&result)
 }

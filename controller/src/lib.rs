@@ -1,8 +1,11 @@
 //! nodewarden controller: fleet state, the CA, the agent link endpoint, API, CLI.
 
+pub mod actions;
 pub mod admin;
 pub mod cadir;
 pub mod config;
 pub mod link;
 pub mod registry;
+pub mod ssh;
 pub mod store;
+pub mod wol;

@@ -5,6 +5,8 @@
 pub mod ca;
 pub mod framing;
 pub mod name;
+pub mod ops;
 pub mod protocol;
 pub mod session;
 pub mod tls;
+pub mod wol;

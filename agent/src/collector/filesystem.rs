@@ -683,7 +683,9 @@ mod tests {
             return Err(io::Error::from_raw_os_error(libc::EACCES));
         }
         // Only the part inside the fixture tree counts, so the checkout's location does not.
-        let inside = text.rsplit_once("/fixtures/").map_or(&*text, |(_, rest)| rest);
+        let inside = text
+            .rsplit_once("/fixtures/")
+            .map_or(&*text, |(_, rest)| rest);
         let n = inside.len() as u64;
         Ok(StatFs {
             blocks: 1000 * n,

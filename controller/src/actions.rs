@@ -1,0 +1,418 @@
+//! Routing an operator's action on one node or many: over the agent link when the agent is
+//! online, else over SSH (the node's forced command), and for `wake` of a node that answers
+//! neither, a Wake-on-LAN packet and a wait for its agent. The path taken is part of the result.
+//!
+//! The link itself is behind [`AgentPath`], which the link endpoint implements; this module only
+//! decides and records. Every operation is validated before any path is tried.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nodewarden_shared::ops::{
+    ActionPath, Operation, OperationResult, OpsError, Outcome, ServiceAction,
+};
+use nodewarden_shared::wol::MacAddress;
+
+use crate::ssh::{self, SshError, SshTarget};
+use crate::wol;
+
+/// What an operator asks of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start every managed service; power the node on first if it answers neither path.
+    Wake,
+    /// Stop every managed service.
+    Stop,
+    Restart,
+    Status,
+    /// One service.
+    Service {
+        service: String,
+        action: ServiceAction,
+    },
+    /// Fragment deletions (one operation per device, see `ops::deletions_by_device`).
+    DeleteFragments(Vec<Operation>),
+}
+
+impl Action {
+    /// The operations this action means on a node managing `services`.
+    pub fn operations(&self, services: &[String]) -> Vec<Operation> {
+        let each = |action| {
+            services
+                .iter()
+                .map(|s| Operation::service(s, action))
+                .collect()
+        };
+        match self {
+            Action::Wake => each(ServiceAction::Start),
+            Action::Stop => each(ServiceAction::Stop),
+            Action::Restart => each(ServiceAction::Restart),
+            Action::Status => each(ServiceAction::Status),
+            Action::Service { service, action } => vec![Operation::service(service, *action)],
+            Action::DeleteFragments(ops) => ops.clone(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Action::Wake => "wake".into(),
+            Action::Stop => "stop".into(),
+            Action::Restart => "restart".into(),
+            Action::Status => "status".into(),
+            Action::Service { service, action } => format!("{action} {service}"),
+            Action::DeleteFragments(ops) => format!("delete fragments ({} device(s))", ops.len()),
+        }
+    }
+}
+
+/// Where a sleeping node's magic packet goes: its NICs' MACs (as the agent reported them) and a
+/// directed broadcast address on its segment (or a relay's address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeTarget {
+    pub macs: Vec<MacAddress>,
+    pub send_to: SocketAddr,
+}
+
+/// Everything the controller knows about reaching one node.
+#[derive(Debug, Clone)]
+pub struct NodeReach {
+    pub node: String,
+    /// The managed services (from the agent's last report or the node's record).
+    pub services: Vec<String>,
+    pub ssh: Option<SshTarget>,
+    pub wake: Option<WakeTarget>,
+}
+
+/// The agent link, as this module needs it. Implemented by the link endpoint.
+pub trait AgentPath: Send + Sync + 'static {
+    /// Whether the node's agent is connected now.
+    fn is_online(&self, node: &str) -> bool;
+    /// Runs one operation over the link. `Err` means the link failed before a result came back
+    /// (the SSH path is tried next); a refusal by the agent is an `Ok` result.
+    fn execute(
+        &self,
+        node: &str,
+        op: &Operation,
+    ) -> impl Future<Output = Result<OperationResult, String>> + Send;
+    /// Resolves when the node's agent connects, or with `false` after `limit`.
+    fn wait_online(&self, node: &str, limit: Duration) -> impl Future<Output = bool> + Send;
+}
+
+/// The outcome of an action on one node (what goes into the event log, with who asked).
+#[derive(Debug, Clone)]
+pub struct NodeActionResult {
+    pub node: String,
+    pub action: String,
+    pub requested_by: String,
+    /// The last path used (`ssh` when the link dropped mid-action and SSH finished it;
+    /// `wake_on_lan` when the node was woken and its agent then ran the operations; `None` when
+    /// no path could be tried).
+    pub path: Option<ActionPath>,
+    /// A Wake-on-LAN packet was sent.
+    pub woke: bool,
+    pub results: Vec<OperationResult>,
+    /// Why the action did not complete (unreachable, host key refused, …).
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl NodeActionResult {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.results.iter().all(OperationResult::succeeded)
+    }
+}
+
+/// How long a woken node's agent gets to connect.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub wake_wait: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            wake_wait: Duration::from_secs(180),
+        }
+    }
+}
+
+/// Whether an SSH failure means "the node does not answer" (so waking it makes sense), as opposed
+/// to "it answered and refused" (host key, authentication), which must never trigger a wake.
+fn unreachable(e: &SshError) -> bool {
+    matches!(
+        e,
+        SshError::Connect { .. } | SshError::ConnectTimeout { .. }
+    )
+}
+
+/// Runs `action` on one node, choosing the path.
+pub async fn run_on_node<A: AgentPath>(
+    agent: &A,
+    reach: &NodeReach,
+    action: &Action,
+    requested_by: &str,
+    timing: Timing,
+) -> NodeActionResult {
+    let started = Instant::now();
+    let mut result = NodeActionResult {
+        node: reach.node.clone(),
+        action: action.name(),
+        requested_by: requested_by.to_string(),
+        path: None,
+        woke: false,
+        results: Vec::new(),
+        error: None,
+        duration_ms: 0,
+    };
+    let ops = action.operations(&reach.services);
+    if let Err(e) = ops.iter().try_for_each(Operation::validate) {
+        result.error = Some(format!("refused before contacting {}: {e}", reach.node));
+        return finish(result, started);
+    }
+    route(agent, reach, action, &ops, timing, &mut result).await;
+    finish(result, started)
+}
+
+fn finish(mut result: NodeActionResult, started: Instant) -> NodeActionResult {
+    result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    result
+}
+
+async fn route<A: AgentPath>(
+    agent: &A,
+    reach: &NodeReach,
+    action: &Action,
+    ops: &[Operation],
+    timing: Timing,
+    result: &mut NodeActionResult,
+) {
+    let mut pending: &[Operation] = ops;
+    if agent.is_online(&reach.node) {
+        result.path = Some(ActionPath::Agent);
+        match over_agent(agent, &reach.node, pending, &mut result.results).await {
+            Ok(()) => return,
+            // The link dropped mid-action: the rest goes over SSH.
+            Err((done, e)) => {
+                pending = &pending[done..];
+                tracing::warn!(node = %reach.node, error = %e, "agent link failed; trying SSH");
+                result.error = Some(format!("agent link: {e}"));
+            }
+        }
+    }
+    let mut ssh_unreachable = reach.ssh.is_none();
+    if let Some(target) = &reach.ssh {
+        result.path = Some(ActionPath::Ssh);
+        match over_ssh(target, pending, &mut result.results).await {
+            Ok(()) => {
+                result.error = None;
+                return;
+            }
+            Err(e) => {
+                ssh_unreachable = unreachable(&e);
+                result.error = Some(e.to_string());
+            }
+        }
+    }
+    if *action != Action::Wake || !ssh_unreachable {
+        if result.error.is_none() {
+            result.error = Some(format!(
+                "{} is unreachable: its agent is offline and no SSH access is configured",
+                reach.node
+            ));
+        }
+        return;
+    }
+    let Some(wake) = &reach.wake else {
+        result.error = Some(format!(
+            "{} answers neither its agent link nor SSH, and no MAC address is known to wake it{}",
+            reach.node,
+            result
+                .error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+        return;
+    };
+    result.path = Some(ActionPath::WakeOnLan);
+    if let Err(e) = wol::send_magic_packets(&wake.macs, wake.send_to).await {
+        result.error = Some(e.to_string());
+        return;
+    }
+    result.woke = true;
+    if !agent.wait_online(&reach.node, timing.wake_wait).await {
+        result.error = Some(format!(
+            "sent Wake-on-LAN to {} but its agent did not connect within {:?}",
+            reach.node, timing.wake_wait
+        ));
+        return;
+    }
+    result.error = None;
+    // Awake: start the services over the link (the path stays WakeOnLan in the record).
+    if let Err((_, e)) = over_agent(agent, &reach.node, pending, &mut result.results).await {
+        result.error = Some(format!("agent link after wake: {e}"));
+    }
+}
+
+/// Runs ops in order over the link; on a link failure returns how many completed.
+async fn over_agent<A: AgentPath>(
+    agent: &A,
+    node: &str,
+    ops: &[Operation],
+    results: &mut Vec<OperationResult>,
+) -> Result<(), (usize, String)> {
+    for (i, op) in ops.iter().enumerate() {
+        match agent.execute(node, op).await {
+            Ok(r) => results.push(r),
+            Err(e) => return Err((i, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs ops in order over one SSH connection.
+async fn over_ssh(
+    target: &SshTarget,
+    ops: &[Operation],
+    results: &mut Vec<OperationResult>,
+) -> Result<(), SshError> {
+    let (mut done, error) = ssh::run_operations(target, ops).await;
+    results.append(&mut done);
+    error.map_or(Ok(()), Err)
+}
+
+/// Runs `action` on many nodes, at most `concurrency` at once; `progress` sees each node's result
+/// as it finishes. Results come back in the order of `nodes`.
+pub async fn run_on_nodes<A: AgentPath>(
+    agent: Arc<A>,
+    nodes: Vec<NodeReach>,
+    action: Action,
+    requested_by: &str,
+    concurrency: usize,
+    timing: Timing,
+    mut progress: impl FnMut(&NodeActionResult, usize, usize),
+) -> Vec<NodeActionResult> {
+    let total = nodes.len();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let action = Arc::new(action);
+    let mut set = tokio::task::JoinSet::new();
+    for (i, reach) in nodes.iter().cloned().enumerate() {
+        let (agent, permits, action) = (agent.clone(), permits.clone(), action.clone());
+        let who = requested_by.to_string();
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (i, run_on_node(&*agent, &reach, &action, &who, timing).await)
+        });
+    }
+    let mut results: Vec<Option<NodeActionResult>> = vec![None; total];
+    let mut done = 0;
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            done += 1;
+            progress(&r, done, total);
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    results
+        .into_iter()
+        .zip(nodes)
+        .map(|(r, reach)| {
+            r.unwrap_or_else(|| NodeActionResult {
+                node: reach.node,
+                action: action.name(),
+                requested_by: requested_by.to_string(),
+                path: None,
+                woke: false,
+                results: vec![],
+                error: Some("the node's task failed".into()),
+                duration_ms: 0,
+            })
+        })
+        .collect()
+}
+
+/// One line per node: node, path, ok/failed, a summary. For the CLI's closing table.
+pub fn render_table(results: &[NodeActionResult]) -> String {
+    let rows: Vec<[String; 4]> = results
+        .iter()
+        .map(|r| {
+            let path = match (r.path, r.woke) {
+                (Some(ActionPath::Agent), _) => "agent",
+                (Some(ActionPath::Ssh), _) => "ssh",
+                (Some(ActionPath::WakeOnLan), _) | (None, true) => "wol",
+                (None, false) => "-",
+            };
+            let status = if r.succeeded() { "ok" } else { "FAILED" };
+            [r.node.clone(), path.into(), status.into(), summary(r)]
+        })
+        .collect();
+    let header = ["NODE", "PATH", "RESULT", "DETAIL"].map(String::from);
+    let mut widths = [0usize; 3];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        out.push_str(&format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}\n",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        ));
+    }
+    out
+}
+
+fn summary(r: &NodeActionResult) -> String {
+    let mut parts: Vec<String> = r
+        .results
+        .iter()
+        .map(|res| {
+            let op = res
+                .operation
+                .as_ref()
+                .map(|o| o.to_string())
+                .unwrap_or_default();
+            match &res.outcome {
+                Outcome::Refused { reason } => format!("{op}: refused: {reason}"),
+                Outcome::Service { message, .. } => format!("{op}: {message}"),
+                Outcome::Fragments { results, .. } => {
+                    let failed = results
+                        .iter()
+                        .filter(|f| {
+                            matches!(
+                                f.outcome,
+                                nodewarden_shared::ops::FragmentOutcome::Failed(_)
+                            )
+                        })
+                        .count();
+                    format!("{op}: {} ok, {failed} failed", results.len() - failed)
+                }
+            }
+        })
+        .collect();
+    if let Some(e) = &r.error {
+        parts.push(e.clone());
+    }
+    let text = parts.join("; ");
+    // One line per node, whatever the remote side said.
+    text.replace(['\n', '\r'], " ")
+}
+
+/// Refuses a batch of operations at once, for callers that validate before queueing.
+pub fn validate_all(ops: &[Operation]) -> Result<(), OpsError> {
+    ops.iter().try_for_each(Operation::validate)
+}
+
+#[cfg(test)]
+mod tests;

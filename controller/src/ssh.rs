@@ -1,0 +1,559 @@
+//! The SSH fallback: runs one declared operation on a node whose agent is offline.
+//!
+//! Key authentication only; the server's host key must already be in a known_hosts file (an
+//! unknown or changed key is refused and never learned); connect and command timeouts. The only
+//! thing sent is an operation line (`nodewarden-op …`), which the node's forced command
+//! (`nodewarden-agent ssh-dispatch`) runs if its config declares it. The reply is the agent's
+//! JSON result line. See docs/operations-remote.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodewarden_shared::ops::{Operation, OperationResult, OpsError};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect, client};
+
+/// Most stdout kept from the remote side (a result line with 2048 fragment results fits easily).
+const STDOUT_LIMIT: usize = 1024 * 1024;
+/// Most stderr kept.
+const STDERR_LIMIT: usize = 64 * 1024;
+
+/// How to reach one node over SSH (per node, or filled from the fleet defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// Host name or address, as written in known_hosts.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The controller's private key (OpenSSH format, unencrypted; ed25519 recommended).
+    pub key_file: PathBuf,
+    /// The only host keys trusted: `[host]:port` entries for ports other than 22.
+    pub known_hosts: PathBuf,
+    /// TCP connect, key exchange and authentication together.
+    pub connect_timeout: Duration,
+    /// From sending the operation to the end of its reply.
+    pub command_timeout: Duration,
+}
+
+impl SshTarget {
+    /// `user@host:port`, how errors name the node.
+    pub fn display(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// SSH settings as configured, for the fleet (`[ssh]`) or one node; a node's settings override
+/// the fleet's field by field (see [`SshTarget::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub key_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    /// Seconds.
+    pub connect_timeout: Option<f64>,
+    /// Seconds.
+    pub command_timeout: Option<f64>,
+}
+
+impl SshTarget {
+    /// The target for `host` from a node's settings over the fleet defaults. User, key file and
+    /// known_hosts must come from one of them; port defaults to 22, timeouts to 10 s and 60 s.
+    pub fn resolve(
+        host: &str,
+        node: &SshSettings,
+        fleet: &SshSettings,
+    ) -> Result<SshTarget, String> {
+        let missing = |what: &str| {
+            format!("no SSH {what} for {host} (set it for the node or in the fleet's [ssh])")
+        };
+        let seconds = |v: Option<f64>, default: f64, what: &str| {
+            let v = v.unwrap_or(default);
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!("SSH {what} for {host}: {v} is not a positive number of seconds")
+                })
+        };
+        Ok(SshTarget {
+            host: host.to_string(),
+            port: node.port.or(fleet.port).unwrap_or(22),
+            user: node
+                .user
+                .clone()
+                .or_else(|| fleet.user.clone())
+                .ok_or_else(|| missing("user"))?,
+            key_file: node
+                .key_file
+                .clone()
+                .or_else(|| fleet.key_file.clone())
+                .ok_or_else(|| missing("key_file"))?,
+            known_hosts: node
+                .known_hosts
+                .clone()
+                .or_else(|| fleet.known_hosts.clone())
+                .ok_or_else(|| missing("known_hosts"))?,
+            connect_timeout: seconds(
+                node.connect_timeout.or(fleet.connect_timeout),
+                10.0,
+                "connect_timeout",
+            )?,
+            command_timeout: seconds(
+                node.command_timeout.or(fleet.command_timeout),
+                60.0,
+                "command_timeout",
+            )?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// Refused before connecting.
+    #[error("operation refused before connecting: {0}")]
+    InvalidOperation(#[from] OpsError),
+    #[error("loading the SSH key {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("known_hosts file {path}: {message}")]
+    KnownHosts { path: PathBuf, message: String },
+    #[error("connecting to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("connecting to {target}: no answer within {timeout:?}")]
+    ConnectTimeout { target: String, timeout: Duration },
+    #[error(
+        "host key of {target} ({fingerprint}) is not in {known_hosts}; refusing to connect (add it after checking it out of band)"
+    )]
+    HostKeyUnknown {
+        target: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
+    #[error(
+        "host key of {target} ({fingerprint}) differs from the one recorded in {known_hosts} line {line}; refusing to connect (possible man-in-the-middle, or the node was reinstalled)"
+    )]
+    HostKeyChanged {
+        target: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+        line: usize,
+    },
+    #[error("{target} refused the key {key_file} for user {user}")]
+    AuthenticationRefused {
+        target: String,
+        user: String,
+        key_file: PathBuf,
+    },
+    #[error("SSH session with {target}: {message}")]
+    Session { target: String, message: String },
+    #[error("{target}: the operation did not finish within {timeout:?}")]
+    CommandTimeout { target: String, timeout: Duration },
+    #[error(
+        "{target} did not answer with an operation result (exit status {exit_status:?}): {message}; stderr: {stderr}"
+    )]
+    BadReply {
+        target: String,
+        exit_status: Option<u32>,
+        message: String,
+        stderr: String,
+    },
+}
+
+/// What the remote side sent back for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteOutput {
+    pub exit_status: Option<u32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `op` on the node: validated first (nothing is sent for an invalid operation), then the
+/// operation line, then the agent's JSON result, checked to be about this operation.
+pub async fn run_operation(
+    target: &SshTarget,
+    op: &Operation,
+) -> Result<OperationResult, SshError> {
+    let (mut results, error) = run_operations(target, std::slice::from_ref(op)).await;
+    match (error, results.pop()) {
+        (Some(e), _) => Err(e),
+        (None, Some(r)) => Ok(r),
+        (None, None) => Err(SshError::Session {
+            target: target.display(),
+            message: "no result".into(),
+        }),
+    }
+}
+
+/// Runs several operations in order over one connection (one session channel each). All are
+/// validated before connecting. Returns the results gathered and, if one step failed, why; the
+/// operations after a failure are not sent.
+pub async fn run_operations(
+    target: &SshTarget,
+    ops: &[Operation],
+) -> (Vec<OperationResult>, Option<SshError>) {
+    let mut results = Vec::new();
+    let lines = match ops
+        .iter()
+        .map(Operation::to_line)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(lines) => lines,
+        Err(e) => return (results, Some(e.into())),
+    };
+    if lines.is_empty() {
+        return (results, None);
+    }
+    let session = match open_session(target).await {
+        Ok(s) => s,
+        Err(e) => return (results, Some(e)),
+    };
+    let mut error = None;
+    for (op, line) in ops.iter().zip(&lines) {
+        match exec_with_timeout(target, &session, line).await {
+            Ok(output) => match parse_reply(target, op, &output) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            },
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let _ = session
+        .disconnect(Disconnect::ByApplication, "", "en")
+        .await;
+    (results, error)
+}
+
+/// The agent's result line out of the remote output, checked to be about `op`.
+fn parse_reply(
+    target: &SshTarget,
+    op: &Operation,
+    output: &RemoteOutput,
+) -> Result<OperationResult, SshError> {
+    let bad_reply = |message: String| SshError::BadReply {
+        target: target.display(),
+        exit_status: output.exit_status,
+        message,
+        stderr: output.stderr.chars().take(2000).collect(),
+    };
+    let last = output
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| bad_reply("no output".into()))?;
+    let result = OperationResult::from_json_line(last)
+        .map_err(|e| bad_reply(format!("not a result line ({e})")))?;
+    // A refusal of an unparsable request carries no operation; anything else must be ours.
+    if result.operation.as_ref().is_some_and(|o| o != op) {
+        return Err(bad_reply(format!(
+            "the result is for another operation: {:?}",
+            result.operation
+        )));
+    }
+    Ok(result)
+}
+
+/// Connects, authenticates and sends `line` as the exec request; returns the remote output. Only
+/// [`run_operations`] should build lines; this is public so tests can check what the node does
+/// with a line no controller would send.
+pub async fn run_line(target: &SshTarget, line: &str) -> Result<RemoteOutput, SshError> {
+    let session = open_session(target).await?;
+    let output = exec_with_timeout(target, &session, line).await;
+    let _ = session
+        .disconnect(Disconnect::ByApplication, "", "en")
+        .await;
+    output
+}
+
+async fn open_session(target: &SshTarget) -> Result<client::Handle<HostKeyCheck>, SshError> {
+    let key = load_key(&target.key_file)?;
+    check_known_hosts_file(&target.known_hosts)?;
+    tokio::time::timeout(target.connect_timeout, connect(target, key))
+        .await
+        .map_err(|_| SshError::ConnectTimeout {
+            target: target.display(),
+            timeout: target.connect_timeout,
+        })?
+}
+
+async fn exec_with_timeout(
+    target: &SshTarget,
+    session: &client::Handle<HostKeyCheck>,
+    line: &str,
+) -> Result<RemoteOutput, SshError> {
+    tokio::time::timeout(target.command_timeout, exec(target, session, line))
+        .await
+        .map_err(|_| SshError::CommandTimeout {
+            target: target.display(),
+            timeout: target.command_timeout,
+        })?
+}
+
+fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, SshError> {
+    russh::keys::load_secret_key(path, None).map_err(|e| SshError::Key {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// A missing known_hosts file would make every host "unknown"; say so plainly instead.
+fn check_known_hosts_file(path: &Path) -> Result<(), SshError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| SshError::KnownHosts {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// Checks the server's key against known_hosts during the handshake.
+struct HostKeyCheck {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    target: String,
+}
+
+#[derive(Debug)]
+enum HandlerError {
+    Ssh(russh::Error),
+    HostKey(SshError),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Ssh(e)
+    }
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
+            return Err(HandlerError::HostKey(SshError::HostKeyUnknown {
+                target: self.target.clone(),
+                fingerprint: "a host certificate (not supported)".into(),
+                known_hosts: self.known_hosts.clone(),
+            }));
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        // russh only reads this file; nothing here ever writes to it.
+        match russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(HandlerError::HostKey(SshError::HostKeyUnknown {
+                target: self.target.clone(),
+                fingerprint,
+                known_hosts: self.known_hosts.clone(),
+            })),
+            Err(russh::keys::Error::KeyChanged { line }) => {
+                Err(HandlerError::HostKey(SshError::HostKeyChanged {
+                    target: self.target.clone(),
+                    fingerprint,
+                    known_hosts: self.known_hosts.clone(),
+                    line,
+                }))
+            }
+            Err(e) => Err(HandlerError::HostKey(SshError::KnownHosts {
+                path: self.known_hosts.clone(),
+                message: e.to_string(),
+            })),
+        }
+    }
+}
+
+async fn connect(
+    target: &SshTarget,
+    key: russh::keys::PrivateKey,
+) -> Result<client::Handle<HostKeyCheck>, SshError> {
+    let config = Arc::new(client::Config {
+        inactivity_timeout: Some(target.command_timeout + target.connect_timeout),
+        nodelay: true,
+        ..Default::default()
+    });
+    let handler = HostKeyCheck {
+        host: target.host.clone(),
+        port: target.port,
+        known_hosts: target.known_hosts.clone(),
+        target: target.display(),
+    };
+    let session_error = |message: String| SshError::Session {
+        target: target.display(),
+        message,
+    };
+    let mut session = client::connect(config, (target.host.as_str(), target.port), handler)
+        .await
+        .map_err(|e| match e {
+            HandlerError::HostKey(e) => e,
+            HandlerError::Ssh(russh::Error::IO(e)) => SshError::Connect {
+                target: target.display(),
+                message: e.to_string(),
+            },
+            HandlerError::Ssh(e) => SshError::Connect {
+                target: target.display(),
+                message: e.to_string(),
+            },
+        })?;
+    let auth = session
+        .authenticate_publickey(
+            target.user.clone(),
+            PrivateKeyWithHashAlg::new(Arc::new(key), None),
+        )
+        .await
+        .map_err(|e| session_error(format!("authenticating: {e}")))?;
+    if !auth.success() {
+        return Err(SshError::AuthenticationRefused {
+            target: target.display(),
+            user: target.user.clone(),
+            key_file: target.key_file.clone(),
+        });
+    }
+    Ok(session)
+}
+
+async fn exec(
+    target: &SshTarget,
+    session: &client::Handle<HostKeyCheck>,
+    line: &str,
+) -> Result<RemoteOutput, SshError> {
+    let session_error = |message: String| SshError::Session {
+        target: target.display(),
+        message,
+    };
+    let mut channel = session
+        .channel_open_session()
+        .await
+        .map_err(|e| session_error(format!("opening a channel: {e}")))?;
+    channel
+        .exec(true, line)
+        .await
+        .map_err(|e| session_error(format!("sending the operation: {e}")))?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut exit_status = None;
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => append_bounded(&mut stdout, &data, STDOUT_LIMIT),
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                append_bounded(&mut stderr, &data, STDERR_LIMIT)
+            }
+            ChannelMsg::ExitStatus { exit_status: s } => exit_status = Some(s),
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Ok(RemoteOutput {
+        exit_status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+fn append_bounded(buf: &mut Vec<u8>, data: &[u8], limit: usize) {
+    let room = limit.saturating_sub(buf.len());
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodewarden_shared::ops::ServiceAction;
+
+    fn target(dir: &Path) -> SshTarget {
+        SshTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+            user: "nobody".into(),
+            key_file: dir.join("id_ed25519"),
+            known_hosts: dir.join("known_hosts"),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn node_settings_override_fleet_defaults() {
+        let fleet = SshSettings {
+            user: Some("nodewarden".into()),
+            key_file: Some("/etc/nodewarden/ssh/id_ed25519".into()),
+            known_hosts: Some("/etc/nodewarden/ssh/known_hosts".into()),
+            command_timeout: Some(90.0),
+            ..Default::default()
+        };
+        let node = SshSettings {
+            user: Some("dfs".into()),
+            port: Some(2222),
+            ..Default::default()
+        };
+        let t = SshTarget::resolve("storage-01", &node, &fleet).unwrap();
+        assert_eq!(t.user, "dfs");
+        assert_eq!(t.port, 2222);
+        assert_eq!(t.key_file, PathBuf::from("/etc/nodewarden/ssh/id_ed25519"));
+        assert_eq!(t.connect_timeout, Duration::from_secs(10));
+        assert_eq!(t.command_timeout, Duration::from_secs(90));
+        assert_eq!(t.display(), "dfs@storage-01:2222");
+
+        let e =
+            SshTarget::resolve("n1", &SshSettings::default(), &SshSettings::default()).unwrap_err();
+        assert!(e.contains("no SSH user for n1"), "{e}");
+        let bad = SshSettings {
+            connect_timeout: Some(-1.0),
+            ..fleet.clone()
+        };
+        let e = SshTarget::resolve("n1", &bad, &fleet).unwrap_err();
+        assert!(e.contains("connect_timeout for n1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn invalid_operations_are_refused_before_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        // No key file, no known_hosts, nothing listening: the operation is refused first.
+        let e = run_operation(
+            &target(dir.path()),
+            &Operation::service("../../bin/sh", ServiceAction::Start),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, SshError::InvalidOperation(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn missing_key_and_known_hosts_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path());
+        let op = Operation::service("x", ServiceAction::Status);
+        let e = run_operation(&t, &op).await.unwrap_err();
+        assert!(
+            matches!(&e, SshError::Key { path, .. } if path == &t.key_file),
+            "{e}"
+        );
+        // A throwaway key kept as a fixture (authorized nowhere).
+        let t = SshTarget {
+            key_file: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/ssh/test_key_ed25519"),
+            ..t
+        };
+        let e = run_operation(&t, &op).await.unwrap_err();
+        assert!(
+            matches!(&e, SshError::KnownHosts { path, .. } if path == &t.known_hosts),
+            "{e}"
+        );
+        // With a known_hosts file but nothing listening: a connection error naming the target.
+        std::fs::write(&t.known_hosts, "").unwrap();
+        let e = run_operation(&t, &op).await.unwrap_err();
+        assert!(
+            matches!(&e, SshError::Connect { target, .. } if target == "nobody@127.0.0.1:1"),
+            "{e}"
+        );
+    }
+}
