@@ -9,6 +9,13 @@
 //! keep_alive_ms = 0             # 0: the controller sends none (see below)
 //! expiry_warning_days = 30
 //!
+//! data_dir = "/var/lib/nodewarden"  # default: $STATE_DIRECTORY, else `data` beside this file
+//!
+//! [database]                    # absent: embedded SQLite in data_dir
+//! url = "mysql://nodewarden:secret@127.0.0.1:3306/nodewarden"
+//! flush_interval_ms = 1000
+//! event_buffer = 100000         # events kept while the database is unreachable
+//!
 //! [admin]
 //! listen = "127.0.0.1:7480"     # read-only JSON of the registry; loopback by default
 //! ```
@@ -24,6 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::StoreConfig;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
 pub struct ConfigError {
@@ -34,7 +43,10 @@ pub struct ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    data_dir: Option<PathBuf>,
     link: RawLink,
+    #[serde(default)]
+    database: RawDatabase,
     #[serde(default)]
     admin: RawAdmin,
 }
@@ -50,6 +62,15 @@ struct RawLink {
     keep_alive_ms: u64,
     #[serde(default = "default_expiry_warning")]
     expiry_warning_days: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    flush_interval_ms: Option<u64>,
+    event_buffer: Option<usize>,
+    write_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +110,9 @@ pub struct ControllerConfig {
     pub keep_alive: Option<Duration>,
     pub expiry_warning_days: u32,
     pub admin_listen: Option<SocketAddr>,
+    /// Holds the SQLite database when no `database.url` is set.
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
 }
 
 /// Keep-alives, when sent, must come well inside the idle timeout, or a quiet but healthy
@@ -137,6 +161,31 @@ impl ControllerConfig {
             ),
         };
         let base = file.parent().unwrap_or(Path::new("."));
+        let data_dir = match raw.data_dir {
+            Some(d) => base.join(d),
+            None => std::env::var_os("STATE_DIRECTORY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| base.join("data")),
+        };
+        let mut store = StoreConfig::new(&data_dir);
+        store.url = raw.database.url.filter(|u| !u.is_empty());
+        if let Some(ms) = raw.database.flush_interval_ms {
+            if !(10..=3_600_000).contains(&ms) {
+                return Err(err(format!(
+                    "database.flush_interval_ms: {ms} is outside 10..=3600000"
+                )));
+            }
+            store.flush_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = raw.database.event_buffer {
+            if n == 0 {
+                return Err(err("database.event_buffer: must be at least 1".into()));
+            }
+            store.event_buffer = n;
+        }
+        if let Some(ms) = raw.database.write_timeout_ms {
+            store.write_timeout = Duration::from_millis(ms.max(100));
+        }
         Ok(ControllerConfig {
             listen,
             ca_dir: base.join(raw.link.ca_dir),
@@ -145,6 +194,8 @@ impl ControllerConfig {
                 .then(|| Duration::from_millis(raw.link.keep_alive_ms)),
             expiry_warning_days: raw.link.expiry_warning_days,
             admin_listen,
+            data_dir,
+            store,
         })
     }
 }
@@ -165,6 +216,15 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(2));
         assert_eq!(c.keep_alive, None);
         assert_eq!(c.admin_listen, Some("127.0.0.1:7480".parse().unwrap()));
+        assert_eq!(c.store.url, None);
+        let c = parse(
+            "data_dir = \"state\"\n[link]\nlisten = \"127.0.0.1:7443\"\nca_dir = \"ca\"\n\
+             [database]\nurl = \"mysql://u:p@127.0.0.1/nw\"\nflush_interval_ms = 250\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/nw/state"));
+        assert_eq!(c.store.url.as_deref(), Some("mysql://u:p@127.0.0.1/nw"));
+        assert_eq!(c.store.flush_interval, Duration::from_millis(250));
         let c = parse("[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[admin]\nlisten = \"\"\n")
             .unwrap();
         assert_eq!(c.admin_listen, None);
@@ -184,5 +244,10 @@ mod tests {
         assert!(e.contains("ca_dir"), "{e}");
         let e = parse("[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"x\"\nbogus = 1\n").unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+        let e = parse(
+            "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"x\"\n[database]\nevent_buffer = 0\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("database.event_buffer"), "{e}");
     }
 }

@@ -4,6 +4,7 @@ pub mod actions;
 pub mod admin;
 pub mod cadir;
 pub mod config;
+pub mod fleet;
 pub mod link;
 pub mod registry;
 pub mod ssh;

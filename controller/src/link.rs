@@ -95,6 +95,8 @@ struct Live {
 /// State shared by the link tasks and the admin API.
 pub struct Controller {
     pub registry: Mutex<Registry>,
+    /// Where transitions and reports are persisted; absent in tests that need no store.
+    store: std::sync::OnceLock<crate::store::StoreHandle>,
     live: Mutex<HashMap<u64, Live>>,
     revoked: Arc<RevokedFile>,
     next_conn_id: AtomicU64,
@@ -102,6 +104,11 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Persists every transition and report from now on.
+    pub fn attach_store(&self, store: crate::store::StoreHandle) {
+        let _ = self.store.set(store);
+    }
+
     /// Sends a command to a node's live connection and awaits its response.
     pub async fn command(
         &self,
@@ -190,6 +197,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
 
     let controller = Arc::new(Controller {
         registry: Mutex::new(Registry::new()),
+        store: std::sync::OnceLock::new(),
         live: Mutex::new(HashMap::new()),
         revoked: revoked.clone(),
         next_conn_id: AtomicU64::new(1),
@@ -246,6 +254,11 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
     let chain = connection
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let fingerprint = chain
+        .as_ref()
+        .and_then(|c| c.first())
+        .map(|leaf| crate::fleet::fingerprint(leaf))
+        .unwrap_or_default();
     let identity = match chain {
         Some(chain) => tls::peer_node(&chain),
         None => Err("no peer certificate".to_string()),
@@ -283,6 +296,7 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
         conn_id,
         &node,
         &info,
+        &fingerprint,
         &mut command_rx,
     )
     .await;
@@ -304,8 +318,12 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
             reason
         }
     };
-    if lock(&controller.registry).disconnected(&node, conn_id, &reason, now_millis()) {
+    let now = now_millis();
+    if lock(&controller.registry).disconnected(&node, conn_id, &reason, now) {
         tracing::info!(%node, peer = %remote, %reason, "node offline");
+        if let Some(store) = controller.store.get() {
+            crate::fleet::disconnected(store, &node, &reason, now);
+        }
     } else {
         // Replaced earlier, or ended before its hello.
         tracing::debug!(%node, peer = %remote, %reason, connection = conn_id, "agent connection ended");
@@ -341,9 +359,11 @@ async fn run_session(
     conn_id: u64,
     node: &str,
     info: &CertInfo,
+    fingerprint: &str,
     command_rx: &mut mpsc::Receiver<(CommandKind, CommandReply)>,
 ) -> Result<String, SessionError> {
     let remote = connection.remote_address();
+    let mut agent_version = String::new();
     let (mut send, mut recv) = tokio::select! {
         s = connection.accept_bi() => match s {
             Ok(s) => s,
@@ -394,7 +414,18 @@ async fn run_session(
                                 cert_serial: info.serial.clone(),
                                 cert_not_after_unix: info.not_after_unix,
                             };
-                            let change = lock(&controller.registry).connected(node, conn, now_millis());
+                            let now = now_millis();
+                            let change = lock(&controller.registry).connected(node, conn, now);
+                            agent_version = hello.agent_version.clone();
+                            if let Some(store) = controller.store.get() {
+                                let id = crate::fleet::Identity {
+                                    node,
+                                    remote_ip: remote.ip().to_string(),
+                                    agent_version: &agent_version,
+                                    cert_fingerprint: fingerprint,
+                                };
+                                crate::fleet::connected(store, &id, now);
+                            }
                             match change {
                                 Connected::Online => tracing::info!(
                                     %node, peer = %remote, agent_version = %hello.agent_version,
@@ -415,7 +446,19 @@ async fn run_session(
                         }
                         ControllerEvent::Report(report) => {
                             tracing::debug!(%node, seq = report.seq, "state report");
-                            lock(&controller.registry).report(node, conn_id, report, now_millis());
+                            let now = now_millis();
+                            let mut registry = lock(&controller.registry);
+                            if let Some(store) = controller.store.get() {
+                                let previous = registry.get(node).and_then(|n| n.last_report.as_ref());
+                                let id = crate::fleet::Identity {
+                                    node,
+                                    remote_ip: remote.ip().to_string(),
+                                    agent_version: &agent_version,
+                                    cert_fingerprint: fingerprint,
+                                };
+                                crate::fleet::reported(store, &id, previous, &report, now);
+                            }
+                            registry.report(node, conn_id, report, now);
                         }
                         ControllerEvent::CommandDone { response, .. } => {
                             if let Some(reply) = pending.remove(&response.id) {

@@ -247,7 +247,14 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+        let store = nodewarden_controller::store::Store::open(config.store.clone())
+            .await
+            .context("opening the fleet store")?;
+        tracing::info!(database = %store.database(), nodes = store.nodes().len(), "fleet store open");
         let (endpoint, controller) = link::bind(&settings)?;
+        controller.attach_store(store.handle());
         tracing::info!(
             address = %endpoint.local_addr()?,
             idle_timeout = ?settings.idle_timeout,
@@ -277,6 +284,10 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
             .lock()
             .map(|r| r.online_count())
             .unwrap_or_default();
+        // Writes the transitions of the connections just closed, and any backlog.
+        if let Err(e) = store.close().await {
+            tracing::error!(error = %e, "the fleet store could not write everything before stopping");
+        }
         tracing::info!(online, "stopped");
         Ok(())
     })
