@@ -887,3 +887,65 @@ fn no_false_offline_while_the_machine_is_busy() {
     assert!(seqs.iter().all(|s| *s >= 10), "{seqs:?}");
     assert_eq!(controller.log.count(&["node offline"]), 0);
 }
+
+#[test]
+fn the_controller_persists_nodes_devices_and_transitions_across_a_restart() {
+    use nodewarden_controller::store::{EventKind, EventQuery, Store, StoreConfig};
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let cert = lab.issue("n-kept");
+    let mut agent = lab.start_agent("n-kept", &cert, "controller.test");
+    lab.wait_online("n-kept", Duration::from_secs(15));
+    wait_for("a report", Duration::from_secs(10), || {
+        lab.node("n-kept")?["last_report"]["seq"].as_u64()
+    });
+    agent.child.0.kill().expect("SIGKILL");
+    wait_for("n-kept offline", Duration::from_secs(10), || {
+        (!lab.online("n-kept")).then_some(())
+    });
+    // A clean stop writes what is still buffered.
+    signal(&controller._child, libc::SIGTERM);
+    let mut child = controller._child;
+    wait_for("the controller to exit", Duration::from_secs(20), || {
+        child.0.try_wait().ok().flatten()
+    });
+
+    runtime().block_on(async {
+        let store = Store::open(StoreConfig::new(lab.dir.path().join("data")))
+            .await
+            .expect("the controller's SQLite database opens");
+        let nodes = store.persisted_nodes().await.unwrap();
+        let node = nodes
+            .iter()
+            .find(|n| n.info.node_id == "n-kept")
+            .expect("node persisted");
+        assert!(!node.online);
+        assert_eq!(node.info.roles, vec!["storage".to_string()]);
+        assert_eq!(node.info.cert_fingerprint.len(), 64, "sha-256 hex");
+        let devices = store.persisted_devices().await.unwrap();
+        let device = devices
+            .iter()
+            .find(|d| d.device_id == 7)
+            .expect("device persisted");
+        assert_eq!(device.node_id, "n-kept");
+        assert!(device.total_bytes > 0 && device.free_bytes <= device.total_bytes);
+        let events = store
+            .events(&EventQuery {
+                node_id: Some("n-kept".into()),
+                after_id: 0,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let kinds: Vec<&EventKind> = events.iter().map(|e| &e.event.kind).collect();
+        assert!(
+            matches!(kinds.first(), Some(EventKind::Online)),
+            "{kinds:?}"
+        );
+        assert!(
+            matches!(kinds.get(1), Some(EventKind::Offline { .. })),
+            "{kinds:?}"
+        );
+        store.close().await.unwrap();
+    });
+}
