@@ -1,9 +1,96 @@
 #!/usr/bin/env bash
-# The main job: builds nodewarden and runs it on this machine with embedded defaults.
-# For now: the agent serving node_exporter-compatible metrics on 127.0.0.1:9100.
+# The main job: a demo cluster on this machine with embedded defaults. A controller (its own CA,
+# fleet state in embedded SQLite, HTTP on 127.0.0.1:9180) and three agents on loopback — two
+# storage nodes with fragment folders, one Ray node — each serving node_exporter-compatible
+# metrics. Everything lives in target/demo (NODEWARDEN_DEMO_DIR); Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
-cargo build --release --quiet -p nodewarden-agent
-echo "nodewarden-agent: metrics on http://127.0.0.1:${PORT:-9100}/metrics (Ctrl-C stops)"
-exec target/release/nodewarden-agent --web.listen-address="127.0.0.1:${PORT:-9100}" "$@"
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+demo=$(realpath -m "${NODEWARDEN_DEMO_DIR:-target/demo}")
+bin=target/release
+http=127.0.0.1:9180
+link=127.0.0.1:9443
+
+echo "== building (release)"
+cargo build --release --quiet -p nodewarden-agent -p nodewarden-controller
+mkdir -p "$demo/logs"
+
+if [ ! -f "$demo/ca/ca.pem" ]; then
+  "$bin/nodewarden-controller" ca init --dir "$demo/ca" --san localhost --san 127.0.0.1 >/dev/null
+fi
+nodes=(storage-1 storage-2 ray-1)
+for node in "${nodes[@]}"; do
+  [ -f "$demo/nodes/$node.pem" ] ||
+    "$bin/nodewarden-controller" ca issue "$node" --dir "$demo/ca" --out-dir "$demo/nodes" >/dev/null
+done
+
+cat >"$demo/controller.toml" <<TOML
+data_dir = "data"        # the embedded SQLite fleet store: data/nodewarden.db
+[link]
+listen = "$link"
+ca_dir = "ca"
+[admin]
+listen = "$http"
+TOML
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$bin/nodewarden-controller" serve --config "$demo/controller.toml" >"$demo/logs/controller.log" 2>&1 &
+pids+=($!)
+
+port=9101
+device=1
+for node in "${nodes[@]}"; do
+  role=${node%%-*}
+  {
+    echo "roles = [\"$role\"]"
+    echo "[controller]"
+    echo "address = \"$link\""
+    echo "server_name = \"localhost\""
+    echo "ca_file = \"ca/ca.pem\""
+    echo "cert_file = \"nodes/$node.pem\""
+    echo "key_file = \"nodes/$node.key\""
+    if [ "$role" = storage ]; then
+      for _ in 1 2; do
+        mkdir -p "$demo/fragments/$node/dev$device"
+        echo "[[storage.devices]]"
+        echo "id = $device"
+        echo "fragment_dir = \"fragments/$node/dev$device\""
+        device=$((device + 1))
+      done
+    fi
+  } >"$demo/$node.toml"
+  "$bin/nodewarden-agent" --config "$demo/$node.toml" --web.listen-address="127.0.0.1:$port" \
+    >"$demo/logs/$node.log" 2>&1 &
+  pids+=($!)
+  echo "   $node: metrics on http://127.0.0.1:$port/metrics"
+  port=$((port + 1))
+done
+
+echo "== waiting for the agents to connect"
+for _ in $(seq 1 100); do
+  online=$(curl -fsS "http://$http/api/v1/nodes" 2>/dev/null | grep -o '"online":true' | wc -l || true)
+  [ "$online" -ge "${#nodes[@]}" ] && break
+  sleep 0.2
+done
+echo "== $online of ${#nodes[@]} nodes online"
+curl -fsS "http://$http/api/v1/nodes" | python3 -c '
+import json, sys
+for n in json.load(sys.stdin):
+    r = n.get("last_report") or {}
+    devices = ", ".join("device %s: %.1f GiB free" % (d["device_id"], d["free_bytes"] / 2**30) for d in r.get("storage", []))
+    print("   %-10s %-8s %s" % (n["name"], "online" if n["online"] else "offline", devices))
+' || true
+cat <<TXT
+
+nodewarden demo running (logs in $demo/logs, state in $demo/data):
+   fleet view:  curl http://$http/api/v1/nodes
+   metrics:     curl http://127.0.0.1:9101/metrics
+Ctrl-C stops the controller and the agents.
+TXT
+wait -n "${pids[@]}"
