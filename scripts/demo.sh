@@ -74,7 +74,8 @@ done
 
 echo "== waiting for the agents to connect"
 for _ in $(seq 1 100); do
-  online=$(curl -fsS "http://$http/api/v1/nodes" 2>/dev/null | grep -o '"online":true' | wc -l || true)
+  online=$(curl -fsS "http://$http/api/v1/nodes" 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["online"]))' 2>/dev/null || echo 0)
   [ "$online" -ge "${#nodes[@]}" ] && break
   sleep 0.2
 done
