@@ -42,6 +42,10 @@ async fn ping(
             "round_trip_ms": start.elapsed().as_secs_f64() * 1000.0,
         }))),
         CommandOutcome::Failed { message } => Err((StatusCode::BAD_GATEWAY, message)),
+        other => Err((
+            StatusCode::BAD_GATEWAY,
+            format!("node {name} answered a ping with {other:?}"),
+        )),
     }
 }
 
