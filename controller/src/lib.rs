@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod admin;
+pub mod api_actions;
 pub mod cadir;
 pub mod config;
 pub mod link;

@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodewarden_shared::ca::CertInfo;
 use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
-use nodewarden_shared::protocol::{self, CommandKind, CommandResponse, ControllerToAgent, close};
+use nodewarden_shared::protocol::{
+    self, CAP_INVENTORY, CommandKind, CommandOutcome, CommandResponse, ControllerToAgent, close,
+};
 use nodewarden_shared::session::{ControllerEvent, ControllerSession, ProtocolError};
 use nodewarden_shared::tls::{self, Revocation};
 use quinn::rustls::pki_types::CertificateDer;
@@ -99,9 +101,38 @@ pub struct Controller {
     revoked: Arc<RevokedFile>,
     next_conn_id: AtomicU64,
     expiry_warning_days: u32,
+    /// Bumped on every online/offline transition, so waiters (a woken node's agent) are
+    /// notified instead of polling.
+    transitions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
+    /// Whether `node` is online now.
+    pub fn is_online(&self, node: &str) -> bool {
+        lock(&self.registry).get(node).is_some_and(|n| n.online)
+    }
+
+    /// Resolves with `true` once `node` is online, or `false` after `limit`.
+    pub async fn wait_online(&self, node: &str, limit: Duration) -> bool {
+        // Subscribed before the check, so a transition between the two is not missed.
+        let mut changes = self.transitions.subscribe();
+        let wait = async {
+            loop {
+                if self.is_online(node) {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
+    fn transition(&self) {
+        self.transitions.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
     /// Sends a command to a node's live connection and awaits its response.
     pub async fn command(
         &self,
@@ -194,6 +225,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
         revoked: revoked.clone(),
         next_conn_id: AtomicU64::new(1),
         expiry_warning_days: settings.expiry_warning_days,
+        transitions: tokio::sync::watch::Sender::new(0),
     });
     for (what, pem) in [("CA", &ca_pem), ("server", &server_pem)] {
         match nodewarden_shared::ca::inspect_pem(pem) {
@@ -305,6 +337,7 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
         }
     };
     if lock(&controller.registry).disconnected(&node, conn_id, &reason, now_millis()) {
+        controller.transition();
         tracing::info!(%node, peer = %remote, %reason, "node offline");
     } else {
         // Replaced earlier, or ended before its hello.
@@ -336,7 +369,7 @@ async fn write_message(
 
 /// Runs one established connection; `Ok(reason)` when it ended without a protocol fault.
 async fn run_session(
-    controller: &Controller,
+    controller: &Arc<Controller>,
     connection: &quinn::Connection,
     conn_id: u64,
     node: &str,
@@ -396,10 +429,13 @@ async fn run_session(
                             };
                             let change = lock(&controller.registry).connected(node, conn, now_millis());
                             match change {
-                                Connected::Online => tracing::info!(
-                                    %node, peer = %remote, agent_version = %hello.agent_version,
-                                    "node online"
-                                ),
+                                Connected::Online => {
+                                    controller.transition();
+                                    tracing::info!(
+                                        %node, peer = %remote, agent_version = %hello.agent_version,
+                                        "node online"
+                                    )
+                                }
                                 Connected::Replaced { old } => {
                                     tracing::info!(
                                         %node, peer = %remote, old_peer = %old.remote,
@@ -412,6 +448,20 @@ async fn run_session(
                                 }
                             }
                             write_message(&mut send, &reply).await?;
+                            if hello.capabilities.iter().any(|c| c == CAP_INVENTORY) {
+                                let request = session.request(CommandKind::Inventory)?;
+                                if let ControllerToAgent::CommandRequest(r) = &request {
+                                    let (tx, rx) = oneshot::channel();
+                                    pending.insert(r.id, tx);
+                                    tokio::spawn(record_inventory(
+                                        controller.clone(),
+                                        node.to_string(),
+                                        conn_id,
+                                        rx,
+                                    ));
+                                }
+                                write_message(&mut send, &request).await?;
+                            }
                         }
                         ControllerEvent::Report(report) => {
                             tracing::debug!(%node, seq = report.seq, "state report");
@@ -438,6 +488,30 @@ async fn run_session(
             }
             _ = &mut hello_timer, if session.version().is_none() => break Err(SessionError::NoHello),
         }
+    }
+}
+
+/// Stores the answer to the inventory request of connection `conn_id`.
+async fn record_inventory(
+    registry: Arc<Controller>,
+    node: String,
+    conn_id: u64,
+    answer: oneshot::Receiver<Result<CommandResponse, String>>,
+) {
+    match answer.await {
+        Ok(Ok(CommandResponse {
+            outcome: CommandOutcome::Inventory(inventory),
+            ..
+        })) => {
+            tracing::debug!(%node, interfaces = inventory.interfaces.len(), "inventory");
+            lock(&registry.registry).inventory(&node, conn_id, inventory);
+        }
+        Ok(Ok(other)) => {
+            tracing::warn!(%node, outcome = ?other.outcome, "the agent could not describe its interfaces")
+        }
+        Ok(Err(e)) => tracing::warn!(%node, "inventory: {e}"),
+        // The connection ended first.
+        Err(_) => {}
     }
 }
 

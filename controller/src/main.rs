@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use nodewarden_controller::admin;
+use nodewarden_controller::api_actions::ActionsApi;
 use nodewarden_controller::cadir::{self, CaDir, write_file, write_new};
 use nodewarden_controller::config::ControllerConfig;
 use nodewarden_controller::link::{self, LinkSettings, now_unix};
@@ -256,8 +257,9 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
         );
         if let Some(addr) = config.admin_listen {
             let c = controller.clone();
+            let actions = ActionsApi::new(controller.clone(), config.actions.clone());
             tokio::spawn(async move {
-                if let Err(e) = admin::serve(addr, c).await {
+                if let Err(e) = admin::serve(addr, c, actions).await {
                     tracing::error!("{e:#}");
                 }
             });
