@@ -4,6 +4,7 @@ pub mod actions;
 pub mod admin;
 pub mod api_actions;
 pub mod cadir;
+pub mod client;
 pub mod config;
 pub mod link;
 pub mod registry;
