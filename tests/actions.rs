@@ -474,3 +474,63 @@ fn with_the_agent_stopped_actions_go_over_ssh() {
     let out = lab.cli(&["action", "status", "--node", "n1"], None);
     assert!(stdout(&out).contains("n1    agent  ok"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_node_answering_neither_path_is_woken_and_its_services_started_over_the_link() {
+    // The magic packet goes to this loopback socket (a relay address in [nodes.n1]) instead of
+    // the subnet's broadcast address; no SSH is configured, so the node answers neither path.
+    let relay = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut lab = Lab::new(&format!(
+        "[actions]\nwake_wait = 60\n[nodes.n1]\nwake_to = \"{}\"\n",
+        relay.local_addr().unwrap()
+    ));
+    let node = lab.wait_service(true, "stopped");
+    let macs: Vec<String> = node["inventory"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["mac"].as_str().map(str::to_string))
+        .collect();
+    if macs.is_empty() {
+        eprintln!("SKIPPED: this host has no interface with a MAC address to wake");
+        return;
+    }
+    lab.stop_agent();
+    wait_for("n1 offline", Duration::from_secs(10), || {
+        (lab.node()?["online"] == false).then_some(())
+    });
+
+    let mut cli = {
+        let mut cmd = Command::new(bin_path("nodewarden-controller"));
+        cmd.args(["action", "wake", "--node", "n1", "--requested-by", "test"])
+            .arg("--api")
+            .arg(lab.api())
+            .arg("--data-dir")
+            .arg(lab.path(""))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        ChildGuard::spawn(&mut cmd)
+    };
+    let mut packet = [0u8; 1024];
+    let (n, _) = relay.recv_from(&mut packet).expect("a magic packet");
+    assert_eq!(n, 102);
+    assert_eq!(&packet[..6], &[0xFF; 6]);
+    let mac: Vec<String> = packet[6..12].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(macs.contains(&mac.join(":")), "{mac:?} not in {macs:?}");
+
+    // The "woken" node's agent connects; the controller, waiting for that, starts the service.
+    lab.start_agent();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut cli.0.stdout.take().unwrap(), &mut text).unwrap();
+    let status = cli.0.wait().unwrap();
+    eprintln!("{text}");
+    assert!(status.success());
+    assert!(text.contains("[1/1] n1: ok via wake_on_lan"), "{text}");
+    assert!(text.contains("n1    wol   ok"), "{text}");
+    let pid = lab.pid();
+    assert!(alive(pid), "pid {pid} is not running");
+    lab.wait_service(true, "running");
+}

@@ -261,7 +261,7 @@ pub fn reach(name: &str, node: Option<&Node>, config: &ActionsConfig) -> NodeRea
         .and_then(|n| n.last_report.as_ref())
         .map(|r| r.services.iter().map(|s| s.name.clone()).collect())
         .unwrap_or_default();
-    let wake = node.and_then(|n| wake_target(n, last_ip));
+    let wake = node.and_then(|n| wake_target(n, last_ip, settings.wake_to));
     NodeReach {
         node: name.to_string(),
         services,
@@ -270,22 +270,29 @@ pub fn reach(name: &str, node: Option<&Node>, config: &ActionsConfig) -> NodeRea
     }
 }
 
-/// Every MAC the agent reported, to the broadcast address of the subnet it connected from (or
-/// the first subnet with one).
-fn wake_target(node: &Node, last_ip: Option<IpAddr>) -> Option<WakeTarget> {
+/// Every MAC the agent reported, to `wake_to` if configured, else the broadcast address of the
+/// subnet it connected from (or the first subnet with one).
+fn wake_target(
+    node: &Node,
+    last_ip: Option<IpAddr>,
+    wake_to: Option<SocketAddr>,
+) -> Option<WakeTarget> {
     let inventory = node.inventory.as_ref()?;
     let mut macs: Vec<MacAddress> = inventory.interfaces.iter().filter_map(|i| i.mac).collect();
     macs.sort_by_key(|m| m.0);
     macs.dedup();
     let addresses = || inventory.interfaces.iter().flat_map(|i| &i.addresses);
-    let broadcast = addresses()
-        .find(|a| Some(a.address) == last_ip && a.broadcast.is_some())
-        .or_else(|| addresses().find(|a| a.broadcast.is_some()))
-        .and_then(|a| a.broadcast)?;
-    (!macs.is_empty()).then(|| WakeTarget {
-        macs,
-        send_to: SocketAddr::from((broadcast, DEFAULT_PORT)),
-    })
+    let send_to = match wake_to {
+        Some(to) => to,
+        None => {
+            let broadcast = addresses()
+                .find(|a| Some(a.address) == last_ip && a.broadcast.is_some())
+                .or_else(|| addresses().find(|a| a.broadcast.is_some()))
+                .and_then(|a| a.broadcast)?;
+            SocketAddr::from((broadcast, DEFAULT_PORT))
+        }
+    };
+    (!macs.is_empty()).then_some(WakeTarget { macs, send_to })
 }
 
 /// The action and node set a request means; every check happens here, before anything runs.
@@ -481,6 +488,7 @@ mod tests {
                         port: Some(2222),
                         ..Default::default()
                     },
+                    wake_to: None,
                 },
             )]),
         }
@@ -577,6 +585,17 @@ mod tests {
         let ssh = cold.ssh.unwrap();
         assert_eq!((ssh.host.as_str(), ssh.port), ("10.0.9.9", 2222));
         assert!(cold.wake.is_none() && cold.services.is_empty());
+        // A relay configured for the node replaces the broadcast address.
+        let mut relayed = c.clone();
+        relayed.nodes.insert(
+            "s2".into(),
+            crate::config::NodeSettings {
+                wake_to: Some("10.0.3.5:9".parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        let wake = reach("s2", reg.get("s2"), &relayed).wake.unwrap();
+        assert_eq!(wake.send_to, "10.0.3.5:9".parse().unwrap());
         // Without fleet SSH settings there is no fallback.
         let bare = ActionsConfig {
             ssh: SshSettings::default(),

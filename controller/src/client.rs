@@ -5,6 +5,8 @@
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 
+use nodewarden_shared::ops::ActionPath;
+
 use crate::actions::{self, NodeActionResult};
 use crate::api_actions::{ActionEvent, ActionRequest, IdText};
 
@@ -83,8 +85,10 @@ pub struct ApiClient {
 /// One progress line for a node's result.
 pub fn progress_line(r: &NodeActionResult, done: usize, total: usize) -> String {
     let path = match r.path {
-        Some(p) => format!("{p:?}").to_lowercase(),
-        None => "-".into(),
+        Some(ActionPath::Agent) => "agent",
+        Some(ActionPath::Ssh) => "ssh",
+        Some(ActionPath::WakeOnLan) => "wake_on_lan",
+        None => "-",
     };
     let verdict = if r.succeeded() { "ok" } else { "FAILED" };
     let mut line = format!(

@@ -26,6 +26,7 @@
 //! [nodes.storage-01]            # per node, all optional
 //! host = "10.0.3.17"            # SSH host; default: the address its agent last connected from
 //! ssh = { port = 2222 }         # over the fleet's [ssh], field by field
+//! wake_to = "10.0.3.5:9"        # magic packets here instead of the subnet's broadcast
 //! ```
 //!
 //! Agents send keep-alives (every 500 ms by default). The controller by default does not: QUIC
@@ -90,6 +91,9 @@ pub struct NodeSettings {
     /// Overrides of the fleet's `[ssh]`.
     #[serde(default)]
     pub ssh: SshSettings,
+    /// Where this node's magic packets go instead of its subnet's broadcast address (e.g. a
+    /// relay on its segment, `10.0.3.5:9`).
+    pub wake_to: Option<SocketAddr>,
 }
 
 /// Remote operations settings.
@@ -226,6 +230,7 @@ impl ControllerConfig {
                 NodeSettings {
                     host: n.host.clone(),
                     ssh: resolve_ssh(&n.ssh),
+                    wake_to: n.wake_to,
                 },
             );
         }

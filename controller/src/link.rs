@@ -115,18 +115,8 @@ impl Controller {
     /// Resolves with `true` once `node` is online, or `false` after `limit`.
     pub async fn wait_online(&self, node: &str, limit: Duration) -> bool {
         // Subscribed before the check, so a transition between the two is not missed.
-        let mut changes = self.transitions.subscribe();
-        let wait = async {
-            loop {
-                if self.is_online(node) {
-                    return true;
-                }
-                if changes.changed().await.is_err() {
-                    return false;
-                }
-            }
-        };
-        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+        let changes = self.transitions.subscribe();
+        wait_until(changes, || self.is_online(node), limit).await
     }
 
     fn transition(&self) {
@@ -491,6 +481,26 @@ async fn run_session(
     }
 }
 
+/// Resolves with `true` once `check` holds, re-checking at each change of `changes` (never
+/// polling), or `false` after `limit` or when the sender is gone.
+pub async fn wait_until(
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    check: impl Fn() -> bool,
+    limit: Duration,
+) -> bool {
+    let wait = async {
+        loop {
+            if check() {
+                return true;
+            }
+            if changes.changed().await.is_err() {
+                return check();
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+}
+
 /// Stores the answer to the inventory request of connection `conn_id`.
 async fn record_inventory(
     registry: Arc<Controller>,
@@ -613,5 +623,35 @@ async fn check_expiry(controller: Arc<Controller>) {
         for (node, info) in infos {
             controller.warn_if_expiring(&format!("node {node}'s"), &info);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[tokio::test]
+    async fn waiting_for_a_transition_is_notified_not_polled() {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let online = Arc::new(AtomicBool::new(false));
+        let (flag, sender) = (online.clone(), tx.clone());
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A change that does not satisfy the check, then one that does.
+            sender.send_modify(|g| *g += 1);
+            flag.store(true, Ordering::SeqCst);
+            sender.send_modify(|g| *g += 1);
+        });
+        let check = || online.load(Ordering::SeqCst);
+        assert!(wait_until(rx, check, Duration::from_secs(10)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Nothing changes: false after the limit.
+        let rx = tx.subscribe();
+        assert!(!wait_until(rx, || false, Duration::from_millis(100)).await);
+        // Already true: at once, without any change.
+        let rx = tx.subscribe();
+        assert!(wait_until(rx, || true, Duration::from_secs(10)).await);
     }
 }
