@@ -301,8 +301,12 @@ pub fn plan(
     registry: &BTreeMap<String, Node>,
     config: &ActionsConfig,
 ) -> Result<(String, Vec<(NodeReach, Action)>), Refusal> {
-    if request.requested_by.trim().is_empty() {
-        return Err(Refusal::bad("requested_by must name who asks"));
+    let who = &request.requested_by;
+    if who.trim().is_empty() || who.len() > 128 || who.chars().any(char::is_control) {
+        // It goes into logs and results: no forged lines.
+        return Err(Refusal::bad(
+            "requested_by must name who asks (1-128 characters, no control characters)",
+        ));
     }
     let reach_of = |name: &str| reach(name, registry.get(name), config);
     if request.action == ActionName::DeleteFragments {
