@@ -60,7 +60,7 @@ for node in "${nodes[@]}"; do
         mkdir -p "$demo/fragments/$node/dev$device"
         echo "[[storage.devices]]"
         echo "id = $device"
-        echo "fragment_dir = \"fragments/$node/dev$device\""
+        echo "fragment_dir = \"$demo/fragments/$node/dev$device\""
         device=$((device + 1))
       done
     fi

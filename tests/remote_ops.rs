@@ -53,8 +53,7 @@ impl Node {
         let d = dir.path();
         std::fs::create_dir(d.join("fragments")).unwrap();
         let config = format!(
-            "[link]\ncontroller = \"unused.example:7443\"\n\n\
-             [[services]]\nname = \"sleeper\"\nstart = [\"{}\", \"{}\"]\nworkdir = \"{d}\"\n\
+            "[[services]]\nname = \"sleeper\"\nstart = [\"{}\", \"{}\"]\nworkdir = \"{d}\"\n\
              pid_file = \"{d}/sleeper.pid\"\nstop_grace = 5\n\n\
              [[storage.devices]]\nid = 3\nfragment_dir = \"{d}/fragments\"\n",
             SLEEP_ARGS[0],

@@ -1,6 +1,10 @@
 //! The agent's own settings (`--config FILE`, TOML): the controller link, the node's roles,
-//! storage devices and managed services. Relative paths are relative to the file. Errors name
-//! the file, the key and what is wrong.
+//! storage devices and managed services. One file and one schema for the agent, `op` and
+//! `ssh-dispatch`: services and storage devices are the operations' declarations
+//! ([`crate::ops::config`], their source of truth), checked here with the rest. Relative paths of
+//! the `[controller]` files are relative to this file; the declarations' paths must be absolute.
+//! Declared storage devices imply the `storage` role. Errors name the file, the key and what is
+//! wrong.
 //!
 //! ```toml
 //! roles = ["storage"]                  # storage, ray, other
@@ -19,16 +23,22 @@
 //!
 //! [[services]]
 //! name = "dfs-client"
+//! start = ["java", "-jar", "client.jar"]
 //! workdir = "/opt/dfs"
-//! command = ["java", "-jar", "client.jar"]
+//! pid_file = "/run/nodewarden/dfs-client.pid"
+//!
+//! [[services]]
+//! name = "ray"
+//! unit = "ray-worker.service"
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nodewarden_shared::protocol::Role;
 use serde::Deserialize;
+
+use crate::ops::config::{OpsConfig, ServiceDecl, StorageDecl};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -44,9 +54,9 @@ struct Raw {
     #[serde(default)]
     roles: Vec<Role>,
     #[serde(default)]
-    storage: RawStorage,
+    storage: StorageDecl,
     #[serde(default)]
-    services: Vec<Service>,
+    services: Vec<ServiceDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,32 +90,6 @@ fn default_reconnect_max() -> u64 {
     5000
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStorage {
-    #[serde(default)]
-    devices: Vec<RawDevice>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDevice {
-    id: u32,
-    fragment_dir: PathBuf,
-}
-
-/// A service the node runs and the controller may operate (operations are a later issue).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Service {
-    pub name: String,
-    /// A systemd unit, when the service is one.
-    pub unit: Option<String>,
-    /// Otherwise the command line that runs it, and where.
-    pub command: Option<Vec<String>>,
-    pub workdir: Option<PathBuf>,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControllerLink {
     pub address: String,
@@ -120,18 +104,12 @@ pub struct ControllerLink {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Device {
-    pub id: u32,
-    pub fragment_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     pub file: PathBuf,
     pub controller: Option<ControllerLink>,
     pub roles: Vec<Role>,
-    pub devices: Vec<Device>,
-    pub services: Vec<Service>,
+    /// The declared services and storage devices: all the node may be asked to do.
+    pub ops: OpsConfig,
 }
 
 impl AgentConfig {
@@ -203,66 +181,22 @@ impl AgentConfig {
             })
             .transpose()?;
 
-        let mut seen = BTreeSet::new();
-        let mut devices = Vec::new();
-        for (i, d) in raw.storage.devices.into_iter().enumerate() {
-            if !seen.insert(d.id) {
-                return Err(err(format!(
-                    "storage.devices[{i}].id: device {} is listed twice",
-                    d.id
-                )));
-            }
-            if d.fragment_dir.as_os_str().is_empty() {
-                return Err(err(format!(
-                    "storage.devices[{i}].fragment_dir: must not be empty"
-                )));
-            }
-            devices.push(Device {
-                id: d.id,
-                fragment_dir: base.join(d.fragment_dir),
-            });
-        }
-        if !devices.is_empty() && !raw.roles.contains(&Role::Storage) {
-            return Err(err(
-                "roles: storage devices are configured but \"storage\" is not among the roles"
-                    .into(),
-            ));
-        }
-        let mut names = BTreeSet::new();
-        for (i, s) in raw.services.iter().enumerate() {
-            if s.name.trim().is_empty() {
-                return Err(err(format!("services[{i}].name: must not be empty")));
-            }
-            if !names.insert(s.name.clone()) {
-                return Err(err(format!(
-                    "services[{i}].name: service {:?} is listed twice",
-                    s.name
-                )));
-            }
-            match (&s.unit, &s.command) {
-                (Some(_), Some(_)) => {
-                    return Err(err(format!(
-                        "services[{i}]: give either unit or command, not both"
-                    )));
-                }
-                (None, None) => {
-                    return Err(err(format!("services[{i}]: give a unit or a command")));
-                }
-                (None, Some(c)) if c.is_empty() => {
-                    return Err(err(format!("services[{i}].command: must not be empty")));
-                }
-                _ => {}
-            }
-        }
+        let ops = OpsConfig {
+            services: raw.services,
+            storage: raw.storage,
+        };
+        ops.check().map_err(|e| err(e.to_string()))?;
         let mut roles = raw.roles;
+        if !ops.storage.devices.is_empty() {
+            roles.push(Role::Storage);
+        }
         roles.sort();
         roles.dedup();
         Ok(AgentConfig {
             file: file.to_path_buf(),
             controller,
             roles,
-            devices,
-            services: raw.services,
+            ops,
         })
     }
 }
@@ -288,12 +222,13 @@ fragment_dir = "/srv/f3"
 
 [[storage.devices]]
 id = 4
-fragment_dir = "f4"
+fragment_dir = "/srv/f4"
 
 [[services]]
 name = "dfs-client"
 workdir = "/opt/dfs"
-command = ["java", "-jar", "client.jar"]
+start = ["java", "-jar", "client.jar"]
+pid_file = "/run/nodewarden/dfs-client.pid"
 "#;
 
     fn parse(text: &str) -> Result<AgentConfig, String> {
@@ -309,10 +244,13 @@ command = ["java", "-jar", "client.jar"]
         assert_eq!(link.idle_timeout, Duration::from_secs(3));
         assert_eq!(link.keep_alive, Duration::from_millis(500));
         assert_eq!(c.roles, vec![Role::Storage, Role::Ray]);
-        assert_eq!(c.devices[1].fragment_dir, Path::new("/etc/nw/f4"));
-        assert_eq!(c.services[0].name, "dfs-client");
+        assert_eq!(c.ops.storage.devices[1].fragment_dir, Path::new("/srv/f4"));
+        assert_eq!(c.ops.services[0].name, "dfs-client");
         // No controller section: metrics only.
         assert_eq!(parse("roles = [\"other\"]").unwrap().controller, None);
+        // Declared devices imply the storage role.
+        let c = parse("[[storage.devices]]\nid = 1\nfragment_dir = \"/f\"\n").unwrap();
+        assert_eq!(c.roles, vec![Role::Storage]);
     }
 
     #[test]
@@ -321,7 +259,22 @@ command = ["java", "-jar", "client.jar"]
             (FULL.replace("\"ray\"", "\"gpu\""), "unknown variant `gpu`"),
             (
                 FULL.replace("id = 4", "id = 3"),
-                "storage.devices[1].id: device 3 is listed twice",
+                "storage.devices[1] (id 3): device id declared twice",
+            ),
+            (
+                FULL.replace("\"/srv/f4\"", "\"f4\""),
+                "storage.devices[1] (id 4).fragment_dir: f4 must be an absolute path",
+            ),
+            (
+                FULL.replace(
+                    "[[storage.devices]]\nid = 3",
+                    "[storage]\nbogus = 1\n[[storage.devices]]\nid = 3",
+                ),
+                "unknown field `bogus`",
+            ),
+            (
+                FULL.replace("pid_file = \"/run/nodewarden/dfs-client.pid\"\n", ""),
+                "services[0] (\"dfs-client\"): a started process needs pid_file",
             ),
             (
                 FULL.replace("controller.lab:7443", "controller.lab"),
@@ -340,15 +293,8 @@ command = ["java", "-jar", "client.jar"]
                 "unknown field `wrokdir`",
             ),
             (
-                FULL.replace("[\"storage\", \"ray\"]", "[\"ray\"]"),
-                "roles: storage devices",
-            ),
-            (
-                FULL.replace(
-                    "command = [\"java\", \"-jar\", \"client.jar\"]",
-                    "unit = \"x\"\ncommand = [\"y\"]",
-                ),
-                "services[0]: give either",
+                FULL.replace("workdir = \"/opt/dfs\"\n", "unit = \"x\"\n"),
+                "services[0] (\"dfs-client\"): declare either unit or start",
             ),
         ];
         for (text, want) in cases {

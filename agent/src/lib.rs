@@ -7,6 +7,7 @@ pub mod config;
 pub mod enroll;
 pub mod exposition;
 pub mod http;
+pub mod inventory;
 pub mod link;
 pub mod nodestate;
 pub mod ops;

@@ -12,21 +12,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodewarden_shared::framing::{FrameDecoder, MAX_FRAME, encode_frame};
+use nodewarden_shared::ops::{self as shared_ops, Operation, OperationResult};
 use nodewarden_shared::protocol::{
-    self, AgentToController, CAP_STATE_REPORT, CommandKind, CommandOutcome, CommandResponse, close,
+    self, AgentToController, CAP_INVENTORY, CAP_OPERATIONS, CAP_STATE_REPORT, CommandKind,
+    CommandOutcome, CommandResponse, ServiceStatus, StateReport, close,
 };
 use nodewarden_shared::session::{AgentEvent, AgentSession};
 use nodewarden_shared::tls;
 
 use crate::config::ControllerLink;
 use crate::nodestate::StateSource;
+use crate::ops::Executor;
 
 /// How long one state collection may take (a hung mount must not stall the link).
 const COLLECT_DEADLINE: Duration = Duration::from_secs(2);
 /// The first reconnect delay; doubles per failed attempt up to the configured cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 
-const CAPABILITIES: &[&str] = &[CAP_STATE_REPORT, "command:ping", "command:report-state"];
+/// How long observing the declared services' states may add to a report (a `systemctl
+/// is-active` that hangs, or a service busy with a long stop, leaves its state unknown).
+const SERVICE_STATE_DEADLINE: Duration = Duration::from_secs(2);
+/// How long collecting the inventory may take.
+const INVENTORY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What this agent announces: operations only when its config declares something to act on.
+fn capabilities(operations: bool) -> Vec<&'static str> {
+    let mut caps = vec![
+        CAP_STATE_REPORT,
+        "command:ping",
+        "command:report-state",
+        CAP_INVENTORY,
+    ];
+    if operations {
+        caps.push(CAP_OPERATIONS);
+    }
+    caps
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -81,6 +102,12 @@ pub struct LinkSettings {
     pub link: ControllerLink,
     client: Arc<quinn::crypto::rustls::QuicClientConfig>,
     pub state: Arc<StateSource>,
+    /// Runs the declared operations; `None` when nothing is declared (no operations announced).
+    pub executor: Option<Executor>,
+    /// Where the inventory's host name (`<procfs>/sys/kernel/hostname`) and MACs
+    /// (`<sysfs>/class/net`) are read.
+    pub procfs: std::path::PathBuf,
+    pub sysfs: std::path::PathBuf,
 }
 
 fn read(path: &Path) -> Result<String, LinkError> {
@@ -93,7 +120,12 @@ fn read(path: &Path) -> Result<String, LinkError> {
 impl LinkSettings {
     /// Reads the certificate files and builds the TLS configuration, so a broken file fails
     /// the start instead of every reconnect.
-    pub fn new(link: ControllerLink, state: StateSource) -> Result<LinkSettings, LinkError> {
+    pub fn new(
+        link: ControllerLink,
+        state: StateSource,
+        executor: Option<Executor>,
+        sysfs: &Path,
+    ) -> Result<LinkSettings, LinkError> {
         let ca = read(&link.ca_file)?;
         let cert = read(&link.cert_file)?;
         let key = read(&link.key_file)?;
@@ -139,10 +171,14 @@ impl LinkSettings {
                 );
             }
         }
+        let procfs = state.procfs.clone();
         Ok(LinkSettings {
             link,
             client: Arc::new(client),
             state: Arc::new(state),
+            executor,
+            procfs,
+            sysfs: sysfs.to_path_buf(),
         })
     }
 }
@@ -309,17 +345,72 @@ async fn collect(state: &Arc<StateSource>) -> Option<nodewarden_shared::protocol
     }
 }
 
+/// Fills the report's service states from the executor (status of each declared service, the
+/// same check an operator's `status` runs), within [`SERVICE_STATE_DEADLINE`]; a service not
+/// observed in time stays `unknown`.
+async fn observe_services(executor: &Executor, report: &mut StateReport) {
+    let observed = tokio::time::timeout(SERVICE_STATE_DEADLINE, executor.service_states()).await;
+    let Ok(states) = observed else {
+        tracing::warn!("observing the declared services took over {SERVICE_STATE_DEADLINE:?}");
+        return;
+    };
+    for service in &mut report.services {
+        if let Some((_, state)) = states.iter().find(|(name, _)| *name == service.name) {
+            service.status = service_status(*state);
+        }
+    }
+}
+
+fn service_status(state: shared_ops::ServiceState) -> ServiceStatus {
+    match state {
+        shared_ops::ServiceState::Running => ServiceStatus::Running,
+        shared_ops::ServiceState::Stopped => ServiceStatus::Stopped,
+        shared_ops::ServiceState::Unknown => ServiceStatus::Unknown,
+    }
+}
+
 async fn send_report(
     settings: &LinkSettings,
     session: &mut AgentSession,
     send: &mut quinn::SendStream,
 ) -> Result<(), LinkError> {
-    if let Some(report) = collect(&settings.state).await
-        && let Some(message) = session.report(report)
-    {
+    if let Some(mut report) = collect(&settings.state).await {
+        if let Some(executor) = &settings.executor {
+            observe_services(executor, &mut report).await;
+        }
+        let Some(message) = session.report(report) else {
+            return Ok(());
+        };
         write(send, &message).await?;
     }
     Ok(())
+}
+
+/// Runs one operation off the session loop (a stop may take its grace period), so reports and
+/// other commands go on meanwhile. Without declarations everything is refused.
+async fn run_operation(executor: Option<Executor>, op: Operation) -> CommandOutcome {
+    let result = match executor {
+        Some(executor) => executor.execute(&op).await,
+        None => OperationResult::refused(
+            Some(op),
+            "this node's agent config declares no services or storage devices",
+        ),
+    };
+    CommandOutcome::Operation(result)
+}
+
+async fn inventory(settings: &LinkSettings) -> CommandOutcome {
+    let (procfs, sysfs) = (settings.procfs.clone(), settings.sysfs.clone());
+    let task = tokio::task::spawn_blocking(move || crate::inventory::collect(&procfs, &sysfs));
+    match tokio::time::timeout(INVENTORY_DEADLINE, task).await {
+        Ok(Ok(inventory)) => CommandOutcome::Inventory(inventory),
+        Ok(Err(e)) => CommandOutcome::Failed {
+            message: format!("collecting the inventory: {e}"),
+        },
+        Err(_) => CommandOutcome::Failed {
+            message: format!("collecting the inventory took over {INVENTORY_DEADLINE:?}"),
+        },
+    }
 }
 
 async fn session(
@@ -335,9 +426,14 @@ async fn session(
     let mut session = AgentSession::new();
     write(
         &mut send,
-        &session.hello(env!("CARGO_PKG_VERSION"), CAPABILITIES),
+        &session.hello(
+            env!("CARGO_PKG_VERSION"),
+            &capabilities(settings.executor.is_some()),
+        ),
     )
     .await?;
+    // Answers of operations running in their own tasks.
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<CommandResponse>();
     let mut decoder = FrameDecoder::new(MAX_FRAME);
     let mut tick = tokio::time::interval(settings.link.report_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -386,6 +482,16 @@ async fn session(
                                     send_report(settings, &mut session, &mut send).await?;
                                     CommandOutcome::Done
                                 }
+                                CommandKind::Inventory => inventory(settings).await,
+                                CommandKind::Operation(op) => {
+                                    let (id, tx) = (request.id, answers_tx.clone());
+                                    let executor = settings.executor.clone();
+                                    tokio::spawn(async move {
+                                        let outcome = run_operation(executor, op).await;
+                                        let _ = tx.send(CommandResponse { id, outcome });
+                                    });
+                                    continue;
+                                }
                             };
                             let response = AgentToController::CommandResponse(CommandResponse {
                                 id: request.id,
@@ -399,6 +505,9 @@ async fn session(
             _ = tick.tick(), if session.welcome().is_some() => {
                 send_report(settings, &mut session, &mut send).await?;
             }
+            Some(answer) = answers.recv() => {
+                write(&mut send, &AgentToController::CommandResponse(answer)).await?;
+            }
         }
     }
 }
@@ -406,6 +515,23 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_are_announced_only_with_declarations() {
+        assert!(!capabilities(false).contains(&CAP_OPERATIONS));
+        assert!(capabilities(true).contains(&CAP_OPERATIONS));
+        assert!(capabilities(false).contains(&CAP_INVENTORY));
+    }
+
+    #[tokio::test]
+    async fn without_declarations_an_operation_is_refused() {
+        let op = Operation::service("x", shared_ops::ServiceAction::Start);
+        let CommandOutcome::Operation(r) = run_operation(None, op.clone()).await else {
+            panic!("not an operation outcome");
+        };
+        assert!(r.is_refused());
+        assert_eq!(r.operation, Some(op));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_stays_under_the_cap() {

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use nodewarden_agent::{
-    cli, config, enroll, http, link, nodestate, scrape::Scraper, webconfig::WebConfig,
+    cli, config, enroll, http, link, nodestate, ops, scrape::Scraper, webconfig::WebConfig,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -44,7 +44,16 @@ fn main() -> anyhow::Result<()> {
                         &options.paths.procfs,
                         &options.paths.rootfs,
                     );
-                    Some(link::LinkSettings::new(c, state)?)
+                    // One executor for the agent's lifetime: its per-service locks serialise
+                    // operations on a service across commands.
+                    let executor =
+                        (!config.ops.is_empty()).then(|| ops::Executor::new(&config.ops));
+                    Some(link::LinkSettings::new(
+                        c,
+                        state,
+                        executor,
+                        &options.paths.sysfs,
+                    )?)
                 }
                 None => None,
             }

@@ -11,12 +11,13 @@ use nodewarden_shared::protocol::{
     Health, Role, ServiceState, ServiceStatus, StateReport, StorageDevice,
 };
 
-use crate::config::{AgentConfig, Device};
+use crate::config::AgentConfig;
+use crate::ops::StorageDeviceDecl;
 
 #[derive(Debug)]
 pub struct StateSource {
     pub roles: Vec<Role>,
-    pub devices: Vec<Device>,
+    pub devices: Vec<StorageDeviceDecl>,
     pub services: Vec<String>,
     pub procfs: PathBuf,
     pub rootfs: PathBuf,
@@ -28,8 +29,8 @@ impl StateSource {
     pub fn new(config: &AgentConfig, procfs: &Path, rootfs: &Path) -> StateSource {
         StateSource {
             roles: config.roles.clone(),
-            devices: config.devices.clone(),
-            services: config.services.iter().map(|s| s.name.clone()).collect(),
+            devices: config.ops.storage.devices.clone(),
+            services: config.ops.services.iter().map(|s| s.name.clone()).collect(),
             procfs: procfs.to_path_buf(),
             rootfs: rootfs.to_path_buf(),
             collecting: Default::default(),
@@ -89,7 +90,7 @@ impl StateSource {
                 .iter()
                 .map(|name| ServiceState {
                     name: name.clone(),
-                    // Observing services comes with their operations (a later issue).
+                    // The link fills in what the executor observes (async, with a deadline).
                     status: ServiceStatus::Unknown,
                 })
                 .collect(),
@@ -166,11 +167,11 @@ mod tests {
         let source = StateSource {
             roles: vec![Role::Storage],
             devices: vec![
-                Device {
+                StorageDeviceDecl {
                     id: 3,
                     fragment_dir: tmp.path().to_path_buf(),
                 },
-                Device {
+                StorageDeviceDecl {
                     id: 4,
                     fragment_dir: tmp.path().join("missing"),
                 },

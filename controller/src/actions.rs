@@ -101,7 +101,7 @@ pub trait AgentPath: Send + Sync + 'static {
 }
 
 /// The outcome of an action on one node (what goes into the event log, with who asked).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeActionResult {
     pub node: String,
     pub action: String,
@@ -292,14 +292,26 @@ pub async fn run_on_nodes<A: AgentPath>(
     requested_by: &str,
     concurrency: usize,
     timing: Timing,
+    progress: impl FnMut(&NodeActionResult, usize, usize),
+) -> Vec<NodeActionResult> {
+    let each = nodes.into_iter().map(|n| (n, action.clone())).collect();
+    run_each(agent, each, requested_by, concurrency, timing, progress).await
+}
+
+/// As [`run_on_nodes`], with an action per node (fragment deletions differ per node).
+pub async fn run_each<A: AgentPath>(
+    agent: Arc<A>,
+    nodes: Vec<(NodeReach, Action)>,
+    requested_by: &str,
+    concurrency: usize,
+    timing: Timing,
     mut progress: impl FnMut(&NodeActionResult, usize, usize),
 ) -> Vec<NodeActionResult> {
     let total = nodes.len();
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let action = Arc::new(action);
     let mut set = tokio::task::JoinSet::new();
-    for (i, reach) in nodes.iter().cloned().enumerate() {
-        let (agent, permits, action) = (agent.clone(), permits.clone(), action.clone());
+    for (i, (reach, action)) in nodes.iter().cloned().enumerate() {
+        let (agent, permits) = (agent.clone(), permits.clone());
         let who = requested_by.to_string();
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -320,7 +332,7 @@ pub async fn run_on_nodes<A: AgentPath>(
     results
         .into_iter()
         .zip(nodes)
-        .map(|(r, reach)| {
+        .map(|(r, (reach, action))| {
             r.unwrap_or_else(|| NodeActionResult {
                 node: reach.node,
                 action: action.name(),

@@ -17,7 +17,23 @@
 //! event_buffer = 100000         # events kept while the database is unreachable
 //!
 //! [admin]
-//! listen = "127.0.0.1:7480"     # read-only JSON of the registry; loopback by default
+//! listen = "127.0.0.1:7480"     # JSON API (registry, actions); loopback by default
+//!
+//! [actions]                     # remote operations (docs/operations-remote.md)
+//! operation_timeout = 120       # seconds one operation may take over the agent link
+//! concurrency = 16              # nodes acted on at once
+//! wake_wait = 180               # seconds a woken node's agent gets to connect
+//!
+//! [ssh]                         # the SSH fallback's fleet defaults
+//! user = "nodewarden"
+//! key_file = "/etc/nodewarden/ssh/id_ed25519"
+//! known_hosts = "/etc/nodewarden/ssh/known_hosts"
+//! # port = 22, connect_timeout = 10, command_timeout = 60
+//!
+//! [nodes.storage-01]            # per node, all optional
+//! host = "10.0.3.17"            # SSH host; default: the address its agent last connected from
+//! ssh = { port = 2222 }         # over the fleet's [ssh], field by field
+//! wake_to = "10.0.3.5:9"        # magic packets here instead of the subnet's broadcast
 //! ```
 //!
 //! Agents send keep-alives (every 500 ms by default). The controller by default does not: QUIC
@@ -25,12 +41,14 @@
 //! so controller keep-alives would push detection of a dead agent out by up to one interval.
 //! Without them, a dead agent is offline at most `idle_timeout_ms` after its last packet.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ssh::SshSettings;
 use crate::store::StoreConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +67,56 @@ struct Raw {
     database: RawDatabase,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    actions: RawActions,
+    #[serde(default)]
+    ssh: SshSettings,
+    #[serde(default)]
+    nodes: BTreeMap<String, NodeSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawActions {
+    operation_timeout: f64,
+    concurrency: usize,
+    wake_wait: f64,
+}
+
+impl Default for RawActions {
+    fn default() -> Self {
+        RawActions {
+            operation_timeout: 120.0,
+            concurrency: 16,
+            wake_wait: 180.0,
+        }
+    }
+}
+
+/// How to reach one node off its link (`[nodes.<name>]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The SSH host; default: the address the node's agent last connected from.
+    pub host: Option<String>,
+    /// Overrides of the fleet's `[ssh]`.
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// Where this node's magic packets go instead of its subnet's broadcast address (e.g. a
+    /// relay on its segment, `10.0.3.5:9`).
+    pub wake_to: Option<SocketAddr>,
+}
+
+/// Remote operations settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionsConfig {
+    pub operation_timeout: Duration,
+    pub concurrency: usize,
+    pub wake_wait: Duration,
+    /// The fleet's SSH defaults (`[ssh]`); the fallback is off for a node that ends up without
+    /// a user, key file or known_hosts.
+    pub ssh: SshSettings,
+    pub nodes: BTreeMap<String, NodeSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +181,7 @@ pub struct ControllerConfig {
     /// Holds the SQLite database when no `database.url` is set.
     pub data_dir: PathBuf,
     pub store: StoreConfig,
+    pub actions: ActionsConfig,
 }
 
 /// Keep-alives, when sent, must come well inside the idle timeout, or a quiet but healthy
@@ -186,6 +255,40 @@ impl ControllerConfig {
         if let Some(ms) = raw.database.write_timeout_ms {
             store.write_timeout = Duration::from_millis(ms.max(100));
         }
+        let seconds = |key: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| err(format!("{key}: {v} is not a positive number of seconds")))
+        };
+        let a = &raw.actions;
+        if a.concurrency == 0 {
+            return Err(err("actions.concurrency: must be at least 1".into()));
+        }
+        let resolve_ssh = |s: &SshSettings| SshSettings {
+            key_file: s.key_file.as_ref().map(|p| base.join(p)),
+            known_hosts: s.known_hosts.as_ref().map(|p| base.join(p)),
+            ..s.clone()
+        };
+        let mut nodes = BTreeMap::new();
+        for (name, n) in &raw.nodes {
+            nodes_name_ok(name).map_err(|e| err(format!("nodes.{name}: {e}")))?;
+            nodes.insert(
+                name.clone(),
+                NodeSettings {
+                    host: n.host.clone(),
+                    ssh: resolve_ssh(&n.ssh),
+                    wake_to: n.wake_to,
+                },
+            );
+        }
+        let actions = ActionsConfig {
+            operation_timeout: seconds("actions.operation_timeout", a.operation_timeout)?,
+            concurrency: a.concurrency,
+            wake_wait: seconds("actions.wake_wait", a.wake_wait)?,
+            ssh: resolve_ssh(&raw.ssh),
+            nodes,
+        };
         Ok(ControllerConfig {
             listen,
             ca_dir: base.join(raw.link.ca_dir),
@@ -196,8 +299,13 @@ impl ControllerConfig {
             admin_listen,
             data_dir,
             store,
+            actions,
         })
     }
+}
+
+fn nodes_name_ok(name: &str) -> Result<(), String> {
+    nodewarden_shared::name::validate_node_name(name).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -228,6 +336,36 @@ mod tests {
         let c = parse("[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[admin]\nlisten = \"\"\n")
             .unwrap();
         assert_eq!(c.admin_listen, None);
+    }
+
+    #[test]
+    fn ssh_defaults_and_node_overrides() {
+        let c = parse(
+            "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\n\
+             [actions]\noperation_timeout = 30\n\
+             [ssh]\nuser = \"nw\"\nkey_file = \"ssh/key\"\nknown_hosts = \"/k\"\n\
+             [nodes.storage-01]\nhost = \"10.0.3.17\"\nssh = { port = 2222 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.actions.operation_timeout, Duration::from_secs(30));
+        assert_eq!(c.actions.concurrency, 16);
+        assert_eq!(
+            c.actions.ssh.key_file.as_deref(),
+            Some(Path::new("/etc/nw/ssh/key"))
+        );
+        let n = &c.actions.nodes["storage-01"];
+        assert_eq!(n.host.as_deref(), Some("10.0.3.17"));
+        assert_eq!(n.ssh.port, Some(2222));
+        let base = "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\n";
+        for (extra, want) in [
+            ("[actions]\nconcurrency = 0\n", "actions.concurrency"),
+            ("[actions]\nwake_wait = -1\n", "actions.wake_wait"),
+            ("[ssh]\npassword = \"x\"\n", "unknown field `password`"),
+            ("[nodes.\"../x\"]\nhost = \"a\"\n", "nodes.../x"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err();
+            assert!(e.contains(want), "{e} !~ {want}");
+        }
     }
 
     #[test]

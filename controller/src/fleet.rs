@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodewarden_shared::protocol::{Role, StateReport};
 
-use crate::store::{DeviceReport, NodeInfo, StoreHandle};
+use crate::actions::NodeActionResult;
+use crate::store::{self, DeviceReport, NodeInfo, OperationPath, StoreHandle};
 
 /// SHA-256 of a certificate's DER, lower-case hex: what operators compare with `openssl x509 -fingerprint -sha256`.
 pub fn fingerprint(der: &[u8]) -> String {
@@ -100,5 +101,36 @@ pub fn reported(
 pub fn disconnected(store: &StoreHandle, node: &str, reason: &str, at_millis: u64) {
     if let Err(e) = store.node_offline(node, system_time(at_millis), reason) {
         tracing::warn!(node, error = %e, "offline transition not recorded");
+    }
+}
+
+/// A remote operation on one node ended: into the audit log with who asked, the path taken and
+/// the result. Recorded even for nodes the store has never seen connect (an SSH-only node).
+pub fn action_recorded(store: &StoreHandle, result: &NodeActionResult, at: SystemTime) {
+    use nodewarden_shared::ops::ActionPath;
+    let path = match result.path {
+        Some(ActionPath::Agent) => OperationPath::Agent,
+        Some(ActionPath::Ssh) => OperationPath::Ssh,
+        Some(ActionPath::WakeOnLan) => OperationPath::WakeOnLan,
+        None => OperationPath::Unreachable,
+    };
+    let outcome = if result.succeeded() {
+        store::OperationResult::Ok
+    } else {
+        let error = result.error.clone().unwrap_or_else(|| {
+            let failed = result.results.iter().filter(|r| !r.succeeded()).count();
+            format!("{failed} of {} operations failed", result.results.len())
+        });
+        store::OperationResult::Failed { error }
+    };
+    let operation = store::Operation {
+        actor: result.requested_by.clone(),
+        action: result.action.clone(),
+        path,
+        result: outcome,
+        duration: Duration::from_millis(result.duration_ms),
+    };
+    if let Err(e) = store.operation(&result.node, at, operation) {
+        tracing::error!(node = %result.node, error = %e, "remote operation not recorded in the audit log");
     }
 }

@@ -2,7 +2,9 @@
 
 pub mod actions;
 pub mod admin;
+pub mod api_actions;
 pub mod cadir;
+pub mod client;
 pub mod config;
 pub mod fleet;
 pub mod link;

@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodewarden_shared::ca::CertInfo;
 use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
-use nodewarden_shared::protocol::{self, CommandKind, CommandResponse, ControllerToAgent, close};
+use nodewarden_shared::protocol::{
+    self, CAP_INVENTORY, CommandKind, CommandOutcome, CommandResponse, ControllerToAgent, close,
+};
 use nodewarden_shared::session::{ControllerEvent, ControllerSession, ProtocolError};
 use nodewarden_shared::tls::{self, Revocation};
 use quinn::rustls::pki_types::CertificateDer;
@@ -101,12 +103,36 @@ pub struct Controller {
     revoked: Arc<RevokedFile>,
     next_conn_id: AtomicU64,
     expiry_warning_days: u32,
+    /// Bumped on every online/offline transition, so waiters (a woken node's agent) are
+    /// notified instead of polling.
+    transitions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
     /// Persists every transition and report from now on.
     pub fn attach_store(&self, store: crate::store::StoreHandle) {
         let _ = self.store.set(store);
+    }
+
+    /// The fleet store, once attached (the audit log of remote operations goes there too).
+    pub fn store(&self) -> Option<&crate::store::StoreHandle> {
+        self.store.get()
+    }
+
+    /// Whether `node` is online now.
+    pub fn is_online(&self, node: &str) -> bool {
+        lock(&self.registry).get(node).is_some_and(|n| n.online)
+    }
+
+    /// Resolves with `true` once `node` is online, or `false` after `limit`.
+    pub async fn wait_online(&self, node: &str, limit: Duration) -> bool {
+        // Subscribed before the check, so a transition between the two is not missed.
+        let changes = self.transitions.subscribe();
+        wait_until(changes, || self.is_online(node), limit).await
+    }
+
+    fn transition(&self) {
+        self.transitions.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// Sends a command to a node's live connection and awaits its response.
@@ -202,6 +228,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
         revoked: revoked.clone(),
         next_conn_id: AtomicU64::new(1),
         expiry_warning_days: settings.expiry_warning_days,
+        transitions: tokio::sync::watch::Sender::new(0),
     });
     for (what, pem) in [("CA", &ca_pem), ("server", &server_pem)] {
         match nodewarden_shared::ca::inspect_pem(pem) {
@@ -320,6 +347,7 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
     };
     let now = now_millis();
     if lock(&controller.registry).disconnected(&node, conn_id, &reason, now) {
+        controller.transition();
         tracing::info!(%node, peer = %remote, %reason, "node offline");
         if let Some(store) = controller.store.get() {
             crate::fleet::disconnected(store, &node, &reason, now);
@@ -354,7 +382,7 @@ async fn write_message(
 
 /// Runs one established connection; `Ok(reason)` when it ended without a protocol fault.
 async fn run_session(
-    controller: &Controller,
+    controller: &Arc<Controller>,
     connection: &quinn::Connection,
     conn_id: u64,
     node: &str,
@@ -427,10 +455,13 @@ async fn run_session(
                                 crate::fleet::connected(store, &id, now);
                             }
                             match change {
-                                Connected::Online => tracing::info!(
-                                    %node, peer = %remote, agent_version = %hello.agent_version,
-                                    "node online"
-                                ),
+                                Connected::Online => {
+                                    controller.transition();
+                                    tracing::info!(
+                                        %node, peer = %remote, agent_version = %hello.agent_version,
+                                        "node online"
+                                    )
+                                }
                                 Connected::Replaced { old } => {
                                     tracing::info!(
                                         %node, peer = %remote, old_peer = %old.remote,
@@ -443,6 +474,20 @@ async fn run_session(
                                 }
                             }
                             write_message(&mut send, &reply).await?;
+                            if hello.capabilities.iter().any(|c| c == CAP_INVENTORY) {
+                                let request = session.request(CommandKind::Inventory)?;
+                                if let ControllerToAgent::CommandRequest(r) = &request {
+                                    let (tx, rx) = oneshot::channel();
+                                    pending.insert(r.id, tx);
+                                    tokio::spawn(record_inventory(
+                                        controller.clone(),
+                                        node.to_string(),
+                                        conn_id,
+                                        rx,
+                                    ));
+                                }
+                                write_message(&mut send, &request).await?;
+                            }
                         }
                         ControllerEvent::Report(report) => {
                             tracing::debug!(%node, seq = report.seq, "state report");
@@ -481,6 +526,50 @@ async fn run_session(
             }
             _ = &mut hello_timer, if session.version().is_none() => break Err(SessionError::NoHello),
         }
+    }
+}
+
+/// Resolves with `true` once `check` holds, re-checking at each change of `changes` (never
+/// polling), or `false` after `limit` or when the sender is gone.
+pub async fn wait_until(
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    check: impl Fn() -> bool,
+    limit: Duration,
+) -> bool {
+    let wait = async {
+        loop {
+            if check() {
+                return true;
+            }
+            if changes.changed().await.is_err() {
+                return check();
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+}
+
+/// Stores the answer to the inventory request of connection `conn_id`.
+async fn record_inventory(
+    registry: Arc<Controller>,
+    node: String,
+    conn_id: u64,
+    answer: oneshot::Receiver<Result<CommandResponse, String>>,
+) {
+    match answer.await {
+        Ok(Ok(CommandResponse {
+            outcome: CommandOutcome::Inventory(inventory),
+            ..
+        })) => {
+            tracing::debug!(%node, interfaces = inventory.interfaces.len(), "inventory");
+            lock(&registry.registry).inventory(&node, conn_id, inventory);
+        }
+        Ok(Ok(other)) => {
+            tracing::warn!(%node, outcome = ?other.outcome, "the agent could not describe its interfaces")
+        }
+        Ok(Err(e)) => tracing::warn!(%node, "inventory: {e}"),
+        // The connection ended first.
+        Err(_) => {}
     }
 }
 
@@ -582,5 +671,35 @@ async fn check_expiry(controller: Arc<Controller>) {
         for (node, info) in infos {
             controller.warn_if_expiring(&format!("node {node}'s"), &info);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[tokio::test]
+    async fn waiting_for_a_transition_is_notified_not_polled() {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let online = Arc::new(AtomicBool::new(false));
+        let (flag, sender) = (online.clone(), tx.clone());
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A change that does not satisfy the check, then one that does.
+            sender.send_modify(|g| *g += 1);
+            flag.store(true, Ordering::SeqCst);
+            sender.send_modify(|g| *g += 1);
+        });
+        let check = || online.load(Ordering::SeqCst);
+        assert!(wait_until(rx, check, Duration::from_secs(10)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Nothing changes: false after the limit.
+        let rx = tx.subscribe();
+        assert!(!wait_until(rx, || false, Duration::from_millis(100)).await);
+        // Already true: at once, without any change.
+        let rx = tx.subscribe();
+        assert!(wait_until(rx, || true, Duration::from_secs(10)).await);
     }
 }

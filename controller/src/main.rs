@@ -3,7 +3,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use nodewarden_controller::admin;
+use nodewarden_controller::api_actions::{ActionName, ActionRequest, ActionsApi, Selector};
 use nodewarden_controller::cadir::{self, CaDir, write_file, write_new};
+use nodewarden_controller::client;
 use nodewarden_controller::config::ControllerConfig;
 use nodewarden_controller::link::{self, LinkSettings, now_unix};
 use nodewarden_shared::ca::{self, Validity};
@@ -34,6 +36,60 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Wake, stop, restart or ask the status of nodes' managed services, through the running
+    /// controller's API (agent link, else SSH, else Wake-on-LAN for wake).
+    Action {
+        action: ActionArg,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Only this service instead of every managed one.
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete fragments: `fragment_id device_id` pairs, one per line, or a JSON list of pairs,
+    /// from FILE or `-` (stdin). Each device's node is found from its reports.
+    DeleteFragments {
+        #[arg(long, value_name = "FILE|-")]
+        pairs: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ActionArg {
+    Wake,
+    Stop,
+    Restart,
+    Status,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long)]
+    role: Option<String>,
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The controller's API (its `[admin] listen`).
+    #[arg(long, default_value = "http://127.0.0.1:7480", env = "NODEWARDEN_API")]
+    api: String,
+    /// The API token (sent as `Authorization: Bearer`); default `<data-dir>/api.token` if present.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(long, default_value = "/var/lib/nodewarden")]
+    data_dir: PathBuf,
+    /// Who asks, for the record; default $USER.
+    #[arg(long)]
+    requested_by: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -102,7 +158,87 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Ca { command } => ca_command(command),
         Cmd::Serve { config } => serve(&config),
+        Cmd::Action {
+            action,
+            target,
+            service,
+            api,
+        } => {
+            let selector = match (target.node, target.role) {
+                (Some(node), _) => Selector::Node(node),
+                (None, Some(role)) => Selector::Role(
+                    serde_json::from_value(serde_json::Value::String(role.clone())).map_err(
+                        |_| anyhow::anyhow!("--role {role:?}: expected storage, ray or other"),
+                    )?,
+                ),
+                (None, None) => Selector::All(target.all),
+            };
+            let action = match action {
+                ActionArg::Wake => ActionName::Wake,
+                ActionArg::Stop => ActionName::Stop,
+                ActionArg::Restart => ActionName::Restart,
+                ActionArg::Status => ActionName::Status,
+            };
+            call_api(
+                &api,
+                ActionRequest {
+                    selector: Some(selector),
+                    action,
+                    service,
+                    pairs: None,
+                    requested_by: requested_by(&api),
+                },
+            )
+        }
+        Cmd::DeleteFragments { pairs, api } => {
+            let (text, name) = if pairs.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("reading pairs from stdin")?;
+                (text, "stdin".to_string())
+            } else {
+                (
+                    std::fs::read_to_string(&pairs).with_context(|| pairs.display().to_string())?,
+                    pairs.display().to_string(),
+                )
+            };
+            let pairs = client::parse_pairs(&text, &name)?;
+            call_api(
+                &api,
+                ActionRequest {
+                    selector: None,
+                    action: ActionName::DeleteFragments,
+                    service: None,
+                    pairs: Some(pairs),
+                    requested_by: requested_by(&api),
+                },
+            )
+        }
     }
+}
+
+fn requested_by(api: &ApiArgs) -> String {
+    api.requested_by
+        .clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// Calls the API; exits 1 when a node failed, fails (status 1 via anyhow) on a refused request.
+fn call_api(api: &ApiArgs, request: ActionRequest) -> anyhow::Result<()> {
+    let token = client::read_token(
+        api.token_file.as_deref(),
+        &client::default_token_file(&api.data_dir),
+    )?;
+    let client = client::ApiClient {
+        api: api.api.clone(),
+        token,
+    };
+    let code = client::run_cli(&client, &request)?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 fn ca_command(cmd: CaCmd) -> anyhow::Result<()> {
@@ -263,8 +399,9 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
         );
         if let Some(addr) = config.admin_listen {
             let c = controller.clone();
+            let actions = ActionsApi::new(controller.clone(), config.actions.clone());
             tokio::spawn(async move {
-                if let Err(e) = admin::serve(addr, c).await {
+                if let Err(e) = admin::serve(addr, c, actions).await {
                     tracing::error!("{e:#}");
                 }
             });

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use nodewarden_shared::protocol::StateReport;
+use nodewarden_shared::protocol::{Inventory, StateReport};
 use serde::Serialize;
 
 /// How many transitions each node keeps.
@@ -42,6 +42,12 @@ pub struct Node {
     pub connection: Option<Connection>,
     pub last_report: Option<StateReport>,
     pub last_report_at: Option<UnixMillis>,
+    /// Host name and interfaces, as the agent last described them (kept while offline: the
+    /// MACs are what wakes it).
+    pub inventory: Option<Inventory>,
+    /// The address the agent last connected from (kept while offline: the SSH fallback's
+    /// default host).
+    pub last_remote: Option<std::net::SocketAddr>,
     pub transitions: VecDeque<Transition>,
 }
 
@@ -83,9 +89,14 @@ impl Registry {
             connection: None,
             last_report: None,
             last_report_at: None,
+            inventory: None,
+            last_remote: None,
             transitions: VecDeque::new(),
         });
         let reason = format!("connected from {}", conn.remote);
+        if let Ok(remote) = conn.remote.parse() {
+            node.last_remote = Some(remote);
+        }
         match node.connection.replace(conn) {
             Some(old) => Connected::Replaced { old },
             None => {
@@ -107,6 +118,18 @@ impl Registry {
             Some(node) if node.connection.as_ref().is_some_and(|c| c.id == conn_id) => {
                 node.last_report = Some(report);
                 node.last_report_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The agent's inventory arrived on `conn_id`; ignored (false) unless that is the node's
+    /// current connection.
+    pub fn inventory(&mut self, name: &str, conn_id: u64, inventory: Inventory) -> bool {
+        match self.nodes.get_mut(name) {
+            Some(node) if node.connection.as_ref().is_some_and(|c| c.id == conn_id) => {
+                node.inventory = Some(inventory);
                 true
             }
             _ => false,
@@ -170,12 +193,21 @@ mod tests {
         assert_eq!(n.since, 100);
         assert!(r.report("n", 1, StateReport::default(), 150));
         assert_eq!(r.get("n").unwrap().last_report_at, Some(150));
+        let inventory = Inventory {
+            hostname: "h".into(),
+            interfaces: vec![],
+        };
+        assert!(r.inventory("n", 1, inventory.clone()));
+        assert!(!r.inventory("n", 9, Inventory::default()));
         assert!(r.disconnected("n", 1, "timed out", 200));
         let n = r.get("n").unwrap();
         assert!(!n.online);
         assert_eq!(n.since, 200);
         assert_eq!(n.transitions.len(), 2);
         assert_eq!(n.transitions[1].reason, "timed out");
+        // What reaches an offline node stays.
+        assert_eq!(n.inventory, Some(inventory));
+        assert_eq!(n.last_remote, Some("127.0.0.1:1".parse().unwrap()));
         // A second close of the same connection is no transition.
         assert!(!r.disconnected("n", 1, "again", 300));
         assert_eq!(r.online_count(), 0);

@@ -10,7 +10,12 @@
 //! other side announced: command kinds are listed as capabilities in the hello. A change of an
 //! existing message's layout needs a new protocol version.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use serde::{Deserialize, Serialize};
+
+use crate::ops::{Operation, OperationResult};
+use crate::wol::MacAddress;
 
 /// ALPN protocol id of the link; a peer not speaking it fails the handshake.
 pub const ALPN: &[u8] = b"nodewarden/1";
@@ -138,15 +143,29 @@ pub struct CommandRequest {
     pub kind: CommandKind,
 }
 
-/// What the controller can ask. Later issues append kinds (service start/stop, fragment
-/// deletion); an agent announces each kind it executes as `command:<name>`.
+/// What the controller can ask. Kinds are only appended; an agent announces each kind it
+/// executes as its [`CommandKind::capability`], and the controller sends no other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandKind {
     /// Answered at once; measures the round trip.
     Ping,
     /// Send a state report now instead of at the next period.
     ReportState,
+    /// Run one declared operation (docs/operations-remote.md); answered with
+    /// [`CommandOutcome::Operation`]. The agent refuses anything its config does not declare.
+    Operation(Operation),
+    /// Describe the node's host name and network interfaces; answered with
+    /// [`CommandOutcome::Inventory`]. The controller asks once per connection.
+    Inventory,
 }
+
+/// Capability for [`CommandKind::Operation`]. The number is the version of the
+/// [`Operation`]/[`OperationResult`] vocabulary: an agent that cannot decode a newer operation
+/// must not be sent one (an undecodable frame closes the connection), so a change of that
+/// vocabulary announces a new capability.
+pub const CAP_OPERATIONS: &str = "command:ops/1";
+/// Capability for [`CommandKind::Inventory`].
+pub const CAP_INVENTORY: &str = "command:inventory";
 
 impl CommandKind {
     /// The capability an agent announces to receive this kind.
@@ -154,8 +173,35 @@ impl CommandKind {
         match self {
             CommandKind::Ping => "command:ping",
             CommandKind::ReportState => "command:report-state",
+            CommandKind::Operation(_) => CAP_OPERATIONS,
+            CommandKind::Inventory => CAP_INVENTORY,
         }
     }
+}
+
+/// What the controller needs to reach a node other than through its link: its host name, and
+/// per interface (loopback left out) the MAC (for Wake-on-LAN) and the addresses with the
+/// directed broadcast address of each IPv4 subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hostname: String,
+    pub interfaces: Vec<Interface>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    /// `None` for interfaces without an Ethernet-style address (tunnels, InfiniBand).
+    pub mac: Option<MacAddress>,
+    pub addresses: Vec<InterfaceAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceAddress {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    /// The subnet's directed broadcast address (IPv4 only), where a magic packet goes.
+    pub broadcast: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,7 +213,15 @@ pub struct CommandResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandOutcome {
     Done,
-    Failed { message: String },
+    /// The command could not be carried out at all (not the outcome of an operation, which is
+    /// [`CommandOutcome::Operation`] even when refused).
+    Failed {
+        message: String,
+    },
+    /// The answer to [`CommandKind::Operation`].
+    Operation(OperationResult),
+    /// The answer to [`CommandKind::Inventory`].
+    Inventory(Inventory),
 }
 
 /// QUIC application close codes of the link, so the other side can tell why it was closed.
@@ -283,6 +337,95 @@ mod tests {
         for m in down {
             assert_eq!(decode::<ControllerToAgent>(&encode(&m).unwrap()), Ok(m));
         }
+    }
+
+    #[test]
+    fn operations_and_inventory_round_trip() {
+        use crate::ops::{Outcome, ServiceAction, ServiceState};
+        let op = Operation::service("storage-client", ServiceAction::Start);
+        let down = ControllerToAgent::CommandRequest(CommandRequest {
+            id: 4,
+            kind: CommandKind::Operation(op.clone()),
+        });
+        assert_eq!(
+            decode::<ControllerToAgent>(&encode(&down).unwrap()),
+            Ok(down)
+        );
+        let deletion = ControllerToAgent::CommandRequest(CommandRequest {
+            id: 5,
+            kind: CommandKind::Operation(Operation::DeleteFragments {
+                device_id: 3,
+                fragment_ids: vec![1, u64::MAX],
+            }),
+        });
+        assert_eq!(
+            decode::<ControllerToAgent>(&encode(&deletion).unwrap()),
+            Ok(deletion)
+        );
+        let result = OperationResult {
+            operation: Some(op),
+            outcome: Outcome::Service {
+                ok: true,
+                state: ServiceState::Running,
+                message: "started as pid 9".into(),
+                commands: vec![],
+            },
+            duration_ms: 3,
+        };
+        let inventory = Inventory {
+            hostname: "storage-01".into(),
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                mac: Some("52:54:00:ab:cd:ef".parse().unwrap()),
+                addresses: vec![
+                    InterfaceAddress {
+                        address: "10.0.3.17".parse().unwrap(),
+                        prefix_len: 24,
+                        broadcast: Some(Ipv4Addr::new(10, 0, 3, 255)),
+                    },
+                    InterfaceAddress {
+                        address: "fe80::1".parse().unwrap(),
+                        prefix_len: 64,
+                        broadcast: None,
+                    },
+                ],
+            }],
+        };
+        for outcome in [
+            CommandOutcome::Operation(result),
+            CommandOutcome::Operation(OperationResult::refused(None, "not declared")),
+            CommandOutcome::Inventory(inventory),
+        ] {
+            let up = AgentToController::CommandResponse(CommandResponse { id: 4, outcome });
+            assert_eq!(decode::<AgentToController>(&encode(&up).unwrap()), Ok(up));
+        }
+    }
+
+    #[test]
+    fn existing_variants_keep_their_encoding() {
+        // Appending kinds and outcomes must not move the ones older peers know.
+        let ping = ControllerToAgent::CommandRequest(CommandRequest {
+            id: 1,
+            kind: CommandKind::Ping,
+        });
+        assert_eq!(encode(&ping).unwrap(), [1, 1, 0]);
+        let report = ControllerToAgent::CommandRequest(CommandRequest {
+            id: 1,
+            kind: CommandKind::ReportState,
+        });
+        assert_eq!(encode(&report).unwrap(), [1, 1, 1]);
+        let done = AgentToController::CommandResponse(CommandResponse {
+            id: 2,
+            outcome: CommandOutcome::Done,
+        });
+        assert_eq!(encode(&done).unwrap(), [2, 2, 0]);
+        let failed = AgentToController::CommandResponse(CommandResponse {
+            id: 2,
+            outcome: CommandOutcome::Failed {
+                message: "x".into(),
+            },
+        });
+        assert_eq!(encode(&failed).unwrap(), [2, 2, 1, 1, b'x']);
     }
 
     #[test]

@@ -383,6 +383,49 @@ mod tests {
     }
 
     #[test]
+    fn operations_go_only_to_an_agent_that_announced_them() {
+        use crate::ops::{Operation, ServiceAction};
+        use crate::protocol::{CAP_INVENTORY, CAP_OPERATIONS};
+        let op = CommandKind::Operation(Operation::service("x", ServiceAction::Stop));
+        // An agent without declared operations does not announce them.
+        let mut c = ControllerSession::new("n", "c");
+        c.on_message(hello(1, 1, &[CAP_STATE_REPORT, "command:ping"]))
+            .unwrap();
+        assert_eq!(
+            c.request(op.clone()),
+            Err(ProtocolError::Unsupported(CAP_OPERATIONS))
+        );
+        assert_eq!(
+            c.request(CommandKind::Inventory),
+            Err(ProtocolError::Unsupported(CAP_INVENTORY))
+        );
+        assert_eq!(c.outstanding(), 0);
+        // An older vocabulary's capability is not enough either.
+        let mut c = ControllerSession::new("n", "c");
+        c.on_message(hello(1, 1, &["command:ops/0"])).unwrap();
+        assert!(c.request(op.clone()).is_err());
+
+        let mut c = ControllerSession::new("n", "c");
+        c.on_message(hello(1, 1, &[CAP_OPERATIONS])).unwrap();
+        let ControllerToAgent::CommandRequest(req) = c.request(op.clone()).unwrap() else {
+            panic!("not a request");
+        };
+        assert_eq!(req.kind, op);
+        // The response comes back with the kind it answers.
+        let response = CommandResponse {
+            id: req.id,
+            outcome: CommandOutcome::Operation(crate::ops::OperationResult::refused(
+                None,
+                "service \"x\" is not declared on this node",
+            )),
+        };
+        let event = c
+            .on_message(AgentToController::CommandResponse(response.clone()))
+            .unwrap();
+        assert_eq!(event, ControllerEvent::CommandDone { kind: op, response });
+    }
+
+    #[test]
     fn agent_requires_welcome_first_and_reports_refusal() {
         let mut a = AgentSession::new();
         let cmd = ControllerToAgent::CommandRequest(CommandRequest {

@@ -1,5 +1,7 @@
 //! What the node declares it may be asked to do: `[[services]]` and `[[storage.devices]]` in the
-//! agent's TOML config. Nothing outside these declarations can be run, over either path.
+//! agent's TOML config. Nothing outside these declarations can be run, over either path. These
+//! types are the schema of those tables; the whole file (with `[controller]` and `roles`) is
+//! read by [`crate::config::AgentConfig`], whose errors name the file.
 //!
 //! ```toml
 //! [[services]]
@@ -169,64 +171,49 @@ pub struct StorageDeviceDecl {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StorageDecl {
     #[serde(default)]
     pub devices: Vec<StorageDeviceDecl>,
 }
 
-/// The operations part of the agent config. Other tables (the link, roles, …) are ignored here.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// The operations part of the agent config.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OpsConfig {
-    #[serde(default)]
     pub services: Vec<ServiceDecl>,
-    #[serde(default)]
     pub storage: StorageDecl,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: {key}: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+pub use crate::config::ConfigError;
+
+/// A declaration that does not check: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct DeclError {
+    pub key: String,
+    pub message: String,
 }
 
 impl OpsConfig {
-    /// Reads and checks the operations part of an agent config file.
+    /// Reads the agent config file and returns its declarations (the whole file is checked, so
+    /// `ssh-dispatch` refuses a file the agent itself would refuse).
     pub fn load(path: &Path) -> Result<OpsConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        OpsConfig::parse(&text, path)
+        crate::config::AgentConfig::load(path).map(|c| c.ops)
     }
 
-    /// Parses and checks `text`; `path` names the file in errors.
+    /// As [`OpsConfig::load`], for text; `path` names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<OpsConfig, ConfigError> {
-        let config: OpsConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        config.check(path)?;
-        Ok(config)
+        crate::config::AgentConfig::parse(text, path).map(|c| c.ops)
+    }
+
+    /// Whether anything is declared (else the agent offers no operations on its link).
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.storage.devices.is_empty()
     }
 
     /// Every declaration is usable, names and ids are unique.
-    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        };
+    pub fn check(&self) -> Result<(), DeclError> {
+        let invalid = |key: String, message: String| DeclError { key, message };
         let mut names = BTreeSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let key = format!("services[{i}] ({:?})", s.name);
@@ -290,9 +277,6 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = r#"
-[link]
-controller = "ops.example:7443"
-
 [[services]]
 name = "storage-client"
 start = ["java", "-jar", "client.jar"]
@@ -314,7 +298,7 @@ fragment_dir = "/srv/dfs/fragments"
     }
 
     #[test]
-    fn parses_the_documented_shape_and_ignores_other_tables() {
+    fn parses_the_documented_shape() {
         let c = parse(EXAMPLE).unwrap();
         assert_eq!(c.services.len(), 2);
         assert_eq!(
@@ -373,6 +357,7 @@ fragment_dir = "/srv/dfs/fragments"
                 "[[services]]\nname = \"x\"\nunit = \"a\"\nshell = \"rm\"\n",
                 "unknown field `shell`",
             ),
+            ("[link]\ncontroller = \"x:1\"\n", "unknown field `link`"),
             (
                 "[[storage.devices]]\nid = 1\nfragment_dir = \"rel\"\n",
                 "storage.devices[0] (id 1).fragment_dir",

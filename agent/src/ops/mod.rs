@@ -147,6 +147,30 @@ impl Executor {
             .collect()
     }
 
+    /// Each declared service's state, as `status` would report it but without logging (for the
+    /// periodic state report).
+    pub async fn service_states(&self) -> Vec<(String, ServiceState)> {
+        let mut set = tokio::task::JoinSet::new();
+        for name in self.inner.services.keys() {
+            let (this, name) = (self.clone(), name.clone());
+            set.spawn(async move {
+                let state = match this.service_operation(&name, ServiceAction::Status).await {
+                    Outcome::Service { state, .. } => state,
+                    _ => ServiceState::Unknown,
+                };
+                (name, state)
+            });
+        }
+        let mut states = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(s) = joined {
+                states.push(s);
+            }
+        }
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
     /// The declared service names (for the controller's inventory).
     pub fn service_names(&self) -> impl Iterator<Item = &str> {
         self.inner.services.keys().map(String::as_str)

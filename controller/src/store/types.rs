@@ -70,6 +70,8 @@ pub enum OperationPath {
     Agent,
     Ssh,
     WakeOnLan,
+    /// No path could be tried (node unknown to SSH, agent offline and no fallback configured).
+    Unreachable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +107,7 @@ impl OperationPath {
             OperationPath::Agent => "agent",
             OperationPath::Ssh => "ssh",
             OperationPath::WakeOnLan => "wake_on_lan",
+            OperationPath::Unreachable => "none",
         }
     }
     pub fn parse(text: &str) -> Option<OperationPath> {
@@ -112,6 +115,7 @@ impl OperationPath {
             "agent" => Some(OperationPath::Agent),
             "ssh" => Some(OperationPath::Ssh),
             "wake_on_lan" => Some(OperationPath::WakeOnLan),
+            "none" => Some(OperationPath::Unreachable),
             _ => None,
         }
     }
@@ -165,6 +169,7 @@ mod tests {
             OperationPath::Agent,
             OperationPath::Ssh,
             OperationPath::WakeOnLan,
+            OperationPath::Unreachable,
         ] {
             assert_eq!(OperationPath::parse(p.as_str()), Some(p));
         }
