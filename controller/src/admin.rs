@@ -1,6 +1,7 @@
-//! A small read-only HTTP view of the registry for operators and tests, bound to loopback by
-//! default (the authenticated API is a later issue):
-//! `GET /api/v1/nodes` (JSON list) and `POST /api/v1/nodes/{name}/ping` (a command round trip).
+//! The controller's HTTP server (`[http] listen`, default 127.0.0.1:9180): `/metrics`
+//! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
+//! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), and the `/api/v1` API (API token;
+//! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,27 @@ use nodewarden_shared::protocol::{CommandKind, CommandOutcome};
 use crate::link::Controller;
 use crate::registry::Node;
 
+/// Everything the server needs beyond the controller.
+#[derive(Clone)]
+pub struct HttpState {
+    pub auth: crate::http_auth::Auth,
+    pub metrics: crate::metrics::MetricsState,
+}
+
+/// The whole server: each part's routes with its authentication.
+pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
+    use crate::http_auth::{require_api, require_sd};
+    use axum::middleware::from_fn_with_state;
+    let api =
+        router(controller.clone()).route_layer(from_fn_with_state(http.auth.clone(), require_api));
+    let sd = crate::sd::router(controller).route_layer(from_fn_with_state(http.auth, require_sd));
+    Router::new()
+        .merge(api)
+        .merge(sd)
+        .merge(crate::metrics::router(http.metrics))
+}
+
+/// The `/api/v1` routes (authenticated by [`app`]).
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
         .route("/api/v1/nodes", get(nodes))
@@ -45,14 +67,19 @@ async fn ping(
     }
 }
 
-pub async fn serve(addr: SocketAddr, controller: Arc<Controller>) -> anyhow::Result<()> {
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "admin endpoint is not on loopback and has no authentication");
-    }
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding admin.listen {addr}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "admin endpoint listening");
-    axum::serve(listener, router(controller)).await?;
+        .map_err(|e| anyhow::anyhow!("binding http.listen {addr}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "HTTP endpoint listening (API, /metrics, service discovery)");
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    controller: Arc<Controller>,
+    http: HttpState,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app(controller, http)).await?;
     Ok(())
 }

@@ -101,9 +101,16 @@ pub struct Controller {
     revoked: Arc<RevokedFile>,
     next_conn_id: AtomicU64,
     expiry_warning_days: u32,
+    /// Link and command figures for `/metrics`.
+    pub metrics: crate::metrics::ControllerMetrics,
 }
 
 impl Controller {
+    /// The store handle, once attached.
+    pub fn store(&self) -> Option<&crate::store::StoreHandle> {
+        self.store.get()
+    }
+
     /// Persists every transition and report from now on.
     pub fn attach_store(&self, store: crate::store::StoreHandle) {
         let _ = self.store.set(store);
@@ -124,13 +131,24 @@ impl Controller {
         let sender = current
             .and_then(|id| lock(&self.live).get(&id).map(|l| l.commands.clone()))
             .ok_or_else(|| format!("node {node} is not connected"))?;
+        let started = std::time::Instant::now();
+        let labels = crate::metrics::CommandLabels {
+            kind: kind.capability().trim_start_matches("command:").to_string(),
+            path: "agent".into(),
+        };
         let (tx, rx) = oneshot::channel();
         sender
             .send((kind, tx))
             .await
             .map_err(|_| format!("node {node}: connection ended"))?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                self.metrics
+                    .command_duration
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+                r
+            }
             Ok(Err(_)) => Err(format!("node {node}: connection ended before the response")),
             Err(_) => Err(format!("node {node}: no response within {timeout:?}")),
         }
@@ -202,6 +220,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
         revoked: revoked.clone(),
         next_conn_id: AtomicU64::new(1),
         expiry_warning_days: settings.expiry_warning_days,
+        metrics: Default::default(),
     });
     for (what, pem) in [("CA", &ca_pem), ("server", &server_pem)] {
         match nodewarden_shared::ca::inspect_pem(pem) {
@@ -446,6 +465,7 @@ async fn run_session(
                         }
                         ControllerEvent::Report(report) => {
                             tracing::debug!(%node, seq = report.seq, "state report");
+                            controller.metrics.state_reports.inc();
                             let now = now_millis();
                             let mut registry = lock(&controller.registry);
                             if let Some(store) = controller.store.get() {
