@@ -63,7 +63,7 @@ async fn read(pool: &MySqlPool, timeout: Duration) -> Result<Vec<DfsDevice>, Str
     let rows = tokio::time::timeout(timeout, sqlx::query(QUERY).fetch_all(pool))
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| redacted(&e.to_string()))?;
     rows.iter()
         .map(|row| {
             // ID is an INT, LEFTRS an INT; read wide so a BIGINT column works too.

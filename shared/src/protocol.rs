@@ -72,6 +72,7 @@ pub struct StateReport {
     pub health: Health,
     /// The TCP port of the agent's `/metrics` (its bound `--web.listen-address`), for the
     /// controller's Prometheus service discovery; the address is the one the link comes from.
+    /// (Appended to the report: agents and controllers of this layout must be upgraded together.)
     pub metrics_port: Option<u16>,
 }
 
