@@ -57,28 +57,37 @@ struct Fleet {
     link_port: u16,
     http_port: u16,
     pushgateway_port: u16,
-    _pushgateway: ChildGuard,
+    _pushgateway: Option<ChildGuard>,
+    /// Stands in for a hung Pushgateway: connections queue in its backlog, nothing answers.
+    _black_hole: Option<std::net::TcpListener>,
     controller: Option<ChildGuard>,
     agents: BTreeMap<String, (ChildGuard, u16)>,
 }
 
 impl Fleet {
-    /// A Pushgateway of its own and a CA.
-    fn new(pushgateway_bin: &str) -> Fleet {
+    /// A Pushgateway of its own (or, without a binary, a listener that never answers) and a CA.
+    fn new(pushgateway_bin: Option<&str>) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pushgateway_port = free_port();
-        let pushgateway = ChildGuard::spawn(
-            Command::new(pushgateway_bin)
-                .arg(format!("--web.listen-address=127.0.0.1:{pushgateway_port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for("the Pushgateway", Duration::from_secs(30), || {
-            get_ok(
-                &format!("http://127.0.0.1:{pushgateway_port}/-/ready"),
-                None,
-            )
-        });
+        let (pushgateway_port, pushgateway, black_hole) = match pushgateway_bin {
+            Some(bin) => {
+                let port = free_port();
+                let child = ChildGuard::spawn(
+                    Command::new(bin)
+                        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null()),
+                );
+                wait_for("the Pushgateway", Duration::from_secs(30), || {
+                    get_ok(&format!("http://127.0.0.1:{port}/-/ready"), None)
+                });
+                (port, Some(child), None)
+            }
+            None => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let port = listener.local_addr().unwrap().port();
+                (port, None, Some(listener))
+            }
+        };
         run_ok(
             Command::new(bin_path("nodewarden-controller"))
                 .args(["ca", "init", "--dir"])
@@ -96,6 +105,7 @@ impl Fleet {
             http_port: free_port(),
             pushgateway_port,
             _pushgateway: pushgateway,
+            _black_hole: black_hole,
             controller: None,
             agents: BTreeMap::new(),
         }
@@ -228,7 +238,7 @@ fn pushgateway_holds_disk_aggregates_and_forgets_a_departed_device() {
     let Some(pushgateway_bin) = service("NW_TEST_PUSHGATEWAY_BIN") else {
         return;
     };
-    let mut fleet = Fleet::new(&pushgateway_bin);
+    let mut fleet = Fleet::new(Some(&pushgateway_bin));
     fleet.start_controller(None);
     fleet.start_agent("store-a", 11);
     fleet.start_agent("store-b", 12);
@@ -352,6 +362,51 @@ fn pushgateway_holds_disk_aggregates_and_forgets_a_departed_device() {
     );
     let (_, body) = fleet.sd(Some(SD_TOKEN)).unwrap();
     assert!(!body.contains("store-b"), "{body}");
+}
+
+/// A Pushgateway that accepts connections but never answers: pushes time out and are counted,
+/// while the link, the API and /metrics carry on.
+#[test]
+fn a_hung_pushgateway_delays_nothing_and_failures_are_counted() {
+    let mut fleet = Fleet::new(None);
+    fleet.start_controller(None);
+    fleet.start_agent("store-h", 21);
+    let metrics = format!("{}/metrics", fleet.http());
+    let failures = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "nodewarden_controller_pushgateway_pushes_total{result=\"failure\"} ",
+                )
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for("two failed pushes counted", Duration::from_secs(20), || {
+        let text = get_ok(&metrics, None)?;
+        (failures(&text) >= 2.0).then_some(())
+    });
+    // The agent came online and the API answers promptly while pushes hang.
+    let token = fleet.api_token();
+    wait_for("store-h online", Duration::from_secs(10), || {
+        let started = std::time::Instant::now();
+        let (status, body) = get(&format!("{}/api/v1/nodes", fleet.http()), Some(&token))?;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the API took {:?} while pushes hang",
+            started.elapsed()
+        );
+        (status == 200 && body.contains("\"online\":true")).then_some(())
+    });
+    let text = get_ok(&metrics, None).unwrap();
+    assert!(
+        text.contains("nodewarden_controller_agents_connected 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nodewarden_store_flushes_total"),
+        "the store's families: {text}"
+    );
 }
 
 /// A `DFS` database of the test's own in MariaDB, dropped at the end.
@@ -558,7 +613,7 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
         return;
     };
     let dfs = DfsDatabase::create(&mysql);
-    let mut fleet = Fleet::new(&pushgateway_bin);
+    let mut fleet = Fleet::new(Some(&pushgateway_bin));
     fleet.start_controller(Some(&dfs.url));
     fleet.start_agent("store-a", 1);
     fleet.start_agent("store-b", 2);
