@@ -323,11 +323,18 @@ pub async fn run(config: PushConfig, controller: Arc<Controller>, dfs: Option<Ar
         );
         let mut errors = Vec::new();
         let dfs_down = matches!(rows, Some(None));
-        for (job, action) in &round {
+        // The groups of a round go out together, so a hung Pushgateway costs one timeout per
+        // round, not one per group.
+        let mut sends = tokio::task::JoinSet::new();
+        for (job, action) in round {
             if matches!(action, GroupAction::Delete) && deleted {
                 continue;
             }
-            let result = send(&client, &config, job, action).await;
+            let (client, config) = (client.clone(), config.clone());
+            sends.spawn(async move { send(&client, &config, job, &action).await });
+        }
+        while let Some(joined) = sends.join_next().await {
+            let result = joined.unwrap_or_else(|e| Err(format!("push task: {e}")));
             let label = match &result {
                 Ok(()) => PushResult::success,
                 Err(_) => PushResult::failure,
