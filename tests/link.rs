@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nodewarden_shared::ca::{self, CaMaterial, Validity};
 use nodewarden_shared::protocol::{self, close};
 use nodewarden_shared::tls;
-use nodewarden_tests::{ChildGuard, bin_path, free_port, get_text, wait_for};
+use nodewarden_tests::{ChildGuard, bin_path, free_port, wait_for};
 use serde_json::Value;
 
 /// The controller must see a dead agent as offline within this (the issue's bound).
@@ -165,7 +165,8 @@ impl Lab {
         std::fs::write(
             &config,
             format!(
-                "[link]\nlisten = \"127.0.0.1:{}\"\nca_dir = \"ca\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                "[link]\nlisten = \"127.0.0.1:{}\"\nca_dir = \"ca\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+                 [pushgateway]\nurl = \"\"\n",
                 self.link_port, self.admin_port
             ),
         )
@@ -180,7 +181,7 @@ impl Lab {
                 .stderr(Stdio::piped()),
         );
         let log = Log::attach(&mut child, "controller".into());
-        log.wait(&["admin endpoint listening"], Duration::from_secs(20));
+        log.wait(&["HTTP endpoint listening"], Duration::from_secs(20));
         log.wait(&["link listening"], Duration::from_secs(1));
         Controller { _child: child, log }
     }
@@ -219,11 +220,23 @@ impl Lab {
         Agent { child, log }
     }
 
+    /// The API token the controller generated in its data directory.
+    fn api_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/api.token"))
+            .expect("api.token")
+            .trim()
+            .to_string()
+    }
+
     fn nodes(&self) -> Vec<Value> {
-        get_text(&format!(
+        ureq::get(&format!(
             "http://127.0.0.1:{}/api/v1/nodes",
             self.admin_port
         ))
+        .header("Authorization", &format!("Bearer {}", self.api_token()))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
         .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
         .unwrap_or_default()
     }
@@ -796,8 +809,14 @@ fn an_enrolled_node_is_accepted_and_its_coming_expiry_reported() {
         "http://127.0.0.1:{}/api/v1/nodes/n-enrolled/ping",
         lab.admin_port
     );
+    assert!(
+        ureq::post(&url).send_empty().is_err(),
+        "the API needs its token"
+    );
+    let bearer = format!("Bearer {}", lab.api_token());
     let answer: Value = serde_json::from_str(
         &ureq::post(&url)
+            .header("Authorization", &bearer)
             .send_empty()
             .expect("ping answered")
             .body_mut()
@@ -814,7 +833,12 @@ fn an_enrolled_node_is_accepted_and_its_coming_expiry_reported() {
         "http://127.0.0.1:{}/api/v1/nodes/nobody/ping",
         lab.admin_port
     );
-    assert!(ureq::post(&unknown).send_empty().is_err());
+    assert!(
+        ureq::post(&unknown)
+            .header("Authorization", &bearer)
+            .send_empty()
+            .is_err()
+    );
 }
 
 /// A client that completes the handshake but never says hello is dropped.

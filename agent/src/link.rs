@@ -194,7 +194,13 @@ pub async fn run(settings: LinkSettings, mut stop: tokio::sync::watch::Receiver<
     let mut backoff = Backoff::new(BACKOFF_BASE, settings.link.reconnect_max);
     let address = settings.link.address.clone();
     loop {
-        match connect_once(&settings, &mut backoff, &mut stop).await {
+        let outcome = connect_once(&settings, &mut backoff, &mut stop).await;
+        settings
+            .state
+            .status
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        match outcome {
             Ok(reason) => {
                 tracing::warn!(controller = %address, %reason, "link to the controller closed")
             }
@@ -471,6 +477,7 @@ async fn session(
                                 "connected to the controller"
                             );
                             backoff.reset();
+                            settings.state.status.connected.store(true, std::sync::atomic::Ordering::Relaxed);
                             send_report(settings, &mut session, &mut send).await?;
                             tick.reset();
                         }

@@ -60,7 +60,11 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let scraper = Arc::new(Scraper::new(options.paths.clone(), collectors));
+    let mut scraper = Scraper::new(options.paths.clone(), collectors);
+    if let Some(s) = &link_settings {
+        scraper.register_collector(Box::new(s.state.status.clone()));
+    }
+    let scraper = Arc::new(scraper);
     let server = Arc::new(http::MetricsServer {
         scraper,
         telemetry_path: options.telemetry_path.clone(),
@@ -80,6 +84,11 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
         tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
+        if let Some(s) = &link_settings {
+            s.state
+                .metrics_port
+                .store(listener.local_addr()?.port(), std::sync::atomic::Ordering::Relaxed);
+        }
         // The controller link runs beside the metrics server and is closed on the way out.
         let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
         let link_task = link_settings.map(|s| tokio::spawn(link::run(s, stop_rx)));

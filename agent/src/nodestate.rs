@@ -14,6 +14,62 @@ use nodewarden_shared::protocol::{
 use crate::config::AgentConfig;
 use crate::ops::StorageDeviceDecl;
 
+/// What the agent's own `/metrics` says about the link and the storage devices: the figures of
+/// the last node-state collection (so a scrape never calls `statvfs` and never waits on a hung
+/// mount) and whether the link is up.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    pub connected: std::sync::atomic::AtomicBool,
+    pub devices: std::sync::Mutex<Vec<StorageDevice>>,
+}
+
+impl prometheus_client::collector::Collector for LinkStatus {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::collector::{Kind, MetricWriter};
+        let mut out = MetricWriter::new(&mut encoder);
+        out.gauge(
+            "nodewarden_agent_controller_connected",
+            "Whether the link to the controller is up (1) or not (0).",
+            if self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
+        )?;
+        let devices = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // A device whose folder could not be measured has no sample (rather than a false 0).
+        let measured: Vec<(String, &StorageDevice)> = devices
+            .iter()
+            .filter(|d| d.error.is_none())
+            .map(|d| (d.device_id.to_string(), d))
+            .collect();
+        let mut family = out.family(
+            "nodewarden_storage_device_size_bytes",
+            "Size of the filesystem holding the storage device's fragment folder.",
+            Kind::Gauge,
+        )?;
+        for (id, d) in &measured {
+            family.sample(&[("id", id)], d.total_bytes as f64)?;
+        }
+        let mut family = out.family(
+            "nodewarden_storage_device_free_bytes",
+            "Bytes available to the DFS on the filesystem holding the storage device's fragment folder.",
+            Kind::Gauge,
+        )?;
+        for (id, d) in &measured {
+            family.sample(&[("id", id)], d.free_bytes as f64)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct StateSource {
     pub roles: Vec<Role>,
@@ -23,6 +79,10 @@ pub struct StateSource {
     pub rootfs: PathBuf,
     /// Set while a collection runs (see the link's `collect`).
     pub collecting: std::sync::atomic::AtomicBool,
+    /// The port `/metrics` is bound to, once bound (0: not yet); reported for service discovery.
+    pub metrics_port: std::sync::atomic::AtomicU16,
+    /// Shared with the metrics server (see [`LinkStatus`]).
+    pub status: std::sync::Arc<LinkStatus>,
 }
 
 impl StateSource {
@@ -34,6 +94,8 @@ impl StateSource {
             procfs: procfs.to_path_buf(),
             rootfs: rootfs.to_path_buf(),
             collecting: Default::default(),
+            metrics_port: Default::default(),
+            status: Default::default(),
         }
     }
 
@@ -59,7 +121,7 @@ impl StateSource {
                     error: Some(format!("{}: {e}", d.fragment_dir.display())),
                 },
             })
-            .collect();
+            .collect::<Vec<_>>();
         let mut health = Health::default();
         match std::fs::read_to_string(self.procfs.join("loadavg")) {
             Ok(text) => health.load1 = parse_load1(&text).unwrap_or_default(),
@@ -81,6 +143,11 @@ impl StateSource {
             }
             Err(e) => tracing::debug!("{}: {e}", self.rootfs.display()),
         }
+        *self
+            .status
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = storage.clone();
         StateReport {
             seq: 0,
             roles: self.roles.clone(),
@@ -95,6 +162,10 @@ impl StateSource {
                 })
                 .collect(),
             health,
+            metrics_port: match self.metrics_port.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => None,
+                port => Some(port),
+            },
         }
     }
 }
@@ -180,8 +251,11 @@ mod tests {
             procfs: fixture("basic"),
             rootfs: tmp.path().to_path_buf(),
             collecting: Default::default(),
+            metrics_port: 9100.into(),
+            status: Default::default(),
         };
         let r = source.collect();
+        assert_eq!(r.metrics_port, Some(9100));
         assert_eq!(r.health.load1, 0.21);
         assert_eq!(r.health.memory_total_bytes, 16256924 * 1024);
         assert_eq!(r.health.memory_used_bytes, (16256924 - 12829308) * 1024);
@@ -195,6 +269,26 @@ mod tests {
             "{missing}"
         );
         assert_eq!(r.services[0].status, ServiceStatus::Unknown);
+
+        // The agent's /metrics shows the measured device, not the unmeasurable one.
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(source.status.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("nodewarden_agent_controller_connected 0"),
+            "{text}"
+        );
+        let free = format!(
+            "nodewarden_storage_device_free_bytes{{id=\"3\"}} {}",
+            r.storage[0].free_bytes
+        );
+        assert!(text.contains(&free), "{text}");
+        assert!(
+            text.contains("nodewarden_storage_device_size_bytes{id=\"3\"}"),
+            "{text}"
+        );
+        assert!(!text.contains("id=\"4\""), "{text}");
     }
 
     #[test]

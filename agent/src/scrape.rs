@@ -147,6 +147,14 @@ impl Scraper {
     }
 
     /// Runs every collector once and returns the text format 0.0.4 body, gzipped if asked.
+    /// Adds a collector beside the node_exporter ones (e.g. the link's [`crate::nodestate::LinkStatus`]).
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry.register_collector(collector);
+    }
+
     pub fn scrape(&self, gzip: bool) -> Result<Rendered, ScrapeError> {
         let mut buffers = lock(&self.buffers);
         let Buffers {

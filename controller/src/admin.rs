@@ -1,6 +1,8 @@
-//! A small HTTP API for operators and tests, bound to loopback by default (the authenticated API
-//! is a later issue): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping` (a
-//! command round trip) and `POST /api/v1/actions` ([`crate::api_actions`]).
+//! The controller's HTTP server (`[http] listen`, default 127.0.0.1:9180): `/metrics`
+//! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
+//! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), and the `/api/v1` API (API token;
+//! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping` (a command
+//! round trip) and `POST /api/v1/actions` ([`crate::api_actions`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,28 @@ use crate::api_actions::{self, ActionsApi};
 use crate::link::Controller;
 use crate::registry::Node;
 
+/// Everything the server needs beyond the controller.
+#[derive(Clone)]
+pub struct HttpState {
+    pub auth: crate::http_auth::Auth,
+    pub metrics: crate::metrics::MetricsState,
+    pub actions: Arc<ActionsApi>,
+}
+
+/// The whole server: each part's routes with its authentication.
+pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
+    use crate::http_auth::{require_api, require_sd};
+    use axum::middleware::from_fn_with_state;
+    let api = router(controller.clone(), http.actions)
+        .route_layer(from_fn_with_state(http.auth.clone(), require_api));
+    let sd = crate::sd::router(controller).route_layer(from_fn_with_state(http.auth, require_sd));
+    Router::new()
+        .merge(api)
+        .merge(sd)
+        .merge(crate::metrics::router(http.metrics))
+}
+
+/// The `/api/v1` routes (authenticated by [`app`]).
 pub fn router(controller: Arc<Controller>, actions: Arc<ActionsApi>) -> Router {
     Router::new()
         .route("/api/v1/nodes", get(nodes))
@@ -51,18 +75,19 @@ async fn ping(
     }
 }
 
-pub async fn serve(
-    addr: SocketAddr,
-    controller: Arc<Controller>,
-    actions: Arc<ActionsApi>,
-) -> anyhow::Result<()> {
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "admin endpoint is not on loopback and has no authentication");
-    }
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding admin.listen {addr}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "admin endpoint listening");
-    axum::serve(listener, router(controller, actions)).await?;
+        .map_err(|e| anyhow::anyhow!("binding http.listen {addr}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "HTTP endpoint listening (API, /metrics, service discovery)");
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    controller: Arc<Controller>,
+    http: HttpState,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app(controller, http)).await?;
     Ok(())
 }

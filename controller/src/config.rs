@@ -16,8 +16,20 @@
 //! flush_interval_ms = 1000
 //! event_buffer = 100000         # events kept while the database is unreachable
 //!
-//! [admin]
-//! listen = "127.0.0.1:7480"     # JSON API (registry, actions); loopback by default
+//! [http]                        # (also accepted as [admin], its former name)
+//! listen = "127.0.0.1:9180"     # API, /metrics, Prometheus service discovery; "" disables
+//! api_token_file = "api.token"  # default <data_dir>/api.token, generated (0600) if absent
+//! sd_token_file = "/etc/nodewarden/prometheus-sd.token"  # made by the package's postinst
+//!
+//! [pushgateway]
+//! url = "http://127.0.0.1:9091" # "" disables pushing
+//! interval_ms = 5000
+//! timeout_ms = 2000             # per request; a slow Pushgateway never delays the next round
+//! legacy_prefix = "dontpanic"   # prefix of the original system's two families
+//!
+//! [dfs]                         # optional: the DFS's own DEVICE table (see docs/metrics.md)
+//! url = "mysql://reader:secret@127.0.0.1:3306/DFS"
+//! interval_ms = 5000
 //!
 //! [actions]                     # remote operations (docs/operations-remote.md)
 //! operation_timeout = 120       # seconds one operation may take over the agent link
@@ -65,14 +77,18 @@ struct Raw {
     link: RawLink,
     #[serde(default)]
     database: RawDatabase,
-    #[serde(default)]
-    admin: RawAdmin,
+    #[serde(default, alias = "admin")]
+    http: RawHttp,
     #[serde(default)]
     actions: RawActions,
     #[serde(default)]
     ssh: SshSettings,
     #[serde(default)]
     nodes: BTreeMap<String, NodeSettings>,
+    #[serde(default)]
+    pushgateway: RawPushgateway,
+    #[serde(default)]
+    dfs: RawDfs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +105,30 @@ impl Default for RawActions {
             operation_timeout: 120.0,
             concurrency: 16,
             wake_wait: 180.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPushgateway {
+    #[serde(default = "default_pushgateway_url")]
+    url: String,
+    #[serde(default = "default_five_seconds")]
+    interval_ms: u64,
+    #[serde(default = "default_push_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_legacy_prefix")]
+    legacy_prefix: String,
+}
+
+impl Default for RawPushgateway {
+    fn default() -> Self {
+        RawPushgateway {
+            url: default_pushgateway_url(),
+            interval_ms: default_five_seconds(),
+            timeout_ms: default_push_timeout(),
+            legacy_prefix: default_legacy_prefix(),
         }
     }
 }
@@ -119,6 +159,13 @@ pub struct ActionsConfig {
     pub nodes: BTreeMap<String, NodeSettings>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDfs {
+    url: Option<String>,
+    interval_ms: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
@@ -143,15 +190,20 @@ struct RawDatabase {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAdmin {
-    #[serde(default = "default_admin")]
+struct RawHttp {
+    #[serde(default = "default_http")]
     listen: Option<String>,
+    api_token_file: Option<PathBuf>,
+    #[serde(default = "default_sd_token_file")]
+    sd_token_file: PathBuf,
 }
 
-impl Default for RawAdmin {
+impl Default for RawHttp {
     fn default() -> Self {
-        RawAdmin {
-            listen: default_admin(),
+        RawHttp {
+            listen: default_http(),
+            api_token_file: None,
+            sd_token_file: default_sd_token_file(),
         }
     }
 }
@@ -165,8 +217,40 @@ fn default_keep_alive() -> u64 {
 fn default_expiry_warning() -> u32 {
     30
 }
-fn default_admin() -> Option<String> {
-    Some("127.0.0.1:7480".into())
+fn default_http() -> Option<String> {
+    Some("127.0.0.1:9180".into())
+}
+fn default_sd_token_file() -> PathBuf {
+    PathBuf::from("/etc/nodewarden/prometheus-sd.token")
+}
+fn default_pushgateway_url() -> String {
+    "http://127.0.0.1:9091".into()
+}
+fn default_five_seconds() -> u64 {
+    5000
+}
+fn default_push_timeout() -> u64 {
+    2000
+}
+fn default_legacy_prefix() -> String {
+    "dontpanic".into()
+}
+
+/// Where and how often the fleet aggregates are pushed (`[pushgateway]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9091`; groups go to `<url>/metrics/job/<job>`.
+    pub url: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub legacy_prefix: String,
+}
+
+/// The DFS's own database (`[dfs]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DfsConfig {
+    pub url: String,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -177,7 +261,15 @@ pub struct ControllerConfig {
     /// `None`: the controller sends no keep-alives of its own.
     pub keep_alive: Option<Duration>,
     pub expiry_warning_days: u32,
-    pub admin_listen: Option<SocketAddr>,
+    /// The controller's HTTP server (`[http] listen`): API, `/metrics`, service discovery.
+    pub http_listen: Option<SocketAddr>,
+    /// Bearer tokens of the `/api/v1` API (generated on first start when absent).
+    pub api_token_file: PathBuf,
+    /// The bearer token Prometheus presents for service discovery.
+    pub sd_token_file: PathBuf,
+    /// `None`: pushing disabled (`pushgateway.url = ""`).
+    pub push: Option<PushConfig>,
+    pub dfs: Option<DfsConfig>,
     /// Holds the SQLite database when no `database.url` is set.
     pub data_dir: PathBuf,
     pub store: StoreConfig,
@@ -222,12 +314,63 @@ impl ControllerConfig {
             .map_err(|e| err(format!("link.listen: {:?}: {e}", raw.link.listen)))?;
         check_timeouts(raw.link.idle_timeout_ms, raw.link.keep_alive_ms)
             .map_err(|e| err(format!("link.{e}")))?;
-        let admin_listen = match raw.admin.listen.as_deref() {
+        let http_listen = match raw.http.listen.as_deref() {
             None | Some("") => None,
             Some(a) => Some(
                 a.parse::<SocketAddr>()
-                    .map_err(|e| err(format!("admin.listen: {a:?}: {e}")))?,
+                    .map_err(|e| err(format!("http.listen: {a:?}: {e}")))?,
             ),
+        };
+        let interval = |key: &str, ms: u64| {
+            if (100..=3_600_000).contains(&ms) {
+                Ok(Duration::from_millis(ms))
+            } else {
+                Err(err(format!("{key}: {ms} is outside 100..=3600000")))
+            }
+        };
+        let push = if raw.pushgateway.url.is_empty() {
+            None
+        } else {
+            let url = raw.pushgateway.url.trim_end_matches('/').to_string();
+            if !url.starts_with("http://") {
+                return Err(err(format!(
+                    "pushgateway.url: {url:?} must start with http://"
+                )));
+            }
+            let prefix = &raw.pushgateway.legacy_prefix;
+            let valid_prefix = prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !prefix.starts_with(|c: char| c.is_ascii_digit());
+            if prefix.is_empty() || !valid_prefix {
+                return Err(err(format!(
+                    "pushgateway.legacy_prefix: {prefix:?} is not a metric name prefix \
+                     ([a-zA-Z_][a-zA-Z0-9_]*)"
+                )));
+            }
+            Some(PushConfig {
+                url,
+                interval: interval("pushgateway.interval_ms", raw.pushgateway.interval_ms)?,
+                timeout: interval("pushgateway.timeout_ms", raw.pushgateway.timeout_ms)?,
+                legacy_prefix: prefix.clone(),
+            })
+        };
+        let dfs = match raw.dfs.url.filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => {
+                if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+                    return Err(err(
+                        "dfs.url: must be a mysql:// URL of the DFS database".into()
+                    ));
+                }
+                Some(DfsConfig {
+                    url,
+                    interval: interval(
+                        "dfs.interval_ms",
+                        raw.dfs.interval_ms.unwrap_or(default_five_seconds()),
+                    )?,
+                })
+            }
         };
         let base = file.parent().unwrap_or(Path::new("."));
         let data_dir = match raw.data_dir {
@@ -296,7 +439,14 @@ impl ControllerConfig {
             keep_alive: (raw.link.keep_alive_ms > 0)
                 .then(|| Duration::from_millis(raw.link.keep_alive_ms)),
             expiry_warning_days: raw.link.expiry_warning_days,
-            admin_listen,
+            http_listen,
+            api_token_file: match raw.http.api_token_file {
+                Some(f) => base.join(f),
+                None => data_dir.join("api.token"),
+            },
+            sd_token_file: base.join(raw.http.sd_token_file),
+            push,
+            dfs,
             data_dir,
             store,
             actions,
@@ -323,7 +473,17 @@ mod tests {
         assert_eq!(c.ca_dir, Path::new("/etc/nw/ca"));
         assert_eq!(c.idle_timeout, Duration::from_secs(2));
         assert_eq!(c.keep_alive, None);
-        assert_eq!(c.admin_listen, Some("127.0.0.1:7480".parse().unwrap()));
+        assert_eq!(c.http_listen, Some("127.0.0.1:9180".parse().unwrap()));
+        assert_eq!(
+            c.sd_token_file,
+            Path::new("/etc/nodewarden/prometheus-sd.token")
+        );
+        assert_eq!(c.api_token_file, c.data_dir.join("api.token"));
+        let push = c.push.as_ref().unwrap();
+        assert_eq!(push.url, "http://127.0.0.1:9091");
+        assert_eq!(push.interval, Duration::from_secs(5));
+        assert_eq!(push.legacy_prefix, "dontpanic");
+        assert_eq!(c.dfs, None);
         assert_eq!(c.store.url, None);
         let c = parse(
             "data_dir = \"state\"\n[link]\nlisten = \"127.0.0.1:7443\"\nca_dir = \"ca\"\n\
@@ -335,7 +495,23 @@ mod tests {
         assert_eq!(c.store.flush_interval, Duration::from_millis(250));
         let c = parse("[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[admin]\nlisten = \"\"\n")
             .unwrap();
-        assert_eq!(c.admin_listen, None);
+        assert_eq!(c.http_listen, None);
+        let c = parse(
+            "[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[http]\nlisten = \"127.0.0.1:1\"\n\
+             sd_token_file = \"sd.token\"\n[pushgateway]\nurl = \"http://127.0.0.1:2/\"\n\
+             interval_ms = 500\nlegacy_prefix = \"old\"\n[dfs]\nurl = \"mysql://u@h/DFS\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sd_token_file, Path::new("/etc/nw/sd.token"));
+        let push = c.push.unwrap();
+        assert_eq!(push.url, "http://127.0.0.1:2");
+        assert_eq!(push.interval, Duration::from_millis(500));
+        assert_eq!(push.legacy_prefix, "old");
+        assert_eq!(c.dfs.unwrap().interval, Duration::from_secs(5));
+        let c =
+            parse("[link]\nlisten = \"[::1]:1\"\nca_dir = \"/ca\"\n[pushgateway]\nurl = \"\"\n")
+                .unwrap();
+        assert_eq!(c.push, None);
     }
 
     #[test]
@@ -387,5 +563,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("database.event_buffer"), "{e}");
+        let e = parse(
+            "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"x\"\n[pushgateway]\nlegacy_prefix = \"a-b\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("pushgateway.legacy_prefix"), "{e}");
+        let e = parse(
+            "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"x\"\n[dfs]\nurl = \"postgres://x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("dfs.url"), "{e}");
     }
 }

@@ -106,17 +106,19 @@ pub struct Controller {
     /// Bumped on every online/offline transition, so waiters (a woken node's agent) are
     /// notified instead of polling.
     transitions: tokio::sync::watch::Sender<u64>,
+    /// Link and command figures for `/metrics`.
+    pub metrics: crate::metrics::ControllerMetrics,
 }
 
 impl Controller {
+    /// The store handle, once attached.
+    pub fn store(&self) -> Option<&crate::store::StoreHandle> {
+        self.store.get()
+    }
+
     /// Persists every transition and report from now on.
     pub fn attach_store(&self, store: crate::store::StoreHandle) {
         let _ = self.store.set(store);
-    }
-
-    /// The fleet store, once attached (the audit log of remote operations goes there too).
-    pub fn store(&self) -> Option<&crate::store::StoreHandle> {
-        self.store.get()
     }
 
     /// Whether `node` is online now.
@@ -150,13 +152,24 @@ impl Controller {
         let sender = current
             .and_then(|id| lock(&self.live).get(&id).map(|l| l.commands.clone()))
             .ok_or_else(|| format!("node {node} is not connected"))?;
+        let started = std::time::Instant::now();
+        let labels = crate::metrics::CommandLabels {
+            kind: kind.capability().trim_start_matches("command:").to_string(),
+            path: "agent".into(),
+        };
         let (tx, rx) = oneshot::channel();
         sender
             .send((kind, tx))
             .await
             .map_err(|_| format!("node {node}: connection ended"))?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                self.metrics
+                    .command_duration
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+                r
+            }
             Ok(Err(_)) => Err(format!("node {node}: connection ended before the response")),
             Err(_) => Err(format!("node {node}: no response within {timeout:?}")),
         }
@@ -229,6 +242,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
         next_conn_id: AtomicU64::new(1),
         expiry_warning_days: settings.expiry_warning_days,
         transitions: tokio::sync::watch::Sender::new(0),
+        metrics: Default::default(),
     });
     for (what, pem) in [("CA", &ca_pem), ("server", &server_pem)] {
         match nodewarden_shared::ca::inspect_pem(pem) {
@@ -491,6 +505,7 @@ async fn run_session(
                         }
                         ControllerEvent::Report(report) => {
                             tracing::debug!(%node, seq = report.seq, "state report");
+                            controller.metrics.state_reports.inc();
                             let now = now_millis();
                             let mut registry = lock(&controller.registry);
                             if let Some(store) = controller.store.get() {

@@ -2,12 +2,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use nodewarden_controller::admin;
 use nodewarden_controller::api_actions::{ActionName, ActionRequest, ActionsApi, Selector};
 use nodewarden_controller::cadir::{self, CaDir, write_file, write_new};
 use nodewarden_controller::client;
 use nodewarden_controller::config::ControllerConfig;
 use nodewarden_controller::link::{self, LinkSettings, now_unix};
+use nodewarden_controller::{admin, dfs, http_auth, push};
 use nodewarden_shared::ca::{self, Validity};
 use nodewarden_shared::name::validate_node_name;
 use nodewarden_shared::protocol::close;
@@ -397,14 +397,50 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
             keep_alive = ?settings.keep_alive,
             "link listening"
         );
-        if let Some(addr) = config.admin_listen {
+        let mut registry = prometheus_client::registry::Registry::default();
+        controller.metrics.register(&mut registry);
+        store.metrics().register(&mut registry);
+        if let Some(addr) = config.http_listen {
+            if http_auth::ensure_token_file(&config.api_token_file).with_context(|| {
+                format!("creating the API token file {}", config.api_token_file.display())
+            })? {
+                tracing::info!(file = %config.api_token_file.display(), "generated the API token");
+            }
+            if !config.sd_token_file.exists() {
+                tracing::warn!(
+                    file = %config.sd_token_file.display(),
+                    "service-discovery token file is missing: Prometheus cannot discover agents \
+                     until it exists (or uses the API token)"
+                );
+            }
+            let http = admin::HttpState {
+                auth: http_auth::Auth {
+                    api: std::sync::Arc::new(http_auth::TokenFile::new(&config.api_token_file)),
+                    sd: std::sync::Arc::new(http_auth::TokenFile::new(&config.sd_token_file)),
+                },
+                metrics: nodewarden_controller::metrics::MetricsState {
+                    controller: controller.clone(),
+                    registry: std::sync::Arc::new(registry),
+                },
+                actions: ActionsApi::new(controller.clone(), config.actions.clone()),
+            };
+            let listener = admin::bind(addr).await?;
             let c = controller.clone();
-            let actions = ActionsApi::new(controller.clone(), config.actions.clone());
             tokio::spawn(async move {
-                if let Err(e) = admin::serve(addr, c, actions).await {
+                if let Err(e) = admin::serve(listener, c, http).await {
                     tracing::error!("{e:#}");
                 }
             });
+        }
+        let dfs = config.dfs.clone().map(|dfs_config| {
+            let source = std::sync::Arc::new(dfs::DfsSource::new(dfs_config.interval));
+            tracing::info!(dfs = %nodewarden_controller::store::redact(&dfs_config.url), "reading the DFS DEVICE table");
+            tokio::spawn(dfs::run(dfs_config, source.clone(), controller.metrics.clone()));
+            source
+        });
+        if let Some(push_config) = config.push.clone() {
+            tracing::info!(pushgateway = %push_config.url, interval = ?push_config.interval, "pushing fleet aggregates");
+            tokio::spawn(push::run(push_config, controller.clone(), dfs));
         }
         let serving = link::serve(endpoint.clone(), controller.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -3,6 +3,7 @@
 //! certificates and keys come in and go out as PEM/DER bytes, file handling stays in the binaries.
 
 pub mod ca;
+pub mod exposition;
 pub mod framing;
 pub mod name;
 pub mod ops;

@@ -75,6 +75,10 @@ pub struct StateReport {
     pub storage: Vec<StorageDevice>,
     pub services: Vec<ServiceState>,
     pub health: Health,
+    /// The TCP port of the agent's `/metrics` (its bound `--web.listen-address`), for the
+    /// controller's Prometheus service discovery; the address is the one the link comes from.
+    /// (Appended to the report: agents and controllers of this layout must be upgraded together.)
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -299,6 +303,7 @@ mod tests {
                 root_fs_total_bytes: 100 << 30,
                 root_fs_used_bytes: 40 << 30,
             },
+            metrics_port: Some(9100),
         }
     }
 

@@ -1,0 +1,168 @@
+//! The controller's own `/metrics` (names in docs/metrics.md): the link, commands, pushes, and
+//! the store's families. Unauthenticated, like any exporter; served as OpenMetrics, which
+//! Prometheus negotiates.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::link::Controller;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PushResult {
+    success,
+    failure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub result: PushResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub kind: String,
+    /// `agent`, `ssh` or `wol`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+fn command_histogram() -> Histogram {
+    // 1 ms .. ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Counters the link, the pusher and the command paths update; cheap clones of shared cells.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    pub agents_connected: Gauge,
+    pub state_reports: Counter,
+    pub command_duration: Family<CommandLabels, Histogram, fn() -> Histogram>,
+    pub pushes: Family<PushLabels, Counter>,
+    pub certificate_expiry: Family<NodeLabels, Gauge>,
+    /// DFS source reads (not in the contract's table yet; counted so failures show).
+    pub dfs_reads: Family<PushLabels, Counter>,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let m = ControllerMetrics {
+            agents_connected: Gauge::default(),
+            state_reports: Counter::default(),
+            command_duration: Family::new_with_constructor(command_histogram),
+            pushes: Family::default(),
+            certificate_expiry: Family::default(),
+            dfs_reads: Family::default(),
+        };
+        // Both results exist from the start, so rate() has a series before the first failure.
+        for result in [PushResult::success, PushResult::failure] {
+            let _ = m.pushes.get_or_create(&PushLabels {
+                result: result.clone(),
+            });
+        }
+        m
+    }
+}
+
+impl ControllerMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "nodewarden_controller_agents_connected",
+            "Agents with a live link to this controller",
+            self.agents_connected.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_state_reports",
+            "State reports received from agents",
+            self.state_reports.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_command_duration_seconds",
+            "Time from sending a command to a node until its answer, by command kind and path",
+            self.command_duration.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_pushgateway_pushes",
+            "Group pushes to the Pushgateway, by result",
+            self.pushes.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_certificate_expiry_seconds",
+            "Unix time the certificate of each connected node expires",
+            self.certificate_expiry.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_dfs_reads",
+            "Reads of the DFS DEVICE table, by result",
+            self.dfs_reads.clone(),
+        );
+    }
+
+    /// Sets the gauges derived from the registry (connected agents, certificate expiry) just
+    /// before a scrape, so they cannot drift from it.
+    pub fn refresh_from(&self, controller: &Controller) {
+        let registry = controller
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.agents_connected.set(registry.online_count() as i64);
+        self.certificate_expiry.clear();
+        for node in registry.nodes() {
+            if let Some(c) = &node.connection {
+                self.certificate_expiry
+                    .get_or_create(&NodeLabels {
+                        node: node.name.clone(),
+                    })
+                    .set(c.cert_not_after_unix);
+            }
+        }
+    }
+}
+
+/// What `/metrics` serves.
+#[derive(Clone)]
+pub struct MetricsState {
+    pub controller: Arc<Controller>,
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(state: MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .with_state(state)
+}
+
+async fn serve_metrics(State(state): State<MetricsState>) -> Response {
+    state.controller.metrics.refresh_from(&state.controller);
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding: {e}\n"),
+        )
+            .into_response(),
+    }
+}
