@@ -29,13 +29,21 @@ data_dir = "data"        # the embedded SQLite fleet store: data/nodewarden.db
 [link]
 listen = "$link"
 ca_dir = "ca"
-[admin]
+[http]
 listen = "$http"
+sd_token_file = "sd.token"     # Prometheus's http_sd token (the API token works too)
+[pushgateway]
+url = ""                       # no Pushgateway in the demo; see docs/operations.md
 TOML
+[ -f "$demo/sd.token" ] || python3 -c 'import secrets; print(secrets.token_hex(32))' >"$demo/sd.token"
 
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Services the demo's agents were asked to start run detached, as real ones would.
+  for pidfile in "$demo"/run/*/dfs-client.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
@@ -56,6 +64,14 @@ for node in "${nodes[@]}"; do
     echo "cert_file = \"nodes/$node.pem\""
     echo "key_file = \"nodes/$node.key\""
     if [ "$role" = storage ]; then
+      # A stand-in for the DFS storage client (java -jar client.jar), declared so that the
+      # controller may start and stop it.
+      mkdir -p "$demo/run/$node"
+      echo "[[services]]"
+      echo "name = \"dfs-client\""
+      echo "start = [\"sleep\", \"infinity\"]"
+      echo "workdir = \"$demo/run/$node\""
+      echo "pid_file = \"$demo/run/$node/dfs-client.pid\""
       for _ in 1 2; do
         mkdir -p "$demo/fragments/$node/dev$device"
         echo "[[storage.devices]]"
@@ -72,15 +88,16 @@ for node in "${nodes[@]}"; do
   port=$((port + 1))
 done
 
+token_header() { echo "Authorization: Bearer $(cat "$demo/data/api.token" 2>/dev/null)"; }
 echo "== waiting for the agents to connect"
 for _ in $(seq 1 100); do
-  online=$(curl -fsS "http://$http/api/v1/nodes" 2>/dev/null |
+  online=$(curl -fsS -H "$(token_header)" "http://$http/api/v1/nodes" 2>/dev/null |
     python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["online"]))' 2>/dev/null || echo 0)
   [ "$online" -ge "${#nodes[@]}" ] && break
   sleep 0.2
 done
 echo "== $online of ${#nodes[@]} nodes online"
-curl -fsS "http://$http/api/v1/nodes" | python3 -c '
+curl -fsS -H "$(token_header)" "http://$http/api/v1/nodes" | python3 -c '
 import json, sys
 for n in json.load(sys.stdin):
     r = n.get("last_report") or {}
@@ -90,8 +107,12 @@ for n in json.load(sys.stdin):
 cat <<TXT
 
 nodewarden demo running (logs in $demo/logs, state in $demo/data):
-   fleet view:  curl http://$http/api/v1/nodes
-   metrics:     curl http://127.0.0.1:9101/metrics
+   fleet view:  curl -H "Authorization: Bearer \$(cat $demo/data/api.token)" http://$http/api/v1/nodes
+   agents for Prometheus (http_sd): curl -H "Authorization: Bearer \$(cat $demo/sd.token)" http://$http/api/v1/sd/agents
+   node metrics: curl http://127.0.0.1:9101/metrics        controller metrics: curl http://$http/metrics
+   remote operations (recorded in the audit log):
+     $bin/nodewarden-controller action wake --role storage --api http://$http --data-dir $demo/data
+     $bin/nodewarden-controller action status --all --api http://$http --data-dir $demo/data
 Ctrl-C stops the controller and the agents.
 TXT
 wait -n "${pids[@]}"

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nodewarden_tests::{ChildGuard, bin_path, free_port, get_text, service, wait_for};
+use nodewarden_tests::{ChildGuard, bin_path, free_port, service, wait_for};
 use serde_json::Value;
 
 /// Lines a child wrote to stderr, collected by a thread (and echoed, prefixed, for failures).
@@ -147,7 +147,8 @@ impl Lab {
             d.join("controller.toml"),
             format!(
                 "[link]\nlisten = \"127.0.0.1:{link_port}\"\nca_dir = \"ca\"\n\
-                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{controller_extra}"
+                 [http]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+                 [pushgateway]\nurl = \"\"\n{controller_extra}"
             ),
         )
         .unwrap();
@@ -169,7 +170,7 @@ impl Lab {
                 .stderr(Stdio::piped()),
         );
         let log = Log::attach(&mut child, "controller");
-        log.wait("admin endpoint listening");
+        log.wait("HTTP endpoint listening");
         lab.controller = Some((child, log));
         lab.start_agent();
         lab
@@ -211,8 +212,22 @@ impl Lab {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// The API token the controller generated in its data directory.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.path("data/api.token"))
+            .expect("the controller's api.token")
+            .trim()
+            .to_string()
+    }
+
     fn node(&self) -> Option<Value> {
-        let text = get_text(&format!("{}/api/v1/nodes", self.api()))?;
+        let text = ureq::get(format!("{}/api/v1/nodes", self.api()))
+            .header("Authorization", &format!("Bearer {}", self.token()))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
         let nodes: Vec<Value> = serde_json::from_str(&text).ok()?;
         nodes.into_iter().find(|n| n["name"] == "n1")
     }
@@ -238,7 +253,7 @@ impl Lab {
             .arg("--api")
             .arg(self.api())
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(self.path("data"))
             .args(["--requested-by", "test"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -276,13 +291,14 @@ fn stdout(out: &Output) -> String {
 }
 
 /// POSTs a raw request to the actions API; the status and the answer's lines.
-fn post_actions(api: &str, body: Value) -> (u16, Vec<Value>) {
+fn post_actions(lab: &Lab, body: Value) -> (u16, Vec<Value>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let mut response = agent
-        .post(format!("{api}/api/v1/actions"))
+        .post(format!("{}/api/v1/actions", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
         .content_type("application/json")
         .send(body.to_string())
         .unwrap();
@@ -338,7 +354,7 @@ fn actions_go_over_the_agent_link() {
 
     // An undeclared service, asked for directly: the agent refuses it.
     let (status, lines) = post_actions(
-        &lab.api(),
+        &lab,
         serde_json::json!({"selector": {"node": "n1"}, "action": "wake", "service": "ghost",
                            "requested_by": "test"}),
     );
@@ -565,7 +581,7 @@ fn a_node_answering_neither_path_is_woken_and_its_services_started_over_the_link
             .arg("--api")
             .arg(lab.api())
             .arg("--data-dir")
-            .arg(lab.path(""))
+            .arg(lab.path("data"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         ChildGuard::spawn(&mut cmd)
