@@ -18,4 +18,10 @@ cargo build --workspace --all-targets --quiet
 
 start_services
 echo "== cargo test"
-cargo test --workspace --no-fail-fast "$@"
+results="$NW_TMP/cargo-test.log"
+status=0
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$results" || status=$?
+# cargo's own last line is the last crate's doc-tests (often none); close with the whole count.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$results"
+exit "$status"
