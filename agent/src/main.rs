@@ -6,6 +6,13 @@ use nodewarden_agent::{
 };
 
 fn main() -> anyhow::Result<()> {
+    // One malloc arena: the agent allocates little and rarely, and every extra thread (the
+    // runtime, the scrape pool, the filesystem stat worker) would otherwise keep its own arena
+    // resident. Measured in docs/perf.md.
+    // SAFETY: mallopt only tunes glibc's allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let matches = cli::command().get_matches();
     if let Some(("enroll", m)) = matches.subcommand() {
         return enroll::run(m);
