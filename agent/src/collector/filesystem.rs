@@ -870,6 +870,8 @@ short line
             }
             fake_stat(path)
         });
+        // Every stat worker thread holds a clone of `stat`: the count drops when one exits.
+        let holders = Arc::downgrade(&stat);
         let mut statter = Statter::new(stat, Duration::from_millis(200));
         let mut outcomes = Vec::new();
         let started = Instant::now();
@@ -885,14 +887,19 @@ short line
         assert!(matches!(outcomes[0], Outcome::Stat(_)));
         assert_eq!(outcomes[1], Outcome::DeviceError);
         assert!(matches!(outcomes[2], Outcome::Stat(_)));
-        // Once the hung stat returns, the abandoned worker drops its queued copy of /after.
+        // Once the hung stat returns, the abandoned worker drops its queued copy of /after and
+        // exits; its exit (its clone of `stat` dropped) is the event awaited, not a pause.
+        let with_abandoned_worker = holders.strong_count();
         release_tx.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while statter.is_stuck("/hung") {
-            assert!(Instant::now() < deadline, "stuck mark never cleared");
-            std::thread::sleep(Duration::from_millis(5));
+        while holders.strong_count() >= with_abandoned_worker {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned worker never exited"
+            );
+            std::thread::yield_now();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(!statter.is_stuck("/hung"));
         assert_eq!(after_calls.load(Ordering::SeqCst), 1);
     }
 
