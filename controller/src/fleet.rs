@@ -19,21 +19,22 @@ pub fn fingerprint(der: &[u8]) -> String {
     })
 }
 
-/// What the controller knows about a node from its certificate and connection.
-pub struct Identity<'a> {
-    pub node: &'a str,
+/// What the controller knows about a node from its certificate and connection; fixed for the
+/// connection's life.
+pub struct Identity {
+    pub node: String,
     pub remote_ip: String,
-    pub agent_version: &'a str,
-    pub cert_fingerprint: &'a str,
+    pub agent_version: String,
+    pub cert_fingerprint: String,
 }
 
 pub fn system_time(unix_millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(unix_millis)
 }
 
-fn node_info(id: &Identity<'_>, report: Option<&StateReport>) -> NodeInfo {
+fn node_info(id: &Identity, report: Option<&StateReport>) -> NodeInfo {
     NodeInfo {
-        node_id: id.node.to_string(),
+        node_id: id.node.clone(),
         // The link does not carry host details yet; the address is the one the agent came from.
         hostname: String::new(),
         addresses: vec![id.remote_ip.clone()],
@@ -46,15 +47,15 @@ fn node_info(id: &Identity<'_>, report: Option<&StateReport>) -> NodeInfo {
                     .collect()
             })
             .unwrap_or_default(),
-        agent_version: id.agent_version.to_string(),
-        cert_fingerprint: id.cert_fingerprint.to_string(),
+        agent_version: id.agent_version.clone(),
+        cert_fingerprint: id.cert_fingerprint.clone(),
     }
 }
 
 /// A node's agent said hello.
-pub fn connected(store: &StoreHandle, id: &Identity<'_>, at_millis: u64) {
+pub fn connected(store: &StoreHandle, id: &Identity, at_millis: u64) {
     if let Err(e) = store.node_connected(node_info(id, None), system_time(at_millis)) {
-        tracing::warn!(node = id.node, error = %e, "node not recorded");
+        tracing::warn!(node = %id.node, error = %e, "node not recorded");
     }
 }
 
@@ -62,7 +63,7 @@ pub fn connected(store: &StoreHandle, id: &Identity<'_>, at_millis: u64) {
 /// the node's own record is rewritten only when what it says about the node changed.
 pub fn reported(
     store: &StoreHandle,
-    id: &Identity<'_>,
+    id: &Identity,
     previous: Option<&StateReport>,
     report: &StateReport,
     at_millis: u64,
@@ -74,16 +75,16 @@ pub fn reported(
             .node_connected(node_info(id, Some(report)), at)
             .map(|_| ())
     } else {
-        store.node_seen(id.node, at)
+        store.node_seen(&id.node, at)
     };
     if let Err(e) = recorded {
-        tracing::warn!(node = id.node, error = %e, "node not recorded");
+        tracing::warn!(node = %id.node, error = %e, "node not recorded");
         return;
     }
     for device in &report.storage {
         let device_report = DeviceReport {
             device_id: i64::from(device.device_id),
-            node_id: id.node.to_string(),
+            node_id: id.node.clone(),
             fragment_folder: device.fragment_dir.clone(),
             total_bytes: device.total_bytes,
             free_bytes: device.free_bytes,
@@ -92,7 +93,7 @@ pub fn reported(
             reported_at: at,
         };
         if let Err(e) = store.device_report(device_report) {
-            tracing::warn!(node = id.node, device = device.device_id, error = %e, "device not recorded");
+            tracing::warn!(node = %id.node, device = device.device_id, error = %e, "device not recorded");
         }
     }
 }

@@ -405,7 +405,8 @@ async fn run_session(
     command_rx: &mut mpsc::Receiver<(CommandKind, CommandReply)>,
 ) -> Result<String, SessionError> {
     let remote = connection.remote_address();
-    let mut agent_version = String::new();
+    // Who this connection is, for the store: fixed at hello, used by every report after.
+    let mut identity: Option<crate::fleet::Identity> = None;
     let (mut send, mut recv) = tokio::select! {
         s = connection.accept_bi() => match s {
             Ok(s) => s,
@@ -458,16 +459,16 @@ async fn run_session(
                             };
                             let now = now_millis();
                             let change = lock(&controller.registry).connected(node, conn, now);
-                            agent_version = hello.agent_version.clone();
+                            let id = crate::fleet::Identity {
+                                node: node.to_string(),
+                                remote_ip: remote.ip().to_string(),
+                                agent_version: hello.agent_version.clone(),
+                                cert_fingerprint: fingerprint.to_string(),
+                            };
                             if let Some(store) = controller.store.get() {
-                                let id = crate::fleet::Identity {
-                                    node,
-                                    remote_ip: remote.ip().to_string(),
-                                    agent_version: &agent_version,
-                                    cert_fingerprint: fingerprint,
-                                };
                                 crate::fleet::connected(store, &id, now);
                             }
+                            identity = Some(id);
                             match change {
                                 Connected::Online => {
                                     controller.transition();
@@ -508,15 +509,10 @@ async fn run_session(
                             controller.metrics.state_reports.inc();
                             let now = now_millis();
                             let mut registry = lock(&controller.registry);
-                            if let Some(store) = controller.store.get() {
+                            // The session state machine delivers reports only after the hello.
+                            if let (Some(store), Some(id)) = (controller.store.get(), &identity) {
                                 let previous = registry.get(node).and_then(|n| n.last_report.as_ref());
-                                let id = crate::fleet::Identity {
-                                    node,
-                                    remote_ip: remote.ip().to_string(),
-                                    agent_version: &agent_version,
-                                    cert_fingerprint: fingerprint,
-                                };
-                                crate::fleet::reported(store, &id, previous, &report, now);
+                                crate::fleet::reported(store, id, previous, &report, now);
                             }
                             registry.report(node, conn_id, report, now);
                         }
