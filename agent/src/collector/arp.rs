@@ -141,14 +141,15 @@ impl Collector for ArpCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, build_with, fixture, render};
+    use crate::collector::testing::{
+        assert_golden, assert_renders_golden, build_with, fixture, render,
+    };
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let paths = Paths::fixture(&root);
-        let text = render("arp", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/arp.prom"), &text);
+        assert_renders_golden("basic", "arp", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]

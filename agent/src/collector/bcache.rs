@@ -432,18 +432,14 @@ impl Collector for BcacheCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "bcache",
-            Box::new(BcacheCollector { priority: true }),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/bcache.prom"), &text);
+        assert_renders_golden("basic", "bcache", |_| {
+            Box::new(BcacheCollector { priority: true })
+        });
     }
 
     #[test]

@@ -228,18 +228,12 @@ fn write_families(out: &mut MetricWriter<'_, '_>, all: &[FsStats]) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "btrfs",
-            Box::new(BtrfsCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/btrfs.prom"), &text);
+        assert_renders_golden("basic", "btrfs", |_| Box::new(BtrfsCollector::default()));
     }
 
     #[test]

@@ -165,17 +165,13 @@ impl Collector for ConntrackCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "conntrack",
-            Box::new(ConntrackCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/conntrack.prom"), &text);
+        assert_renders_golden("basic", "conntrack", |_| {
+            Box::new(ConntrackCollector::default())
+        });
     }
 
     #[test]

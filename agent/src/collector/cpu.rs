@@ -577,14 +577,15 @@ impl Collector for CpuCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, build_with, fixture, render};
+    use crate::collector::testing::{
+        assert_golden, assert_renders_golden, build_with, fixture, render,
+    };
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let paths = Paths::fixture(&root);
-        let text = render("cpu", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/cpu.prom"), &text);
+        assert_renders_golden("basic", "cpu", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]

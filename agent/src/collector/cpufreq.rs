@@ -148,17 +148,15 @@ impl Collector for CpufreqCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
+        assert_renders_golden(
+            "basic",
             "cpufreq",
-            Box::new(CpufreqCollector::default()),
-            Paths::fixture(&root),
+            |_| Box::new(CpufreqCollector::default()),
         );
-        assert_golden(&root.join("golden/cpufreq.prom"), &text);
     }
 
     #[test]

@@ -479,8 +479,8 @@ fn write_families(out: &mut MetricWriter<'_, '_>, disks: &[Disk]) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     fn default_filter() -> DeviceFilter {
         DeviceFilter {
@@ -491,24 +491,16 @@ mod tests {
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "diskstats",
-            Box::new(DiskstatsCollector::new(default_filter())),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/diskstats.prom"), &text);
+        assert_renders_golden("basic", "diskstats", |_| {
+            Box::new(DiskstatsCollector::new(default_filter()))
+        });
     }
 
     #[test]
     fn old_kernel_and_malformed_lines() {
-        let root = fixture("odd");
-        let text = render(
-            "diskstats",
-            Box::new(DiskstatsCollector::new(default_filter())),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/diskstats.prom"), &text);
+        assert_renders_golden("odd", "diskstats", |_| {
+            Box::new(DiskstatsCollector::new(default_filter()))
+        });
     }
 
     #[test]

@@ -130,14 +130,12 @@ impl Collector for EdacCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render("edac", Box::new(EdacCollector), Paths::fixture(&root));
-        assert_golden(&root.join("golden/edac.prom"), &text);
+        assert_renders_golden("basic", "edac", |_| Box::new(EdacCollector));
     }
 
     #[test]

@@ -74,17 +74,15 @@ impl Collector for EntropyCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
+        assert_renders_golden(
+            "basic",
             "entropy",
-            Box::new(EntropyCollector::default()),
-            Paths::fixture(&root),
+            |_| Box::new(EntropyCollector::default()),
         );
-        assert_golden(&root.join("golden/entropy.prom"), &text);
     }
 
     #[test]

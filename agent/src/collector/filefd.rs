@@ -70,18 +70,12 @@ impl Collector for FilefdCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "filefd",
-            Box::new(FilefdCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/filefd.prom"), &text);
+        assert_renders_golden("basic", "filefd", |_| Box::new(FilefdCollector::default()));
     }
 
     #[test]

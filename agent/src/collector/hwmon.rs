@@ -451,18 +451,12 @@ impl Collector for HwmonCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "hwmon",
-            Box::new(HwmonCollector::new()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/hwmon.prom"), &text);
+        assert_renders_golden("basic", "hwmon", |_| Box::new(HwmonCollector::new()));
     }
 
     #[test]

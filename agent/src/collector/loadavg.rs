@@ -53,14 +53,12 @@ impl Collector for LoadavgCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render("loadavg", build_default(), Paths::fixture(&root));
-        assert_golden(&root.join("golden/loadavg.prom"), &text);
+        assert_renders_golden("basic", "loadavg", |_| build_default());
     }
 
     #[test]

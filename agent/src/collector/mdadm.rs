@@ -241,17 +241,11 @@ impl Collector for MdadmCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "mdadm",
-            Box::new(MdadmCollector::new()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/mdadm.prom"), &text);
+        assert_renders_golden("basic", "mdadm", |_| Box::new(MdadmCollector::new()));
     }
 
     #[test]

@@ -91,29 +91,23 @@ impl Collector for MeminfoCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
+        assert_renders_golden(
+            "basic",
             "meminfo",
-            Box::new(MeminfoCollector::default()),
-            Paths::fixture(&root),
+            |_| Box::new(MeminfoCollector::default()),
         );
-        assert_golden(&root.join("golden/meminfo.prom"), &text);
     }
 
     #[test]
     fn old_kernel_with_few_fields() {
-        let root = fixture("old-kernel");
-        let text = render(
-            "meminfo",
-            Box::new(MeminfoCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/meminfo.prom"), &text);
+        assert_renders_golden("old-kernel", "meminfo", |_| {
+            Box::new(MeminfoCollector::default())
+        });
     }
 
     #[test]

@@ -465,7 +465,7 @@ impl NetclassCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     /// A collector reading only the fixture's sysfs (no netlink: that is this host's).
     fn fixture_collector(
@@ -535,16 +535,12 @@ mod tests {
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "netclass",
+        assert_renders_golden("basic", "netclass", |_| {
             Box::new(fixture_collector(
                 Some(regex::Regex::new("^$").unwrap()),
                 false,
-            )),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/netclass.prom"), &text);
+            ))
+        });
     }
 
     #[test]

@@ -218,22 +218,20 @@ impl Collector for NetstatCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, build_with, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, build_with, fixture, render};
 
     #[test]
     fn golden_default_fields() {
-        let root = fixture("basic");
-        let paths = Paths::fixture(&root);
-        let text = render("netstat", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/netstat.prom"), &text);
+        assert_renders_golden("basic", "netstat", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]
     fn odd_files_without_ipv6() {
-        let root = fixture("odd");
-        let paths = Paths::fixture(&root);
-        let text = render("netstat", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/netstat.prom"), &text);
+        assert_renders_golden("odd", "netstat", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]

@@ -252,18 +252,12 @@ impl Collector for NfsCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "nfs",
-            Box::new(NfsCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/nfs.prom"), &text);
+        assert_renders_golden("basic", "nfs", |_| Box::new(NfsCollector::default()));
     }
 
     #[test]

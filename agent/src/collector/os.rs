@@ -198,28 +198,16 @@ impl Collector for OsCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "os",
-            Box::new(OsCollector { release: None }),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/os.prom"), &text);
+        assert_renders_golden("basic", "os", |_| Box::new(OsCollector { release: None }));
     }
 
     #[test]
     fn falls_back_to_usr_lib_and_skips_bad_lines() {
-        let root = fixture("odd");
-        let text = render(
-            "os",
-            Box::new(OsCollector { release: None }),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/os.prom"), &text);
+        assert_renders_golden("odd", "os", |_| Box::new(OsCollector { release: None }));
     }
 
     #[test]

@@ -229,19 +229,15 @@ impl Collector for PowerSupplyCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "powersupplyclass",
+        assert_renders_golden("basic", "powersupplyclass", |_| {
             Box::new(PowerSupplyCollector::new(Some(
                 regex::Regex::new("^$").unwrap(),
-            ))),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/powersupplyclass.prom"), &text);
+            )))
+        });
     }
 
     #[test]

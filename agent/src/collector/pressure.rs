@@ -142,17 +142,13 @@ impl Collector for PressureCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "pressure",
-            Box::new(PressureCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/pressure.prom"), &text);
+        assert_renders_golden("basic", "pressure", |_| {
+            Box::new(PressureCollector::default())
+        });
     }
 
     #[test]

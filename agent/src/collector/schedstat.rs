@@ -115,17 +115,13 @@ impl Collector for SchedstatCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "schedstat",
-            Box::new(SchedstatCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/schedstat.prom"), &text);
+        assert_renders_golden("basic", "schedstat", |_| {
+            Box::new(SchedstatCollector::default())
+        });
     }
 
     #[test]

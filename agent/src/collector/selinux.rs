@@ -114,29 +114,21 @@ impl Collector for SelinuxCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn disabled_golden() {
-        let root = fixture("basic");
-        let text = render(
+        assert_renders_golden(
+            "basic",
             "selinux",
-            Box::new(SelinuxCollector::default()),
-            Paths::fixture(&root),
+            |_| Box::new(SelinuxCollector::default()),
         );
-        assert_golden(&root.join("golden/selinux.prom"), &text);
     }
 
     #[test]
     fn enabled_golden() {
-        let root = fixture("odd");
-        let text = render(
-            "selinux",
-            Box::new(SelinuxCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/selinux.prom"), &text);
+        assert_renders_golden("odd", "selinux", |_| Box::new(SelinuxCollector::default()));
     }
 
     #[test]

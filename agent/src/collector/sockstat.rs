@@ -162,29 +162,21 @@ impl Collector for SockstatCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "sockstat",
-            Box::new(SockstatCollector::new(4096)),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/sockstat.prom"), &text);
+        assert_renders_golden("basic", "sockstat", |_| {
+            Box::new(SockstatCollector::new(4096))
+        });
     }
 
     #[test]
     fn without_ipv6_and_with_odd_lines() {
-        let root = fixture("odd");
-        let text = render(
-            "sockstat",
-            Box::new(SockstatCollector::new(65536)),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/sockstat.prom"), &text);
+        assert_renders_golden("odd", "sockstat", |_| {
+            Box::new(SockstatCollector::new(65536))
+        });
     }
 
     #[test]

@@ -92,29 +92,21 @@ impl Collector for SoftnetCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
+        assert_renders_golden(
+            "basic",
             "softnet",
-            Box::new(SoftnetCollector::default()),
-            Paths::fixture(&root),
+            |_| Box::new(SoftnetCollector::default()),
         );
-        assert_golden(&root.join("golden/softnet.prom"), &text);
     }
 
     #[test]
     fn malformed_lines_are_skipped() {
-        let root = fixture("odd");
-        let text = render(
-            "softnet",
-            Box::new(SoftnetCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/softnet.prom"), &text);
+        assert_renders_golden("odd", "softnet", |_| Box::new(SoftnetCollector::default()));
     }
 
     #[test]

@@ -165,14 +165,15 @@ impl Collector for StatCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, build_with, fixture, render};
+    use crate::collector::testing::{
+        assert_golden, assert_renders_golden, build_with, fixture, render,
+    };
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let paths = Paths::fixture(&root);
-        let text = render("stat", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/stat.prom"), &text);
+        assert_renders_golden("basic", "stat", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]

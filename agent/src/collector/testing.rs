@@ -23,6 +23,20 @@ pub fn render(name: &'static str, collector: Box<dyn Collector>, paths: Paths) -
         .collect()
 }
 
+/// The whole of most collectors' golden tests: builds a collector for fixture tree `tree` with
+/// `make`, renders one scrape and compares it with `<tree>/golden/<name>.prom`.
+pub fn assert_renders_golden(
+    tree: &str,
+    name: &'static str,
+    make: impl FnOnce(&Paths) -> Box<dyn Collector>,
+) {
+    let root = fixture(tree);
+    let paths = Paths::fixture(&root);
+    let collector = make(&paths);
+    let text = render(name, collector, paths);
+    assert_golden(&root.join("golden").join(format!("{name}.prom")), &text);
+}
+
 /// Compares `actual` with the golden file; `UPDATE_GOLDEN=1` rewrites it instead.
 pub fn assert_golden(golden: &Path, actual: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

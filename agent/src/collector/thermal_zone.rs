@@ -140,17 +140,13 @@ impl Collector for ThermalZoneCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, fixture, render};
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "thermal_zone",
-            Box::new(ThermalZoneCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/thermal_zone.prom"), &text);
+        assert_renders_golden("basic", "thermal_zone", |_| {
+            Box::new(ThermalZoneCollector::default())
+        });
     }
 
     #[test]

@@ -107,29 +107,21 @@ impl Collector for UdpQueuesCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "udp_queues",
-            Box::new(UdpQueuesCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/udp_queues.prom"), &text);
+        assert_renders_golden("basic", "udp_queues", |_| {
+            Box::new(UdpQueuesCollector::default())
+        });
     }
 
     #[test]
     fn ipv4_only_with_a_bad_line() {
-        let root = fixture("odd");
-        let text = render(
-            "udp_queues",
-            Box::new(UdpQueuesCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/udp_queues.prom"), &text);
+        assert_renders_golden("odd", "udp_queues", |_| {
+            Box::new(UdpQueuesCollector::default())
+        });
     }
 
     #[test]

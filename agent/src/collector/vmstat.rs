@@ -95,14 +95,13 @@ impl Collector for VmstatCollector {
 mod tests {
     use super::*;
     use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, build_with, fixture, render};
+    use crate::collector::testing::{assert_renders_golden, build_with, fixture, render};
 
     #[test]
     fn golden_default_fields() {
-        let root = fixture("basic");
-        let paths = Paths::fixture(&root);
-        let text = render("vmstat", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/vmstat.prom"), &text);
+        assert_renders_golden("basic", "vmstat", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]
@@ -117,10 +116,9 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_skipped() {
-        let root = fixture("odd");
-        let paths = Paths::fixture(&root);
-        let text = render("vmstat", build_with(&REGISTRATION, &[], &paths), paths);
-        assert_golden(&root.join("golden/vmstat.prom"), &text);
+        assert_renders_golden("odd", "vmstat", |paths| {
+            build_with(&REGISTRATION, &[], paths)
+        });
     }
 
     #[test]

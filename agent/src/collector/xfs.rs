@@ -352,18 +352,12 @@ impl Collector for XfsCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Paths;
-    use crate::collector::testing::{assert_golden, fixture, render};
+
+    use crate::collector::testing::assert_renders_golden;
 
     #[test]
     fn golden() {
-        let root = fixture("basic");
-        let text = render(
-            "xfs",
-            Box::new(XfsCollector::default()),
-            Paths::fixture(&root),
-        );
-        assert_golden(&root.join("golden/xfs.prom"), &text);
+        assert_renders_golden("basic", "xfs", |_| Box::new(XfsCollector::default()));
     }
 
     #[test]
