@@ -9,7 +9,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nodewarden_tests::{ChildGuard, bin_path, free_port, service, wait_for};
+use nodewarden_tests::{
+    ChildGuard, alive, bin_path, cmdline, free_port, read_pid, service, wait_for,
+};
 use serde_json::Value;
 
 /// Lines a child wrote to stderr, collected by a thread (and echoed, prefixed, for failures).
@@ -67,30 +69,6 @@ impl Drop for ServiceCleanup {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
-}
-
-fn read_pid(pid_file: &Path) -> Option<u32> {
-    std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
-}
-
-/// Alive and not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.get(s.rfind(')')? + 1..)?.to_string();
-            after.split_whitespace().next().map(|st| st != "Z")
-        })
-        .unwrap_or(false)
-}
-
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
 }
 
 const SERVICE_ARGV: [&str; 2] = ["sleep", "300"];

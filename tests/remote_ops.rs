@@ -15,7 +15,7 @@ use nodewarden_shared::ops::{
     ActionPath, FragmentOutcome, Operation, OperationResult, Outcome, ServiceAction, ServiceState,
     deletions_by_device,
 };
-use nodewarden_tests::{bin_path, free_port, service};
+use nodewarden_tests::{alive, bin_path, cmdline, free_port, service};
 
 /// The tests share one sshd and its authorized_keys file; one at a time.
 static SSHD: Mutex<()> = Mutex::new(());
@@ -119,26 +119,6 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen runs");
     assert!(status.success());
-}
-
-/// Alive and not a zombie (the detached process's parent may be a reaper-less PID 1).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.get(s.rfind(')')? + 1..)?.to_string();
-            after.split_whitespace().next().map(|st| st != "Z")
-        })
-        .unwrap_or(false)
-}
-
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
 }
 
 fn service_outcome(r: &OperationResult) -> (bool, ServiceState, String) {
