@@ -401,6 +401,20 @@ pub struct CommandReport {
 }
 
 impl CommandReport {
+    /// The report of `argv` before it runs; as it stands, what an empty command reports.
+    pub fn not_started(argv: &[String]) -> CommandReport {
+        CommandReport {
+            argv: argv.to_vec(),
+            exit: CommandExit::SpawnFailed {
+                error: "empty command".into(),
+            },
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            duration_ms: 0,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         matches!(
             self.exit,

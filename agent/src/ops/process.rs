@@ -120,16 +120,7 @@ pub async fn run_bounded(
     limit: usize,
 ) -> CommandReport {
     let started = Instant::now();
-    let mut report = CommandReport {
-        argv: argv.to_vec(),
-        exit: CommandExit::SpawnFailed {
-            error: "empty command".into(),
-        },
-        stdout: String::new(),
-        stderr: String::new(),
-        truncated: false,
-        duration_ms: 0,
-    };
+    let mut report = CommandReport::not_started(argv);
     let Some((program, args)) = argv.split_first() else {
         return report;
     };
@@ -211,16 +202,7 @@ pub async fn start_detached(
     grace: Duration,
 ) -> CommandReport {
     let started = Instant::now();
-    let mut report = CommandReport {
-        argv: argv.to_vec(),
-        exit: CommandExit::SpawnFailed {
-            error: "empty command".into(),
-        },
-        stdout: String::new(),
-        stderr: String::new(),
-        truncated: false,
-        duration_ms: 0,
-    };
+    let mut report = CommandReport::not_started(argv);
     let Some((program, args)) = argv.split_first() else {
         return report;
     };
