@@ -1,18 +1,41 @@
 //! Text format 0.0.4 (the rewrite lives in `nodewarden_shared::exposition`, which the controller's
 //! Pushgateway pusher shares) and gzip.
 
-use std::io::Write;
-
 pub use nodewarden_shared::exposition::{TEXT_004_CONTENT_TYPE, openmetrics_to_text004};
 
-/// Gzip-compresses `body` into `out` (cleared first). Fast level: the scrape is on the hot path.
-pub fn gzip_into(body: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-    out.clear();
-    let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-    encoder.write_all(body)?;
-    encoder.finish()?;
-    Ok(())
+/// Gzip for scrape bodies: libdeflate, whole-buffer (the body is in memory anyway), with one
+/// compressor kept for the agent's lifetime. At its fastest level it takes about a third of the
+/// CPU of a streaming deflate at its fastest, for a body of the same size (docs/perf.md).
+pub struct Gzip {
+    compressor: libdeflater::Compressor,
 }
+
+impl Default for Gzip {
+    fn default() -> Self {
+        Gzip {
+            compressor: libdeflater::Compressor::new(libdeflater::CompressionLvl::fastest()),
+        }
+    }
+}
+
+impl Gzip {
+    /// Gzip-compresses `body` into `out` (replacing its content, reusing its allocation).
+    pub fn compress_into(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), GzipError> {
+        out.clear();
+        out.resize(self.compressor.gzip_compress_bound(body.len()), 0);
+        let written = self
+            .compressor
+            .gzip_compress(body, out)
+            .map_err(|_| GzipError)?;
+        out.truncate(written);
+        Ok(())
+    }
+}
+
+/// Only possible if the output bound were wrong; reported rather than trusted.
+#[derive(Debug, thiserror::Error)]
+#[error("the compressed body did not fit its computed bound")]
+pub struct GzipError;
 
 /// Whether an `Accept-Encoding` header value accepts gzip (and does not refuse it with q=0).
 pub fn accepts_gzip(accept_encoding: &str) -> bool {
@@ -46,11 +69,14 @@ mod tests {
     fn gzip_round_trips() {
         use std::io::Read;
         let mut out = Vec::new();
-        gzip_into(b"node_load1 1\n", &mut out).unwrap();
+        let mut gzip = Gzip::default();
+        gzip.compress_into(b"node_load1 1\n", &mut out).unwrap();
+        // The compressor is reused: a second body must not carry anything of the first.
+        gzip.compress_into(b"node_load5 2\n", &mut out).unwrap();
         let mut text = String::new();
         flate2::read::GzDecoder::new(&out[..])
             .read_to_string(&mut text)
             .unwrap();
-        assert_eq!(text, "node_load1 1\n");
+        assert_eq!(text, "node_load5 2\n");
     }
 }

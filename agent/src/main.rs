@@ -21,14 +21,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(run_operation(&config, request));
     }
     let options = cli::metrics_options(&matches);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&options.log_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&options.log_level, std::io::IsTerminal::is_terminal(&std::io::stderr()));
 
     let collectors = cli::build_collectors(&matches, &options.paths)?;
     let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
@@ -80,10 +73,39 @@ fn main() -> anyhow::Result<()> {
             .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_requests as usize))),
     });
 
-    // One thread for the network; scrapes run on the blocking pool.
+    // The controller link (when configured) runs on a thread and runtime of its own, so that a
+    // scrape, which runs inline on the metrics runtime below, never delays its heartbeats.
+    let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
+    let (link_done_tx, link_done) = tokio::sync::oneshot::channel::<()>();
+    let link_thread = match link_settings {
+        Some(s) => {
+            let state = s.state.clone();
+            let thread = std::thread::Builder::new()
+                .name("link".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .max_blocking_threads(2)
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(link::run(s, stop_rx)),
+                        Err(e) => tracing::error!(error = %e, "starting the link runtime"),
+                    }
+                    let _ = link_done_tx.send(());
+                })
+                .context("starting the link thread")?;
+            Some((thread, state))
+        }
+        None => None,
+    };
+
+    // The metrics runtime: one thread. A scrape runs inline on it rather than on a blocking
+    // pool: it is well under a millisecond of work, and the two thread hand-offs per scrape cost
+    // a tenth of it (docs/perf.md). A hung filesystem cannot hold it: stat runs on the
+    // filesystem collector's own worker with a timeout.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(4)
+        .max_blocking_threads(2)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
@@ -91,14 +113,11 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
         tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
-        if let Some(s) = &link_settings {
-            s.state
+        if let Some((_, state)) = &link_thread {
+            state
                 .metrics_port
                 .store(listener.local_addr()?.port(), std::sync::atomic::Ordering::Relaxed);
         }
-        // The controller link runs beside the metrics server and is closed on the way out.
-        let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
-        let link_task = link_settings.map(|s| tokio::spawn(link::run(s, stop_rx)));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
@@ -106,9 +125,10 @@ fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); Ok(()) }
             _ = terminate.recv() => { tracing::info!("shutting down"); Ok(()) }
         };
+        // The link says goodbye to the controller; give it a second.
         let _ = stop_link.send(true);
-        if let Some(task) = link_task {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+        if link_thread.is_some() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), link_done).await;
         }
         result
     })
@@ -118,14 +138,7 @@ fn main() -> anyhow::Result<()> {
 /// status saying ok (0), failed (1) or refused (3).
 fn run_operation(config: &std::path::Path, request: cli::OpsRequest) -> i32 {
     use nodewarden_agent::ops::dispatch;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    init_logging("warn", false);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,4 +160,35 @@ fn run_operation(config: &std::path::Path, request: cli::OpsRequest) -> i32 {
     });
     println!("{}", result.to_json_line());
     dispatch::exit_code(&result)
+}
+
+/// Logs to stderr at `default_level`, or as `NODEWARDEN_LOG` says (`warn,nodewarden_agent=debug`:
+/// a default level and per-target levels). `filter::Targets` rather than `EnvFilter`, which would
+/// link a second regex engine into the agent for span-field filters nobody uses here.
+fn init_logging(default_level: &str, ansi: bool) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = match std::env::var("NODEWARDEN_LOG") {
+        Ok(spec) => spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("NODEWARDEN_LOG={spec:?} is not a log filter ({e}); logging at {default_level}");
+            default_targets(default_level)
+        }),
+        Err(_) => default_targets(default_level),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
+        .with(filter)
+        .init();
+}
+
+fn default_targets(level: &str) -> tracing_subscriber::filter::Targets {
+    // `--log.level` takes only the four level names (cli.rs), which always parse.
+    level
+        .parse()
+        .unwrap_or_else(|_| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO))
 }

@@ -110,6 +110,7 @@ struct Buffers {
     openmetrics: String,
     text: String,
     gzip: Vec<u8>,
+    compressor: exposition::Gzip,
 }
 
 /// Renders scrapes of a fixed set of collectors.
@@ -161,6 +162,7 @@ impl Scraper {
             openmetrics,
             text,
             gzip: gz,
+            compressor,
         } = &mut *buffers;
         openmetrics.clear();
         text.clear();
@@ -168,7 +170,9 @@ impl Scraper {
             .map_err(|_| ScrapeError::Encode)?;
         exposition::openmetrics_to_text004(openmetrics, text);
         if gzip {
-            exposition::gzip_into(text.as_bytes(), gz).map_err(ScrapeError::Gzip)?;
+            compressor
+                .compress_into(text.as_bytes(), gz)
+                .map_err(ScrapeError::Gzip)?;
             Ok(Rendered {
                 body: Bytes::copy_from_slice(gz),
                 gzipped: true,
@@ -187,5 +191,5 @@ pub enum ScrapeError {
     #[error("encoding metrics failed")]
     Encode,
     #[error("gzip: {0}")]
-    Gzip(std::io::Error),
+    Gzip(exposition::GzipError),
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Arg;
 
-use super::util::{DeviceFilter, device_filter};
+use super::util::{DeviceFilter, SourceFile, device_filter};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     read_into,
@@ -277,6 +277,7 @@ struct Disk {
 
 struct DiskstatsCollector {
     filter: DeviceFilter,
+    source: SourceFile,
     text: String,
     udev_text: String,
     udev_path: PathBuf,
@@ -289,6 +290,7 @@ impl DiskstatsCollector {
     fn new(filter: DeviceFilter) -> Self {
         DiskstatsCollector {
             filter,
+            source: SourceFile::proc("diskstats"),
             text: String::new(),
             udev_text: String::new(),
             udev_path: PathBuf::new(),
@@ -304,8 +306,8 @@ impl Collector for DiskstatsCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("diskstats");
-        read_into(&path, &mut self.text)?;
+        self.source.read_into(ctx.paths, &mut self.text)?;
+        let path = self.source.display_path();
         self.used = 0;
         for line in self.text.lines() {
             if line.trim().is_empty() {

@@ -2,8 +2,9 @@
 
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
+use super::util::SourceFile;
 
 pub static REGISTRATION: Registration = Registration {
     name: "loadavg",
@@ -13,11 +14,14 @@ pub static REGISTRATION: Registration = Registration {
 };
 
 fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    Ok(Box::new(LoadavgCollector::default()))
+    Ok(Box::new(LoadavgCollector {
+        source: SourceFile::proc("loadavg"),
+        buf: String::new(),
+    }))
 }
 
-#[derive(Default)]
 struct LoadavgCollector {
+    source: SourceFile,
     buf: String,
 }
 
@@ -37,10 +41,9 @@ impl Collector for LoadavgCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("loadavg");
-        read_into(&path, &mut self.buf)?;
+        self.source.read_into(ctx.paths, &mut self.buf)?;
         let [l1, l5, l15] = parse_loadavg(&self.buf).ok_or_else(|| CollectorError::Parse {
-            path: path.clone(),
+            path: self.source.display_path().to_path_buf(),
             reason: format!("unexpected content {:?}", self.buf.trim_end()),
         })?;
         out.gauge("node_load1", "1m load average.", l1)?;

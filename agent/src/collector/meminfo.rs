@@ -3,8 +3,9 @@
 
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
+use super::util::SourceFile;
 
 pub static REGISTRATION: Registration = Registration {
     name: "meminfo",
@@ -14,11 +15,16 @@ pub static REGISTRATION: Registration = Registration {
 };
 
 fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    Ok(Box::new(MeminfoCollector::default()))
+    Ok(Box::new(MeminfoCollector {
+        source: SourceFile::proc("meminfo"),
+        buf: String::new(),
+        name: String::new(),
+        help: String::new(),
+    }))
 }
 
-#[derive(Default)]
 struct MeminfoCollector {
+    source: SourceFile,
     buf: String,
     name: String,
     help: String,
@@ -59,8 +65,8 @@ impl Collector for MeminfoCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        let path = ctx.paths.proc("meminfo");
-        read_into(&path, &mut self.buf)?;
+        self.source.read_into(ctx.paths, &mut self.buf)?;
+        let path = self.source.display_path();
         let mut field = String::new();
         for line in self.buf.lines() {
             if line.trim().is_empty() {

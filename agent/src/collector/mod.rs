@@ -340,8 +340,24 @@ pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
 /// Reads an open file from its current position to the end into `buf` (cleared first),
 /// reusing its allocation; on error `buf` is left empty (still with its allocation).
 pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Result<()> {
+    use std::io::Read;
+    fill_utf8(buf, |bytes| read_all(bytes, |chunk, _| file.read(chunk)))
+}
+
+/// Reads a whole file from offset 0 into `buf` with positional reads (no seek), like
+/// [`read_file_into`]. procfs and sysfs regenerate a file's content on a read at offset 0,
+/// which is what lets [`util::SourceFile`] keep files open between scrapes.
+pub fn read_file_at_into(file: &std::fs::File, buf: &mut String) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    fill_utf8(buf, |bytes| read_all(bytes, |chunk, offset| file.read_at(chunk, offset)))
+}
+
+fn fill_utf8(
+    buf: &mut String,
+    read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut bytes = std::mem::take(buf).into_bytes();
-    let result = read_all(file, &mut bytes).and_then(|()| {
+    let result = read(&mut bytes).and_then(|()| {
         std::str::from_utf8(&bytes)
             .map(|_| ())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -354,11 +370,13 @@ pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Re
     result
 }
 
-/// Reads to end with plain read(2) calls. `Read::read_to_end` would first stat and seek the
-/// file to size its buffer: two wasted syscalls per file for procfs/sysfs, whose sizes are 0 or
-/// 4096. `bytes` keeps its capacity across scrapes.
-fn read_all(file: &mut std::fs::File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::io::Read;
+/// Reads to end with `read(chunk, offset)` (read(2) or pread(2)) calls. `Read::read_to_end`
+/// would first stat and seek the file to size its buffer: two wasted syscalls per file for
+/// procfs/sysfs, whose sizes are 0 or 4096. `bytes` keeps its capacity across scrapes.
+fn read_all(
+    bytes: &mut Vec<u8>,
+    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
     bytes.clear();
     loop {
         let len = bytes.len();
@@ -366,7 +384,7 @@ fn read_all(file: &mut std::fs::File, bytes: &mut Vec<u8>) -> std::io::Result<()
             bytes.reserve(len.max(4096));
         }
         bytes.resize(bytes.capacity(), 0);
-        match file.read(bytes.get_mut(len..).unwrap_or_default()) {
+        match read(bytes.get_mut(len..).unwrap_or_default(), len as u64) {
             Ok(0) => {
                 bytes.truncate(len);
                 return Ok(());

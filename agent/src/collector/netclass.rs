@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, ArgAction};
 
 use super::netlink;
-use super::util::{parse_go_int, read_sys_attr, unanchored_regex_flag};
+use super::util::{OpenAttr, parse_go_int, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -127,6 +127,17 @@ struct Fixed {
 /// The string attributes node_network_info carries.
 const STR_ATTRS: [&str; 5] = ["address", "broadcast", "duplex", "operstate", "ifalias"];
 
+/// The attribute files of one interface kept open between scrapes: STR_ATTRS, then INT_ATTRS.
+#[derive(Default)]
+struct IfaceFiles {
+    strings: [OpenAttr; 5],
+    ints: [OpenAttr; 17],
+}
+
+/// Interfaces whose attribute files stay open (five or so each); beyond that (a container host
+/// with hundreds of veths) they are opened per scrape, as node_exporter does for all.
+const MAX_OPEN_IFACES: usize = 64;
+
 #[derive(Default)]
 struct Iface {
     name: String,
@@ -142,6 +153,7 @@ struct NetclassCollector {
     buf: String,
     names: Vec<(String, String)>,
     fixed: HashMap<String, Fixed>,
+    files: HashMap<String, IfaceFiles>,
     socket: Option<netlink::RouteSocket>,
     /// Off in fixture tests (and after netlink turned out to be unavailable).
     try_socket: bool,
@@ -167,6 +179,7 @@ impl NetclassCollector {
             buf: String::new(),
             names,
             fixed: HashMap::new(),
+            files: HashMap::new(),
             socket: None,
             try_socket: true,
             links: Vec::new(),
@@ -175,11 +188,17 @@ impl NetclassCollector {
 
     /// Reads one integer attribute: `None` when the driver does not report it, 0 when it does
     /// not parse (as procfs's ValueParser does).
-    fn read_int(&mut self, dir: &Path, file: &str) -> Result<Option<i64>, CollectorError> {
+    fn read_int(
+        &mut self,
+        dir: &Path,
+        file: &str,
+        open: &mut OpenAttr,
+    ) -> Result<Option<i64>, CollectorError> {
         self.path.clear();
         self.path.push(dir);
         self.path.push(file);
-        let present = read_sys_attr(&self.path, &mut self.buf)
+        let present = open
+            .read_attr(&self.path, &mut self.buf)
             .map_err(|e| CollectorError::io(&self.path, e))?;
         Ok(present.then(|| parse_go_int(&self.buf).unwrap_or(0)))
     }
@@ -187,17 +206,32 @@ impl NetclassCollector {
     /// Reads one interface's attributes into `iface`. What the rtnetlink dump (`link`, when its
     /// ifindex matches sysfs) reports exactly as sysfs would is taken from it; attributes fixed
     /// for a device's lifetime come from the cache while its ifindex is unchanged; the rest are
-    /// read from sysfs (reads of sysfs attributes are the cost here).
+    /// read from sysfs (reads of sysfs attributes are the cost here), through `files`.
+    ///
+    /// An open attribute file follows its device through a rename, so files kept open are
+    /// trusted only while the ifindex read through them is the one rtnetlink gives for `name`;
+    /// otherwise they are opened again by path.
     fn read_iface(
         &mut self,
         dir: &Path,
         name: &str,
         iface: &mut Iface,
         link: Option<&netlink::Link>,
+        files: &mut IfaceFiles,
     ) -> Result<(), CollectorError> {
-        let ifindex = self.read_int(dir, "ifindex")?;
+        let mut ifindex = self.read_int(dir, "ifindex", &mut files.ints[IFINDEX])?;
+        if link.is_some_and(|l| ifindex != Some(i64::from(l.index))) {
+            *files = IfaceFiles::default();
+            ifindex = self.read_int(dir, "ifindex", &mut files.ints[IFINDEX])?;
+        }
         let link = link.filter(|l| ifindex == Some(i64::from(l.index)));
-        for (i, (slot, file)) in iface.strings.iter_mut().zip(STR_ATTRS).enumerate() {
+        for (i, ((slot, file), open)) in iface
+            .strings
+            .iter_mut()
+            .zip(STR_ATTRS)
+            .zip(&mut files.strings)
+            .enumerate()
+        {
             slot.clear();
             if let Some(value) = link.and_then(|l| link_string(l, i)) {
                 slot.push_str(&value);
@@ -206,7 +240,8 @@ impl NetclassCollector {
             self.path.clear();
             self.path.push(dir);
             self.path.push(file);
-            if read_sys_attr(&self.path, &mut self.buf)
+            if open
+                .read_attr(&self.path, &mut self.buf)
                 .map_err(|e| CollectorError::io(&self.path, e))?
             {
                 slot.push_str(&self.buf);
@@ -217,7 +252,7 @@ impl NetclassCollector {
             .get(name)
             .filter(|f| ifindex.is_some() && f.ifindex == ifindex)
             .map(|f| f.values);
-        for (index, (file, _, _)) in INT_ATTRS.iter().enumerate() {
+        for (index, ((file, _, _), open)) in INT_ATTRS.iter().zip(&mut files.ints).enumerate() {
             let value = if index == IFINDEX {
                 ifindex
             } else if let Some(value) = link.and_then(|l| link_int(l, index)) {
@@ -227,7 +262,7 @@ impl NetclassCollector {
             {
                 values[pos]
             } else {
-                self.read_int(dir, file)?
+                self.read_int(dir, file, open)?
             };
             if let Some(slot) = iface.ints.get_mut(index) {
                 *slot = value;
@@ -363,6 +398,8 @@ impl Collector for NetclassCollector {
         }
         names.sort();
         self.fixed.retain(|name, _| names.contains(name));
+        let mut files = std::mem::take(&mut self.files);
+        files.retain(|name, _| names.contains(name));
         let mut links = std::mem::take(&mut self.links);
         links.clear();
         if self.try_socket {
@@ -382,7 +419,16 @@ impl Collector for NetclassCollector {
                 continue;
             };
             let link = links.iter().find(|l| l.name == name);
-            match self.read_iface(&dir, &name, iface, link) {
+            // Files stay open only where rtnetlink can vouch for them (see read_iface).
+            if link.is_some() && files.len() < MAX_OPEN_IFACES && !files.contains_key(&name) {
+                files.insert(name.clone(), IfaceFiles::default());
+            }
+            let mut per_scrape = IfaceFiles::default();
+            let open = match files.get_mut(&name) {
+                Some(open) if link.is_some() => open,
+                _ => &mut per_scrape,
+            };
+            match self.read_iface(&dir, &name, iface, link, open) {
                 Ok(()) => {
                     iface.name = name;
                     used += 1;
@@ -390,6 +436,7 @@ impl Collector for NetclassCollector {
                 Err(e) => {
                     self.ifaces = ifaces;
                     self.links = links;
+                    self.files = files;
                     return Err(e);
                 }
             }
@@ -397,6 +444,7 @@ impl Collector for NetclassCollector {
         ifaces.truncate(used);
         self.ifaces = ifaces;
         self.links = links;
+        self.files = files;
         self.write(out)?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, Command};
 use regex::Regex;
 
-use super::{BuildContext, BuildError, CollectorError, Paths, read_file_into};
+use super::{BuildContext, BuildError, CollectorError, Paths, read_file_at_into, read_file_into};
 
 /// Adds a kingpin-style boolean flag as node_exporter has them: `--<name>`, `--<name>=false` and
 /// `--no-<name>`. Read it with [`bool_flag`].
@@ -185,13 +185,8 @@ impl SourceFile {
 
     /// Reads the whole file into `buf`, like [`super::read_into`].
     pub fn read_into(&mut self, paths: &Paths, buf: &mut String) -> Result<(), CollectorError> {
-        use std::io::{Seek, SeekFrom};
-        if let Some(file) = &mut self.file {
-            if file
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| read_file_into(file, buf))
-                .is_ok()
-            {
+        if let Some(file) = &self.file {
+            if read_file_at_into(file, buf).is_ok() {
                 return Ok(());
             }
             self.file = None;
@@ -427,6 +422,52 @@ pub fn read_sys_file(path: &Path, buf: &mut String) -> std::io::Result<()> {
     let n = std::fs::File::open(path)?.read(&mut bytes)?;
     buf.clear();
     buf.push_str(String::from_utf8_lossy(&bytes[..n]).trim());
+    Ok(())
+}
+
+/// A sysfs attribute whose path is known only at run time (one interface's `speed`), kept
+/// open between scrapes and re-read from offset 0 as [`SourceFile`] does: for attributes read
+/// every scrape, the path walk and open/close cost more than generating the value. Reads as
+/// [`read_sys_file`] does.
+#[derive(Default)]
+pub struct OpenAttr {
+    file: Option<std::fs::File>,
+}
+
+impl OpenAttr {
+    pub fn read(&mut self, path: &Path, buf: &mut String) -> std::io::Result<()> {
+        if let Some(file) = &self.file {
+            match read_sys_at(file, buf) {
+                // The attribute's kernfs node is gone (the device was removed, perhaps replaced
+                // by another of the same name): open the path again.
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => self.file = None,
+                result => return result,
+            }
+        }
+        let file = std::fs::File::open(path)?;
+        let result = read_sys_at(&file, buf);
+        // Kept even when the driver refuses the read now (the speed of a link that is down):
+        // it may answer at the next scrape.
+        self.file = Some(file);
+        result
+    }
+
+    /// Like [`read_sys_attr`].
+    pub fn read_attr(&mut self, path: &Path, buf: &mut String) -> std::io::Result<bool> {
+        match self.read(path, buf) {
+            Ok(()) => Ok(true),
+            Err(e) if sys_attr_absent(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn read_sys_at(file: &std::fs::File, buf: &mut String) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; 128];
+    let n = file.read_at(&mut bytes, 0)?;
+    buf.clear();
+    buf.push_str(String::from_utf8_lossy(bytes.get(..n).unwrap_or_default()).trim());
     Ok(())
 }
 
