@@ -13,7 +13,10 @@ pub struct Gzip {
 impl Default for Gzip {
     fn default() -> Self {
         Gzip {
-            compressor: libdeflater::Compressor::new(libdeflater::CompressionLvl::fastest()),
+            // Level 1, the fastest that compresses (libdeflate's level 0 only stores).
+            compressor: libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(1).unwrap_or_default(),
+            ),
         }
     }
 }
@@ -78,5 +81,9 @@ mod tests {
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "node_load5 2\n");
+        // And it compresses: repetitive text shrinks to a small fraction.
+        let body = "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1\n".repeat(200);
+        gzip.compress_into(body.as_bytes(), &mut out).unwrap();
+        assert!(out.len() * 10 < body.len(), "{} of {} bytes", out.len(), body.len());
     }
 }
