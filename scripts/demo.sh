@@ -12,7 +12,9 @@ http=127.0.0.1:9180
 link=127.0.0.1:9443
 
 echo "== building (release)"
-cargo build --release --quiet -p nodewarden-agent -p nodewarden-controller
+# Apart: built together, the controller's dependency features would be unified into the agent.
+cargo build --release --quiet -p nodewarden-agent
+cargo build --release --quiet -p nodewarden-controller
 mkdir -p "$demo/logs"
 
 if [ ! -f "$demo/ca/ca.pem" ]; then

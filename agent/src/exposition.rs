@@ -84,6 +84,11 @@ mod tests {
         // And it compresses: repetitive text shrinks to a small fraction.
         let body = "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1\n".repeat(200);
         gzip.compress_into(body.as_bytes(), &mut out).unwrap();
-        assert!(out.len() * 10 < body.len(), "{} of {} bytes", out.len(), body.len());
+        assert!(
+            out.len() * 10 < body.len(),
+            "{} of {} bytes",
+            out.len(),
+            body.len()
+        );
     }
 }

@@ -21,7 +21,10 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(run_operation(&config, request));
     }
     let options = cli::metrics_options(&matches);
-    init_logging(&options.log_level, std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    init_logging(
+        &options.log_level,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
 
     let collectors = cli::build_collectors(&matches, &options.paths)?;
     let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
@@ -171,7 +174,9 @@ fn init_logging(default_level: &str, ansi: bool) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match std::env::var("NODEWARDEN_LOG") {
         Ok(spec) => spec.parse::<Targets>().unwrap_or_else(|e| {
-            eprintln!("NODEWARDEN_LOG={spec:?} is not a log filter ({e}); logging at {default_level}");
+            eprintln!(
+                "NODEWARDEN_LOG={spec:?} is not a log filter ({e}); logging at {default_level}"
+            );
             default_targets(default_level)
         }),
         Err(_) => default_targets(default_level),
@@ -188,7 +193,7 @@ fn init_logging(default_level: &str, ansi: bool) {
 
 fn default_targets(level: &str) -> tracing_subscriber::filter::Targets {
     // `--log.level` takes only the four level names (cli.rs), which always parse.
-    level
-        .parse()
-        .unwrap_or_else(|_| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO))
+    level.parse().unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+    })
 }

@@ -4,7 +4,8 @@
 #
 # Usage: packaging/deb/build.sh [--out DIR] [--version VERSION]
 #   binaries: ${CARGO_TARGET_DIR:-target}/release/nodewarden-{agent,controller}
-#             (cargo build --release -p nodewarden-agent -p nodewarden-controller)
+#             (cargo build --release -p nodewarden-agent && cargo build --release -p nodewarden-controller:
+#             built apart, so that the controller's dependency features do not bloat the agent)
 #   version:  the workspace version in Cargo.toml unless --version is given
 #   arch:     dpkg --print-architecture (DEB_ARCH overrides)
 #   DEB_MAINTAINER overrides the Maintainer field.
@@ -35,7 +36,7 @@ release="$target_dir/release"
 
 for bin in nodewarden-agent nodewarden-controller; do
   [ -x "$release/$bin" ] || {
-    echo "build.sh: $release/$bin is missing: run cargo build --release -p nodewarden-agent -p nodewarden-controller" >&2
+    echo "build.sh: $release/$bin is missing: run cargo build --release -p nodewarden-agent && cargo build --release -p nodewarden-controller" >&2
     exit 1
   }
 done

@@ -317,7 +317,7 @@ impl Collector for DiskstatsCollector {
                 // Partitions on 2.6 kernels have only 4 counters: skipped silently, as procfs
                 // does; anything else that does not parse is malformed.
                 if !is_short_partition_line(line) {
-                    ctx.malformed(&path, line);
+                    ctx.malformed(path, line);
                 }
                 continue;
             };

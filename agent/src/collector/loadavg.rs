@@ -1,10 +1,10 @@
 //! `loadavg`: node_load1, node_load5, node_load15 from /proc/loadavg.
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,
 };
-use super::util::SourceFile;
 
 pub static REGISTRATION: Registration = Registration {
     name: "loadavg",
@@ -14,15 +14,21 @@ pub static REGISTRATION: Registration = Registration {
 };
 
 fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    Ok(Box::new(LoadavgCollector {
-        source: SourceFile::proc("loadavg"),
-        buf: String::new(),
-    }))
+    Ok(Box::new(LoadavgCollector::default()))
 }
 
 struct LoadavgCollector {
     source: SourceFile,
     buf: String,
+}
+
+impl Default for LoadavgCollector {
+    fn default() -> Self {
+        LoadavgCollector {
+            source: SourceFile::proc("loadavg"),
+            buf: String::new(),
+        }
+    }
 }
 
 /// The three load averages from the first fields of /proc/loadavg.

@@ -1,11 +1,11 @@
 //! `meminfo`: every line of /proc/meminfo as `node_memory_<Field>[_bytes]`, as node_exporter names
 //! them (`Active(anon)` becomes `Active_anon`; values with a `kB` unit are converted to bytes).
 
+use super::util::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
 };
-use super::util::SourceFile;
 
 pub static REGISTRATION: Registration = Registration {
     name: "meminfo",
@@ -15,12 +15,7 @@ pub static REGISTRATION: Registration = Registration {
 };
 
 fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    Ok(Box::new(MeminfoCollector {
-        source: SourceFile::proc("meminfo"),
-        buf: String::new(),
-        name: String::new(),
-        help: String::new(),
-    }))
+    Ok(Box::new(MeminfoCollector::default()))
 }
 
 struct MeminfoCollector {
@@ -28,6 +23,17 @@ struct MeminfoCollector {
     buf: String,
     name: String,
     help: String,
+}
+
+impl Default for MeminfoCollector {
+    fn default() -> Self {
+        MeminfoCollector {
+            source: SourceFile::proc("meminfo"),
+            buf: String::new(),
+            name: String::new(),
+            help: String::new(),
+        }
+    }
 }
 
 /// One parsed /proc/meminfo line: node_exporter's field name (with `_bytes` when it had a unit)
@@ -73,7 +79,7 @@ impl Collector for MeminfoCollector {
                 continue;
             }
             let Some(value) = parse_meminfo_line(line, &mut field) else {
-                ctx.malformed(&path, line);
+                ctx.malformed(path, line);
                 continue;
             };
             self.name.clear();

@@ -349,7 +349,9 @@ pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Re
 /// which is what lets [`util::SourceFile`] keep files open between scrapes.
 pub fn read_file_at_into(file: &std::fs::File, buf: &mut String) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    fill_utf8(buf, |bytes| read_all(bytes, |chunk, offset| file.read_at(chunk, offset)))
+    fill_utf8(buf, |bytes| {
+        read_all(bytes, |chunk, offset| file.read_at(chunk, offset))
+    })
 }
 
 fn fill_utf8(

@@ -640,7 +640,14 @@ mod tests {
         let mut collector = NetclassCollector::new(None, false);
         let scrape = |c: &mut NetclassCollector| {
             let mut iface = Iface::default();
-            c.read_iface(&dir, "veth-a.1", &mut iface, None).unwrap();
+            c.read_iface(
+                &dir,
+                "veth-a.1",
+                &mut iface,
+                None,
+                &mut IfaceFiles::default(),
+            )
+            .unwrap();
             iface
         };
         assert_eq!(scrape(&mut collector).ints[16], Some(1));
@@ -655,5 +662,47 @@ mod tests {
         assert_eq!(same.ints[11], Some(9000), "mtu is read every time");
         write("ifindex", "6\n");
         assert_eq!(scrape(&mut collector).ints[16], Some(772));
+    }
+
+    /// Attribute files kept open are re-read in place, and dropped when rtnetlink's ifindex for
+    /// the name is not the one read through them (the device was replaced or renamed: an open
+    /// file follows its device, not the name).
+    #[test]
+    fn kept_open_files_are_reread_and_dropped_when_the_ifindex_moves() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("sys/class/net/eth0");
+        let populate = |ifindex: &str, speed: &str| {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ifindex"), ifindex).unwrap();
+            std::fs::write(dir.join("speed"), speed).unwrap();
+        };
+        populate("5\n", "1000\n");
+        let mut collector = NetclassCollector::new(None, false);
+        let mut files = IfaceFiles::default();
+        let scrape = |c: &mut NetclassCollector, index: i32, files: &mut IfaceFiles| {
+            let link = netlink::Link {
+                name: "eth0".into(),
+                index,
+                ..Default::default()
+            };
+            let mut iface = Iface::default();
+            c.read_iface(&dir, "eth0", &mut iface, Some(&link), files)
+                .unwrap();
+            (iface.ints[IFINDEX], iface.ints[SPEED])
+        };
+        assert_eq!(scrape(&mut collector, 5, &mut files), (Some(5), Some(1000)));
+        // Same files, new content: read through the open files.
+        std::fs::write(dir.join("speed"), "10000\n").unwrap();
+        assert_eq!(
+            scrape(&mut collector, 5, &mut files),
+            (Some(5), Some(10000))
+        );
+        // The device is replaced: the old files (still open) say 5, rtnetlink says 7.
+        std::fs::remove_dir_all(&dir).unwrap();
+        populate("7\n", "25000\n");
+        assert_eq!(
+            scrape(&mut collector, 7, &mut files),
+            (Some(7), Some(25000))
+        );
     }
 }
