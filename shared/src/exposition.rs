@@ -16,7 +16,7 @@ pub fn openmetrics_to_text004(openmetrics: &str, out: &mut String) {
         let samples_end = if rest.starts_with('#') {
             0
         } else {
-            rest.find("\n#").map_or(rest.len(), |i| i + 1)
+            memchr::memmem::find(rest.as_bytes(), b"\n#").map_or(rest.len(), |i| i + 1)
         };
         let (samples, tail) = rest.split_at(samples_end);
         out.push_str(samples);
@@ -61,7 +61,7 @@ pub fn openmetrics_to_text004(openmetrics: &str, out: &mut String) {
 
 /// The first line of `text` with its newline, and the rest.
 fn split_line(text: &str) -> (&str, &str) {
-    text.split_at(text.find('\n').map_or(text.len(), |i| i + 1))
+    text.split_at(memchr::memchr(b'\n', text.as_bytes()).map_or(text.len(), |i| i + 1))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ struct Figures {
     median: Duration,
     p99: Duration,
     rss_kib: u64,
+    rss_anon_kib: u64,
     body_bytes: usize,
     families: usize,
 }
@@ -38,13 +39,18 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/<pid>/status.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 fn scrape(agent: &ureq::Agent, url: &str) -> (Duration, usize, String) {
@@ -85,6 +91,7 @@ fn measure(name: &str, pid: u32, url: &str, scrapes: usize) -> Figures {
         median: walls[walls.len() / 2],
         p99: walls[(walls.len() * 99 / 100).min(walls.len() - 1)],
         rss_kib: rss_kib(pid),
+        rss_anon_kib: status_kib(pid, "RssAnon:"),
         body_bytes: bytes,
         families,
     }
@@ -163,6 +170,18 @@ fn main() {
         &format!("RSS after {scrapes} scrapes"),
         ne_fig.rss_kib as f64 / 1024.0,
         ag_fig.rss_kib as f64 / 1024.0,
+        "MiB",
+    );
+    row(
+        "  of which anonymous",
+        ne_fig.rss_anon_kib as f64 / 1024.0,
+        ag_fig.rss_anon_kib as f64 / 1024.0,
+        "MiB",
+    );
+    row(
+        "  of which mapped files",
+        (ne_fig.rss_kib - ne_fig.rss_anon_kib) as f64 / 1024.0,
+        (ag_fig.rss_kib - ag_fig.rss_anon_kib) as f64 / 1024.0,
         "MiB",
     );
     row(
