@@ -28,6 +28,7 @@ struct Collectors {
     paths: Paths,
     entries: Mutex<Vec<Entry>>,
     malformed_lines: AtomicU64,
+    route_socket: Mutex<Option<crate::collector::netlink::RouteSocket>>,
 }
 
 impl fmt::Debug for Collectors {
@@ -46,7 +47,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl prometheus_client::collector::Collector for Collectors {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let mut entries = lock(&self.entries);
-        let ctx = Context::new(&self.paths, &self.malformed_lines);
+        let ctx =
+            Context::with_route_socket(&self.paths, &self.malformed_lines, &self.route_socket);
         let mut outcomes: Vec<(&'static str, f64, bool)> = Vec::with_capacity(entries.len());
         for entry in entries.iter_mut() {
             let started = Instant::now();
@@ -140,6 +142,7 @@ impl Scraper {
             paths,
             entries: Mutex::new(entries),
             malformed_lines: AtomicU64::new(0),
+            route_socket: Mutex::new(None),
         })));
         Scraper {
             registry,

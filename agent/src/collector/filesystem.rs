@@ -462,7 +462,8 @@ struct FilesystemCollector {
 /// scrape's CPU, docs/perf.md). Every other type (NFS, CIFS, Ceph, FUSE, overlay on top of any
 /// of them, ...) can hang on a server or a daemon and is stated on the worker with the timeout,
 /// as node_exporter stats every mount.
-const INLINE_STAT_FS_TYPES: [&str; 7] = ["ext2", "ext3", "ext4", "xfs", "tmpfs", "ramfs", "devtmpfs"];
+const INLINE_STAT_FS_TYPES: [&str; 7] =
+    ["ext2", "ext3", "ext4", "xfs", "tmpfs", "ramfs", "devtmpfs"];
 
 fn stats_inline(fs_type: &str) -> bool {
     INLINE_STAT_FS_TYPES.contains(&fs_type)

@@ -199,11 +199,64 @@ impl Paths {
 pub struct Context<'a> {
     pub paths: &'a Paths,
     malformed: &'a AtomicU64,
+    /// The scraper's rtnetlink socket, kept between scrapes (`None`: open one for this scrape).
+    route_socket: Option<&'a std::sync::Mutex<Option<netlink::RouteSocket>>>,
+    links: std::cell::OnceCell<Option<Vec<netlink::Link>>>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(paths: &'a Paths, malformed: &'a AtomicU64) -> Self {
-        Context { paths, malformed }
+        Context {
+            paths,
+            malformed,
+            route_socket: None,
+            links: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A scrape's context whose link dump goes through `socket` (kept by the scraper).
+    pub fn with_route_socket(
+        paths: &'a Paths,
+        malformed: &'a AtomicU64,
+        socket: &'a std::sync::Mutex<Option<netlink::RouteSocket>>,
+    ) -> Self {
+        Context {
+            route_socket: Some(socket),
+            ..Context::new(paths, malformed)
+        }
+    }
+
+    /// This network namespace's links over rtnetlink, dumped once per scrape for every
+    /// collector that asks (netdev, netclass: one dump instead of two). `None` when netlink is
+    /// unavailable (a seccomp filter, say): the callers fall back to /proc and sysfs.
+    pub fn links(&self) -> Option<&[netlink::Link]> {
+        self.links
+            .get_or_init(|| {
+                let mut own = None;
+                let mut guard = self
+                    .route_socket
+                    .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+                let socket = guard.as_deref_mut().unwrap_or(&mut own);
+                if socket.is_none() {
+                    match netlink::RouteSocket::open() {
+                        Ok(opened) => *socket = Some(opened),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no rtnetlink socket");
+                            return None;
+                        }
+                    }
+                }
+                let mut links = Vec::new();
+                match socket.as_mut()?.links(&mut links) {
+                    Ok(()) => Some(links),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "rtnetlink link dump failed");
+                        *socket = None;
+                        None
+                    }
+                }
+            })
+            .as_deref()
     }
     /// Records a source line that could not be parsed and was skipped.
     pub fn malformed(&self, path: &Path, line: &str) {

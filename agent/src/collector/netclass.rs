@@ -154,10 +154,8 @@ struct NetclassCollector {
     names: Vec<(String, String)>,
     fixed: HashMap<String, Fixed>,
     files: HashMap<String, IfaceFiles>,
-    socket: Option<netlink::RouteSocket>,
-    /// Off in fixture tests (and after netlink turned out to be unavailable).
+    /// Off in fixture tests (the rtnetlink dump describes this host, not the fixture).
     try_socket: bool,
-    links: Vec<netlink::Link>,
 }
 
 impl NetclassCollector {
@@ -180,9 +178,7 @@ impl NetclassCollector {
             names,
             fixed: HashMap::new(),
             files: HashMap::new(),
-            socket: None,
             try_socket: true,
-            links: Vec::new(),
         }
     }
 
@@ -342,30 +338,6 @@ fn link_int(l: &netlink::Link, index: usize) -> Option<Option<i64>> {
     }
 }
 
-impl NetclassCollector {
-    /// This network namespace's links over rtnetlink; empty (so sysfs is read for everything)
-    /// when netlink is unavailable.
-    fn dump_links(&mut self, links: &mut Vec<netlink::Link>) {
-        if self.socket.is_none() {
-            match netlink::RouteSocket::open() {
-                Ok(socket) => self.socket = Some(socket),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no rtnetlink socket, reading sysfs only");
-                    self.try_socket = false;
-                    return;
-                }
-            }
-        }
-        if let Some(socket) = self.socket.as_mut()
-            && let Err(e) = socket.links(links)
-        {
-            tracing::debug!(error = %e, "rtnetlink link dump failed, reading sysfs only");
-            links.clear();
-            self.socket = None;
-        }
-    }
-}
-
 impl Collector for NetclassCollector {
     fn update(
         &mut self,
@@ -400,11 +372,13 @@ impl Collector for NetclassCollector {
         self.fixed.retain(|name, _| names.contains(name));
         let mut files = std::mem::take(&mut self.files);
         files.retain(|name, _| names.contains(name));
-        let mut links = std::mem::take(&mut self.links);
-        links.clear();
-        if self.try_socket {
-            self.dump_links(&mut links);
-        }
+        // This scrape's rtnetlink dump, shared with netdev; empty (sysfs is read for everything)
+        // when netlink is unavailable.
+        let links: &[netlink::Link] = if self.try_socket {
+            ctx.links().unwrap_or_default()
+        } else {
+            &[]
+        };
         let mut ifaces = std::mem::take(&mut self.ifaces);
         let mut used = 0;
         for name in names {
@@ -435,7 +409,6 @@ impl Collector for NetclassCollector {
                 }
                 Err(e) => {
                     self.ifaces = ifaces;
-                    self.links = links;
                     self.files = files;
                     return Err(e);
                 }
@@ -443,7 +416,6 @@ impl Collector for NetclassCollector {
         }
         ifaces.truncate(used);
         self.ifaces = ifaces;
-        self.links = links;
         self.files = files;
         self.write(out)?;
         Ok(())

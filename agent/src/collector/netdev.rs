@@ -237,10 +237,8 @@ struct NetdevCollector {
     devices: Vec<Device>,
     names: Vec<String>,
     help: String,
-    socket: Option<netlink::RouteSocket>,
     /// Off in fixture tests, which exercise the /proc/net/dev fallback of netlink mode.
     try_socket: bool,
-    links: Vec<netlink::Link>,
 }
 
 impl NetdevCollector {
@@ -261,9 +259,7 @@ impl NetdevCollector {
             devices: Vec::new(),
             names,
             help: String::new(),
-            socket: None,
             try_socket: true,
-            links: Vec::new(),
         }
     }
 }
@@ -275,7 +271,7 @@ impl Collector for NetdevCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         self.devices.clear();
-        let from_netlink = self.netlink && self.try_socket && self.read_netlink();
+        let from_netlink = self.netlink && self.try_socket && self.read_netlink(ctx);
         if !from_netlink {
             self.read_proc(ctx)?;
         }
@@ -324,25 +320,11 @@ fn legacy_values(s: &[u64; netlink::STATS64_FIELDS]) -> [u64; 16] {
 impl NetdevCollector {
     /// The counters over rtnetlink, as node_exporter 1.5 reads them by default. `false` (and
     /// /proc/net/dev is used) when netlink is unavailable, e.g. under a seccomp filter.
-    fn read_netlink(&mut self) -> bool {
-        if self.socket.is_none() {
-            match netlink::RouteSocket::open() {
-                Ok(socket) => self.socket = Some(socket),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no rtnetlink socket, reading /proc/net/dev");
-                    return false;
-                }
-            }
-        }
-        let Some(socket) = self.socket.as_mut() else {
+    fn read_netlink(&mut self, ctx: &Context<'_>) -> bool {
+        let Some(links) = ctx.links() else {
             return false;
         };
-        if let Err(e) = socket.links(&mut self.links) {
-            tracing::debug!(error = %e, "rtnetlink link dump failed, reading /proc/net/dev");
-            self.socket = None;
-            return false;
-        }
-        for link in &self.links {
+        for link in links {
             if self.filter.ignored(&link.name) {
                 continue;
             }
