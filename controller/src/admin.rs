@@ -3,7 +3,8 @@
 //! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), the `/api/v1` API (API token;
 //! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping` (a command
 //! round trip), `POST /api/v1/actions` ([`crate::api_actions`]) and `GET /api/v1/events`
-//! ([`crate::api_events`]).
+//! ([`crate::api_events`]); and the web console's static files under `/console/`
+//! (unauthenticated: they hold no data; [`crate::console`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
         .merge(api)
         .merge(sd)
         .merge(crate::metrics::router(http.metrics))
+        .merge(crate::console::router())
 }
 
 /// The `/api/v1` routes (authenticated by [`app`]).
@@ -83,7 +85,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding http.listen {addr}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "HTTP endpoint listening (API, /metrics, service discovery)");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, console = %format!("http://{address}/console/"), "HTTP endpoint listening (API, /metrics, service discovery, console)");
     Ok(listener)
 }
 

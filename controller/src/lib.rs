@@ -7,6 +7,7 @@ pub mod api_events;
 pub mod cadir;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod dfs;
 pub mod fleet;
 pub mod http_auth;
