@@ -109,6 +109,7 @@ for n in json.load(sys.stdin):
 cat <<TXT
 
 nodewarden demo running (logs in $demo/logs, state in $demo/data):
+   web console: http://$http/console/   (sign in with the token in $demo/data/api.token)
    fleet view:  curl -H "Authorization: Bearer \$(cat $demo/data/api.token)" http://$http/api/v1/nodes
    agents for Prometheus (http_sd): curl -H "Authorization: Bearer \$(cat $demo/sd.token)" http://$http/api/v1/sd/agents
    node metrics: curl http://127.0.0.1:9101/metrics        controller metrics: curl http://$http/metrics

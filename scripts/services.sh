@@ -196,6 +196,18 @@ CFG
   export NW_TEST_SSHD_LOG="$NW_TMP/sshd.log"
 }
 
+# ChromeDriver for the web console's browser test (tests/console.rs), which launches headless
+# Chromium through it with its own flags and a fresh profile directory.
+start_chromedriver() {
+  local port; port=$(free_port)
+  # Without --allowed-ips it listens on loopback only.
+  chromedriver --port="$port" >"$NW_TMP/chromedriver.log" 2>&1 &
+  NW_PIDS+=($!)
+  wait_http chromedriver "http://127.0.0.1:$port/status" "$NW_TMP/chromedriver.log"
+  export NW_TEST_CHROMEDRIVER_URL="http://127.0.0.1:$port"
+  export NW_TEST_CHROMIUM="$(command -v chromium)"
+}
+
 start_services() {
   NW_TMP=$(mktemp -d /tmp/nodewarden-test.XXXXXX)
   export NW_TMP
@@ -206,6 +218,7 @@ start_services() {
   start_mariadb
   start_influxdb
   start_sshd
+  start_chromedriver
   export NW_REQUIRE_SERVICES=1
   echo "== services up in $NW_TMP"
 }

@@ -1,8 +1,10 @@
 //! The controller's HTTP server (`[http] listen`, default 127.0.0.1:9180): `/metrics`
 //! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
-//! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), and the `/api/v1` API (API token;
+//! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), the `/api/v1` API (API token;
 //! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping` (a command
-//! round trip) and `POST /api/v1/actions` ([`crate::api_actions`]).
+//! round trip), `POST /api/v1/actions` ([`crate::api_actions`]) and `GET /api/v1/events`
+//! ([`crate::api_events`]); and the web console's static files under `/console/`
+//! (unauthenticated: they hold no data; [`crate::console`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct HttpState {
     pub auth: crate::http_auth::Auth,
     pub metrics: crate::metrics::MetricsState,
     pub actions: Arc<ActionsApi>,
+    /// The audit log's reader (`None`: `GET /api/v1/events` answers 503).
+    pub events: Option<crate::store::StoreReader>,
 }
 
 /// The whole server: each part's routes with its authentication.
@@ -31,12 +35,14 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
     use crate::http_auth::{require_api, require_sd};
     use axum::middleware::from_fn_with_state;
     let api = router(controller.clone(), http.actions)
+        .merge(crate::api_events::routes(http.events))
         .route_layer(from_fn_with_state(http.auth.clone(), require_api));
     let sd = crate::sd::router(controller).route_layer(from_fn_with_state(http.auth, require_sd));
     Router::new()
         .merge(api)
         .merge(sd)
         .merge(crate::metrics::router(http.metrics))
+        .merge(crate::console::router())
 }
 
 /// The `/api/v1` routes (authenticated by [`app`]).
@@ -79,7 +85,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding http.listen {addr}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "HTTP endpoint listening (API, /metrics, service discovery)");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, console = %format!("http://{address}/console/"), "HTTP endpoint listening (API, /metrics, service discovery, console)");
     Ok(listener)
 }
 

@@ -3,9 +3,11 @@
 pub mod actions;
 pub mod admin;
 pub mod api_actions;
+pub mod api_events;
 pub mod cadir;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod dfs;
 pub mod fleet;
 pub mod http_auth;

@@ -423,6 +423,7 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
                     registry: std::sync::Arc::new(registry),
                 },
                 actions: ActionsApi::new(controller.clone(), config.actions.clone()),
+                events: Some(store.reader()),
             };
             let listener = admin::bind(addr).await?;
             let c = controller.clone();

@@ -2,6 +2,8 @@
 //! started, the workspace's binaries, child processes that die with the test, and a parser for
 //! the Prometheus text format used to compare exporters.
 
+pub mod lab;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command};

@@ -237,10 +237,17 @@ impl Backend {
         })
     }
 
-    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, String> {
+    /// The events `query` selects: the first `limit` after `after_id` in order, or with
+    /// `newest_first` the last `limit` of them, newest first.
+    pub async fn events(
+        &self,
+        query: &EventQuery,
+        newest_first: bool,
+    ) -> Result<Vec<EventRecord>, String> {
         let limit = i64::from(query.limit.max(1));
+        let text = sql::select_events(query.node_id.is_some(), newest_first);
         with_pool!(self, pool => {
-            let select = sqlx::query(sql::select_events(query.node_id.is_some())).bind(query.after_id);
+            let select = sqlx::query(text).bind(query.after_id);
             let select = match &query.node_id {
                 Some(node_id) => select.bind(node_id.as_str()),
                 None => select,

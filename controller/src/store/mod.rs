@@ -116,6 +116,39 @@ pub struct Store {
     writer: JoinHandle<()>,
 }
 
+/// Reads of the audit log, sharing the store's connection pool. What is still buffered (at most
+/// one flush interval's worth) is not in the database yet, so not in what it returns.
+#[derive(Clone)]
+pub struct StoreReader {
+    backend: Backend,
+    target: DatabaseTarget,
+}
+
+impl StoreReader {
+    /// Events after `query.after_id`, oldest first, at most `query.limit`.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.backend
+            .events(query, false)
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
+    /// The newest `query.limit` events after `query.after_id`, newest first.
+    pub async fn recent_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.backend
+            .events(query, true)
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
+    fn read_error(&self, message: String) -> StoreError {
+        StoreError::Read {
+            database: self.target.display(),
+            message: self.target.scrub(&message),
+        }
+    }
+}
+
 /// A cheap, cloneable way to record state and events. Never blocks on the database.
 #[derive(Clone)]
 pub struct StoreHandle {
@@ -202,10 +235,15 @@ impl Store {
 
     /// Audit log entries from the database, in order.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-        self.backend
-            .events(query)
-            .await
-            .map_err(|message| self.read_error(message))
+        self.reader().events(query).await
+    }
+
+    /// A cheap, cloneable reader of the audit log for the HTTP API (usable until [`Store::close`]).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            backend: self.backend.clone(),
+            target: self.handle.shared.target.clone(),
+        }
     }
 
     /// Nodes as the database has them (not what is still buffered).

@@ -130,14 +130,26 @@ pub const SELECT_NODES: &str = "SELECT node_id, hostname, addresses, mac_address
 pub const SELECT_DEVICES: &str = "SELECT device_id, node_id, fragment_folder, total_bytes, \
      free_bytes, fragment_count, reported_at_ms FROM storage_devices";
 
-/// Events after an id, in order; with `by_node`, of one node only.
-pub fn select_events(by_node: bool) -> &'static str {
-    if by_node {
-        "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
-         FROM events WHERE id > ? AND node_id = ? ORDER BY id LIMIT ?"
-    } else {
-        "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
-         FROM events WHERE id > ? ORDER BY id LIMIT ?"
+/// Events after an id, in order (or with `newest_first`, the last ones first); with `by_node`,
+/// of one node only.
+pub fn select_events(by_node: bool, newest_first: bool) -> &'static str {
+    match (by_node, newest_first) {
+        (true, false) => {
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+             FROM events WHERE id > ? AND node_id = ? ORDER BY id LIMIT ?"
+        }
+        (false, false) => {
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+             FROM events WHERE id > ? ORDER BY id LIMIT ?"
+        }
+        (true, true) => {
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+             FROM events WHERE id > ? AND node_id = ? ORDER BY id DESC LIMIT ?"
+        }
+        (false, true) => {
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+             FROM events WHERE id > ? ORDER BY id DESC LIMIT ?"
+        }
     }
 }
 

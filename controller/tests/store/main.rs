@@ -43,6 +43,7 @@ suite!(
     events_past_the_bound_are_counted_not_silently_lost,
     a_refused_schema_is_a_clear_error,
     a_backlog_is_written_in_bounded_flushes,
+    recent_events_come_newest_first,
 );
 
 async fn all_events(store: &Store) -> Vec<Event> {
@@ -79,6 +80,57 @@ fn summary(events: &[Event]) -> Vec<String> {
 
 mod cases {
     use super::*;
+
+    /// What the HTTP API's `GET /api/v1/events` reads: the last events, newest first, through
+    /// a reader that shares the store's pool.
+    pub async fn recent_events_come_newest_first(db: &TestDb) {
+        let store = Store::open(db.config()).await.expect("open");
+        let reader = store.reader();
+        store.node_connected(node("n1"), at(0)).unwrap();
+        store.node_connected(node("n2"), at(1)).unwrap();
+        for (i, who) in ["alice", "bob", "carol"].into_iter().enumerate() {
+            store
+                .operation(
+                    "n1",
+                    at(2 + i as u64),
+                    operation(who, "wake", OperationPath::Agent, true),
+                )
+                .unwrap();
+        }
+        store.node_offline("n2", at(9), "link closed").unwrap();
+        store.flush().await.expect("flush");
+
+        let recent = |node_id: Option<&str>, limit: u32| {
+            let reader = reader.clone();
+            let query = EventQuery {
+                node_id: node_id.map(str::to_string),
+                limit,
+                ..Default::default()
+            };
+            async move {
+                let records = reader.recent_events(&query).await.expect("read");
+                assert!(
+                    records.windows(2).all(|w| w[0].id > w[1].id),
+                    "newest first"
+                );
+                summary(&records.into_iter().map(|r| r.event).collect::<Vec<_>>())
+            }
+        };
+        assert_eq!(recent(None, 3).await, ["n2 offline", "n1 wake", "n1 wake"]);
+        assert_eq!(recent(Some("n2"), 10).await, ["n2 offline", "n2 online"]);
+        assert_eq!(recent(Some("n1"), 1).await, ["n1 wake"]);
+        assert!(recent(Some("n3"), 10).await.is_empty());
+        // The oldest-first read is unchanged.
+        let first = reader
+            .events(&EventQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(summary(&[first[0].event.clone()]), ["n1 online"]);
+        store.close().await.expect("close");
+    }
 
     pub async fn state_and_events_round_trip(db: &TestDb) {
         let store = Store::open(db.config()).await.expect("open");

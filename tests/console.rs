@@ -1,0 +1,494 @@
+//! The web console in a real browser: headless Chromium driven over WebDriver (the chromedriver
+//! scripts/services.sh starts) against a real controller and agent on loopback
+//! (`nodewarden_tests::lab`). Sign-in with a wrong and a right token, the fleet with the agent
+//! online, actions clicked through the confirmation with their results on the page, in the audit
+//! log view and in `GET /api/v1/events`, a rotated token sending the page back to sign-in, and
+//! sign-out forgetting the token. Every wait polls the DOM with a deadline.
+//!
+//! `NW_TEST_SCREENSHOT_DIR`, when set, receives screenshots of the main steps.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder, Locator};
+use nodewarden_tests::lab::{Lab, SERVICE_ARGV};
+use nodewarden_tests::{alive, cmdline, service, wait_for};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// Free text that goes into the audit log and back onto the page: it must come out as text.
+const OPERATOR: &str = "console <i>tester</i>";
+
+/// One Chromium session over WebDriver, driven synchronously. The session is closed when
+/// dropped (also when a test fails), so no browser outlives the test.
+struct Browser {
+    runtime: tokio::runtime::Runtime,
+    client: Option<Client>,
+    screenshots: Option<std::path::PathBuf>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start(webdriver: &str, chromium: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Without these the browser stalls on a machine without network (updates, sync, QUIC).
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1500,1000",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        let client = runtime
+            .block_on(
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(capabilities)
+                    .connect(webdriver),
+            )
+            .unwrap_or_else(|e| panic!("a Chromium session through {webdriver}: {e}"));
+        Browser {
+            runtime,
+            client: Some(client),
+            screenshots: std::env::var_os("NW_TEST_SCREENSHOT_DIR").map(Into::into),
+            _profile: profile,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("session open")
+    }
+
+    fn run<T>(&self, what: &str, step: impl Future<Output = Result<T, CmdError>>) -> T {
+        self.runtime
+            .block_on(step)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    fn goto(&self, url: &str) {
+        self.run(&format!("opening {url}"), self.client().goto(url));
+    }
+
+    fn url(&self) -> String {
+        self.run("the current URL", self.client().current_url())
+            .to_string()
+    }
+
+    /// Runs `script` in the page with `args`; its return value.
+    fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.run(
+            &format!("running {script:?}"),
+            self.client().execute(script, args),
+        )
+    }
+
+    /// The text of the first element matching `css`, if there is one and it is visible (none of
+    /// it or its ancestors hidden).
+    fn visible_text(&self, css: &str) -> Option<String> {
+        self.js(
+            "const e = document.querySelector(arguments[0]);
+             if (!e || e.closest('[hidden]') || e.closest('dialog:not([open])')) return null;
+             return e.textContent;",
+            vec![json!(css)],
+        )
+        .as_str()
+        .map(str::to_string)
+    }
+
+    /// Waits until the element `css` is visible with a text `check` accepts; that text.
+    fn wait_text(&self, css: &str, check: impl Fn(&str) -> bool) -> String {
+        let mut last = None;
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(&format!("{css} on the page"), WAIT, || {
+                last = self.visible_text(css);
+                last.clone().filter(|t| check(t))
+            })
+        }));
+        found.unwrap_or_else(|_| {
+            self.screenshot("timeout");
+            panic!("{css}: last seen {last:?}")
+        })
+    }
+
+    fn wait_hidden(&self, css: &str) {
+        wait_for(&format!("{css} hidden"), WAIT, || {
+            self.visible_text(css).is_none().then_some(())
+        });
+    }
+
+    fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.run(css, self.client().find(Locator::Css(css)))
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.element(css);
+        self.run(&format!("clicking {css}"), element.click());
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.element(css);
+        self.run(&format!("clearing {css}"), element.clear());
+        self.run(&format!("typing into {css}"), element.send_keys(text));
+    }
+
+    fn session_token(&self) -> Value {
+        self.js("return sessionStorage.getItem('nodewarden.token');", vec![])
+    }
+
+    fn screenshot(&self, name: &str) {
+        let Some(dir) = &self.screenshots else {
+            return;
+        };
+        if let Ok(png) = self.runtime.block_on(self.client().screenshot()) {
+            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::write(dir.join(format!("console-{name}.png")), png);
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && let Err(e) = self.runtime.block_on(client.close())
+        {
+            eprintln!("closing the browser session: {e}");
+        }
+    }
+}
+
+fn sign_in(browser: &Browser, token: &str) {
+    browser.wait_text("#login-form", |_| true);
+    browser.type_into("#login-operator", OPERATOR);
+    browser.type_into("#login-token", token);
+    browser.click("#login-submit");
+}
+
+/// The audit log entries of `node` through the API, newest first.
+fn api_events(lab: &Lab, node: &str) -> Vec<Value> {
+    let text = ureq::get(format!("{}/api/v1/events?node={node}&limit=50", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .call()
+        .expect("GET /api/v1/events")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+const ROW: &str = "#fleet-body tr[data-node='n1']";
+
+#[test]
+fn an_operator_signs_in_sees_the_fleet_acts_on_a_node_and_signs_out() {
+    let (Some(webdriver), Some(chromium)) = (
+        service("NW_TEST_CHROMEDRIVER_URL"),
+        service("NW_TEST_CHROMIUM"),
+    ) else {
+        return;
+    };
+    let lab = Lab::new("");
+    lab.wait_service(true, "stopped");
+    let browser = Browser::start(&webdriver, &chromium);
+
+    // The root redirects to the console, which asks for the token.
+    browser.goto(&format!("{}/", lab.api()));
+    browser.wait_text("#login-form", |_| true);
+    assert!(browser.url().ends_with("/console/"), "{}", browser.url());
+    assert!(browser.visible_text("#app-view").is_none());
+
+    // A wrong token: refused with a clear message, and not kept.
+    sign_in(&browser, "not-the-api-token-0123456789");
+    let message = browser.wait_text("#login-error", |t| !t.is_empty());
+    assert!(
+        message.contains("401") && message.contains("refused"),
+        "{message}"
+    );
+    browser.screenshot("refused");
+    assert_eq!(browser.session_token(), Value::Null);
+    assert!(browser.visible_text("#app-view").is_none());
+
+    // The right one: the fleet, with the agent online and what it reports.
+    sign_in(&browser, &lab.token());
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+    browser.wait_text(&format!("{ROW} .node-services"), |t| {
+        t == "sleeper: stopped"
+    });
+    let summary = browser.wait_text("#fleet-summary", |t| !t.is_empty());
+    assert!(
+        summary.starts_with("1 of 1 known nodes online"),
+        "{summary}"
+    );
+    assert!(summary.contains("(1 device)"), "{summary}");
+    assert_eq!(
+        browser
+            .visible_text(&format!("{ROW} .node-roles"))
+            .as_deref(),
+        Some("storage")
+    );
+    let storage = browser
+        .visible_text(&format!("{ROW} .node-storage"))
+        .unwrap();
+    assert!(
+        storage.starts_with("device 7: ") && storage.contains(" free of "),
+        "{storage}"
+    );
+    let address = browser
+        .visible_text(&format!("{ROW} .node-address"))
+        .unwrap();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    assert!(browser.visible_text("#login-view").is_none());
+    assert_eq!(
+        browser.visible_text("#session-operator").as_deref(),
+        Some(OPERATOR)
+    );
+    // The token is in this tab's sessionStorage only: no cookie, nothing in the URL.
+    assert_eq!(browser.session_token(), json!(lab.token()));
+    assert_eq!(browser.js("return document.cookie;", vec![]), json!(""));
+    assert!(!browser.url().contains(&lab.token()));
+    browser.screenshot("fleet");
+
+    // Stop, cancelled at the confirmation: nothing is sent.
+    browser.click(&format!("{ROW} button[data-action='stop']"));
+    let question = browser.wait_text("#confirm-text", |t| !t.is_empty());
+    assert!(
+        question.contains("n1") && question.contains("stop"),
+        "{question}"
+    );
+    browser.click("#confirm-cancel");
+    browser.wait_hidden("#confirm-text");
+    assert_eq!(
+        browser
+            .visible_text(&format!("{ROW} .node-result"))
+            .as_deref(),
+        Some("—")
+    );
+
+    // Wake, confirmed: the result on the page, the service really started, and its state
+    // following in the fleet view.
+    browser.click(&format!("{ROW} button[data-action='wake']"));
+    let question = browser.wait_text("#confirm-text", |t| !t.is_empty());
+    assert!(
+        question.starts_with("Wake: start every managed service") && question.contains(" on n1?"),
+        "{question}"
+    );
+    assert!(question.contains(OPERATOR), "{question}");
+    browser.screenshot("confirm");
+    browser.click("#confirm-ok");
+    let result = browser.wait_text(&format!("{ROW} .result-summary"), |t| {
+        !t.ends_with("running…")
+    });
+    assert!(result.starts_with("wake: ok via agent ("), "{result}");
+    let pid = lab.pid();
+    assert!(alive(pid), "pid {pid} is not running");
+    assert_eq!(cmdline(pid), SERVICE_ARGV);
+    browser.wait_text(&format!("{ROW} .node-services"), |t| {
+        t == "sleeper: running"
+    });
+
+    // The audit log view shows the operation with who asked, as text (the name's markup is
+    // not rendered).
+    let audit = "#audit-body tr.operation .event-actor";
+    let actor = browser.wait_text(audit, |t| t == OPERATOR);
+    assert_eq!(actor, OPERATOR);
+    let row = browser.js(
+        "const tr = document.querySelector('#audit-body tr.operation');
+         return [...tr.children].map((td) => td.textContent);",
+        vec![],
+    );
+    let cells: Vec<&str> = row
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cells[1..6],
+        ["n1", "wake", OPERATOR, "agent", "ok"],
+        "{cells:?}"
+    );
+    assert_eq!(
+        browser.js(
+            "return document.querySelectorAll('#audit-body i, #fleet-body i, #session i').length;",
+            vec![]
+        ),
+        json!(0),
+        "text from the network was rendered as HTML"
+    );
+    browser.screenshot("after-wake");
+    // And the API has the same entry.
+    let events = api_events(&lab, "n1");
+    assert!(
+        events.iter().any(|e| e["kind"] == "operation"
+            && e["action"] == "wake"
+            && e["actor"] == OPERATOR
+            && e["path"] == "agent"
+            && e["result"] == "ok"),
+        "{events:?}"
+    );
+
+    // One service chosen in the row: the action names it.
+    let select = browser.element(&format!("{ROW} select.node-service"));
+    browser.run("choosing sleeper", select.select_by_value("sleeper"));
+    browser.click(&format!("{ROW} button[data-action='stop']"));
+    let question = browser.wait_text("#confirm-text", |t| !t.is_empty());
+    assert!(
+        question.contains("stop the service sleeper on n1"),
+        "{question}"
+    );
+    browser.click("#confirm-ok");
+    let result = browser.wait_text(&format!("{ROW} .result-summary"), |t| {
+        t.starts_with("stop sleeper:") && !t.ends_with("running…")
+    });
+    assert!(result.starts_with("stop sleeper: ok via agent"), "{result}");
+    assert!(!alive(pid), "pid {pid} survived stop");
+    browser.wait_text(&format!("{ROW} .node-services"), |t| {
+        t == "sleeper: stopped"
+    });
+    browser.wait_text("#audit-body tr.operation .event-what", |t| {
+        t == "stop sleeper"
+    });
+
+    // The token rotated on the controller: the next refresh is refused, and the page says so
+    // and forgets the old token.
+    let rotated = "rotated-api-token-0123456789abcdef";
+    std::fs::write(lab.path("data/api.token"), format!("{rotated}\n")).unwrap();
+    let message = browser.wait_text("#login-error", |t| !t.is_empty());
+    assert!(message.contains("401"), "{message}");
+    assert_eq!(browser.session_token(), Value::Null);
+    assert!(browser.visible_text("#app-view").is_none());
+
+    // Signed in again with the new token, then out: the token is gone, and a reload asks for
+    // it again.
+    sign_in(&browser, rotated);
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+    browser.click("#signout");
+    browser.wait_text("#login-form", |_| true);
+    assert_eq!(browser.session_token(), Value::Null);
+    assert_eq!(
+        browser.js(
+            "return document.querySelectorAll('#fleet-body tr, #audit-body tr').length;",
+            vec![]
+        ),
+        json!(0),
+        "data stays on the page after sign-out"
+    );
+    browser.run("reloading", browser.client().refresh());
+    browser.wait_text("#login-form", |_| true);
+    assert!(browser.visible_text("#app-view").is_none());
+    assert_eq!(browser.session_token(), Value::Null);
+}
+
+#[test]
+fn the_console_and_the_events_api_over_plain_http() {
+    let lab = Lab::new("");
+    lab.wait_service(true, "stopped");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = agent.get(format!("{}{path}", lab.api()));
+        if let Some(t) = token {
+            request = request.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut response = request.call().unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let headers = (
+            header("content-type"),
+            header("content-security-policy"),
+            header("location"),
+        );
+        let status = response.status().as_u16();
+        (
+            status,
+            headers,
+            response.body_mut().read_to_string().unwrap(),
+        )
+    };
+
+    // The console is served by the controller itself, without a token, under its policy.
+    let (status, (_, _, location), _) = get("/", None);
+    assert_eq!((status, location.as_deref()), (303, Some("/console/")));
+    let (status, (content_type, csp, _), body) = get("/console/", None);
+    assert_eq!(status, 200);
+    assert_eq!(content_type.as_deref(), Some("text/html; charset=utf-8"));
+    assert!(
+        csp.is_some_and(|c| c.starts_with("default-src 'self'")),
+        "a Content-Security-Policy"
+    );
+    assert!(body.contains("<script src=\"console.js\" defer></script>"));
+    let (status, (content_type, _, _), _) = get("/console/console.js", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        content_type.as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+
+    // The audit log API: behind the token, bounded, newest first.
+    assert_eq!(get("/api/v1/events", None).0, 401);
+    assert_eq!(get("/api/v1/events", Some("wrong-token-0123456789")).0, 401);
+    let token = lab.token();
+    for bad in ["limit=0", "limit=1001", "limit=x", "node=a/b", "since=1"] {
+        let (status, _, body) = get(&format!("/api/v1/events?{bad}"), Some(&token));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("\"error\""), "{bad}: {body}");
+    }
+    let out = lab.cli(&["action", "status", "--node", "n1"], None);
+    assert!(out.status.success());
+    // The entry is in the database after the store's next flush (1 s by default).
+    let events = wait_for("the status action in the audit log", WAIT, || {
+        let (status, _, body) = get("/api/v1/events?limit=1000", Some(&token));
+        assert_eq!(status, 200, "{body}");
+        let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+        events
+            .iter()
+            .any(|e| e["kind"] == "operation" && e["action"] == "status")
+            .then_some(events)
+    });
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()),
+        "newest first: {events:?}"
+    );
+    assert_eq!(events[0]["action"], "status", "{events:?}");
+    assert_eq!(events[0]["actor"], "test");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "online" && e["node"] == "n1")
+    );
+    let (status, _, body) = get("/api/v1/events?limit=1&node=n1", Some(&token));
+    assert_eq!(status, 200);
+    let one: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["id"], events[0]["id"]);
+    let (_, _, body) = get("/api/v1/events?node=elsewhere", Some(&token));
+    assert_eq!(body, "[]");
+}
