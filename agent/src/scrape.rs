@@ -109,8 +109,8 @@ impl prometheus_client::collector::Collector for Collectors {
 
 #[derive(Default)]
 struct Buffers {
-    openmetrics: String,
-    text: String,
+    /// prometheus-client encodes straight into the 0.0.4 rewrite (no OpenMetrics copy).
+    text: nodewarden_shared::exposition::Text004,
     gzip: Vec<u8>,
     compressor: exposition::Gzip,
 }
@@ -162,16 +162,15 @@ impl Scraper {
     pub fn scrape(&self, gzip: bool) -> Result<Rendered, ScrapeError> {
         let mut buffers = lock(&self.buffers);
         let Buffers {
-            openmetrics,
             text,
             gzip: gz,
             compressor,
         } = &mut *buffers;
-        openmetrics.clear();
         text.clear();
-        prometheus_client::encoding::text::encode_registry(openmetrics, &self.registry)
+        prometheus_client::encoding::text::encode_registry(text, &self.registry)
             .map_err(|_| ScrapeError::Encode)?;
-        exposition::openmetrics_to_text004(openmetrics, text);
+        text.finish();
+        let text = text.as_str();
         if gzip {
             compressor
                 .compress_into(text.as_bytes(), gz)

@@ -9,59 +9,130 @@ pub const TEXT_004_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-
 
 /// Appends `openmetrics` rewritten as text format 0.0.4 to `out`.
 pub fn openmetrics_to_text004(openmetrics: &str, out: &mut String) {
-    let mut rest = openmetrics;
-    while !rest.is_empty() {
-        // The sample lines up to the next comment line are copied as they are, in one go
-        // (line by line was a tenth of the agent's scrape CPU).
-        let samples_end = if rest.starts_with('#') {
-            0
+    let mut text = Text004::default();
+    // Writing into a String cannot fail.
+    let _ = std::fmt::Write::write_str(&mut text, openmetrics);
+    text.finish();
+    out.push_str(text.as_str());
+}
+
+/// The text format 0.0.4 rewrite as a `fmt::Write` sink, so that prometheus-client can encode
+/// straight into it: no OpenMetrics copy of the whole body is kept, and sample lines (nearly all
+/// of it) are appended as they arrive. Metadata lines are held until complete, and a HELP line
+/// until the line after it (its TYPE). Reusable: [`Text004::clear`] keeps the allocations.
+#[derive(Default)]
+pub struct Text004 {
+    out: String,
+    /// The metadata line being received.
+    line: String,
+    /// A complete HELP line waiting for the line after it.
+    help: String,
+    /// Whether the line being received is a sample line (passed straight through).
+    in_sample: bool,
+    /// Whether the next byte starts a line.
+    mid_line: bool,
+}
+
+impl Text004 {
+    /// Empties the output and state for the next scrape.
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.line.clear();
+        self.help.clear();
+        self.in_sample = false;
+        self.mid_line = false;
+    }
+
+    /// Completes the rewrite: a last line without its newline, a HELP line with no TYPE after it.
+    pub fn finish(&mut self) {
+        if self.mid_line && !self.in_sample {
+            self.metadata_line_done();
+        }
+        self.mid_line = false;
+        self.flush_help(None);
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.out
+    }
+
+    fn metadata_line_done(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if line.starts_with("# HELP ") {
+            self.flush_help(None);
+            self.help.push_str(&line);
+        } else if let Some(type_line) = line.strip_prefix("# TYPE ")
+            && !self.help.is_empty()
+        {
+            self.flush_help(type_line.trim_end().rsplit_once(' ').map(|(_, t)| t));
         } else {
-            memchr::memmem::find(rest.as_bytes(), b"\n#").map_or(rest.len(), |i| i + 1)
+            self.flush_help(None);
+            if !(line.starts_with("# UNIT ") || line.starts_with("# EOF")) {
+                self.out.push_str(&line);
+            }
+        }
+        self.line = line;
+        self.line.clear();
+    }
+
+    /// Writes the held HELP line (if any) and its TYPE line, 0.0.4 style: a counter family named
+    /// with `_total`, `unknown` (or no TYPE at all) spelled `untyped`.
+    fn flush_help(&mut self, metric_type: Option<&str>) {
+        if self.help.is_empty() {
+            return;
+        }
+        let help_line = std::mem::take(&mut self.help);
+        let described = help_line.strip_prefix("# HELP ").unwrap_or(&help_line);
+        let (name, help) = described
+            .split_once(' ')
+            .unwrap_or((described.trim_end(), "\n"));
+        let suffix = if metric_type == Some("counter") {
+            "_total"
+        } else {
+            ""
         };
-        let (samples, tail) = rest.split_at(samples_end);
-        out.push_str(samples);
-        let (line, tail) = split_line(tail);
-        rest = tail;
-        if line.is_empty() {
-            break;
+        let type_004 = match metric_type {
+            Some("unknown") | None => "untyped",
+            Some(t) => t,
+        };
+        for part in ["# HELP ", name, suffix, " ", help] {
+            self.out.push_str(part);
         }
-        if let Some(described) = line.strip_prefix("# HELP ") {
-            // prometheus-client always writes TYPE right after HELP.
-            let (name, help) = described
-                .split_once(' ')
-                .unwrap_or((described.trim_end(), "\n"));
-            let (next, after_next) = split_line(rest);
-            let metric_type = next
-                .strip_prefix("# TYPE ")
-                .and_then(|t| t.trim_end().rsplit_once(' '))
-                .map(|(_, t)| t);
-            if metric_type.is_some() {
-                rest = after_next;
-            }
-            let suffix = if metric_type == Some("counter") {
-                "_total"
-            } else {
-                ""
-            };
-            let type_004 = match metric_type {
-                Some("unknown") | None => "untyped",
-                Some(t) => t,
-            };
-            for part in ["# HELP ", name, suffix, " ", help] {
-                out.push_str(part);
-            }
-            for part in ["# TYPE ", name, suffix, " ", type_004, "\n"] {
-                out.push_str(part);
-            }
-        } else if !(line.starts_with("# UNIT ") || line.starts_with("# EOF")) {
-            out.push_str(line);
+        for part in ["# TYPE ", name, suffix, " ", type_004, "\n"] {
+            self.out.push_str(part);
         }
+        self.help = help_line;
+        self.help.clear();
     }
 }
 
-/// The first line of `text` with its newline, and the rest.
-fn split_line(text: &str) -> (&str, &str) {
-    text.split_at(memchr::memchr(b'\n', text.as_bytes()).map_or(text.len(), |i| i + 1))
+impl std::fmt::Write for Text004 {
+    fn write_str(&mut self, mut s: &str) -> std::fmt::Result {
+        while !s.is_empty() {
+            if !self.mid_line {
+                self.in_sample = !s.starts_with('#');
+                if self.in_sample {
+                    self.flush_help(None);
+                }
+                self.mid_line = true;
+            }
+            let newline = memchr::memchr(b'\n', s.as_bytes());
+            let (chunk, rest) = s.split_at(newline.map_or(s.len(), |i| i + 1));
+            if self.in_sample {
+                self.out.push_str(chunk);
+            } else {
+                self.line.push_str(chunk);
+            }
+            if newline.is_some() {
+                if !self.in_sample {
+                    self.metadata_line_done();
+                }
+                self.mid_line = false;
+            }
+            s = rest;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +182,29 @@ mod tests {
         );
         // A '#' inside a sample line (a label value) is not a comment.
         assert_eq!(rewrite("m{l=\"#x\"} 1\n"), "kept\nm{l=\"#x\"} 1\n");
+    }
+
+    #[test]
+    fn fragments_rewrite_as_the_whole() {
+        use std::fmt::Write as _;
+        let om = "# HELP a A.\n# TYPE a counter\na_total{x=\"#\"} 1\n# HELP b B.\n# TYPE b unknown\nb 2\n\
+                  # HELP c C.\n# TYPE c gauge\n# UNIT c seconds\nc 3\n# EOF\n";
+        let mut whole = String::new();
+        openmetrics_to_text004(om, &mut whole);
+        for size in 1..8 {
+            let mut text = Text004::default();
+            text.write_str("stale").unwrap();
+            text.clear();
+            let bytes = om.as_bytes();
+            for chunk in bytes.chunks(size) {
+                text.write_str(std::str::from_utf8(chunk).unwrap()).unwrap();
+            }
+            text.finish();
+            assert_eq!(text.as_str(), whole, "fragments of {size}");
+        }
+        assert!(
+            whole.starts_with("# HELP a_total A.\n# TYPE a_total counter\n"),
+            "{whole}"
+        );
     }
 }
