@@ -29,15 +29,20 @@ struct ThermalZoneCollector {
 
 /// Entries of `dir` named `<prefix><digit>…`, sorted (node_exporter globs `<prefix>[0-9]*`).
 pub fn numbered_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
-    Ok(sorted_dir_names(dir)?
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| {
-            n.strip_prefix(prefix)
-                .and_then(|rest| rest.chars().next())
-                .is_some_and(|c| c.is_ascii_digit())
-        })
-        .collect())
+    let names = sorted_dir_names(dir)?.unwrap_or_default();
+    Ok(numbered_names(&names, prefix).cloned().collect())
+}
+
+/// The names among `names` of the form `<prefix><digit>…`, in their order.
+pub fn numbered_names<'a>(
+    names: &'a [String],
+    prefix: &'a str,
+) -> impl Iterator<Item = &'a String> {
+    names.iter().filter(move |n| {
+        n.strip_prefix(prefix)
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(|c| c.is_ascii_digit())
+    })
 }
 
 impl ThermalZoneCollector {
@@ -75,10 +80,12 @@ impl Collector for ThermalZoneCollector {
         let class = ctx.paths.sys("class/thermal");
         self.zones.clear();
         self.cooling.clear();
-        let zones =
-            numbered_entries(&class, "thermal_zone").map_err(|e| CollectorError::io(&class, e))?;
-        for name in zones {
-            let dir = class.join(&name);
+        // One listing for both the zones and the cooling devices.
+        let names = sorted_dir_names(&class)
+            .map_err(|e| CollectorError::io(&class, e))?
+            .unwrap_or_default();
+        for name in numbered_names(&names, "thermal_zone") {
+            let dir = class.join(name);
             match self.read_zone(&dir) {
                 Ok((zone_type, temp)) => {
                     let zone = name.trim_start_matches("thermal_zone").to_string();
@@ -90,10 +97,8 @@ impl Collector for ThermalZoneCollector {
                 }
             }
         }
-        let devices = numbered_entries(&class, "cooling_device")
-            .map_err(|e| CollectorError::io(&class, e))?;
-        for name in devices {
-            let dir = class.join(&name);
+        for name in numbered_names(&names, "cooling_device") {
+            let dir = class.join(name);
             match self.read_cooling(&dir) {
                 Ok((device_type, cur, max)) => {
                     let device = name.trim_start_matches("cooling_device").to_string();

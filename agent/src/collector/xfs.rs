@@ -322,6 +322,11 @@ impl Collector for XfsCollector {
             .unwrap_or_default();
         self.devices.clear();
         for name in names {
+            // /sys/fs/xfs/stats holds the global counters, not a device (node_exporter's glob
+            // `fs/xfs/*/stats/stats` finds nothing under it either).
+            if name == "stats" {
+                continue;
+            }
             let path = root.join(&name).join("stats/stats");
             match read_into(&path, &mut self.buf) {
                 Ok(()) => {}
