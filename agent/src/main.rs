@@ -27,6 +27,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     let collectors = cli::build_collectors(&matches, &options.paths)?;
+    // Everything needed from the command line has been taken; its memory goes back with the
+    // start-up heap after the first scrape.
+    drop(matches);
     let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
     tracing::info!(collectors = ?names, "enabled collectors");
     let web = match &options.web_config {

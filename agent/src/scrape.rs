@@ -119,6 +119,8 @@ struct Buffers {
 pub struct Scraper {
     registry: Registry,
     buffers: Mutex<Buffers>,
+    /// Set once the heap has been trimmed after the first scrape.
+    trimmed: std::sync::atomic::AtomicBool,
 }
 
 /// One rendered scrape.
@@ -147,6 +149,7 @@ impl Scraper {
         Scraper {
             registry,
             buffers: Mutex::new(Buffers::default()),
+            trimmed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -171,6 +174,12 @@ impl Scraper {
             .map_err(|_| ScrapeError::Encode)?;
         text.finish();
         let text = text.as_str();
+        if !self
+            .trimmed
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            release_startup_heap();
+        }
         if gzip {
             compressor
                 .compress_into(text.as_bytes(), gz)
@@ -194,4 +203,15 @@ pub enum ScrapeError {
     Encode,
     #[error("gzip: {0}")]
     Gzip(exposition::GzipError),
+}
+
+/// Hands the heap pages freed since start-up (the command-line model, configuration parsing,
+/// the first scrape's one-off work) back to the system, once: glibc keeps free pages inside the
+/// heap resident otherwise. Later scrapes reuse their buffers and leave little to return.
+fn release_startup_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

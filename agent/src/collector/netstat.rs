@@ -210,6 +210,7 @@ impl Collector for NetstatCollector {
                 None => ctx.malformed(snmp6_path, line),
             }
         }
+        self.cache.release_regex_cache(&mut self.fields);
         Ok(())
     }
 }

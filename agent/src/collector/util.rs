@@ -76,6 +76,8 @@ pub fn unanchored_regex_flag(
 #[derive(Default)]
 pub struct FilterCache {
     verdicts: Vec<(String, bool)>,
+    /// Whether the regex ran since the last [`FilterCache::release_regex_cache`].
+    ran: bool,
 }
 
 impl FilterCache {
@@ -87,6 +89,7 @@ impl FilterCache {
             return *verdict;
         }
         let verdict = pattern.is_match(key);
+        self.ran = true;
         if self.verdicts.len() <= index {
             self.verdicts
                 .resize_with(index + 1, || (String::new(), false));
@@ -97,6 +100,18 @@ impl FilterCache {
             slot.1 = verdict;
         }
         verdict
+    }
+
+    /// Call after a scrape: if the regex ran (the first scrape, or fields changed), replaces it
+    /// with a fresh copy, dropping the search cache it grew (≈120 KiB for netstat's default
+    /// filter) that steady-state scrapes, served from the verdicts, never use.
+    pub fn release_regex_cache(&mut self, pattern: &mut Option<Regex>) {
+        if std::mem::take(&mut self.ran)
+            && let Some(regex) = pattern
+            && let Ok(fresh) = Regex::new(regex.as_str())
+        {
+            *regex = fresh;
+        }
     }
 }
 

@@ -87,6 +87,7 @@ impl Collector for VmstatCollector {
             self.help.push('.');
             out.single(&self.name, &self.help, Kind::Untyped, &[], value)?;
         }
+        self.cache.release_regex_cache(&mut self.fields);
         Ok(())
     }
 }
