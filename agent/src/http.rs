@@ -12,7 +12,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::exposition::{TEXT_004_CONTENT_TYPE, accepts_gzip};
 use crate::scrape::Scraper;
@@ -22,8 +21,6 @@ pub struct MetricsServer {
     pub scraper: Arc<Scraper>,
     pub telemetry_path: String,
     pub web: WebConfig,
-    /// Bounds concurrent scrapes (`--web.max-requests`); `None` is unbounded.
-    pub in_flight: Option<Arc<Semaphore>>,
 }
 
 /// node_exporter's `:9100` means every address; Rust wants a host.
@@ -136,18 +133,6 @@ impl MetricsServer {
     }
 
     async fn metrics(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let _permit = match &self.in_flight {
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    return text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Limit of concurrent requests reached, try again later.\n",
-                    );
-                }
-            },
-            None => None,
-        };
         let gzip = req
             .headers()
             .get_all(header::ACCEPT_ENCODING)

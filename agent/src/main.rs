@@ -75,40 +75,12 @@ fn main() -> anyhow::Result<()> {
         scraper,
         telemetry_path: options.telemetry_path.clone(),
         web,
-        in_flight: (options.max_requests > 0)
-            .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_requests as usize))),
     });
-
-    // The controller link (when configured) runs on a thread and runtime of its own, so that a
-    // scrape, which runs inline on the metrics runtime below, never delays its heartbeats.
-    let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
-    let (link_done_tx, link_done) = tokio::sync::oneshot::channel::<()>();
-    let link_thread = match link_settings {
-        Some(s) => {
-            let state = s.state.clone();
-            let thread = std::thread::Builder::new()
-                .name("link".into())
-                .spawn(move || {
-                    match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .max_blocking_threads(2)
-                        .build()
-                    {
-                        Ok(runtime) => runtime.block_on(link::run(s, stop_rx)),
-                        Err(e) => tracing::error!(error = %e, "starting the link runtime"),
-                    }
-                    let _ = link_done_tx.send(());
-                })
-                .context("starting the link thread")?;
-            Some((thread, state))
-        }
-        None => None,
-    };
 
     // The metrics runtime: one thread. A scrape runs inline on it rather than on a blocking
     // pool: it is well under a millisecond of work, and the two thread hand-offs per scrape cost
-    // a tenth of it (docs/perf.md). A hung filesystem cannot hold it: stat runs on the
-    // filesystem collector's own worker with a timeout.
+    // a tenth of it (docs/perf.md). A hung network filesystem cannot hold it: those are stated
+    // on the filesystem collector's own worker with a timeout.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(2)
@@ -119,11 +91,19 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
         tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
-        if let Some((_, state)) = &link_thread {
-            state
-                .metrics_port
-                .store(listener.local_addr()?.port(), std::sync::atomic::Ordering::Relaxed);
-        }
+        // The controller link (when configured) starts once the metrics port is known (its
+        // reports carry it), on a thread and runtime of its own, so that a scrape never delays
+        // its heartbeats.
+        let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
+        let link_done = match link_settings {
+            Some(s) => {
+                s.state
+                    .metrics_port
+                    .store(listener.local_addr()?.port(), std::sync::atomic::Ordering::Relaxed);
+                Some(spawn_link(s, stop_rx)?)
+            }
+            None => None,
+        };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
@@ -133,11 +113,35 @@ fn main() -> anyhow::Result<()> {
         };
         // The link says goodbye to the controller; give it a second.
         let _ = stop_link.send(true);
-        if link_thread.is_some() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), link_done).await;
+        if let Some(done) = link_done {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
         }
         result
     })
+}
+
+/// Runs the controller link on its own thread and current-thread runtime; the receiver
+/// resolves when the link has stopped.
+fn spawn_link(
+    settings: link::LinkSettings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("link".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(2)
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(link::run(settings, stop)),
+                Err(e) => tracing::error!(error = %e, "starting the link runtime"),
+            }
+            let _ = done_tx.send(());
+        })
+        .context("starting the link thread")?;
+    Ok(done)
 }
 
 /// `op` / `ssh-dispatch`: one declared operation, its result as one JSON line on stdout, the exit

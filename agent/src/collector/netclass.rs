@@ -369,9 +369,10 @@ impl Collector for NetclassCollector {
             }
         }
         names.sort();
-        self.fixed.retain(|name, _| names.contains(name));
+        self.fixed
+            .retain(|name, _| names.binary_search(name).is_ok());
         let mut files = std::mem::take(&mut self.files);
-        files.retain(|name, _| names.contains(name));
+        files.retain(|name, _| names.binary_search(name).is_ok());
         // This scrape's rtnetlink dump, shared with netdev; empty (sysfs is read for everything)
         // when netlink is unavailable.
         let links: &[netlink::Link] = if self.try_socket {
