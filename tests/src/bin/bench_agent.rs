@@ -1,7 +1,8 @@
 //! Benchmark: node_exporter and nodewarden-agent side by side on this machine.
 //!
 //! Starts both, scrapes each `--scrapes` times in turn (gzip accepted, as Prometheus does) and
-//! prints CPU time per scrape (from each process's own /proc/<pid>/stat accounting), median and
+//! prints CPU time per scrape (from each process's own /proc/<pid>/stat accounting, and finer from
+//! its threads' /proc/<pid>/task/*/schedstat), median and
 //! p99 wall time per scrape, and resident memory after the scrapes.
 //!
 //!     cargo build --release -p nodewarden-agent
@@ -15,6 +16,8 @@ use nodewarden_tests::{ChildGuard, free_port, wait_for};
 
 struct Figures {
     cpu_per_scrape: Duration,
+    /// From the threads' scheduler accounting (nanoseconds), finer than the 10 ms ticks.
+    cpu_per_scrape_ns: Duration,
     median: Duration,
     p99: Duration,
     rss_kib: u64,
@@ -29,6 +32,24 @@ fn clock_ticks() -> f64 {
 }
 
 /// utime + stime of a process, in seconds.
+/// Time on CPU of the process's live threads, in seconds, from /proc/<pid>/task/*/schedstat
+/// (its first field, nanoseconds). Threads that exit between two readings are not counted:
+/// neither program starts or ends threads while it is being scraped.
+fn sched_cpu_seconds(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task directory");
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
@@ -70,6 +91,7 @@ fn measure(name: &str, pid: u32, url: &str, scrapes: usize) -> Figures {
         scrape(&client, url);
     }
     let cpu_before = cpu_seconds(pid);
+    let sched_before = sched_cpu_seconds(pid);
     let mut walls = Vec::with_capacity(scrapes);
     let mut last = String::new();
     let mut bytes = 0;
@@ -80,6 +102,7 @@ fn measure(name: &str, pid: u32, url: &str, scrapes: usize) -> Figures {
         last = body;
     }
     let cpu = cpu_seconds(pid) - cpu_before;
+    let sched = sched_cpu_seconds(pid) - sched_before;
     walls.sort();
     let families = last
         .lines()
@@ -88,6 +111,7 @@ fn measure(name: &str, pid: u32, url: &str, scrapes: usize) -> Figures {
     eprintln!("{name}: {scrapes} scrapes done");
     Figures {
         cpu_per_scrape: Duration::from_secs_f64(cpu / scrapes as f64),
+        cpu_per_scrape_ns: Duration::from_secs_f64(sched / scrapes as f64),
         median: walls[walls.len() / 2],
         p99: walls[(walls.len() * 99 / 100).min(walls.len() - 1)],
         rss_kib: rss_kib(pid),
@@ -157,6 +181,12 @@ fn main() {
         "CPU per scrape",
         ms(ne_fig.cpu_per_scrape),
         ms(ag_fig.cpu_per_scrape),
+        "ms",
+    );
+    row(
+        "CPU per scrape (schedstat)",
+        ms(ne_fig.cpu_per_scrape_ns),
+        ms(ag_fig.cpu_per_scrape_ns),
         "ms",
     );
     row(
