@@ -41,8 +41,34 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks; there is a small race until it is bound again).
+/// A port on 127.0.0.1 free for both TCP and UDP (an HTTP server or a QUIC endpoint), picked at
+/// random below the kernel's ephemeral range. A port the OS hands out for `bind(0)` lies inside
+/// that range, where any test's outgoing connection may take it as its local port before the
+/// process under test binds it (seen: "Address already in use" under a parallel test run); below
+/// the range only another test's `free_port` can, and 12,000 random ports make that unlikely.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 20000;
+    if ephemeral_low > LOW + 1000 {
+        let span = u64::from(ephemeral_low - LOW);
+        for _ in 0..500 {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+            hasher.write_u32(std::process::id());
+            let port = LOW + (hasher.finish() % span) as u16;
+            let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+            let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+            if tcp.is_ok() && udp.is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
