@@ -1315,6 +1315,11 @@ fn agent_stays_within_its_unit_sandbox() {
         let Some((name, args)) = call.split_once('(') else {
             continue;
         };
+        // strace names a call `???` when it could not read which one it was (the agent killed
+        // at the end while a thread entered a call); there is nothing to check in it.
+        if name == "???" {
+            continue;
+        }
         if !allowed.contains(name) {
             denied.insert(name.to_string());
         }
