@@ -1,7 +1,7 @@
 //! Text format 0.0.4 (the rewrite lives in `nodewarden_shared::exposition`, which the controller's
 //! Pushgateway pusher shares) and gzip.
 
-pub use nodewarden_shared::exposition::{TEXT_004_CONTENT_TYPE, openmetrics_to_text004};
+pub use nodewarden_shared::exposition::TEXT_004_CONTENT_TYPE;
 
 /// Gzip for scrape bodies: libdeflate, whole-buffer (the body is in memory anyway), with one
 /// compressor kept for the agent's lifetime. At its fastest level it takes about a third of the

@@ -4,9 +4,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use regex::Regex;
-
-use super::util::{FilterCache, SourceFile, unanchored_regex_flag};
+use super::util::{FieldFilter, SourceFile, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -32,8 +30,7 @@ fn flags(command: clap::Command) -> clap::Command {
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(NetstatCollector {
-        fields: unanchored_regex_flag(ctx, FIELDS_FLAG)?,
-        cache: FilterCache::default(),
+        fields: FieldFilter::new(unanchored_regex_flag(ctx, FIELDS_FLAG)?),
         netstat_source: SourceFile::proc("net/netstat"),
         snmp_source: SourceFile::proc("net/snmp"),
         snmp6_source: SourceFile::proc("net/snmp6"),
@@ -48,8 +45,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 }
 
 struct NetstatCollector {
-    fields: Option<Regex>,
-    cache: FilterCache,
+    fields: FieldFilter,
     netstat: String,
     snmp: String,
     snmp6: String,
@@ -92,8 +88,7 @@ pub fn parse_snmp6_line(line: &str) -> Option<(&str, &str, &str)> {
 }
 
 struct Emitter<'s, 'w, 'a, 'e> {
-    fields: &'s Option<Regex>,
-    cache: &'s mut FilterCache,
+    fields: &'s mut FieldFilter,
     index: usize,
     key: &'s mut String,
     name: &'s mut String,
@@ -116,9 +111,7 @@ impl Emitter<'_, '_, '_, '_> {
         self.key.push_str(counter);
         let index = self.index;
         self.index += 1;
-        if let Some(pattern) = self.fields
-            && !self.cache.matches(index, self.key, pattern)
-        {
+        if !self.fields.allows(index, self.key) {
             return Ok(());
         }
         let Ok(value) = value.parse::<f64>() else {
@@ -159,8 +152,7 @@ impl Collector for NetstatCollector {
             Err(e) => return Err(e),
         }
         let mut emitter = Emitter {
-            fields: &self.fields,
-            cache: &mut self.cache,
+            fields: &mut self.fields,
             index: 0,
             key: &mut self.key,
             name: &mut self.name,
@@ -210,7 +202,7 @@ impl Collector for NetstatCollector {
                 None => ctx.malformed(snmp6_path, line),
             }
         }
-        self.cache.release_regex_cache(&mut self.fields);
+        self.fields.release_regex_cache();
         Ok(())
     }
 }

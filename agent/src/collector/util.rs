@@ -71,18 +71,30 @@ pub fn unanchored_regex_flag(
     }
 }
 
-/// Remembers a filter's verdict per field position, so a source whose field names do not change
-/// between scrapes (vmstat, netstat) runs the regex once per field, not once per field per scrape.
-#[derive(Default)]
-pub struct FilterCache {
+/// A field filter (`--collector.{vmstat,netstat}.fields`) that remembers its verdict per field
+/// position, so a source whose field names do not change between scrapes runs the regex once
+/// per field, not once per field per scrape. No pattern (an empty flag) lets every field through.
+pub struct FieldFilter {
+    pattern: Option<Regex>,
     verdicts: Vec<(String, bool)>,
-    /// Whether the regex ran since the last [`FilterCache::release_regex_cache`].
+    /// Whether the regex ran since the last [`FieldFilter::release_regex_cache`].
     ran: bool,
 }
 
-impl FilterCache {
-    /// Whether `key`, the `index`th field of the source, matches `pattern`.
-    pub fn matches(&mut self, index: usize, key: &str, pattern: &Regex) -> bool {
+impl FieldFilter {
+    pub fn new(pattern: Option<Regex>) -> Self {
+        FieldFilter {
+            pattern,
+            verdicts: Vec::new(),
+            ran: false,
+        }
+    }
+
+    /// Whether `key`, the `index`th field of the source, is to be reported.
+    pub fn allows(&mut self, index: usize, key: &str) -> bool {
+        let Some(pattern) = &self.pattern else {
+            return true;
+        };
         if let Some((cached, verdict)) = self.verdicts.get(index)
             && cached == key
         {
@@ -105,9 +117,9 @@ impl FilterCache {
     /// Call after a scrape: if the regex ran (the first scrape, or fields changed), replaces it
     /// with a fresh copy, dropping the search cache it grew (≈120 KiB for netstat's default
     /// filter) that steady-state scrapes, served from the verdicts, never use.
-    pub fn release_regex_cache(&mut self, pattern: &mut Option<Regex>) {
+    pub fn release_regex_cache(&mut self) {
         if std::mem::take(&mut self.ran)
-            && let Some(regex) = pattern
+            && let Some(regex) = &mut self.pattern
             && let Ok(fresh) = Regex::new(regex.as_str())
         {
             *regex = fresh;
@@ -556,14 +568,19 @@ mod tests {
     }
 
     #[test]
-    fn filter_cache_follows_changed_fields() {
-        let re = Regex::new("^pg").unwrap();
-        let mut cache = FilterCache::default();
-        assert!(cache.matches(0, "pgfault", &re));
-        assert!(!cache.matches(1, "nr_free", &re));
-        assert!(cache.matches(0, "pgfault", &re));
-        assert!(!cache.matches(0, "other", &re));
-        assert!(cache.matches(3, "pgx", &re));
+    fn field_filter_follows_changed_fields() {
+        let mut filter = FieldFilter::new(Some(Regex::new("^pg").unwrap()));
+        assert!(filter.allows(0, "pgfault"));
+        assert!(!filter.allows(1, "nr_free"));
+        assert!(filter.allows(0, "pgfault"));
+        assert!(!filter.allows(0, "other"));
+        assert!(filter.allows(3, "pgx"));
+        // Releasing the regex's search cache keeps the pattern and the verdicts.
+        filter.release_regex_cache();
+        assert!(filter.allows(4, "pgy"));
+        assert!(!filter.allows(1, "nr_free"));
+        // No pattern: everything passes.
+        assert!(FieldFilter::new(None).allows(0, "anything"));
     }
 
     #[test]

@@ -1,10 +1,8 @@
 //! `vmstat`: the /proc/vmstat fields matching `--collector.vmstat.fields`, as untyped
 //! node_vmstat_<field>.
 
-use regex::Regex;
-
 use super::util::SourceFile;
-use super::util::{FilterCache, unanchored_regex_flag};
+use super::util::{FieldFilter, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -30,8 +28,7 @@ fn flags(command: clap::Command) -> clap::Command {
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     Ok(Box::new(VmstatCollector {
         // An empty pattern matches everything, as Go's regexp does.
-        fields: unanchored_regex_flag(ctx, FIELDS_FLAG)?,
-        cache: FilterCache::default(),
+        fields: FieldFilter::new(unanchored_regex_flag(ctx, FIELDS_FLAG)?),
         source: SourceFile::proc("vmstat"),
         buf: String::new(),
         name: String::new(),
@@ -40,8 +37,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 }
 
 struct VmstatCollector {
-    fields: Option<Regex>,
-    cache: FilterCache,
+    fields: FieldFilter,
     source: SourceFile,
     buf: String,
     name: String,
@@ -73,9 +69,7 @@ impl Collector for VmstatCollector {
                 ctx.malformed(path, line);
                 continue;
             };
-            if let Some(pattern) = &self.fields
-                && !self.cache.matches(index, field, pattern)
-            {
+            if !self.fields.allows(index, field) {
                 continue;
             }
             self.name.clear();
@@ -87,7 +81,7 @@ impl Collector for VmstatCollector {
             self.help.push('.');
             out.single(&self.name, &self.help, Kind::Untyped, &[], value)?;
         }
-        self.cache.release_regex_cache(&mut self.fields);
+        self.fields.release_regex_cache();
         Ok(())
     }
 }
