@@ -29,6 +29,7 @@ struct Collectors {
     entries: Mutex<Vec<Entry>>,
     malformed_lines: AtomicU64,
     route_socket: Mutex<Option<crate::collector::netlink::RouteSocket>>,
+    hotplug: Mutex<crate::collector::hotplug::HotplugWatch>,
 }
 
 impl fmt::Debug for Collectors {
@@ -47,8 +48,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl prometheus_client::collector::Collector for Collectors {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let mut entries = lock(&self.entries);
+        let epoch = lock(&self.hotplug).epoch(&self.paths);
         let ctx =
-            Context::with_route_socket(&self.paths, &self.malformed_lines, &self.route_socket);
+            Context::with_route_socket(&self.paths, &self.malformed_lines, &self.route_socket)
+                .with_hotplug_epoch(epoch);
         let mut outcomes: Vec<(&'static str, f64, bool)> = Vec::with_capacity(entries.len());
         for entry in entries.iter_mut() {
             let started = Instant::now();
@@ -145,6 +148,7 @@ impl Scraper {
             entries: Mutex::new(entries),
             malformed_lines: AtomicU64::new(0),
             route_socket: Mutex::new(None),
+            hotplug: Mutex::new(Default::default()),
         })));
         Scraper {
             registry,

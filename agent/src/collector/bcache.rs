@@ -7,7 +7,7 @@ use std::path::Path;
 use clap::{Arg, ArgAction};
 
 use super::thermal_zone::numbered_entries;
-use super::util::sorted_dir_names;
+use super::util::DirListing;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -38,7 +38,10 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
         .flatten()
         .copied()
         .unwrap_or(false);
-    Ok(Box::new(BcacheCollector { priority }))
+    Ok(Box::new(BcacheCollector {
+        priority,
+        sets: DirListing::default(),
+    }))
 }
 
 /// procfs's `parsePseudoFloat`: the fraction digits are read as a number and divided by 10.24.
@@ -376,6 +379,7 @@ fn read_set(dir: &Path, uuid: String, priority: bool) -> Result<CacheSet, String
 
 struct BcacheCollector {
     priority: bool,
+    sets: DirListing,
 }
 
 impl Collector for BcacheCollector {
@@ -385,13 +389,15 @@ impl Collector for BcacheCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let root = ctx.paths.sys("fs/bcache");
-        let names = sorted_dir_names(&root)
+        let names = self
+            .sets
+            .names(ctx, &root, |_| true)
             .map_err(|e| CollectorError::io(&root, e))?
             .unwrap_or_default();
         let mut sets = Vec::new();
-        for name in names.into_iter().filter(|n| n.contains('-')) {
-            let dir = root.join(&name);
-            let set = read_set(&dir, name, self.priority)
+        for name in names.iter().filter(|n| n.contains('-')) {
+            let dir = root.join(name);
+            let set = read_set(&dir, name.clone(), self.priority)
                 .map_err(|reason| CollectorError::Parse { path: dir, reason })?;
             sets.push(set);
         }
@@ -438,7 +444,10 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "bcache", |_| {
-            Box::new(BcacheCollector { priority: true })
+            Box::new(BcacheCollector {
+                priority: true,
+                sets: DirListing::default(),
+            })
         });
     }
 

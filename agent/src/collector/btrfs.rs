@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::util::{read_sys_file, sorted_dir_names};
+use super::util::{DirListing, read_sys_file, sorted_dir_names};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -118,6 +118,7 @@ pub fn read_fs(dir: &Path, buf: &mut String) -> std::io::Result<FsStats> {
 #[derive(Default)]
 struct BtrfsCollector {
     buf: String,
+    filesystems: DirListing,
 }
 
 impl Collector for BtrfsCollector {
@@ -127,7 +128,9 @@ impl Collector for BtrfsCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let root = ctx.paths.sys("fs/btrfs");
-        let names = sorted_dir_names(&root)
+        let names = self
+            .filesystems
+            .names(ctx, &root, |_| true)
             .map_err(|e| CollectorError::io(&root, e))?
             .unwrap_or_default();
         let mut filesystems = Vec::new();

@@ -63,6 +63,8 @@ struct CpuFreqDir {
     attributes: [PathBuf; 6],
     /// This scrape's values in kHz; `None` when the attribute is absent or unreadable.
     values: [Option<u64>; 6],
+    /// No `cpufreq` directory (no cpufreq driver, as on most VMs).
+    absence: super::util::Absence,
 }
 
 /// The CPU directories are listed again only when /sys/devices/system/cpu/present changes.
@@ -91,6 +93,7 @@ impl CpufreqCollector {
                     attributes: ATTRIBUTES.map(|a| dir.join(a)),
                     dir,
                     values: [None; 6],
+                    absence: Default::default(),
                 }
             })
             .collect();
@@ -109,7 +112,12 @@ impl Collector for CpufreqCollector {
         }
         for cpu in &mut self.cpus {
             cpu.values = [None; 6];
-            if !cpu.dir.is_dir() {
+            if cpu.absence.known(ctx) {
+                continue;
+            }
+            let is_dir = cpu.dir.is_dir();
+            cpu.absence.record(ctx, !is_dir);
+            if !is_dir {
                 continue;
             }
             for (value, path) in cpu.values.iter_mut().zip(&cpu.attributes) {

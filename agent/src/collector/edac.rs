@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use super::thermal_zone::numbered_entries;
+use super::thermal_zone::{numbered_entries, numbered_names};
+use super::util::DirListing;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -18,10 +19,13 @@ pub static REGISTRATION: Registration = Registration {
 };
 
 fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    Ok(Box::new(EdacCollector))
+    Ok(Box::new(EdacCollector::default()))
 }
 
-struct EdacCollector;
+#[derive(Default)]
+struct EdacCollector {
+    controllers: DirListing,
+}
 
 fn read_uint(path: &Path) -> Result<f64, CollectorError> {
     let text = std::fs::read_to_string(path).map_err(|e| CollectorError::io(path, e))?;
@@ -59,11 +63,15 @@ impl Collector for EdacCollector {
     ) -> Result<(), CollectorError> {
         let root = ctx.paths.sys("devices/system/edac/mc");
         let mut controllers = Vec::new();
-        let names = numbered_entries(&root, "mc").map_err(|e| CollectorError::io(&root, e))?;
-        for name in names {
-            let dir = root.join(&name);
+        let names = self
+            .controllers
+            .names(ctx, &root, |_| true)
+            .map_err(|e| CollectorError::io(&root, e))?
+            .unwrap_or_default();
+        for name in numbered_names(&names, "mc") {
+            let dir = root.join(name);
             let mut c = Controller {
-                number: number(&name, "mc").to_string(),
+                number: number(name, "mc").to_string(),
                 ce: read_uint(&dir.join("ce_count"))?,
                 ue: read_uint(&dir.join("ue_count"))?,
                 csrows: Vec::new(),
@@ -135,7 +143,7 @@ mod tests {
 
     #[test]
     fn golden() {
-        assert_renders_golden("basic", "edac", |_| Box::new(EdacCollector));
+        assert_renders_golden("basic", "edac", |_| Box::new(EdacCollector::default()));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Arg;
 
+use super::hotplug::{is_procfs, mount_table_changed};
 use super::util::parse_go_duration;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
@@ -546,36 +547,6 @@ struct MountsFile {
     path: PathBuf,
     /// A procfs mounts file, which reports mount table changes through poll(2).
     pollable: bool,
-}
-
-fn is_procfs(file: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: the fd is open for the call's duration and buf is a properly sized out-parameter.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: fstatfs returned 0, so it filled buf.
-    let s = unsafe { buf.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let magic = s.f_type as i64;
-    magic == PROC_SUPER_MAGIC
-}
-
-/// Whether the kernel reports a mount table change (or an error) on an open procfs mounts file.
-fn mount_table_changed(file: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: file.as_raw_fd(),
-        events: libc::POLLPRI,
-        revents: 0,
-    };
-    // SAFETY: pfd is a valid pollfd array of length 1; timeout 0 never blocks.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    // The file is always readable (POLLIN); only POLLPRI/POLLERR say the table changed.
-    n < 0 || pfd.revents & (libc::POLLPRI | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 fn root_path(paths: &Paths, mount_point: &str, out: &mut PathBuf) {

@@ -68,6 +68,7 @@ struct HwmonCollector {
     families: Vec<(String, String, Kind)>,
     family_index: HashMap<String, usize>,
     rows: Vec<Row>,
+    class: super::util::DirListing,
 }
 
 /// `(type, number, property)` of a sensor file name, as node_exporter's `explodeSensorFilename`.
@@ -102,6 +103,7 @@ impl HwmonCollector {
             families: Vec::new(),
             family_index: HashMap::new(),
             rows: Vec::new(),
+            class: super::util::DirListing::default(),
         }
     }
 
@@ -398,18 +400,21 @@ impl Collector for HwmonCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let class = ctx.paths.sys("class/hwmon");
-        let mut names = match super::util::sorted_dir_names(&class) {
+        // The chips are symlinks to directories.
+        let listed = self.class.names(ctx, &class, |entry| {
+            std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+        });
+        let names = match listed {
             Ok(Some(names)) => names,
             Ok(None) => return Err(CollectorError::NoData),
             Err(e) => return Err(CollectorError::io(&class, e)),
         };
-        names.retain(|n| std::fs::metadata(class.join(n)).is_ok_and(|m| m.is_dir()));
         self.rows.clear();
         self.families.clear();
         self.family_index.clear();
         let mut last_error = None;
-        for name in names {
-            let dir = class.join(&name);
+        for name in names.iter() {
+            let dir = class.join(name);
             if let Err(e) = self.update_hwmon(&dir) {
                 last_error = Some(CollectorError::io(&dir, e));
             }

@@ -146,6 +146,8 @@ impl Default for MdstatParser {
 struct MdadmCollector {
     parser: MdstatParser,
     buf: String,
+    /// /proc/mdstat exists once the md driver is loaded.
+    absence: super::util::Absence,
 }
 
 impl MdadmCollector {
@@ -153,6 +155,7 @@ impl MdadmCollector {
         MdadmCollector {
             parser: MdstatParser::new(),
             buf: String::new(),
+            absence: Default::default(),
         }
     }
 }
@@ -164,13 +167,8 @@ impl Collector for MdadmCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let path = ctx.paths.proc("mdstat");
-        match read_into(&path, &mut self.buf) {
-            Err(CollectorError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(CollectorError::NoData);
-            }
-            other => other?,
+        if !self.absence.read(ctx, || read_into(&path, &mut self.buf))? {
+            return Err(CollectorError::NoData);
         }
         let stats = self
             .parser

@@ -31,6 +31,7 @@ pub mod edac;
 pub mod entropy;
 pub mod filefd;
 pub mod filesystem;
+pub mod hotplug;
 pub mod hwmon;
 pub mod loadavg;
 pub mod mdadm;
@@ -202,6 +203,8 @@ pub struct Context<'a> {
     /// The scraper's rtnetlink socket, kept between scrapes (`None`: open one for this scrape).
     route_socket: Option<&'a std::sync::Mutex<Option<netlink::RouteSocket>>>,
     links: std::cell::OnceCell<Option<Vec<netlink::Link>>>,
+    /// See [`hotplug`]; `None`: probe every source every scrape.
+    hotplug_epoch: Option<u64>,
 }
 
 impl<'a> Context<'a> {
@@ -211,7 +214,22 @@ impl<'a> Context<'a> {
             malformed,
             route_socket: None,
             links: std::cell::OnceCell::new(),
+            hotplug_epoch: None,
         }
+    }
+
+    /// The same context with the scrape's hotplug epoch ([`hotplug::HotplugWatch::epoch`]).
+    pub fn with_hotplug_epoch(self, epoch: Option<u64>) -> Self {
+        Context {
+            hotplug_epoch: epoch,
+            ..self
+        }
+    }
+
+    /// The hotplug epoch of this scrape: sources found absent, and directory listings, taken
+    /// in the same epoch still hold. `None`: nothing may be assumed.
+    pub fn hotplug_epoch(&self) -> Option<u64> {
+        self.hotplug_epoch
     }
 
     /// A scrape's context whose link dump goes through `socket` (kept by the scraper).

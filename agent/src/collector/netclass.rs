@@ -156,6 +156,7 @@ struct NetclassCollector {
     files: HashMap<String, IfaceFiles>,
     /// Off in fixture tests (the rtnetlink dump describes this host, not the fixture).
     try_socket: bool,
+    class: super::util::DirListing,
 }
 
 impl NetclassCollector {
@@ -179,6 +180,7 @@ impl NetclassCollector {
             fixed: HashMap::new(),
             files: HashMap::new(),
             try_socket: true,
+            class: super::util::DirListing::default(),
         }
     }
 
@@ -345,30 +347,19 @@ impl Collector for NetclassCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let class = ctx.paths.sys("class/net");
-        let entries = match std::fs::read_dir(&class) {
-            Ok(entries) => entries,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
+        // Regular files in /sys/class/net (bonding_masters) are not interfaces; the interfaces
+        // are symlinks (directories in fixtures).
+        let listed = self.class.names(ctx, &class, |entry| {
+            !entry.file_type().is_ok_and(|t| t.is_file())
+        });
+        let names = match listed {
+            Ok(Some(names)) => names,
+            Ok(None) => return Err(CollectorError::NoData),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(CollectorError::NoData);
             }
             Err(e) => return Err(CollectorError::io(&class, e)),
         };
-        let mut names: Vec<String> = Vec::new();
-        for entry in entries.flatten() {
-            // Regular files in /sys/class/net (bonding_masters) are not interfaces; the
-            // interfaces are symlinks (directories in fixtures).
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        names.sort();
         self.fixed
             .retain(|name, _| names.binary_search(name).is_ok());
         let mut files = std::mem::take(&mut self.files);
@@ -382,30 +373,30 @@ impl Collector for NetclassCollector {
         };
         let mut ifaces = std::mem::take(&mut self.ifaces);
         let mut used = 0;
-        for name in names {
-            if self.ignored.as_ref().is_some_and(|r| r.is_match(&name)) {
+        for name in names.iter() {
+            if self.ignored.as_ref().is_some_and(|r| r.is_match(name)) {
                 continue;
             }
-            let dir = class.join(&name);
+            let dir = class.join(name);
             if used == ifaces.len() {
                 ifaces.push(Iface::default());
             }
             let Some(iface) = ifaces.get_mut(used) else {
                 continue;
             };
-            let link = links.iter().find(|l| l.name == name);
+            let link = links.iter().find(|l| l.name == *name);
             // Files stay open only where rtnetlink can vouch for them (see read_iface).
-            if link.is_some() && files.len() < MAX_OPEN_IFACES && !files.contains_key(&name) {
+            if link.is_some() && files.len() < MAX_OPEN_IFACES && !files.contains_key(name) {
                 files.insert(name.clone(), IfaceFiles::default());
             }
             let mut per_scrape = IfaceFiles::default();
-            let open = match files.get_mut(&name) {
+            let open = match files.get_mut(name) {
                 Some(open) if link.is_some() => open,
                 _ => &mut per_scrape,
             };
-            match self.read_iface(&dir, &name, iface, link, open) {
+            match self.read_iface(&dir, name, iface, link, open) {
                 Ok(()) => {
-                    iface.name = name;
+                    iface.name.clone_from(name);
                     used += 1;
                 }
                 Err(e) => {

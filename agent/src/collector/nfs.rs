@@ -188,6 +188,8 @@ pub fn parse_nfs(text: &str, mut malformed: impl FnMut(&str)) -> NfsStats {
 #[derive(Default)]
 struct NfsCollector {
     buf: String,
+    /// /proc/net/rpc/nfs exists once the NFS client is loaded.
+    absence: super::util::Absence,
 }
 
 impl Collector for NfsCollector {
@@ -197,13 +199,8 @@ impl Collector for NfsCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let path = ctx.paths.proc("net/rpc/nfs");
-        match read_into(&path, &mut self.buf) {
-            Err(CollectorError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(CollectorError::NoData);
-            }
-            other => other?,
+        if !self.absence.read(ctx, || read_into(&path, &mut self.buf))? {
+            return Err(CollectorError::NoData);
         }
         let s = parse_nfs(&self.buf, |line| ctx.malformed(&path, line));
         let mut f = out.family(

@@ -3,7 +3,7 @@
 
 use clap::Arg;
 
-use super::util::{parse_go_int, read_sys_attr, sorted_dir_names, unanchored_regex_flag};
+use super::util::{DirListing, parse_go_int, read_sys_attr, unanchored_regex_flag};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -120,6 +120,7 @@ struct PowerSupplyCollector {
     supplies: Vec<Supply>,
     families: Vec<(String, String)>,
     buf: String,
+    class: DirListing,
 }
 
 impl PowerSupplyCollector {
@@ -127,6 +128,7 @@ impl PowerSupplyCollector {
         PowerSupplyCollector {
             ignored,
             supplies: Vec::new(),
+            class: DirListing::default(),
             families: NUMERIC
                 .iter()
                 .map(|(_, suffix, _)| {
@@ -174,21 +176,23 @@ impl Collector for PowerSupplyCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let class = ctx.paths.sys("class/power_supply");
-        let names = sorted_dir_names(&class)
+        let names = self
+            .class
+            .names(ctx, &class, |_| true)
             .map_err(|e| CollectorError::io(&class, e))?
             .ok_or(CollectorError::NoData)?;
         self.supplies.clear();
-        for name in names {
-            if self.ignored.as_ref().is_some_and(|r| r.is_match(&name)) {
+        for name in names.iter() {
+            if self.ignored.as_ref().is_some_and(|r| r.is_match(name)) {
                 continue;
             }
-            let dir = class.join(&name);
-            let supply = self
-                .read_supply(&dir, name)
-                .map_err(|reason| CollectorError::Parse {
-                    path: dir.clone(),
-                    reason,
-                })?;
+            let dir = class.join(name);
+            let supply =
+                self.read_supply(&dir, name.clone())
+                    .map_err(|reason| CollectorError::Parse {
+                        path: dir.clone(),
+                        reason,
+                    })?;
             self.supplies.push(supply);
         }
         for (i, (name, help)) in self.families.iter().enumerate() {

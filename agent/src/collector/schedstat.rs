@@ -23,6 +23,8 @@ struct SchedstatCollector {
     /// This scrape's rows: (byte range of the CPU number in `buf`, running ns, waiting ns,
     /// timeslices).
     rows: Vec<(std::ops::Range<usize>, [u64; 3])>,
+    /// /proc/schedstat exists only in kernels built with CONFIG_SCHEDSTATS.
+    absence: super::util::Absence,
 }
 
 impl Default for SchedstatCollector {
@@ -31,6 +33,7 @@ impl Default for SchedstatCollector {
             source: SourceFile::proc("schedstat"),
             buf: String::new(),
             rows: Vec::new(),
+            absence: Default::default(),
         }
     }
 }
@@ -59,13 +62,12 @@ impl Collector for SchedstatCollector {
         ctx: &Context<'_>,
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
-        match self.source.read_into(ctx.paths, &mut self.buf) {
-            Err(CollectorError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(CollectorError::NoData);
-            }
-            r => r?,
+        let (source, buf) = (&mut self.source, &mut self.buf);
+        if !self
+            .absence
+            .read(ctx, || source.read_into(ctx.paths, buf))?
+        {
+            return Err(CollectorError::NoData);
         }
         self.rows.clear();
         let path = self.source.display_path();

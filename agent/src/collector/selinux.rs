@@ -24,6 +24,8 @@ struct SelinuxCollector {
     /// This process's security context.
     context: SourceFile,
     buf: String,
+    /// `enforce` is absent while selinuxfs is not mounted (SELinux off, most hosts).
+    absence: super::util::Absence,
 }
 
 impl Default for SelinuxCollector {
@@ -32,6 +34,7 @@ impl Default for SelinuxCollector {
             enforce: SourceFile::sys("fs/selinux/enforce"),
             context: SourceFile::proc("self/attr/current"),
             buf: String::new(),
+            absence: Default::default(),
         }
     }
 }
@@ -58,13 +61,10 @@ impl SelinuxCollector {
     /// process's context is not the kernel's (go-selinux's rule; an unreadable context counts
     /// as enabled, as there). An unreadable mode reads as disabled (-1), as there.
     fn enabled(&mut self, ctx: &Context<'_>) -> Option<f64> {
-        let mode = match self.enforce.read_into(ctx.paths, &mut self.buf) {
-            Ok(()) => self.buf.trim().parse::<f64>().unwrap_or(DISABLED),
-            Err(CollectorError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return None;
-            }
+        let (enforce, buf) = (&mut self.enforce, &mut self.buf);
+        let mode = match self.absence.read(ctx, || enforce.read_into(ctx.paths, buf)) {
+            Ok(true) => self.buf.trim().parse::<f64>().unwrap_or(DISABLED),
+            Ok(false) => return None,
             Err(_) => DISABLED,
         };
         match self.context.read_into(ctx.paths, &mut self.buf) {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::util::{read_sys_file, sorted_dir_names};
+use super::util::{DirListing, read_sys_file, sorted_dir_names};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -25,6 +25,7 @@ struct ThermalZoneCollector {
     buf: String,
     zones: Vec<(String, String, f64)>,
     cooling: Vec<(String, String, f64, f64)>,
+    class: DirListing,
 }
 
 /// Entries of `dir` named `<prefix><digit>…`, sorted (node_exporter globs `<prefix>[0-9]*`).
@@ -81,7 +82,9 @@ impl Collector for ThermalZoneCollector {
         self.zones.clear();
         self.cooling.clear();
         // One listing for both the zones and the cooling devices.
-        let names = sorted_dir_names(&class)
+        let names = self
+            .class
+            .names(ctx, &class, |_| true)
             .map_err(|e| CollectorError::io(&class, e))?
             .unwrap_or_default();
         for name in numbered_names(&names, "thermal_zone") {

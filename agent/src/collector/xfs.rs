@@ -1,7 +1,7 @@
 //! `xfs`: per-filesystem XFS statistics from /sys/fs/xfs/<device>/stats/stats, as node_exporter
 //! 1.5 reports them. No XFS filesystems is a successful, empty collection (as in 1.5).
 
-use super::util::sorted_dir_names;
+use super::util::DirListing;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags, read_into,
@@ -272,6 +272,7 @@ const METRICS: [(&str, usize, &str, &str); 39] = [
 struct XfsCollector {
     buf: String,
     devices: Vec<(String, [f64; 39])>,
+    mounted: DirListing,
 }
 
 /// Parses one stats file into the 39 values node_exporter reports (0 for absent lines).
@@ -317,17 +318,19 @@ impl Collector for XfsCollector {
         out: &mut MetricWriter<'_, '_>,
     ) -> Result<(), CollectorError> {
         let root = ctx.paths.sys("fs/xfs");
-        let names = sorted_dir_names(&root)
+        let names = self
+            .mounted
+            .names(ctx, &root, |_| true)
             .map_err(|e| CollectorError::io(&root, e))?
             .unwrap_or_default();
         self.devices.clear();
-        for name in names {
+        for name in names.iter() {
             // /sys/fs/xfs/stats holds the global counters, not a device (node_exporter's glob
             // `fs/xfs/*/stats/stats` finds nothing under it either).
             if name == "stats" {
                 continue;
             }
-            let path = root.join(&name).join("stats/stats");
+            let path = root.join(name).join("stats/stats");
             match read_into(&path, &mut self.buf) {
                 Ok(()) => {}
                 Err(CollectorError::Io { source, .. })
@@ -339,7 +342,7 @@ impl Collector for XfsCollector {
                 Err(e) => return Err(e),
             }
             let values = parse_xfs_stats(&self.buf, |line| ctx.malformed(&path, line));
-            self.devices.push((name, values));
+            self.devices.push((name.clone(), values));
         }
         if self.devices.is_empty() {
             return Ok(());
