@@ -8,6 +8,8 @@ pub use nodewarden_shared::exposition::TEXT_004_CONTENT_TYPE;
 /// CPU of a streaming deflate at its fastest, for a body of the same size (docs/perf.md).
 pub struct Gzip {
     compressor: libdeflater::Compressor,
+    /// The output, kept at its largest bound so that it is not zeroed again every scrape.
+    out: Vec<u8>,
 }
 
 impl Default for Gzip {
@@ -17,21 +19,23 @@ impl Default for Gzip {
             compressor: libdeflater::Compressor::new(
                 libdeflater::CompressionLvl::new(1).unwrap_or_default(),
             ),
+            out: Vec::new(),
         }
     }
 }
 
 impl Gzip {
-    /// Gzip-compresses `body` into `out` (replacing its content, reusing its allocation).
-    pub fn compress_into(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), GzipError> {
-        out.clear();
-        out.resize(self.compressor.gzip_compress_bound(body.len()), 0);
+    /// Gzip-compresses `body`; the result is valid until the next call.
+    pub fn compress(&mut self, body: &[u8]) -> Result<&[u8], GzipError> {
+        let bound = self.compressor.gzip_compress_bound(body.len());
+        if self.out.len() < bound {
+            self.out.resize(bound, 0);
+        }
         let written = self
             .compressor
-            .gzip_compress(body, out)
+            .gzip_compress(body, &mut self.out)
             .map_err(|_| GzipError)?;
-        out.truncate(written);
-        Ok(())
+        self.out.get(..written).ok_or(GzipError)
     }
 }
 
@@ -71,19 +75,19 @@ mod tests {
     #[test]
     fn gzip_round_trips() {
         use std::io::Read;
-        let mut out = Vec::new();
         let mut gzip = Gzip::default();
-        gzip.compress_into(b"node_load1 1\n", &mut out).unwrap();
-        // The compressor is reused: a second body must not carry anything of the first.
-        gzip.compress_into(b"node_load5 2\n", &mut out).unwrap();
+        let body = "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1\n".repeat(200);
+        gzip.compress(body.as_bytes()).unwrap();
+        // The compressor and its (now larger) output buffer are reused: a second, shorter body
+        // must not carry anything of the first.
+        let out = gzip.compress(b"node_load5 2\n").unwrap().to_vec();
         let mut text = String::new();
         flate2::read::GzDecoder::new(&out[..])
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "node_load5 2\n");
         // And it compresses: repetitive text shrinks to a small fraction.
-        let body = "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1\n".repeat(200);
-        gzip.compress_into(body.as_bytes(), &mut out).unwrap();
+        let out = gzip.compress(body.as_bytes()).unwrap();
         assert!(
             out.len() * 10 < body.len(),
             "{} of {} bytes",

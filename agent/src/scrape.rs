@@ -114,8 +114,7 @@ impl prometheus_client::collector::Collector for Collectors {
 struct Buffers {
     /// prometheus-client encodes straight into the 0.0.4 rewrite (no OpenMetrics copy).
     text: nodewarden_shared::exposition::Text004,
-    gzip: Vec<u8>,
-    compressor: exposition::Gzip,
+    gzip: exposition::Gzip,
 }
 
 /// Renders scrapes of a fixed set of collectors.
@@ -170,8 +169,7 @@ impl Scraper {
         let mut buffers = lock(&self.buffers);
         let Buffers {
             text,
-            gzip: gz,
-            compressor,
+            gzip: compressor,
         } = &mut *buffers;
         text.clear();
         prometheus_client::encoding::text::encode_registry(text, &self.registry)
@@ -185,11 +183,11 @@ impl Scraper {
             release_startup_heap();
         }
         if gzip {
-            compressor
-                .compress_into(text.as_bytes(), gz)
+            let compressed = compressor
+                .compress(text.as_bytes())
                 .map_err(ScrapeError::Gzip)?;
             Ok(Rendered {
-                body: Bytes::copy_from_slice(gz),
+                body: Bytes::copy_from_slice(compressed),
                 gzipped: true,
             })
         } else {

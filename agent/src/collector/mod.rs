@@ -411,18 +411,14 @@ pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
 /// Reads an open file from its current position to the end into `buf` (cleared first),
 /// reusing its allocation; on error `buf` is left empty (still with its allocation).
 pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Result<()> {
-    use std::io::Read;
-    fill_utf8(buf, |bytes| read_all(bytes, |chunk, _| file.read(chunk)))
+    fill_utf8(buf, |bytes| read_all(bytes, file, ReadAt::Position))
 }
 
 /// Reads a whole file from offset 0 into `buf` with positional reads (no seek), like
 /// [`read_file_into`]. procfs and sysfs regenerate a file's content on a read at offset 0,
 /// which is what lets [`util::SourceFile`] keep files open between scrapes.
 pub fn read_file_at_into(file: &std::fs::File, buf: &mut String) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    fill_utf8(buf, |bytes| {
-        read_all(bytes, |chunk, offset| file.read_at(chunk, offset))
-    })
+    fill_utf8(buf, |bytes| read_all(bytes, file, ReadAt::Offset))
 }
 
 fn fill_utf8(
@@ -430,43 +426,79 @@ fn fill_utf8(
     read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut bytes = std::mem::take(buf).into_bytes();
-    let result = read(&mut bytes).and_then(|()| {
-        std::str::from_utf8(&bytes)
-            .map(|_| ())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    });
-    if result.is_err() {
-        bytes.clear();
+    let read = read(&mut bytes);
+    match (read, String::from_utf8(bytes)) {
+        (Ok(()), Ok(text)) => {
+            *buf = text;
+            Ok(())
+        }
+        (result, Ok(text)) => {
+            *buf = text;
+            buf.clear();
+            result
+        }
+        (result, Err(e)) => {
+            let mut bytes = e.into_bytes();
+            bytes.clear();
+            // Empty, hence valid UTF-8: the allocation is kept.
+            *buf = String::from_utf8(bytes).unwrap_or_default();
+            result.and(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )))
+        }
     }
-    // Valid UTF-8 was just checked (or the vector is empty).
-    *buf = String::from_utf8(bytes).unwrap_or_default();
-    result
 }
 
-/// Reads to end with `read(chunk, offset)` (read(2) or pread(2)) calls. `Read::read_to_end`
-/// would first stat and seek the file to size its buffer: two wasted syscalls per file for
-/// procfs/sysfs, whose sizes are 0 or 4096. `bytes` keeps its capacity across scrapes.
-fn read_all(
-    bytes: &mut Vec<u8>,
-    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
-) -> std::io::Result<()> {
+/// Where [`read_all`] reads from.
+#[derive(Clone, Copy)]
+enum ReadAt {
+    /// The file's position (read(2)).
+    Position,
+    /// Offsets from 0 (pread(2)), leaving the file's position alone.
+    Offset,
+}
+
+/// Reads to end with read(2) or pread(2) straight into `bytes`' spare capacity.
+/// `Read::read_to_end` would first stat and seek the file to size its buffer (two wasted
+/// syscalls for procfs/sysfs, whose sizes are 0 or 4096), and a safe `&mut [u8]` would have to
+/// be zeroed before every read. `bytes` keeps its capacity across scrapes.
+fn read_all(bytes: &mut Vec<u8>, file: &std::fs::File, at: ReadAt) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     bytes.clear();
     loop {
         let len = bytes.len();
         if bytes.capacity() - len < 1024 {
             bytes.reserve(len.max(4096));
         }
-        bytes.resize(bytes.capacity(), 0);
-        match read(bytes.get_mut(len..).unwrap_or_default(), len as u64) {
-            Ok(0) => {
-                bytes.truncate(len);
-                return Ok(());
+        let spare = bytes.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the spare capacity, which
+        // `bytes` owns and nothing else borrows; the fd is open for the call's duration.
+        let n = unsafe {
+            match at {
+                ReadAt::Position => {
+                    libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len())
+                }
+                ReadAt::Offset => libc::pread(
+                    file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    len as libc::off_t,
+                ),
             }
-            Ok(n) => bytes.truncate(len + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
-            Err(e) => {
-                bytes.clear();
-                return Err(e);
+        };
+        match n {
+            0 => return Ok(()),
+            n if n > 0 => {
+                // SAFETY: the kernel initialised the `n` bytes after `len` (n ≤ spare.len()).
+                unsafe { bytes.set_len(len + n as usize) };
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    bytes.clear();
+                    return Err(e);
+                }
             }
         }
     }
@@ -489,3 +521,45 @@ pub fn read_attr(path: &Path, buf: &mut String) -> Result<Option<()>, CollectorE
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn whole_files_in_several_reads_positional_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        // Longer than the first 4 KiB read and not a multiple of it.
+        let text: String = (0..1500).map(|i| format!("line{i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let mut buf = String::new();
+        read_into(&path, &mut buf).unwrap();
+        assert_eq!(buf, text);
+        let file = std::fs::File::open(&path).unwrap();
+        for _ in 0..2 {
+            // Kept open: each call reads from offset 0 again.
+            read_file_at_into(&file, &mut buf).unwrap();
+            assert_eq!(buf, text);
+        }
+        std::fs::write(&path, "short\n").unwrap();
+        read_file_at_into(&file, &mut buf).unwrap();
+        assert_eq!(buf, "short\n");
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_and_leaves_the_buffer_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad");
+        std::fs::write(&path, b"ok\n\xff\xfe\n").unwrap();
+        let mut buf = String::from("previous content");
+        let err = read_into(&path, &mut buf).unwrap_err();
+        assert!(err.to_string().contains("bad"), "{err}");
+        assert!(buf.is_empty());
+        assert!(buf.capacity() > 0, "the allocation is kept");
+        let dir_as_file = std::fs::File::open(dir.path()).unwrap();
+        let e = read_file_at_into(&dir_as_file, &mut buf).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
+        assert!(buf.is_empty());
+    }
+}
