@@ -47,10 +47,15 @@ struct VmstatCollector {
 /// One `name value` line of /proc/vmstat (anything after the value is ignored, as in
 /// node_exporter).
 pub fn parse_vmstat_line(line: &str) -> Option<(&str, f64)> {
+    let (name, value) = split_vmstat_line(line)?;
+    Some((name, value.parse().ok()?))
+}
+
+/// The name and the unparsed value of a line: values are parsed only for reported fields
+/// (≈ 10 of ≈ 180 with the default filter).
+fn split_vmstat_line(line: &str) -> Option<(&str, &str)> {
     let mut fields = line.split_ascii_whitespace();
-    let name = fields.next()?;
-    let value = fields.next()?.parse().ok()?;
-    Some((name, value))
+    Some((fields.next()?, fields.next()?))
 }
 
 impl Collector for VmstatCollector {
@@ -65,13 +70,17 @@ impl Collector for VmstatCollector {
             if line.trim().is_empty() {
                 continue;
             }
-            let Some((field, value)) = parse_vmstat_line(line) else {
+            let Some((field, value)) = split_vmstat_line(line) else {
                 ctx.malformed(path, line);
                 continue;
             };
             if !self.fields.allows(index, field) {
                 continue;
             }
+            let Ok(value) = value.parse::<f64>() else {
+                ctx.malformed(path, line);
+                continue;
+            };
             self.name.clear();
             self.name.push_str("node_vmstat_");
             self.name.push_str(field);
