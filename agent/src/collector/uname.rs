@@ -95,6 +95,6 @@ mod tests {
             line.contains(&format!("release=\"{}\"", release.trim())),
             "{line}"
         );
-        assert!(line.ends_with(" 1.0"));
+        assert!(line.ends_with(" 1"));
     }
 }
