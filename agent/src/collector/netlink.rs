@@ -1,6 +1,8 @@
-//! A minimal rtnetlink client: one `RTM_GETLINK` dump for every interface's name and
-//! `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them. The socket is kept
-//! open across scrapes; parsing is a plain function over the received bytes.
+//! A minimal netlink client for the two dumps the agent makes: rtnetlink `RTM_GETLINK` (every
+//! interface's name and `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them)
+//! and sock_diag `SOCK_DIAG_BY_FAMILY` for UDP sockets (their queues, for udp_queues, cheaper than
+//! /proc/net/udp). One socket type and receive loop serve both; sockets are kept open across
+//! scrapes; building requests and parsing answers are plain functions over bytes.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -9,6 +11,20 @@ const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+/// `NETLINK_SOCK_DIAG` (linux/netlink.h).
+const NETLINK_SOCK_DIAG: libc::c_int = 4;
+/// linux/sock_diag.h: the request and answer type of a by-family socket dump.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `struct inet_diag_req_v2` and `struct inet_diag_msg` (linux/inet_diag.h).
+const INET_DIAG_REQ_V2_LEN: usize = 56;
+const INET_DIAG_MSG_LEN: usize = 72;
+const INET_DIAG_MSG_RQUEUE: usize = 56;
+const INET_DIAG_MSG_WQUEUE: usize = 60;
+/// Received datagrams of a dump: the kernel fills at most 32 KiB per datagram unless a message
+/// needs more (`netlink_dump`, `min_dump_alloc`: large links with many VFs); a longer one is
+/// reported as truncated rather than misparsed.
+const ROUTE_BUFFER: usize = 64 * 1024;
+const DIAG_BUFFER: usize = 32 * 1024;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const NLM_F_REQUEST: u16 = 1;
@@ -82,11 +98,21 @@ pub struct Link {
     pub carrier_down_count: Option<u32>,
 }
 
-pub struct RouteSocket {
+/// A netlink socket kept between dumps. After a failed dump it must be dropped, not reused: the
+/// rest of that dump may still be queued on it.
+struct NetlinkSocket {
     fd: OwnedFd,
     seq: u32,
+    /// Receive buffer; its capacity is what a datagram may fill (never zeroed: only the bytes the
+    /// kernel wrote are read, and untouched pages stay unallocated).
     buf: Vec<u8>,
 }
+
+/// The rtnetlink socket for link dumps.
+pub struct RouteSocket(NetlinkSocket);
+
+/// The sock_diag socket for UDP socket dumps.
+pub struct SockDiagSocket(NetlinkSocket);
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -100,6 +126,10 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {what}"))
+}
+
 /// What one received datagram held.
 #[derive(Debug, PartialEq)]
 pub enum Batch {
@@ -107,11 +137,19 @@ pub enum Batch {
     Done,
 }
 
-/// Parses one datagram of a `RTM_GETLINK` dump answering `seq`, appending links to `out`.
-pub fn parse_batch(mut b: &[u8], seq: u32, out: &mut Vec<Link>) -> io::Result<Batch> {
-    let invalid =
-        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {what}"));
-    while b.len() >= NLMSG_HDRLEN {
+/// Walks the messages of one received datagram of the dump answering `seq`, handing each data
+/// message's type and body to `on_message`; messages of other sequence numbers are skipped.
+/// `NLMSG_DONE` ends the dump (with the error it carries, if the dump failed part-way);
+/// `NLMSG_ERROR` with a non-zero code is that error.
+pub fn parse_messages(
+    mut b: &[u8],
+    seq: u32,
+    mut on_message: impl FnMut(u16, &[u8]) -> io::Result<()>,
+) -> io::Result<Batch> {
+    while !b.is_empty() {
+        if b.len() < NLMSG_HDRLEN {
+            return Err(invalid("short header"));
+        }
         let len = u32_at(b, 0).ok_or_else(|| invalid("short header"))? as usize;
         let kind = u16_at(b, 4).ok_or_else(|| invalid("short header"))?;
         let msg_seq = u32_at(b, 8).ok_or_else(|| invalid("short header"))?;
@@ -124,99 +162,187 @@ pub fn parse_batch(mut b: &[u8], seq: u32, out: &mut Vec<Link>) -> io::Result<Ba
             continue;
         }
         match kind {
-            NLMSG_DONE => return Ok(Batch::Done),
+            NLMSG_DONE => {
+                // The dump's final status (netlink_dump's dump_done_errno): negative when the
+                // dump failed after it started, e.g. no diag handler for the protocol.
+                match u32_at(body, 0).map(|v| v as i32) {
+                    Some(errno) if errno < 0 => {
+                        return Err(io::Error::from_raw_os_error(errno.wrapping_neg()));
+                    }
+                    _ => return Ok(Batch::Done),
+                }
+            }
             NLMSG_ERROR => {
                 let errno = u32_at(body, 0).ok_or_else(|| invalid("short error"))? as i32;
                 if errno == 0 {
                     continue;
                 }
-                return Err(io::Error::from_raw_os_error(-errno));
+                return Err(io::Error::from_raw_os_error(errno.wrapping_neg()));
             }
-            RTM_NEWLINK => {
-                if body.len() < IFINFOMSG_LEN {
-                    return Err(invalid("short ifinfomsg"));
-                }
-                let mut attrs = &body[IFINFOMSG_LEN..];
-                let mut link = Link {
-                    kind: u16_at(body, 2).unwrap_or(0),
-                    index: u32_at(body, 4).unwrap_or(0) as i32,
-                    flags: u32_at(body, 8).unwrap_or(0),
-                    ..Link::default()
-                };
-                while attrs.len() >= 4 {
-                    let alen = u16_at(attrs, 0).unwrap_or(0) as usize;
-                    let akind = u16_at(attrs, 2).unwrap_or(0) & 0x3fff;
-                    if alen < 4 || alen > attrs.len() {
-                        return Err(invalid("bad attribute length"));
-                    }
-                    let payload = &attrs[4..alen];
-                    match akind {
-                        IFLA_IFNAME => {
-                            let end = payload
-                                .iter()
-                                .position(|&c| c == 0)
-                                .unwrap_or(payload.len());
-                            link.name = String::from_utf8_lossy(&payload[..end]).into_owned();
-                        }
-                        IFLA_ADDRESS => link.address = Some(payload.to_vec()),
-                        IFLA_BROADCAST => link.broadcast = Some(payload.to_vec()),
-                        IFLA_MTU => link.mtu = u32_at(payload, 0),
-                        IFLA_LINK => link.link = u32_at(payload, 0),
-                        IFLA_TXQLEN => link.txqlen = u32_at(payload, 0),
-                        IFLA_OPERSTATE => link.operstate = payload.first().copied(),
-                        IFLA_LINKMODE => link.linkmode = payload.first().copied(),
-                        IFLA_IFALIAS => {
-                            let end = payload
-                                .iter()
-                                .position(|&c| c == 0)
-                                .unwrap_or(payload.len());
-                            link.ifalias =
-                                Some(String::from_utf8_lossy(&payload[..end]).into_owned());
-                        }
-                        IFLA_GROUP => link.group = u32_at(payload, 0),
-                        IFLA_CARRIER => link.carrier = payload.first().copied(),
-                        IFLA_CARRIER_CHANGES => link.carrier_changes = u32_at(payload, 0),
-                        IFLA_CARRIER_UP_COUNT => link.carrier_up_count = u32_at(payload, 0),
-                        IFLA_CARRIER_DOWN_COUNT => link.carrier_down_count = u32_at(payload, 0),
-                        IFLA_STATS64 => {
-                            for (slot, chunk) in link.stats.iter_mut().zip(payload.chunks_exact(8))
-                            {
-                                *slot = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
-                            }
-                        }
-                        _ => {}
-                    }
-                    attrs = attrs.get(align4(alen)..).unwrap_or(&[]);
-                }
-                if !link.name.is_empty() {
-                    out.push(link);
-                }
-            }
-            _ => {}
+            _ => on_message(kind, body)?,
         }
     }
     Ok(Batch::More)
 }
 
+/// Parses one datagram of a `RTM_GETLINK` dump answering `seq`, appending links to `out`.
+pub fn parse_batch(b: &[u8], seq: u32, out: &mut Vec<Link>) -> io::Result<Batch> {
+    parse_messages(b, seq, |kind, body| {
+        if kind == RTM_NEWLINK
+            && let Some(link) = parse_link(body)?
+        {
+            out.push(link);
+        }
+        Ok(())
+    })
+}
+
+/// One `RTM_NEWLINK` body (`ifinfomsg` and attributes); `None` for a link without a name.
+fn parse_link(body: &[u8]) -> io::Result<Option<Link>> {
+    if body.len() < IFINFOMSG_LEN {
+        return Err(invalid("short ifinfomsg"));
+    }
+    let mut attrs = &body[IFINFOMSG_LEN..];
+    let mut link = Link {
+        kind: u16_at(body, 2).unwrap_or(0),
+        index: u32_at(body, 4).unwrap_or(0) as i32,
+        flags: u32_at(body, 8).unwrap_or(0),
+        ..Link::default()
+    };
+    while attrs.len() >= 4 {
+        let alen = u16_at(attrs, 0).unwrap_or(0) as usize;
+        let akind = u16_at(attrs, 2).unwrap_or(0) & 0x3fff;
+        if alen < 4 || alen > attrs.len() {
+            return Err(invalid("bad attribute length"));
+        }
+        let payload = &attrs[4..alen];
+        match akind {
+            IFLA_IFNAME => {
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
+                link.name = String::from_utf8_lossy(&payload[..end]).into_owned();
+            }
+            IFLA_ADDRESS => link.address = Some(payload.to_vec()),
+            IFLA_BROADCAST => link.broadcast = Some(payload.to_vec()),
+            IFLA_MTU => link.mtu = u32_at(payload, 0),
+            IFLA_LINK => link.link = u32_at(payload, 0),
+            IFLA_TXQLEN => link.txqlen = u32_at(payload, 0),
+            IFLA_OPERSTATE => link.operstate = payload.first().copied(),
+            IFLA_LINKMODE => link.linkmode = payload.first().copied(),
+            IFLA_IFALIAS => {
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
+                link.ifalias = Some(String::from_utf8_lossy(&payload[..end]).into_owned());
+            }
+            IFLA_GROUP => link.group = u32_at(payload, 0),
+            IFLA_CARRIER => link.carrier = payload.first().copied(),
+            IFLA_CARRIER_CHANGES => link.carrier_changes = u32_at(payload, 0),
+            IFLA_CARRIER_UP_COUNT => link.carrier_up_count = u32_at(payload, 0),
+            IFLA_CARRIER_DOWN_COUNT => link.carrier_down_count = u32_at(payload, 0),
+            IFLA_STATS64 => {
+                for (slot, chunk) in link.stats.iter_mut().zip(payload.chunks_exact(8)) {
+                    *slot = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+                }
+            }
+            _ => {}
+        }
+        attrs = attrs.get(align4(alen)..).unwrap_or(&[]);
+    }
+    Ok((!link.name.is_empty()).then_some(link))
+}
+
 /// The request for a dump of every link.
 pub fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + IFINFOMSG_LEN] {
     let mut req = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN];
-    req[0..4].copy_from_slice(&((NLMSG_HDRLEN + IFINFOMSG_LEN) as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // pid 0 (the kernel assigns ours); ifinfomsg all zero: AF_UNSPEC, every interface.
+    write_header(&mut req, RTM_GETLINK, seq);
+    // ifinfomsg all zero: AF_UNSPEC, every interface.
     req
 }
 
-impl RouteSocket {
-    pub fn open() -> io::Result<Self> {
+/// A request's `nlmsghdr`: its whole length, `kind`, a dump request, `seq`, pid 0 (the kernel
+/// assigns ours).
+fn write_header(req: &mut [u8], kind: u16, seq: u32) {
+    let len = req.len() as u32;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+}
+
+/// The request for a dump of every socket of `family` (`AF_INET` or `AF_INET6`: sock_diag has
+/// no all-families dump) and transport `protocol`, in any state, without extensions.
+pub fn inet_diag_request(
+    seq: u32,
+    family: u8,
+    protocol: u8,
+) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
+    write_header(&mut req, SOCK_DIAG_BY_FAMILY, seq);
+    let body = &mut req[NLMSG_HDRLEN..];
+    body[0] = family;
+    body[1] = protocol;
+    // idiag_ext 0: no extension attributes. idiag_states: every state (UDP sockets are
+    // TCP_CLOSE or TCP_ESTABLISHED; /proc/net/udp lists all of them). The socket id stays zero:
+    // no port, address, interface or cookie filter.
+    body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    req
+}
+
+/// Bytes queued in sockets, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    /// Send queues (`tx_queue` in /proc/net/udp, `idiag_wqueue`).
+    pub tx: u64,
+    /// Receive queues (`rx_queue`, `idiag_rqueue`).
+    pub rx: u64,
+}
+
+/// Adds the queues of one `SOCK_DIAG_BY_FAMILY` answer message (`inet_diag_msg`) of `family` to
+/// `totals`; a socket of another family (which the kernel does not send) is not counted.
+pub fn add_inet_diag_queues(body: &[u8], family: u8, totals: &mut QueueTotals) -> io::Result<()> {
+    if body.len() < INET_DIAG_MSG_LEN {
+        return Err(invalid("short inet_diag_msg"));
+    }
+    if body[0] != family {
+        return Ok(());
+    }
+    let rqueue =
+        u32_at(body, INET_DIAG_MSG_RQUEUE).ok_or_else(|| invalid("short inet_diag_msg"))?;
+    let wqueue =
+        u32_at(body, INET_DIAG_MSG_WQUEUE).ok_or_else(|| invalid("short inet_diag_msg"))?;
+    totals.tx = totals.tx.saturating_add(u64::from(wqueue));
+    totals.rx = totals.rx.saturating_add(u64::from(rqueue));
+    Ok(())
+}
+
+/// Parses one datagram of an inet_diag dump of `family` answering `seq`, adding each socket's
+/// queues to `totals`.
+pub fn parse_inet_diag_batch(
+    b: &[u8],
+    seq: u32,
+    family: u8,
+    totals: &mut QueueTotals,
+) -> io::Result<Batch> {
+    parse_messages(b, seq, |kind, body| {
+        if kind != SOCK_DIAG_BY_FAMILY {
+            return Err(invalid("unexpected message type in a sock_diag dump"));
+        }
+        add_inet_diag_queues(body, family, totals)
+    })
+}
+
+impl NetlinkSocket {
+    fn open(protocol: libc::c_int, buffer: usize) -> io::Result<Self> {
         // SAFETY: plain socket(2); the result is checked and owned below.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if fd < 0 {
@@ -224,31 +350,47 @@ impl RouteSocket {
         }
         // SAFETY: fd is a freshly created descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(RouteSocket {
+        Ok(NetlinkSocket {
             fd,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            buf: Vec::with_capacity(buffer),
         })
     }
 
-    /// Every interface's name and counters, into `out` (cleared first).
-    pub fn links(&mut self, out: &mut Vec<Link>) -> io::Result<()> {
-        out.clear();
+    /// Sends the request `make_request` builds for a fresh sequence number, then hands every
+    /// received datagram of the answer to `parse` until it reports the end of the dump.
+    fn dump<R: AsRef<[u8]>>(
+        &mut self,
+        make_request: impl FnOnce(u32) -> R,
+        mut parse: impl FnMut(&[u8], u32) -> io::Result<Batch>,
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let req = dump_request(self.seq);
-        // SAFETY: req is a valid buffer of the given length; the socket is open.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        let request = make_request(self.seq);
+        let request = request.as_ref();
+        // SAFETY: request is a valid buffer of the given length; the socket is open.
+        let sent = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                request.as_ptr().cast(),
+                request.len(),
+                0,
+            )
+        };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
         loop {
-            // SAFETY: buf is a valid writable buffer of its length.
+            self.buf.clear();
+            let capacity = self.buf.capacity();
+            // MSG_TRUNC: the datagram's real length is returned, so a truncated one is seen.
+            // SAFETY: the pointer is valid for writes of `capacity` bytes (the Vec's spare
+            // capacity); nothing is read from it here.
             let n = unsafe {
                 libc::recv(
                     self.fd.as_raw_fd(),
                     self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
+                    capacity,
+                    libc::MSG_TRUNC,
                 )
             };
             if n < 0 {
@@ -258,17 +400,54 @@ impl RouteSocket {
                 }
                 return Err(e);
             }
-            let received = self.buf.get(..n as usize).unwrap_or(&[]);
-            if received.is_empty() {
+            let n = n as usize;
+            if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "netlink: empty read",
                 ));
             }
-            if parse_batch(received, self.seq, out)? == Batch::Done {
+            if n > capacity {
+                return Err(invalid("datagram larger than the receive buffer"));
+            }
+            // SAFETY: recv wrote (initialised) the first n bytes, and n <= capacity.
+            unsafe { self.buf.set_len(n) };
+            if parse(&self.buf, self.seq)? == Batch::Done {
                 return Ok(());
             }
         }
+    }
+}
+
+impl RouteSocket {
+    pub fn open() -> io::Result<Self> {
+        NetlinkSocket::open(libc::NETLINK_ROUTE, ROUTE_BUFFER).map(RouteSocket)
+    }
+
+    /// Every interface's name and counters, into `out` (cleared first).
+    pub fn links(&mut self, out: &mut Vec<Link>) -> io::Result<()> {
+        out.clear();
+        self.0.dump(dump_request, |datagram, seq| {
+            parse_batch(datagram, seq, out)
+        })
+    }
+}
+
+impl SockDiagSocket {
+    pub fn open() -> io::Result<Self> {
+        NetlinkSocket::open(NETLINK_SOCK_DIAG, DIAG_BUFFER).map(SockDiagSocket)
+    }
+
+    /// The send and receive queues of every UDP socket of `family` (`AF_INET` or `AF_INET6`) in
+    /// this network namespace, summed: one walk of the kernel's UDP hash table. The kernel
+    /// reports the same figures /proc/net/udp prints (`sk_wmem_alloc_get`, `udp_rqueue_get`).
+    pub fn udp_queue_totals(&mut self, family: u8) -> io::Result<QueueTotals> {
+        let mut totals = QueueTotals::default();
+        self.0.dump(
+            |seq| inet_diag_request(seq, family, libc::IPPROTO_UDP as u8),
+            |datagram, seq| parse_inet_diag_batch(datagram, seq, family, &mut totals),
+        )?;
+        Ok(totals)
     }
 }
 
@@ -351,6 +530,130 @@ mod tests {
         assert!(parse_batch(&bad_attr, 1, &mut out).is_err());
     }
 
+    /// An `inet_diag_msg` for a socket of `family` with these queues.
+    fn diag_msg(family: u8, wqueue: u32, rqueue: u32) -> Vec<u8> {
+        let mut body = vec![0u8; INET_DIAG_MSG_LEN];
+        body[0] = family;
+        body[1] = 7; // TCP_CLOSE: an unconnected UDP socket
+        body[INET_DIAG_MSG_RQUEUE..INET_DIAG_MSG_RQUEUE + 4].copy_from_slice(&rqueue.to_ne_bytes());
+        body[INET_DIAG_MSG_WQUEUE..INET_DIAG_MSG_WQUEUE + 4].copy_from_slice(&wqueue.to_ne_bytes());
+        // An attribute after the message (INET_DIAG_SHUTDOWN), as the kernel always sends.
+        body.extend(attr(8, &[0]));
+        body
+    }
+
+    const INET: u8 = libc::AF_INET as u8;
+    const INET6: u8 = libc::AF_INET6 as u8;
+
+    #[test]
+    fn inet_diag_request_layout() {
+        let req = inet_diag_request(9, INET6, libc::IPPROTO_UDP as u8);
+        assert_eq!(req.len(), 72);
+        assert_eq!(u32_at(&req, 0), Some(72));
+        assert_eq!(u16_at(&req, 4), Some(SOCK_DIAG_BY_FAMILY));
+        assert_eq!(u16_at(&req, 6), Some(NLM_F_REQUEST | NLM_F_DUMP));
+        assert_eq!(u32_at(&req, 8), Some(9));
+        assert_eq!(u32_at(&req, 12), Some(0));
+        assert_eq!(&req[16..20], &[INET6, 17, 0, 0]);
+        assert_eq!(u32_at(&req, 20), Some(u32::MAX));
+        assert!(req[24..].iter().all(|&b| b == 0), "no socket id filter");
+    }
+
+    #[test]
+    fn sums_inet_diag_queues_until_done() {
+        let mut datagram = message(SOCK_DIAG_BY_FAMILY, 3, &diag_msg(INET, 768, 2304));
+        datagram.extend(message(
+            SOCK_DIAG_BY_FAMILY,
+            3,
+            &diag_msg(INET, 0, 4_294_967_040),
+        ));
+        // Another dump's leftovers and a socket of the other family are not counted.
+        datagram.extend(message(SOCK_DIAG_BY_FAMILY, 2, &diag_msg(INET, 1, 1)));
+        datagram.extend(message(SOCK_DIAG_BY_FAMILY, 3, &diag_msg(INET6, 1, 1)));
+        let mut totals = QueueTotals::default();
+        let batch = parse_inet_diag_batch(&datagram, 3, INET, &mut totals).unwrap();
+        assert_eq!(batch, Batch::More);
+        assert_eq!(
+            totals,
+            QueueTotals {
+                tx: 768,
+                rx: 2304 + 4_294_967_040
+            }
+        );
+        let done = message(NLMSG_DONE, 3, &0i32.to_ne_bytes());
+        assert_eq!(
+            parse_inet_diag_batch(&done, 3, INET, &mut totals).unwrap(),
+            Batch::Done
+        );
+        // A DONE of another dump does not end this one.
+        let stale_done = message(NLMSG_DONE, 2, &0i32.to_ne_bytes());
+        assert_eq!(
+            parse_inet_diag_batch(&stale_done, 3, INET, &mut totals).unwrap(),
+            Batch::More
+        );
+    }
+
+    #[test]
+    fn inet_diag_errors() {
+        let mut totals = QueueTotals::default();
+        // No diag handler for the protocol (udp_diag not built): an error, not an empty dump.
+        let err = message(NLMSG_ERROR, 4, &(-libc::ENOENT).to_ne_bytes());
+        let e = parse_inet_diag_batch(&err, 4, INET, &mut totals).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        // The same failure reported at the end of the dump.
+        let failed_done = message(NLMSG_DONE, 4, &(-libc::ENOENT).to_ne_bytes());
+        let e = parse_inet_diag_batch(&failed_done, 4, INET, &mut totals).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        // An error for another request is not ours; an acknowledgement (0) is no error.
+        let other = message(NLMSG_ERROR, 5, &(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            parse_inet_diag_batch(&other, 4, INET, &mut totals).unwrap(),
+            Batch::More
+        );
+        let ack = message(NLMSG_ERROR, 4, &0i32.to_ne_bytes());
+        assert_eq!(
+            parse_inet_diag_batch(&ack, 4, INET, &mut totals).unwrap(),
+            Batch::More
+        );
+        // Extreme error codes do not overflow.
+        let odd = message(NLMSG_ERROR, 4, &i32::MIN.to_ne_bytes());
+        assert!(parse_inet_diag_batch(&odd, 4, INET, &mut totals).is_err());
+        let odd_done = message(NLMSG_DONE, 4, &i32::MIN.to_ne_bytes());
+        assert!(parse_inet_diag_batch(&odd_done, 4, INET, &mut totals).is_err());
+        // An error message too short to hold its code.
+        let short_error = message(NLMSG_ERROR, 4, &[0xff, 0xff]);
+        assert!(parse_inet_diag_batch(&short_error, 4, INET, &mut totals).is_err());
+        assert_eq!(totals, QueueTotals::default());
+    }
+
+    #[test]
+    fn malformed_inet_diag_answers_are_errors() {
+        let good = message(SOCK_DIAG_BY_FAMILY, 1, &diag_msg(INET, 1, 2));
+        let parse = |b: &[u8]| parse_inet_diag_batch(b, 1, INET, &mut QueueTotals::default());
+        assert!(parse(&good).is_ok());
+        // Every truncation of a valid datagram is an error, never a panic or a partial sum
+        // taken as complete.
+        for cut in 1..good.len() {
+            assert!(parse(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        // Lengths shorter than a header, or beyond the datagram.
+        for len in [0u32, 15, good.len() as u32 + 4, u32::MAX] {
+            let mut bad = good.clone();
+            bad[0..4].copy_from_slice(&len.to_ne_bytes());
+            assert!(parse(&bad).is_err(), "length {len}");
+        }
+        // A message too short for an inet_diag_msg.
+        let short = message(SOCK_DIAG_BY_FAMILY, 1, &[INET; 40]);
+        assert!(parse(&short).is_err());
+        // A message type that has no business in this dump.
+        let link = message(RTM_NEWLINK, 1, &link("x", &[1]));
+        assert!(parse(&link).is_err());
+        // Trailing bytes too short to be a message.
+        let mut trailing = good.clone();
+        trailing.extend([0u8; 8]);
+        assert!(parse(&trailing).is_err());
+    }
+
     #[test]
     fn dumps_this_hosts_links() {
         let mut socket = RouteSocket::open().unwrap();
@@ -360,5 +663,21 @@ mod tests {
         // The socket is reusable.
         socket.links(&mut links).unwrap();
         assert!(links.iter().any(|l| l.name == "lo"));
+    }
+
+    #[test]
+    fn dumps_this_hosts_udp_sockets() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender
+            .send_to(&[7u8; 1000], receiver.local_addr().unwrap())
+            .unwrap();
+        let mut socket = SockDiagSocket::open().unwrap();
+        let totals = socket.udp_queue_totals(INET).unwrap();
+        // The datagram waits in the receiver's queue (its skb's truesize: more than 1000).
+        assert!(totals.rx >= 1000, "{totals:?}");
+        // The socket is reusable, and the other family works too.
+        assert!(socket.udp_queue_totals(INET).unwrap().rx >= 1000);
+        socket.udp_queue_totals(INET6).unwrap();
     }
 }
