@@ -11,6 +11,9 @@ bin=target/release
 http=127.0.0.1:9180
 link=127.0.0.1:9443
 
+source scripts/services.sh   # for ensure_packages; no service is started
+ensure_packages "${NW_BUILD_PACKAGES[@]}"
+
 echo "== building (release)"
 # Apart: built together, the controller's dependency features would be unified into the agent.
 cargo build --release --quiet -p nodewarden-agent

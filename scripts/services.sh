@@ -5,12 +5,18 @@
 # Every service exports NW_TEST_* variables the tests read. The tests fail (never skip) when a
 # variable is missing and NW_REQUIRE_SERVICES=1, which scripts/test.sh always sets.
 
-NW_PACKAGES=(mariadb-server prometheus prometheus-pushgateway prometheus-node-exporter
-             openssh-server influxdb chromium chromium-driver curl iproute2 strace)
+# What building needs beyond a Rust toolchain and a C compiler: the agent links Debian's ISA-L
+# (gzip) and needs its headers and link name. scripts/demo.sh installs these too.
+NW_BUILD_PACKAGES=(libisal-dev)
+NW_PACKAGES=("${NW_BUILD_PACKAGES[@]}" mariadb-server prometheus prometheus-pushgateway
+             prometheus-node-exporter openssh-server influxdb chromium chromium-driver curl
+             iproute2 strace)
 
+# ensure_packages [PKG...]: installs those missing (default: all of NW_PACKAGES) with apt.
 ensure_packages() {
   local missing=()
-  for pkg in "${NW_PACKAGES[@]}"; do
+  [ $# -gt 0 ] || set -- "${NW_PACKAGES[@]}"
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -128,7 +128,7 @@ for example in 50-nodewarden-agent.rules nodewarden-agent.sudoers; do
   install_file 0644 "$root/systemd/examples/$example" "$agent/usr/share/doc/nodewarden-agent/examples/$example"
 done
 finish nodewarden-agent "$agent" \
-  "libc6 (>= $(glibc_needed "$release/nodewarden-agent")), adduser" \
+  "libc6 (>= $(glibc_needed "$release/nodewarden-agent")), libisal2, adduser" \
   "" \
   "node agent: node_exporter-compatible metrics and a controller link
  nodewarden-agent serves the Prometheus node_exporter metrics (same names,

@@ -1,6 +1,7 @@
 //! Benchmark: node_exporter and nodewarden-agent side by side on this machine.
 //!
-//! Starts both, scrapes each `--scrapes` times in turn (gzip accepted, as Prometheus does) and
+//! Starts both, scrapes each `--scrapes` times in turn (or alternately with `--interleaved`, so
+//! that both see the same moments of a shared machine; gzip accepted, as Prometheus does) and
 //! prints CPU time per scrape (from each process's own /proc/<pid>/stat accounting, and finer from
 //! its threads' /proc/<pid>/task/*/schedstat), median and
 //! p99 wall time per scrape, and resident memory after the scrapes.
@@ -85,40 +86,101 @@ fn scrape(agent: &ureq::Agent, url: &str) -> (Duration, usize, String) {
     (started.elapsed(), body.len(), body)
 }
 
-fn measure(name: &str, pid: u32, url: &str, scrapes: usize) -> Figures {
-    let client: ureq::Agent = ureq::Agent::config_builder().build().into();
-    for _ in 0..10 {
-        scrape(&client, url);
+/// One program being measured: its accounting at the start and the scrapes so far.
+struct Run<'a> {
+    name: &'a str,
+    pid: u32,
+    url: &'a str,
+    client: ureq::Agent,
+    cpu_before: f64,
+    sched_before: f64,
+    walls: Vec<Duration>,
+    bytes: usize,
+    last: String,
+}
+
+impl<'a> Run<'a> {
+    fn start(name: &'a str, pid: u32, url: &'a str, scrapes: usize) -> Self {
+        let client: ureq::Agent = ureq::Agent::config_builder().build().into();
+        for _ in 0..10 {
+            scrape(&client, url);
+        }
+        Run {
+            name,
+            pid,
+            url,
+            client,
+            cpu_before: cpu_seconds(pid),
+            sched_before: sched_cpu_seconds(pid),
+            walls: Vec::with_capacity(scrapes),
+            bytes: 0,
+            last: String::new(),
+        }
     }
-    let cpu_before = cpu_seconds(pid);
-    let sched_before = sched_cpu_seconds(pid);
-    let mut walls = Vec::with_capacity(scrapes);
-    let mut last = String::new();
-    let mut bytes = 0;
+
+    fn scrape(&mut self) {
+        let (wall, len, body) = scrape(&self.client, self.url);
+        self.walls.push(wall);
+        self.bytes = len;
+        self.last = body;
+    }
+
+    fn finish(mut self) -> Figures {
+        let scrapes = self.walls.len();
+        let cpu = cpu_seconds(self.pid) - self.cpu_before;
+        let sched = sched_cpu_seconds(self.pid) - self.sched_before;
+        self.walls.sort();
+        let families = self
+            .last
+            .lines()
+            .filter(|l| l.starts_with("# TYPE node_"))
+            .count();
+        eprintln!("{}: {scrapes} scrapes done", self.name);
+        Figures {
+            cpu_per_scrape: Duration::from_secs_f64(cpu / scrapes as f64),
+            cpu_per_scrape_ns: Duration::from_secs_f64(sched / scrapes as f64),
+            median: self.walls[scrapes / 2],
+            p99: self.walls[(scrapes * 99 / 100).min(scrapes - 1)],
+            rss_kib: rss_kib(self.pid),
+            rss_anon_kib: status_kib(self.pid, "RssAnon:"),
+            body_bytes: self.bytes,
+            families,
+        }
+    }
+}
+
+/// Scrapes one program `scrapes` times, then the other.
+fn measure_in_turn(
+    a: (&str, u32, &str),
+    b: (&str, u32, &str),
+    scrapes: usize,
+) -> (Figures, Figures) {
+    let mut first = Run::start(a.0, a.1, a.2, scrapes);
     for _ in 0..scrapes {
-        let (wall, len, body) = scrape(&client, url);
-        walls.push(wall);
-        bytes = len;
-        last = body;
+        first.scrape();
     }
-    let cpu = cpu_seconds(pid) - cpu_before;
-    let sched = sched_cpu_seconds(pid) - sched_before;
-    walls.sort();
-    let families = last
-        .lines()
-        .filter(|l| l.starts_with("# TYPE node_"))
-        .count();
-    eprintln!("{name}: {scrapes} scrapes done");
-    Figures {
-        cpu_per_scrape: Duration::from_secs_f64(cpu / scrapes as f64),
-        cpu_per_scrape_ns: Duration::from_secs_f64(sched / scrapes as f64),
-        median: walls[walls.len() / 2],
-        p99: walls[(walls.len() * 99 / 100).min(walls.len() - 1)],
-        rss_kib: rss_kib(pid),
-        rss_anon_kib: status_kib(pid, "RssAnon:"),
-        body_bytes: bytes,
-        families,
+    let first = first.finish();
+    let mut second = Run::start(b.0, b.1, b.2, scrapes);
+    for _ in 0..scrapes {
+        second.scrape();
     }
+    (first, second.finish())
+}
+
+/// Alternates scrapes between the two programs, so that both see the same moments of a shared
+/// machine (and each finds the CPU caches as the other left them, as a scrape every 15 s would).
+fn measure_interleaved(
+    a: (&str, u32, &str),
+    b: (&str, u32, &str),
+    scrapes: usize,
+) -> (Figures, Figures) {
+    let mut first = Run::start(a.0, a.1, a.2, scrapes);
+    let mut second = Run::start(b.0, b.1, b.2, scrapes);
+    for _ in 0..scrapes {
+        first.scrape();
+        second.scrape();
+    }
+    (first.finish(), second.finish())
 }
 
 fn start(cmd: &mut Command, url: &str) -> ChildGuard {
@@ -134,8 +196,10 @@ fn main() {
     let mut agent_bin = PathBuf::from("target/release/nodewarden-agent");
     let mut node_exporter = PathBuf::from("prometheus-node-exporter");
     let mut scrapes = 300usize;
+    let mut interleaved = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--interleaved" => interleaved = true,
             "--agent" => agent_bin = args.next().expect("--agent PATH").into(),
             "--node-exporter" => node_exporter = args.next().expect("--node-exporter PATH").into(),
             "--scrapes" => {
@@ -161,8 +225,19 @@ fn main() {
         &ag_url,
     );
 
-    let ne_fig = measure("node_exporter", ne.pid(), &ne_url, scrapes);
-    let ag_fig = measure("nodewarden-agent", ag.pid(), &ag_url, scrapes);
+    let (ne_fig, ag_fig) = if interleaved {
+        measure_interleaved(
+            ("node_exporter", ne.pid(), &ne_url),
+            ("nodewarden-agent", ag.pid(), &ag_url),
+            scrapes,
+        )
+    } else {
+        measure_in_turn(
+            ("node_exporter", ne.pid(), &ne_url),
+            ("nodewarden-agent", ag.pid(), &ag_url),
+            scrapes,
+        )
+    };
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
