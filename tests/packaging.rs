@@ -1445,3 +1445,76 @@ fn maintainer_scripts_parse() {
             .success()
     );
 }
+
+/// The controller package's settings: the real loader accepts them as shipped, they point at
+/// the paths the package creates, the default file starts the controller on them, and the
+/// controller serves with them (state and ports moved to a temporary directory and free
+/// loopback ports, the CA made as the postinst makes it).
+#[test]
+fn shipped_controller_settings_load_and_serve() {
+    use nodewarden_controller::config::ControllerConfig;
+    let deb = repo().join("packaging/deb/nodewarden-controller");
+    let shipped = deb.join("controller.toml");
+    let config = ControllerConfig::load(&shipped).unwrap();
+    assert_eq!(config.listen, "[::]:9443".parse().unwrap());
+    assert_eq!(config.ca_dir, Path::new("/var/lib/nodewarden/ca"));
+    assert_eq!(config.data_dir, Path::new("/var/lib/nodewarden"));
+    assert_eq!(config.http_listen, Some("127.0.0.1:9180".parse().unwrap()));
+    assert_eq!(
+        config.sd_token_file,
+        Path::new("/etc/nodewarden/prometheus-sd.token")
+    );
+    assert!(
+        read(&deb.join("default"))
+            .contains("\nARGS=\"serve --config /etc/nodewarden/controller.toml\"\n"),
+        "the default file runs the controller on the shipped settings"
+    );
+    assert!(
+        read(&repo().join("packaging/deb/build.sh"))
+            .contains("\"$controller/etc/nodewarden/controller.toml\""),
+        "build.sh installs the settings where the default file says"
+    );
+    assert!(read(&deb.join("postinst")).contains("ca init"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (state, etc) = (dir.path().join("state"), dir.path().join("etc"));
+    std::fs::create_dir_all(&etc).unwrap();
+    let ca_init = run(Command::new(bin_path("nodewarden-controller"))
+        .args(["ca", "init", "--dir"])
+        .arg(state.join("ca"))
+        .args(["--san", "localhost"]));
+    assert!(
+        ca_init.status.success(),
+        "{}",
+        describe("ca init", &ca_init)
+    );
+    std::fs::write(
+        etc.join("prometheus-sd.token"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let (link, http) = (free_port(), free_port());
+    let moved = read(&shipped)
+        .replace("/var/lib/nodewarden", &state.display().to_string())
+        .replace("/etc/nodewarden", &etc.display().to_string())
+        .replace("[::]:9443", &format!("127.0.0.1:{link}"))
+        .replace("127.0.0.1:9180", &format!("127.0.0.1:{http}"))
+        .replace("url = \"http://127.0.0.1:9091\"", "url = \"\"");
+    let moved_file = etc.join("controller.toml");
+    std::fs::write(&moved_file, moved).unwrap();
+    let _controller = ChildGuard::spawn(
+        Command::new(bin_path("nodewarden-controller"))
+            .args(["serve", "--config"])
+            .arg(&moved_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let metrics = wait_for(
+        "the controller on the shipped settings",
+        std::time::Duration::from_secs(30),
+        || get_text(&format!("http://127.0.0.1:{http}/metrics")),
+    );
+    assert!(metrics.contains("nodewarden_controller_"), "{metrics}");
+    // The embedded store and the generated API token landed in data_dir.
+    assert!(state.join("api.token").is_file());
+}

@@ -145,6 +145,7 @@ for rules in "$root"/packaging/prometheus/rules/*.yml; do
   install_file 0644 "$rules" "$share/prometheus/rules/$(basename "$rules")"
 done
 install_file 0644 "$root/packaging/grafana/nodewarden-dashboard.json" "$share/grafana/nodewarden-dashboard.json"
+install_file 0644 "$here/nodewarden-controller/controller.toml" "$controller/etc/nodewarden/controller.toml"
 finish nodewarden-controller "$controller" \
   "libc6 (>= $(glibc_needed "$release/nodewarden-controller")), adduser" \
   "Recommends: prometheus, prometheus-pushgateway
