@@ -17,13 +17,18 @@ fn stdout(out: &Output) -> String {
 
 /// POSTs a raw request to the actions API; the status and the answer's lines.
 fn post_actions(lab: &Lab, body: Value) -> (u16, Vec<Value>) {
+    post_actions_as(lab, &lab.token(), body)
+}
+
+/// [`post_actions`] with a given API token.
+fn post_actions_as(lab: &Lab, token: &str, body: Value) -> (u16, Vec<Value>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let mut response = agent
         .post(format!("{}/api/v1/actions", lab.api()))
-        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .header("Authorization", &format!("Bearer {token}"))
         .content_type("application/json")
         .send(body.to_string())
         .unwrap();
@@ -330,4 +335,77 @@ fn a_node_answering_neither_path_is_woken_and_its_services_started_over_the_link
     let pid = lab.pid();
     assert!(alive(pid), "pid {pid} is not running");
     lab.wait_service(true, "running");
+}
+
+/// GETs an API path with a token; the JSON answer.
+fn get_json(lab: &Lab, token: &str, path: &str) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{}{path}", lab.api()))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path} with {token:?}: {e}"));
+    let status = response.status();
+    let text = response.body_mut().read_to_string().unwrap();
+    assert_eq!(status, 200, "GET {path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A named API token (`NAME TOKEN` in the token file) acts as its operator: the audit log
+/// records the name whatever `requested_by` claims, `requested_by` may be left out, and
+/// `whoami` tells a client the name. An unnamed token still has to say who asks.
+#[test]
+fn a_named_token_is_recorded_as_its_operator() {
+    let lab = Lab::new("");
+    lab.wait_service(true, "stopped");
+    let named = "a11ce-0123456789abcdef0123456789";
+    let unnamed = lab.token();
+    let file = lab.path("data/api.token");
+    let mut tokens = std::fs::read_to_string(&file).unwrap();
+    tokens.push_str(&format!("alice {named}\n"));
+    std::fs::write(&file, tokens).unwrap();
+
+    assert_eq!(get_json(&lab, named, "/api/v1/whoami")["operator"], "alice");
+    assert_eq!(
+        get_json(&lab, &unnamed, "/api/v1/whoami")["operator"],
+        Value::Null
+    );
+
+    let status = |requested_by: Option<&str>| {
+        let mut body = serde_json::json!({"selector": {"node": "n1"}, "action": "status"});
+        if let Some(who) = requested_by {
+            body["requested_by"] = who.into();
+        }
+        body
+    };
+    let (code, lines) = post_actions_as(&lab, named, status(Some("mallory")));
+    assert_eq!(code, 200, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["ok"], true, "{lines:?}");
+    let (code, lines) = post_actions_as(&lab, named, status(None));
+    assert_eq!(code, 200, "{lines:?}");
+    // Unnamed: the claim is required, and is what gets recorded.
+    let (code, _) = post_actions_as(&lab, &unnamed, status(None));
+    assert_eq!(code, 400);
+    let (code, _) = post_actions_as(&lab, &unnamed, status(Some("bob")));
+    assert_eq!(code, 200);
+
+    let actors = wait_for(
+        "three operations in the audit log",
+        Duration::from_secs(10),
+        || {
+            let events = get_json(&lab, named, "/api/v1/events?node=n1&limit=50");
+            let actors: Vec<String> = events
+                .as_array()?
+                .iter()
+                .filter(|e| e["kind"] == "operation" && e["action"] == "status")
+                .filter_map(|e| e["actor"].as_str().map(str::to_string))
+                .collect();
+            (actors.len() >= 3).then_some(actors)
+        },
+    );
+    // Newest first.
+    assert_eq!(actors, ["bob", "alice", "alice"], "{actors:?}");
 }

@@ -2,8 +2,9 @@
 //! scripts/services.sh starts) against a real controller and agent on loopback
 //! (`nodewarden_tests::lab`). Sign-in with a wrong and a right token, the fleet with the agent
 //! online, actions clicked through the confirmation with their results on the page, in the audit
-//! log view and in `GET /api/v1/events`, a rotated token sending the page back to sign-in, and
-//! sign-out forgetting the token. Every wait polls the DOM with a deadline.
+//! log view and in `GET /api/v1/events`, a rotated token sending the page back to sign-in (the
+//! new one named, so the page shows its operator), and sign-out forgetting the token. Every wait
+//! polls the DOM with a deadline.
 //!
 //! `NW_TEST_SCREENSHOT_DIR`, when set, receives screenshots of the main steps.
 
@@ -369,8 +370,9 @@ fn an_operator_signs_in_sees_the_fleet_acts_on_a_node_and_signs_out() {
 
     // The token rotated on the controller: the next refresh is refused, and the page says so
     // and forgets the old token.
+    // The new token is named: it acts as operator carol.
     let rotated = "rotated-api-token-0123456789abcdef";
-    std::fs::write(lab.path("data/api.token"), format!("{rotated}\n")).unwrap();
+    std::fs::write(lab.path("data/api.token"), format!("carol {rotated}\n")).unwrap();
     let message = browser.wait_text("#login-error", |t| !t.is_empty());
     assert!(message.contains("401"), "{message}");
     assert_eq!(browser.session_token(), Value::Null);
@@ -380,6 +382,11 @@ fn an_operator_signs_in_sees_the_fleet_acts_on_a_node_and_signs_out() {
     // it again.
     sign_in(&browser, rotated);
     browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+    // The page shows the name the audit log will record: the token's, not the one typed.
+    assert_eq!(
+        browser.visible_text("#session-operator").as_deref(),
+        Some("carol")
+    );
     browser.click("#signout");
     browser.wait_text("#login-form", |_| true);
     assert_eq!(browser.session_token(), Value::Null);

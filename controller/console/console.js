@@ -542,6 +542,13 @@
       const response = await api('nodes');
       if (!response.ok) throw new Error(await errorText(response));
       const nodes = await response.json();
+      // A named token acts as its operator whatever name was typed: show that name, since
+      // it is what the audit log will record.
+      const who = await api('whoami');
+      if (who.ok) {
+        const bound = (await who.json()).operator;
+        if (typeof bound === 'string' && bound) sessionStorage.setItem(OPERATOR_KEY, bound);
+      }
       if (gen !== generation) return;
       $('login-token').value = '';
       startSession(nodes);

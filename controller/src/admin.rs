@@ -49,9 +49,19 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
 pub fn router(controller: Arc<Controller>, actions: Arc<ActionsApi>) -> Router {
     Router::new()
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/nodes/{name}/ping", post(ping))
         .with_state(controller)
         .merge(api_actions::routes(actions))
+}
+
+/// The operator the request's API token belongs to (`null` for an unnamed token), so that a
+/// client (the console) can show who its actions will be recorded as.
+async fn whoami(
+    caller: Option<axum::Extension<crate::http_auth::Caller>>,
+) -> Json<serde_json::Value> {
+    let operator = caller.and_then(|c| c.0.operator).map(|o| o.to_string());
+    Json(serde_json::json!({ "operator": operator }))
 }
 
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {

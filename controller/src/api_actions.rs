@@ -144,6 +144,9 @@ pub struct ActionRequest {
     /// `delete-fragments`: (fragment id, device id) pairs.
     #[serde(default)]
     pub pairs: Option<Vec<(IdText, IdText)>>,
+    /// Who asks. Optional with a named API token (whose operator is recorded instead, see
+    /// [`requester`]); required otherwise.
+    #[serde(default)]
     pub requested_by: String,
 }
 
@@ -295,6 +298,24 @@ fn wake_target(
     (!macs.is_empty()).then_some(WakeTarget { macs, send_to })
 }
 
+/// Who the audit log names: the operator a named API token belongs to, whatever the request
+/// claims (a differing claim is logged as a warning); otherwise the claim (checked by [`plan`]).
+pub fn requester(operator: Option<Arc<str>>, claimed: String) -> String {
+    match operator {
+        Some(operator) => {
+            if !claimed.is_empty() && claimed != *operator {
+                tracing::warn!(
+                    %operator,
+                    claimed = %claimed.escape_debug(),
+                    "requested_by differs from the API token's operator; the operator is recorded"
+                );
+            }
+            operator.to_string()
+        }
+        None => claimed,
+    }
+}
+
 /// The action and node set a request means; every check happens here, before anything runs.
 pub fn plan(
     request: &ActionRequest,
@@ -407,9 +428,14 @@ fn line(event: &ActionEvent) -> Bytes {
     Bytes::from(text)
 }
 
-async fn post_action(State(api): State<Arc<ActionsApi>>, body: Bytes) -> Result<Response, Refusal> {
-    let request: ActionRequest = serde_json::from_slice(&body)
+async fn post_action(
+    State(api): State<Arc<ActionsApi>>,
+    caller: Option<axum::Extension<crate::http_auth::Caller>>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let mut request: ActionRequest = serde_json::from_slice(&body)
         .map_err(|e| Refusal::bad(format!("bad request body: {e}")))?;
+    request.requested_by = requester(caller.and_then(|c| c.0.operator), request.requested_by);
     let registry: BTreeMap<String, Node> = {
         let r = api
             .agent

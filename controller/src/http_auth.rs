@@ -6,6 +6,11 @@
 //! one token per line (blank lines and `#` comments ignored), so a token can be rotated by adding
 //! the new one before removing the old. Files are re-read when they change (a `stat` per request),
 //! so rotation needs no restart. Tokens are compared in constant time.
+//!
+//! A line may name the operator the token belongs to, `NAME TOKEN` (a bearer token holds no
+//! blank, so a line with one is unambiguous). A request with a named token acts as that operator
+//! ([`Caller`], put into the request's extensions): the audit log records the name, whatever the
+//! request claims in `requested_by`. An unnamed token leaves the claim as the only record.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -32,7 +37,26 @@ fn stamp(path: &Path) -> Stamp {
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    state: Mutex<(Stamp, Vec<[u8; 32]>)>,
+    state: Mutex<(Stamp, Vec<KnownToken>)>,
+}
+
+/// A token's digest and whom it identifies.
+type KnownToken = ([u8; 32], Caller);
+
+/// Who a request's token says it comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The operator a named token belongs to; `None` for an unnamed token.
+    pub operator: Option<Arc<str>>,
+}
+
+/// Whether `name` may name an operator: 1–64 letters, digits and `._@-` (it goes into logs and
+/// the audit log, so nothing that could forge a line or a field).
+pub fn valid_operator_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
 }
 
 /// SHA-256 of a token: comparing digests of equal length hides the tokens' lengths too.
@@ -48,9 +72,10 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The tokens a file's text holds: one per line, trimmed, blank and `#` lines skipped, too-short
-/// ones refused (returned as errors naming the line).
-pub fn parse_tokens(text: &str) -> (Vec<String>, Vec<String>) {
+/// The tokens a file's text holds, each with its operator's name if the line gives one
+/// (`NAME TOKEN`): trimmed, blank and `#` lines skipped, too-short tokens and bad names refused
+/// (returned as problems naming the line).
+pub fn parse_tokens(text: &str) -> (Vec<(Option<String>, String)>, Vec<String>) {
     let mut tokens = Vec::new();
     let mut problems = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -58,14 +83,27 @@ pub fn parse_tokens(text: &str) -> (Vec<String>, Vec<String>) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if line.len() < MIN_TOKEN_LEN {
+        let (name, token) = match line.split_once(char::is_whitespace) {
+            Some((name, token)) => (Some(name), token.trim()),
+            None => (None, line),
+        };
+        if let Some(name) = name
+            && (!valid_operator_name(name) || token.contains(char::is_whitespace))
+        {
+            problems.push(format!(
+                "line {}: expected TOKEN or NAME TOKEN (a name of 1-64 letters, digits and ._@-); ignored",
+                i + 1
+            ));
+            continue;
+        }
+        if token.len() < MIN_TOKEN_LEN {
             problems.push(format!(
                 "line {}: token shorter than {MIN_TOKEN_LEN} characters ignored",
                 i + 1
             ));
             continue;
         }
-        tokens.push(line.to_string());
+        tokens.push((name.map(str::to_string), token.to_string()));
     }
     (tokens, problems)
 }
@@ -99,7 +137,13 @@ impl TokenFile {
                 if tokens.is_empty() {
                     tracing::warn!(file = %self.path.display(), "no usable token: every request with it is refused");
                 }
-                tokens.iter().map(|t| digest(t.as_bytes())).collect()
+                tokens
+                    .into_iter()
+                    .map(|(name, token)| {
+                        let operator = name.map(Arc::from);
+                        (digest(token.as_bytes()), Caller { operator })
+                    })
+                    .collect()
             }
             Err(e) => {
                 tracing::warn!(file = %self.path.display(), error = %e, "token file unreadable: every request with it is refused");
@@ -108,15 +152,24 @@ impl TokenFile {
         };
     }
 
-    /// Whether `presented` is one of the file's tokens (every token is compared, in constant time).
+    /// Whether `presented` is one of the file's tokens.
     pub fn admits(&self, presented: &str) -> bool {
+        self.identify(presented).is_some()
+    }
+
+    /// The caller `presented` identifies, if it is one of the file's tokens. Every token is
+    /// compared, in constant time, whichever matches.
+    pub fn identify(&self, presented: &str) -> Option<Caller> {
         self.refresh();
         let presented = digest(presented.as_bytes());
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state
-            .1
-            .iter()
-            .fold(false, |found, t| same(t, &presented) | found)
+        let mut found = None;
+        for (token, caller) in &state.1 {
+            if same(token, &presented) && found.is_none() {
+                found = Some(caller.clone());
+            }
+        }
+        found
     }
 }
 
@@ -171,10 +224,14 @@ fn unauthorized() -> Response {
 }
 
 /// The `/api/v1` API: the API token only.
-pub async fn require_api(State(auth): State<Auth>, req: Request, next: Next) -> Response {
-    match bearer(&req) {
-        Some(t) if auth.api.admits(t) => next.run(req).await,
-        _ => unauthorized(),
+/// The caller, named or not, goes into the request's extensions for the handlers.
+pub async fn require_api(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    match bearer(&req).and_then(|t| auth.api.identify(t)) {
+        Some(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        None => unauthorized(),
     }
 }
 
@@ -195,9 +252,47 @@ mod tests {
     fn tokens_one_per_line_short_ones_refused() {
         let (tokens, problems) =
             parse_tokens("# comment\n\n  0123456789abcdef0123  \nshort\nfedcba9876543210\n");
-        assert_eq!(tokens, ["0123456789abcdef0123", "fedcba9876543210"]);
+        let unnamed = |t: &str| (None, t.to_string());
+        assert_eq!(
+            tokens,
+            [unnamed("0123456789abcdef0123"), unnamed("fedcba9876543210")]
+        );
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("line 4:"), "{problems:?}");
+    }
+
+    #[test]
+    fn named_tokens_identify_their_operator() {
+        let text = "alice 0123456789abcdef0123\n\
+                    bob.ops@site\tfedcba9876543210fedc\n\
+                    unnamed-token-0123456789\n\
+                    bad\u{7}name 1111111111111111\n\
+                    carol 2222 2222 2222 2222 2222\n\
+                    dave short\n";
+        let (tokens, problems) = parse_tokens(text);
+        let names: Vec<Option<&str>> = tokens.iter().map(|(n, _)| n.as_deref()).collect();
+        assert_eq!(names, [Some("alice"), Some("bob.ops@site"), None]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        for (problem, line) in problems.iter().zip([4, 5, 6]) {
+            assert!(problem.starts_with(&format!("line {line}:")), "{problem}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.token");
+        std::fs::write(&path, text).unwrap();
+        let file = TokenFile::new(&path);
+        let operator = |t: &str| file.identify(t).map(|c| c.operator.map(|o| o.to_string()));
+        assert_eq!(operator("0123456789abcdef0123"), Some(Some("alice".into())));
+        assert_eq!(
+            operator("fedcba9876543210fedc"),
+            Some(Some("bob.ops@site".into()))
+        );
+        assert_eq!(operator("unnamed-token-0123456789"), Some(None));
+        // A name is not a token, nor is a refused line's token.
+        assert_eq!(operator("alice"), None);
+        assert_eq!(operator("1111111111111111"), None);
+        assert!(valid_operator_name("a") && !valid_operator_name(""));
+        assert!(!valid_operator_name(&"x".repeat(65)) && !valid_operator_name("a b"));
     }
 
     #[test]
