@@ -973,3 +973,59 @@ fn the_controller_persists_nodes_devices_and_transitions_across_a_restart() {
         store.close().await.unwrap();
     });
 }
+
+/// `ca server` re-issues the controller's certificate from the same CA with other names: after
+/// a restart an agent naming the new name links with the certificate it already had, one naming
+/// a dropped name is refused by its own TLS check, and the previous pair is kept.
+#[test]
+fn a_reissued_server_certificate_serves_new_names_with_the_same_ca() {
+    let lab = Lab::new();
+    let cert = lab.issue("n1");
+    let old_cert = std::fs::read_to_string(lab.ca_dir().join("server.pem")).unwrap();
+    run_ok(
+        Command::new(bin_path("nodewarden-controller"))
+            .args(["ca", "server", "--dir"])
+            .arg(lab.ca_dir())
+            .args([
+                "--san",
+                "renamed.test",
+                "--san",
+                "127.0.0.1",
+                "--days",
+                "30",
+            ]),
+    );
+    assert_eq!(
+        std::fs::read_to_string(lab.ca_dir().join("server.pem.previous")).unwrap(),
+        old_cert
+    );
+    let new_cert = std::fs::read_to_string(lab.ca_dir().join("server.pem")).unwrap();
+    assert_ne!(new_cert, old_cert);
+    let info = ca::inspect_pem(&new_cert).unwrap();
+    let days_left = info.expires_in(time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+    assert!((29..=30).contains(&days_left), "{days_left} days");
+    assert!(info.server_auth && !info.is_ca);
+    for key in ["server.key", "server.key.previous"] {
+        let mode = std::fs::metadata(lab.ca_dir().join(key))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "{key}"
+        );
+    }
+
+    let _controller = lab.start_controller();
+    let renamed = lab.start_agent("n1", &cert, "renamed.test");
+    lab.wait_online("n1", Duration::from_secs(20));
+    drop(renamed);
+    let dropped = lab.start_agent("n1", &cert, "controller.test");
+    dropped.log.wait(
+        &[
+            "link to the controller failed",
+            "not valid for name \"controller.test\"",
+        ],
+        Duration::from_secs(20),
+    );
+}

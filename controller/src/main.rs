@@ -106,6 +106,19 @@ enum CaCmd {
         #[arg(long, default_value_t = 825)]
         server_days: u32,
     },
+    /// Re-issue the controller's server certificate from the existing CA: to renew it before it
+    /// expires, or to change the names agents use. The previous pair is kept as
+    /// server.{pem,key}.previous; restart the controller to use the new one. Node certificates
+    /// are unaffected (same CA).
+    Server {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name or IP address agents use for the controller (repeatable; at least one).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
     /// Issue a node certificate for a CSR made by `nodewarden-agent enroll --csr`.
     Sign {
         #[arg(long)]
@@ -282,6 +295,42 @@ fn ca_command(cmd: CaCmd) -> anyhow::Result<()> {
             )?;
             println!(
                 "created CA and server certificate for {} in {}",
+                sans.join(", "),
+                dir.display()
+            );
+        }
+        CaCmd::Server { dir, sans, days } => {
+            let d = CaDir::new(&dir);
+            let server = ca::issue_server_cert(&d.ca()?, &sans, Validity::days_from(now, days))
+                .with_context(|| format!("issuing a server certificate from {}", dir.display()))?;
+            for (name, mode) in [(cadir::SERVER_KEY, 0o600), (cadir::SERVER_CERT, 0o644)] {
+                let current = d.path(name);
+                if current.exists() {
+                    let previous = d.path(&format!("{name}.previous"));
+                    std::fs::copy(&current, &previous)
+                        .and_then(|_| {
+                            std::fs::set_permissions(
+                                &previous,
+                                std::os::unix::fs::PermissionsExt::from_mode(mode),
+                            )
+                        })
+                        .with_context(|| format!("keeping {}", previous.display()))?;
+                }
+            }
+            // The key first: a controller started between the two writes fails on a key that
+            // does not match the certificate, rather than serving a stale one.
+            cadir::write_file(
+                &d.path(cadir::SERVER_KEY),
+                server.key_pem.unwrap_or_default().as_bytes(),
+                0o600,
+            )?;
+            cadir::write_file(
+                &d.path(cadir::SERVER_CERT),
+                server.cert_pem.as_bytes(),
+                0o644,
+            )?;
+            println!(
+                "issued a server certificate for {} valid {days} days in {}; restart the controller to use it",
                 sans.join(", "),
                 dir.display()
             );
