@@ -5,6 +5,9 @@
 //! round trip), `POST /api/v1/actions` ([`crate::api_actions`]) and `GET /api/v1/events`
 //! ([`crate::api_events`]); and the web console's static files under `/console/`
 //! (unauthenticated: they hold no data; [`crate::console`]).
+//!
+//! Plain HTTP by default (on loopback); HTTPS with `[http] tls` (TLS 1.3, the link's server
+//! certificate or another pair), so that bearer tokens never cross a network in clear.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use axum::{Json, Router};
 use nodewarden_shared::protocol::{CommandKind, CommandOutcome};
 
 use crate::api_actions::{self, ActionsApi};
+use crate::config::HttpTls;
 use crate::link::Controller;
 use crate::registry::Node;
 
@@ -91,20 +95,135 @@ async fn ping(
     }
 }
 
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+/// A TLS client gets this long to finish its handshake, and any client this long to send a
+/// request's headers, so that idle or slow connections do not pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bound server socket, with its TLS acceptor when `[http] tls` is set.
+pub struct HttpListener {
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl HttpListener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
+/// Loads the HTTPS certificate and key (errors name the file), then binds `addr`.
+pub async fn bind(addr: SocketAddr, tls: Option<&HttpTls>) -> anyhow::Result<HttpListener> {
+    let tls = match tls {
+        Some(files) => Some(tls_acceptor(files)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding http.listen {addr}: {e}"))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, console = %format!("http://{address}/console/"), "HTTP endpoint listening (API, /metrics, service discovery, console)");
-    Ok(listener)
+    let bound = HttpListener { listener, tls };
+    let address = bound.local_addr()?;
+    let scheme = bound.scheme();
+    tracing::info!(%address, console = %format!("{scheme}://{address}/console/"), "HTTP endpoint listening (API, /metrics, service discovery, console)");
+    if bound.tls.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "plain HTTP on a non-loopback address: API and service-discovery tokens cross the \
+             network in clear; set [http] tls = true"
+        );
+    }
+    Ok(bound)
+}
+
+fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the HTTPS certificate or key {}", path.display()))
+    };
+    let cert_pem = read(&files.cert_file)?;
+    let key_pem = read(&files.key_file)?;
+    let config = nodewarden_shared::tls::https_server_config(nodewarden_shared::tls::Identity {
+        cert_pem: &cert_pem,
+        key_pem: &key_pem,
+    })
+    .with_context(|| {
+        format!(
+            "HTTPS with {} and {}",
+            files.cert_file.display(),
+            files.key_file.display()
+        )
+    })?;
+    match nodewarden_shared::ca::inspect_pem(&cert_pem) {
+        Ok(info) => tracing::info!(
+            certificate = %files.cert_file.display(),
+            name = info.common_name.as_deref().unwrap_or("-"),
+            days_left = (info.not_after_unix - crate::link::now_unix()) / 86400,
+            "serving HTTPS"
+        ),
+        Err(e) => tracing::warn!(certificate = %files.cert_file.display(), "{e}"),
+    }
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: HttpListener,
     controller: Arc<Controller>,
     http: HttpState,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app(controller, http)).await?;
+    let app = app(controller, http);
+    match listener.tls {
+        None => axum::serve(listener.listener, app).await?,
+        Some(acceptor) => serve_tls(listener.listener, acceptor, app).await,
+    }
     Ok(())
+}
+
+/// The accept loop of the HTTPS server: one task per connection, the handshake and the request
+/// headers bounded by [`HANDSHAKE_TIMEOUT`]. A failed handshake (a plain-HTTP client, a client
+/// that does not trust the certificate) ends that connection only.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "HTTPS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "HTTPS handshake timed out");
+                        return;
+                    }
+                };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let result = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    }
 }

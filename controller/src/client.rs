@@ -56,8 +56,13 @@ pub fn parse_pairs(text: &str, file: &str) -> Result<Vec<(IdText, IdText)>, Clie
     Ok(pairs)
 }
 
-/// The bearer token: from `explicit` (which must exist), else from `default` if it exists.
-pub fn read_token(explicit: Option<&Path>, default: &Path) -> Result<Option<String>, ClientError> {
+/// A file's text: from `explicit` (which must exist), else from `default` if it exists; `what`
+/// names it when it is empty.
+fn read_optional(
+    explicit: Option<&Path>,
+    default: &Path,
+    what: &str,
+) -> Result<Option<String>, ClientError> {
     let (path, required) = match explicit {
         Some(p) => (p, true),
         None => (default, false),
@@ -65,9 +70,9 @@ pub fn read_token(explicit: Option<&Path>, default: &Path) -> Result<Option<Stri
     match std::fs::read_to_string(path) {
         Ok(t) if t.trim().is_empty() => Err(ClientError::File {
             file: path.display().to_string(),
-            message: "the token file is empty".into(),
+            message: format!("the {what} file is empty"),
         }),
-        Ok(t) => Ok(Some(t.trim().to_string())),
+        Ok(t) => Ok(Some(t)),
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ClientError::File {
             file: path.display().to_string(),
@@ -76,10 +81,50 @@ pub fn read_token(explicit: Option<&Path>, default: &Path) -> Result<Option<Stri
     }
 }
 
+/// The bearer token: from `explicit` (which must exist), else from `default` if it exists.
+pub fn read_token(explicit: Option<&Path>, default: &Path) -> Result<Option<String>, ClientError> {
+    Ok(read_optional(explicit, default, "token")?.map(|t| t.trim().to_string()))
+}
+
+/// The CA an `https://` API is verified against: from `explicit` (which must exist), else from
+/// `default` (the controller's own CA) if it exists; `None`: the public roots.
+pub fn read_ca(explicit: Option<&Path>, default: &Path) -> Result<Option<String>, ClientError> {
+    read_optional(explicit, default, "CA certificate")
+}
+
+/// The default CA file: `<data_dir>/ca/ca.pem`, where the package's controller keeps its CA.
+pub fn default_ca_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("ca").join("ca.pem")
+}
+
 /// Where and how to call the API.
 pub struct ApiClient {
     pub api: String,
     pub token: Option<String>,
+    /// PEM certificates an `https://` API must chain to (`None`: the public roots).
+    pub ca_pem: Option<String>,
+}
+
+/// TLS for an `https://` API: the ring provider, and `ca_pem`'s certificates as the only roots
+/// when given.
+fn tls_config(ca_pem: Option<&str>) -> Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+    let mut builder =
+        TlsConfig::builder().unversioned_rustls_crypto_provider(nodewarden_shared::tls::provider());
+    if let Some(pem) = ca_pem {
+        let mut roots: Vec<Certificate<'static>> = Vec::new();
+        for item in ureq::tls::parse_pem(pem.as_bytes()) {
+            match item.map_err(|e| format!("the CA file: {e}"))? {
+                PemItem::Certificate(c) => roots.push(c),
+                _ => continue,
+            }
+        }
+        if roots.is_empty() {
+            return Err("the CA file holds no PEM certificate".into());
+        }
+        builder = builder.root_certs(RootCerts::Specific(std::sync::Arc::new(roots)));
+    }
+    Ok(builder.build())
 }
 
 /// One progress line for a node's result.
@@ -116,6 +161,7 @@ impl ApiClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(None)
+            .tls_config(tls_config(self.ca_pem.as_deref()).map_err(&err)?)
             .build()
             .into();
         let body = serde_json::to_string(request).map_err(|e| err(e.to_string()))?;
@@ -224,6 +270,28 @@ mod tests {
         std::fs::write(&t, "s3cret\n").unwrap();
         assert_eq!(read_token(None, &t).unwrap().as_deref(), Some("s3cret"));
         std::fs::write(&t, "\n").unwrap();
-        assert!(read_token(None, &t).is_err());
+        let e = read_token(None, &t).unwrap_err().to_string();
+        assert!(e.ends_with("the token file is empty"), "{e}");
+    }
+
+    #[test]
+    fn ca_files() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(default_ca_file(d.path()), d.path().join("ca/ca.pem"));
+        let missing = d.path().join("none.pem");
+        assert_eq!(read_ca(None, &missing).unwrap(), None);
+        let e = read_ca(Some(&missing), &missing).unwrap_err().to_string();
+        assert!(e.starts_with(&missing.display().to_string()), "{e}");
+        // Only certificates count; a file of something else is refused before any request.
+        assert!(tls_config(Some("no PEM here")).is_err());
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        assert!(tls_config(Some(&key)).is_err());
+        let ca = nodewarden_shared::ca::create_ca(
+            "test CA",
+            nodewarden_shared::ca::Validity::days_from(time::OffsetDateTime::now_utc(), 1),
+        )
+        .unwrap();
+        assert!(tls_config(Some(&ca.cert_pem)).is_ok());
+        assert!(tls_config(None).is_ok());
     }
 }

@@ -18,6 +18,9 @@
 //!
 //! [http]                        # (also accepted as [admin], its former name)
 //! listen = "127.0.0.1:9180"     # API, /metrics, Prometheus service discovery; "" disables
+//! tls = false                   # true: HTTPS with the link's server certificate (ca_dir/server.pem)
+//! # tls_cert_file = "/etc/nodewarden/https.pem"  # or another pair (a site CA's, for browsers);
+//! # tls_key_file = "/etc/nodewarden/https.key"   # either implies tls = true
 //! api_token_file = "api.token"  # default <data_dir>/api.token, generated (0600) if absent
 //! sd_token_file = "/etc/nodewarden/prometheus-sd.token"  # made by the package's postinst
 //!
@@ -196,6 +199,9 @@ struct RawHttp {
     api_token_file: Option<PathBuf>,
     #[serde(default = "default_sd_token_file")]
     sd_token_file: PathBuf,
+    tls: Option<bool>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RawHttp {
@@ -204,6 +210,9 @@ impl Default for RawHttp {
             listen: default_http(),
             api_token_file: None,
             sd_token_file: default_sd_token_file(),
+            tls: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -253,6 +262,13 @@ pub struct DfsConfig {
     pub interval: Duration,
 }
 
+/// The certificate and key the HTTP server serves HTTPS with (`[http] tls`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub listen: SocketAddr,
@@ -263,6 +279,8 @@ pub struct ControllerConfig {
     pub expiry_warning_days: u32,
     /// The controller's HTTP server (`[http] listen`): API, `/metrics`, service discovery.
     pub http_listen: Option<SocketAddr>,
+    /// `None`: plain HTTP.
+    pub http_tls: Option<HttpTls>,
     /// Bearer tokens of the `/api/v1` API (generated on first start when absent).
     pub api_token_file: PathBuf,
     /// The bearer token Prometheus presents for service discovery.
@@ -321,6 +339,29 @@ impl ControllerConfig {
                     .map_err(|e| err(format!("http.listen: {a:?}: {e}")))?,
             ),
         };
+        let ca_dir = base_dir(file).join(&raw.link.ca_dir);
+        let http_tls = match (raw.http.tls_cert_file, raw.http.tls_key_file) {
+            (Some(_), Some(_)) if raw.http.tls == Some(false) => {
+                return Err(err(
+                    "http.tls: false contradicts http.tls_cert_file and tls_key_file".into(),
+                ));
+            }
+            (Some(cert), Some(key)) => Some(HttpTls {
+                cert_file: base_dir(file).join(cert),
+                key_file: base_dir(file).join(key),
+            }),
+            (None, None) if raw.http.tls == Some(true) => Some(HttpTls {
+                cert_file: ca_dir.join(crate::cadir::SERVER_CERT),
+                key_file: ca_dir.join(crate::cadir::SERVER_KEY),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err("http.tls_cert_file: needs http.tls_key_file too".into()));
+            }
+            (None, Some(_)) => {
+                return Err(err("http.tls_key_file: needs http.tls_cert_file too".into()));
+            }
+        };
         let interval = |key: &str, ms: u64| {
             if (100..=3_600_000).contains(&ms) {
                 Ok(Duration::from_millis(ms))
@@ -372,7 +413,7 @@ impl ControllerConfig {
                 })
             }
         };
-        let base = file.parent().unwrap_or(Path::new("."));
+        let base = base_dir(file);
         let data_dir = match raw.data_dir {
             Some(d) => base.join(d),
             None => std::env::var_os("STATE_DIRECTORY")
@@ -434,12 +475,13 @@ impl ControllerConfig {
         };
         Ok(ControllerConfig {
             listen,
-            ca_dir: base.join(raw.link.ca_dir),
+            ca_dir,
             idle_timeout: Duration::from_millis(raw.link.idle_timeout_ms),
             keep_alive: (raw.link.keep_alive_ms > 0)
                 .then(|| Duration::from_millis(raw.link.keep_alive_ms)),
             expiry_warning_days: raw.link.expiry_warning_days,
             http_listen,
+            http_tls,
             api_token_file: match raw.http.api_token_file {
                 Some(f) => base.join(f),
                 None => data_dir.join("api.token"),
@@ -454,6 +496,11 @@ impl ControllerConfig {
     }
 }
 
+/// Relative paths in the file are relative to the file's folder.
+fn base_dir(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new("."))
+}
+
 fn nodes_name_ok(name: &str) -> Result<(), String> {
     nodewarden_shared::name::validate_node_name(name).map_err(|e| e.to_string())
 }
@@ -465,6 +512,47 @@ mod tests {
     fn parse(text: &str) -> Result<ControllerConfig, String> {
         ControllerConfig::parse(text, Path::new("/etc/nw/controller.toml"))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn https_from_the_link_certificate_or_a_pair_of_files() {
+        let base = "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\n";
+        assert_eq!(parse(base).unwrap().http_tls, None);
+        let c = parse(&format!("{base}[http]\ntls = true\n")).unwrap();
+        assert_eq!(
+            c.http_tls,
+            Some(HttpTls {
+                cert_file: "/etc/nw/ca/server.pem".into(),
+                key_file: "/etc/nw/ca/server.key".into(),
+            })
+        );
+        let c = parse(&format!(
+            "{base}[http]\ntls_cert_file = \"https.pem\"\ntls_key_file = \"/k/https.key\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.http_tls,
+            Some(HttpTls {
+                cert_file: "/etc/nw/https.pem".into(),
+                key_file: "/k/https.key".into(),
+            })
+        );
+        let e = parse(&format!("{base}[http]\ntls_cert_file = \"https.pem\"\n")).unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/nw/controller.toml: http.tls_cert_file: needs http.tls_key_file too"
+        );
+        let e = parse(&format!("{base}[http]\ntls_key_file = \"k\"\n")).unwrap_err();
+        assert!(
+            e.contains("http.tls_key_file: needs http.tls_cert_file"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{base}[http]\ntls = false\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("http.tls: false contradicts"), "{e}");
+        assert!(parse(&format!("{base}[http]\ntls = \"yes\"\n")).is_err());
     }
 
     #[test]

@@ -79,9 +79,13 @@ struct TargetArgs {
 
 #[derive(clap::Args)]
 struct ApiArgs {
-    /// The controller's API (its `[admin] listen`).
-    #[arg(long, default_value = "http://127.0.0.1:7480", env = "NODEWARDEN_API")]
+    /// The controller's API (its `[http] listen`; `https://` when `[http] tls` is set).
+    #[arg(long, default_value = "http://127.0.0.1:9180", env = "NODEWARDEN_API")]
     api: String,
+    /// The CA an `https://` API's certificate must chain to; default `<data-dir>/ca/ca.pem` (the
+    /// controller's own CA) if present, else the public roots.
+    #[arg(long, env = "NODEWARDEN_API_CA")]
+    ca_file: Option<PathBuf>,
     /// The API token (sent as `Authorization: Bearer`); default `<data-dir>/api.token` if present.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -243,9 +247,18 @@ fn call_api(api: &ApiArgs, request: ActionRequest) -> anyhow::Result<()> {
         api.token_file.as_deref(),
         &client::default_token_file(&api.data_dir),
     )?;
+    let ca_pem = if api.api.starts_with("https://") {
+        client::read_ca(
+            api.ca_file.as_deref(),
+            &client::default_ca_file(&api.data_dir),
+        )?
+    } else {
+        None
+    };
     let client = client::ApiClient {
         api: api.api.clone(),
         token,
+        ca_pem,
     };
     let code = client::run_cli(&client, &request)?;
     if code != 0 {
@@ -474,7 +487,7 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
                 actions: ActionsApi::new(controller.clone(), config.actions.clone()),
                 events: Some(store.reader()),
             };
-            let listener = admin::bind(addr).await?;
+            let listener = admin::bind(addr, config.http_tls.as_ref()).await?;
             let c = controller.clone();
             tokio::spawn(async move {
                 if let Err(e) = admin::serve(listener, c, http).await {

@@ -1,5 +1,6 @@
 //! rustls configurations of the link, for quinn: TLS 1.3 only, the ring provider set
-//! explicitly, ALPN `nodewarden/1`, mutual authentication against the controller's CA.
+//! explicitly, ALPN `nodewarden/1`, mutual authentication against the controller's CA; and of the
+//! controller's HTTPS server ([`https_server_config`]: TLS 1.3, no client certificate).
 //!
 //! The controller's client verifier accepts only a certificate that chains to the CA, is within
 //! its validity, carries the client-auth extended key usage (present, not merely allowed by its
@@ -128,6 +129,26 @@ pub fn server_config(
     // revocation check.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// ALPN of the controller's HTTPS server (API, service discovery, console): HTTP/1.1 only, as
+/// its HTTP server speaks nothing else.
+pub const HTTP11_ALPN: &[u8] = b"http/1.1";
+
+/// The controller's HTTPS server (`[http] tls`): TLS 1.3 with the ring provider, no client
+/// certificate (callers authenticate with bearer tokens inside the encrypted channel). Fails when
+/// the key does not belong to the certificate, so a mismatched pair is refused at start-up and
+/// not at the first handshake.
+pub fn https_server_config(server: Identity<'_>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            certs(server.cert_pem, "server certificate")?,
+            key(server.key_pem, "server key")?,
+        )?;
+    config.alpn_protocols = vec![HTTP11_ALPN.to_vec()];
     Ok(config)
 }
 
@@ -300,6 +321,15 @@ mod tests {
         client: impl Into<Arc<rustls::ClientConfig>>,
         name: &str,
     ) -> Result<(), rustls::Error> {
+        connect(server, client, name).map(drop)
+    }
+
+    /// Both ends of a finished handshake.
+    fn connect(
+        server: impl Into<Arc<rustls::ServerConfig>>,
+        client: impl Into<Arc<rustls::ClientConfig>>,
+        name: &str,
+    ) -> Result<(rustls::ServerConnection, rustls::ClientConnection), rustls::Error> {
         let mut s = rustls::ServerConnection::new(server.into())?;
         let mut c = rustls::ClientConnection::new(
             client.into(),
@@ -319,7 +349,7 @@ mod tests {
             c.read_tls(&mut buf.as_slice()).unwrap();
             c.process_new_packets()?;
             if !s.is_handshaking() && !c.is_handshaking() {
-                return Ok(());
+                return Ok((s, c));
             }
         }
         panic!("handshake did not finish");
@@ -410,6 +440,46 @@ mod tests {
         );
         let err = handshake(server(&p, &RevokedSet::default()), c, "controller.test").unwrap_err();
         assert!(err.to_string().contains("not valid for name"), "{err}");
+    }
+
+    #[test]
+    fn https_server_needs_no_client_certificate_and_speaks_http11() {
+        let p = pki("127.0.0.1");
+        let server = https_server_config(Identity {
+            cert_pem: &p.server_cert,
+            key_pem: &p.server_key,
+        })
+        .unwrap();
+        // A browser or Prometheus: trusts the CA, presents nothing, offers h2 and http/1.1.
+        let mut browser = client_config(&p.ca.cert_pem, None).unwrap();
+        browser.alpn_protocols = vec![b"h2".to_vec(), HTTP11_ALPN.to_vec()];
+        let server = Arc::new(server);
+        let (s, c) = connect(server.clone(), browser.clone(), "127.0.0.1").unwrap();
+        assert_eq!(c.alpn_protocol(), Some(HTTP11_ALPN));
+        assert_eq!(s.alpn_protocol(), Some(HTTP11_ALPN));
+        // A client of another CA refuses the server; a wrong name too.
+        let other = pki("127.0.0.1");
+        let stranger = client_config(&other.ca.cert_pem, None).unwrap();
+        assert!(handshake(server.clone(), stranger, "127.0.0.1").is_err());
+        assert!(handshake(server, browser, "controller.example").is_err());
+    }
+
+    #[test]
+    fn https_server_refuses_a_key_of_another_certificate() {
+        let p = pki("127.0.0.1");
+        let other = pki("127.0.0.1");
+        let e = https_server_config(Identity {
+            cert_pem: &p.server_cert,
+            key_pem: &other.server_key,
+        })
+        .unwrap_err();
+        assert!(matches!(e, TlsError::Rustls(_)), "{e}");
+        let e = https_server_config(Identity {
+            cert_pem: "not a certificate",
+            key_pem: &p.server_key,
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("server certificate"), "{e}");
     }
 
     #[test]
