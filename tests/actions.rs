@@ -22,11 +22,8 @@ fn post_actions(lab: &Lab, body: Value) -> (u16, Vec<Value>) {
 
 /// [`post_actions`] with a given API token.
 fn post_actions_as(lab: &Lab, token: &str, body: Value) -> (u16, Vec<Value>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = lab
+        .http_agent()
         .post(format!("{}/api/v1/actions", lab.api()))
         .header("Authorization", &format!("Bearer {token}"))
         .content_type("application/json")

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nodewarden_tests::{ChildGuard, bin_path, free_port, parse_exposition, service, wait_for};
+use nodewarden_tests::{
+    ChildGuard, bin_path, free_port, parse_exposition, prometheus_query as query, result_len,
+    service, start_prometheus, wait_for,
+};
 use serde_json::Value;
 
 const SD_TOKEN: &str = "sd-token-for-the-monitoring-test-0123456789";
@@ -479,25 +482,6 @@ impl Drop for DfsDatabase {
     }
 }
 
-/// Prometheus's answer to an instant query (POSTed, so no expression needs URL escaping).
-fn query(prometheus: &str, expr: &str) -> Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let body = agent
-        .post(format!("{prometheus}/api/v1/query"))
-        .send_form([("query", expr)])
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-fn result_len(answer: &Value) -> usize {
-    answer["data"]["result"].as_array().map_or(0, Vec::len)
-}
-
 /// The shipped prometheus.yml, pointed at the test's controller, Pushgateway, token and rules,
 /// with 1 s intervals. Long-term storage (InfluxDB) is not part of this test and is removed.
 fn test_prometheus_config(fleet: &Fleet, prometheus_port: u16) -> String {
@@ -694,21 +678,12 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
         test_prometheus_config(&fleet, prometheus_port),
     )
     .unwrap();
-    let _prometheus = ChildGuard::spawn(
-        Command::new(&prometheus_bin)
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prometheus_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let (_prometheus, prometheus) = start_prometheus(
+        &prometheus_bin,
+        &config_file,
+        &prometheus_dir.join("data"),
+        prometheus_port,
     );
-    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
-    wait_for("Prometheus ready", Duration::from_secs(30), || {
-        get_ok(&format!("{prometheus}/-/ready"), None)
-    });
     // Discovered through the controller and scraped directly, with the discovery labels.
     let up = wait_for(
         "both agents up in job nodes",

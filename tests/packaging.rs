@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use nodewarden_tests::{ChildGuard, bin_path, free_port, get_text, service, wait_for};
+use nodewarden_tests::{
+    ChildGuard, bin_path, free_port, get_text, service, start_prometheus, wait_for,
+};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
@@ -362,26 +364,6 @@ impl Drop for DropDatabase<'_> {
     fn drop(&mut self) {
         let _ = influx_query(self.0, "", &format!("DROP DATABASE \"{}\"", self.1));
     }
-}
-
-/// A private Prometheus on `port` (a test's own, killed with the guard), once it is ready.
-fn start_prometheus(bin: &str, config: &Path, data: &Path, port: u16) -> (ChildGuard, String) {
-    let log = std::fs::File::create(data.with_extension("log")).unwrap();
-    let guard = ChildGuard::spawn(
-        Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for(
-        "a private Prometheus to be ready",
-        std::time::Duration::from_secs(60),
-        || get_text(&format!("{url}/-/ready")),
-    );
-    (guard, url)
 }
 
 /// The shipped remote_write and remote_read URLs work against a real InfluxDB 1.x: a Prometheus

@@ -1,6 +1,7 @@
 //! A small fleet of real processes on loopback for the end-to-end tests (`tests/actions.rs`,
 //! `tests/console.rs`): a CA, a controller with its SQLite store and HTTP API, and one agent "n1"
-//! declaring a service "sleeper" (`sleep 300`) and a storage device 7.
+//! declaring a service "sleeper" (`sleep 300`) and a storage device 7. [`Lab::https`] serves the
+//! controller's HTTP API over HTTPS with the link's server certificate.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ pub const SERVICE_ARGV: [&str; 2] = ["sleep", "300"];
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub admin_port: u16,
+    /// `[http] tls = true`: the API is `https://`, verified against `ca/ca.pem`.
+    pub https: bool,
     pub controller: Option<(ChildGuard, Log)>,
     pub agent: Option<(ChildGuard, Log)>,
     _cleanup: ServiceCleanup,
@@ -82,6 +85,15 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(controller_extra: &str) -> Lab {
+        Lab::start(controller_extra, false)
+    }
+
+    /// The lab with the controller's HTTP server on HTTPS (`[http] tls = true`).
+    pub fn https(controller_extra: &str) -> Lab {
+        Lab::start(controller_extra, true)
+    }
+
+    fn start(controller_extra: &str, https: bool) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let controller = bin_path("nodewarden-controller");
@@ -123,7 +135,7 @@ impl Lab {
             d.join("controller.toml"),
             format!(
                 "[link]\nlisten = \"127.0.0.1:{link_port}\"\nca_dir = \"ca\"\n\
-                 [http]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{admin_port}\"\ntls = {https}\n\
                  [pushgateway]\nurl = \"\"\n{controller_extra}"
             ),
         )
@@ -132,6 +144,7 @@ impl Lab {
         let mut lab = Lab {
             dir,
             admin_port,
+            https,
             controller: None,
             agent: None,
             _cleanup: cleanup,
@@ -185,7 +198,25 @@ impl Lab {
     }
 
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// An HTTP client for [`Lab::api`]: over HTTPS it trusts the lab's CA and nothing else.
+    /// Answers of any status are responses, not errors.
+    pub fn http_agent(&self) -> ureq::Agent {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if self.https {
+            let pem = std::fs::read(self.path("ca/ca.pem")).expect("the lab's ca.pem");
+            let ca = ureq::tls::Certificate::from_pem(&pem).expect("a PEM certificate");
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
+                    .unversioned_rustls_crypto_provider(nodewarden_shared::tls::provider())
+                    .build(),
+            );
+        }
+        config.build().into()
     }
 
     /// The API token the controller generated in its data directory.
@@ -197,7 +228,9 @@ impl Lab {
     }
 
     pub fn node(&self) -> Option<Value> {
-        let text = ureq::get(format!("{}/api/v1/nodes", self.api()))
+        let text = self
+            .http_agent()
+            .get(format!("{}/api/v1/nodes", self.api()))
             .header("Authorization", &format!("Bearer {}", self.token()))
             .call()
             .ok()?

@@ -143,6 +143,53 @@ pub fn get_text(url: &str) -> Option<String> {
     ureq::get(url).call().ok()?.body_mut().read_to_string().ok()
 }
 
+/// A private Prometheus on `port` (a test's own, killed with the guard), once it is ready; its
+/// log goes beside `data` (`<data>.log`).
+pub fn start_prometheus(
+    bin: &str,
+    config: &std::path::Path,
+    data: &std::path::Path,
+    port: u16,
+) -> (ChildGuard, String) {
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let guard = ChildGuard::spawn(
+        Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for(
+        "a private Prometheus to be ready",
+        Duration::from_secs(60),
+        || get_text(&format!("{url}/-/ready")),
+    );
+    (guard, url)
+}
+
+/// Prometheus's answer to an instant query (POSTed, so no expression needs URL escaping);
+/// `Null` when it could not be had.
+pub fn prometheus_query(prometheus: &str, expr: &str) -> serde_json::Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = agent
+        .post(format!("{prometheus}/api/v1/query"))
+        .send_form([("query", expr)])
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// How many series a query answer holds.
+pub fn result_len(answer: &serde_json::Value) -> usize {
+    answer["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
 /// One sample: its labels (sorted) and value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -1,0 +1,157 @@
+//! The controller's HTTP server over HTTPS (`[http] tls = true`, the link's server certificate)
+//! with real processes on loopback: a controller and an agent (`nodewarden_tests::lab`), the CLI,
+//! and a Prometheus of the test's own (`NW_TEST_PROMETHEUS_BIN`) that discovers the agent through
+//! the controller's HTTPS service discovery and scrapes the controller over HTTPS, trusting only
+//! the controller's CA. Needs `cargo build --workspace`.
+
+use std::time::Duration;
+
+use nodewarden_tests::lab::Lab;
+use nodewarden_tests::{
+    free_port, prometheus_query, result_len, service, start_prometheus, wait_for,
+};
+
+#[test]
+fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
+    let lab = Lab::https("");
+    // The API answers over HTTPS to a client that trusts the controller's CA.
+    lab.wait_service(true, "stopped");
+
+    // Plain HTTP to the HTTPS port gets no answer, so a token sent that way reaches nothing.
+    let plain = format!("http://127.0.0.1:{}/api/v1/nodes", lab.admin_port);
+    let e = ureq::get(&plain)
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .call()
+        .expect_err("plain HTTP on the HTTPS port");
+    eprintln!("plain HTTP: {e}");
+    // A client that trusts only the public roots refuses the controller's certificate.
+    let e = ureq::get(format!("{}/api/v1/nodes", lab.api()))
+        .call()
+        .expect_err("the controller's CA is not a public root");
+    assert!(
+        e.to_string().contains("UnknownIssuer") || e.to_string().contains("certificate"),
+        "{e}"
+    );
+    lab.controller
+        .as_ref()
+        .unwrap()
+        .1
+        .wait("HTTPS handshake refused");
+    // The token check still applies inside TLS.
+    let answer = lab
+        .http_agent()
+        .get(format!("{}/api/v1/nodes", lab.api()))
+        .header("Authorization", "Bearer not-the-token")
+        .call()
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+
+    // The CLI: refused without the CA (its default <data-dir>/ca/ca.pem is absent here),
+    // through with it.
+    let token = lab.path("data/api.token");
+    let token = token.to_str().unwrap();
+    let out = lab.cli(
+        &["action", "status", "--node", "n1", "--token-file", token],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&lab.api()), "{stderr}");
+    let ca = lab.path("ca/ca.pem");
+    let out = lab.cli(
+        &[
+            "action",
+            "status",
+            "--node",
+            "n1",
+            "--token-file",
+            token,
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("[1/1] n1: ok via agent"), "{stdout}");
+
+    let sd = lab
+        .http_agent()
+        .get(format!("{}/api/v1/sd/agents", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(sd.contains("\"node\":\"n1\""), "{sd}");
+
+    // Prometheus discovers the agent through HTTPS service discovery (the API token is accepted
+    // there) and scrapes the controller's /metrics over HTTPS, with the CA as its only trust.
+    let Some(prometheus_bin) = service("NW_TEST_PROMETHEUS_BIN") else {
+        return;
+    };
+    let dir = lab.path("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    let tls = serde_json::json!({ "ca_file": ca });
+    let yaml = serde_json::json!({
+        "global": { "scrape_interval": "1s" },
+        "scrape_configs": [
+            {
+                "job_name": "nodes",
+                "http_sd_configs": [{
+                    "url": format!("{}/api/v1/sd/agents", lab.api()),
+                    "refresh_interval": "1s",
+                    "authorization": { "type": "Bearer", "credentials_file": token },
+                    "tls_config": tls,
+                }],
+            },
+            {
+                "job_name": "nodewarden-controller",
+                "scheme": "https",
+                "tls_config": tls,
+                "static_configs": [{ "targets": [format!("127.0.0.1:{}", lab.admin_port)] }],
+            },
+        ],
+    });
+    std::fs::write(&config, serde_yaml_ng::to_string(&yaml).unwrap()).unwrap();
+    let (_prometheus, prometheus) =
+        start_prometheus(&prometheus_bin, &config, &dir.join("data"), port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let up = loop {
+        let answer = prometheus_query(&prometheus, "up == 1");
+        if result_len(&answer) == 2 {
+            break answer;
+        }
+        if std::time::Instant::now() > deadline {
+            let targets = nodewarden_tests::get_text(&format!("{prometheus}/api/v1/targets"));
+            let log = std::fs::read_to_string(dir.join("data.log")).unwrap_or_default();
+            panic!(
+                "the agent and the controller not both up over HTTPS after 30 s: {answer}\n\
+                 targets: {targets:?}\nPrometheus log:\n{log}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut jobs: Vec<(String, String)> = up["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["metric"]["job"].as_str().unwrap_or_default().to_string(),
+                s["metric"]["node"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            ("nodes".to_string(), "n1".to_string()),
+            ("nodewarden-controller".to_string(), String::new()),
+        ]
+    );
+}
