@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use nodewarden_tests::lab::Lab;
-use nodewarden_tests::{
-    free_port, prometheus_query, result_len, service, start_prometheus, wait_for,
-};
+use nodewarden_tests::{free_port, prometheus_query, result_len, service, start_prometheus};
 
 #[test]
 fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
