@@ -177,6 +177,10 @@ fn tls_client_certificates_and_basic_auth_refuse_unauthenticated_scrapes() {
         401,
         "wrong password"
     );
+    // A client that connects and never starts its handshake: the scrapes above and below go
+    // on beside it, and the agent drops it once the handshake timeout has passed.
+    let silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let opened = std::time::Instant::now();
     let plain = format!("http://127.0.0.1:{port}/metrics");
     assert_eq!(curl_status(&plain, &[]), 0, "plain HTTP to a TLS port");
     // And the good scrape really carries metrics.
@@ -196,4 +200,20 @@ fn tls_client_certificates_and_basic_auth_refuse_unauthenticated_scrapes() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("node_load1 "));
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let read = std::io::Read::read(&mut &silent, &mut [0u8; 16]);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the silent connection was not closed by the agent: {read:?}"
+    );
+    let held = opened.elapsed();
+    assert!(
+        held >= Duration::from_secs(9) && held < Duration::from_secs(30),
+        "closed after {held:?}, expected the 10 s handshake timeout"
+    );
 }

@@ -17,6 +17,10 @@ use crate::exposition::{TEXT_004_CONTENT_TYPE, accepts_gzip};
 use crate::scrape::Scraper;
 use crate::webconfig::WebConfig;
 
+/// A TLS client gets this long to finish its handshake, so that connections that never do
+/// (a port scanner, a stalled peer) do not each hold a task and a descriptor for good.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct MetricsServer {
     pub scraper: Arc<Scraper>,
     pub telemetry_path: String,
@@ -77,13 +81,23 @@ impl MetricsServer {
                 });
                 let builder = hyper::server::conn::http1::Builder::new();
                 let result = match acceptor {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => builder.serve_connection(TokioIo::new(tls), service).await,
-                        Err(e) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake refused");
-                            return;
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => {
+                                builder.serve_connection(TokioIo::new(tls), service).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "TLS handshake timed out");
+                                return;
+                            }
                         }
-                    },
+                    }
                     None => {
                         builder
                             .serve_connection(TokioIo::new(stream), service)
