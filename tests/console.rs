@@ -3,8 +3,9 @@
 //! (`nodewarden_tests::lab`). Sign-in with a wrong and a right token, the fleet with the agent
 //! online, actions clicked through the confirmation with their results on the page, in the audit
 //! log view and in `GET /api/v1/events`, a rotated token sending the page back to sign-in (the
-//! new one named, so the page shows its operator), and sign-out forgetting the token. Every wait
-//! polls the DOM with a deadline.
+//! new one named, so the page shows its operator), and sign-out forgetting the token; and the
+//! console over HTTPS (`[http] tls = true`) for a browser that pins the controller's key, and
+//! not for one that does not. Every wait polls the DOM with a deadline.
 //!
 //! `NW_TEST_SCREENSHOT_DIR`, when set, receives screenshots of the main steps.
 
@@ -32,6 +33,11 @@ struct Browser {
 
 impl Browser {
     fn start(webdriver: &str, chromium: &str) -> Browser {
+        Browser::start_with(webdriver, chromium, &[])
+    }
+
+    /// A session with `extra` Chromium arguments.
+    fn start_with(webdriver: &str, chromium: &str, extra: &[String]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -53,6 +59,7 @@ impl Browser {
         .map(String::from)
         .into_iter()
         .chain([format!("--user-data-dir={}", profile.path().display())])
+        .chain(extra.iter().cloned())
         .collect::<Vec<_>>();
         let capabilities = json!({
             "browserName": "chrome",
@@ -186,7 +193,9 @@ fn sign_in(browser: &Browser, token: &str) {
 
 /// The audit log entries of `node` through the API, newest first.
 fn api_events(lab: &Lab, node: &str) -> Vec<Value> {
-    let text = ureq::get(format!("{}/api/v1/events?node={node}&limit=50", lab.api()))
+    let text = lab
+        .http_agent()
+        .get(format!("{}/api/v1/events?node={node}&limit=50", lab.api()))
         .header("Authorization", &format!("Bearer {}", lab.token()))
         .call()
         .expect("GET /api/v1/events")
@@ -498,4 +507,72 @@ fn the_console_and_the_events_api_over_plain_http() {
     assert_eq!(one[0]["id"], events[0]["id"]);
     let (_, _, body) = get("/api/v1/events?node=elsewhere", Some(&token));
     assert_eq!(body, "[]");
+}
+
+/// Chromium's pin for a certificate key: base64 of the SHA-256 of its SubjectPublicKeyInfo.
+fn spki_pin(key_pem: &str) -> String {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    let key = rcgen::KeyPair::from_pem(key_pem).expect("the server key");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// With `[http] tls = true` the console works over HTTPS in a real browser: the page, its
+/// script and style under the CSP, and its API calls. The browser trusts only the controller's
+/// key (pinned); a browser without the pin does not get the page.
+#[test]
+fn the_console_works_over_https() {
+    let (Some(webdriver), Some(chromium)) = (
+        service("NW_TEST_CHROMEDRIVER_URL"),
+        service("NW_TEST_CHROMIUM"),
+    ) else {
+        return;
+    };
+    let lab = Lab::https("");
+    lab.wait_service(true, "stopped");
+    let console = format!("{}/console/", lab.api());
+    assert!(console.starts_with("https://"), "{console}");
+
+    let stranger = Browser::start(&webdriver, &chromium);
+    stranger.goto(&console);
+    assert_eq!(
+        stranger.js(
+            "return document.querySelector('#login-form') === null;",
+            vec![]
+        ),
+        json!(true),
+        "a browser that does not trust the certificate got the console"
+    );
+    drop(stranger);
+
+    let key = std::fs::read_to_string(lab.path("ca/server.key")).unwrap();
+    let browser = Browser::start_with(
+        &webdriver,
+        &chromium,
+        &[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            spki_pin(&key)
+        )],
+    );
+    browser.goto(&console);
+    sign_in(&browser, &lab.token());
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+    browser.wait_text(&format!("{ROW} .node-services"), |t| {
+        t == "sleeper: stopped"
+    });
+    assert_eq!(
+        browser.js("return location.protocol;", vec![]),
+        json!("https:")
+    );
+    // The stylesheet loaded under the CSP over HTTPS: the page has its colours.
+    assert_eq!(
+        browser.js(
+            "return getComputedStyle(document.documentElement).getPropertyValue('--accent').trim();",
+            vec![]
+        ),
+        json!("#0b5cad")
+    );
+    assert!(browser.visible_text("#login-view").is_none());
+    browser.screenshot("https-fleet");
 }
