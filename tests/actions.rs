@@ -210,6 +210,8 @@ fn with_the_agent_stopped_actions_go_over_ssh() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("n1    ssh   ok"), "{}", stdout(&out));
     assert!(!alive(pid), "pid {pid} survived stop");
+    // Both operations (one start, one stop) timed in the controller's metrics under ssh.
+    assert_eq!(lab.commands_counted("ops/1", "ssh"), 2.0);
 
     // The agent back: the link is preferred again.
     lab.start_agent();
@@ -332,6 +334,9 @@ fn a_node_answering_neither_path_is_woken_and_its_services_started_over_the_link
     let pid = lab.pid();
     assert!(alive(pid), "pid {pid} is not running");
     lab.wait_service(true, "running");
+    // The wake (packet to connection) timed under wol; the start after it under agent.
+    assert_eq!(lab.commands_counted("wake", "wol"), 1.0);
+    assert!(lab.commands_counted("ops/1", "agent") >= 1.0);
 }
 
 /// GETs an API path with a token; the JSON answer.

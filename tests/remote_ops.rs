@@ -575,9 +575,15 @@ fn several_operations_share_one_connection() {
         Operation::service("sleeper", ServiceAction::Status),
         Operation::service("sleeper", ServiceAction::Stop),
     ];
-    let (results, error) = rt().block_on(ssh::run_operations(&node.target(), &ops));
+    let mut answered = Vec::new();
+    let (results, error) = rt().block_on(ssh::run_operations(&node.target(), &ops, |took| {
+        answered.push(took)
+    }));
     assert!(error.is_none(), "{error:?}");
     assert_eq!(results.len(), 3);
+    // Each answer timed, the first one with the connection.
+    assert_eq!(answered.len(), 3);
+    assert!(answered[0] > answered[1], "{answered:?}");
     for (r, op) in results.iter().zip(&ops) {
         assert_eq!(r.operation.as_ref(), Some(op));
         assert!(r.succeeded(), "{r:?}");
@@ -594,6 +600,7 @@ fn several_operations_share_one_connection() {
             Operation::service("sleeper", ServiceAction::Start),
             Operation::service("-x", ServiceAction::Start),
         ],
+        |_| panic!("nothing is sent, so nothing is answered"),
     ));
     assert!(results.is_empty());
     assert!(

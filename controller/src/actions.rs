@@ -98,6 +98,11 @@ pub trait AgentPath: Send + Sync + 'static {
     ) -> impl Future<Output = Result<OperationResult, String>> + Send;
     /// Resolves when the node's agent connects, or with `false` after `limit`.
     fn wait_online(&self, node: &str, limit: Duration) -> impl Future<Output = bool> + Send;
+    /// Records what the other paths took, beside the link's own command times: an operation
+    /// answered over SSH, or a woken node's time from the magic packet to its agent connecting.
+    fn observe(&self, path: ActionPath, elapsed: Duration) {
+        let _ = (path, elapsed);
+    }
 }
 
 /// The outcome of an action on one node (what goes into the event log, with who asked).
@@ -204,7 +209,7 @@ async fn route<A: AgentPath>(
     let mut ssh_unreachable = reach.ssh.is_none();
     if let Some(target) = &reach.ssh {
         result.path = Some(ActionPath::Ssh);
-        match over_ssh(target, pending, &mut result.results).await {
+        match over_ssh(agent, target, pending, &mut result.results).await {
             Ok(()) => {
                 result.error = None;
                 return;
@@ -242,6 +247,7 @@ async fn route<A: AgentPath>(
         return;
     }
     result.woke = true;
+    let sent = Instant::now();
     if !agent.wait_online(&reach.node, timing.wake_wait).await {
         result.error = Some(format!(
             "sent Wake-on-LAN to {} but its agent did not connect within {:?}",
@@ -249,6 +255,7 @@ async fn route<A: AgentPath>(
         ));
         return;
     }
+    agent.observe(ActionPath::WakeOnLan, sent.elapsed());
     result.error = None;
     // Awake: start the services over the link (the path stays WakeOnLan in the record).
     if let Err((_, e)) = over_agent(agent, &reach.node, pending, &mut result.results).await {
@@ -273,12 +280,14 @@ async fn over_agent<A: AgentPath>(
 }
 
 /// Runs ops in order over one SSH connection.
-async fn over_ssh(
+async fn over_ssh<A: AgentPath>(
+    agent: &A,
     target: &SshTarget,
     ops: &[Operation],
     results: &mut Vec<OperationResult>,
 ) -> Result<(), SshError> {
-    let (mut done, error) = ssh::run_operations(target, ops).await;
+    let (mut done, error) =
+        ssh::run_operations(target, ops, |took| agent.observe(ActionPath::Ssh, took)).await;
     results.append(&mut done);
     error.map_or(Ok(()), Err)
 }

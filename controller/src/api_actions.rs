@@ -28,7 +28,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use nodewarden_shared::ops::{Operation, OperationResult, ServiceAction, deletions_by_device};
+use nodewarden_shared::ops::{
+    ActionPath, Operation, OperationResult, ServiceAction, deletions_by_device,
+};
 use nodewarden_shared::protocol::{CommandKind, CommandOutcome, Role};
 use nodewarden_shared::wol::{DEFAULT_PORT, MacAddress};
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,28 @@ impl AgentPath for LinkAgent {
 
     async fn wait_online(&self, node: &str, limit: Duration) -> bool {
         self.controller.wait_online(node, limit).await
+    }
+
+    fn observe(&self, path: ActionPath, elapsed: Duration) {
+        let labels = match path {
+            // The link observes its own commands (`Controller::command`).
+            ActionPath::Agent => return,
+            ActionPath::Ssh => crate::metrics::CommandLabels {
+                kind: nodewarden_shared::protocol::CAP_OPERATIONS
+                    .trim_start_matches("command:")
+                    .to_string(),
+                path: "ssh".into(),
+            },
+            ActionPath::WakeOnLan => crate::metrics::CommandLabels {
+                kind: "wake".into(),
+                path: "wol".into(),
+            },
+        };
+        self.controller
+            .metrics
+            .command_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 }
 

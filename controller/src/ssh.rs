@@ -175,7 +175,7 @@ pub async fn run_operation(
     target: &SshTarget,
     op: &Operation,
 ) -> Result<OperationResult, SshError> {
-    let (mut results, error) = run_operations(target, std::slice::from_ref(op)).await;
+    let (mut results, error) = run_operations(target, std::slice::from_ref(op), |_| {}).await;
     match (error, results.pop()) {
         (Some(e), _) => Err(e),
         (None, Some(r)) => Ok(r),
@@ -188,10 +188,12 @@ pub async fn run_operation(
 
 /// Runs several operations in order over one connection (one session channel each). All are
 /// validated before connecting. Returns the results gathered and, if one step failed, why; the
-/// operations after a failure are not sent.
+/// operations after a failure are not sent. `answered` sees how long each answered operation
+/// took, the first one's time including connecting and authenticating (what a caller waits).
 pub async fn run_operations(
     target: &SshTarget,
     ops: &[Operation],
+    mut answered: impl FnMut(std::time::Duration),
 ) -> (Vec<OperationResult>, Option<SshError>) {
     let mut results = Vec::new();
     let lines = match ops
@@ -205,6 +207,7 @@ pub async fn run_operations(
     if lines.is_empty() {
         return (results, None);
     }
+    let mut started = std::time::Instant::now();
     let session = match open_session(target).await {
         Ok(s) => s,
         Err(e) => return (results, Some(e)),
@@ -213,7 +216,11 @@ pub async fn run_operations(
     for (op, line) in ops.iter().zip(&lines) {
         match exec_with_timeout(target, &session, line).await {
             Ok(output) => match parse_reply(target, op, &output) {
-                Ok(r) => results.push(r),
+                Ok(r) => {
+                    answered(started.elapsed());
+                    started = std::time::Instant::now();
+                    results.push(r);
+                }
                 Err(e) => {
                     error = Some(e);
                     break;

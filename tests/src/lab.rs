@@ -241,6 +241,23 @@ impl Lab {
         nodes.into_iter().find(|n| n["name"] == "n1")
     }
 
+    /// How many commands of `kind` the controller's `/metrics` counts over `path`
+    /// (`nodewarden_controller_command_duration_seconds_count`; 0 when none).
+    pub fn commands_counted(&self, kind: &str, path: &str) -> f64 {
+        let text = self
+            .http_agent()
+            .get(format!("{}/metrics", self.api()))
+            .call()
+            .expect("the controller's /metrics")
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        crate::parse_exposition(&text)
+            .get("nodewarden_controller_command_duration_seconds_count")
+            .and_then(|f| f.value(&[("kind", kind), ("path", path)]))
+            .unwrap_or(0.0)
+    }
+
     /// Waits until the node's reported state of the service is `status` (and it is online or
     /// offline as `online` says).
     pub fn wait_service(&self, online: bool, status: &str) -> Value {
