@@ -145,6 +145,53 @@ fn actions_go_over_the_agent_link() {
         operations_before + 1,
         "only the status operation reached the agent"
     );
+
+    // The CLI's views of the fleet and of the audit log.
+    let out = lab.cli(&["nodes"], None);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("n1 "))
+        .unwrap_or_else(|| panic!("no row for n1: {text}"));
+    for part in [" online ", " storage ", " sleeper:stopped ", " dev7: "] {
+        assert!(row.contains(part), "{part:?} not in {row:?}");
+    }
+    let out = lab.cli(&["nodes", "--json"], None);
+    let nodes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes[0]["name"], "n1");
+    // The audit log is written every flush interval: wait until the status just asked is in.
+    let text = wait_for(
+        "the status operation in the CLI's audit log",
+        Duration::from_secs(10),
+        || {
+            let out = lab.cli(&["events", "--node", "n1", "--limit", "3"], None);
+            assert!(out.status.success());
+            let text = stdout(&out);
+            (text.lines().nth(1)?.contains(" status ")).then_some(text)
+        },
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three entries: {text}");
+    // Newest first: the status; the refused batches before it were never recorded (nothing
+    // was sent), the fragment deletion before them was.
+    assert!(
+        lines[2].contains(" delete fragments (1 device(s)) "),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" operation ")
+            && lines[1].contains(" test ")
+            && lines[1].contains(" status "),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" agent ") && lines[1].contains(" ok ("),
+        "{text}"
+    );
+    let out = lab.cli(&["events", "--node", "../n1"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node"));
 }
 
 #[test]

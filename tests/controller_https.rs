@@ -72,6 +72,24 @@ fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("[1/1] n1: ok via agent"), "{stdout}");
+    let out = lab.cli(
+        &[
+            "nodes",
+            "--token-file",
+            token,
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("n1 ") && l.contains(" online ")),
+        "{stdout}"
+    );
 
     let sd = lab
         .http_agent()

@@ -371,27 +371,7 @@ pub fn render_table(results: &[NodeActionResult]) -> String {
             [r.node.clone(), path.into(), status.into(), summary(r)]
         })
         .collect();
-    let header = ["NODE", "PATH", "RESULT", "DETAIL"].map(String::from);
-    let mut widths = [0usize; 3];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        out.push_str(&format!(
-            "{:w0$}  {:w1$}  {:w2$}  {}\n",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        ));
-    }
-    out
+    crate::table::render(["NODE", "PATH", "RESULT", "DETAIL"], &rows)
 }
 
 fn summary(r: &NodeActionResult) -> String {

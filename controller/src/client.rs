@@ -1,6 +1,8 @@
-//! The CLI's side of `POST /api/v1/actions` (`nodewarden-controller action …` and
+//! The CLI's side of the API. `POST /api/v1/actions` (`nodewarden-controller action …` and
 //! `delete-fragments …`): builds the request, sends it with the API token when there is one,
-//! prints each node's result as it arrives and ends with [`actions::render_table`].
+//! prints each node's result as it arrives and ends with [`actions::render_table`]. `GET
+//! /api/v1/nodes` and `/api/v1/events` (`nodes`, `events`): the fleet and the audit log as tables
+//! ([`render_nodes`], [`render_events`]) or as the API's JSON.
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -146,7 +148,189 @@ pub fn progress_line(r: &NodeActionResult, done: usize, total: usize) -> String 
     line
 }
 
+/// A node as `GET /api/v1/nodes` describes it: what the CLI shows of it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub online: bool,
+    /// When `online` last changed (Unix ms).
+    pub since: u64,
+    pub connection: Option<ConnectionView>,
+    pub last_report: Option<nodewarden_shared::protocol::StateReport>,
+    pub last_remote: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConnectionView {
+    pub remote: String,
+}
+
+/// An audit log entry as `GET /api/v1/events` describes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EventView {
+    pub at_ms: u64,
+    pub node: String,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub path: Option<String>,
+    pub result: Option<String>,
+    pub detail: String,
+    pub duration_ms: Option<u64>,
+}
+
+/// `2026-12-02 14:09:45Z` for Unix milliseconds.
+fn utc(ms: u64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("@{ms}ms"))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// The fleet, one line per node: state and since when, address, roles, services, storage.
+pub fn render_nodes(nodes: &[NodeView]) -> String {
+    let rows: Vec<[String; 7]> = nodes
+        .iter()
+        .map(|n| {
+            let report = n.last_report.as_ref();
+            let address = n
+                .connection
+                .as_ref()
+                .map(|c| c.remote.clone())
+                .or_else(|| n.last_remote.clone())
+                .unwrap_or_else(|| "-".into());
+            let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+            let roles = report.map_or_else(String::new, |r| {
+                r.roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            let services = report.map_or_else(String::new, |r| {
+                r.services
+                    .iter()
+                    .map(|s| format!("{}:{}", s.name, service_status(s.status)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            let storage = report.map_or_else(String::new, |r| {
+                r.storage
+                    .iter()
+                    .map(|d| match &d.error {
+                        Some(e) => format!("dev{}: {e}", d.device_id),
+                        None => format!(
+                            "dev{}: {}/{} GiB free",
+                            d.device_id,
+                            gib(d.free_bytes),
+                            gib(d.total_bytes)
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            [
+                n.name.clone(),
+                if n.online { "online" } else { "OFFLINE" }.into(),
+                utc(n.since),
+                address,
+                or_dash(roles),
+                or_dash(services),
+                or_dash(storage),
+            ]
+        })
+        .collect();
+    crate::table::render(
+        [
+            "NODE", "STATE", "SINCE", "ADDRESS", "ROLES", "SERVICES", "STORAGE",
+        ],
+        &rows,
+    )
+}
+
+fn service_status(status: nodewarden_shared::protocol::ServiceStatus) -> String {
+    // The wire names (lower case), as the API and the console show them.
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{status:?}"))
+}
+
+/// The audit log, one line per entry, in the order given (the API's: newest first).
+pub fn render_events(events: &[EventView]) -> String {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let rows: Vec<[String; 8]> = events
+        .iter()
+        .map(|e| {
+            [
+                utc(e.at_ms),
+                e.node.clone(),
+                e.kind.clone(),
+                dash(&e.actor),
+                dash(&e.action),
+                dash(&e.path),
+                match (&e.result, e.duration_ms) {
+                    (Some(r), Some(ms)) => format!("{r} ({ms} ms)"),
+                    (Some(r), None) => r.clone(),
+                    (None, _) => "-".into(),
+                },
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    crate::table::render(
+        [
+            "TIME", "NODE", "EVENT", "BY", "ACTION", "PATH", "RESULT", "DETAIL",
+        ],
+        &rows,
+    )
+}
+
 impl ApiClient {
+    /// An HTTP agent for this API: answers of any status come back as responses; an `https://`
+    /// API is verified against [`ApiClient::ca_pem`].
+    fn agent(&self, timeout: Option<std::time::Duration>) -> Result<ureq::Agent, String> {
+        Ok(ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(timeout)
+            .tls_config(tls_config(self.ca_pem.as_deref())?)
+            .build()
+            .into())
+    }
+
+    /// GETs `path` (with its query) and decodes the JSON answer.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.api.trim_end_matches('/'));
+        let err = |message: String| ClientError::Api {
+            api: url.clone(),
+            message,
+        };
+        let agent = self
+            .agent(Some(std::time::Duration::from_secs(30)))
+            .map_err(&err)?;
+        let mut call = agent.get(&url);
+        if let Some(token) = &self.token {
+            call = call.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = call.call().map_err(|e| err(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| err(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(err(format!("{status}: {}", api_error(&text))));
+        }
+        serde_json::from_str(&text).map_err(|e| err(format!("unexpected answer: {e}")))
+    }
+
     /// Sends the request, calls `progress` per node as results arrive, returns every result.
     pub fn run(
         &self,
@@ -158,12 +342,7 @@ impl ApiClient {
             api: url.clone(),
             message,
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(None)
-            .tls_config(tls_config(self.ca_pem.as_deref()).map_err(&err)?)
-            .build()
-            .into();
+        let agent = self.agent(None).map_err(&err)?;
         let body = serde_json::to_string(request).map_err(|e| err(e.to_string()))?;
         let mut call = agent.post(&url).content_type("application/json");
         if let Some(token) = &self.token {
@@ -173,11 +352,7 @@ impl ApiClient {
         let status = response.status();
         if !status.is_success() {
             let text = response.body_mut().read_to_string().unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            return Err(err(format!("{status}: {}", message.trim())));
+            return Err(err(format!("{status}: {}", api_error(&text))));
         }
         let mut results = Vec::new();
         let mut ended = false;
@@ -210,6 +385,16 @@ impl ApiClient {
         results.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(results)
     }
+}
+
+/// The message of an API error answer: its JSON `error`, else its text.
+fn api_error(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| text.to_string())
+        .trim()
+        .to_string()
 }
 
 /// Runs one request from the command line: progress on stdout, then the table. Exit status 0
@@ -272,6 +457,112 @@ mod tests {
         std::fs::write(&t, "\n").unwrap();
         let e = read_token(None, &t).unwrap_err().to_string();
         assert!(e.ends_with("the token file is empty"), "{e}");
+    }
+
+    /// The views read what the server writes: a registry node and an audit entry serialised by
+    /// the controller's own types, rendered as the CLI prints them.
+    #[test]
+    fn nodes_and_events_from_the_servers_json() {
+        use crate::registry::{Connection, Registry};
+        use nodewarden_shared::protocol::{
+            Health, Role, ServiceState, ServiceStatus, StateReport, StorageDevice,
+        };
+        let mut registry = Registry::new();
+        let conn = |id, remote: &str| Connection {
+            id,
+            remote: remote.into(),
+            agent_version: "0.1.0".into(),
+            protocol_version: 1,
+            connected_at: 1_796_219_385_000,
+            cert_serial: "01".into(),
+            cert_not_after_unix: 0,
+        };
+        registry.connected("storage-1", conn(1, "10.0.3.17:40374"), 1_796_219_385_000);
+        let report = StateReport {
+            seq: 1,
+            roles: vec![Role::Storage],
+            storage: vec![
+                StorageDevice {
+                    device_id: 7,
+                    fragment_dir: "/srv/dfs/7".into(),
+                    total_bytes: 4 << 30,
+                    free_bytes: 1 << 30,
+                    error: None,
+                },
+                StorageDevice {
+                    device_id: 8,
+                    fragment_dir: "/srv/dfs/8".into(),
+                    total_bytes: 0,
+                    free_bytes: 0,
+                    error: Some("No such file or directory".into()),
+                },
+            ],
+            services: vec![ServiceState {
+                name: "dfs-client".into(),
+                status: ServiceStatus::Running,
+            }],
+            health: Health {
+                load1: 0.5,
+                memory_total_bytes: 1,
+                memory_used_bytes: 1,
+                root_fs_total_bytes: 1,
+                root_fs_used_bytes: 1,
+            },
+            metrics_port: Some(9100),
+        };
+        assert!(registry.report("storage-1", 1, report, 1_796_219_386_000));
+        registry.connected("ray-1", conn(2, "10.0.4.2:5000"), 1_796_219_300_000);
+        registry.disconnected("ray-1", 2, "idle timeout", 1_796_219_390_000);
+        let json = serde_json::to_string(&registry.nodes().collect::<Vec<_>>()).unwrap();
+        let nodes: Vec<NodeView> = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            render_nodes(&nodes),
+            "NODE       STATE    SINCE                 ADDRESS          ROLES    SERVICES            STORAGE\n\
+             ray-1      OFFLINE  2026-12-02 13:49:50Z  10.0.4.2:5000    -        -                   -\n\
+             storage-1  online   2026-12-02 13:49:45Z  10.0.3.17:40374  storage  dfs-client:running  \
+             dev7: 1.0/4.0 GiB free, dev8: No such file or directory\n"
+        );
+
+        use crate::api_events::EventJson;
+        use crate::store::{Event, EventKind, EventRecord, Operation, OperationPath};
+        let at = |ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let records = [
+            EventRecord {
+                id: 2,
+                event: Event {
+                    at: at(1_796_219_400_000),
+                    node_id: "storage-1".into(),
+                    kind: EventKind::Operation(Operation {
+                        actor: "alice".into(),
+                        action: "stop".into(),
+                        path: OperationPath::Ssh,
+                        result: crate::store::OperationResult::Failed {
+                            error: "host key\nchanged".into(),
+                        },
+                        duration: std::time::Duration::from_millis(812),
+                    }),
+                },
+            },
+            EventRecord {
+                id: 1,
+                event: Event {
+                    at: at(1_796_219_390_000),
+                    node_id: "ray-1".into(),
+                    kind: EventKind::Offline {
+                        reason: "idle timeout".into(),
+                    },
+                },
+            },
+        ];
+        let json: Vec<EventJson> = records.into_iter().map(EventJson::from).collect();
+        let events: Vec<EventView> =
+            serde_json::from_str(&serde_json::to_string(&json).unwrap()).unwrap();
+        assert_eq!(
+            render_events(&events),
+            "TIME                  NODE       EVENT      BY     ACTION  PATH  RESULT           DETAIL\n\
+             2026-12-02 13:50:00Z  storage-1  operation  alice  stop    ssh   failed (812 ms)  host key changed\n\
+             2026-12-02 13:49:50Z  ray-1      offline    -      -       -     -                idle timeout\n"
+        );
     }
 
     #[test]

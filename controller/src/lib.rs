@@ -18,4 +18,5 @@ pub mod registry;
 pub mod sd;
 pub mod ssh;
 pub mod store;
+pub mod table;
 pub mod wol;

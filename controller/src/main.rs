@@ -48,6 +48,30 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The fleet as the running controller sees it: each node online or offline and since when,
+    /// its address, roles, services and storage.
+    Nodes {
+        /// The API's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The audit log, newest first: nodes going online and offline, and every remote operation
+    /// with who asked, the path taken and the result.
+    Events {
+        /// Only this node's entries.
+        #[arg(long)]
+        node: Option<String>,
+        /// How many entries (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// The API's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Delete fragments: `fragment_id device_id` pairs, one per line, or a JSON list of pairs,
     /// from FILE or `-` (stdin). Each device's node is found from its reports.
     DeleteFragments {
@@ -91,7 +115,7 @@ struct ApiArgs {
     token_file: Option<PathBuf>,
     #[arg(long, default_value = "/var/lib/nodewarden")]
     data_dir: PathBuf,
-    /// Who asks, for the record; default $USER.
+    /// Who asks, for the record (actions); default $USER. A named API token overrides it.
     #[arg(long)]
     requested_by: Option<String>,
 }
@@ -207,6 +231,38 @@ fn main() -> anyhow::Result<()> {
                 },
             )
         }
+        Cmd::Nodes { json, api } => {
+            let client = api_client(&api)?;
+            if json {
+                let nodes: serde_json::Value = client.get_json("/api/v1/nodes")?;
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                let nodes: Vec<client::NodeView> = client.get_json("/api/v1/nodes")?;
+                print!("{}", client::render_nodes(&nodes));
+            }
+            Ok(())
+        }
+        Cmd::Events {
+            node,
+            limit,
+            json,
+            api,
+        } => {
+            let client = api_client(&api)?;
+            let mut path = format!("/api/v1/events?limit={limit}");
+            if let Some(node) = node {
+                validate_node_name(&node).map_err(|e| anyhow::anyhow!("--node {node:?}: {e}"))?;
+                path.push_str(&format!("&node={node}"));
+            }
+            if json {
+                let events: serde_json::Value = client.get_json(&path)?;
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                let events: Vec<client::EventView> = client.get_json(&path)?;
+                print!("{}", client::render_events(&events));
+            }
+            Ok(())
+        }
         Cmd::DeleteFragments { pairs, api } => {
             let (text, name) = if pairs.as_os_str() == "-" {
                 let mut text = String::new();
@@ -241,8 +297,8 @@ fn requested_by(api: &ApiArgs) -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
-/// Calls the API; exits 1 when a node failed, fails (status 1 via anyhow) on a refused request.
-fn call_api(api: &ApiArgs, request: ActionRequest) -> anyhow::Result<()> {
+/// The API client the arguments describe: the token file and, for `https://`, the CA.
+fn api_client(api: &ApiArgs) -> anyhow::Result<client::ApiClient> {
     let token = client::read_token(
         api.token_file.as_deref(),
         &client::default_token_file(&api.data_dir),
@@ -255,11 +311,16 @@ fn call_api(api: &ApiArgs, request: ActionRequest) -> anyhow::Result<()> {
     } else {
         None
     };
-    let client = client::ApiClient {
+    Ok(client::ApiClient {
         api: api.api.clone(),
         token,
         ca_pem,
-    };
+    })
+}
+
+/// Calls the API; exits 1 when a node failed, fails (status 1 via anyhow) on a refused request.
+fn call_api(api: &ApiArgs, request: ActionRequest) -> anyhow::Result<()> {
+    let client = api_client(api)?;
     let code = client::run_cli(&client, &request)?;
     if code != 0 {
         std::process::exit(code);
