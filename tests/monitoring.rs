@@ -603,11 +603,16 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
     fleet.start_agent("store-b", 2);
 
     // The DFS source: exactly the table's online rows, under the original and nodewarden names.
+    // Each group is its own PUT, so wait until every group of the round is in (a read between
+    // two PUTs of a round sees some groups without the others).
     let pushed = wait_for("the DFS values pushed", Duration::from_secs(20), || {
         let p = fleet.pushed();
         (value(&p, "nodewarden_dfs_online_device_count", &[("job", "dfs")]) == Some(2.0)
-            && value(&p, "nodewarden_storage_devices_online", &[]) == Some(2.0))
-        .then_some(p)
+            && value(&p, "nodewarden_storage_devices_online", &[]) == Some(2.0)
+            && value(&p, "dontpanic_online_device_count", &[]).is_some()
+            && ids(&p, "dontpanic_device_leftrs").len() == 2
+            && ids(&p, "nodewarden_dfs_device_leftrs").len() == 2)
+            .then_some(p)
     });
     assert_eq!(
         value(

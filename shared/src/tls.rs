@@ -141,15 +141,31 @@ pub const HTTP11_ALPN: &[u8] = b"http/1.1";
 /// the key does not belong to the certificate, so a mismatched pair is refused at start-up and
 /// not at the first handshake.
 pub fn https_server_config(server: Identity<'_>) -> Result<rustls::ServerConfig, TlsError> {
+    let key = certified_key(server)?;
+    https_server_config_with(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
+}
+
+/// [`https_server_config`] with the certificate chosen per handshake by `resolver` (the
+/// controller's re-reads its files when they change).
+pub fn https_server_config_with(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(
-            certs(server.cert_pem, "server certificate")?,
-            key(server.key_pem, "server key")?,
-        )?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![HTTP11_ALPN.to_vec()];
     Ok(config)
+}
+
+/// A certificate chain and its key, parsed and checked to belong together (a key of another
+/// certificate is an error, not a handshake that fails later).
+pub fn certified_key(server: Identity<'_>) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    Ok(rustls::sign::CertifiedKey::from_der(
+        certs(server.cert_pem, "server certificate")?,
+        key(server.key_pem, "server key")?,
+        &provider(),
+    )?)
 }
 
 /// The agent's configuration: verifies the controller against `ca_pem` (the server name is
