@@ -171,3 +171,47 @@ fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
         ]
     );
 }
+
+/// A renewed certificate is served without a restart: `ca server` re-issues the controller's
+/// pair under another name, and the next connections see it (the old name refused, the new one
+/// verified), while the controller keeps running.
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart() {
+    let lab = Lab::https("");
+    lab.wait_service(true, "stopped");
+    let nodes = |host: &str| {
+        lab.http_agent()
+            .get(format!("https://{host}:{}/api/v1/nodes", lab.admin_port))
+            .header("Authorization", &format!("Bearer {}", lab.token()))
+            .call()
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(nodes("127.0.0.1"), Ok(200));
+    // The lab's certificate names 127.0.0.1 only.
+    assert!(nodes("localhost").is_err());
+
+    let out = std::process::Command::new(nodewarden_tests::bin_path("nodewarden-controller"))
+        .args(["ca", "server", "--dir"])
+        .arg(lab.path("ca"))
+        .args(["--san", "localhost"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nodewarden_tests::wait_for(
+        "the renewed certificate served",
+        Duration::from_secs(10),
+        || (nodes("localhost") == Ok(200)).then_some(()),
+    );
+    let e = nodes("127.0.0.1").expect_err("the old name is no longer in the certificate");
+    assert!(e.contains("NotValidForName") || e.contains("name"), "{e}");
+    lab.controller
+        .as_ref()
+        .unwrap()
+        .1
+        .wait("HTTPS certificate reloaded");
+}

@@ -140,32 +140,24 @@ pub async fn bind(addr: SocketAddr, tls: Option<&HttpTls>) -> anyhow::Result<Htt
 
 fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use anyhow::Context as _;
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading the HTTPS certificate or key {}", path.display()))
-    };
-    let cert_pem = read(&files.cert_file)?;
-    let key_pem = read(&files.key_file)?;
-    let config = nodewarden_shared::tls::https_server_config(nodewarden_shared::tls::Identity {
-        cert_pem: &cert_pem,
-        key_pem: &key_pem,
-    })
-    .with_context(|| {
-        format!(
-            "HTTPS with {} and {}",
-            files.cert_file.display(),
-            files.key_file.display()
-        )
-    })?;
-    match nodewarden_shared::ca::inspect_pem(&cert_pem) {
+    let pair = crate::certfile::CertFiles::load(
+        &files.cert_file,
+        &files.key_file,
+        crate::certfile::CHECK_INTERVAL,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("loading the HTTPS certificate")?;
+    match nodewarden_shared::ca::inspect_der(&pair.current().cert[0]) {
         Ok(info) => tracing::info!(
             certificate = %files.cert_file.display(),
             name = info.common_name.as_deref().unwrap_or("-"),
             days_left = (info.not_after_unix - crate::link::now_unix()) / 86400,
-            "serving HTTPS"
+            "serving HTTPS (the certificate files are re-read when they change)"
         ),
         Err(e) => tracing::warn!(certificate = %files.cert_file.display(), "{e}"),
     }
+    let config = nodewarden_shared::tls::https_server_config_with(Arc::new(pair))
+        .context("the HTTPS server configuration")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
