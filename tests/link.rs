@@ -1029,3 +1029,39 @@ fn a_reissued_server_certificate_serves_new_names_with_the_same_ca() {
         Duration::from_secs(20),
     );
 }
+
+/// A running controller serves a certificate `ca server` renewed without a restart: connected
+/// agents stay, a new agent naming the new name links, one naming a dropped name is refused.
+#[test]
+fn a_reissued_server_certificate_is_served_without_a_restart() {
+    let lab = Lab::new();
+    let controller = lab.start_controller();
+    let first = lab.start_agent("n1", &lab.issue("n1"), "controller.test");
+    lab.wait_online("n1", Duration::from_secs(20));
+    run_ok(
+        Command::new(bin_path("nodewarden-controller"))
+            .args(["ca", "server", "--dir"])
+            .arg(lab.ca_dir())
+            .args(["--san", "renamed.test", "--san", "127.0.0.1"]),
+    );
+    let renamed = lab.start_agent("n2", &lab.issue("n2"), "renamed.test");
+    lab.wait_online("n2", Duration::from_secs(20));
+    controller
+        .log
+        .wait(&["link certificate reloaded"], Duration::from_secs(5));
+    assert!(lab.online("n1"), "the connected agent was dropped");
+    assert_eq!(
+        first.log.count(&["connected to the controller"]),
+        1,
+        "the connected agent had to reconnect"
+    );
+    let dropped = lab.start_agent("n3", &lab.issue("n3"), "controller.test");
+    dropped.log.wait(
+        &[
+            "link to the controller failed",
+            "not valid for name \"controller.test\"",
+        ],
+        Duration::from_secs(20),
+    );
+    drop(renamed);
+}

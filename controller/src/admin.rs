@@ -141,6 +141,7 @@ pub async fn bind(addr: SocketAddr, tls: Option<&HttpTls>) -> anyhow::Result<Htt
 fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use anyhow::Context as _;
     let pair = crate::certfile::CertFiles::load(
+        "HTTPS",
         &files.cert_file,
         &files.key_file,
         crate::certfile::CHECK_INTERVAL,

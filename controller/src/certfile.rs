@@ -1,5 +1,6 @@
-//! The HTTPS server's certificate and key files, re-read when they change, so that a renewed
-//! certificate (`ca server`, a site CA's rotation) is served without a restart. The files are
+//! A server certificate and key files (the HTTPS server's, the agent link's), re-read when they
+//! change, so that a renewed certificate (`ca server`, a site CA's rotation) is served without a
+//! restart. The files are
 //! checked at most once per interval, during a handshake; a pair that does not load (half
 //! written, a key of another certificate) keeps the previous one in service and is reported
 //! once.
@@ -21,6 +22,8 @@ type Stamp = [Option<Vec<u8>>; 2];
 
 #[derive(Debug)]
 pub struct CertFiles {
+    /// Which server, for the log: `HTTPS` or `link`.
+    what: &'static str,
     cert_file: PathBuf,
     key_file: PathBuf,
     interval: Duration,
@@ -61,6 +64,7 @@ fn load(cert_file: &Path, key_file: &Path, seen: &Stamp) -> Result<CertifiedKey,
 impl CertFiles {
     /// Loads the pair; an error names the files and what is wrong with them.
     pub fn load(
+        what: &'static str,
         cert_file: &Path,
         key_file: &Path,
         interval: Duration,
@@ -68,6 +72,7 @@ impl CertFiles {
         let seen = stamp(cert_file, key_file);
         let key = load(cert_file, key_file, &seen)?;
         Ok(CertFiles {
+            what,
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             interval,
@@ -90,11 +95,12 @@ impl CertFiles {
                 state.seen = now;
                 match loaded {
                     Ok(key) => {
-                        tracing::info!(certificate = %self.cert_file.display(), "HTTPS certificate reloaded");
+                        tracing::info!(certificate = %self.cert_file.display(), "{} certificate reloaded", self.what);
                         state.key = Arc::new(key);
                     }
                     Err(e) => tracing::warn!(
-                        "HTTPS certificate not reloaded, the previous one stays in use: {e}"
+                        "{} certificate not reloaded, the previous one stays in use: {e}",
+                        self.what
                     ),
                 }
             }
@@ -135,7 +141,7 @@ mod tests {
         };
         let first = pair("one.example");
         write(&first);
-        let files = CertFiles::load(&cert, &key, Duration::ZERO).unwrap();
+        let files = CertFiles::load("HTTPS", &cert, &key, Duration::ZERO).unwrap();
         let served = leaf(&files.current());
         assert_eq!(files.current().cert[0].as_ref(), served.as_slice());
 
@@ -155,7 +161,8 @@ mod tests {
         assert_eq!(leaf(&files.current()), x509_der(&third.0));
 
         // A missing file at start is an error naming it.
-        let e = CertFiles::load(&d.path().join("none.pem"), &key, Duration::ZERO).unwrap_err();
+        let e =
+            CertFiles::load("HTTPS", &d.path().join("none.pem"), &key, Duration::ZERO).unwrap_err();
         assert!(e.contains("none.pem"), "{e}");
     }
 
@@ -166,7 +173,7 @@ mod tests {
         let first = pair("one.example");
         std::fs::write(&cert, &first.0).unwrap();
         std::fs::write(&key, &first.1).unwrap();
-        let files = CertFiles::load(&cert, &key, Duration::from_secs(3600)).unwrap();
+        let files = CertFiles::load("HTTPS", &cert, &key, Duration::from_secs(3600)).unwrap();
         let served = leaf(&files.current());
         let second = pair("two.example");
         std::fs::write(&cert, &second.0).unwrap();

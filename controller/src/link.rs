@@ -57,6 +57,8 @@ pub enum LinkError {
     Tls(#[from] tls::TlsError),
     #[error("QUIC configuration: {0}")]
     Quic(String),
+    #[error("server certificate: {0}")]
+    Certificate(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -231,7 +233,14 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
     let dir = CaDir::new(&settings.ca_dir);
     let ca_pem = cadir::read(&dir.path(cadir::CA_CERT))?;
     let server_pem = cadir::read(&dir.path(cadir::SERVER_CERT))?;
-    let server_key = cadir::read(&dir.path(cadir::SERVER_KEY))?;
+    // Re-read when `ca server` renews it: new connections get the new pair, no restart.
+    let server_pair = crate::certfile::CertFiles::load(
+        "link",
+        &dir.path(cadir::SERVER_CERT),
+        &dir.path(cadir::SERVER_KEY),
+        crate::certfile::CHECK_INTERVAL,
+    )
+    .map_err(LinkError::Certificate)?;
     let revoked = Arc::new(RevokedFile::load(CaDir::new(&settings.ca_dir))?);
 
     let controller = Arc::new(Controller {
@@ -251,14 +260,7 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
         }
     }
 
-    let crypto = tls::server_config(
-        &ca_pem,
-        tls::Identity {
-            cert_pem: &server_pem,
-            key_pem: &server_key,
-        },
-        revoked,
-    )?;
+    let crypto = tls::server_config_with(&ca_pem, Arc::new(server_pair), revoked)?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(crypto))
         .map_err(|e| LinkError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));

@@ -136,9 +136,9 @@ enum CaCmd {
     },
     /// Re-issue the controller's server certificate from the existing CA: to renew it before it
     /// expires, or to change the names agents use. The previous pair is kept as
-    /// server.{pem,key}.previous. The HTTPS server (`[http] tls = true`) serves the new pair
-    /// within a second; restart the controller for the agent link to use it. Node certificates
-    /// are unaffected (same CA).
+    /// server.{pem,key}.previous. A running controller serves the new pair to new connections
+    /// (agent link and HTTPS) within a second; connected agents stay. Node certificates are
+    /// unaffected (same CA).
     Server {
         #[arg(long)]
         dir: PathBuf,

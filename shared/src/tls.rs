@@ -112,6 +112,21 @@ pub fn server_config(
     server: Identity<'_>,
     revoked: Arc<dyn Revocation>,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    let key = certified_key(server)?;
+    server_config_with(
+        ca_pem,
+        Arc::new(rustls::sign::SingleCertAndKey::from(key)),
+        revoked,
+    )
+}
+
+/// [`server_config`] with the server certificate chosen per handshake by `resolver` (the
+/// controller's re-reads its files when they change).
+pub fn server_config_with(
+    ca_pem: &str,
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    revoked: Arc<dyn Revocation>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
         .build()
@@ -120,10 +135,7 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            certs(server.cert_pem, "server certificate")?,
-            key(server.key_pem, "server key")?,
-        )?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN.to_vec()];
     // No session resumption: a resumed session skips the client verifier, and with it the
     // revocation check.
