@@ -576,3 +576,81 @@ fn the_console_works_over_https() {
     assert!(browser.visible_text("#login-view").is_none());
     browser.screenshot("https-fleet");
 }
+
+/// Fragment deletion from the console: pairs typed in, a malformed line caught in the page, the
+/// confirmation, real files removed on the node (and only those), the per-node result on the
+/// page and the operation in the audit log; a hostile id refused by the controller with
+/// nothing deleted.
+#[test]
+fn fragments_are_deleted_from_the_console() {
+    let (Some(webdriver), Some(chromium)) = (
+        service("NW_TEST_CHROMEDRIVER_URL"),
+        service("NW_TEST_CHROMIUM"),
+    ) else {
+        return;
+    };
+    let lab = Lab::new("");
+    lab.wait_service(true, "stopped");
+    for f in [
+        "fragments/101",
+        "fragments/101.digest",
+        "fragments/102",
+        "fragments/1010",
+        "sentinel",
+    ] {
+        std::fs::write(lab.path(f), f).unwrap();
+    }
+    let browser = Browser::start(&webdriver, &chromium);
+    browser.goto(&format!("{}/console/", lab.api()));
+    sign_in(&browser, &lab.token());
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+
+    // A malformed line: the page says which, nothing is asked.
+    browser.type_into("#fragments-pairs", "101 7\n102");
+    browser.click("#fragments-submit");
+    let status = browser.wait_text("#fragments-status", |t| !t.is_empty());
+    assert!(status.starts_with("line 2: expected"), "{status}");
+    assert!(browser.visible_text("#confirm-text").is_none());
+
+    // Two fragments on device 7: confirmed, deleted on the node, the result on the page.
+    browser.type_into("#fragments-pairs", "101 7\n# a comment\n102 7\n");
+    browser.click("#fragments-submit");
+    let question = browser.wait_text("#confirm-text", |t| !t.is_empty());
+    assert!(
+        question.starts_with("Delete 2 fragment(s) on device(s) 7?") && question.contains(OPERATOR),
+        "{question}"
+    );
+    browser.screenshot("fragments-confirm");
+    browser.click("#confirm-ok");
+    let result = browser.wait_text("#fragments-results li .result-summary", |_| true);
+    assert!(result.starts_with("n1: ok via agent ("), "{result}");
+    let detail = browser.wait_text("#fragments-results li .result-detail", |_| true);
+    assert_eq!(detail, "device 7: 2 fragments, 0 failed");
+    for gone in ["fragments/101", "fragments/101.digest", "fragments/102"] {
+        assert!(!lab.path(gone).exists(), "{gone} survived");
+    }
+    for kept in ["fragments/1010", "sentinel"] {
+        assert!(lab.path(kept).exists(), "{kept} was touched");
+    }
+    browser.screenshot("fragments-done");
+    let recorded = wait_for("the deletion in the audit log", WAIT, || {
+        api_events(&lab, "n1")
+            .into_iter()
+            .find(|e| e["kind"] == "operation" && e["actor"] == OPERATOR)
+    });
+    assert!(
+        recorded["action"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("delete fragments")),
+        "{recorded}"
+    );
+
+    // A hostile id: the controller refuses the whole batch; nothing is deleted.
+    browser.type_into("#fragments-pairs", "1010 7\n../sentinel 7\n");
+    browser.click("#fragments-submit");
+    browser.wait_text("#confirm-text", |t| !t.is_empty());
+    browser.click("#confirm-ok");
+    let status = browser.wait_text("#fragments-status", |t| t.starts_with("refused"));
+    assert!(status.contains("400"), "{status}");
+    assert!(lab.path("fragments/1010").exists() && lab.path("sentinel").exists());
+}

@@ -155,6 +155,9 @@
     running.clear();
     $('fleet-body').replaceChildren();
     $('audit-body').replaceChildren();
+    $('fragments-results').replaceChildren();
+    $('fragments-status').textContent = '';
+    $('fragments-pairs').value = '';
     $('fleet-summary').textContent = '';
     $('fleet-status').textContent = '';
     $('audit-status').textContent = '';
@@ -468,6 +471,104 @@
     }
   }
 
+  // ---------- fragment deletion ----------
+
+  // `fragment_id device_id` pairs from the text, one per line (blank and `#` lines skipped).
+  // Ids stay text: the controller validates them, and refuses the whole batch for one bad id.
+  function parsePairs(text) {
+    const pairs = [];
+    const lines = text.split('\n');
+    for (let i = 0; i < lines.length; i += 1) {
+      const line = lines[i].trim();
+      if (!line || line.startsWith('#')) continue;
+      const words = line.split(/\s+/);
+      if (words.length !== 2) {
+        throw new Error(`line ${i + 1}: expected "fragment_id device_id", got ${words.length} word(s)`);
+      }
+      pairs.push(words);
+    }
+    if (!pairs.length) throw new Error('no fragment pairs');
+    return pairs;
+  }
+
+  let deleting = false;
+
+  async function deleteFragments(event) {
+    event.preventDefault();
+    if (deleting || confirming) return;
+    const gen = generation;
+    const status = $('fragments-status');
+    const list = $('fragments-results');
+    let pairs;
+    try {
+      pairs = parsePairs($('fragments-pairs').value);
+    } catch (err) {
+      status.textContent = err.message;
+      return;
+    }
+    const devices = [...new Set(pairs.map((p) => p[1]))];
+    confirming = true;
+    let ok = false;
+    try {
+      ok = await confirmAction(`Delete ${pairs.length} fragment(s) on device(s) ${devices.join(', ')}? ` +
+        'The files cannot be restored. It is recorded in the audit log as requested by ' +
+        `${sessionStorage.getItem(OPERATOR_KEY)}.`);
+    } finally {
+      confirming = false;
+    }
+    if (!ok || gen !== generation) return;
+    deleting = true;
+    $('fragments-submit').disabled = true;
+    status.textContent = `deleting ${pairs.length} fragment(s)…`;
+    list.replaceChildren();
+    try {
+      const response = await api('actions', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({
+          action: 'delete-fragments',
+          pairs,
+          requested_by: sessionStorage.getItem(OPERATOR_KEY) || '',
+        }),
+      });
+      if (gen !== generation) return;
+      if (!response.ok) {
+        status.textContent = `refused by the controller, nothing was deleted: ${await errorText(response)}`;
+        return;
+      }
+      let failed = 0;
+      let answered = 0;
+      await readLines(response, (line) => {
+        if (gen !== generation || line.event !== 'result' || !line.result) return;
+        const r = line.result;
+        const good = succeeded(r);
+        if (!good) failed += 1;
+        answered += 1;
+        const path = r.path ? `via ${r.path}` : 'no path to the node';
+        const details = operationLines(r);
+        if (r.error) details.unshift(r.error);
+        const item = el('li', null, good ? 'ok' : 'failed');
+        item.append(el('div', `${r.node}: ${good ? 'ok' : 'failed'} ${path} (${r.duration_ms} ms)`, 'result-summary'),
+          ...details.map((d) => el('div', d, 'result-detail')));
+        list.appendChild(item);
+      });
+      if (gen !== generation) return;
+      status.textContent = answered === 0 ? 'the controller sent no result'
+        : failed ? `${failed} of ${answered} node(s) failed` : '';
+      if (!failed && answered) $('fragments-pairs').value = '';
+    } catch (err) {
+      if (gen !== generation) return;
+      if (err instanceof Unauthorized) { tokenRefused(); return; }
+      status.textContent = err.message;
+    } finally {
+      deleting = false;
+      if (gen === generation) {
+        $('fragments-submit').disabled = false;
+        refreshAudit(gen);
+      }
+    }
+  }
+
   // ---------- audit log ----------
 
   function updateNodeFilter(names) {
@@ -570,6 +671,7 @@
     $('signout').addEventListener('click', () => signOut());
     $('audit-node').addEventListener('change', () => refreshAudit(generation));
     $('audit-limit').addEventListener('change', () => refreshAudit(generation));
+    $('fragments-form').addEventListener('submit', deleteFragments);
     if (sessionStorage.getItem(TOKEN_KEY)) startSession(null);
     else showLogin();
   }
