@@ -207,16 +207,21 @@ fn api_events(lab: &Lab, node: &str) -> Vec<Value> {
 
 const ROW: &str = "#fleet-body tr[data-node='n1']";
 
+/// chromedriver and Chromium from scripts/services.sh, and a lab (made by `make`) with its agent
+/// online and its service stopped; `None` (skipped) without them outside CI.
+fn browser_lab(make: fn(&str) -> Lab) -> Option<(Lab, String, String)> {
+    let webdriver = service("NW_TEST_CHROMEDRIVER_URL")?;
+    let chromium = service("NW_TEST_CHROMIUM")?;
+    let lab = make("");
+    lab.wait_service(true, "stopped");
+    Some((lab, webdriver, chromium))
+}
+
 #[test]
 fn an_operator_signs_in_sees_the_fleet_acts_on_a_node_and_signs_out() {
-    let (Some(webdriver), Some(chromium)) = (
-        service("NW_TEST_CHROMEDRIVER_URL"),
-        service("NW_TEST_CHROMIUM"),
-    ) else {
+    let Some((lab, webdriver, chromium)) = browser_lab(Lab::new) else {
         return;
     };
-    let lab = Lab::new("");
-    lab.wait_service(true, "stopped");
     let browser = Browser::start(&webdriver, &chromium);
 
     // The root redirects to the console, which asks for the token.
@@ -523,14 +528,9 @@ fn spki_pin(key_pem: &str) -> String {
 /// key (pinned); a browser without the pin does not get the page.
 #[test]
 fn the_console_works_over_https() {
-    let (Some(webdriver), Some(chromium)) = (
-        service("NW_TEST_CHROMEDRIVER_URL"),
-        service("NW_TEST_CHROMIUM"),
-    ) else {
+    let Some((lab, webdriver, chromium)) = browser_lab(Lab::https) else {
         return;
     };
-    let lab = Lab::https("");
-    lab.wait_service(true, "stopped");
     let console = format!("{}/console/", lab.api());
     assert!(console.starts_with("https://"), "{console}");
 
@@ -583,14 +583,9 @@ fn the_console_works_over_https() {
 /// nothing deleted.
 #[test]
 fn fragments_are_deleted_from_the_console() {
-    let (Some(webdriver), Some(chromium)) = (
-        service("NW_TEST_CHROMEDRIVER_URL"),
-        service("NW_TEST_CHROMIUM"),
-    ) else {
+    let Some((lab, webdriver, chromium)) = browser_lab(Lab::new) else {
         return;
     };
-    let lab = Lab::new("");
-    lab.wait_service(true, "stopped");
     for f in [
         "fragments/101",
         "fragments/101.digest",

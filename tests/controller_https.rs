@@ -56,32 +56,17 @@ fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&lab.api()), "{stderr}");
     let ca = lab.path("ca/ca.pem");
-    let out = lab.cli(
-        &[
-            "action",
-            "status",
-            "--node",
-            "n1",
-            "--token-file",
-            token,
-            "--ca-file",
-            ca.to_str().unwrap(),
-        ],
-        None,
-    );
+    // The CLI with the lab's token and CA.
+    let cli = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--token-file", token, "--ca-file", ca.to_str().unwrap()]);
+        lab.cli(&args, None)
+    };
+    let out = cli(&["action", "status", "--node", "n1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("[1/1] n1: ok via agent"), "{stdout}");
-    let out = lab.cli(
-        &[
-            "nodes",
-            "--token-file",
-            token,
-            "--ca-file",
-            ca.to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = cli(&["nodes"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(

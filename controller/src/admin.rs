@@ -148,7 +148,9 @@ fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     )
     .map_err(anyhow::Error::msg)
     .context("loading the HTTPS certificate")?;
-    match nodewarden_shared::ca::inspect_der(&pair.current().cert[0]) {
+    let current = pair.current();
+    let leaf = current.end_entity_cert().map_err(anyhow::Error::from)?;
+    match nodewarden_shared::ca::inspect_der(leaf) {
         Ok(info) => tracing::info!(
             certificate = %files.cert_file.display(),
             name = info.common_name.as_deref().unwrap_or("-"),
