@@ -95,9 +95,13 @@ async fn ping(
     }
 }
 
-/// A TLS client gets this long to finish its handshake, and any client this long to send a
-/// request's headers, so that idle or slow connections do not pile up.
+/// A TLS client gets this long to finish its handshake, so that stalled connections do not pile
+/// up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait for (or trickle) a request's headers, idle keep-alive time
+/// included in hyper: longer than common scrape and discovery intervals (15–60 s), so that
+/// Prometheus keeps its connection between scrapes instead of a handshake per scrape.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The bound server socket, with its TLS acceptor when `[http] tls` is set.
 pub struct HttpListener {
@@ -177,8 +181,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// The accept loop of the HTTPS server: one task per connection, the handshake and the request
-/// headers bounded by [`HANDSHAKE_TIMEOUT`]. A failed handshake (a plain-HTTP client, a client
+/// The accept loop of the HTTPS server: one task per connection, the handshake bounded by
+/// [`HANDSHAKE_TIMEOUT`], waiting for request headers by [`HEADER_READ_TIMEOUT`]. A failed handshake (a plain-HTTP client, a client
 /// that does not trust the certificate) ends that connection only.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
@@ -213,7 +217,7 @@ async fn serve_tls(
             let service = hyper_util::service::TowerToHyperService::new(app);
             let result = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = result {
