@@ -182,8 +182,9 @@ pub async fn serve(
 }
 
 /// The accept loop of the HTTPS server: one task per connection, the handshake bounded by
-/// [`HANDSHAKE_TIMEOUT`], waiting for request headers by [`HEADER_READ_TIMEOUT`]. A failed handshake (a plain-HTTP client, a client
-/// that does not trust the certificate) ends that connection only.
+/// [`HANDSHAKE_TIMEOUT`], waiting for request headers by [`HEADER_READ_TIMEOUT`]. A failed
+/// handshake (a plain-HTTP client, a client that does not trust the certificate) ends that
+/// connection only.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
