@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use nodewarden_tests::lab::Lab;
-use nodewarden_tests::{free_port, prometheus_query, result_len, service, start_prometheus};
+use nodewarden_tests::{
+    free_port, prometheus_query, result_len, service, start_prometheus, wait_for,
+};
 
 #[test]
 fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
@@ -199,4 +201,92 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         .unwrap()
         .1
         .wait("HTTPS certificate reloaded");
+}
+
+/// An agent that serves its metrics over TLS (`--web.config.file`) announces it, and service
+/// discovery gives Prometheus `https` for it alone: a real Prometheus, trusting the CA of the
+/// agent's web certificate, scrapes it over HTTPS through plain discovery.
+#[test]
+fn an_agent_serving_tls_metrics_is_discovered_as_https() {
+    use nodewarden_shared::ca::{Validity, issue_server_cert};
+    let Some(prometheus_bin) = service("NW_TEST_PROMETHEUS_BIN") else {
+        return;
+    };
+    let mut lab = Lab::new("");
+    lab.wait_service(true, "stopped");
+    let sd = |lab: &Lab| -> serde_json::Value {
+        let text = lab
+            .http_agent()
+            .get(format!("{}/api/v1/sd/agents", lab.api()))
+            .header("Authorization", &format!("Bearer {}", lab.token()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let groups = sd(&lab);
+    assert_eq!(groups[0]["labels"]["node"], "n1", "{groups}");
+    assert!(groups[0]["labels"].get("__scheme__").is_none(), "{groups}");
+
+    // The agent again, with TLS on its metrics port (a certificate from the lab's CA).
+    let ca = nodewarden_controller::cadir::CaDir::new(lab.path("ca"))
+        .ca()
+        .unwrap();
+    let web = issue_server_cert(
+        &ca,
+        &["127.0.0.1".into()],
+        Validity::days_from(time::OffsetDateTime::now_utc(), 1),
+    )
+    .unwrap();
+    std::fs::write(lab.path("web.pem"), &web.cert_pem).unwrap();
+    std::fs::write(lab.path("web.key"), web.key_pem.as_deref().unwrap()).unwrap();
+    std::fs::write(
+        lab.path("web.yml"),
+        "tls_server_config:\n  cert_file: web.pem\n  key_file: web.key\n",
+    )
+    .unwrap();
+    lab.stop_agent();
+    lab.start_agent_with(&[format!(
+        "--web.config.file={}",
+        lab.path("web.yml").display()
+    )]);
+    let groups = wait_for("n1 discovered with https", Duration::from_secs(20), || {
+        let groups = sd(&lab);
+        (groups[0]["labels"]["__scheme__"] == "https").then_some(groups)
+    });
+    let target = groups[0]["targets"][0].as_str().unwrap().to_string();
+
+    let dir = lab.path("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    let yaml = serde_json::json!({
+        "global": { "scrape_interval": "1s" },
+        "scrape_configs": [{
+            "job_name": "nodes",
+            "http_sd_configs": [{
+                "url": format!("{}/api/v1/sd/agents", lab.api()),
+                "refresh_interval": "1s",
+                "authorization": { "type": "Bearer", "credentials_file": lab.path("data/api.token") },
+            }],
+            "tls_config": { "ca_file": lab.path("ca/ca.pem") },
+        }],
+    });
+    std::fs::write(&config, serde_yaml_ng::to_string(&yaml).unwrap()).unwrap();
+    let (_prometheus, prometheus) =
+        start_prometheus(&prometheus_bin, &config, &dir.join("data"), free_port());
+    wait_for(
+        "Prometheus scraping n1 over HTTPS",
+        Duration::from_secs(30),
+        || {
+            let answer = prometheus_query(&prometheus, "up{job=\"nodes\",node=\"n1\"} == 1");
+            (result_len(&answer) == 1).then_some(())
+        },
+    );
+    let targets = nodewarden_tests::get_text(&format!("{prometheus}/api/v1/targets")).unwrap();
+    assert!(
+        targets.contains(&format!("\"scrapeUrl\":\"https://{target}/metrics\"")),
+        "{targets}"
+    );
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use nodewarden_shared::framing::{FrameDecoder, MAX_FRAME, encode_frame};
 use nodewarden_shared::ops::{self as shared_ops, Operation, OperationResult};
 use nodewarden_shared::protocol::{
-    self, AgentToController, CAP_INVENTORY, CAP_OPERATIONS, CAP_STATE_REPORT, CommandKind,
-    CommandOutcome, CommandResponse, ServiceStatus, StateReport, close,
+    self, AgentToController, CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT,
+    CommandKind, CommandOutcome, CommandResponse, ServiceStatus, StateReport, close,
 };
 use nodewarden_shared::session::{AgentEvent, AgentSession};
 use nodewarden_shared::tls;
@@ -35,8 +35,9 @@ const SERVICE_STATE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long collecting the inventory may take.
 const INVENTORY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// What this agent announces: operations only when its config declares something to act on.
-fn capabilities(operations: bool) -> Vec<&'static str> {
+/// What this agent announces: operations only when its config declares something to act on;
+/// TLS on its metrics port when it serves it so (for the controller's service discovery).
+fn capabilities(operations: bool, metrics_tls: bool) -> Vec<&'static str> {
     let mut caps = vec![
         CAP_STATE_REPORT,
         "command:ping",
@@ -45,6 +46,9 @@ fn capabilities(operations: bool) -> Vec<&'static str> {
     ];
     if operations {
         caps.push(CAP_OPERATIONS);
+    }
+    if metrics_tls {
+        caps.push(CAP_METRICS_TLS);
     }
     caps
 }
@@ -108,6 +112,8 @@ pub struct LinkSettings {
     /// (`<sysfs>/class/net`) are read.
     pub procfs: std::path::PathBuf,
     pub sysfs: std::path::PathBuf,
+    /// `/metrics` is served over TLS (`--web.config.file`): announced as [`CAP_METRICS_TLS`].
+    pub metrics_tls: bool,
 }
 
 fn read(path: &Path) -> Result<String, LinkError> {
@@ -179,6 +185,7 @@ impl LinkSettings {
             executor,
             procfs,
             sysfs: sysfs.to_path_buf(),
+            metrics_tls: false,
         })
     }
 }
@@ -434,7 +441,7 @@ async fn session(
         &mut send,
         &session.hello(
             env!("CARGO_PKG_VERSION"),
-            &capabilities(settings.executor.is_some()),
+            &capabilities(settings.executor.is_some(), settings.metrics_tls),
         ),
     )
     .await?;
@@ -525,9 +532,11 @@ mod tests {
 
     #[test]
     fn operations_are_announced_only_with_declarations() {
-        assert!(!capabilities(false).contains(&CAP_OPERATIONS));
-        assert!(capabilities(true).contains(&CAP_OPERATIONS));
-        assert!(capabilities(false).contains(&CAP_INVENTORY));
+        assert!(!capabilities(false, false).contains(&CAP_OPERATIONS));
+        assert!(capabilities(true, false).contains(&CAP_OPERATIONS));
+        assert!(!capabilities(true, false).contains(&CAP_METRICS_TLS));
+        assert!(capabilities(false, true).contains(&CAP_METRICS_TLS));
+        assert!(capabilities(false, false).contains(&CAP_INVENTORY));
     }
 
     #[tokio::test]

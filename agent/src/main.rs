@@ -54,12 +54,10 @@ fn main() -> anyhow::Result<()> {
                     // operations on a service across commands.
                     let executor =
                         (!config.ops.is_empty()).then(|| ops::Executor::new(&config.ops));
-                    Some(link::LinkSettings::new(
-                        c,
-                        state,
-                        executor,
-                        &options.paths.sysfs,
-                    )?)
+                    let mut settings =
+                        link::LinkSettings::new(c, state, executor, &options.paths.sysfs)?;
+                    settings.metrics_tls = web.tls.is_some();
+                    Some(settings)
                 }
                 None => None,
             }

@@ -565,6 +565,7 @@ mod tests {
                     connected_at: 0,
                     cert_serial: "s".into(),
                     cert_not_after_unix: 0,
+                    capabilities: vec![],
                 },
                 0,
             );

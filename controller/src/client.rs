@@ -476,6 +476,7 @@ mod tests {
             connected_at: 1_796_219_385_000,
             cert_serial: "01".into(),
             cert_not_after_unix: 0,
+            capabilities: vec![],
         };
         registry.connected("storage-1", conn(1, "10.0.3.17:40374"), 1_796_219_385_000);
         let report = StateReport {

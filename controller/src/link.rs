@@ -458,6 +458,7 @@ async fn run_session(
                                 connected_at: now_millis(),
                                 cert_serial: info.serial.clone(),
                                 cert_not_after_unix: info.not_after_unix,
+                                capabilities: hello.capabilities.clone(),
                             };
                             let now = now_millis();
                             let change = lock(&controller.registry).connected(node, conn, now);

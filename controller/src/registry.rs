@@ -24,6 +24,8 @@ pub struct Connection {
     pub connected_at: UnixMillis,
     pub cert_serial: String,
     pub cert_not_after_unix: i64,
+    /// What the agent announced in its hello (commands it executes, `metrics:tls`, …).
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -181,6 +183,7 @@ mod tests {
             connected_at: 0,
             cert_serial: "ab".into(),
             cert_not_after_unix: 0,
+            capabilities: vec![],
         }
     }
 

@@ -1,8 +1,10 @@
 //! Prometheus HTTP service discovery (`http_sd_configs`): `GET /api/v1/sd/agents` lists every
 //! online agent's metrics endpoint, so Prometheus scrapes agents directly and `up` keeps its
 //! meaning. One target group per online node: target `<address the link comes from>:<metrics
-//! port the agent reports>`, labels `node`, `roles`, `device_ids` (comma-separated). A node whose
-//! agent has not reported its metrics port yet is left out until it does.
+//! port the agent reports>`, labels `node`, `roles`, `device_ids` (comma-separated), and
+//! `__scheme__="https"` for an agent that announced TLS on its metrics port
+//! ([`CAP_METRICS_TLS`]; the job's `tls_config` still says what to trust). A node whose agent has
+//! not reported its metrics port yet is left out until it does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use serde::Serialize;
 
 use crate::link::Controller;
 use crate::registry::Node;
+use nodewarden_shared::protocol::CAP_METRICS_TLS;
 
 pub const PATH: &str = "/api/v1/sd/agents";
 
@@ -45,14 +48,18 @@ pub fn target_groups<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<TargetGro
             device_ids.sort_unstable();
             device_ids.dedup();
             let device_ids: Vec<String> = device_ids.iter().map(u32::to_string).collect();
+            let mut labels: std::collections::BTreeMap<String, String> = [
+                ("node".to_string(), n.name.clone()),
+                ("roles".to_string(), roles.join(",")),
+                ("device_ids".to_string(), device_ids.join(",")),
+            ]
+            .into();
+            if connection.capabilities.iter().any(|c| c == CAP_METRICS_TLS) {
+                labels.insert("__scheme__".into(), "https".into());
+            }
             Some(TargetGroup {
                 targets: vec![SocketAddr::new(ip, port).to_string()],
-                labels: [
-                    ("node".to_string(), n.name.clone()),
-                    ("roles".to_string(), roles.join(",")),
-                    ("device_ids".to_string(), device_ids.join(",")),
-                ]
-                .into(),
+                labels,
             })
         })
         .collect()
@@ -84,6 +91,7 @@ mod tests {
             connected_at: 0,
             cert_serial: "ab".into(),
             cert_not_after_unix: 0,
+            capabilities: vec![],
         }
     }
 
@@ -112,8 +120,10 @@ mod tests {
             },
             1,
         );
-        // IPv4-mapped peer address, no devices.
-        r.connected("c1", conn(2, "[::ffff:10.0.0.6]:40001"), 0);
+        // IPv4-mapped peer address, no devices, metrics over TLS.
+        let mut tls = conn(2, "[::ffff:10.0.0.6]:40001");
+        tls.capabilities = vec![CAP_METRICS_TLS.into(), "command:ping".into()];
+        r.connected("c1", tls, 0);
         r.report(
             "c1",
             2,
@@ -146,7 +156,8 @@ mod tests {
             json,
             serde_json::json!([
                 {"targets": ["10.0.0.6:9200"],
-                 "labels": {"node": "c1", "roles": "ray", "device_ids": ""}},
+                 "labels": {"node": "c1", "roles": "ray", "device_ids": "",
+                            "__scheme__": "https"}},
                 {"targets": ["10.0.0.5:9100"],
                  "labels": {"node": "s1", "roles": "storage,ray", "device_ids": "3,7"}},
             ])

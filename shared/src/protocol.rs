@@ -254,6 +254,11 @@ pub mod close {
 /// Capability for sending periodic state reports.
 pub const CAP_STATE_REPORT: &str = "state-report";
 
+/// Not a command: the agent serves its `/metrics` over TLS (`--web.config.file`), so service
+/// discovery gives Prometheus `https` for it. An announcement in the hello's capabilities, which
+/// a controller that does not know it ignores: no change to the wire layout.
+pub const CAP_METRICS_TLS: &str = "metrics:tls";
+
 /// Encodes a message for a frame payload.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(message)

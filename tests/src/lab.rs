@@ -170,11 +170,17 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// [`Lab::start_agent`] with more command-line arguments.
+    pub fn start_agent_with(&mut self, extra: &[String]) {
         let mut child = ChildGuard::spawn(
             Command::new(bin_path("nodewarden-agent"))
                 .arg("--config")
                 .arg(self.path("agent.toml"))
                 .arg("--web.listen-address=127.0.0.1:0")
+                .args(extra)
                 .env("NODEWARDEN_LOG", "info")
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::null())
