@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 #[command(
     name = "nodewarden-controller",
     version,
-    about = "nodewarden controller: CA, agent link, registry"
+    about = "nodewarden controller: CA, agent link, fleet store and audit log, API, web console and CLI"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -113,6 +113,7 @@ struct ApiArgs {
     /// The API token (sent as `Authorization: Bearer`); default `<data-dir>/api.token` if present.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The controller's data directory, where the default token and CA files are.
     #[arg(long, default_value = "/var/lib/nodewarden")]
     data_dir: PathBuf,
     /// Who asks, for the record (actions); default $USER. A named API token overrides it.
