@@ -19,7 +19,7 @@ use crate::webconfig::WebConfig;
 
 /// A TLS client gets this long to finish its handshake, so that connections that never do
 /// (a port scanner, a stalled peer) do not each hold a task and a descriptor for good.
-pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct MetricsServer {
     pub scraper: Arc<Scraper>,

@@ -405,9 +405,9 @@ fn summary(r: &NodeActionResult) -> String {
     if let Some(e) = &r.error {
         parts.push(e.clone());
     }
-    let text = parts.join("; ");
-    // One line per node, whatever the remote side said.
-    text.replace(['\n', '\r'], " ")
+    // One line per node whatever the remote side said: the table shows control characters as
+    // spaces.
+    parts.join("; ")
 }
 
 /// Refuses a batch of operations at once, for callers that validate before queueing.

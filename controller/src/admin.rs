@@ -152,9 +152,7 @@ fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     )
     .map_err(anyhow::Error::msg)
     .context("loading the HTTPS certificate")?;
-    let current = pair.current();
-    let leaf = current.end_entity_cert().map_err(anyhow::Error::from)?;
-    match nodewarden_shared::ca::inspect_der(leaf) {
+    match pair.info() {
         Ok(info) => tracing::info!(
             certificate = %files.cert_file.display(),
             name = info.common_name.as_deref().unwrap_or("-"),
@@ -163,7 +161,7 @@ fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
         ),
         Err(e) => tracing::warn!(certificate = %files.cert_file.display(), "{e}"),
     }
-    let config = nodewarden_shared::tls::https_server_config_with(Arc::new(pair))
+    let config = nodewarden_shared::tls::https_server_config(Arc::new(pair))
         .context("the HTTPS server configuration")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -74,19 +74,14 @@ impl AgentPath for LinkAgent {
     }
 
     fn observe(&self, path: ActionPath, elapsed: Duration) {
+        use crate::metrics::CommandLabels;
         let labels = match path {
             // The link observes its own commands (`Controller::command`).
             ActionPath::Agent => return,
-            ActionPath::Ssh => crate::metrics::CommandLabels {
-                kind: nodewarden_shared::protocol::CAP_OPERATIONS
-                    .trim_start_matches("command:")
-                    .to_string(),
-                path: "ssh".into(),
-            },
-            ActionPath::WakeOnLan => crate::metrics::CommandLabels {
-                kind: "wake".into(),
-                path: "wol".into(),
-            },
+            ActionPath::Ssh => {
+                CommandLabels::new(nodewarden_shared::protocol::CAP_OPERATIONS, "ssh")
+            }
+            ActionPath::WakeOnLan => CommandLabels::new("wake", "wol"),
         };
         self.controller
             .metrics

@@ -16,9 +16,10 @@ use rustls::sign::CertifiedKey;
 /// How often a handshake may look at the files.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Both files' contents (`None`: unreadable). Compared whole, not by modification time, which
-/// two quick writes of files of the same size can leave unchanged; they are small.
-type Stamp = [Option<Vec<u8>>; 2];
+/// Both files' contents, or why one could not be read (naming it). Compared whole, not by
+/// modification time, which two quick writes of files of the same size can leave unchanged;
+/// they are small.
+type Stamp = [Result<Vec<u8>, String>; 2];
 
 #[derive(Debug)]
 pub struct CertFiles {
@@ -39,18 +40,14 @@ struct State {
 }
 
 fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
-    [cert_file, key_file].map(|p| std::fs::read(p).ok())
+    [cert_file, key_file].map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
 }
 
 /// The pair as `seen` holds it, parsed; errors name the files.
 fn load(cert_file: &Path, key_file: &Path, seen: &Stamp) -> Result<CertifiedKey, String> {
-    let text = |path: &Path, bytes: &Option<Vec<u8>>| -> Result<String, String> {
-        let bytes = match bytes {
-            Some(b) => b.clone(),
-            // Read again for the error's sake.
-            None => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        };
-        String::from_utf8(bytes).map_err(|_| format!("{}: not PEM text", path.display()))
+    let text = |path: &Path, bytes: &Result<Vec<u8>, String>| -> Result<String, String> {
+        let bytes = bytes.as_ref().map_err(Clone::clone)?;
+        String::from_utf8(bytes.clone()).map_err(|_| format!("{}: not PEM text", path.display()))
     };
     let cert_pem = text(cert_file, &seen[0])?;
     let key_pem = text(key_file, &seen[1])?;
@@ -82,6 +79,13 @@ impl CertFiles {
                 checked: Instant::now(),
             }),
         })
+    }
+
+    /// What the certificate served now says (name, validity), for start-up logs and warnings.
+    pub fn info(&self) -> Result<nodewarden_shared::ca::CertInfo, String> {
+        let key = self.current();
+        let leaf = key.end_entity_cert().map_err(|e| e.to_string())?;
+        nodewarden_shared::ca::inspect_der(leaf).map_err(|e| e.to_string())
     }
 
     /// The pair to serve now: re-read first when the interval has passed and the files changed.

@@ -339,7 +339,8 @@ impl ControllerConfig {
                     .map_err(|e| err(format!("http.listen: {a:?}: {e}")))?,
             ),
         };
-        let ca_dir = base_dir(file).join(&raw.link.ca_dir);
+        let base = base_dir(file);
+        let ca_dir = base.join(&raw.link.ca_dir);
         let http_tls = match (raw.http.tls_cert_file, raw.http.tls_key_file) {
             (Some(_), Some(_)) if raw.http.tls == Some(false) => {
                 return Err(err(
@@ -347,8 +348,8 @@ impl ControllerConfig {
                 ));
             }
             (Some(cert), Some(key)) => Some(HttpTls {
-                cert_file: base_dir(file).join(cert),
-                key_file: base_dir(file).join(key),
+                cert_file: base.join(cert),
+                key_file: base.join(key),
             }),
             (None, None) if raw.http.tls == Some(true) => Some(HttpTls {
                 cert_file: ca_dir.join(crate::cadir::SERVER_CERT),
@@ -413,7 +414,6 @@ impl ControllerConfig {
                 })
             }
         };
-        let base = base_dir(file);
         let data_dir = match raw.data_dir {
             Some(d) => base.join(d),
             None => std::env::var_os("STATE_DIRECTORY")

@@ -155,10 +155,7 @@ impl Controller {
             .and_then(|id| lock(&self.live).get(&id).map(|l| l.commands.clone()))
             .ok_or_else(|| format!("node {node} is not connected"))?;
         let started = std::time::Instant::now();
-        let labels = crate::metrics::CommandLabels {
-            kind: kind.capability().trim_start_matches("command:").to_string(),
-            path: "agent".into(),
-        };
+        let labels = crate::metrics::CommandLabels::new(kind.capability(), "agent");
         let (tx, rx) = oneshot::channel();
         sender
             .send((kind, tx))
@@ -232,7 +229,6 @@ fn transport(
 pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>), LinkError> {
     let dir = CaDir::new(&settings.ca_dir);
     let ca_pem = cadir::read(&dir.path(cadir::CA_CERT))?;
-    let server_pem = cadir::read(&dir.path(cadir::SERVER_CERT))?;
     // Re-read when `ca server` renews it: new connections get the new pair, no restart.
     let server_pair = crate::certfile::CertFiles::load(
         "link",
@@ -253,14 +249,16 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
         transitions: tokio::sync::watch::Sender::new(0),
         metrics: Default::default(),
     });
-    for (what, pem) in [("CA", &ca_pem), ("server", &server_pem)] {
-        match nodewarden_shared::ca::inspect_pem(pem) {
-            Ok(info) => controller.warn_if_expiring(what, &info),
-            Err(e) => tracing::warn!("{what} certificate: {e}"),
-        }
+    match nodewarden_shared::ca::inspect_pem(&ca_pem) {
+        Ok(info) => controller.warn_if_expiring("CA", &info),
+        Err(e) => tracing::warn!("CA certificate: {e}"),
+    }
+    match server_pair.info() {
+        Ok(info) => controller.warn_if_expiring("server", &info),
+        Err(e) => tracing::warn!("server certificate: {e}"),
     }
 
-    let crypto = tls::server_config_with(&ca_pem, Arc::new(server_pair), revoked)?;
+    let crypto = tls::server_config(&ca_pem, Arc::new(server_pair), revoked)?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(crypto))
         .map_err(|e| LinkError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));

@@ -233,37 +233,19 @@ fn main() -> anyhow::Result<()> {
                 },
             )
         }
-        Cmd::Nodes { json, api } => {
-            let client = api_client(&api)?;
-            if json {
-                let nodes: serde_json::Value = client.get_json("/api/v1/nodes")?;
-                println!("{}", serde_json::to_string_pretty(&nodes)?);
-            } else {
-                let nodes: Vec<client::NodeView> = client.get_json("/api/v1/nodes")?;
-                print!("{}", client::render_nodes(&nodes));
-            }
-            Ok(())
-        }
+        Cmd::Nodes { json, api } => print_view(&api, "/api/v1/nodes", json, client::render_nodes),
         Cmd::Events {
             node,
             limit,
             json,
             api,
         } => {
-            let client = api_client(&api)?;
             let mut path = format!("/api/v1/events?limit={limit}");
             if let Some(node) = node {
                 validate_node_name(&node).map_err(|e| anyhow::anyhow!("--node {node:?}: {e}"))?;
                 path.push_str(&format!("&node={node}"));
             }
-            if json {
-                let events: serde_json::Value = client.get_json(&path)?;
-                println!("{}", serde_json::to_string_pretty(&events)?);
-            } else {
-                let events: Vec<client::EventView> = client.get_json(&path)?;
-                print!("{}", client::render_events(&events));
-            }
-            Ok(())
+            print_view(&api, &path, json, client::render_events)
         }
         Cmd::DeleteFragments { pairs, api } => {
             let (text, name) = if pairs.as_os_str() == "-" {
@@ -318,6 +300,24 @@ fn api_client(api: &ApiArgs) -> anyhow::Result<client::ApiClient> {
         token,
         ca_pem,
     })
+}
+
+/// GETs a list from the API and prints it as the API's JSON or as `render`'s table.
+fn print_view<T: serde::de::DeserializeOwned>(
+    api: &ApiArgs,
+    path: &str,
+    json: bool,
+    render: fn(&[T]) -> String,
+) -> anyhow::Result<()> {
+    let client = api_client(api)?;
+    if json {
+        let answer: serde_json::Value = client.get_json(path)?;
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        let items: Vec<T> = client.get_json(path)?;
+        print!("{}", render(&items));
+    }
+    Ok(())
 }
 
 /// Calls the API; exits 1 when a node failed, fails (status 1 via anyhow) on a refused request.

@@ -37,6 +37,17 @@ pub struct CommandLabels {
     pub path: String,
 }
 
+impl CommandLabels {
+    /// `kind` is the command's capability (`command:ops/1` → `ops/1`) or a name of its own
+    /// (`wake`).
+    pub fn new(kind: &str, path: &str) -> CommandLabels {
+        CommandLabels {
+            kind: kind.trim_start_matches("command:").to_string(),
+            path: path.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
     pub node: String,

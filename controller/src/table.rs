@@ -24,10 +24,8 @@ pub fn render<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String
     for row in &lines {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
+            line.push_str(cell);
+            if i + 1 < N {
                 line.extend(std::iter::repeat_n(
                     ' ',
                     widths[i] - cell.chars().count() + 2,

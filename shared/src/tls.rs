@@ -106,23 +106,10 @@ pub struct Identity<'a> {
     pub key_pem: &'a str,
 }
 
-/// The controller's configuration: requires a node certificate from `ca_pem`.
+/// The controller's configuration: requires a node certificate from `ca_pem`; its own
+/// certificate is chosen per handshake by `resolver` (the controller's re-reads its files when
+/// they change; [`single`] for a fixed pair).
 pub fn server_config(
-    ca_pem: &str,
-    server: Identity<'_>,
-    revoked: Arc<dyn Revocation>,
-) -> Result<rustls::ServerConfig, TlsError> {
-    let key = certified_key(server)?;
-    server_config_with(
-        ca_pem,
-        Arc::new(rustls::sign::SingleCertAndKey::from(key)),
-        revoked,
-    )
-}
-
-/// [`server_config`] with the server certificate chosen per handshake by `resolver` (the
-/// controller's re-reads its files when they change).
-pub fn server_config_with(
     ca_pem: &str,
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     revoked: Arc<dyn Revocation>,
@@ -149,17 +136,9 @@ pub fn server_config_with(
 pub const HTTP11_ALPN: &[u8] = b"http/1.1";
 
 /// The controller's HTTPS server (`[http] tls`): TLS 1.3 with the ring provider, no client
-/// certificate (callers authenticate with bearer tokens inside the encrypted channel). Fails when
-/// the key does not belong to the certificate, so a mismatched pair is refused at start-up and
-/// not at the first handshake.
-pub fn https_server_config(server: Identity<'_>) -> Result<rustls::ServerConfig, TlsError> {
-    let key = certified_key(server)?;
-    https_server_config_with(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
-}
-
-/// [`https_server_config`] with the certificate chosen per handshake by `resolver` (the
-/// controller's re-reads its files when they change).
-pub fn https_server_config_with(
+/// certificate (callers authenticate with bearer tokens inside the encrypted channel); the
+/// certificate chosen per handshake by `resolver`, as for [`server_config`].
+pub fn https_server_config(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -168,6 +147,11 @@ pub fn https_server_config_with(
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![HTTP11_ALPN.to_vec()];
     Ok(config)
+}
+
+/// A fixed certificate and key as a resolver, checked to belong together ([`certified_key`]).
+pub fn single(server: Identity<'_>) -> Result<Arc<rustls::sign::SingleCertAndKey>, TlsError> {
+    Ok(Arc::new(certified_key(server)?.into()))
 }
 
 /// A certificate chain and its key, parsed and checked to belong together (a key of another
@@ -386,10 +370,11 @@ mod tests {
     fn server(p: &Pki, revoked: &RevokedSet) -> rustls::ServerConfig {
         server_config(
             &p.ca.cert_pem,
-            Identity {
+            single(Identity {
                 cert_pem: &p.server_cert,
                 key_pem: &p.server_key,
-            },
+            })
+            .unwrap(),
             Arc::new(revoked.clone()),
         )
         .unwrap()
@@ -473,10 +458,13 @@ mod tests {
     #[test]
     fn https_server_needs_no_client_certificate_and_speaks_http11() {
         let p = pki("127.0.0.1");
-        let server = https_server_config(Identity {
-            cert_pem: &p.server_cert,
-            key_pem: &p.server_key,
-        })
+        let server = https_server_config(
+            single(Identity {
+                cert_pem: &p.server_cert,
+                key_pem: &p.server_key,
+            })
+            .unwrap(),
+        )
         .unwrap();
         // A browser or Prometheus: trusts the CA, presents nothing, offers h2 and http/1.1.
         let mut browser = client_config(&p.ca.cert_pem, None).unwrap();
@@ -496,13 +484,13 @@ mod tests {
     fn https_server_refuses_a_key_of_another_certificate() {
         let p = pki("127.0.0.1");
         let other = pki("127.0.0.1");
-        let e = https_server_config(Identity {
+        let e = single(Identity {
             cert_pem: &p.server_cert,
             key_pem: &other.server_key,
         })
         .unwrap_err();
         assert!(matches!(e, TlsError::Rustls(_)), "{e}");
-        let e = https_server_config(Identity {
+        let e = single(Identity {
             cert_pem: "not a certificate",
             key_pem: &p.server_key,
         })
