@@ -388,19 +388,10 @@ fn a_node_answering_neither_path_is_woken_and_its_services_started_over_the_link
 
 /// GETs an API path with a token; the JSON answer.
 fn get_json(lab: &Lab, token: &str, path: &str) -> Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .get(format!("{}{path}", lab.api()))
-        .header("Authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path} with {token:?}: {e}"));
-    let status = response.status();
-    let text = response.body_mut().read_to_string().unwrap();
-    assert_eq!(status, 200, "GET {path}: {text}");
-    serde_json::from_str(&text).unwrap()
+    match lab.get_as(token, path) {
+        Ok((200, answer)) => answer,
+        other => panic!("GET {path} with {token:?}: {other:?}"),
+    }
 }
 
 /// A named API token (`NAME TOKEN` in the token file) acts as its operator: the audit log

@@ -193,16 +193,8 @@ fn sign_in(browser: &Browser, token: &str) {
 
 /// The audit log entries of `node` through the API, newest first.
 fn api_events(lab: &Lab, node: &str) -> Vec<Value> {
-    let text = lab
-        .http_agent()
-        .get(format!("{}/api/v1/events?node={node}&limit=50", lab.api()))
-        .header("Authorization", &format!("Bearer {}", lab.token()))
-        .call()
-        .expect("GET /api/v1/events")
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    let events = lab.get_json(&format!("/api/v1/events?node={node}&limit=50"));
+    events.as_array().cloned().unwrap_or_default()
 }
 
 const ROW: &str = "#fleet-body tr[data-node='n1']";

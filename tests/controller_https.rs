@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nodewarden_tests::lab::Lab;
 use nodewarden_tests::{
-    free_port, prometheus_query, result_len, service, start_prometheus, wait_for,
+    free_port, prometheus_query, result_len, series_labels, service, start_prometheus, wait_for,
 };
 
 #[test]
@@ -38,13 +38,8 @@ fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
         .1
         .wait("HTTPS handshake refused");
     // The token check still applies inside TLS.
-    let answer = lab
-        .http_agent()
-        .get(format!("{}/api/v1/nodes", lab.api()))
-        .header("Authorization", "Bearer not-the-token")
-        .call()
-        .unwrap();
-    assert_eq!(answer.status(), 401);
+    let (status, _) = lab.get_as("not-the-token", "/api/v1/nodes").unwrap();
+    assert_eq!(status, 401);
 
     // The CLI: refused without the CA (its default <data-dir>/ca/ca.pem is absent here),
     // through with it.
@@ -78,16 +73,8 @@ fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
         "{stdout}"
     );
 
-    let sd = lab
-        .http_agent()
-        .get(format!("{}/api/v1/sd/agents", lab.api()))
-        .header("Authorization", &format!("Bearer {}", lab.token()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(sd.contains("\"node\":\"n1\""), "{sd}");
+    let groups = lab.get_json("/api/v1/sd/agents");
+    assert_eq!(groups[0]["labels"]["node"], "n1", "{groups}");
 
     // Prometheus discovers the agent through HTTPS service discovery (the API token is accepted
     // there) and scrapes the controller's /metrics over HTTPS, with the CA as its only trust.
@@ -122,40 +109,17 @@ fn api_cli_and_prometheus_over_https_and_nothing_in_clear() {
     std::fs::write(&config, serde_yaml_ng::to_string(&yaml).unwrap()).unwrap();
     let (_prometheus, prometheus) =
         start_prometheus(&prometheus_bin, &config, &dir.join("data"), port);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let up = loop {
-        let answer = prometheus_query(&prometheus, "up == 1");
-        if result_len(&answer) == 2 {
-            break answer;
-        }
-        if std::time::Instant::now() > deadline {
-            let targets = nodewarden_tests::get_text(&format!("{prometheus}/api/v1/targets"));
-            let log = std::fs::read_to_string(dir.join("data.log")).unwrap_or_default();
-            panic!(
-                "the agent and the controller not both up over HTTPS after 30 s: {answer}\n\
-                 targets: {targets:?}\nPrometheus log:\n{log}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut jobs: Vec<(String, String)> = up["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["metric"]["job"].as_str().unwrap_or_default().to_string(),
-                s["metric"]["node"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    jobs.sort();
+    let up = wait_for(
+        "the agent and the controller both up over HTTPS",
+        Duration::from_secs(30),
+        || {
+            let answer = prometheus_query(&prometheus, "up == 1");
+            (result_len(&answer) == 2).then_some(answer)
+        },
+    );
     assert_eq!(
-        jobs,
-        [
-            ("nodes".to_string(), "n1".to_string()),
-            ("nodewarden-controller".to_string(), String::new()),
-        ]
+        series_labels(&up, &["job", "node"]),
+        [vec!["nodes", "n1"], vec!["nodewarden-controller", ""]]
     );
 }
 
@@ -189,7 +153,7 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    nodewarden_tests::wait_for(
+    wait_for(
         "the renewed certificate served",
         Duration::from_secs(10),
         || (nodes("localhost") == Ok(200)).then_some(()),
@@ -214,19 +178,7 @@ fn an_agent_serving_tls_metrics_is_discovered_as_https() {
     };
     let mut lab = Lab::new("");
     lab.wait_service(true, "stopped");
-    let sd = |lab: &Lab| -> serde_json::Value {
-        let text = lab
-            .http_agent()
-            .get(format!("{}/api/v1/sd/agents", lab.api()))
-            .header("Authorization", &format!("Bearer {}", lab.token()))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
-    let groups = sd(&lab);
+    let groups = lab.get_json("/api/v1/sd/agents");
     assert_eq!(groups[0]["labels"]["node"], "n1", "{groups}");
     assert!(groups[0]["labels"].get("__scheme__").is_none(), "{groups}");
 
@@ -253,7 +205,7 @@ fn an_agent_serving_tls_metrics_is_discovered_as_https() {
         lab.path("web.yml").display()
     )]);
     let groups = wait_for("n1 discovered with https", Duration::from_secs(20), || {
-        let groups = sd(&lab);
+        let groups = lab.get_json("/api/v1/sd/agents");
         (groups[0]["labels"]["__scheme__"] == "https").then_some(groups)
     });
     let target = groups[0]["targets"][0].as_str().unwrap().to_string();

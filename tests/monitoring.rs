@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nodewarden_tests::{
     ChildGuard, bin_path, free_port, parse_exposition, prometheus_query as query, result_len,
-    service, start_prometheus, wait_for,
+    series_labels, service, start_prometheus, wait_for,
 };
 use serde_json::Value;
 
@@ -698,27 +698,9 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
             (result_len(&a) == 2).then_some(a)
         },
     );
-    let mut nodes: Vec<(String, String)> = up["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["metric"]["node"].as_str().unwrap_or_default().to_string(),
-                s["metric"]["device_ids"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect();
-    nodes.sort();
     assert_eq!(
-        nodes,
-        [
-            ("store-a".into(), "1".into()),
-            ("store-b".into(), "2".into())
-        ]
+        series_labels(&up, &["node", "device_ids"]),
+        [vec!["store-a", "1"], vec!["store-b", "2"]]
     );
     wait_for(
         "the Pushgateway and the controller scraped",

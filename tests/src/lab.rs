@@ -233,18 +233,37 @@ impl Lab {
             .to_string()
     }
 
-    pub fn node(&self) -> Option<Value> {
-        let text = self
+    /// GETs an API path with `token`: the status and the answer's JSON (`Null` if it is none).
+    pub fn get_as(&self, token: &str, path: &str) -> Result<(u16, Value), String> {
+        let mut response = self
             .http_agent()
-            .get(format!("{}/api/v1/nodes", self.api()))
-            .header("Authorization", &format!("Bearer {}", self.token()))
+            .get(format!("{}{path}", self.api()))
+            .header("Authorization", &format!("Bearer {token}"))
             .call()
-            .ok()?
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = response.status().as_u16();
+        let text = response
             .body_mut()
             .read_to_string()
-            .ok()?;
-        let nodes: Vec<Value> = serde_json::from_str(&text).ok()?;
-        nodes.into_iter().find(|n| n["name"] == "n1")
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// GETs an API path with the lab's token; fails the test unless the answer is 200.
+    pub fn get_json(&self, path: &str) -> Value {
+        match self.get_as(&self.token(), path) {
+            Ok((200, answer)) => answer,
+            other => panic!("GET {path}: {other:?}"),
+        }
+    }
+
+    pub fn node(&self) -> Option<Value> {
+        let (_, nodes) = self.get_as(&self.token(), "/api/v1/nodes").ok()?;
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "n1")
+            .cloned()
     }
 
     /// How many commands of `kind` the controller's `/metrics` counts over `path`

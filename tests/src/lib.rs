@@ -185,6 +185,23 @@ pub fn prometheus_query(prometheus: &str, expr: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
 }
 
+/// The values of `labels` of each series of a query answer, sorted (a missing label is "").
+pub fn series_labels(answer: &serde_json::Value, labels: &[&str]) -> Vec<Vec<String>> {
+    let mut series: Vec<Vec<String>> = answer["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            labels
+                .iter()
+                .map(|l| s["metric"][*l].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect();
+    series.sort();
+    series
+}
+
 /// How many series a query answer holds.
 pub fn result_len(answer: &serde_json::Value) -> usize {
     answer["data"]["result"].as_array().map_or(0, Vec::len)
