@@ -406,8 +406,14 @@ impl actions::AgentPath for AgentDown {
     fn is_online(&self, _node: &str) -> bool {
         false
     }
-    async fn execute(&self, node: &str, _op: &Operation) -> Result<OperationResult, String> {
-        Err(format!("{node}: agent offline"))
+    async fn execute(
+        &self,
+        node: &str,
+        _op: &Operation,
+    ) -> Result<OperationResult, actions::LinkFailure> {
+        Err(actions::LinkFailure::NotSent(format!(
+            "{node}: agent offline"
+        )))
     }
     async fn wait_online(&self, _node: &str, _limit: Duration) -> bool {
         false

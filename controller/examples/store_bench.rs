@@ -127,6 +127,8 @@ async fn run(args: &Args, config: StoreConfig) -> anyhow::Result<()> {
                 roles: vec!["storage".into()],
                 agent_version: "0.1.0".into(),
                 cert_fingerprint: format!("sha256:{i:064x}"),
+                services: vec!["dfs-client".into()],
+                interfaces: vec![],
             },
             started,
         )?;

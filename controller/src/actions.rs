@@ -2,8 +2,11 @@
 //! online, else over SSH (the node's forced command), and for `wake` of a node that answers
 //! neither, a Wake-on-LAN packet and a wait for its agent. The path taken is part of the result.
 //!
-//! The link itself is behind [`AgentPath`], which the link endpoint implements; this module only
-//! decides and records. Every operation is validated before any path is tried.
+//! The link itself is behind [`AgentPath`], which the shared state implements
+//! ([`crate::state::LinkAgent`]); this module only decides. Every operation is validated before
+//! any path is tried. An action that expands to no operation fails with a clear error (never
+//! "ok" having done nothing), and an operation whose outcome is unknown (the link was lost after
+//! it was sent) is reported so and re-run over SSH only if running it twice is harmless.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,6 +70,10 @@ impl Action {
     }
 }
 
+/// The most MAC addresses one node's magic packets go to (a node reporting more — a host full of
+/// virtual interfaces — has the first ones by address woken).
+pub const MAX_WAKE_MACS: usize = 8;
+
 /// Where a sleeping node's magic packet goes: its NICs' MACs (as the agent reported them) and a
 /// directed broadcast address on its segment (or a relay's address).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,17 +92,49 @@ pub struct NodeReach {
     pub wake: Option<WakeTarget>,
 }
 
-/// The agent link, as this module needs it. Implemented by the link endpoint.
+/// How an operation over the link failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// It never reached the node (not connected, queue full, refused by the agent): another
+    /// path may run it.
+    NotSent(String),
+    /// It was sent and no answer came (link lost, timeout): it may have run.
+    Unknown(String),
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkFailure::NotSent(e) | LinkFailure::Unknown(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Whether running `op` a second time is harmless, so that an operation whose outcome is
+/// unknown may be re-run over SSH: a status, a stop (of a stopped service: nothing), a fragment
+/// deletion (of absent files: nothing). A start or restart is not re-run: the service may be
+/// starting already, and a second restart interrupts it again.
+pub fn idempotent(op: &Operation) -> bool {
+    match op {
+        Operation::Service { action, .. } => {
+            matches!(action, ServiceAction::Status | ServiceAction::Stop)
+        }
+        Operation::DeleteFragments { .. } => true,
+    }
+}
+
+/// The agent link, as this module needs it. Implemented by the shared state.
 pub trait AgentPath: Send + Sync + 'static {
     /// Whether the node's agent is connected now.
     fn is_online(&self, node: &str) -> bool;
     /// Runs one operation over the link. `Err` means the link failed before a result came back
-    /// (the SSH path is tried next); a refusal by the agent is an `Ok` result.
+    /// (whether it may have run says the [`LinkFailure`]); a refusal by the agent is an `Ok`
+    /// result.
     fn execute(
         &self,
         node: &str,
         op: &Operation,
-    ) -> impl Future<Output = Result<OperationResult, String>> + Send;
+    ) -> impl Future<Output = Result<OperationResult, LinkFailure>> + Send;
     /// Resolves when the node's agent connects, or with `false` after `limit`.
     fn wait_online(&self, node: &str, limit: Duration) -> impl Future<Output = bool> + Send;
     /// Records what the other paths took, beside the link's own command times: an operation
@@ -118,14 +157,29 @@ pub struct NodeActionResult {
     /// A Wake-on-LAN packet was sent.
     pub woke: bool,
     pub results: Vec<OperationResult>,
-    /// Why the action did not complete (unreachable, host key refused, …).
+    /// Operations whose outcome is unknown (sent over the link, which was lost before the
+    /// answer), with why; not re-run over another path.
+    #[serde(default)]
+    pub outcome_unknown: Vec<String>,
+    /// Why the action did not complete (unreachable, host key refused, nothing to do, …).
     pub error: Option<String>,
     pub duration_ms: u64,
 }
 
 impl NodeActionResult {
+    /// Done, and something was done: an empty result set is never a success.
     pub fn succeeded(&self) -> bool {
-        self.error.is_none() && self.results.iter().all(OperationResult::succeeded)
+        self.error.is_none()
+            && self.outcome_unknown.is_empty()
+            && (self.woke || !self.results.is_empty())
+            && self.results.iter().all(OperationResult::succeeded)
+    }
+
+    /// Nothing failed, but some operation's outcome is unknown.
+    pub fn unknown(&self) -> bool {
+        !self.outcome_unknown.is_empty()
+            && self.error.is_none()
+            && self.results.iter().all(OperationResult::succeeded)
     }
 }
 
@@ -168,6 +222,7 @@ pub async fn run_on_node<A: AgentPath>(
         path: None,
         woke: false,
         results: Vec::new(),
+        outcome_unknown: Vec::new(),
         error: None,
         duration_ms: 0,
     };
@@ -176,8 +231,21 @@ pub async fn run_on_node<A: AgentPath>(
         result.error = Some(format!("refused before contacting {}: {e}", reach.node));
         return finish(result, started);
     }
+    // A wake of a node whose agent is down still has its power-on to do.
+    if ops.is_empty() && (*action != Action::Wake || agent.is_online(&reach.node)) {
+        result.error = Some(nothing_to_do(&reach.node));
+        return finish(result, started);
+    }
     route(agent, reach, action, &ops, timing, &mut result).await;
     finish(result, started)
+}
+
+/// Why an action on `node` means no operation.
+pub fn nothing_to_do(node: &str) -> String {
+    format!(
+        "nothing to do on {node}: it declares no managed services (its agent has not reported \
+         any, and [nodes.{node}] in the controller's configuration declares none)"
+    )
 }
 
 fn finish(mut result: NodeActionResult, started: Instant) -> NodeActionResult {
@@ -198,16 +266,41 @@ async fn route<A: AgentPath>(
         result.path = Some(ActionPath::Agent);
         match over_agent(agent, &reach.node, pending, &mut result.results).await {
             Ok(()) => return,
-            // The link dropped mid-action: the rest goes over SSH.
-            Err((done, e)) => {
+            // The link dropped mid-action: what was not sent goes over SSH; the one in flight
+            // too if running it twice is harmless, else its outcome stays unknown.
+            Err((done, failure)) => {
+                let in_flight = &pending[done];
                 pending = &pending[done..];
-                tracing::warn!(node = %reach.node, error = %e, "agent link failed; trying SSH");
-                result.error = Some(format!("agent link: {e}"));
+                match &failure {
+                    LinkFailure::Unknown(e) if !idempotent(in_flight) => {
+                        tracing::warn!(
+                            node = %reach.node, operation = %in_flight, error = %e,
+                            "agent link lost after the operation was sent: its outcome is unknown; not re-running it"
+                        );
+                        result
+                            .outcome_unknown
+                            .push(format!("{in_flight}: outcome unknown ({e})"));
+                        pending = &pending[1..];
+                    }
+                    _ => tracing::warn!(
+                        node = %reach.node, error = %failure, "agent link failed; trying SSH"
+                    ),
+                }
+                result.error = Some(format!("agent link: {failure}"));
+                if pending.is_empty() {
+                    if result.outcome_unknown.len() == 1 && result.results.len() + 1 == ops.len() {
+                        // Only the unknown one: no error beyond it.
+                        result.error = None;
+                    }
+                    return;
+                }
             }
         }
     }
-    let mut ssh_unreachable = reach.ssh.is_none();
-    if let Some(target) = &reach.ssh {
+    let mut ssh_unreachable = reach.ssh.is_none() || pending.is_empty();
+    if pending.is_empty() {
+        // A wake with nothing to start: only the power-on is left to try.
+    } else if let Some(target) = &reach.ssh {
         result.path = Some(ActionPath::Ssh);
         match over_ssh(agent, target, pending, &mut result.results).await {
             Ok(()) => {
@@ -221,7 +314,7 @@ async fn route<A: AgentPath>(
         }
     }
     if *action != Action::Wake || !ssh_unreachable {
-        if result.error.is_none() {
+        if result.error.is_none() && !pending.is_empty() {
             result.error = Some(format!(
                 "{} is unreachable: its agent is offline and no SSH access is configured",
                 reach.node
@@ -258,7 +351,12 @@ async fn route<A: AgentPath>(
     agent.observe(ActionPath::WakeOnLan, sent.elapsed());
     result.error = None;
     // Awake: start the services over the link (the path stays WakeOnLan in the record).
-    if let Err((_, e)) = over_agent(agent, &reach.node, pending, &mut result.results).await {
+    if let Err((done, e)) = over_agent(agent, &reach.node, pending, &mut result.results).await {
+        if matches!(e, LinkFailure::Unknown(_)) {
+            result
+                .outcome_unknown
+                .push(format!("{}: outcome unknown ({e})", pending[done]));
+        }
         result.error = Some(format!("agent link after wake: {e}"));
     }
 }
@@ -269,7 +367,7 @@ async fn over_agent<A: AgentPath>(
     node: &str,
     ops: &[Operation],
     results: &mut Vec<OperationResult>,
-) -> Result<(), (usize, String)> {
+) -> Result<(), (usize, LinkFailure)> {
     for (i, op) in ops.iter().enumerate() {
         match agent.execute(node, op).await {
             Ok(r) => results.push(r),
@@ -301,20 +399,21 @@ pub async fn run_on_nodes<A: AgentPath>(
     requested_by: &str,
     concurrency: usize,
     timing: Timing,
-    progress: impl FnMut(&NodeActionResult, usize, usize),
+    progress: impl FnMut(usize, &NodeActionResult, usize, usize),
 ) -> Vec<NodeActionResult> {
     let each = nodes.into_iter().map(|n| (n, action.clone())).collect();
     run_each(agent, each, requested_by, concurrency, timing, progress).await
 }
 
 /// As [`run_on_nodes`], with an action per node (fragment deletions differ per node).
+/// `progress` sees `(index in nodes, result, done, total)` as each node finishes.
 pub async fn run_each<A: AgentPath>(
     agent: Arc<A>,
     nodes: Vec<(NodeReach, Action)>,
     requested_by: &str,
     concurrency: usize,
     timing: Timing,
-    mut progress: impl FnMut(&NodeActionResult, usize, usize),
+    mut progress: impl FnMut(usize, &NodeActionResult, usize, usize),
 ) -> Vec<NodeActionResult> {
     let total = nodes.len();
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
@@ -332,7 +431,7 @@ pub async fn run_each<A: AgentPath>(
     while let Some(joined) = set.join_next().await {
         if let Ok((i, r)) = joined {
             done += 1;
-            progress(&r, done, total);
+            progress(i, &r, done, total);
             if let Some(slot) = results.get_mut(i) {
                 *slot = Some(r);
             }
@@ -349,6 +448,7 @@ pub async fn run_each<A: AgentPath>(
                 path: None,
                 woke: false,
                 results: vec![],
+                outcome_unknown: vec![],
                 error: Some("the node's task failed".into()),
                 duration_ms: 0,
             })
@@ -367,7 +467,13 @@ pub fn render_table(results: &[NodeActionResult]) -> String {
                 (Some(ActionPath::WakeOnLan), _) | (None, true) => "wol",
                 (None, false) => "-",
             };
-            let status = if r.succeeded() { "ok" } else { "FAILED" };
+            let status = if r.succeeded() {
+                "ok"
+            } else if r.unknown() {
+                "UNKNOWN"
+            } else {
+                "FAILED"
+            };
             [r.node.clone(), path.into(), status.into(), summary(r)]
         })
         .collect();
@@ -402,6 +508,7 @@ fn summary(r: &NodeActionResult) -> String {
             }
         })
         .collect();
+    parts.extend(r.outcome_unknown.iter().cloned());
     if let Some(e) = &r.error {
         parts.push(e.clone());
     }

@@ -21,8 +21,8 @@ use nodewarden_shared::protocol::{CommandKind, CommandOutcome};
 
 use crate::api_actions::{self, ActionsApi};
 use crate::config::HttpTls;
-use crate::link::Controller;
 use crate::registry::Node;
+use crate::state::Controller;
 
 /// Everything the server needs beyond the controller.
 #[derive(Clone)]
@@ -55,7 +55,8 @@ pub fn router(controller: Arc<Controller>, actions: Arc<ActionsApi>) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/nodes/{name}/ping", post(ping))
-        .with_state(controller)
+        .with_state(controller.clone())
+        .merge(crate::api_devices::routes(controller, actions.clone()))
         .merge(api_actions::routes(actions))
 }
 
@@ -81,7 +82,7 @@ async fn ping(
     let response = c
         .command(&name, CommandKind::Ping, Duration::from_secs(5))
         .await
-        .map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
+        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
     match response.outcome {
         CommandOutcome::Done => Ok(Json(serde_json::json!({
             "node": name,
@@ -156,7 +157,7 @@ fn tls_acceptor(files: &HttpTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
         Ok(info) => tracing::info!(
             certificate = %files.cert_file.display(),
             name = info.common_name.as_deref().unwrap_or("-"),
-            days_left = (info.not_after_unix - crate::link::now_unix()) / 86400,
+            days_left = (info.not_after_unix - crate::state::now_unix()) / 86400,
             "serving HTTPS (the certificate files are re-read when they change)"
         ),
         Err(e) => tracing::warn!(certificate = %files.cert_file.display(), "{e}"),

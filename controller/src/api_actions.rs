@@ -18,9 +18,9 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -28,66 +28,54 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use nodewarden_shared::ops::{
-    ActionPath, Operation, OperationResult, ServiceAction, deletions_by_device,
+use nodewarden_shared::ops::{ActionPath, Operation, ServiceAction, deletions_by_device};
+use nodewarden_shared::wol::{DEFAULT_PORT, MacAddress, directed_broadcast};
+use tokio::sync::watch;
+
+use crate::actions::{
+    self, Action, MAX_WAKE_MACS, NodeActionResult, NodeReach, Timing, WakeTarget, nothing_to_do,
 };
-use nodewarden_shared::protocol::{CommandKind, CommandOutcome, Role};
-use nodewarden_shared::wol::{DEFAULT_PORT, MacAddress};
-use serde::{Deserialize, Serialize};
-
-use crate::actions::{self, Action, AgentPath, NodeActionResult, NodeReach, Timing, WakeTarget};
 use crate::config::ActionsConfig;
-use crate::link::Controller;
-use crate::registry::Node;
+use crate::registry::{Node, Registry};
 use crate::ssh::SshTarget;
+use crate::state::{Controller, LinkAgent, lock};
+use crate::store::{self, OperationPath, Queued};
+pub use crate::wire::{ActionEvent, ActionName, ActionRequest, IdText, Selector};
 
-/// The agent link as [`crate::actions`] sees it.
-pub struct LinkAgent {
-    pub controller: Arc<Controller>,
-    /// How long one operation may take over the link before it counts as a link failure.
-    pub operation_timeout: Duration,
+/// Actions running now, so that shutdown can wait for them (bounded) before the store closes.
+#[derive(Clone)]
+pub struct InFlight(Arc<watch::Sender<usize>>);
+
+/// Counts one running action until dropped.
+pub struct InFlightGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
-impl AgentPath for LinkAgent {
-    fn is_online(&self, node: &str) -> bool {
-        self.controller.is_online(node)
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight(Arc::new(watch::Sender::new(0)))
+    }
+}
+
+impl InFlight {
+    pub fn start(&self) -> InFlightGuard {
+        self.0.send_modify(|n| *n += 1);
+        InFlightGuard(self.0.clone())
     }
 
-    async fn execute(&self, node: &str, op: &Operation) -> Result<OperationResult, String> {
-        let response = self
-            .controller
-            .command(
-                node,
-                CommandKind::Operation(op.clone()),
-                self.operation_timeout,
-            )
-            .await?;
-        match response.outcome {
-            CommandOutcome::Operation(result) => Ok(result),
-            CommandOutcome::Failed { message } => Err(format!("node {node}: {message}")),
-            other => Err(format!("node {node} answered an operation with {other:?}")),
-        }
+    pub fn running(&self) -> usize {
+        *self.0.borrow()
     }
 
-    async fn wait_online(&self, node: &str, limit: Duration) -> bool {
-        self.controller.wait_online(node, limit).await
-    }
-
-    fn observe(&self, path: ActionPath, elapsed: Duration) {
-        use crate::metrics::CommandLabels;
-        let labels = match path {
-            // The link observes its own commands (`Controller::command`).
-            ActionPath::Agent => return,
-            ActionPath::Ssh => {
-                CommandLabels::new(nodewarden_shared::protocol::CAP_OPERATIONS, "ssh")
-            }
-            ActionPath::WakeOnLan => CommandLabels::new("wake", "wol"),
-        };
-        self.controller
-            .metrics
-            .command_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+    /// Resolves once no action runs, or after `limit`; returns how many still run.
+    pub async fn drained(&self, limit: Duration) -> usize {
+        let mut rx = self.0.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
+        self.running()
     }
 }
 
@@ -95,6 +83,9 @@ impl AgentPath for LinkAgent {
 pub struct ActionsApi {
     pub agent: Arc<LinkAgent>,
     pub config: ActionsConfig,
+    pub in_flight: InFlight,
+    /// Set at shutdown: new actions are refused (503) while running ones finish.
+    closing: watch::Sender<bool>,
 }
 
 impl ActionsApi {
@@ -105,7 +96,16 @@ impl ActionsApi {
                 operation_timeout: config.operation_timeout,
             }),
             config,
+            in_flight: InFlight::default(),
+            closing: watch::Sender::new(false),
         })
+    }
+
+    /// Refuses new actions and waits (at most `limit`) for running ones to end and record
+    /// their outcome; returns how many did not.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        self.closing.send_replace(true);
+        self.in_flight.drained(limit).await
     }
 }
 
@@ -115,141 +115,98 @@ pub fn routes(api: Arc<ActionsApi>) -> Router {
         .with_state(api)
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selector {
-    Node(String),
-    Role(Role),
-    /// `{"all": true}`.
-    All(bool),
+/// Why a request means nothing to run: every refusal happens before anything is sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown node {0:?}: it never connected and is not configured")]
+    UnknownNode(String),
+    #[error("no node matches {0}")]
+    NoMatch(String),
+    #[error("storage device {device_id} is on no known node{scope}; nothing was deleted")]
+    UnknownDevice { device_id: u32, scope: &'static str },
+    #[error(
+        "storage device {device_id} belongs to {owner} but {claimants} report(s) it too (an \
+         ownership conflict): nothing was deleted; move it with `nodewarden-controller device \
+         assign --device {device_id} --node NODE` once the operator knows which node holds it"
+    )]
+    AmbiguousDevice {
+        device_id: u32,
+        owner: String,
+        claimants: String,
+    },
+    #[error("{0}")]
+    NothingToDo(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionName {
-    Wake,
-    Stop,
-    Restart,
-    Status,
-    DeleteFragments,
+/// An API error: a plan's refusal, or the controller unable to act now.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("the audit log cannot take the request now ({0}); nothing was run")]
+    AuditUnavailable(String),
+    #[error("the controller is shutting down; nothing was run")]
+    ShuttingDown,
 }
 
-/// An id as the DFS hands it over: text or a JSON number; validated as text either way.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum IdText {
-    Number(u64),
-    Text(String),
-}
-
-impl IdText {
-    fn text(&self) -> String {
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
         match self {
-            IdText::Number(n) => n.to_string(),
-            IdText::Text(t) => t.clone(),
+            ApiError::Plan(PlanError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Plan(
+                PlanError::UnknownNode(_) | PlanError::NoMatch(_) | PlanError::UnknownDevice { .. },
+            ) => StatusCode::NOT_FOUND,
+            ApiError::Plan(PlanError::AmbiguousDevice { .. }) => StatusCode::CONFLICT,
+            ApiError::Plan(PlanError::NothingToDo(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::AuditUnavailable(_) | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRequest {
-    /// Required, except for `delete-fragments` (whose devices say which nodes).
-    #[serde(default)]
-    pub selector: Option<Selector>,
-    pub action: ActionName,
-    #[serde(default)]
-    pub service: Option<String>,
-    /// `delete-fragments`: (fragment id, device id) pairs.
-    #[serde(default)]
-    pub pairs: Option<Vec<(IdText, IdText)>>,
-    /// Who asks. Optional with a named API token (whose operator is recorded instead, see
-    /// [`requester`]); required otherwise.
-    #[serde(default)]
-    pub requested_by: String,
-}
-
-/// One line of the streamed answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum ActionEvent {
-    Start {
-        action: String,
-        nodes: Vec<String>,
-    },
-    Result {
-        done: usize,
-        total: usize,
-        result: NodeActionResult,
-    },
-    End {
-        ok: bool,
-    },
-}
-
-/// A request refused before anything was sent.
-#[derive(Debug)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl Refusal {
-    fn bad(message: impl Into<String>) -> Refusal {
-        Refusal {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-    fn not_found(message: impl Into<String>) -> Refusal {
-        Refusal {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for Refusal {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.message })),
+            self.status(),
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response()
     }
 }
 
-/// The nodes a selector names, from the registry and the configured nodes, sorted.
+fn bad(message: impl Into<String>) -> PlanError {
+    PlanError::BadRequest(message.into())
+}
+
+/// The nodes a selector names, from the registry (restored from the store at start) and the
+/// configured nodes, sorted.
 fn select(
     selector: &Selector,
-    registry: &BTreeMap<String, Node>,
+    registry: &Registry,
     config: &ActionsConfig,
-) -> Result<Vec<String>, Refusal> {
+) -> Result<Vec<String>, PlanError> {
     let mut names: Vec<String> = match selector {
         Selector::Node(name) => {
-            if !registry.contains_key(name) && !config.nodes.contains_key(name) {
-                return Err(Refusal::not_found(format!(
-                    "unknown node {name:?}: it never connected and is not configured"
-                )));
+            if registry.get(name).is_none() && !config.nodes.contains_key(name) {
+                return Err(PlanError::UnknownNode(name.clone()));
             }
             vec![name.clone()]
         }
         Selector::Role(role) => registry
-            .values()
-            .filter(|n| {
-                n.last_report
-                    .as_ref()
-                    .is_some_and(|r| r.roles.contains(role))
-            })
+            .nodes()
+            .filter(|n| n.has_role(*role))
             .map(|n| n.name.clone())
             .collect(),
         Selector::All(true) => registry
-            .keys()
-            .chain(config.nodes.keys())
-            .cloned()
+            .nodes()
+            .map(|n| n.name.clone())
+            .chain(config.nodes.keys().cloned())
             .collect(),
         Selector::All(false) => {
-            return Err(Refusal::bad(
+            return Err(bad(
                 "selector {\"all\": false} selects nothing; use {\"all\": true}",
             ));
         }
@@ -257,16 +214,17 @@ fn select(
     names.sort();
     names.dedup();
     if names.is_empty() {
-        return Err(Refusal::not_found(format!("no node matches {selector:?}")));
+        return Err(PlanError::NoMatch(format!("{selector:?}")));
     }
     Ok(names)
 }
 
-/// How to reach `name`: its services from the last report, SSH from the configuration (host:
-/// configured, else the address its agent last connected from), Wake-on-LAN from its inventory.
+/// How to reach `name`: its services as last known (its reports, kept across restarts; else
+/// `[nodes.X] services`), SSH from the configuration (host: configured, else the address its
+/// agent last connected from), Wake-on-LAN from its interfaces (else `[nodes.X] macs`).
 pub fn reach(name: &str, node: Option<&Node>, config: &ActionsConfig) -> NodeReach {
     let settings = config.nodes.get(name).cloned().unwrap_or_default();
-    let last_ip = node.and_then(|n| n.last_remote).map(|a| a.ip());
+    let last_ip = node.and_then(|n| n.last_ip);
     let host = settings
         .host
         .clone()
@@ -280,10 +238,10 @@ pub fn reach(name: &str, node: Option<&Node>, config: &ActionsConfig) -> NodeRea
         }
     };
     let services = node
-        .and_then(|n| n.last_report.as_ref())
-        .map(|r| r.services.iter().map(|s| s.name.clone()).collect())
-        .unwrap_or_default();
-    let wake = node.and_then(|n| wake_target(n, last_ip, settings.wake_to));
+        .map(|n| n.services.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| settings.services.clone());
+    let wake = wake_target(node, last_ip, &settings);
     NodeReach {
         node: name.to_string(),
         services,
@@ -292,27 +250,54 @@ pub fn reach(name: &str, node: Option<&Node>, config: &ActionsConfig) -> NodeRea
     }
 }
 
-/// Every MAC the agent reported, to `wake_to` if configured, else the broadcast address of the
-/// subnet it connected from (or the first subnet with one).
-fn wake_target(
-    node: &Node,
-    last_ip: Option<IpAddr>,
-    wake_to: Option<SocketAddr>,
-) -> Option<WakeTarget> {
+/// The directed broadcast of the node's reported IPv4 subnet: the one it connected from, else
+/// the first with a usable prefix. Computed from address and prefix, never taken from the
+/// report as is; a prefix shorter than /8 or longer than /30 has no directed broadcast worth
+/// sending to.
+fn subnet_broadcast(node: &Node, last_ip: Option<IpAddr>) -> Option<Ipv4Addr> {
     let inventory = node.inventory.as_ref()?;
-    let mut macs: Vec<MacAddress> = inventory.interfaces.iter().filter_map(|i| i.mac).collect();
+    let subnets: Vec<(Ipv4Addr, u8)> = inventory
+        .interfaces
+        .iter()
+        .flat_map(|i| &i.addresses)
+        .filter_map(|a| match a.address {
+            IpAddr::V4(v4) if (8..=30).contains(&a.prefix_len) && !v4.is_loopback() => {
+                Some((v4, a.prefix_len))
+            }
+            _ => None,
+        })
+        .collect();
+    let contains = |(net, prefix): &(Ipv4Addr, u8)| {
+        let mask = u32::MAX << (32 - u32::from(*prefix));
+        matches!(last_ip, Some(IpAddr::V4(ip)) if u32::from(ip) & mask == u32::from(*net) & mask)
+    };
+    let (address, prefix) = subnets
+        .iter()
+        .find(|s| contains(s))
+        .or_else(|| subnets.first())?;
+    directed_broadcast(*address, *prefix)
+}
+
+/// Every MAC the agent reported (at most [`MAX_WAKE_MACS`]) or the configured ones, to
+/// `wake_to` if configured, else the directed broadcast of the node's subnet.
+fn wake_target(
+    node: Option<&Node>,
+    last_ip: Option<IpAddr>,
+    settings: &crate::config::NodeSettings,
+) -> Option<WakeTarget> {
+    let mut macs: Vec<MacAddress> = node
+        .and_then(|n| n.inventory.as_ref())
+        .map(|inv| inv.interfaces.iter().filter_map(|i| i.mac).collect())
+        .unwrap_or_default();
+    if macs.is_empty() {
+        macs = settings.macs.clone();
+    }
     macs.sort_by_key(|m| m.0);
     macs.dedup();
-    let addresses = || inventory.interfaces.iter().flat_map(|i| &i.addresses);
-    let send_to = match wake_to {
+    macs.truncate(MAX_WAKE_MACS);
+    let send_to = match settings.wake_to {
         Some(to) => to,
-        None => {
-            let broadcast = addresses()
-                .find(|a| Some(a.address) == last_ip && a.broadcast.is_some())
-                .or_else(|| addresses().find(|a| a.broadcast.is_some()))
-                .and_then(|a| a.broadcast)?;
-            SocketAddr::from((broadcast, DEFAULT_PORT))
-        }
+        None => SocketAddr::from((subnet_broadcast(node?, last_ip)?, DEFAULT_PORT)),
     };
     (!macs.is_empty()).then_some(WakeTarget { macs, send_to })
 }
@@ -335,76 +320,97 @@ pub fn requester(operator: Option<Arc<str>>, claimed: String) -> String {
     }
 }
 
-/// The action and node set a request means; every check happens here, before anything runs.
-pub fn plan(
-    request: &ActionRequest,
-    registry: &BTreeMap<String, Node>,
-    config: &ActionsConfig,
-) -> Result<(String, Vec<(NodeReach, Action)>), Refusal> {
-    let who = &request.requested_by;
+/// What a request means: its name and, per node, how to reach it and what to do.
+#[derive(Debug)]
+pub struct Plan {
+    pub action: String,
+    pub each: Vec<(NodeReach, Action)>,
+}
+
+/// Checks that `who` can go into logs and results (no forged lines).
+pub fn check_requester(who: &str) -> Result<(), PlanError> {
     if who.trim().is_empty() || who.len() > 128 || who.chars().any(char::is_control) {
-        // It goes into logs and results: no forged lines.
-        return Err(Refusal::bad(
+        return Err(bad(
             "requested_by must name who asks (1-128 characters, no control characters)",
         ));
     }
+    Ok(())
+}
+
+/// The action and node set a request means; every check happens here, before anything runs.
+pub fn plan(
+    request: &ActionRequest,
+    registry: &Registry,
+    config: &ActionsConfig,
+) -> Result<Plan, PlanError> {
+    check_requester(&request.requested_by)?;
     let reach_of = |name: &str| reach(name, registry.get(name), config);
     if request.action == ActionName::DeleteFragments {
         if request.service.is_some() {
-            return Err(Refusal::bad("delete-fragments takes no service"));
+            return Err(bad("delete-fragments takes no service"));
         }
         let pairs = request
             .pairs
             .as_ref()
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| Refusal::bad("delete-fragments needs pairs: [[fid, device], …]"))?;
+            .ok_or_else(|| bad("delete-fragments needs pairs: [[fid, device], …]"))?;
         let texts: Vec<(String, String)> =
             pairs.iter().map(|(f, d)| (f.text(), d.text())).collect();
         let ops = deletions_by_device(texts.iter().map(|(f, d)| (f.as_str(), d.as_str())))
-            .map_err(|e| Refusal::bad(format!("refused before contacting any node: {e}")))?;
+            .map_err(|e| bad(format!("refused before contacting any node: {e}")))?;
         let allowed = match &request.selector {
             None => None,
             Some(s) => Some(select(s, registry, config)?),
         };
-        // Device ids are fleet-wide (DEVICE.ID); the node holding one is the one reporting it.
+        // Device ids are fleet-wide (DEVICE.ID); each belongs to one node, and a device another
+        // node reports too is never a deletion target until an operator settles it.
         let mut per_node: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
         for op in ops {
             let Operation::DeleteFragments { device_id, .. } = &op else {
                 continue;
             };
-            let holder = registry
-                .values()
-                .filter(|n| allowed.as_ref().is_none_or(|a| a.contains(&n.name)))
-                .find(|n| {
-                    n.last_report
-                        .as_ref()
-                        .is_some_and(|r| r.storage.iter().any(|d| d.device_id == *device_id))
-                })
-                .ok_or_else(|| {
-                    Refusal::not_found(format!(
-                        "storage device {device_id} is on no known node{}; nothing was deleted",
-                        if allowed.is_some() {
-                            " of the selection"
-                        } else {
-                            ""
-                        }
-                    ))
-                })?;
-            per_node.entry(holder.name.clone()).or_default().push(op);
+            let device_id = *device_id;
+            let unknown = || PlanError::UnknownDevice {
+                device_id,
+                scope: if allowed.is_some() {
+                    " of the selection"
+                } else {
+                    ""
+                },
+            };
+            let owner = registry.device_owner(device_id).ok_or_else(unknown)?;
+            if allowed
+                .as_ref()
+                .is_some_and(|a| !a.iter().any(|n| n == owner))
+            {
+                return Err(unknown());
+            }
+            let claimants = registry.device_claimants(device_id);
+            if !claimants.is_empty() {
+                return Err(PlanError::AmbiguousDevice {
+                    device_id,
+                    owner: owner.to_string(),
+                    claimants: claimants.join(", "),
+                });
+            }
+            per_node.entry(owner.to_string()).or_default().push(op);
         }
         let each = per_node
             .into_iter()
             .map(|(name, ops)| (reach_of(&name), Action::DeleteFragments(ops)))
             .collect();
-        return Ok(("delete-fragments".into(), each));
+        return Ok(Plan {
+            action: "delete-fragments".into(),
+            each,
+        });
     }
     if request.pairs.is_some() {
-        return Err(Refusal::bad("pairs go only with delete-fragments"));
+        return Err(bad("pairs go only with delete-fragments"));
     }
     let selector = request
         .selector
         .as_ref()
-        .ok_or_else(|| Refusal::bad("selector is required: {node}, {role} or {all: true}"))?;
+        .ok_or_else(|| bad("selector is required: {node}, {role} or {all: true}"))?;
     let action = match (&request.service, request.action) {
         (None, ActionName::Wake) => Action::Wake,
         (None, ActionName::Stop) => Action::Stop,
@@ -412,7 +418,7 @@ pub fn plan(
         (None, ActionName::Status) => Action::Status,
         (Some(service), a) => {
             nodewarden_shared::ops::validate_service_name(service)
-                .map_err(|e| Refusal::bad(format!("refused before contacting any node: {e}")))?;
+                .map_err(|e| bad(format!("refused before contacting any node: {e}")))?;
             let action = match a {
                 ActionName::Wake => ServiceAction::Start,
                 ActionName::Stop => ServiceAction::Stop,
@@ -426,18 +432,155 @@ pub fn plan(
         }
         // Answered above, with its pairs.
         (None, ActionName::DeleteFragments) => {
-            return Err(Refusal::bad("delete-fragments needs pairs"));
+            return Err(bad("delete-fragments needs pairs"));
         }
     };
     let names = select(selector, registry, config)?;
-    let name = action.name();
-    Ok((
-        name,
-        names
-            .iter()
-            .map(|n| (reach_of(n), action.clone()))
-            .collect(),
-    ))
+    let each: Vec<(NodeReach, Action)> = names
+        .iter()
+        .map(|n| (reach_of(n), action.clone()))
+        .collect();
+    // Refused when it means nothing anywhere (a wake of an offline node still has a power-on).
+    let means_something = |(r, a): &(NodeReach, Action)| {
+        !a.operations(&r.services).is_empty()
+            || (*a == Action::Wake && !registry.get(&r.node).is_some_and(|n| n.online))
+    };
+    if !each.iter().any(means_something) {
+        return Err(PlanError::NothingToDo(match &each[..] {
+            [(only, _)] => nothing_to_do(&only.node),
+            _ => format!(
+                "nothing to do: none of {} declares a managed service (their agents have not \
+                 reported any, and their [nodes.X] sections declare none)",
+                names.join(", ")
+            ),
+        }));
+    }
+    Ok(Plan {
+        action: action.name(),
+        each,
+    })
+}
+
+/// The path an action will try first on a node, for its request in the audit log.
+fn planned_path(registry: &Registry, reach: &NodeReach, action: &Action) -> OperationPath {
+    if registry.get(&reach.node).is_some_and(|n| n.online) {
+        OperationPath::Agent
+    } else if reach.ssh.is_some() {
+        OperationPath::Ssh
+    } else if *action == Action::Wake && reach.wake.is_some() {
+        OperationPath::WakeOnLan
+    } else {
+        OperationPath::Unreachable
+    }
+}
+
+/// A fresh operation id: 128 random bits, hex.
+fn operation_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The id only joins two rows; should the system's CSPRNG fail, time and a counter do.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
+        bytes[8..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes each node's operation into the audit log as requested, before anything runs; the
+/// ids join them with their ends. `None` when the store has no audit log attached (tests).
+fn record_requests(
+    store: Option<&store::StoreHandle>,
+    registry: &Registry,
+    plan: &Plan,
+    who: &str,
+) -> Result<Vec<Option<String>>, ApiError> {
+    let Some(store) = store else {
+        return Ok(vec![None; plan.each.len()]);
+    };
+    let now = SystemTime::now();
+    let mut ids = Vec::with_capacity(plan.each.len());
+    for (reach, action) in &plan.each {
+        let id = operation_id();
+        let request = store::Requested {
+            operation_id: id.clone(),
+            actor: who.to_string(),
+            action: action.name(),
+            path: planned_path(registry, reach, action),
+        };
+        let refusal = match store.requested(&reach.node, now, request) {
+            Ok(Queued::Yes) => None,
+            Ok(Queued::Dropped { .. }) => Some(format!(
+                "{} events wait for the database",
+                store.events_pending()
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = refusal {
+            // Close the requests already written: none of them will run.
+            for ((reach, action), id) in plan.each.iter().zip(&ids) {
+                let ended = store::Operation {
+                    operation_id: Some(String::clone(id)),
+                    actor: who.to_string(),
+                    action: action.name(),
+                    path: OperationPath::Unreachable,
+                    result: store::OperationResult::Failed {
+                        error: format!("not run: the audit log could not take the request ({why})"),
+                    },
+                    duration: Duration::ZERO,
+                };
+                let _ = store.operation(&reach.node, now, ended);
+            }
+            return Err(ApiError::AuditUnavailable(why));
+        }
+        ids.push(id);
+    }
+    Ok(ids.into_iter().map(Some).collect())
+}
+
+/// Records how an action on one node ended, joined to its request.
+pub fn record_end(
+    store: &store::StoreHandle,
+    result: &NodeActionResult,
+    operation_id: Option<String>,
+) {
+    let path = match result.path {
+        Some(ActionPath::Agent) => OperationPath::Agent,
+        Some(ActionPath::Ssh) => OperationPath::Ssh,
+        Some(ActionPath::WakeOnLan) => OperationPath::WakeOnLan,
+        None => OperationPath::Unreachable,
+    };
+    let outcome = if result.succeeded() {
+        store::OperationResult::Ok
+    } else if result.unknown() {
+        store::OperationResult::Unknown {
+            reason: result.outcome_unknown.join("; "),
+        }
+    } else {
+        let mut error = result.error.clone().unwrap_or_else(|| {
+            let failed = result.results.iter().filter(|r| !r.succeeded()).count();
+            format!("{failed} of {} operations failed", result.results.len())
+        });
+        for unknown in &result.outcome_unknown {
+            error.push_str("; ");
+            error.push_str(unknown);
+        }
+        store::OperationResult::Failed { error }
+    };
+    let operation = store::Operation {
+        operation_id,
+        actor: result.requested_by.clone(),
+        action: result.action.clone(),
+        path,
+        result: outcome,
+        duration: Duration::from_millis(result.duration_ms),
+    };
+    if let Err(e) = store.operation(&result.node, SystemTime::now(), operation) {
+        tracing::error!(node = %result.node, error = %e, "remote operation not recorded in the audit log");
+    }
 }
 
 fn line(event: &ActionEvent) -> Bytes {
@@ -451,44 +594,52 @@ async fn post_action(
     State(api): State<Arc<ActionsApi>>,
     caller: Option<axum::Extension<crate::http_auth::Caller>>,
     body: Bytes,
-) -> Result<Response, Refusal> {
-    let mut request: ActionRequest = serde_json::from_slice(&body)
-        .map_err(|e| Refusal::bad(format!("bad request body: {e}")))?;
+) -> Result<Response, ApiError> {
+    let mut request: ActionRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("bad request body: {e}")))?;
     request.requested_by = requester(caller.and_then(|c| c.0.operator), request.requested_by);
-    let registry: BTreeMap<String, Node> = {
-        let r = api
-            .agent
-            .controller
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        r.nodes().map(|n| (n.name.clone(), n.clone())).collect()
+    if *api.closing.borrow() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let guard = api.in_flight.start();
+    let controller = &api.agent.controller;
+    // Planned and written as requested under one look at the registry, before anything runs.
+    let (plan, ids) = {
+        let registry = lock(&controller.registry);
+        let plan = plan(&request, &registry, &api.config)?;
+        let ids = record_requests(controller.store(), &registry, &plan, &request.requested_by)?;
+        (plan, ids)
     };
-    let (action, each) = plan(&request, &registry, &api.config)?;
-    let nodes: Vec<String> = each.iter().map(|(r, _)| r.node.clone()).collect();
-    tracing::info!(%action, requested_by = %request.requested_by, ?nodes, "action requested");
+    let nodes: Vec<String> = plan.each.iter().map(|(r, _)| r.node.clone()).collect();
+    tracing::info!(action = %plan.action, requested_by = %request.requested_by, ?nodes, "action requested");
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let _ = tx.send(line(&ActionEvent::Start { action, nodes }));
+    let _ = tx.send(line(&ActionEvent::Start {
+        action: plan.action,
+        nodes,
+    }));
     let timing = Timing {
         wake_wait: api.config.wake_wait,
     };
     let requested_by = request.requested_by.clone();
     tokio::spawn(async move {
+        let _running = guard;
         let progress_tx = tx.clone();
+        let mut ids = ids;
         let results = actions::run_each(
             api.agent.clone(),
-            each,
+            plan.each,
             &requested_by,
             api.config.concurrency,
             timing,
-            |r, done, total| {
+            |i, r, done, total| {
                 if let Some(store) = api.agent.controller.store() {
-                    crate::fleet::action_recorded(store, r, std::time::SystemTime::now());
+                    record_end(store, r, ids.get_mut(i).and_then(Option::take));
                 }
                 tracing::info!(
                     node = %r.node, action = %r.action, requested_by = %r.requested_by,
-                    path = ?r.path, ok = r.succeeded(), error = ?r.error, "action on node"
+                    path = ?r.path, ok = r.succeeded(), unknown = ?r.outcome_unknown,
+                    error = ?r.error, "action on node"
                 );
                 let _ = progress_tx.send(line(&ActionEvent::Result {
                     done,
@@ -514,10 +665,10 @@ async fn post_action(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Connection, Registry};
+    use crate::registry::Connection;
     use crate::ssh::SshSettings;
     use nodewarden_shared::protocol::{
-        Interface, InterfaceAddress, Inventory, ServiceState, ServiceStatus, StateReport,
+        Interface, InterfaceAddress, Inventory, Role, ServiceState, ServiceStatus, StateReport,
         StorageDevice,
     };
 
@@ -541,12 +692,13 @@ mod tests {
                         ..Default::default()
                     },
                     wake_to: None,
+                    ..Default::default()
                 },
             )]),
         }
     }
 
-    fn registry() -> BTreeMap<String, Node> {
+    fn registry() -> Registry {
         let mut r = Registry::new();
         for (i, (name, device)) in [("s1", 3u32), ("s2", 4)].into_iter().enumerate() {
             let id = i as u64 + 1;
@@ -613,7 +765,7 @@ mod tests {
             );
         }
         r.disconnected("s2", 2, "gone", 1);
-        r.nodes().map(|n| (n.name.clone(), n.clone())).collect()
+        r
     }
 
     fn request(json: serde_json::Value) -> ActionRequest {
@@ -658,23 +810,144 @@ mod tests {
     }
 
     #[test]
+    fn wake_goes_to_the_computed_subnet_broadcast_with_capped_macs_or_the_configured_ones() {
+        let mut r = registry();
+        // A node reporting 20 interfaces and a broadcast address that is not its subnet's.
+        r.connected(
+            "busy",
+            Connection {
+                id: 9,
+                remote: "10.0.7.20:4000".into(),
+                agent_version: "t".into(),
+                protocol_version: 1,
+                connected_at: 0,
+                cert_serial: "s".into(),
+                cert_not_after_unix: 0,
+                capabilities: vec![],
+            },
+            0,
+        );
+        let interfaces = (0..20u8)
+            .map(|i| Interface {
+                name: format!("veth{i}"),
+                mac: Some(MacAddress([0x52, 0x54, 0, 0, 1, i])),
+                addresses: vec![InterfaceAddress {
+                    address: "10.0.7.20".parse().unwrap(),
+                    prefix_len: 23,
+                    broadcast: Some("8.8.8.8".parse().unwrap()),
+                }],
+            })
+            .collect();
+        r.inventory(
+            "busy",
+            9,
+            Inventory {
+                hostname: "busy".into(),
+                interfaces,
+            },
+        );
+        let wake = reach("busy", r.get("busy"), &config()).wake.unwrap();
+        assert_eq!(wake.send_to, "10.0.7.255:9".parse().unwrap());
+        assert_eq!(wake.macs.len(), MAX_WAKE_MACS);
+        // Never connected: the configured MACs, to the configured address.
+        let mut c = config();
+        c.nodes.insert(
+            "cold".into(),
+            crate::config::NodeSettings {
+                wake_to: Some("10.0.9.255:9".parse().unwrap()),
+                macs: vec!["52:54:00:00:09:09".parse().unwrap()],
+                services: vec!["dfs".into()],
+                ..Default::default()
+            },
+        );
+        let cold = reach("cold", None, &c);
+        assert_eq!(cold.services, ["dfs"]);
+        let wake = cold.wake.unwrap();
+        assert_eq!(wake.macs, ["52:54:00:00:09:09".parse().unwrap()]);
+        assert_eq!(wake.send_to, "10.0.9.255:9".parse().unwrap());
+    }
+
+    #[test]
+    fn refusals_for_nothing_to_do_and_ambiguous_devices() {
+        let (mut reg, c) = (registry(), config());
+        // "cold" is configured with SSH but no services: a stop means nothing.
+        let e = plan(
+            &request(serde_json::json!({"selector": {"node": "cold"}, "action": "stop", "requested_by": "a"})),
+            &reg,
+            &c,
+        )
+        .unwrap_err();
+        assert!(matches!(e, PlanError::NothingToDo(_)), "{e}");
+        assert_eq!(ApiError::from(e.clone()).status().as_u16(), 422);
+        assert!(e.to_string().contains("nothing to do on cold"), "{e}");
+        // But a wake of it may power it on.
+        assert!(
+            plan(
+                &request(serde_json::json!({"selector": {"node": "cold"}, "action": "wake", "requested_by": "a"})),
+                &reg,
+                &c,
+            )
+            .is_ok()
+        );
+        // s1 reports device 4 too, which s2 owns: deletions on 4 are refused.
+        reg.report(
+            "s1",
+            1,
+            StateReport {
+                roles: vec![Role::Storage],
+                storage: [3, 4]
+                    .into_iter()
+                    .map(|device_id| StorageDevice {
+                        device_id,
+                        fragment_dir: "/f".into(),
+                        total_bytes: 0,
+                        free_bytes: 0,
+                        error: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            2,
+        );
+        let e = plan(
+            &request(serde_json::json!({"action": "delete-fragments", "pairs": [["101", "3"], ["102", "4"]], "requested_by": "dfs"})),
+            &reg,
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(ApiError::from(e.clone()).status().as_u16(), 409, "{e}");
+        assert!(e.to_string().contains("belongs to s2 but s1"), "{e}");
+        // Device 3 alone is unambiguous.
+        let p = plan(
+            &request(serde_json::json!({"action": "delete-fragments", "pairs": [["101", "3"]], "requested_by": "dfs"})),
+            &reg,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(p.each[0].0.node, "s1");
+    }
+
+    #[test]
     fn selectors() {
         let (reg, c) = (registry(), config());
         let plan_of = |json| plan(&request(json), &reg, &c);
-        let nodes = |p: &(String, Vec<(NodeReach, Action)>)| {
-            p.1.iter().map(|(r, _)| r.node.clone()).collect::<Vec<_>>()
+        let nodes = |p: &Plan| {
+            p.each
+                .iter()
+                .map(|(r, _)| r.node.clone())
+                .collect::<Vec<_>>()
         };
         let p = plan_of(
             serde_json::json!({"selector": {"all": true}, "action": "wake", "requested_by": "a"}),
         )
         .unwrap();
         assert_eq!(nodes(&p), ["cold", "s1", "s2"]);
-        assert_eq!(p.1[0].1, Action::Wake);
+        assert_eq!(p.each[0].1, Action::Wake);
         let p = plan_of(serde_json::json!({"selector": {"role": "storage"}, "action": "stop", "requested_by": "a"})).unwrap();
         assert_eq!(nodes(&p), ["s1", "s2"]);
         let p = plan_of(serde_json::json!({"selector": {"node": "s1"}, "action": "restart", "service": "dfs", "requested_by": "a"})).unwrap();
         assert_eq!(
-            p.1[0].1,
+            p.each[0].1,
             Action::Service {
                 service: "dfs".into(),
                 action: ServiceAction::Restart
@@ -707,9 +980,9 @@ mod tests {
                 "service name",
             ),
         ] {
-            let e = plan_of(json.clone()).unwrap_err();
-            assert_eq!(e.status.as_u16(), status, "{json}: {}", e.message);
-            assert!(e.message.contains(want), "{json}: {}", e.message);
+            let e = ApiError::from(plan_of(json.clone()).unwrap_err());
+            assert_eq!(e.status().as_u16(), status, "{json}: {e}");
+            assert!(e.to_string().contains(want), "{json}: {e}");
         }
     }
 
@@ -722,16 +995,16 @@ mod tests {
             &c,
         )
         .unwrap();
-        assert_eq!(p.1.len(), 2);
-        assert_eq!(p.1[0].0.node, "s1");
+        assert_eq!(p.each.len(), 2);
+        assert_eq!(p.each[0].0.node, "s1");
         assert_eq!(
-            p.1[0].1,
+            p.each[0].1,
             Action::DeleteFragments(vec![Operation::DeleteFragments {
                 device_id: 3,
                 fragment_ids: vec![101, 103]
             }])
         );
-        assert_eq!(p.1[1].0.node, "s2");
+        assert_eq!(p.each[1].0.node, "s2");
         for (pairs, status, want) in [
             (
                 serde_json::json!([["101", "3"], ["../x", "3"]]),
@@ -750,8 +1023,9 @@ mod tests {
                 &c,
             )
             .unwrap_err();
-            assert_eq!(e.status.as_u16(), status, "{pairs}: {}", e.message);
-            assert!(e.message.contains(want), "{pairs}: {}", e.message);
+            let e = ApiError::from(e);
+            assert_eq!(e.status().as_u16(), status, "{pairs}: {e}");
+            assert!(e.to_string().contains(want), "{pairs}: {e}");
         }
         // A selection limits where devices are looked for.
         let e = plan(
@@ -760,6 +1034,6 @@ mod tests {
             &c,
         )
         .unwrap_err();
-        assert!(e.message.contains("of the selection"), "{}", e.message);
+        assert!(e.to_string().contains("of the selection"), "{e}");
     }
 }

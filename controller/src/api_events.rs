@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
 
 use crate::store::{EventKind, EventQuery, EventRecord, OperationResult, StoreReader};
 
@@ -33,71 +32,73 @@ pub fn routes(reader: Option<StoreReader>) -> Router {
         .with_state(reader)
 }
 
-/// One audit log entry. Fields that do not apply to the kind are `null`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventJson {
-    /// Increases with every entry: the log's order.
-    pub id: i64,
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    pub node: String,
-    /// `online`, `offline` or `operation`.
-    pub kind: &'static str,
-    /// Operations: who asked (`requested_by`).
-    pub actor: Option<String>,
-    /// Operations: what was asked (`wake`, `stop`, `start sleeper`, …).
-    pub action: Option<String>,
-    /// Operations: `agent`, `ssh`, `wake_on_lan` or `none`.
-    pub path: Option<&'static str>,
-    /// Operations: `ok` or `failed`.
-    pub result: Option<&'static str>,
-    /// The offline reason, or a failed operation's error; empty otherwise.
-    pub detail: String,
-    pub duration_ms: Option<u64>,
-}
+/// One audit log entry (the wire type the CLI reads too). Fields that do not apply to the
+/// kind are `null`: `kind` is `online`, `offline`, `requested` (an operation about to be
+/// dispatched: who, what, the planned path), `operation` (its end: `result` `ok`, `failed` or
+/// `unknown`, joined to its request by `operation_id`) or `device_conflict` (the node reported
+/// a storage device another node owns: `action` is the device id, `actor` its owner).
+pub use crate::wire::EventView as EventJson;
 
-impl From<EventRecord> for EventJson {
-    fn from(record: EventRecord) -> EventJson {
-        let event = record.event;
-        let mut json = EventJson {
-            id: record.id,
-            at_ms: event
-                .at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-            node: event.node_id,
-            kind: "online",
-            actor: None,
-            action: None,
-            path: None,
-            result: None,
-            detail: String::new(),
-            duration_ms: None,
-        };
-        match event.kind {
-            EventKind::Online => {}
-            EventKind::Offline { reason } => {
-                json.kind = "offline";
-                json.detail = reason;
-            }
-            EventKind::Operation(op) => {
-                json.kind = "operation";
-                json.actor = Some(op.actor);
-                json.action = Some(op.action);
-                json.path = Some(op.path.as_str());
-                json.duration_ms = Some(u64::try_from(op.duration.as_millis()).unwrap_or(u64::MAX));
-                match op.result {
-                    OperationResult::Ok => json.result = Some("ok"),
-                    OperationResult::Failed { error } => {
-                        json.result = Some("failed");
-                        json.detail = error;
-                    }
+/// The wire form of a stored event.
+pub fn event_json(record: EventRecord) -> EventJson {
+    let event = record.event;
+    let mut json = EventJson {
+        id: record.id,
+        at_ms: event
+            .at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0),
+        node: event.node_id,
+        kind: "online".into(),
+        actor: None,
+        action: None,
+        path: None,
+        result: None,
+        detail: String::new(),
+        duration_ms: None,
+        operation_id: None,
+    };
+    match event.kind {
+        EventKind::Online => {}
+        EventKind::Offline { reason } => {
+            json.kind = "offline".into();
+            json.detail = reason;
+        }
+        EventKind::Requested(r) => {
+            json.kind = "requested".into();
+            json.actor = Some(r.actor);
+            json.action = Some(r.action);
+            json.path = Some(r.path.as_str().into());
+            json.operation_id = Some(r.operation_id);
+        }
+        EventKind::DeviceConflict { device_id, owner } => {
+            json.kind = "device_conflict".into();
+            json.detail = format!("reported storage device {device_id}, which belongs to {owner}");
+            json.action = Some(device_id.to_string());
+            json.actor = Some(owner);
+        }
+        EventKind::Operation(op) => {
+            json.kind = "operation".into();
+            json.actor = Some(op.actor);
+            json.action = Some(op.action);
+            json.path = Some(op.path.as_str().into());
+            json.operation_id = op.operation_id;
+            json.duration_ms = Some(u64::try_from(op.duration.as_millis()).unwrap_or(u64::MAX));
+            match op.result {
+                OperationResult::Ok => json.result = Some("ok".into()),
+                OperationResult::Failed { error } => {
+                    json.result = Some("failed".into());
+                    json.detail = error;
+                }
+                OperationResult::Unknown { reason } => {
+                    json.result = Some("unknown".into());
+                    json.detail = reason;
                 }
             }
         }
-        json
     }
+    json
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -154,7 +155,7 @@ async fn get_events(
     };
     match tokio::time::timeout(READ_TIMEOUT, reader.recent_events(&query)).await {
         Ok(Ok(records)) => {
-            Json(records.into_iter().map(EventJson::from).collect::<Vec<_>>()).into_response()
+            Json(records.into_iter().map(event_json).collect::<Vec<_>>()).into_response()
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "audit log read failed");
@@ -250,6 +251,8 @@ mod tests {
             roles: vec!["storage".into()],
             agent_version: "t".into(),
             cert_fingerprint: "f".into(),
+            services: vec![],
+            interfaces: vec![],
         }
     }
 
@@ -265,6 +268,7 @@ mod tests {
                 "n1",
                 t0 + Duration::from_secs(1),
                 Operation {
+                    operation_id: None,
                     actor: "alice <b>".into(),
                     action: "wake".into(),
                     path: OperationPath::Agent,
@@ -281,6 +285,7 @@ mod tests {
                 "n2",
                 t0 + Duration::from_secs(3),
                 Operation {
+                    operation_id: Some("op-7".into()),
                     actor: "bob".into(),
                     action: "stop".into(),
                     path: OperationPath::Unreachable,
@@ -309,13 +314,15 @@ mod tests {
             events[0],
             serde_json::json!({"id": events[0]["id"], "at_ms": 1_764_000_003_000u64,
                 "node": "n2", "kind": "operation", "actor": "bob", "action": "stop",
-                "path": "none", "result": "failed", "detail": "no path", "duration_ms": 0})
+                "path": "none", "result": "failed", "detail": "no path", "duration_ms": 0,
+                "operation_id": "op-7"})
         );
         assert_eq!(
             events[1],
             serde_json::json!({"id": events[1]["id"], "at_ms": 1_764_000_002_000u64,
                 "node": "n2", "kind": "offline", "actor": null, "action": null,
-                "path": null, "result": null, "detail": "link closed", "duration_ms": null})
+                "path": null, "result": null, "detail": "link closed", "duration_ms": null,
+                "operation_id": null})
         );
 
         let (status, body) = get(format!("{url}?node=n1"), Some(TOKEN)).await;

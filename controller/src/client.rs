@@ -148,36 +148,7 @@ pub fn progress_line(r: &NodeActionResult, done: usize, total: usize) -> String 
     line
 }
 
-/// A node as `GET /api/v1/nodes` describes it: what the CLI shows of it.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct NodeView {
-    pub name: String,
-    pub online: bool,
-    /// When `online` last changed (Unix ms).
-    pub since: u64,
-    pub connection: Option<ConnectionView>,
-    pub last_report: Option<nodewarden_shared::protocol::StateReport>,
-    pub last_remote: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ConnectionView {
-    pub remote: String,
-}
-
-/// An audit log entry as `GET /api/v1/events` describes it.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct EventView {
-    pub at_ms: u64,
-    pub node: String,
-    pub kind: String,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub path: Option<String>,
-    pub result: Option<String>,
-    pub detail: String,
-    pub duration_ms: Option<u64>,
-}
+pub use crate::wire::{EventView, NodeView};
 
 /// `2026-12-02 14:09:45Z` for Unix milliseconds.
 fn utc(ms: u64) -> String {
@@ -194,48 +165,54 @@ fn gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
 }
 
-/// The fleet, one line per node: state and since when, address, roles, services, storage.
+/// The fleet, one line per node: state and since when, address, roles, services, storage (a
+/// device another node owns shows as a conflict).
 pub fn render_nodes(nodes: &[NodeView]) -> String {
     let rows: Vec<[String; 7]> = nodes
         .iter()
         .map(|n| {
-            let report = n.last_report.as_ref();
             let address = n
                 .connection
                 .as_ref()
                 .map(|c| c.remote.clone())
-                .or_else(|| n.last_remote.clone())
+                .or_else(|| n.last_ip.map(|ip| ip.to_string()))
                 .unwrap_or_else(|| "-".into());
             let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
-            let roles = report.map_or_else(String::new, |r| {
-                r.roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            });
-            let services = report.map_or_else(String::new, |r| {
-                r.services
+            let roles = n
+                .roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            // With a report, each service's state; without (offline since a restart), the
+            // declared names.
+            let services = match &n.last_report {
+                Some(r) => r
+                    .services
                     .iter()
                     .map(|s| format!("{}:{}", s.name, service_status(s.status)))
                     .collect::<Vec<_>>()
-                    .join(" ")
-            });
-            let storage = report.map_or_else(String::new, |r| {
-                r.storage
+                    .join(" "),
+                None => n.services.join(" "),
+            };
+            let mut storage: Vec<String> = n
+                .devices
+                .iter()
+                .map(|d| match &d.error {
+                    Some(e) => format!("dev{}: {e}", d.device_id),
+                    None => format!(
+                        "dev{}: {}/{} GiB free",
+                        d.device_id,
+                        gib(d.free_bytes),
+                        gib(d.total_bytes)
+                    ),
+                })
+                .collect();
+            storage.extend(
+                n.device_conflicts
                     .iter()
-                    .map(|d| match &d.error {
-                        Some(e) => format!("dev{}: {e}", d.device_id),
-                        None => format!(
-                            "dev{}: {}/{} GiB free",
-                            d.device_id,
-                            gib(d.free_bytes),
-                            gib(d.total_bytes)
-                        ),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            });
+                    .map(|c| format!("dev{}: CONFLICT (belongs to {})", c.device_id, c.owner)),
+            );
             [
                 n.name.clone(),
                 if n.online { "online" } else { "OFFLINE" }.into(),
@@ -243,7 +220,7 @@ pub fn render_nodes(nodes: &[NodeView]) -> String {
                 address,
                 or_dash(roles),
                 or_dash(services),
-                or_dash(storage),
+                or_dash(storage.join(", ")),
             ]
         })
         .collect();
@@ -511,7 +488,11 @@ mod tests {
             },
             metrics_port: Some(9100),
         };
-        assert!(registry.report("storage-1", 1, report, 1_796_219_386_000));
+        assert!(
+            registry
+                .report("storage-1", 1, report, 1_796_219_386_000)
+                .is_some()
+        );
         registry.connected("ray-1", conn(2, "10.0.4.2:5000"), 1_796_219_300_000);
         registry.disconnected("ray-1", 2, "idle timeout", 1_796_219_390_000);
         let json = serde_json::to_string(&registry.nodes().collect::<Vec<_>>()).unwrap();
@@ -519,12 +500,12 @@ mod tests {
         assert_eq!(
             render_nodes(&nodes),
             "NODE       STATE    SINCE                 ADDRESS          ROLES    SERVICES            STORAGE\n\
-             ray-1      OFFLINE  2026-12-02 13:49:50Z  10.0.4.2:5000    -        -                   -\n\
+             ray-1      OFFLINE  2026-12-02 13:49:50Z  10.0.4.2         -        -                   -\n\
              storage-1  online   2026-12-02 13:49:45Z  10.0.3.17:40374  storage  dfs-client:running  \
              dev7: 1.0/4.0 GiB free, dev8: No such file or directory\n"
         );
 
-        use crate::api_events::EventJson;
+        use crate::api_events::{EventJson, event_json};
         use crate::store::{Event, EventKind, EventRecord, Operation, OperationPath};
         let at = |ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
         let records = [
@@ -534,6 +515,7 @@ mod tests {
                     at: at(1_796_219_400_000),
                     node_id: "storage-1".into(),
                     kind: EventKind::Operation(Operation {
+                        operation_id: None,
                         actor: "alice".into(),
                         action: "stop".into(),
                         path: OperationPath::Ssh,
@@ -555,7 +537,7 @@ mod tests {
                 },
             },
         ];
-        let json: Vec<EventJson> = records.into_iter().map(EventJson::from).collect();
+        let json: Vec<EventJson> = records.into_iter().map(event_json).collect();
         let events: Vec<EventView> =
             serde_json::from_str(&serde_json::to_string(&json).unwrap()).unwrap();
         assert_eq!(

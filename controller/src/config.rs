@@ -49,6 +49,8 @@
 //! host = "10.0.3.17"            # SSH host; default: the address its agent last connected from
 //! ssh = { port = 2222 }         # over the fleet's [ssh], field by field
 //! wake_to = "10.0.3.5:9"        # magic packets here instead of the subnet's broadcast
+//! services = ["storage-client"] # for a node whose agent never reported: what stop/restart act on
+//! macs = ["52:54:00:12:34:56"]  # for a node whose agent never described it (needs wake_to)
 //! ```
 //!
 //! Agents send keep-alives (every 500 ms by default). The controller by default does not: QUIC
@@ -148,6 +150,14 @@ pub struct NodeSettings {
     /// Where this node's magic packets go instead of its subnet's broadcast address (e.g. a
     /// relay on its segment, `10.0.3.5:9`).
     pub wake_to: Option<SocketAddr>,
+    /// The services it manages, for a node whose agent never reported (its agent's
+    /// `[[services]]` names); what its agent reports takes precedence.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Its MAC addresses, for a node whose agent never described its interfaces; needs
+    /// `wake_to` (nothing else says where its segment is).
+    #[serde(default)]
+    pub macs: Vec<nodewarden_shared::wol::MacAddress>,
 }
 
 /// Remote operations settings.
@@ -463,8 +473,26 @@ impl ControllerConfig {
                     host: n.host.clone(),
                     ssh: resolve_ssh(&n.ssh),
                     wake_to: n.wake_to,
+                    services: n.services.clone(),
+                    macs: n.macs.clone(),
                 },
             );
+            for service in &n.services {
+                nodewarden_shared::ops::validate_service_name(service)
+                    .map_err(|e| err(format!("nodes.{name}.services: {e}")))?;
+            }
+            if !n.macs.is_empty() && n.wake_to.is_none() {
+                return Err(err(format!(
+                    "nodes.{name}.macs needs nodes.{name}.wake_to (where its magic packets go: \
+                     the directed broadcast of its subnet, e.g. \"10.0.3.255:9\", or a relay)"
+                )));
+            }
+            if n.macs.len() > crate::actions::MAX_WAKE_MACS {
+                return Err(err(format!(
+                    "nodes.{name}.macs: at most {} MAC addresses",
+                    crate::actions::MAX_WAKE_MACS
+                )));
+            }
         }
         let actions = ActionsConfig {
             operation_timeout: seconds("actions.operation_timeout", a.operation_timeout)?,

@@ -1,13 +1,19 @@
-//! Maps what the link learns (connections, state reports, disconnections) onto the store's
-//! records. Plain functions over the protocol and store types: no I/O, no waiting — the store
-//! handle only queues, its writer persists.
+//! Maps what the link learns (connections, state reports, inventories, disconnections) onto the
+//! registry and the store's records, and the store's records back onto a registry at start.
+//! Plain functions over the shared state, the protocol and the store types: no I/O, no waiting —
+//! the store handle only queues, its writer persists.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodewarden_shared::protocol::{Role, StateReport};
+use nodewarden_shared::protocol::{Interface, InterfaceAddress, Inventory, Role, StateReport};
+use nodewarden_shared::wol::MacAddress;
 
-use crate::actions::NodeActionResult;
-use crate::store::{self, DeviceReport, NodeInfo, OperationPath, StoreHandle};
+use crate::registry::{Connected, Connection, KnownDevice, KnownNode, Node, Registry};
+use crate::state::{Controller, lock};
+use crate::store::{
+    AddressRecord, DeviceReport, InterfaceRecord, NodeInfo, NodeRecord, StoreHandle,
+};
 
 /// SHA-256 of a certificate's DER, lower-case hex: what operators compare with `openssl x509 -fingerprint -sha256`.
 pub fn fingerprint(der: &[u8]) -> String {
@@ -32,56 +38,169 @@ pub fn system_time(unix_millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(unix_millis)
 }
 
-fn node_info(id: &Identity, report: Option<&StateReport>) -> NodeInfo {
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The store's record of `node`: what the registry knows of it, and who it is on this
+/// connection.
+fn node_info(node: &Node, id: &Identity) -> NodeInfo {
+    let inventory = node.inventory.as_ref();
+    let interfaces = inventory.map(interface_records).unwrap_or_default();
+    let mut macs: Vec<String> = interfaces.iter().filter_map(|i| i.mac.clone()).collect();
+    macs.sort();
+    macs.dedup();
     NodeInfo {
         node_id: id.node.clone(),
-        // The link does not carry host details yet; the address is the one the agent came from.
-        hostname: String::new(),
+        hostname: inventory.map(|i| i.hostname.clone()).unwrap_or_default(),
+        // The address the agent came from first: the SSH fallback's default host.
         addresses: vec![id.remote_ip.clone()],
-        mac_addresses: Vec::new(),
-        roles: report
-            .map(|r| {
-                r.roles
-                    .iter()
-                    .map(|r| Role::as_str(*r).to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        mac_addresses: macs,
+        roles: node.roles.iter().map(|r| r.as_str().to_string()).collect(),
         agent_version: id.agent_version.clone(),
         cert_fingerprint: id.cert_fingerprint.clone(),
+        services: node.services.clone(),
+        interfaces,
     }
 }
 
-/// A node's agent said hello.
-pub fn connected(store: &StoreHandle, id: &Identity, at_millis: u64) {
-    if let Err(e) = store.node_connected(node_info(id, None), system_time(at_millis)) {
-        tracing::warn!(node = %id.node, error = %e, "node not recorded");
-    }
+fn interface_records(inventory: &Inventory) -> Vec<InterfaceRecord> {
+    inventory
+        .interfaces
+        .iter()
+        .map(|i| InterfaceRecord {
+            name: i.name.clone(),
+            mac: i.mac.map(|m| m.to_string()),
+            addresses: i
+                .addresses
+                .iter()
+                .map(|a| AddressRecord {
+                    address: a.address.to_string(),
+                    prefix_len: a.prefix_len,
+                    broadcast: a.broadcast.map(|b| b.to_string()),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
-/// A state report arrived. `previous` is the node's last report on this controller, if any:
-/// the node's own record is rewritten only when what it says about the node changed.
+/// The inventory a stored record describes (entries that do not parse are left out: a record
+/// written by hand or by an older version must not stop the controller).
+fn inventory_of(info: &NodeInfo) -> Option<Inventory> {
+    if info.hostname.is_empty() && info.interfaces.is_empty() {
+        return None;
+    }
+    let interfaces = info
+        .interfaces
+        .iter()
+        .map(|i| Interface {
+            name: i.name.clone(),
+            mac: i.mac.as_deref().and_then(|m| m.parse::<MacAddress>().ok()),
+            addresses: i
+                .addresses
+                .iter()
+                .filter_map(|a| {
+                    Some(InterfaceAddress {
+                        address: a.address.parse().ok()?,
+                        prefix_len: a.prefix_len,
+                        broadcast: a.broadcast.as_deref().and_then(|b| b.parse().ok()),
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    Some(Inventory {
+        hostname: info.hostname.clone(),
+        interfaces,
+    })
+}
+
+/// The registry the store remembers: every node offline, with its roles, services, devices,
+/// inventory and last address.
+pub fn restore(nodes: &[NodeRecord], devices: &[DeviceReport]) -> Registry {
+    let known = nodes
+        .iter()
+        .map(|record| {
+            let info = &record.info;
+            KnownNode {
+                name: info.node_id.clone(),
+                roles: info
+                    .roles
+                    .iter()
+                    .filter_map(|r| serde_json::from_value(serde_json::json!(r)).ok())
+                    .collect::<Vec<Role>>(),
+                services: info.services.clone(),
+                inventory: inventory_of(info),
+                last_ip: info
+                    .addresses
+                    .first()
+                    .and_then(|a| a.parse::<IpAddr>().ok()),
+                last_seen: unix_millis(record.last_seen),
+                devices: devices
+                    .iter()
+                    .filter(|d| d.node_id == info.node_id)
+                    .filter_map(|d| {
+                        Some(KnownDevice {
+                            device_id: u32::try_from(d.device_id).ok()?,
+                            fragment_dir: d.fragment_folder.clone(),
+                            total_bytes: d.total_bytes,
+                            free_bytes: d.free_bytes,
+                            error: None,
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Registry::restore(known)
+}
+
+/// A node's agent said hello on `conn`.
+pub fn connected(controller: &Controller, id: &Identity, conn: Connection, now: u64) -> Connected {
+    let mut registry = lock(&controller.registry);
+    let change = registry.connected(&id.node, conn, now);
+    if let (Some(store), Some(node)) = (controller.store(), registry.get(&id.node)) {
+        if let Err(e) = store.node_connected(node_info(node, id), system_time(now)) {
+            tracing::warn!(node = %id.node, error = %e, "node not recorded");
+        }
+    }
+    drop(registry);
+    if change == Connected::Online {
+        controller.transition();
+    }
+    change
+}
+
+/// A state report arrived on connection `conn_id`. The node's record is rewritten only when
+/// what it says about the node changed; its devices are recorded when it owns them, and a
+/// device another node owns is refused and logged once as a conflict.
 pub fn reported(
-    store: &StoreHandle,
+    controller: &Controller,
     id: &Identity,
-    previous: Option<&StateReport>,
-    report: &StateReport,
-    at_millis: u64,
+    conn_id: u64,
+    report: StateReport,
+    now: u64,
 ) {
-    let at = system_time(at_millis);
-    let changed = previous.is_none_or(|p| p.roles != report.roles);
-    let recorded = if changed {
-        store
-            .node_connected(node_info(id, Some(report)), at)
-            .map(|_| ())
-    } else {
-        store.node_seen(&id.node, at)
+    let mut registry = lock(&controller.registry);
+    let Some(outcome) = registry.report(&id.node, conn_id, report, now) else {
+        return;
     };
+    let Some(store) = controller.store() else {
+        return;
+    };
+    let at = system_time(now);
+    let recorded = match registry.get(&id.node) {
+        Some(node) if outcome.facts_changed => store.node_updated(node_info(node, id)),
+        _ => store.node_seen(&id.node, at),
+    };
+    drop(registry);
     if let Err(e) = recorded {
         tracing::warn!(node = %id.node, error = %e, "node not recorded");
         return;
     }
-    for device in &report.storage {
+    for device in &outcome.accepted {
         let device_report = DeviceReport {
             device_id: i64::from(device.device_id),
             node_id: id.node.clone(),
@@ -96,42 +215,185 @@ pub fn reported(
             tracing::warn!(node = %id.node, device = device.device_id, error = %e, "device not recorded");
         }
     }
-}
-
-/// The node's live connection ended.
-pub fn disconnected(store: &StoreHandle, node: &str, reason: &str, at_millis: u64) {
-    if let Err(e) = store.node_offline(node, system_time(at_millis), reason) {
-        tracing::warn!(node, error = %e, "offline transition not recorded");
+    for conflict in &outcome.new_conflicts {
+        tracing::warn!(
+            node = %id.node,
+            device = conflict.device_id,
+            owner = %conflict.owner,
+            "the node reports a storage device another node owns: refused (an operator moves \
+             a device with `nodewarden-controller device assign`)"
+        );
+        if let Err(e) =
+            store.device_conflict(&id.node, at, i64::from(conflict.device_id), &conflict.owner)
+        {
+            tracing::warn!(node = %id.node, error = %e, "device conflict not recorded");
+        }
     }
 }
 
-/// A remote operation on one node ended: into the audit log with who asked, the path taken and
-/// the result. Recorded even for nodes the store has never seen connect (an SSH-only node).
-pub fn action_recorded(store: &StoreHandle, result: &NodeActionResult, at: SystemTime) {
-    use nodewarden_shared::ops::ActionPath;
-    let path = match result.path {
-        Some(ActionPath::Agent) => OperationPath::Agent,
-        Some(ActionPath::Ssh) => OperationPath::Ssh,
-        Some(ActionPath::WakeOnLan) => OperationPath::WakeOnLan,
-        None => OperationPath::Unreachable,
+/// The agent's inventory arrived on connection `conn_id`: host name, MACs and subnets are
+/// recorded (what wakes the node once its agent is down).
+pub fn inventory(controller: &Controller, node: &str, conn_id: u64, inventory: Inventory) {
+    let mut registry = lock(&controller.registry);
+    if !registry.inventory(node, conn_id, inventory) {
+        return;
+    }
+    let (Some(store), Some(known)) = (controller.store(), registry.get(node)) else {
+        return;
     };
-    let outcome = if result.succeeded() {
-        store::OperationResult::Ok
-    } else {
-        let error = result.error.clone().unwrap_or_else(|| {
-            let failed = result.results.iter().filter(|r| !r.succeeded()).count();
-            format!("{failed} of {} operations failed", result.results.len())
-        });
-        store::OperationResult::Failed { error }
+    let Some(mut info) = store.node(node).map(|r| r.info) else {
+        return;
     };
-    let operation = store::Operation {
-        actor: result.requested_by.clone(),
-        action: result.action.clone(),
-        path,
-        result: outcome,
-        duration: Duration::from_millis(result.duration_ms),
+    let fresh = node_info(
+        known,
+        &Identity {
+            node: node.to_string(),
+            remote_ip: info.addresses.first().cloned().unwrap_or_default(),
+            agent_version: info.agent_version.clone(),
+            cert_fingerprint: info.cert_fingerprint.clone(),
+        },
+    );
+    info.hostname = fresh.hostname;
+    info.mac_addresses = fresh.mac_addresses;
+    info.interfaces = fresh.interfaces;
+    if let Err(e) = store.node_updated(info) {
+        tracing::warn!(node, error = %e, "inventory not recorded");
+    }
+}
+
+/// Connection `conn_id` of `node` ended; true when the node went offline.
+pub fn disconnected(
+    controller: &Controller,
+    node: &str,
+    conn_id: u64,
+    reason: &str,
+    now: u64,
+) -> bool {
+    let offline = lock(&controller.registry).disconnected(node, conn_id, reason, now);
+    if offline {
+        controller.transition();
+        if let Some(store) = controller.store() {
+            if let Err(e) = store.node_offline(node, system_time(now), reason) {
+                tracing::warn!(node, error = %e, "offline transition not recorded");
+            }
+        }
+    }
+    offline
+}
+
+/// Records who owns `device_id` now (an operator's assignment): the owner's device row.
+pub fn device_assigned(store: &StoreHandle, node: &Node, device_id: u32, at: SystemTime) {
+    let known = node.devices.iter().find(|d| d.device_id == device_id);
+    let report = DeviceReport {
+        device_id: i64::from(device_id),
+        node_id: node.name.clone(),
+        fragment_folder: known.map(|d| d.fragment_dir.clone()).unwrap_or_default(),
+        total_bytes: known.map_or(0, |d| d.total_bytes),
+        free_bytes: known.map_or(0, |d| d.free_bytes),
+        fragment_count: 0,
+        reported_at: at,
     };
-    if let Err(e) = store.operation(&result.node, at, operation) {
-        tracing::error!(node = %result.node, error = %e, "remote operation not recorded in the audit log");
+    if let Err(e) = store.device_report(report) {
+        tracing::error!(node = %node.name, device = device_id, error = %e, "device owner not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodewarden_shared::protocol::{ServiceState, ServiceStatus, StorageDevice};
+
+    #[test]
+    fn a_node_survives_the_round_trip_through_its_record() {
+        let mut r = Registry::new();
+        r.connected(
+            "s1",
+            Connection {
+                id: 1,
+                remote: "10.0.3.11:4000".into(),
+                agent_version: "0.1.0".into(),
+                protocol_version: 1,
+                connected_at: 0,
+                cert_serial: "ab".into(),
+                cert_not_after_unix: 0,
+                capabilities: vec![],
+            },
+            5,
+        );
+        r.report(
+            "s1",
+            1,
+            StateReport {
+                roles: vec![Role::Storage, Role::Ray],
+                services: vec![ServiceState {
+                    name: "dfs".into(),
+                    status: ServiceStatus::Running,
+                }],
+                storage: vec![StorageDevice {
+                    device_id: 3,
+                    fragment_dir: "/srv/f3".into(),
+                    total_bytes: 100,
+                    free_bytes: 40,
+                    error: None,
+                }],
+                ..Default::default()
+            },
+            10,
+        );
+        r.inventory(
+            "s1",
+            1,
+            Inventory {
+                hostname: "s1.lab".into(),
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    mac: Some("52:54:00:00:00:01".parse().unwrap()),
+                    addresses: vec![InterfaceAddress {
+                        address: "10.0.3.11".parse().unwrap(),
+                        prefix_len: 24,
+                        broadcast: Some("10.0.3.255".parse().unwrap()),
+                    }],
+                }],
+            },
+        );
+        let node = r.get("s1").unwrap();
+        let info = node_info(
+            node,
+            &Identity {
+                node: "s1".into(),
+                remote_ip: "10.0.3.11".into(),
+                agent_version: "0.1.0".into(),
+                cert_fingerprint: "ff".into(),
+            },
+        );
+        assert_eq!(info.hostname, "s1.lab");
+        assert_eq!(info.mac_addresses, ["52:54:00:00:00:01"]);
+        assert_eq!(info.services, ["dfs"]);
+        assert_eq!(info.roles, ["storage", "ray"]);
+        let record = NodeRecord {
+            info,
+            first_seen: system_time(5),
+            last_seen: system_time(10),
+            online: false,
+        };
+        let device = DeviceReport {
+            device_id: 3,
+            node_id: "s1".into(),
+            fragment_folder: "/srv/f3".into(),
+            total_bytes: 100,
+            free_bytes: 40,
+            fragment_count: 0,
+            reported_at: system_time(10),
+        };
+        let restored = restore(&[record], &[device]);
+        let back = restored.get("s1").unwrap();
+        assert!(!back.online);
+        assert_eq!(back.roles, node.roles);
+        assert_eq!(back.services, node.services);
+        assert_eq!(back.inventory, node.inventory);
+        assert_eq!(back.last_ip, node.last_ip);
+        assert_eq!(back.devices, node.devices);
+        assert_eq!(back.last_seen, Some(10));
+        assert_eq!(restored.device_owner(3), Some("s1"));
     }
 }

@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod admin;
 pub mod api_actions;
+pub mod api_devices;
 pub mod api_events;
 pub mod cadir;
 pub mod certfile;
@@ -17,7 +18,10 @@ pub mod metrics;
 pub mod push;
 pub mod registry;
 pub mod sd;
+pub mod server;
 pub mod ssh;
+pub mod state;
 pub mod store;
 pub mod table;
+pub mod wire;
 pub mod wol;

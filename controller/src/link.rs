@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nodewarden_shared::ca::CertInfo;
 use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
@@ -25,7 +24,12 @@ use quinn::rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cadir::{self, CaDir};
-use crate::registry::{Connected, Connection, Registry};
+use crate::registry::{Connected, Connection};
+pub use crate::state::now_unix;
+use crate::state::{
+    COMMAND_QUEUE, CommandError, CommandReply, Controller, LinkCloser, Live, QueuedCommand, lock,
+    now_millis,
+};
 
 /// An agent must say hello this soon after the handshake.
 const HELLO_DEADLINE: Duration = Duration::from_secs(5);
@@ -33,21 +37,9 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 const REVOKED_POLL: Duration = Duration::from_millis(250);
 /// How often live certificates are checked for coming expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
-
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn now_unix() -> i64 {
-    (now_millis() / 1000) as i64
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// One frame written to an agent must be taken by its flow control within this: a peer that
+/// stops reading ends its session instead of wedging it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -77,6 +69,8 @@ enum SessionError {
     NoHello,
     #[error("stream error: {0}")]
     Stream(String),
+    #[error("the agent took no data for {WRITE_TIMEOUT:?} (it stopped reading)")]
+    WriteTimeout,
 }
 
 pub struct LinkSettings {
@@ -87,119 +81,31 @@ pub struct LinkSettings {
     pub expiry_warning_days: u32,
 }
 
-type CommandReply = oneshot::Sender<Result<CommandResponse, String>>;
+/// A quinn connection as the shared state closes it.
+struct QuicCloser(quinn::Connection);
 
-struct Live {
-    node: String,
-    info: CertInfo,
-    connection: quinn::Connection,
-    commands: mpsc::Sender<(CommandKind, CommandReply)>,
+impl LinkCloser for QuicCloser {
+    fn close(&self, code: u32, reason: &[u8]) {
+        self.0.close(code.into(), reason);
+    }
 }
 
-/// State shared by the link tasks and the admin API.
-pub struct Controller {
-    pub registry: Mutex<Registry>,
-    /// Where transitions and reports are persisted; absent in tests that need no store.
-    store: std::sync::OnceLock<crate::store::StoreHandle>,
-    live: Mutex<HashMap<u64, Live>>,
+/// The bound endpoint with what its sessions need beyond the shared state.
+pub struct Link {
+    pub endpoint: quinn::Endpoint,
     revoked: Arc<RevokedFile>,
-    next_conn_id: AtomicU64,
     expiry_warning_days: u32,
-    /// Bumped on every online/offline transition, so waiters (a woken node's agent) are
-    /// notified instead of polling.
-    transitions: tokio::sync::watch::Sender<u64>,
-    /// Link and command figures for `/metrics`.
-    pub metrics: crate::metrics::ControllerMetrics,
 }
 
-impl Controller {
-    /// The store handle, once attached.
-    pub fn store(&self) -> Option<&crate::store::StoreHandle> {
-        self.store.get()
-    }
-
-    /// Persists every transition and report from now on.
-    pub fn attach_store(&self, store: crate::store::StoreHandle) {
-        let _ = self.store.set(store);
-    }
-
-    /// Whether `node` is online now.
-    pub fn is_online(&self, node: &str) -> bool {
-        lock(&self.registry).get(node).is_some_and(|n| n.online)
-    }
-
-    /// Resolves with `true` once `node` is online, or `false` after `limit`.
-    pub async fn wait_online(&self, node: &str, limit: Duration) -> bool {
-        // Subscribed before the check, so a transition between the two is not missed.
-        let changes = self.transitions.subscribe();
-        wait_until(changes, || self.is_online(node), limit).await
-    }
-
-    fn transition(&self) {
-        self.transitions.send_modify(|g| *g = g.wrapping_add(1));
-    }
-
-    /// Sends a command to a node's live connection and awaits its response.
-    pub async fn command(
-        &self,
-        node: &str,
-        kind: CommandKind,
-        timeout: Duration,
-    ) -> Result<CommandResponse, String> {
-        // The registry knows which of possibly two live connections (one being replaced) is
-        // the node's current one.
-        let current = lock(&self.registry)
-            .get(node)
-            .and_then(|n| n.connection.as_ref().map(|c| c.id));
-        let sender = current
-            .and_then(|id| lock(&self.live).get(&id).map(|l| l.commands.clone()))
-            .ok_or_else(|| format!("node {node} is not connected"))?;
-        let started = std::time::Instant::now();
-        let labels = crate::metrics::CommandLabels::new(kind.capability(), "agent");
-        let (tx, rx) = oneshot::channel();
-        sender
-            .send((kind, tx))
-            .await
-            .map_err(|_| format!("node {node}: connection ended"))?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => {
-                self.metrics
-                    .command_duration
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-                r
-            }
-            Ok(Err(_)) => Err(format!("node {node}: connection ended before the response")),
-            Err(_) => Err(format!("node {node}: no response within {timeout:?}")),
-        }
-    }
-
-    /// Closes every live connection whose certificate is now revoked.
-    fn close_revoked(&self) {
-        for (id, live) in lock(&self.live).iter() {
-            if self.revoked.contains(&live.info.serial) {
-                tracing::warn!(
-                    node = %live.node,
-                    serial = %live.info.serial,
-                    connection = id,
-                    "certificate revoked: closing the node's live connection"
-                );
-                live.connection
-                    .close(close::REVOKED.into(), b"certificate revoked");
-            }
-        }
-    }
-
-    fn warn_if_expiring(&self, what: &str, info: &CertInfo) {
-        let left = info.expires_in(now_unix());
-        if left < i64::from(self.expiry_warning_days) * 86400 {
-            tracing::warn!(
-                serial = %info.serial,
-                days_left = left / 86400,
-                "{what} certificate expires soon (not after {} UTC unix time)",
-                info.not_after_unix
-            );
-        }
+fn warn_if_expiring(expiry_warning_days: u32, what: &str, info: &CertInfo) {
+    let left = info.expires_in(now_unix());
+    if left < i64::from(expiry_warning_days) * 86400 {
+        tracing::warn!(
+            serial = %info.serial,
+            days_left = left / 86400,
+            "{what} certificate expires soon (not after {} UTC unix time)",
+            info.not_after_unix
+        );
     }
 }
 
@@ -221,12 +127,14 @@ fn transport(
     t.stream_receive_window((4 * MAX_FRAME as u32).into());
     t.receive_window((4 * MAX_FRAME as u32).into());
     t.send_window(4 * MAX_FRAME as u64);
+    // The link never reads datagrams: no buffer for them (quinn's default is 1.25 MB).
+    t.datagram_receive_buffer_size(None);
     Ok(t)
 }
 
-/// Loads the CA material, binds the endpoint and returns it with the shared state. Fails
-/// before binding when the CA directory or revoked list is unusable.
-pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>), LinkError> {
+/// Loads the CA material and binds the endpoint. Fails before binding when the CA directory or
+/// revoked list is unusable.
+pub fn bind(settings: &LinkSettings) -> Result<Link, LinkError> {
     let dir = CaDir::new(&settings.ca_dir);
     let ca_pem = cadir::read(&dir.path(cadir::CA_CERT))?;
     // Re-read when `ca server` renews it: new connections get the new pair, no restart.
@@ -238,27 +146,17 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
     )
     .map_err(LinkError::Certificate)?;
     let revoked = Arc::new(RevokedFile::load(CaDir::new(&settings.ca_dir))?);
-
-    let controller = Arc::new(Controller {
-        registry: Mutex::new(Registry::new()),
-        store: std::sync::OnceLock::new(),
-        live: Mutex::new(HashMap::new()),
-        revoked: revoked.clone(),
-        next_conn_id: AtomicU64::new(1),
-        expiry_warning_days: settings.expiry_warning_days,
-        transitions: tokio::sync::watch::Sender::new(0),
-        metrics: Default::default(),
-    });
+    let days = settings.expiry_warning_days;
     match nodewarden_shared::ca::inspect_pem(&ca_pem) {
-        Ok(info) => controller.warn_if_expiring("CA", &info),
+        Ok(info) => warn_if_expiring(days, "CA", &info),
         Err(e) => tracing::warn!("CA certificate: {e}"),
     }
     match server_pair.info() {
-        Ok(info) => controller.warn_if_expiring("server", &info),
+        Ok(info) => warn_if_expiring(days, "server", &info),
         Err(e) => tracing::warn!("server certificate: {e}"),
     }
 
-    let crypto = tls::server_config(&ca_pem, Arc::new(server_pair), revoked)?;
+    let crypto = tls::server_config(&ca_pem, Arc::new(server_pair), revoked.clone())?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(crypto))
         .map_err(|e| LinkError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -271,19 +169,36 @@ pub fn bind(settings: &LinkSettings) -> Result<(quinn::Endpoint, Arc<Controller>
             addr: settings.listen,
             source,
         })?;
-    Ok((endpoint, controller))
+    Ok(Link {
+        endpoint,
+        revoked,
+        expiry_warning_days: days,
+    })
+}
+
+/// What every session of one endpoint shares.
+struct Endpoint {
+    controller: Arc<Controller>,
+    revoked: Arc<RevokedFile>,
+    expiry_warning_days: u32,
 }
 
 /// Accepts agents until the endpoint is closed; also watches the revoked list.
-pub async fn serve(endpoint: quinn::Endpoint, controller: Arc<Controller>) {
-    tokio::spawn(watch_revoked(controller.clone()));
-    tokio::spawn(check_expiry(controller.clone()));
-    while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(handle_incoming(controller.clone(), incoming));
+pub async fn serve(link: Link, controller: Arc<Controller>) {
+    let shared = Arc::new(Endpoint {
+        controller,
+        revoked: link.revoked,
+        expiry_warning_days: link.expiry_warning_days,
+    });
+    tokio::spawn(watch_revoked(shared.clone()));
+    tokio::spawn(check_expiry(shared.clone()));
+    while let Some(incoming) = link.endpoint.accept().await {
+        tokio::spawn(handle_incoming(shared.clone(), incoming));
     }
 }
 
-async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming) {
+async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
+    let controller = &shared.controller;
     let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(c) => c,
@@ -312,27 +227,27 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
             return;
         }
     };
-    controller.warn_if_expiring(&format!("node {node}'s"), &info);
+    warn_if_expiring(shared.expiry_warning_days, &format!("node {node}'s"), &info);
 
-    let conn_id = controller.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let (commands, mut command_rx) = mpsc::channel(16);
-    lock(&controller.live).insert(
+    let conn_id = controller.next_connection_id();
+    let (commands, mut command_rx) = mpsc::channel(COMMAND_QUEUE);
+    controller.add_live(
         conn_id,
         Live {
             node: node.clone(),
             info: info.clone(),
-            connection: connection.clone(),
             commands,
+            closer: Arc::new(QuicCloser(connection.clone())),
         },
     );
     tracing::debug!(%node, peer = %remote, connection = conn_id, "handshake complete");
     // A revocation between the handshake's check and the insertion above would have been
     // missed by the watcher's sweep of live connections.
-    if controller.revoked.is_revoked(&info.serial) {
+    if shared.revoked.is_revoked(&info.serial) {
         connection.close(close::REVOKED.into(), b"certificate revoked");
     }
     let outcome = run_session(
-        &controller,
+        controller,
         &connection,
         conn_id,
         &node,
@@ -341,13 +256,13 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
         &mut command_rx,
     )
     .await;
-    lock(&controller.live).remove(&conn_id);
+    controller.remove_live(conn_id);
     let reason = match outcome {
         Ok(_)
             if connection
                 .close_reason()
                 .is_some_and(|e| e == quinn::ConnectionError::LocallyClosed)
-                && controller.revoked.contains(&info.serial) =>
+                && shared.revoked.contains(&info.serial) =>
         {
             "certificate revoked".to_string()
         }
@@ -359,13 +274,8 @@ async fn handle_incoming(controller: Arc<Controller>, incoming: quinn::Incoming)
             reason
         }
     };
-    let now = now_millis();
-    if lock(&controller.registry).disconnected(&node, conn_id, &reason, now) {
-        controller.transition();
+    if crate::fleet::disconnected(controller, &node, conn_id, &reason, now_millis()) {
         tracing::info!(%node, peer = %remote, %reason, "node offline");
-        if let Some(store) = controller.store.get() {
-            crate::fleet::disconnected(store, &node, &reason, now);
-        }
     } else {
         // Replaced earlier, or ended before its hello.
         tracing::debug!(%node, peer = %remote, %reason, connection = conn_id, "agent connection ended");
@@ -389,9 +299,10 @@ async fn write_message(
     let payload =
         protocol::encode(message).map_err(|e| SessionError::Stream(format!("encoding: {e}")))?;
     let frame = encode_frame(&payload, MAX_FRAME)?;
-    send.write_all(&frame)
-        .await
-        .map_err(|e| SessionError::Stream(e.to_string()))
+    match tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&frame)).await {
+        Ok(written) => written.map_err(|e| SessionError::Stream(e.to_string())),
+        Err(_) => Err(SessionError::WriteTimeout),
+    }
 }
 
 /// Runs one established connection; `Ok(reason)` when it ended without a protocol fault.
@@ -402,7 +313,7 @@ async fn run_session(
     node: &str,
     info: &CertInfo,
     fingerprint: &str,
-    command_rx: &mut mpsc::Receiver<(CommandKind, CommandReply)>,
+    command_rx: &mut mpsc::Receiver<QueuedCommand>,
 ) -> Result<String, SessionError> {
     let remote = connection.remote_address();
     // Who this connection is, for the store: fixed at hello, used by every report after.
@@ -458,37 +369,31 @@ async fn run_session(
                                 cert_not_after_unix: info.not_after_unix,
                                 capabilities: hello.capabilities.clone(),
                             };
-                            let now = now_millis();
-                            let change = lock(&controller.registry).connected(node, conn, now);
                             let id = crate::fleet::Identity {
                                 node: node.to_string(),
                                 remote_ip: remote.ip().to_string(),
                                 agent_version: hello.agent_version.clone(),
                                 cert_fingerprint: fingerprint.to_string(),
                             };
-                            if let Some(store) = controller.store.get() {
-                                crate::fleet::connected(store, &id, now);
-                            }
-                            identity = Some(id);
-                            match change {
-                                Connected::Online => {
-                                    controller.transition();
-                                    tracing::info!(
-                                        %node, peer = %remote, agent_version = %hello.agent_version,
-                                        "node online"
-                                    )
-                                }
+                            match crate::fleet::connected(controller, &id, conn, now_millis()) {
+                                Connected::Online => tracing::info!(
+                                    %node, peer = %remote, agent_version = %hello.agent_version,
+                                    "node online"
+                                ),
                                 Connected::Replaced { old } => {
                                     tracing::info!(
                                         %node, peer = %remote, old_peer = %old.remote,
                                         old_connection = old.id,
                                         "newer connection of the node replaces the older one"
                                     );
-                                    if let Some(l) = lock(&controller.live).get(&old.id) {
-                                        l.connection.close(close::REPLACED.into(), b"replaced by a newer connection");
-                                    }
+                                    controller.close_live(
+                                        old.id,
+                                        close::REPLACED,
+                                        b"replaced by a newer connection",
+                                    );
                                 }
                             }
+                            identity = Some(id);
                             write_message(&mut send, &reply).await?;
                             if hello.capabilities.iter().any(|c| c == CAP_INVENTORY) {
                                 let request = session.request(CommandKind::Inventory)?;
@@ -508,14 +413,10 @@ async fn run_session(
                         ControllerEvent::Report(report) => {
                             tracing::debug!(%node, seq = report.seq, "state report");
                             controller.metrics.state_reports.inc();
-                            let now = now_millis();
-                            let mut registry = lock(&controller.registry);
                             // The session state machine delivers reports only after the hello.
-                            if let (Some(store), Some(id)) = (controller.store.get(), &identity) {
-                                let previous = registry.get(node).and_then(|n| n.last_report.as_ref());
-                                crate::fleet::reported(store, id, previous, &report, now);
+                            if let Some(id) = &identity {
+                                crate::fleet::reported(controller, id, conn_id, report, now_millis());
                             }
-                            registry.report(node, conn_id, report, now);
                         }
                         ControllerEvent::CommandDone { response, .. } => {
                             if let Some(reply) = pending.remove(&response.id) {
@@ -533,7 +434,12 @@ async fn run_session(
                         }
                         write_message(&mut send, &message).await?;
                     }
-                    Err(e) => { let _ = reply.send(Err(format!("node {node}: {e}"))); }
+                    Err(e) => {
+                        let _ = reply.send(Err(CommandError::Refused {
+                            node: node.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
                 }
             }
             _ = &mut hello_timer, if session.version().is_none() => break Err(SessionError::NoHello),
@@ -541,32 +447,12 @@ async fn run_session(
     }
 }
 
-/// Resolves with `true` once `check` holds, re-checking at each change of `changes` (never
-/// polling), or `false` after `limit` or when the sender is gone.
-pub async fn wait_until(
-    mut changes: tokio::sync::watch::Receiver<u64>,
-    check: impl Fn() -> bool,
-    limit: Duration,
-) -> bool {
-    let wait = async {
-        loop {
-            if check() {
-                return true;
-            }
-            if changes.changed().await.is_err() {
-                return check();
-            }
-        }
-    };
-    tokio::time::timeout(limit, wait).await.unwrap_or(false)
-}
-
 /// Stores the answer to the inventory request of connection `conn_id`.
 async fn record_inventory(
-    registry: Arc<Controller>,
+    controller: Arc<Controller>,
     node: String,
     conn_id: u64,
-    answer: oneshot::Receiver<Result<CommandResponse, String>>,
+    answer: oneshot::Receiver<Result<CommandResponse, CommandError>>,
 ) {
     match answer.await {
         Ok(Ok(CommandResponse {
@@ -574,7 +460,7 @@ async fn record_inventory(
             ..
         })) => {
             tracing::debug!(%node, interfaces = inventory.interfaces.len(), "inventory");
-            lock(&registry.registry).inventory(&node, conn_id, inventory);
+            crate::fleet::inventory(&controller, &node, conn_id, inventory);
         }
         Ok(Ok(other)) => {
             tracing::warn!(%node, outcome = ?other.outcome, "the agent could not describe its interfaces")
@@ -658,60 +544,38 @@ impl Revocation for RevokedFile {
 
 /// Closes live connections whose certificates were revoked since the last look, whether the
 /// watcher or a handshake noticed the change first.
-async fn watch_revoked(controller: Arc<Controller>) {
-    let mut seen = controller.revoked.refresh();
+async fn watch_revoked(shared: Arc<Endpoint>) {
+    let mut seen = shared.revoked.refresh();
     let mut tick = tokio::time::interval(REVOKED_POLL);
     loop {
         tick.tick().await;
-        let generation = controller.revoked.refresh();
+        let generation = shared.revoked.refresh();
         if generation != seen {
             seen = generation;
-            controller.close_revoked();
+            for (id, node, info) in shared.controller.live_certificates() {
+                if shared.revoked.contains(&info.serial) {
+                    tracing::warn!(
+                        %node,
+                        serial = %info.serial,
+                        connection = id,
+                        "certificate revoked: closing the node's live connection"
+                    );
+                    shared
+                        .controller
+                        .close_live(id, close::REVOKED, b"certificate revoked");
+                }
+            }
         }
     }
 }
 
-async fn check_expiry(controller: Arc<Controller>) {
+async fn check_expiry(shared: Arc<Endpoint>) {
     let mut tick = tokio::time::interval(EXPIRY_CHECK);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let infos: Vec<(String, CertInfo)> = lock(&controller.live)
-            .values()
-            .map(|l| (l.node.clone(), l.info.clone()))
-            .collect();
-        for (node, info) in infos {
-            controller.warn_if_expiring(&format!("node {node}'s"), &info);
+        for (_, node, info) in shared.controller.live_certificates() {
+            warn_if_expiring(shared.expiry_warning_days, &format!("node {node}'s"), &info);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicBool;
-
-    #[tokio::test]
-    async fn waiting_for_a_transition_is_notified_not_polled() {
-        let (tx, rx) = tokio::sync::watch::channel(0u64);
-        let online = Arc::new(AtomicBool::new(false));
-        let (flag, sender) = (online.clone(), tx.clone());
-        let started = std::time::Instant::now();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            // A change that does not satisfy the check, then one that does.
-            sender.send_modify(|g| *g += 1);
-            flag.store(true, Ordering::SeqCst);
-            sender.send_modify(|g| *g += 1);
-        });
-        let check = || online.load(Ordering::SeqCst);
-        assert!(wait_until(rx, check, Duration::from_secs(10)).await);
-        assert!(started.elapsed() < Duration::from_secs(5));
-        // Nothing changes: false after the limit.
-        let rx = tx.subscribe();
-        assert!(!wait_until(rx, || false, Duration::from_millis(100)).await);
-        // Already true: at once, without any change.
-        let rx = tx.subscribe();
-        assert!(wait_until(rx, || true, Duration::from_secs(10)).await);
     }
 }

@@ -2,15 +2,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use nodewarden_controller::api_actions::{ActionName, ActionRequest, ActionsApi, Selector};
+use nodewarden_controller::api_actions::{ActionName, ActionRequest, Selector};
 use nodewarden_controller::cadir::{self, CaDir, write_file, write_new};
 use nodewarden_controller::client;
 use nodewarden_controller::config::ControllerConfig;
-use nodewarden_controller::link::{self, LinkSettings, now_unix};
-use nodewarden_controller::{admin, dfs, http_auth, push};
+use nodewarden_controller::state::now_unix;
 use nodewarden_shared::ca::{self, Validity};
 use nodewarden_shared::name::validate_node_name;
-use nodewarden_shared::protocol::close;
 use time::OffsetDateTime;
 
 #[derive(Parser)]
@@ -495,99 +493,19 @@ fn ca_command(cmd: CaCmd) -> anyhow::Result<()> {
 
 fn serve(config_file: &Path) -> anyhow::Result<()> {
     let config = ControllerConfig::load(config_file)?;
-    let settings = LinkSettings {
-        listen: config.listen,
-        ca_dir: config.ca_dir.clone(),
-        idle_timeout: config.idle_timeout,
-        keep_alive: config.keep_alive,
-        expiry_warning_days: config.expiry_warning_days,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-        let store = nodewarden_controller::store::Store::open(config.store.clone())
-            .await
-            .context("opening the fleet store")?;
-        tracing::info!(database = %store.database(), nodes = store.nodes().len(), "fleet store open");
-        let (endpoint, controller) = link::bind(&settings)?;
-        controller.attach_store(store.handle());
-        tracing::info!(
-            address = %endpoint.local_addr()?,
-            idle_timeout = ?settings.idle_timeout,
-            keep_alive = ?settings.keep_alive,
-            "link listening"
-        );
-        let mut registry = prometheus_client::registry::Registry::default();
-        controller.metrics.register(&mut registry);
-        store.metrics().register(&mut registry);
-        if let Some(addr) = config.http_listen {
-            if http_auth::ensure_token_file(&config.api_token_file).with_context(|| {
-                format!("creating the API token file {}", config.api_token_file.display())
-            })? {
-                tracing::info!(file = %config.api_token_file.display(), "generated the API token");
-            }
-            if !config.sd_token_file.exists() {
-                tracing::warn!(
-                    file = %config.sd_token_file.display(),
-                    "service-discovery token file is missing: Prometheus cannot discover agents \
-                     until it exists (or uses the API token)"
-                );
-            }
-            let http = admin::HttpState {
-                auth: http_auth::Auth {
-                    api: std::sync::Arc::new(http_auth::TokenFile::new(&config.api_token_file)),
-                    sd: std::sync::Arc::new(http_auth::TokenFile::new(&config.sd_token_file)),
-                },
-                metrics: nodewarden_controller::metrics::MetricsState {
-                    controller: controller.clone(),
-                    registry: std::sync::Arc::new(registry),
-                },
-                actions: ActionsApi::new(controller.clone(), config.actions.clone()),
-                events: Some(store.reader()),
-            };
-            let listener = admin::bind(addr, config.http_tls.as_ref()).await?;
-            let c = controller.clone();
-            tokio::spawn(async move {
-                if let Err(e) = admin::serve(listener, c, http).await {
-                    tracing::error!("{e:#}");
-                }
-            });
-        }
-        let dfs = config.dfs.clone().map(|dfs_config| {
-            let source = std::sync::Arc::new(dfs::DfsSource::new(dfs_config.interval));
-            tracing::info!(dfs = %nodewarden_controller::store::redact(&dfs_config.url), "reading the DFS DEVICE table");
-            tokio::spawn(dfs::run(dfs_config, source.clone(), controller.metrics.clone()));
-            source
-        });
-        if let Some(push_config) = config.push.clone() {
-            tracing::info!(pushgateway = %push_config.url, interval = ?push_config.interval, "pushing fleet aggregates");
-            tokio::spawn(push::run(push_config, controller.clone(), dfs));
-        }
-        let serving = link::serve(endpoint.clone(), controller.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = serving => {}
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down: closing agent connections");
-        endpoint.close(close::SHUTDOWN.into(), b"controller shutting down");
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
-        let online = controller
-            .registry
-            .lock()
-            .map(|r| r.online_count())
-            .unwrap_or_default();
-        // Writes the transitions of the connections just closed, and any backlog.
-        if let Err(e) = store.close().await {
-            tracing::error!(error = %e, "the fleet store could not write everything before stopping");
-        }
-        tracing::info!(online, "stopped");
-        Ok(())
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        nodewarden_controller::server::serve(config, shutdown).await
     })
 }

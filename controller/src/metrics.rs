@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::link::Controller;
+use crate::registry::Registry as Fleet;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -66,6 +66,8 @@ pub struct ControllerMetrics {
     pub command_duration: Family<CommandLabels, Histogram, fn() -> Histogram>,
     pub pushes: Family<PushLabels, Counter>,
     pub certificate_expiry: Family<NodeLabels, Gauge>,
+    /// Nodes reporting a storage device another node owns (refused claims), now.
+    pub device_conflicts: Gauge,
     /// DFS source reads (not in the contract's table yet; counted so failures show).
     pub dfs_reads: Family<PushLabels, Counter>,
 }
@@ -78,6 +80,7 @@ impl Default for ControllerMetrics {
             command_duration: Family::new_with_constructor(command_histogram),
             pushes: Family::default(),
             certificate_expiry: Family::default(),
+            device_conflicts: Gauge::default(),
             dfs_reads: Family::default(),
         };
         // Both results exist from the start, so rate() has a series before the first failure.
@@ -118,6 +121,11 @@ impl ControllerMetrics {
             self.certificate_expiry.clone(),
         );
         registry.register(
+            "nodewarden_controller_device_conflicts",
+            "Claims of a storage device by a node other than its owner, refused (each is also an audit event)",
+            self.device_conflicts.clone(),
+        );
+        registry.register(
             "nodewarden_controller_dfs_reads",
             "Reads of the DFS DEVICE table, by result",
             self.dfs_reads.clone(),
@@ -126,11 +134,9 @@ impl ControllerMetrics {
 
     /// Sets the gauges derived from the registry (connected agents, certificate expiry) just
     /// before a scrape, so they cannot drift from it.
-    pub fn refresh_from(&self, controller: &Controller) {
-        let registry = controller
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    pub fn refresh_from(&self, registry: &Fleet) {
+        self.device_conflicts
+            .set(i64::try_from(registry.conflicts().len()).unwrap_or(i64::MAX));
         self.agents_connected.set(registry.online_count() as i64);
         self.certificate_expiry.clear();
         for node in registry.nodes() {
@@ -145,10 +151,12 @@ impl ControllerMetrics {
     }
 }
 
-/// What `/metrics` serves.
+/// What `/metrics` serves: the registered families, and a call that refreshes the gauges
+/// derived from the fleet's registry just before encoding (given by whoever owns the registry,
+/// so this module does not depend on the shared state).
 #[derive(Clone)]
 pub struct MetricsState {
-    pub controller: Arc<Controller>,
+    pub refresh: Arc<dyn Fn() + Send + Sync>,
     pub registry: Arc<Registry>,
 }
 
@@ -159,7 +167,7 @@ pub fn router(state: MetricsState) -> Router {
 }
 
 async fn serve_metrics(State(state): State<MetricsState>) -> Response {
-    state.controller.metrics.refresh_from(&state.controller);
+    (state.refresh)();
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (

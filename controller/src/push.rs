@@ -24,8 +24,8 @@ use prometheus_client::registry::Registry;
 
 use crate::config::PushConfig;
 use crate::dfs::{DfsDevice, DfsSource};
-use crate::link::Controller;
 use crate::metrics::{PushLabels, PushResult};
+use crate::state::Controller;
 
 /// The groups only the DFS source feeds when it is configured.
 pub const JOB_ONLINE_DEVICE_COUNT: &str = "online_device_count";
@@ -70,18 +70,15 @@ impl FleetSnapshot {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for node in registry.nodes() {
-            let roles: Vec<String> = node
-                .last_report
-                .as_ref()
-                .map(|r| r.roles.iter().map(|r| r.as_str().to_string()).collect())
-                .unwrap_or_default();
+            let roles: Vec<String> = node.roles.iter().map(|r| r.as_str().to_string()).collect();
             if !node.online {
                 snapshot.known.entry(node.name.clone()).or_insert(roles);
                 continue;
             }
             snapshot.known.insert(node.name.clone(), roles.clone());
             snapshot.online.insert(node.name.clone(), roles);
-            for d in node.last_report.iter().flat_map(|r| &r.storage) {
+            // Only the devices it owns: a refused claim never merges into the device's values.
+            for d in &node.devices {
                 if d.error.is_none() {
                     snapshot.devices.push(OnlineDevice {
                         id: d.device_id,

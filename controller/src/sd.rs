@@ -14,8 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::link::Controller;
 use crate::registry::Node;
+use crate::state::Controller;
 use nodewarden_shared::protocol::CAP_METRICS_TLS;
 
 pub const PATH: &str = "/api/v1/sd/agents";
@@ -44,7 +44,8 @@ pub fn target_groups<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<TargetGro
                 v4 => v4,
             };
             let roles: Vec<&str> = report.roles.iter().map(|r| r.as_str()).collect();
-            let mut device_ids: Vec<u32> = report.storage.iter().map(|d| d.device_id).collect();
+            // Only the devices it owns: a refused claim is not labelled on its target.
+            let mut device_ids: Vec<u32> = n.devices.iter().map(|d| d.device_id).collect();
             device_ids.sort_unstable();
             device_ids.dedup();
             let device_ids: Vec<String> = device_ids.iter().map(u32::to_string).collect();

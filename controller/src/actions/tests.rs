@@ -17,6 +17,9 @@ struct Link {
     online: bool,
     comes_up_after_wake: bool,
     fail_after: Option<usize>,
+    /// The failure after `fail_after` comes once the operation was sent (outcome unknown),
+    /// rather than before.
+    lost_after_send: bool,
     calls: Mutex<Vec<(String, Operation)>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -27,7 +30,7 @@ impl AgentPath for Link {
     fn is_online(&self, _node: &str) -> bool {
         self.online || self.woken.load(Ordering::SeqCst) > 0
     }
-    async fn execute(&self, node: &str, op: &Operation) -> Result<OperationResult, String> {
+    async fn execute(&self, node: &str, op: &Operation) -> Result<OperationResult, LinkFailure> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         // Some work, so that concurrent nodes overlap.
@@ -35,7 +38,11 @@ impl AgentPath for Link {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let mut calls = self.calls.lock().unwrap();
         if self.fail_after.is_some_and(|n| calls.len() >= n) {
-            return Err("connection lost".into());
+            return Err(if self.lost_after_send {
+                LinkFailure::Unknown("connection lost before the answer".into())
+            } else {
+                LinkFailure::NotSent("not connected".into())
+            });
         }
         calls.push((node.to_string(), op.clone()));
         Ok(OperationResult {
@@ -250,6 +257,75 @@ async fn a_link_lost_mid_action_continues_over_ssh_where_it_stopped() {
 }
 
 #[tokio::test]
+async fn an_operation_lost_in_flight_is_unknown_and_not_rerun_unless_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = Link {
+        online: true,
+        fail_after: Some(0),
+        lost_after_send: true,
+        ..Default::default()
+    };
+    let node = NodeReach {
+        services: vec!["dfs".into()],
+        ssh: Some(ssh_to_nowhere(dir.path())),
+        ..reach("n6")
+    };
+    // A restart may have happened: not re-run over SSH (which would be tried, and fail here).
+    let restart = Action::Service {
+        service: "dfs".into(),
+        action: ServiceAction::Restart,
+    };
+    let r = run_on_node(&link, &node, &restart, WHO, Timing::default()).await;
+    assert!(!r.succeeded() && r.unknown(), "{r:?}");
+    assert_eq!(r.path, Some(ActionPath::Agent));
+    assert!(r.outcome_unknown[0].contains("restart dfs"), "{r:?}");
+    assert!(r.error.is_none(), "{r:?}");
+    // A stop is harmless twice: re-run over SSH (which does not answer here).
+    let r = run_on_node(&link, &node, &Action::Stop, WHO, Timing::default()).await;
+    assert_eq!(r.path, Some(ActionPath::Ssh), "{r:?}");
+    assert!(r.outcome_unknown.is_empty() && !r.succeeded(), "{r:?}");
+    assert!(
+        r.error.as_deref().unwrap().contains("connecting to"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_action_that_means_no_operation_fails_with_a_clear_error() {
+    let link = Link {
+        online: true,
+        ..Default::default()
+    };
+    let bare = NodeReach {
+        services: vec![],
+        ..reach("n7")
+    };
+    for action in [Action::Stop, Action::Restart, Action::Status, Action::Wake] {
+        let r = run_on_node(&link, &bare, &action, WHO, Timing::default()).await;
+        assert!(!r.succeeded(), "{action:?}: {r:?}");
+        assert!(
+            r.error.as_deref().unwrap().contains("nothing to do on n7"),
+            "{r:?}"
+        );
+        assert_eq!(r.path, None);
+    }
+    assert!(link.calls.lock().unwrap().is_empty());
+    // An empty result set is never a success, whatever produced it.
+    let empty = NodeActionResult {
+        node: "n".into(),
+        action: "stop".into(),
+        requested_by: WHO.into(),
+        path: Some(ActionPath::Agent),
+        woke: false,
+        results: vec![],
+        outcome_unknown: vec![],
+        error: None,
+        duration_ms: 0,
+    };
+    assert!(!empty.succeeded());
+}
+
+#[tokio::test]
 async fn fan_out_is_bounded_ordered_and_reports_progress() {
     let link = Arc::new(Link {
         online: true,
@@ -264,7 +340,10 @@ async fn fan_out_is_bounded_ordered_and_reports_progress() {
         WHO,
         3,
         Timing::default(),
-        |r, done, total| seen.push((r.node.clone(), done, total)),
+        |i, r, done, total| {
+            assert_eq!(r.node, format!("node{i:02}"));
+            seen.push((r.node.clone(), done, total))
+        },
     )
     .await;
     assert_eq!(results.len(), 12);
@@ -296,6 +375,7 @@ fn the_table_has_one_aligned_line_per_node() {
             },
             duration_ms: 3,
         }],
+        outcome_unknown: vec![],
         error: None,
         duration_ms: 5,
     };

@@ -3,7 +3,11 @@
 //! Node and device state is coalesced: the buffer keeps the latest state of every node and
 //! device and a set of the dirty ones, so a node that reports three times between flushes
 //! costs one row. Events are an ordered queue with a bound covering everything not yet
-//! persisted (queued and in flight); past it new events are dropped and counted. A failed
+//! persisted (queued and in flight). Operations are the audit log proper and never give way to
+//! transitions: node transitions and conflicts may fill the queue only up to a reserve (a tenth
+//! of the bound) and are dropped and counted past it; an operation that finds the queue full
+//! sheds the oldest queued transition (counted); a requested operation that finds no room even
+//! so is refused (the caller must not run it), and an operation's end is always taken. A failed
 //! flush hands its batch back ([`WriteBuffer::requeue`]): its events go back in front, in
 //! order, and its nodes and devices are marked dirty again (their current state is the latest).
 
@@ -12,7 +16,7 @@ use std::time::SystemTime;
 
 use super::types::{
     DeviceReport, Event, EventKind, MAX_KEY_BYTES, MAX_TEXT_BYTES, NodeInfo, NodeRecord, Operation,
-    OperationResult, clamp_text,
+    OperationResult, Requested, clamp_text,
 };
 
 /// An event with the id that makes writing it idempotent (a retried flush whose first commit
@@ -75,6 +79,8 @@ pub struct WriteBuffer {
     event_bound: usize,
     dropping: bool,
     events_dropped: u64,
+    /// Queued transitions evicted to make room for operations.
+    events_shed: u64,
     /// Distinguishes this controller run's event uids from earlier runs'.
     run_id: u64,
     next_event_seq: u64,
@@ -105,6 +111,7 @@ impl WriteBuffer {
             event_bound: event_bound.max(1),
             dropping: false,
             events_dropped: 0,
+            events_shed: 0,
             run_id,
             next_event_seq: 0,
         }
@@ -150,6 +157,22 @@ impl WriteBuffer {
             node_id,
             kind: EventKind::Online,
         }))
+    }
+
+    /// What a known node declares changed (its interfaces arrived, its services or roles
+    /// changed) while its online state did not: the record is rewritten, no event.
+    pub fn node_updated(&mut self, info: NodeInfo) -> Result<(), RejectedNode> {
+        check_node_id(&info.node_id)?;
+        let info = clamp_info(info);
+        let known = self
+            .nodes
+            .get_mut(&info.node_id)
+            .ok_or_else(|| RejectedNode::Unknown(info.node_id.clone()))?;
+        if known.info != info {
+            known.info = info;
+            self.dirty_nodes.insert(known.info.node_id.clone());
+        }
+        Ok(())
     }
 
     /// The node reported (a heartbeat or state report): only `last_seen` moves.
@@ -216,7 +239,49 @@ impl WriteBuffer {
         Ok(())
     }
 
-    /// A remote operation on `node_id` (its target), logged in order with the transitions.
+    /// An operation about to be dispatched to `node_id`. `Dropped` means the audit log could
+    /// not take it (the queue is full of operations): the caller must not run it.
+    pub fn requested(
+        &mut self,
+        node_id: &str,
+        at: SystemTime,
+        requested: Requested,
+    ) -> Result<Queued, RejectedNode> {
+        check_node_id(node_id)?;
+        let requested = Requested {
+            operation_id: clamp_text(&requested.operation_id, 64).to_string(),
+            actor: clamp_text(&requested.actor, MAX_TEXT_BYTES).to_string(),
+            action: clamp_text(&requested.action, MAX_TEXT_BYTES).to_string(),
+            path: requested.path,
+        };
+        Ok(self.push_event(Event {
+            at,
+            node_id: node_id.to_string(),
+            kind: EventKind::Requested(requested),
+        }))
+    }
+
+    /// `node_id` reported storage device `device_id`, which `owner` owns.
+    pub fn device_conflict(
+        &mut self,
+        node_id: &str,
+        at: SystemTime,
+        device_id: i64,
+        owner: &str,
+    ) -> Result<Queued, RejectedNode> {
+        check_node_id(node_id)?;
+        Ok(self.push_event(Event {
+            at,
+            node_id: node_id.to_string(),
+            kind: EventKind::DeviceConflict {
+                device_id,
+                owner: clamp_text(owner, MAX_KEY_BYTES).to_string(),
+            },
+        }))
+    }
+
+    /// A remote operation on `node_id` (its target) ended, logged in order with the
+    /// transitions. Always taken (its request already had room).
     pub fn operation(
         &mut self,
         node_id: &str,
@@ -225,6 +290,9 @@ impl WriteBuffer {
     ) -> Result<Queued, RejectedNode> {
         check_node_id(node_id)?;
         let operation = Operation {
+            operation_id: operation
+                .operation_id
+                .map(|id| clamp_text(&id, 64).to_string()),
             actor: clamp_text(&operation.actor, MAX_TEXT_BYTES).to_string(),
             action: clamp_text(&operation.action, MAX_TEXT_BYTES).to_string(),
             path: operation.path,
@@ -232,6 +300,9 @@ impl WriteBuffer {
                 OperationResult::Ok => OperationResult::Ok,
                 OperationResult::Failed { error } => OperationResult::Failed {
                     error: clamp_text(&error, MAX_TEXT_BYTES).to_string(),
+                },
+                OperationResult::Unknown { reason } => OperationResult::Unknown {
+                    reason: clamp_text(&reason, MAX_TEXT_BYTES).to_string(),
                 },
             },
             duration: operation.duration,
@@ -243,8 +314,41 @@ impl WriteBuffer {
         }))
     }
 
+    /// How many pending events transitions may fill: the rest of the bound is kept for
+    /// operations.
+    fn transition_limit(&self) -> usize {
+        self.event_bound - self.event_bound / 10
+    }
+
+    /// Evicts the oldest queued (not in-flight) event that is not an operation.
+    fn shed_transition(&mut self) -> bool {
+        match self
+            .events
+            .iter()
+            .position(|e| !e.event.kind.is_operation())
+        {
+            Some(i) => {
+                self.events.remove(i);
+                self.events_shed += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn push_event(&mut self, event: Event) -> Queued {
-        if self.events.len() + self.events_in_flight >= self.event_bound {
+        let pending = self.events.len() + self.events_in_flight;
+        let admitted = match &event.kind {
+            EventKind::Operation(_) => {
+                if pending >= self.event_bound {
+                    self.shed_transition();
+                }
+                true
+            }
+            EventKind::Requested(_) => pending < self.event_bound || self.shed_transition(),
+            _ => pending < self.transition_limit(),
+        };
+        if !admitted {
             self.events_dropped += 1;
             let first = !self.dropping;
             self.dropping = true;
@@ -316,6 +420,9 @@ impl WriteBuffer {
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
     }
+    pub fn events_shed(&self) -> u64 {
+        self.events_shed
+    }
     /// Rows the next flush would write.
     pub fn dirty_rows(&self) -> usize {
         self.dirty_nodes.len() + self.dirty_devices.len() + self.events.len()
@@ -354,7 +461,23 @@ fn clamp_info(info: NodeInfo) -> NodeInfo {
         roles: clamp_list(info.roles),
         agent_version: clamp(&info.agent_version),
         cert_fingerprint: clamp(&info.cert_fingerprint),
+        services: clamp_list(info.services),
+        interfaces: clamp_interfaces(info.interfaces),
     }
+}
+
+/// Interfaces up to what fits one column ([`MAX_TEXT_BYTES`] of JSON); names and addresses are
+/// short, so only a node with hundreds of interfaces loses its last ones.
+fn clamp_interfaces(
+    list: Vec<super::types::InterfaceRecord>,
+) -> Vec<super::types::InterfaceRecord> {
+    let mut total = 2;
+    list.into_iter()
+        .take_while(|i| {
+            total += serde_json::to_string(i).map_or(usize::MAX / 2, |j| j.len() + 1);
+            total <= MAX_TEXT_BYTES
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -376,11 +499,14 @@ mod tests {
             roles: vec!["storage".into()],
             agent_version: "0.1.0".into(),
             cert_fingerprint: "sha256:ab".into(),
+            services: vec!["dfs".into()],
+            interfaces: vec![],
         }
     }
 
     fn op(action: &str) -> Operation {
         Operation {
+            operation_id: None,
             actor: "alice".into(),
             action: action.into(),
             path: OperationPath::Ssh,
@@ -409,6 +535,10 @@ mod tests {
                 EventKind::Online => format!("{} online", e.event.node_id),
                 EventKind::Offline { .. } => format!("{} offline", e.event.node_id),
                 EventKind::Operation(o) => format!("{} {}", e.event.node_id, o.action),
+                EventKind::Requested(r) => format!("{} requested {}", e.event.node_id, r.action),
+                EventKind::DeviceConflict { device_id, .. } => {
+                    format!("{} conflict {device_id}", e.event.node_id)
+                }
             })
             .collect()
     }
@@ -513,30 +643,72 @@ mod tests {
     #[test]
     fn bound_covers_in_flight_events_and_drops_are_counted() {
         let mut buf = WriteBuffer::new(vec![], vec![], 3, 1);
-        for i in 0..2 {
-            assert_eq!(
-                buf.operation("n1", at(i), op(&format!("op{i}"))).unwrap(),
-                Queued::Yes
-            );
-        }
+        assert_eq!(buf.node_connected(info("n1"), at(0)).unwrap(), Queued::Yes);
+        assert_eq!(buf.node_offline("n1", at(1), "x").unwrap(), Queued::Yes);
         let in_flight = buf.take(usize::MAX);
-        assert_eq!(buf.operation("n1", at(2), op("op2")).unwrap(), Queued::Yes);
+        assert_eq!(buf.node_connected(info("n1"), at(2)).unwrap(), Queued::Yes);
         assert_eq!(
-            buf.operation("n1", at(3), op("op3")).unwrap(),
+            buf.node_offline("n1", at(3), "x").unwrap(),
             Queued::Dropped { first: true }
         );
+        // The record still changed; only its event was not taken.
+        assert!(!buf.node("n1").unwrap().online);
         assert_eq!(
-            buf.operation("n1", at(4), op("op4")).unwrap(),
+            buf.node_connected(info("n1"), at(4)).unwrap(),
             Queued::Dropped { first: false }
         );
         assert_eq!(buf.events_dropped(), 2);
         assert_eq!(buf.events_pending(), 3);
         buf.requeue(in_flight);
         let batch = buf.take(usize::MAX);
-        assert_eq!(kinds(&batch), vec!["n1 op0", "n1 op1", "n1 op2"]);
+        assert_eq!(kinds(&batch), vec!["n1 online", "n1 offline", "n1 online"]);
         buf.complete(&batch);
         assert_eq!(buf.events_pending(), 0);
-        assert_eq!(buf.operation("n1", at(5), op("op5")).unwrap(), Queued::Yes);
+        assert_eq!(buf.node_offline("n1", at(5), "x").unwrap(), Queued::Yes);
+    }
+
+    #[test]
+    fn operations_shed_queued_transitions_never_in_flight_ones_and_ends_always_fit() {
+        let mut buf = WriteBuffer::new(vec![], vec![], 3, 1);
+        buf.node_connected(info("n1"), at(0)).unwrap();
+        let in_flight = buf.take(usize::MAX);
+        buf.node_offline("n1", at(1), "x").unwrap();
+        buf.node_connected(info("n1"), at(2)).unwrap();
+        let request = |id: &str| Requested {
+            operation_id: id.into(),
+            actor: "a".into(),
+            action: "stop".into(),
+            path: super::super::types::OperationPath::Agent,
+        };
+        // Full (one in flight, two queued): the request sheds the oldest queued transition.
+        assert_eq!(
+            buf.requested("n1", at(3), request("r1")).unwrap(),
+            Queued::Yes
+        );
+        assert_eq!(buf.events_shed(), 1);
+        assert_eq!(
+            buf.requested("n1", at(4), request("r2")).unwrap(),
+            Queued::Yes
+        );
+        assert_eq!(buf.events_shed(), 2);
+        // Only the in-flight transition and operations now: a request is refused...
+        assert!(matches!(
+            buf.requested("n1", at(5), request("r3")).unwrap(),
+            Queued::Dropped { .. }
+        ));
+        // ...an end is taken.
+        assert_eq!(buf.operation("n1", at(6), op("stop")).unwrap(), Queued::Yes);
+        buf.requeue(in_flight);
+        let batch = buf.take(usize::MAX);
+        assert_eq!(
+            kinds(&batch),
+            vec![
+                "n1 online",
+                "n1 requested stop",
+                "n1 requested stop",
+                "n1 stop"
+            ]
+        );
     }
 
     #[test]

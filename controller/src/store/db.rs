@@ -14,7 +14,7 @@ use super::buffer::Batch;
 use super::sql::{self, Dialect};
 use super::types::{
     DeviceReport, Event, EventKind, EventQuery, EventRecord, NodeInfo, NodeRecord, Operation,
-    OperationPath, OperationResult, from_millis, to_millis,
+    OperationPath, OperationResult, Requested, from_millis, to_millis,
 };
 use super::url::DatabaseTarget;
 
@@ -126,7 +126,9 @@ impl Backend {
                         .bind(info.cert_fingerprint.as_str())
                         .bind(to_millis(node.first_seen))
                         .bind(to_millis(node.last_seen))
-                        .bind(node.online);
+                        .bind(node.online)
+                        .bind(json_list(&info.services))
+                        .bind(serde_json::to_string(&info.interfaces).unwrap_or_else(|_| "[]".into()));
                 }
                 query.execute(&mut *tx).await?;
                 statements += 1;
@@ -162,7 +164,8 @@ impl Backend {
                         .bind(row.path)
                         .bind(row.result)
                         .bind(row.detail)
-                        .bind(row.duration_ms);
+                        .bind(row.duration_ms)
+                        .bind(row.operation_id);
                 }
                 query.execute(&mut *tx).await?;
                 statements += 1;
@@ -186,10 +189,14 @@ impl Backend {
                     let node_id: String = row.try_get("node_id").map_err(|e| e.to_string())?;
                     let bad = |e: String| format!("node {node_id:?}: {e}");
                     let get_list = |column: &str| -> Result<Vec<String>, String> {
-                        let text: String = row.try_get(column).map_err(|e| bad(e.to_string()))?;
-                        serde_json::from_str(&text)
+                        let text: Option<String> = row.try_get(column).map_err(|e| bad(e.to_string()))?;
+                        serde_json::from_str(text.as_deref().unwrap_or("[]"))
                             .map_err(|e| bad(format!("{column} is not a JSON list of strings: {e}")))
                     };
+                    let interfaces: Option<String> =
+                        row.try_get("interfaces").map_err(|e| bad(e.to_string()))?;
+                    let interfaces = serde_json::from_str(interfaces.as_deref().unwrap_or("[]"))
+                        .map_err(|e| bad(format!("interfaces is not a JSON list of interfaces: {e}")))?;
                     Ok(NodeRecord {
                         info: NodeInfo {
                             hostname: row.try_get("hostname").map_err(|e| bad(e.to_string()))?,
@@ -198,6 +205,8 @@ impl Backend {
                             roles: get_list("roles")?,
                             agent_version: row.try_get("agent_version").map_err(|e| bad(e.to_string()))?,
                             cert_fingerprint: row.try_get("cert_fingerprint").map_err(|e| bad(e.to_string()))?,
+                            services: get_list("services")?,
+                            interfaces,
                             node_id: node_id.clone(),
                         },
                         first_seen: from_millis(row.try_get("first_seen_ms").map_err(|e| bad(e.to_string()))?),
@@ -237,6 +246,37 @@ impl Backend {
         })
     }
 
+    /// Requested operations with no end in the log, oldest first: `(node, at, request)`.
+    pub async fn open_requests(&self) -> Result<Vec<(String, i64, Requested)>, String> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql::SELECT_OPEN_REQUESTS)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| format!("reading requested operations: {e}"))?;
+            rows.iter()
+                .map(|row| -> Result<(String, i64, Requested), String> {
+                    let bad = |e: sqlx::Error| format!("requested operation: {e}");
+                    let path: Option<String> = row.try_get("path").map_err(bad)?;
+                    let path = path.unwrap_or_default();
+                    let actor: Option<String> = row.try_get("actor").map_err(bad)?;
+                    let action: Option<String> = row.try_get("action").map_err(bad)?;
+                    let id: Option<String> = row.try_get("operation_id").map_err(bad)?;
+                    Ok((
+                        row.try_get("node_id").map_err(bad)?,
+                        row.try_get("at_ms").map_err(bad)?,
+                        Requested {
+                            operation_id: id.unwrap_or_default(),
+                            actor: actor.unwrap_or_default(),
+                            action: action.unwrap_or_default(),
+                            path: OperationPath::parse(&path)
+                                .ok_or_else(|| format!("unknown operation path {path:?}"))?,
+                        },
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// The events `query` selects: the first `limit` after `after_id` in order, or with
     /// `newest_first` the last `limit` of them, newest first.
     pub async fn events(
@@ -269,6 +309,7 @@ impl Backend {
                         result: row.try_get("result").map_err(bad)?,
                         detail: row.try_get("detail").map_err(bad)?,
                         duration_ms: row.try_get("duration_ms").map_err(bad)?,
+                        operation_id: row.try_get("operation_id").map_err(bad)?,
                         at_ms: row.try_get("at_ms").map_err(bad)?,
                         node_id: row.try_get("node_id").map_err(bad)?,
                     };
@@ -299,6 +340,7 @@ struct EventRow {
     result: Option<String>,
     detail: String,
     duration_ms: Option<i64>,
+    operation_id: Option<String>,
     at_ms: i64,
     node_id: String,
 }
@@ -313,6 +355,7 @@ impl EventRow {
             result: None,
             detail: String::new(),
             duration_ms: None,
+            operation_id: None,
             at_ms: to_millis(event.at),
             node_id: event.node_id.clone(),
         };
@@ -322,8 +365,23 @@ impl EventRow {
                 row.kind = "offline".into();
                 row.detail = reason.clone();
             }
+            EventKind::Requested(r) => {
+                row.kind = "requested".into();
+                row.actor = Some(r.actor.clone());
+                row.action = Some(r.action.clone());
+                row.path = Some(r.path.as_str().into());
+                row.operation_id = Some(r.operation_id.clone());
+            }
+            EventKind::DeviceConflict { device_id, owner } => {
+                row.kind = "device_conflict".into();
+                row.detail =
+                    format!("reported storage device {device_id}, which belongs to {owner}");
+                row.action = Some(device_id.to_string());
+                row.actor = Some(owner.clone());
+            }
             EventKind::Operation(op) => {
                 row.kind = "operation".into();
+                row.operation_id = op.operation_id.clone();
                 row.actor = Some(op.actor.clone());
                 row.action = Some(op.action.clone());
                 row.path = Some(op.path.as_str().into());
@@ -333,6 +391,10 @@ impl EventRow {
                     OperationResult::Failed { error } => {
                         row.result = Some("failed".into());
                         row.detail = error.clone();
+                    }
+                    OperationResult::Unknown { reason } => {
+                        row.result = Some("unknown".into());
+                        row.detail = reason.clone();
                     }
                 }
             }
@@ -346,9 +408,28 @@ impl EventRow {
             "offline" => EventKind::Offline {
                 reason: self.detail,
             },
+            "requested" => {
+                let path = self.path.unwrap_or_default();
+                EventKind::Requested(Requested {
+                    operation_id: self.operation_id.unwrap_or_default(),
+                    actor: self.actor.unwrap_or_default(),
+                    action: self.action.unwrap_or_default(),
+                    path: OperationPath::parse(&path)
+                        .ok_or_else(|| format!("unknown operation path {path:?}"))?,
+                })
+            }
+            "device_conflict" => EventKind::DeviceConflict {
+                device_id: self
+                    .action
+                    .as_deref()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| "device conflict without a device id".to_string())?,
+                owner: self.actor.unwrap_or_default(),
+            },
             "operation" => {
                 let path = self.path.unwrap_or_default();
                 EventKind::Operation(Operation {
+                    operation_id: self.operation_id,
                     actor: self.actor.unwrap_or_default(),
                     action: self.action.unwrap_or_default(),
                     path: OperationPath::parse(&path)
@@ -356,6 +437,9 @@ impl EventRow {
                     result: match self.result.as_deref() {
                         Some("ok") => OperationResult::Ok,
                         Some("failed") => OperationResult::Failed { error: self.detail },
+                        Some("unknown") => OperationResult::Unknown {
+                            reason: self.detail,
+                        },
                         other => return Err(format!("unknown operation result {other:?}")),
                     },
                     duration: Duration::from_millis(
@@ -387,6 +471,7 @@ mod tests {
                 reason: "link closed".into(),
             },
             EventKind::Operation(Operation {
+                operation_id: None,
                 actor: "alice".into(),
                 action: "wake".into(),
                 path: OperationPath::WakeOnLan,
@@ -396,12 +481,33 @@ mod tests {
                 duration: Duration::from_millis(1500),
             }),
             EventKind::Operation(Operation {
+                operation_id: Some("4f2a".into()),
                 actor: "bob".into(),
                 action: "stop".into(),
                 path: OperationPath::Agent,
                 result: OperationResult::Ok,
                 duration: Duration::from_millis(3),
             }),
+            EventKind::Operation(Operation {
+                operation_id: Some("4f2b".into()),
+                actor: "bob".into(),
+                action: "restart dfs".into(),
+                path: OperationPath::Agent,
+                result: OperationResult::Unknown {
+                    reason: "link lost".into(),
+                },
+                duration: Duration::from_millis(3),
+            }),
+            EventKind::Requested(Requested {
+                operation_id: "4f2b".into(),
+                actor: "bob".into(),
+                action: "restart dfs".into(),
+                path: OperationPath::Agent,
+            }),
+            EventKind::DeviceConflict {
+                device_id: 12,
+                owner: "n7".into(),
+            },
         ];
         for kind in kinds {
             let event = Event {
@@ -441,7 +547,12 @@ mod migration_tests {
             let text = std::fs::read_to_string(&path).unwrap();
             let mut tables: Vec<(String, Vec<String>)> = Vec::new();
             for line in text.lines() {
-                if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+                    let words: Vec<&str> = rest.split_whitespace().collect();
+                    if let [table, "ADD", "COLUMN", column, ..] = words[..] {
+                        tables.push((format!("{table}+"), vec![column.to_string()]));
+                    }
+                } else if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                     let name = rest.split_whitespace().next().unwrap().to_string();
                     tables.push((name, Vec::new()));
                 } else if let (Some(first), Some(table)) =
@@ -466,7 +577,22 @@ mod migration_tests {
         let mysql = schema("mysql");
         let first = mysql.values().next().unwrap();
         assert_eq!(first[0].0, "nodes");
-        assert_eq!(first[0].1.len(), super::sql::NODE_COLUMNS.len());
+        // Every column the code writes, across the migrations that create and extend the table.
+        let columns = |table: &str| -> Vec<String> {
+            mysql
+                .values()
+                .flatten()
+                .filter(|(t, _)| t == table || *t == format!("{table}+"))
+                .flat_map(|(_, c)| c.clone())
+                .collect()
+        };
+        assert_eq!(columns("nodes"), super::sql::NODE_COLUMNS);
+        let events = columns("events");
+        assert!(
+            super::sql::EVENT_COLUMNS
+                .iter()
+                .all(|c| events.iter().any(|e| e == c))
+        );
         assert_eq!(mysql, schema("sqlite"));
     }
 }

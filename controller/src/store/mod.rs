@@ -35,8 +35,9 @@ pub use buffer::{Queued, RejectedNode};
 pub use db::Backend;
 pub use sql::Dialect;
 pub use types::{
-    DeviceReport, Event, EventKind, EventQuery, EventRecord, MAX_KEY_BYTES, MAX_TEXT_BYTES,
-    NodeInfo, NodeRecord, Operation, OperationPath, OperationResult,
+    AddressRecord, DeviceReport, Event, EventKind, EventQuery, EventRecord, InterfaceRecord,
+    MAX_KEY_BYTES, MAX_TEXT_BYTES, NodeInfo, NodeRecord, Operation, OperationPath, OperationResult,
+    Requested,
 };
 pub use url::{DatabaseTarget, SQLITE_FILE, redact};
 pub use writer::{FlushReport, StoreMetrics};
@@ -172,7 +173,31 @@ impl Store {
             .map_err(open_error)?;
         let nodes = backend.load_nodes().await.map_err(open_error)?;
         let devices = backend.load_devices().await.map_err(open_error)?;
+        let open_requests = backend.open_requests().await.map_err(open_error)?;
         let mut buffer = WriteBuffer::new(nodes, devices, config.event_buffer, run_id());
+        // Operations requested by an earlier run that never recorded their end: it stopped
+        // (crashed, killed) while they ran. Whether they ran is unknown; the log says so.
+        let now = SystemTime::now();
+        for (node, at_ms, request) in open_requests {
+            tracing::warn!(
+                %node, action = %request.action, actor = %request.actor,
+                "an operation requested before the restart has no recorded outcome: logged as unknown"
+            );
+            let ended = Operation {
+                operation_id: Some(request.operation_id),
+                actor: request.actor,
+                action: request.action,
+                path: request.path,
+                result: OperationResult::Unknown {
+                    reason: "the controller stopped before the operation's outcome was known"
+                        .into(),
+                },
+                duration: now
+                    .duration_since(types::from_millis(at_ms))
+                    .unwrap_or_default(),
+            };
+            let _ = buffer.operation(&node, now, ended);
+        }
         buffer.all_offline(
             SystemTime::now(),
             "controller started; offline until the agent reconnects",
@@ -309,8 +334,12 @@ impl std::ops::Deref for Store {
 impl StoreHandle {
     /// An agent connected: its identity is recorded, it is online, and the transition logged.
     pub fn node_connected(&self, info: NodeInfo, at: SystemTime) -> Result<Queued, RejectedNode> {
-        let queued = self.shared.lock().buffer.node_connected(info, at);
-        self.note(queued)
+        self.record(|b| b.node_connected(info, at))
+    }
+
+    /// What a known node declares changed (interfaces, services, roles); no transition.
+    pub fn node_updated(&self, info: NodeInfo) -> Result<(), RejectedNode> {
+        self.shared.lock().buffer.node_updated(info)
     }
 
     /// A node reported (heartbeat or state): its `last_seen` moves. Coalesced per flush.
@@ -325,8 +354,7 @@ impl StoreHandle {
         at: SystemTime,
         reason: &str,
     ) -> Result<Queued, RejectedNode> {
-        let queued = self.shared.lock().buffer.node_offline(node_id, at, reason);
-        self.note(queued)
+        self.record(|b| b.node_offline(node_id, at, reason))
     }
 
     /// The latest state of a storage device. Coalesced per flush.
@@ -334,14 +362,58 @@ impl StoreHandle {
         self.shared.lock().buffer.device_report(report)
     }
 
-    /// A remote operation on `node_id`, for the audit log.
+    /// A remote operation on `node_id` ended, for the audit log. Always taken.
     pub fn operation(
         &self,
         node_id: &str,
         at: SystemTime,
         operation: Operation,
     ) -> Result<Queued, RejectedNode> {
-        let queued = self.shared.lock().buffer.operation(node_id, at, operation);
+        self.record(|b| b.operation(node_id, at, operation))
+    }
+
+    /// A remote operation on `node_id` is about to be dispatched. `Queued::Dropped` means the
+    /// audit log could not take it: the caller must not run the operation.
+    pub fn requested(
+        &self,
+        node_id: &str,
+        at: SystemTime,
+        requested: Requested,
+    ) -> Result<Queued, RejectedNode> {
+        self.record(|b| b.requested(node_id, at, requested))
+    }
+
+    /// `node_id` reported storage device `device_id`, which `owner` owns (refused).
+    pub fn device_conflict(
+        &self,
+        node_id: &str,
+        at: SystemTime,
+        device_id: i64,
+        owner: &str,
+    ) -> Result<Queued, RejectedNode> {
+        self.record(|b| b.device_conflict(node_id, at, device_id, owner))
+    }
+
+    /// Runs one event-queuing call on the buffer and counts what it shed or dropped.
+    fn record(
+        &self,
+        call: impl FnOnce(&mut WriteBuffer) -> Result<Queued, RejectedNode>,
+    ) -> Result<Queued, RejectedNode> {
+        let (queued, shed) = {
+            let mut pending = self.shared.lock();
+            let before = pending.buffer.events_shed();
+            let queued = call(&mut pending.buffer);
+            (queued, pending.buffer.events_shed() - before)
+        };
+        if shed > 0 {
+            self.shared.metrics.events_shed.inc_by(shed);
+            tracing::warn!(
+                database = %self.shared.target.display(),
+                shed,
+                "event buffer full: node transitions shed to keep an operation \
+                 (counted in nodewarden_store_events_shed_total)"
+            );
+        }
         self.note(queued)
     }
 
@@ -379,9 +451,15 @@ impl StoreHandle {
         devices
     }
 
-    /// Events lost to a full buffer since start-up.
+    /// Events lost to a full buffer since start-up (transitions past the reserve, and
+    /// requests refused).
     pub fn events_dropped(&self) -> u64 {
         self.shared.lock().buffer.events_dropped()
+    }
+
+    /// Queued transitions evicted to make room for operations since start-up.
+    pub fn events_shed(&self) -> u64 {
+        self.shared.lock().buffer.events_shed()
     }
 
     /// Events not yet in the database.

@@ -18,6 +18,8 @@ pub const NODE_COLUMNS: &[&str] = &[
     "first_seen_ms",
     "last_seen_ms",
     "online",
+    "services",
+    "interfaces",
 ];
 
 pub const DEVICE_COLUMNS: &[&str] = &[
@@ -41,6 +43,7 @@ pub const EVENT_COLUMNS: &[&str] = &[
     "result",
     "detail",
     "duration_ms",
+    "operation_id",
 ];
 
 /// The most placeholders one statement may carry (SQLite's default limit is 32766, MySQL's
@@ -125,7 +128,13 @@ fn upsert(
 }
 
 pub const SELECT_NODES: &str = "SELECT node_id, hostname, addresses, mac_addresses, roles, \
-     agent_version, cert_fingerprint, first_seen_ms, last_seen_ms, online FROM nodes";
+     agent_version, cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces \
+     FROM nodes";
+
+/// Requested operations with no end in the log (the controller stopped while they ran).
+pub const SELECT_OPEN_REQUESTS: &str = "SELECT r.operation_id, r.node_id, r.actor, r.action, \
+     r.path, r.at_ms FROM events r WHERE r.kind = 'requested' AND NOT EXISTS (SELECT 1 FROM \
+     events c WHERE c.operation_id = r.operation_id AND c.kind = 'operation') ORDER BY r.id";
 
 pub const SELECT_DEVICES: &str = "SELECT device_id, node_id, fragment_folder, total_bytes, \
      free_bytes, fragment_count, reported_at_ms FROM storage_devices";
@@ -135,19 +144,23 @@ pub const SELECT_DEVICES: &str = "SELECT device_id, node_id, fragment_folder, to
 pub fn select_events(by_node: bool, newest_first: bool) -> &'static str {
     match (by_node, newest_first) {
         (true, false) => {
-            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms, \
+             operation_id \
              FROM events WHERE id > ? AND node_id = ? ORDER BY id LIMIT ?"
         }
         (false, false) => {
-            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms, \
+             operation_id \
              FROM events WHERE id > ? ORDER BY id LIMIT ?"
         }
         (true, true) => {
-            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms, \
+             operation_id \
              FROM events WHERE id > ? AND node_id = ? ORDER BY id DESC LIMIT ?"
         }
         (false, true) => {
-            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms \
+            "SELECT id, at_ms, node_id, kind, actor, action, path, result, detail, duration_ms, \
+             operation_id \
              FROM events WHERE id > ? ORDER BY id DESC LIMIT ?"
         }
     }
@@ -162,19 +175,21 @@ mod tests {
         assert_eq!(
             upsert_nodes(Dialect::Sqlite, 2),
             "INSERT INTO nodes (node_id, hostname, addresses, mac_addresses, roles, agent_version, \
-             cert_fingerprint, first_seen_ms, last_seen_ms, online) VALUES \
-             (?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET \
+             cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces) VALUES \
+             (?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET \
              hostname = excluded.hostname, addresses = excluded.addresses, \
              mac_addresses = excluded.mac_addresses, roles = excluded.roles, \
              agent_version = excluded.agent_version, cert_fingerprint = excluded.cert_fingerprint, \
-             last_seen_ms = excluded.last_seen_ms, online = excluded.online"
+             last_seen_ms = excluded.last_seen_ms, online = excluded.online, \
+             services = excluded.services, interfaces = excluded.interfaces"
         );
         let mysql = upsert_nodes(Dialect::MySql, 1);
         assert!(mysql.ends_with(
             "ON DUPLICATE KEY UPDATE hostname = VALUES(hostname), addresses = VALUES(addresses), \
              mac_addresses = VALUES(mac_addresses), roles = VALUES(roles), \
              agent_version = VALUES(agent_version), cert_fingerprint = VALUES(cert_fingerprint), \
-             last_seen_ms = VALUES(last_seen_ms), online = VALUES(online)"
+             last_seen_ms = VALUES(last_seen_ms), online = VALUES(online), \
+             services = VALUES(services), interfaces = VALUES(interfaces)"
         ));
         assert!(!mysql.contains("first_seen_ms = "));
     }
@@ -183,7 +198,7 @@ mod tests {
     fn events_are_idempotent_per_dialect() {
         assert!(insert_events(Dialect::MySql, 1).ends_with("ON DUPLICATE KEY UPDATE uid = uid"));
         assert!(insert_events(Dialect::Sqlite, 3).ends_with("ON CONFLICT (uid) DO NOTHING"));
-        assert_eq!(insert_events(Dialect::Sqlite, 3).matches('?').count(), 30);
+        assert_eq!(insert_events(Dialect::Sqlite, 3).matches('?').count(), 33);
     }
 
     #[test]

@@ -15,6 +15,30 @@ pub struct NodeInfo {
     pub agent_version: String,
     /// Fingerprint of the certificate the agent presented.
     pub cert_fingerprint: String,
+    /// The services it manages (declared in its agent's configuration), by name.
+    pub services: Vec<String>,
+    /// Its interfaces as the agent last described them (what wakes it: MACs and subnets).
+    pub interfaces: Vec<InterfaceRecord>,
+}
+
+/// One network interface of a node, as stored (a JSON list in the node's row).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InterfaceRecord {
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`, or none (tunnels, InfiniBand).
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<AddressRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddressRecord {
+    pub address: String,
+    pub prefix_len: u8,
+    /// The subnet's directed broadcast address (IPv4).
+    #[serde(default)]
+    pub broadcast: Option<String>,
 }
 
 /// A node as the store knows it.
@@ -51,13 +75,42 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     Online,
-    Offline { reason: String },
+    Offline {
+        reason: String,
+    },
+    /// An operation about to be dispatched (written before it runs).
+    Requested(Requested),
+    /// An operation that ended (or whose outcome could not be known).
     Operation(Operation),
+    /// The node reported a storage device that another node owns; refused.
+    DeviceConflict {
+        device_id: i64,
+        owner: String,
+    },
+}
+
+impl EventKind {
+    /// Operations (requested or ended) are the audit log proper: never dropped for room.
+    pub fn is_operation(&self) -> bool {
+        matches!(self, EventKind::Requested(_) | EventKind::Operation(_))
+    }
+}
+
+/// An operation as requested, before anything was sent: who asked, what, the path planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    /// Joins the request with its end ([`Operation::operation_id`]).
+    pub operation_id: String,
+    pub actor: String,
+    pub action: String,
+    pub path: OperationPath,
 }
 
 /// A remote operation: who asked for what, how it reached the node, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
+    /// The id of its [`Requested`] event, when one was written.
+    pub operation_id: Option<String>,
     pub actor: String,
     pub action: String,
     pub path: OperationPath,
@@ -72,12 +125,21 @@ pub enum OperationPath {
     WakeOnLan,
     /// No path could be tried (node unknown to SSH, agent offline and no fallback configured).
     Unreachable,
+    /// Carried out by the controller itself (a device's ownership moved).
+    Controller,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperationResult {
     Ok,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
+    /// It may or may not have run: the link was lost after it was sent, or the controller
+    /// stopped before its end was known.
+    Unknown {
+        reason: String,
+    },
 }
 
 /// An event read back from the database, with its position in the log.
@@ -108,6 +170,7 @@ impl OperationPath {
             OperationPath::Ssh => "ssh",
             OperationPath::WakeOnLan => "wake_on_lan",
             OperationPath::Unreachable => "none",
+            OperationPath::Controller => "controller",
         }
     }
     pub fn parse(text: &str) -> Option<OperationPath> {
@@ -116,6 +179,7 @@ impl OperationPath {
             "ssh" => Some(OperationPath::Ssh),
             "wake_on_lan" => Some(OperationPath::WakeOnLan),
             "none" => Some(OperationPath::Unreachable),
+            "controller" => Some(OperationPath::Controller),
             _ => None,
         }
     }
@@ -170,6 +234,7 @@ mod tests {
             OperationPath::Ssh,
             OperationPath::WakeOnLan,
             OperationPath::Unreachable,
+            OperationPath::Controller,
         ] {
             assert_eq!(OperationPath::parse(p.as_str()), Some(p));
         }

@@ -50,6 +50,7 @@ pub struct StoreMetrics {
     pub flushes: Counter,
     pub flush_errors: Counter,
     pub events_dropped: Counter,
+    pub events_shed: Counter,
     pub flush_duration: Histogram,
     pub statements_last_flush: Gauge,
     pub rows_last_flush: Gauge,
@@ -63,6 +64,7 @@ impl Default for StoreMetrics {
             flushes: Counter::default(),
             flush_errors: Counter::default(),
             events_dropped: Counter::default(),
+            events_shed: Counter::default(),
             flush_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             statements_last_flush: Gauge::default(),
             rows_last_flush: Gauge::default(),
@@ -87,8 +89,13 @@ impl StoreMetrics {
         );
         registry.register(
             "nodewarden_store_events_dropped",
-            "Audit events lost because the event buffer was full while the database was unreachable",
+            "Events not taken because the event buffer was full while the database was unreachable (node transitions past the reserve kept for operations, and operation requests refused)",
             self.events_dropped.clone(),
+        );
+        registry.register(
+            "nodewarden_store_events_shed",
+            "Queued node transitions evicted from a full event buffer to keep an operation",
+            self.events_shed.clone(),
         );
         registry.register(
             "nodewarden_store_flush_duration_seconds",

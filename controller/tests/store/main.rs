@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use nodewarden_controller::store::{
-    Event, EventKind, EventQuery, NodeRecord, OperationPath, Store, StoreConfig, StoreError,
+    AddressRecord, Event, EventKind, EventQuery, InterfaceRecord, NodeRecord, Operation,
+    OperationPath, OperationResult, Queued, Requested, Store, StoreConfig, StoreError,
 };
 use support::{TestDb, at, device, node, operation};
 
@@ -40,7 +41,9 @@ suite!(
     state_and_events_round_trip,
     reports_are_coalesced_and_batched,
     restart_finds_nodes_and_history_all_offline,
-    events_past_the_bound_are_counted_not_silently_lost,
+    a_full_buffer_keeps_operations_and_sheds_transitions,
+    an_unfinished_operation_is_unknown_after_a_restart,
+    a_first_release_store_migrates_with_its_data,
     a_refused_schema_is_a_clear_error,
     a_backlog_is_written_in_bounded_flushes,
     recent_events_come_newest_first,
@@ -74,6 +77,10 @@ fn summary(events: &[Event]) -> Vec<String> {
             EventKind::Online => format!("{} online", e.node_id),
             EventKind::Offline { .. } => format!("{} offline", e.node_id),
             EventKind::Operation(op) => format!("{} {}", e.node_id, op.action),
+            EventKind::Requested(r) => format!("{} requested {}", e.node_id, r.action),
+            EventKind::DeviceConflict { device_id, owner } => {
+                format!("{} conflict {device_id} of {owner}", e.node_id)
+            }
         })
         .collect()
 }
@@ -315,38 +322,173 @@ mod cases {
         third.close().await.expect("close");
     }
 
-    pub async fn events_past_the_bound_are_counted_not_silently_lost(db: &TestDb) {
+    /// Operations are the audit log proper: transitions fill the buffer only up to a reserve,
+    /// an operation sheds the oldest queued transition for room, a request that finds only
+    /// operations is refused (so it is not run), and an operation's end is always taken.
+    pub async fn a_full_buffer_keeps_operations_and_sheds_transitions(db: &TestDb) {
         let mut config = db.config();
-        config.event_buffer = 3;
+        config.event_buffer = 10; // transitions may take 9
         let store = Store::open(config).await.expect("open");
         store.node_connected(node("n1"), at(0)).unwrap();
         for i in 0..4 {
+            store.node_offline("n1", at(2 * i + 1), "cut").unwrap();
+            store.node_connected(node("n1"), at(2 * i + 2)).unwrap();
+        }
+        // 9 transitions queued: the 10th is dropped.
+        assert_eq!(store.events_pending(), 9);
+        store.node_offline("n1", at(20), "cut").unwrap();
+        assert_eq!(store.events_dropped(), 1);
+        let request = |id: &str| Requested {
+            operation_id: id.into(),
+            actor: "dave".into(),
+            action: format!("stop ({id})"),
+            path: OperationPath::Agent,
+        };
+        // The reserve takes one request; the next sheds the oldest transition.
+        assert_eq!(
+            store.requested("n1", at(21), request("r1")).unwrap(),
+            Queued::Yes
+        );
+        assert_eq!(
+            store.requested("n1", at(22), request("r2")).unwrap(),
+            Queued::Yes
+        );
+        assert_eq!(store.events_shed(), 1);
+        assert_eq!(store.metrics().events_shed.get(), 1);
+        assert_eq!(store.events_pending(), 10);
+        // Requests keep shedding transitions until only operations are left...
+        for i in 3..=10 {
+            let id = format!("r{i}");
+            assert_eq!(
+                store.requested("n1", at(20 + i), request(&id)).unwrap(),
+                Queued::Yes,
+                "{id}"
+            );
+        }
+        assert_eq!(store.events_shed(), 9);
+        // ...then a request is refused: the caller must not run it.
+        assert!(matches!(
+            store.requested("n1", at(40), request("r11")).unwrap(),
+            Queued::Dropped { .. }
+        ));
+        // Ends are always taken, past the bound.
+        for i in 1..=10 {
+            let mut end = operation("dave", &format!("stop (r{i})"), OperationPath::Agent, true);
+            end.operation_id = Some(format!("r{i}"));
+            assert_eq!(store.operation("n1", at(50 + i), end).unwrap(), Queued::Yes);
+        }
+        store.flush().await.expect("flush");
+        assert_eq!(store.events_pending(), 0);
+        let events = all_events(&store).await;
+        let requested = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Requested(_)))
+            .count();
+        let ended = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Operation(_)))
+            .count();
+        assert_eq!((requested, ended), (10, 10));
+        assert_eq!(events.len(), 20, "{:?}", summary(&events));
+        store.close().await.expect("close");
+    }
+
+    /// An operation requested before a crash and never ended is logged as unknown at the next
+    /// start, once; one that ended is left alone.
+    pub async fn an_unfinished_operation_is_unknown_after_a_restart(db: &TestDb) {
+        let store = Store::open(db.config()).await.expect("open");
+        store.node_connected(node("n1"), at(0)).unwrap();
+        for id in ["done", "cut-short"] {
             store
-                .operation(
+                .requested(
                     "n1",
-                    at(i + 1),
-                    operation("dave", &format!("op{i}"), OperationPath::Ssh, true),
+                    at(1),
+                    Requested {
+                        operation_id: id.into(),
+                        actor: "erin".into(),
+                        action: format!("restart dfs ({id})"),
+                        path: OperationPath::Agent,
+                    },
                 )
                 .unwrap();
         }
-        assert_eq!(store.events_dropped(), 2);
-        assert_eq!(store.metrics().events_dropped.get(), 2);
+        let mut end = operation("erin", "restart dfs (done)", OperationPath::Agent, true);
+        end.operation_id = Some("done".into());
+        store.operation("n1", at(2), end).unwrap();
         store.flush().await.expect("flush");
-        assert_eq!(
-            summary(&all_events(&store).await),
-            vec!["n1 online", "n1 op0", "n1 op1"]
-        );
-        // Written events free their room.
-        store
-            .operation(
-                "n1",
-                at(9),
-                operation("dave", "op9", OperationPath::Ssh, true),
-            )
-            .unwrap();
-        store.flush().await.expect("flush");
-        assert_eq!(all_events(&store).await.len(), 4);
+        // Killed: no close, no end for "cut-short".
+        drop(store);
+        for _ in 0..2 {
+            let reopened = Store::open(db.config()).await.expect("reopen");
+            reopened.close().await.expect("close");
+        }
+        let reopened = Store::open(db.config()).await.expect("reopen");
+        let events = all_events(&reopened).await;
+        let unknown: Vec<&Operation> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Operation(op)
+                    if matches!(op.result, OperationResult::Unknown { .. }) =>
+                {
+                    Some(op)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unknown.len(), 1, "{:?}", summary(&events));
+        assert_eq!(unknown[0].operation_id.as_deref(), Some("cut-short"));
+        assert_eq!(unknown[0].actor, "erin");
+        assert_eq!(unknown[0].action, "restart dfs (cut-short)");
+        reopened.close().await.expect("close");
+    }
+
+    /// A store written by the first release (no services, interfaces or operation ids) opens
+    /// with its rows, events and devices intact and takes the new columns from then on.
+    pub async fn a_first_release_store_migrates_with_its_data(db: &TestDb) {
+        db.migrate_to_first_release().await;
+        for sql in [
+            "INSERT INTO nodes (node_id, hostname, addresses, mac_addresses, roles, agent_version, \
+             cert_fingerprint, first_seen_ms, last_seen_ms, online) VALUES ('old-1', '', \
+             '[\"10.0.0.9\"]', '[]', '[\"storage\"]', '0.1.0', 'ab', 1764000000000, \
+             1764000001000, TRUE)",
+            "INSERT INTO storage_devices (device_id, node_id, fragment_folder, total_bytes, \
+             free_bytes, fragment_count, reported_at_ms) VALUES (5, 'old-1', '/srv/5', 100, 50, 0, \
+             1764000001000)",
+            "INSERT INTO events (uid, at_ms, node_id, kind, actor, action, path, result, detail, \
+             duration_ms) VALUES ('old-uid-1', 1764000000500, 'old-1', 'operation', 'alice', \
+             'stop', 'ssh', 'ok', '', 12)",
+        ] {
+            db.execute(sql).await;
+        }
+        let store = Store::open(db.config()).await.expect("migrates");
+        let old = store.node("old-1").expect("kept");
+        assert_eq!(old.info.roles, ["storage"]);
+        assert!(old.info.services.is_empty() && old.info.interfaces.is_empty());
+        assert_eq!(store.devices()[0].node_id, "old-1");
+        let events = all_events(&store).await;
+        assert_eq!(summary(&events)[..2], ["old-1 stop", "old-1 offline"]);
+        match &events[0].kind {
+            EventKind::Operation(op) => assert_eq!(op.operation_id, None),
+            other => panic!("unexpected {other:?}"),
+        }
+        // The new columns are written and read back.
+        let mut info = node("old-1");
+        info.interfaces = vec![InterfaceRecord {
+            name: "eth0".into(),
+            mac: Some("52:54:00:00:00:05".into()),
+            addresses: vec![AddressRecord {
+                address: "10.0.0.9".into(),
+                prefix_len: 24,
+                broadcast: Some("10.0.0.255".into()),
+            }],
+        }];
+        store.node_connected(info.clone(), at(100)).unwrap();
         store.close().await.expect("close");
+        let reopened = Store::open(db.config()).await.expect("reopen");
+        let back = reopened.node("old-1").unwrap().info;
+        assert_eq!(back.services, ["dfs-client"]);
+        assert_eq!(back.interfaces, info.interfaces);
+        reopened.close().await.expect("close");
     }
 
     pub async fn a_backlog_is_written_in_bounded_flushes(db: &TestDb) {

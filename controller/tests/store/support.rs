@@ -99,6 +99,52 @@ impl TestDb {
         config
     }
 
+    /// Applies only the first migration (the schema of the first release), as a store made by
+    /// that release has it, so a test can fill it and let the current store migrate it.
+    pub async fn migrate_to_first_release(&self) {
+        let dialect = if self.url().is_some() {
+            "mysql"
+        } else {
+            "sqlite"
+        };
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dialect);
+        let first = std::fs::read_dir(&source)
+            .expect("migrations")
+            .map(|e| e.expect("entry").path())
+            .min()
+            .expect("a first migration");
+        let only = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(&first, only.path().join(first.file_name().expect("name"))).expect("copy");
+        let migrator = sqlx::migrate::Migrator::new(only.path())
+            .await
+            .expect("first migration");
+        match self {
+            TestDb::Sqlite { dir } => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("nodewarden.db"))
+                    .create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(options)
+                    .await
+                    .expect("open sqlite");
+                migrator
+                    .run(&pool)
+                    .await
+                    .expect("first migration on sqlite");
+                pool.close().await;
+            }
+            TestDb::MariaDb { .. } => {
+                let pool = server_pool(&self.url().unwrap_or_default()).await;
+                migrator
+                    .run(&pool)
+                    .await
+                    .expect("first migration on mariadb");
+                pool.close().await;
+            }
+        }
+    }
+
     /// Runs raw SQL on the test database (to set up a hostile schema).
     pub async fn execute(&self, sql: &str) {
         match self {
@@ -351,6 +397,8 @@ pub fn node(id: &str) -> NodeInfo {
         roles: vec!["storage".into(), "compute".into()],
         agent_version: "0.1.0".into(),
         cert_fingerprint: format!("sha256:{id}"),
+        services: vec!["dfs-client".into()],
+        interfaces: vec![],
     }
 }
 
@@ -368,6 +416,7 @@ pub fn device(device_id: i64, node_id: &str, free_bytes: u64, t: u64) -> DeviceR
 
 pub fn operation(actor: &str, action: &str, path: OperationPath, ok: bool) -> Operation {
     Operation {
+        operation_id: None,
         actor: actor.to_string(),
         action: action.to_string(),
         path,

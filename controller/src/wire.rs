@@ -1,0 +1,122 @@
+//! The HTTP API's wire types, shared by the handlers and the CLI (`client.rs`): what
+//! `POST /api/v1/actions` takes and streams back, what `GET /api/v1/nodes` and
+//! `GET /api/v1/events` answer, and the device ownership request. Plain serde types, no logic.
+
+use nodewarden_shared::protocol::Role;
+use serde::{Deserialize, Serialize};
+
+pub use crate::actions::NodeActionResult;
+/// A node as `GET /api/v1/nodes` describes it (the registry's own type).
+pub use crate::registry::Node as NodeView;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    Node(String),
+    Role(Role),
+    /// `{"all": true}`.
+    All(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionName {
+    Wake,
+    Stop,
+    Restart,
+    Status,
+    DeleteFragments,
+}
+
+/// An id as the DFS hands it over: text or a JSON number; validated as text either way.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum IdText {
+    Number(u64),
+    Text(String),
+}
+
+impl IdText {
+    pub fn text(&self) -> String {
+        match self {
+            IdText::Number(n) => n.to_string(),
+            IdText::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// `POST /api/v1/actions`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Required, except for `delete-fragments` (whose devices say which nodes).
+    #[serde(default)]
+    pub selector: Option<Selector>,
+    pub action: ActionName,
+    #[serde(default)]
+    pub service: Option<String>,
+    /// `delete-fragments`: (fragment id, device id) pairs.
+    #[serde(default)]
+    pub pairs: Option<Vec<(IdText, IdText)>>,
+    /// Who asks. Optional with a named API token (whose operator is recorded instead); required
+    /// otherwise.
+    #[serde(default)]
+    pub requested_by: String,
+}
+
+/// One line of the streamed answer to an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ActionEvent {
+    Start {
+        action: String,
+        nodes: Vec<String>,
+    },
+    Result {
+        done: usize,
+        total: usize,
+        result: NodeActionResult,
+    },
+    End {
+        ok: bool,
+    },
+}
+
+/// `POST /api/v1/devices/{id}/owner`: move a storage device to another node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignDevice {
+    pub node: String,
+    #[serde(default)]
+    pub requested_by: String,
+}
+
+/// A storage device as `GET /api/v1/devices` describes it: its owner, and any other node
+/// reporting it (a conflict).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DeviceView {
+    pub device_id: u32,
+    pub owner: String,
+    pub fragment_dir: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub owner_online: bool,
+    pub claimed_by: Vec<String>,
+}
+
+/// An audit log entry as `GET /api/v1/events` describes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventView {
+    pub id: i64,
+    pub at_ms: u64,
+    pub node: String,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub path: Option<String>,
+    pub result: Option<String>,
+    pub detail: String,
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub operation_id: Option<String>,
+}
