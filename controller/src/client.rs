@@ -148,7 +148,7 @@ pub fn progress_line(r: &NodeActionResult, done: usize, total: usize) -> String 
     line
 }
 
-pub use crate::wire::{EventView, NodeView};
+pub use crate::wire::{DeviceView, EventView, NodeView};
 
 /// `2026-12-02 14:09:45Z` for Unix milliseconds.
 fn utc(ms: u64) -> String {
@@ -240,6 +240,36 @@ fn service_status(status: nodewarden_shared::protocol::ServiceStatus) -> String 
         .unwrap_or_else(|| format!("{status:?}"))
 }
 
+/// Storage devices, one line each: owner (and whether it is online), folder, space, and any
+/// other node reporting the device (a conflict an operator settles with `device assign`).
+pub fn render_devices(devices: &[DeviceView]) -> String {
+    let rows: Vec<[String; 5]> = devices
+        .iter()
+        .map(|d| {
+            [
+                d.device_id.to_string(),
+                format!(
+                    "{}{}",
+                    d.owner,
+                    if d.owner_online { "" } else { " (offline)" }
+                ),
+                if d.fragment_dir.is_empty() {
+                    "-".into()
+                } else {
+                    d.fragment_dir.clone()
+                },
+                format!("{}/{} GiB free", gib(d.free_bytes), gib(d.total_bytes)),
+                if d.claimed_by.is_empty() {
+                    "-".into()
+                } else {
+                    format!("CONFLICT: also reported by {}", d.claimed_by.join(", "))
+                },
+            ]
+        })
+        .collect();
+    crate::table::render(["DEVICE", "OWNER", "FOLDER", "SPACE", "CLAIMS"], &rows)
+}
+
 /// The audit log, one line per entry, in the order given (the API's: newest first).
 pub fn render_events(events: &[EventView]) -> String {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -283,6 +313,38 @@ impl ApiClient {
     }
 
     /// GETs `path` (with its query) and decodes the JSON answer.
+    /// POSTs `body` as JSON to an API path and decodes the JSON answer (an error status is an
+    /// error naming the API's message).
+    pub fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.api.trim_end_matches('/'));
+        let err = |message: String| ClientError::Api {
+            api: url.clone(),
+            message,
+        };
+        let agent = self
+            .agent(Some(std::time::Duration::from_secs(30)))
+            .map_err(&err)?;
+        let mut call = agent.post(&url).content_type("application/json");
+        if let Some(token) = &self.token {
+            call = call.header("Authorization", &format!("Bearer {token}"));
+        }
+        let payload = serde_json::to_string(body).map_err(|e| err(e.to_string()))?;
+        let mut response = call.send(payload).map_err(|e| err(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| err(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(err(format!("{status}: {}", api_error(&text))));
+        }
+        serde_json::from_str(&text).map_err(|e| err(format!("unexpected answer: {e}")))
+    }
+
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.api.trim_end_matches('/'));
         let err = |message: String| ClientError::Api {

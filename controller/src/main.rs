@@ -70,11 +70,40 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Storage devices: who owns each DFS device id, and which other nodes report it.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCmd,
+    },
     /// Delete fragments: `fragment_id device_id` pairs, one per line, or a JSON list of pairs,
     /// from FILE or `-` (stdin). Each device's node is found from its reports.
     DeleteFragments {
         #[arg(long, value_name = "FILE|-")]
         pairs: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Every device with its owner, folder, free space and conflicting claims.
+    List {
+        /// The API's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Move a device to another node (a disk moved between hosts, or a conflict settled);
+    /// recorded in the audit log.
+    Assign {
+        /// The DFS device id (DEVICE.ID).
+        #[arg(long)]
+        device: u32,
+        /// The node that holds it now.
+        #[arg(long)]
+        node: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -244,6 +273,27 @@ fn main() -> anyhow::Result<()> {
                 path.push_str(&format!("&node={node}"));
             }
             print_view(&api, &path, json, client::render_events)
+        }
+        Cmd::Device {
+            command: DeviceCmd::List { json, api },
+        } => print_view(&api, "/api/v1/devices", json, client::render_devices),
+        Cmd::Device {
+            command: DeviceCmd::Assign { device, node, api },
+        } => {
+            validate_node_name(&node).map_err(|e| anyhow::anyhow!("--node {node:?}: {e}"))?;
+            let client = api_client(&api)?;
+            let answer: Option<client::DeviceView> = client.post_json(
+                &format!("/api/v1/devices/{device}/owner"),
+                &nodewarden_controller::wire::AssignDevice {
+                    node,
+                    requested_by: requested_by(&api),
+                },
+            )?;
+            print!(
+                "{}",
+                client::render_devices(&answer.into_iter().collect::<Vec<_>>())
+            );
+            Ok(())
         }
         Cmd::DeleteFragments { pairs, api } => {
             let (text, name) = if pairs.as_os_str() == "-" {

@@ -149,20 +149,48 @@ impl Lab {
             agent: None,
             _cleanup: cleanup,
         };
+        lab.start_controller();
+        lab.start_agent();
+        lab
+    }
+
+    /// Starts the controller on `controller.toml` and waits for its HTTP endpoint.
+    pub fn start_controller(&mut self) {
         let mut child = ChildGuard::spawn(
-            Command::new(&controller)
+            Command::new(bin_path("nodewarden-controller"))
                 .arg("serve")
                 .arg("--config")
-                .arg(lab.path("controller.toml"))
+                .arg(self.path("controller.toml"))
                 .env("NODEWARDEN_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped()),
         );
         let log = Log::attach(&mut child, "controller");
         log.wait("HTTP endpoint listening");
-        lab.controller = Some((child, log));
-        lab.start_agent();
-        lab
+        self.controller = Some((child, log));
+    }
+
+    /// SIGKILL: the controller stops dead (no flush, no goodbye to agents), as in a crash.
+    pub fn kill_controller(&mut self) {
+        if let Some((mut child, _)) = self.controller.take() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(child.pid() as i32, libc::SIGKILL) };
+            let _ = child.0.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the controller to exit (its store written).
+    pub fn stop_controller(&mut self) {
+        if let Some((mut child, _)) = self.controller.take() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) };
+            let _ = child.0.wait();
+        }
+    }
+
+    /// The controller's collected log.
+    pub fn controller_log(&self) -> &Log {
+        &self.controller.as_ref().expect("controller running").1
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
