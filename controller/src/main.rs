@@ -5,8 +5,7 @@ use clap::{Parser, Subcommand};
 use nodewarden_controller::api_actions::{ActionName, ActionRequest, ActionsApi, Selector};
 use nodewarden_controller::config::ControllerConfig;
 use nodewarden_controller::link::{self, LinkSettings};
-use nodewarden_controller::{admin, dfs, http_auth, push};
-use nodewarden_controller::{ca_cli, client};
+use nodewarden_controller::{admin, ca_cli, client, dfs, http_auth, push};
 use nodewarden_shared::name::validate_node_name;
 use nodewarden_shared::protocol::close;
 
