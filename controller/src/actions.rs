@@ -197,13 +197,11 @@ impl Default for Timing {
     }
 }
 
-/// Whether an SSH failure means "the node does not answer" (so waking it makes sense), as opposed
-/// to "it answered and refused" (host key, authentication), which must never trigger a wake.
+/// Whether an SSH failure means "the node does not answer" (TCP connection refused, no route,
+/// connect timeout: waking it makes sense), as opposed to "something answered" (a failed or
+/// stalled handshake, a refused key, another host key), which must never trigger a wake.
 fn unreachable(e: &SshError) -> bool {
-    matches!(
-        e,
-        SshError::Connect { .. } | SshError::ConnectTimeout { .. }
-    )
+    e.is_unreachable()
 }
 
 /// Runs `action` on one node, choosing the path.

@@ -11,6 +11,7 @@ use nodewarden_shared::ops::ActionPath;
 
 use crate::actions::{self, NodeActionResult};
 use crate::api_actions::{ActionEvent, ActionRequest, IdText};
+use crate::http_auth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -18,6 +19,14 @@ pub enum ClientError {
     File { file: String, message: String },
     #[error("{api}: {message}")]
     Api { api: String, message: String },
+    #[error(
+        "{api}: refusing to send the API token over plain http:// to a host other than this one \
+         (anyone on the path could read it and act as you); use https:// (the controller's \
+         `[http] tls = true`), or pass --insecure-http to send it anyway"
+    )]
+    InsecureHttp { api: String },
+    #[error("{api}: not an http:// or https:// URL with a host")]
+    BadUrl { api: String },
 }
 
 /// `fid device` pairs from a file's text: one pair per line (blank lines and `#` comments
@@ -84,8 +93,53 @@ fn read_optional(
 }
 
 /// The bearer token: from `explicit` (which must exist), else from `default` if it exists.
+/// The file is read as the server reads its token file ([`http_auth::parse_tokens`]: `TOKEN` or
+/// `NAME TOKEN` lines, comments, several tokens during a rotation); the first usable token is
+/// sent. A file with none is an error naming its problems.
 pub fn read_token(explicit: Option<&Path>, default: &Path) -> Result<Option<String>, ClientError> {
-    Ok(read_optional(explicit, default, "token")?.map(|t| t.trim().to_string()))
+    let file = explicit.unwrap_or(default);
+    let Some(text) = read_optional(explicit, default, "token")? else {
+        return Ok(None);
+    };
+    let (tokens, problems) = http_auth::parse_tokens(&text);
+    match tokens.into_iter().next() {
+        Some((_, token)) => Ok(Some(token)),
+        None => Err(ClientError::File {
+            file: file.display().to_string(),
+            message: if problems.is_empty() {
+                "no token in the file (only comments)".into()
+            } else {
+                format!("no usable token: {}", problems.join("; "))
+            },
+        }),
+    }
+}
+
+/// Refuses an `http://` API on another host than this one unless `insecure_http`: the token
+/// would cross the network in clear. Loopback is `127.0.0.0/8`, `::1` and `localhost`.
+pub fn check_api_scheme(api: &str, insecure_http: bool) -> Result<(), ClientError> {
+    let bad = || ClientError::BadUrl {
+        api: api.to_string(),
+    };
+    let uri: ureq::http::Uri = api.parse().map_err(|_| bad())?;
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if insecure_http || is_loopback_host(host) => Ok(()),
+        Some("http") => Err(ClientError::InsecureHttp {
+            api: api.to_string(),
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// `127.0.0.0/8`, `::1` (also as `::ffff:127.x.y.z`) or `localhost`.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// The CA an `https://` API is verified against: from `explicit` (which must exist), else from
@@ -491,11 +545,67 @@ mod tests {
         assert_eq!(read_token(None, &missing).unwrap(), None);
         assert!(read_token(Some(&missing), &missing).is_err());
         let t = d.path().join("api.token");
-        std::fs::write(&t, "s3cret\n").unwrap();
-        assert_eq!(read_token(None, &t).unwrap().as_deref(), Some("s3cret"));
+        std::fs::write(&t, "s3cret-0123456789abcdef\n").unwrap();
+        assert_eq!(
+            read_token(None, &t).unwrap().as_deref(),
+            Some("s3cret-0123456789abcdef")
+        );
         std::fs::write(&t, "\n").unwrap();
         let e = read_token(None, &t).unwrap_err().to_string();
         assert!(e.ends_with("the token file is empty"), "{e}");
+        // The server's format: comments, a named token, the next one of a rotation.
+        std::fs::write(
+            &t,
+            "# rotated 2026-12-01\nalice 0123456789abcdef0123\nfedcba9876543210fedc\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_token(None, &t).unwrap().as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        // A refused line is skipped as the server skips it.
+        std::fs::write(&t, "short\nbob fedcba9876543210fedc\n").unwrap();
+        assert_eq!(
+            read_token(None, &t).unwrap().as_deref(),
+            Some("fedcba9876543210fedc")
+        );
+        std::fs::write(&t, "# only a comment\nshort\n").unwrap();
+        let e = read_token(Some(&t), &missing).unwrap_err().to_string();
+        assert!(e.starts_with(&t.display().to_string()), "{e}");
+        assert!(e.contains("line 2: token shorter"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_told() {
+        for api in [
+            "http://127.0.0.1:9180",
+            "http://127.8.9.10:9180/",
+            "http://[::1]:9180",
+            "http://localhost:9180",
+            "http://LOCALHOST",
+            "https://10.1.2.3:9180",
+            "https://controller.example:9180",
+        ] {
+            assert!(check_api_scheme(api, false).is_ok(), "{api}");
+        }
+        for api in [
+            "http://10.1.2.3:9180",
+            "http://0.0.0.0:9180",
+            "http://[2001:db8::1]:9180",
+            "http://controller.example",
+            "http://localhost.evil.example",
+        ] {
+            let e = check_api_scheme(api, false).unwrap_err();
+            assert!(matches!(e, ClientError::InsecureHttp { .. }), "{api}");
+            assert!(e.to_string().contains("--insecure-http"), "{e}");
+            assert!(check_api_scheme(api, true).is_ok(), "{api}");
+        }
+        for api in ["ftp://127.0.0.1", "127.0.0.1:9180", "http://", ""] {
+            assert!(
+                matches!(check_api_scheme(api, true), Err(ClientError::BadUrl { .. })),
+                "{api}"
+            );
+        }
     }
 
     /// The views read what the server writes: a registry node and an audit entry serialised by

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_actions;
 pub mod api_devices;
 pub mod api_events;
+pub mod ca_cli;
 pub mod cadir;
 pub mod certfile;
 pub mod client;

@@ -1,15 +1,11 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use nodewarden_controller::api_actions::{ActionName, ActionRequest, Selector};
-use nodewarden_controller::cadir::{self, CaDir, write_file, write_new};
-use nodewarden_controller::client;
 use nodewarden_controller::config::ControllerConfig;
-use nodewarden_controller::state::now_unix;
-use nodewarden_shared::ca::{self, Validity};
+use nodewarden_controller::{ca_cli, client};
 use nodewarden_shared::name::validate_node_name;
-use time::OffsetDateTime;
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +23,7 @@ enum Cmd {
     /// Manage the controller's certificate authority.
     Ca {
         #[command(subcommand)]
-        command: CaCmd,
+        command: ca_cli::CaCmd,
     },
     /// Run the controller: accept agents on the QUIC link.
     Serve {
@@ -146,73 +142,10 @@ struct ApiArgs {
     /// Who asks, for the record (actions); default $USER. A named API token overrides it.
     #[arg(long)]
     requested_by: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum CaCmd {
-    /// Create the CA and the controller's server certificate in DIR.
-    Init {
-        #[arg(long)]
-        dir: PathBuf,
-        /// DNS name or IP address agents use for the controller (repeatable; at least one).
-        #[arg(long = "san", required = true)]
-        sans: Vec<String>,
-        #[arg(long, default_value_t = 3650)]
-        ca_days: u32,
-        #[arg(long, default_value_t = 825)]
-        server_days: u32,
-    },
-    /// Re-issue the controller's server certificate from the existing CA: to renew it before it
-    /// expires, or to change the names agents use. The previous pair is kept as
-    /// server.{pem,key}.previous. A running controller serves the new pair to new connections
-    /// (agent link and HTTPS) within a second; connected agents stay. Node certificates are
-    /// unaffected (same CA).
-    Server {
-        #[arg(long)]
-        dir: PathBuf,
-        /// DNS name or IP address agents use for the controller (repeatable; at least one).
-        #[arg(long = "san", required = true)]
-        sans: Vec<String>,
-        #[arg(long, default_value_t = 825)]
-        days: u32,
-    },
-    /// Issue a node certificate for a CSR made by `nodewarden-agent enroll --csr`.
-    Sign {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        csr: PathBuf,
-        #[arg(long)]
-        node: String,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-    },
-    /// Issue a node key and certificate in one step (labs and demos: the key leaves this host).
-    Issue {
-        node: String,
-        #[arg(long)]
-        dir: PathBuf,
-        /// Receives NODE.pem, NODE.key and ca.pem.
-        #[arg(long)]
-        out_dir: PathBuf,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-    },
-    /// Revoke every certificate issued to NODE; a running controller drops it within a second.
-    Revoke {
-        node: String,
-        #[arg(long)]
-        dir: PathBuf,
-    },
-    /// List issued certificates with expiry and revocation.
-    List {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 30)]
-        warn_days: u32,
-    },
+    /// Send the token over plain `http://` to a host other than this one (loopback). Anyone on
+    /// the path can read it: prefer `https://` (the controller's `[http] tls = true`).
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -226,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Cmd::Ca { command } => ca_command(command),
+        Cmd::Ca { command } => ca_cli::run(command),
         Cmd::Serve { config } => serve(&config),
         Cmd::Action {
             action,
@@ -331,6 +264,7 @@ fn requested_by(api: &ApiArgs) -> String {
 
 /// The API client the arguments describe: the token file and, for `https://`, the CA.
 fn api_client(api: &ApiArgs) -> anyhow::Result<client::ApiClient> {
+    client::check_api_scheme(&api.api, api.insecure_http)?;
     let token = client::read_token(
         api.token_file.as_deref(),
         &client::default_token_file(&api.data_dir),
@@ -374,169 +308,6 @@ fn call_api(api: &ApiArgs, request: ActionRequest) -> anyhow::Result<()> {
     let code = client::run_cli(&client, &request)?;
     if code != 0 {
         std::process::exit(code);
-    }
-    Ok(())
-}
-
-fn ca_command(cmd: CaCmd) -> anyhow::Result<()> {
-    let now = OffsetDateTime::now_utc();
-    match cmd {
-        CaCmd::Init {
-            dir,
-            sans,
-            ca_days,
-            server_days,
-        } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
-            let d = CaDir::new(&dir);
-            for f in [
-                cadir::CA_CERT,
-                cadir::CA_KEY,
-                cadir::SERVER_CERT,
-                cadir::SERVER_KEY,
-            ] {
-                if d.path(f).exists() {
-                    bail!(
-                        "{}: already exists; refusing to overwrite a CA",
-                        d.path(f).display()
-                    );
-                }
-            }
-            let material = ca::create_ca("nodewarden CA", Validity::days_from(now, ca_days))?;
-            let server =
-                ca::issue_server_cert(&material, &sans, Validity::days_from(now, server_days))?;
-            write_new(&d.path(cadir::CA_KEY), material.key_pem.as_bytes(), 0o600)?;
-            write_new(&d.path(cadir::CA_CERT), material.cert_pem.as_bytes(), 0o644)?;
-            write_new(
-                &d.path(cadir::SERVER_KEY),
-                server.key_pem.unwrap_or_default().as_bytes(),
-                0o600,
-            )?;
-            write_new(
-                &d.path(cadir::SERVER_CERT),
-                server.cert_pem.as_bytes(),
-                0o644,
-            )?;
-            println!(
-                "created CA and server certificate for {} in {}",
-                sans.join(", "),
-                dir.display()
-            );
-        }
-        CaCmd::Server { dir, sans, days } => {
-            let d = CaDir::new(&dir);
-            let server = ca::issue_server_cert(&d.ca()?, &sans, Validity::days_from(now, days))
-                .with_context(|| format!("issuing a server certificate from {}", dir.display()))?;
-            for (name, mode) in [(cadir::SERVER_KEY, 0o600), (cadir::SERVER_CERT, 0o644)] {
-                let current = d.path(name);
-                if current.exists() {
-                    let previous = d.path(&format!("{name}.previous"));
-                    std::fs::copy(&current, &previous)
-                        .and_then(|_| {
-                            std::fs::set_permissions(
-                                &previous,
-                                std::os::unix::fs::PermissionsExt::from_mode(mode),
-                            )
-                        })
-                        .with_context(|| format!("keeping {}", previous.display()))?;
-                }
-            }
-            // The key first: a controller started between the two writes fails on a key that
-            // does not match the certificate, rather than serving a stale one.
-            cadir::write_file(
-                &d.path(cadir::SERVER_KEY),
-                server.key_pem.unwrap_or_default().as_bytes(),
-                0o600,
-            )?;
-            cadir::write_file(
-                &d.path(cadir::SERVER_CERT),
-                server.cert_pem.as_bytes(),
-                0o644,
-            )?;
-            println!(
-                "issued a server certificate for {} valid {days} days in {}; restart the controller to use it",
-                sans.join(", "),
-                dir.display()
-            );
-        }
-        CaCmd::Sign {
-            dir,
-            csr,
-            node,
-            out,
-            days,
-        } => {
-            let d = CaDir::new(&dir);
-            let csr_pem = cadir::read(&csr)?;
-            let issued =
-                ca::sign_node_csr(&d.ca()?, &csr_pem, &node, Validity::days_from(now, days))
-                    .with_context(|| format!("signing {}", csr.display()))?;
-            write_file(&out, issued.cert_pem.as_bytes(), 0o644)?;
-            d.record_issued(&node, &issued.info, now_unix())?;
-            println!(
-                "issued certificate {} for node {node} (serial {}, {days} days)",
-                out.display(),
-                issued.info.serial
-            );
-        }
-        CaCmd::Issue {
-            node,
-            dir,
-            out_dir,
-            days,
-        } => {
-            validate_node_name(&node).map_err(anyhow::Error::msg)?;
-            let d = CaDir::new(&dir);
-            let material = d.ca()?;
-            let issued = ca::issue_node_cert(&material, &node, Validity::days_from(now, days))?;
-            std::fs::create_dir_all(&out_dir).with_context(|| format!("{}", out_dir.display()))?;
-            write_file(
-                &out_dir.join(format!("{node}.key")),
-                issued.key_pem.clone().unwrap_or_default().as_bytes(),
-                0o600,
-            )?;
-            write_file(
-                &out_dir.join(format!("{node}.pem")),
-                issued.cert_pem.as_bytes(),
-                0o644,
-            )?;
-            write_file(&out_dir.join("ca.pem"), material.cert_pem.as_bytes(), 0o644)?;
-            d.record_issued(&node, &issued.info, now_unix())?;
-            println!(
-                "issued {node}.pem and {node}.key in {} (serial {})",
-                out_dir.display(),
-                issued.info.serial
-            );
-        }
-        CaCmd::Revoke { node, dir } => {
-            let d = CaDir::new(&dir);
-            let serials = d.revoke_node(&node, now_unix())?;
-            if serials.is_empty() {
-                bail!(
-                    "{}: no unrevoked certificate of node {node}",
-                    d.path(cadir::ISSUED).display()
-                );
-            }
-            println!("revoked node {node}: serials {}", serials.join(", "));
-        }
-        CaCmd::List { dir, warn_days } => {
-            let d = CaDir::new(&dir);
-            let revoked = d.revoked()?.serials();
-            let now = now_unix();
-            for c in d.issued()?.certs {
-                let left = (c.not_after_unix - now) / 86400;
-                let state = if revoked.contains(&c.serial) {
-                    "revoked".to_string()
-                } else if c.not_after_unix <= now {
-                    "EXPIRED".to_string()
-                } else if left < i64::from(warn_days) {
-                    format!("EXPIRES SOON ({left} days)")
-                } else {
-                    format!("valid ({left} days)")
-                };
-                println!("{}\t{}\t{state}", c.node, c.serial);
-            }
-        }
     }
     Ok(())
 }

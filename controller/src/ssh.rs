@@ -119,10 +119,31 @@ pub enum SshError {
     Key { path: PathBuf, message: String },
     #[error("known_hosts file {path}: {message}")]
     KnownHosts { path: PathBuf, message: String },
-    #[error("connecting to {target}: {message}")]
-    Connect { target: String, message: String },
+    /// The TCP connection failed: refused, no route, unreachable network (what a sleeping or
+    /// powered-off node gives), or anything else the system says (see
+    /// [`SshError::is_unreachable`]).
+    #[error("connecting to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No TCP connection within the connect timeout.
     #[error("connecting to {target}: no answer within {timeout:?}")]
     ConnectTimeout { target: String, timeout: Duration },
+    /// Connected, then the SSH handshake failed (no SSH banner, no common algorithm, the
+    /// connection closed): something answers on that address.
+    #[error("SSH handshake with {target} failed after the connection was accepted: {source}")]
+    Handshake {
+        target: String,
+        #[source]
+        source: russh::Error,
+    },
+    /// Connected, then the handshake and authentication did not finish in time.
+    #[error(
+        "{target} accepted the connection but the SSH handshake did not finish within {timeout:?}"
+    )]
+    HandshakeTimeout { target: String, timeout: Duration },
     #[error(
         "host key of {target} ({fingerprint}) is not in {known_hosts}; refusing to connect (add it after checking it out of band)"
     )]
@@ -159,6 +180,27 @@ pub enum SshError {
         message: String,
         stderr: String,
     },
+}
+
+impl SshError {
+    /// Whether the node did not answer at all: the TCP connection was refused, had no route or
+    /// timed out. Only then may a wake make sense; a node that accepted the connection and then
+    /// failed the handshake, refused the key or showed another host key is up (or is not the
+    /// node), and is never woken on that account.
+    pub fn is_unreachable(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            SshError::ConnectTimeout { .. } => true,
+            SshError::Connect { source, .. } => matches!(
+                source.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// What the remote side sent back for one command.
@@ -280,12 +322,32 @@ pub async fn run_line(target: &SshTarget, line: &str) -> Result<RemoteOutput, Ss
     output
 }
 
+/// Connects (TCP, within the connect timeout), then does the SSH handshake and authentication
+/// within what is left of it. The two steps fail with different errors: only the first can mean
+/// the node is down ([`SshError::is_unreachable`]).
 async fn open_session(target: &SshTarget) -> Result<client::Handle<HostKeyCheck>, SshError> {
     let key = load_key(&target.key_file)?;
     check_known_hosts_file(&target.known_hosts)?;
-    tokio::time::timeout(target.connect_timeout, connect(target, key))
+    let deadline = tokio::time::Instant::now() + target.connect_timeout;
+    let stream = tokio::time::timeout_at(
+        deadline,
+        tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| SshError::ConnectTimeout {
+        target: target.display(),
+        timeout: target.connect_timeout,
+    })?
+    .map_err(|source| SshError::Connect {
+        target: target.display(),
+        source,
+    })?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(target = %target.display(), error = %e, "TCP_NODELAY not set");
+    }
+    tokio::time::timeout_at(deadline, handshake(target, stream, key))
         .await
-        .map_err(|_| SshError::ConnectTimeout {
+        .map_err(|_| SshError::HandshakeTimeout {
             target: target.display(),
             timeout: target.connect_timeout,
         })?
@@ -380,13 +442,13 @@ impl client::Handler for HostKeyCheck {
     }
 }
 
-async fn connect(
+async fn handshake(
     target: &SshTarget,
+    stream: tokio::net::TcpStream,
     key: russh::keys::PrivateKey,
 ) -> Result<client::Handle<HostKeyCheck>, SshError> {
     let config = Arc::new(client::Config {
         inactivity_timeout: Some(target.command_timeout + target.connect_timeout),
-        nodelay: true,
         ..Default::default()
     });
     let handler = HostKeyCheck {
@@ -399,17 +461,13 @@ async fn connect(
         target: target.display(),
         message,
     };
-    let mut session = client::connect(config, (target.host.as_str(), target.port), handler)
+    let mut session = client::connect_stream(config, stream, handler)
         .await
         .map_err(|e| match e {
             HandlerError::HostKey(e) => e,
-            HandlerError::Ssh(russh::Error::IO(e)) => SshError::Connect {
+            HandlerError::Ssh(source) => SshError::Handshake {
                 target: target.display(),
-                message: e.to_string(),
-            },
-            HandlerError::Ssh(e) => SshError::Connect {
-                target: target.display(),
-                message: e.to_string(),
+                source,
             },
         })?;
     let auth = session
@@ -562,5 +620,133 @@ mod tests {
             matches!(&e, SshError::Connect { target, .. } if target == "nobody@127.0.0.1:1"),
             "{e}"
         );
+    }
+
+    /// A target with a real (unauthorized) key and an empty known_hosts, at `port`.
+    fn reachable_target(dir: &Path, port: u16) -> SshTarget {
+        std::fs::write(dir.join("known_hosts"), "").unwrap();
+        SshTarget {
+            port,
+            key_file: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/ssh/test_key_ed25519"),
+            ..target(dir)
+        }
+    }
+
+    async fn classify(t: &SshTarget) -> SshError {
+        run_operation(t, &Operation::service("x", ServiceAction::Status))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        // A port just freed: nothing listens there, the kernel refuses the connection.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = classify(&reachable_target(dir.path(), port)).await;
+        assert!(matches!(e, SshError::Connect { .. }), "{e}");
+        assert!(e.is_unreachable(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_is_not_ssh_is_reachable() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                .await
+                .unwrap();
+            conn.shutdown().await.unwrap();
+            // Reads what the client sends until it gives up.
+            let mut sink = Vec::new();
+            let _ = conn.read_to_end(&mut sink).await;
+        });
+        let e = classify(&reachable_target(dir.path(), port)).await;
+        assert!(matches!(e, SshError::Handshake { .. }), "{e}");
+        assert!(!e.is_unreachable(), "{e}");
+        assert!(
+            e.to_string().contains("after the connection was accepted"),
+            "{e}"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_never_answers_is_a_handshake_timeout_not_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and holds the connection without a word (a hung service, a tarpit).
+        let server = tokio::spawn(async move { listener.accept().await.map(|(c, _)| c) });
+        let t = SshTarget {
+            connect_timeout: Duration::from_millis(300),
+            ..reachable_target(dir.path(), port)
+        };
+        let e = classify(&t).await;
+        assert!(matches!(e, SshError::HandshakeTimeout { .. }), "{e}");
+        assert!(!e.is_unreachable(), "{e}");
+        drop(server.await.unwrap());
+    }
+
+    #[test]
+    fn only_connection_failures_that_mean_down_are_unreachable() {
+        use std::io::{Error, ErrorKind};
+        let connect = |kind| SshError::Connect {
+            target: "t".into(),
+            source: Error::from(kind),
+        };
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::HostUnreachable,
+            ErrorKind::NetworkUnreachable,
+            ErrorKind::TimedOut,
+        ] {
+            assert!(connect(kind).is_unreachable(), "{kind:?}");
+        }
+        // A name that does not resolve is a configuration error, not a sleeping node.
+        assert!(!connect(ErrorKind::Other).is_unreachable());
+        assert!(!connect(ErrorKind::PermissionDenied).is_unreachable());
+        let timeout = |handshake| {
+            if handshake {
+                SshError::HandshakeTimeout {
+                    target: "t".into(),
+                    timeout: Duration::from_secs(1),
+                }
+            } else {
+                SshError::ConnectTimeout {
+                    target: "t".into(),
+                    timeout: Duration::from_secs(1),
+                }
+            }
+        };
+        assert!(timeout(false).is_unreachable());
+        assert!(!timeout(true).is_unreachable());
+        for refused in [
+            SshError::HostKeyChanged {
+                target: "t".into(),
+                fingerprint: "f".into(),
+                known_hosts: "k".into(),
+                line: 1,
+            },
+            SshError::HostKeyUnknown {
+                target: "t".into(),
+                fingerprint: "f".into(),
+                known_hosts: "k".into(),
+            },
+            SshError::AuthenticationRefused {
+                target: "t".into(),
+                user: "u".into(),
+                key_file: "k".into(),
+            },
+        ] {
+            assert!(!refused.is_unreachable(), "{refused}");
+        }
     }
 }
