@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{Operation, OperationResult};
+use crate::ops::{Fitted, Operation, OperationResult, fit_texts};
 use crate::wol::MacAddress;
 
 /// ALPN protocol id of the link; a peer not speaking it fails the handshake.
@@ -300,10 +300,7 @@ pub enum Fit {
     Replaced { encoded: usize },
 }
 
-/// What replaces the end of a text cut to fit a frame.
-pub fn truncation_marker(omitted: usize) -> String {
-    format!("… [truncated: {omitted} bytes omitted]")
-}
+pub use crate::ops::truncation_marker;
 
 /// Encodes an answer as an [`AgentToController::CommandResponse`] payload of at most `max` bytes
 /// (pass [`crate::framing::MAX_FRAME`]; anything under 256 bytes may not even fit the failure
@@ -324,61 +321,29 @@ pub fn encode_response(
         postcard::to_stdvec(&ResponseRef::CommandResponse(r))
             .map_err(|source| EncodeError { id, source })
     };
-    let whole = encoded(&response)?;
-    if whole.len() <= max {
-        return Ok((whole, Fit::Whole));
-    }
-    let mut longest = 0;
-    let try_cap = |cap: usize, longest: &mut usize| {
-        let mut cut = response.clone();
-        let mut omitted = 0;
-        visit_texts(&mut cut.outcome, &mut |text| {
-            *longest = (*longest).max(text.len());
-            let n = cut_text(text, cap);
-            omitted += n;
-            n > 0
-        });
-        let bytes = encoded(&cut)?;
-        Ok::<_, EncodeError>((bytes.len() <= max).then_some((bytes, omitted)))
+    let visit = |r: &mut CommandResponse, cut: &mut dyn FnMut(&mut String) -> bool| {
+        visit_texts(&mut r.outcome, cut)
     };
-    let Some(mut best) = try_cap(0, &mut longest)? else {
-        let failed = CommandResponse {
-            id,
-            outcome: CommandOutcome::Failed {
-                message: format!(
-                    "the agent's answer is {} bytes encoded, over the link's limit of {max} \
-                     bytes even with its texts cut",
-                    whole.len()
-                ),
-            },
-        };
-        return Ok((
-            encoded(&failed)?,
-            Fit::Replaced {
-                encoded: whole.len(),
-            },
-        ));
-    };
-    // The largest fitting cap in [0, longest): cap `longest` cuts nothing, which did not fit.
-    let (mut fits, mut fails) = (0, longest);
-    while fails - fits > 1 {
-        let mid = fits + (fails - fits) / 2;
-        match try_cap(mid, &mut 0)? {
-            Some(found) => {
-                best = found;
-                fits = mid;
-            }
-            None => fails = mid,
-        }
-    }
-    let (bytes, omitted) = best;
-    Ok((
-        bytes,
-        Fit::Truncated {
+    Ok(match fit_texts(&response, max, visit, encoded)? {
+        Fitted::Whole(bytes) => (bytes, Fit::Whole),
+        Fitted::Truncated {
+            bytes,
             omitted,
-            encoded: whole.len(),
-        },
-    ))
+            encoded,
+        } => (bytes, Fit::Truncated { omitted, encoded }),
+        Fitted::TooLarge { encoded: whole } => {
+            let failed = CommandResponse {
+                id,
+                outcome: CommandOutcome::Failed {
+                    message: format!(
+                        "the agent's answer is {whole} bytes encoded, over the link's limit of \
+                         {max} bytes even with its texts cut"
+                    ),
+                },
+            };
+            (encoded(&failed)?, Fit::Replaced { encoded: whole })
+        }
+    })
 }
 
 /// [`AgentToController`] by reference, for encoding an answer without copying it: serde gives
@@ -393,64 +358,15 @@ enum ResponseRef<'a> {
     CommandResponse(&'a CommandResponse),
 }
 
-/// Cuts `text` to at most `cap` bytes (or just the marker, when the marker alone is longer),
-/// ending in [`truncation_marker`]. Returns the bytes omitted (0: left whole).
-fn cut_text(text: &mut String, cap: usize) -> usize {
-    if text.len() <= cap {
-        return 0;
-    }
-    // The marker's length depends on the count it shows; the count only shrinks as the kept
-    // prefix grows, so sizing the marker for the largest possible count is safe.
-    let room = cap.saturating_sub(truncation_marker(text.len()).len());
-    let mut keep = room.min(text.len());
-    while !text.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    let omitted = text.len() - keep;
-    text.truncate(keep);
-    text.push_str(&truncation_marker(omitted));
-    omitted
-}
-
 /// Calls `cut` on every text of an outcome (not the echoed operation); a command report whose
 /// output `cut` shortened (it returns true) is marked truncated.
 fn visit_texts(outcome: &mut CommandOutcome, cut: &mut dyn FnMut(&mut String) -> bool) {
-    use crate::ops::{CommandExit, FragmentOutcome, Outcome};
     match outcome {
         CommandOutcome::Done => {}
         CommandOutcome::Failed { message } => {
             cut(message);
         }
-        CommandOutcome::Operation(result) => match &mut result.outcome {
-            Outcome::Refused { reason } => {
-                cut(reason);
-            }
-            Outcome::Service {
-                message, commands, ..
-            } => {
-                cut(message);
-                for command in commands {
-                    for arg in &mut command.argv {
-                        cut(arg);
-                    }
-                    if let CommandExit::SpawnFailed { error } = &mut command.exit {
-                        cut(error);
-                    }
-                    let out = cut(&mut command.stdout);
-                    let err = cut(&mut command.stderr);
-                    if out || err {
-                        command.truncated = true;
-                    }
-                }
-            }
-            Outcome::Fragments { results, .. } => {
-                for r in results {
-                    if let FragmentOutcome::Failed(message) = &mut r.outcome {
-                        cut(message);
-                    }
-                }
-            }
-        },
+        CommandOutcome::Operation(result) => result.outcome.visit_texts(cut),
         CommandOutcome::Inventory(inventory) => {
             cut(&mut inventory.hostname);
             for interface in &mut inventory.interfaces {
