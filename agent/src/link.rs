@@ -5,17 +5,22 @@
 //! The agent sends keep-alives and both ends close after the idle timeout, so a dead controller
 //! or a cut network is noticed within idle + keep-alive (2.5 s by default: the agent's first
 //! keep-alive after its last receive restarts its idle timer), then the agent reconnects.
+//!
+//! Against a hostile or stuck controller: every answer is fitted under the frame limit
+//! ([`protocol::encode_response`] cuts long output with a marker, or answers `Failed`), so one
+//! big result never ends the session; and every write has [`WRITE_TIMEOUT`], after which a
+//! controller that stopped reading gets its connection closed and the agent reconnects.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodewarden_shared::framing::{FrameDecoder, MAX_FRAME, encode_frame};
+use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
 use nodewarden_shared::ops::{self as shared_ops, Operation, OperationResult};
 use nodewarden_shared::protocol::{
     self, AgentToController, CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT,
-    CommandKind, CommandOutcome, CommandResponse, ServiceStatus, StateReport, close,
+    CommandKind, CommandOutcome, CommandResponse, Fit, ServiceStatus, StateReport, close,
 };
 use nodewarden_shared::session::{AgentEvent, AgentSession};
 use nodewarden_shared::tls;
@@ -34,6 +39,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const SERVICE_STATE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long collecting the inventory may take.
 const INVENTORY_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one frame may take to leave. A write waits only for QUIC flow control, i.e. for
+/// the controller to read; one that stopped reading must not wedge the link forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What this agent announces: operations only when its config declares something to act on;
 /// TLS on its metrics port when it serves it so (for the controller's service discovery).
@@ -61,6 +69,24 @@ pub enum LinkError {
     Tls(#[from] tls::TlsError),
     #[error("{0}")]
     Session(String),
+    #[error(
+        "sending to the controller stalled for over {0:?} (it stopped reading); closing the connection"
+    )]
+    WriteStalled(Duration),
+    #[error("sending to the controller: {0}")]
+    Write(#[source] quinn::WriteError),
+    #[error("encoding a {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: protocol::EncodingError,
+    },
+    #[error("framing a {what}: {source}")]
+    Frame {
+        what: &'static str,
+        #[source]
+        source: FrameError,
+    },
 }
 
 /// Jittered exponential backoff: attempt n waits a uniformly random time in
@@ -242,6 +268,8 @@ fn transport(link: &ControllerLink) -> Result<quinn::TransportConfig, LinkError>
     t.stream_receive_window((4 * MAX_FRAME as u32).into());
     t.receive_window((4 * MAX_FRAME as u32).into());
     t.send_window(4 * MAX_FRAME as u64);
+    // The link never reads datagrams: no buffer for them (quinn's default is 1.25 MB).
+    t.datagram_receive_buffer_size(None);
     Ok(t)
 }
 
@@ -316,19 +344,92 @@ async fn connect_once(
         connection.close(close::SHUTDOWN.into(), b"agent shutting down");
         // Give the close a moment to leave.
         let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    } else if let Err(LinkError::WriteStalled(_)) = &result {
+        connection.close(
+            close::SHUTDOWN.into(),
+            b"agent reconnecting: the controller stopped reading",
+        );
     } else {
         connection.close(close::SHUTDOWN.into(), b"agent reconnecting");
     }
     result
 }
 
-async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Result<(), LinkError> {
-    let payload =
-        protocol::encode(message).map_err(|e| LinkError::Session(format!("encoding: {e}")))?;
-    let frame = encode_frame(&payload, MAX_FRAME).map_err(|e| LinkError::Session(e.to_string()))?;
-    send.write_all(&frame)
-        .await
-        .map_err(|e| LinkError::Session(format!("sending: {e}")))
+/// Sends one frame, giving up after [`WRITE_TIMEOUT`].
+async fn send_payload(
+    send: &mut quinn::SendStream,
+    what: &'static str,
+    payload: &[u8],
+) -> Result<(), LinkError> {
+    let frame =
+        encode_frame(payload, MAX_FRAME).map_err(|source| LinkError::Frame { what, source })?;
+    match tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&frame)).await {
+        Ok(written) => written.map_err(LinkError::Write),
+        Err(_) => Err(LinkError::WriteStalled(WRITE_TIMEOUT)),
+    }
+}
+
+/// Sends the hello or a state report.
+async fn write(
+    send: &mut quinn::SendStream,
+    what: &'static str,
+    message: &AgentToController,
+) -> Result<(), LinkError> {
+    let payload = protocol::encode(message).map_err(|source| LinkError::Encode { what, source })?;
+    send_payload(send, what, &payload).await
+}
+
+/// Sends the answer to a command, fitted under the frame limit: long texts cut with a marker,
+/// or, if nothing fits, `Failed` for the same id. Only the stream's failure (or a stall) ends the
+/// session, never the answer's size or encoding.
+async fn answer(send: &mut quinn::SendStream, response: CommandResponse) -> Result<(), LinkError> {
+    let id = response.id;
+    let payload = match protocol::encode_response(response, MAX_FRAME) {
+        Ok((payload, Fit::Whole)) => payload,
+        Ok((payload, Fit::Truncated { omitted, encoded })) => {
+            tracing::warn!(
+                id,
+                encoded_bytes = encoded,
+                omitted_bytes = omitted,
+                limit = MAX_FRAME,
+                "answer over the link's frame limit: its longest texts were cut"
+            );
+            payload
+        }
+        Ok((payload, Fit::Replaced { encoded })) => {
+            tracing::warn!(
+                id,
+                encoded_bytes = encoded,
+                limit = MAX_FRAME,
+                "answer over the link's frame limit even with its texts cut: answered as failed"
+            );
+            payload
+        }
+        Err(e) => {
+            let failed = CommandResponse {
+                id,
+                outcome: CommandOutcome::Failed {
+                    message: format!("the agent could not encode its answer: {}", e.source),
+                },
+            };
+            tracing::warn!(id, error = %e, cause = %e.source, "answered as failed");
+            match protocol::encode_response(failed, MAX_FRAME) {
+                Ok((payload, _)) => payload,
+                Err(e) => {
+                    tracing::error!(id, error = %e, cause = %e.source, "command left unanswered");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match send_payload(send, "command answer", &payload).await {
+        // Not with MAX_FRAME (the answer was fitted under it); never the session's end anyway.
+        Err(e @ LinkError::Frame { .. }) => {
+            tracing::error!(id, error = %e, "command left unanswered");
+            Ok(())
+        }
+        sent => sent,
+    }
 }
 
 async fn collect(state: &Arc<StateSource>) -> Option<nodewarden_shared::protocol::StateReport> {
@@ -394,7 +495,13 @@ async fn send_report(
         let Some(message) = session.report(report) else {
             return Ok(());
         };
-        write(send, &message).await?;
+        match write(send, "state report", &message).await {
+            // One report that cannot be sent (too large) is skipped, not the session.
+            Err(e @ (LinkError::Encode { .. } | LinkError::Frame { .. })) => {
+                tracing::warn!(error = %e, "state report not sent");
+            }
+            sent => sent?,
+        }
     }
     Ok(())
 }
@@ -439,6 +546,7 @@ async fn session(
     let mut session = AgentSession::new();
     write(
         &mut send,
+        "hello",
         &session.hello(
             env!("CARGO_PKG_VERSION"),
             &capabilities(settings.executor.is_some(), settings.metrics_tls),
@@ -507,11 +615,7 @@ async fn session(
                                     continue;
                                 }
                             };
-                            let response = AgentToController::CommandResponse(CommandResponse {
-                                id: request.id,
-                                outcome,
-                            });
-                            write(&mut send, &response).await?;
+                            answer(&mut send, CommandResponse { id: request.id, outcome }).await?;
                         }
                     }
                 }
@@ -519,8 +623,8 @@ async fn session(
             _ = tick.tick(), if session.welcome().is_some() => {
                 send_report(settings, &mut session, &mut send).await?;
             }
-            Some(answer) = answers.recv() => {
-                write(&mut send, &AgentToController::CommandResponse(answer)).await?;
+            Some(response) = answers.recv() => {
+                answer(&mut send, response).await?;
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! [`FrameDecoder`] accepts bytes in chunks of any size (as a QUIC stream delivers them) and
 //! yields whole payloads. A declared length above the limit is an error as soon as the four
-//! length bytes are in, before anything is buffered.
+//! length bytes are in, before anything is buffered. Decoding is linear in the bytes pushed: a
+//! read offset moves over the buffer, whose consumed front is dropped only once it is at least
+//! as long as what is left to move, so the bytes ever moved never exceed the bytes received.
 
 /// The largest payload either side accepts. A state report of a node with dozens of devices and
 /// services is a few kilobytes.
@@ -40,25 +42,51 @@ pub fn encode_frame(payload: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
 /// Splits a byte stream into frames.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Received bytes; those before `start` are consumed.
     buf: Vec<u8>,
+    start: usize,
     max: usize,
     failed: Option<FrameError>,
+    /// Bytes moved by compaction (the linearity test reads it).
+    #[cfg(test)]
+    moved: usize,
 }
 
 impl FrameDecoder {
     pub fn new(max: usize) -> FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
+            start: 0,
             max,
             failed: None,
+            #[cfg(test)]
+            moved: 0,
         }
+    }
+
+    /// Bytes received and not yet returned as a frame.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 
     /// Appends received bytes. Call [`FrameDecoder::next_frame`] until it returns `Ok(None)`.
     pub fn push(&mut self, chunk: &[u8]) {
-        if self.failed.is_none() {
-            self.buf.extend_from_slice(chunk);
+        if self.failed.is_some() {
+            return;
         }
+        let pending = self.buf.len() - self.start;
+        if self.start > 0 && self.start >= pending {
+            // The consumed front dropped here is at least as long as what moves, so the bytes
+            // ever moved never exceed the bytes received (amortised linear), and the buffer
+            // stays within twice what is pending plus the chunk.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            #[cfg(test)]
+            {
+                self.moved += pending;
+            }
+        }
+        self.buf.extend_from_slice(chunk);
     }
 
     /// The next whole frame's payload, `Ok(None)` if more bytes are needed. After an error the
@@ -67,7 +95,7 @@ impl FrameDecoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let Some(header) = self.buf.first_chunk::<HEADER>() else {
+        let Some(header) = self.pending().first_chunk::<HEADER>() else {
             return Ok(None);
         };
         let len = u32::from_be_bytes(*header) as usize;
@@ -80,21 +108,26 @@ impl FrameDecoder {
         };
         if let Some(e) = error {
             self.buf = Vec::new();
+            self.start = 0;
             self.failed = Some(e.clone());
             return Err(e);
         }
-        if self.buf.len() < HEADER + len {
+        let Some(payload) = self.pending().get(HEADER..HEADER + len) else {
             return Ok(None);
+        };
+        let frame = payload.to_vec();
+        self.start += HEADER + len;
+        if self.start == self.buf.len() {
+            // Everything consumed: start over without moving a byte.
+            self.buf.clear();
+            self.start = 0;
         }
-        let rest = self.buf.split_off(HEADER + len);
-        let mut frame = std::mem::replace(&mut self.buf, rest);
-        frame.drain(..HEADER);
         Ok(Some(frame))
     }
 
     /// Called at the end of the stream: an error if a frame was cut off.
     pub fn finish(&self) -> Result<(), FrameError> {
-        match (&self.failed, self.buf.len()) {
+        match (&self.failed, self.pending().len()) {
             (Some(e), _) => Err(e.clone()),
             (None, 0) => Ok(()),
             (None, buffered) => Err(FrameError::Truncated { buffered }),
@@ -198,8 +231,68 @@ mod tests {
                     Ok(fs) => assert!(fs.iter().all(|f| !f.is_empty() && f.len() <= 1024)),
                     Err(_) => break,
                 }
-                assert!(d.buf.len() <= 1024 + HEADER + 97, "round {round}");
+                assert!(d.pending().len() <= 1024 + HEADER + 97, "round {round}");
+                assert!(
+                    d.buf.len() <= 2 * (1024 + HEADER + 97) + 97,
+                    "round {round}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn ten_thousand_frames_in_one_buffer_decode_in_linear_time() {
+        let payloads: Vec<Vec<u8>> = (0..10_000u32)
+            .map(|i| i.to_be_bytes()[..1 + (i % 4) as usize].to_vec())
+            .collect();
+        let stream: Vec<u8> = payloads
+            .iter()
+            .flat_map(|p| encode_frame(p, MAX_FRAME).unwrap())
+            .collect();
+        let mut d = FrameDecoder::new(MAX_FRAME);
+        d.push(&stream);
+        let got = drain(&mut d).unwrap();
+        assert_eq!(got, payloads);
+        assert_eq!(d.finish(), Ok(()));
+        // One buffer, read in place: nothing was moved, and everything was released.
+        assert_eq!(d.moved, 0);
+        assert!(d.buf.is_empty());
+        // Pushed again with a partial frame left behind each time, compaction moves each byte
+        // at most once: the total moved stays under the bytes pushed.
+        let mut d = FrameDecoder::new(MAX_FRAME);
+        let mut got = Vec::new();
+        for c in stream.chunks(4097) {
+            d.push(c);
+            got.extend(drain(&mut d).unwrap());
+        }
+        assert_eq!(got, payloads);
+        assert!(
+            d.moved <= stream.len(),
+            "moved {} of {}",
+            d.moved,
+            stream.len()
+        );
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let payloads: Vec<Vec<u8>> = (0..500u32)
+            .map(|i| vec![i as u8; 1 + (i as usize * 7) % 300])
+            .collect();
+        let stream: Vec<u8> = payloads
+            .iter()
+            .flat_map(|p| encode_frame(p, MAX_FRAME).unwrap())
+            .collect();
+        let mut d = FrameDecoder::new(MAX_FRAME);
+        let mut got = Vec::new();
+        for b in &stream {
+            d.push(std::slice::from_ref(b));
+            got.extend(drain(&mut d).unwrap());
+            // Never more than one frame (plus its header) held.
+            assert!(d.buf.len() <= 2 * (HEADER + 300));
+        }
+        assert_eq!(got, payloads);
+        assert_eq!(d.finish(), Ok(()));
+        assert!(d.moved <= stream.len());
     }
 }

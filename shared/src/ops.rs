@@ -458,6 +458,140 @@ pub enum Outcome {
     },
 }
 
+/// What replaces the end of a text cut to fit a limit (a link frame, an SSH result line).
+pub fn truncation_marker(omitted: usize) -> String {
+    format!("… [truncated: {omitted} bytes omitted]")
+}
+
+/// Cuts `text` to at most `cap` bytes (or just the marker, when the marker alone is longer),
+/// at a character boundary, ending in [`truncation_marker`]. Returns the bytes omitted (0: left
+/// whole).
+fn cut_text(text: &mut String, cap: usize) -> usize {
+    if text.len() <= cap {
+        return 0;
+    }
+    // The marker's length depends on the count it shows; the count only shrinks as the kept
+    // prefix grows, so sizing the marker for the largest possible count is safe.
+    let room = cap.saturating_sub(truncation_marker(text.len()).len());
+    let mut keep = room.min(text.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let omitted = text.len() - keep;
+    text.truncate(keep);
+    text.push_str(&truncation_marker(omitted));
+    omitted
+}
+
+/// What [`fit_texts`] made of a value.
+#[derive(Debug)]
+pub(crate) enum Fitted {
+    Whole(Vec<u8>),
+    Truncated {
+        bytes: Vec<u8>,
+        omitted: usize,
+        /// The whole value's encoded length.
+        encoded: usize,
+    },
+    /// Not even with every text cut to its marker.
+    TooLarge {
+        encoded: usize,
+    },
+}
+
+/// Encodes `value` in at most `max` bytes, cutting its texts (those `visit` hands to its
+/// callback) if needed, "water-filling" style: the largest cap such that every text longer than
+/// it is cut to it ([`cut_text`]) and the encoding fits; shorter texts are kept whole. Pure.
+pub(crate) fn fit_texts<T: Clone, E>(
+    value: &T,
+    max: usize,
+    visit: impl Fn(&mut T, &mut dyn FnMut(&mut String) -> bool),
+    encode: impl Fn(&T) -> Result<Vec<u8>, E>,
+) -> Result<Fitted, E> {
+    let whole = encode(value)?;
+    if whole.len() <= max {
+        return Ok(Fitted::Whole(whole));
+    }
+    let try_cap = |cap: usize, longest: &mut usize| {
+        let mut cut = value.clone();
+        let mut omitted = 0;
+        visit(&mut cut, &mut |text| {
+            *longest = (*longest).max(text.len());
+            let n = cut_text(text, cap);
+            omitted += n;
+            n > 0
+        });
+        let bytes = encode(&cut)?;
+        Ok((bytes.len() <= max).then_some((bytes, omitted)))
+    };
+    let mut longest = 0;
+    let Some(mut best) = try_cap(0, &mut longest)? else {
+        return Ok(Fitted::TooLarge {
+            encoded: whole.len(),
+        });
+    };
+    // The largest fitting cap in [0, longest): cap `longest` cuts nothing, which did not fit.
+    let (mut fits, mut fails) = (0, longest);
+    while fails - fits > 1 {
+        let mid = fits + (fails - fits) / 2;
+        match try_cap(mid, &mut 0)? {
+            Some(found) => {
+                best = found;
+                fits = mid;
+            }
+            None => fails = mid,
+        }
+    }
+    let (bytes, omitted) = best;
+    Ok(Fitted::Truncated {
+        bytes,
+        omitted,
+        encoded: whole.len(),
+    })
+}
+
+impl Outcome {
+    /// Calls `cut` on every text of the outcome; a command report whose output `cut` shortened
+    /// (it returns true) is marked truncated.
+    pub(crate) fn visit_texts(&mut self, cut: &mut dyn FnMut(&mut String) -> bool) {
+        match self {
+            Outcome::Refused { reason } => {
+                cut(reason);
+            }
+            Outcome::Service {
+                message, commands, ..
+            } => {
+                cut(message);
+                for command in commands {
+                    for arg in &mut command.argv {
+                        cut(arg);
+                    }
+                    if let CommandExit::SpawnFailed { error } = &mut command.exit {
+                        cut(error);
+                    }
+                    let out = cut(&mut command.stdout);
+                    let err = cut(&mut command.stderr);
+                    if out || err {
+                        command.truncated = true;
+                    }
+                }
+            }
+            Outcome::Fragments { results, .. } => {
+                for r in results {
+                    if let FragmentOutcome::Failed(message) = &mut r.outcome {
+                        cut(message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Longest result line [`OperationResult::to_json_line`] prints when cutting texts can make it
+/// fit: half the controller's SSH output limit (1 MiB). Command output can grow sixfold as JSON
+/// (a NUL byte is `\u0000`), so four streams of 64 KiB would not fit that limit otherwise.
+pub const MAX_JSON_LINE: usize = 512 * 1024;
+
 /// Printed instead of a result that could not be encoded (cannot happen with these types).
 const ENCODING_FAILED_LINE: &str = r#"{"operation":null,"outcome":{"refused":{"reason":"the result could not be encoded"}},"duration_ms":0}"#;
 
@@ -495,11 +629,23 @@ impl OperationResult {
         matches!(self.outcome, Outcome::Refused { .. })
     }
 
-    /// One JSON line, what `nodewarden-agent op`/`ssh-dispatch` print.
+    /// One JSON line, what `nodewarden-agent op`/`ssh-dispatch` print: at most
+    /// [`MAX_JSON_LINE`] bytes, its longest texts cut with [`truncation_marker`] if need be (a
+    /// result whose lists alone are longer, which no declared operation makes, is printed whole).
     pub fn to_json_line(&self) -> String {
         // Serialising these plain types cannot fail (no maps, no non-string keys); the fallback
         // is still a valid result line.
-        serde_json::to_string(self).unwrap_or_else(|_| ENCODING_FAILED_LINE.to_string())
+        let visit = |r: &mut OperationResult, cut: &mut dyn FnMut(&mut String) -> bool| {
+            r.outcome.visit_texts(cut)
+        };
+        let line = match fit_texts(self, MAX_JSON_LINE, visit, serde_json::to_vec) {
+            Ok(Fitted::Whole(bytes) | Fitted::Truncated { bytes, .. }) => {
+                String::from_utf8(bytes).ok()
+            }
+            Ok(Fitted::TooLarge { .. }) => serde_json::to_string(self).ok(),
+            Err(_) => None,
+        };
+        line.unwrap_or_else(|| ENCODING_FAILED_LINE.to_string())
     }
 
     pub fn from_json_line(line: &str) -> Result<Self, serde_json::Error> {
@@ -822,6 +968,54 @@ mod tests {
         let op = Operation::service("x", ServiceAction::Restart);
         let bytes = postcard::to_allocvec(&op).unwrap();
         assert_eq!(postcard::from_bytes::<Operation>(&bytes).unwrap(), op);
+    }
+
+    #[test]
+    fn result_lines_stay_under_their_limit() {
+        // A unit restart: two commands, each with 64 KiB of NUL bytes on both streams, 6 bytes
+        // of JSON per byte: 1.5 MiB whole, over the controller's SSH output limit.
+        let report = CommandReport {
+            argv: vec!["systemctl".into(), "restart".into(), "x".into()],
+            exit: CommandExit::Exited { code: 0 },
+            stdout: "\0".repeat(OUTPUT_LIMIT_BYTES),
+            stderr: "\0".repeat(OUTPUT_LIMIT_BYTES),
+            truncated: false,
+            duration_ms: 1,
+        };
+        let result = OperationResult {
+            operation: Some(Operation::service("x", ServiceAction::Restart)),
+            outcome: Outcome::Service {
+                ok: true,
+                state: ServiceState::Running,
+                message: "unit x is running".into(),
+                commands: vec![report.clone(), report],
+            },
+            duration_ms: 3,
+        };
+        assert!(serde_json::to_string(&result).unwrap().len() > 1024 * 1024);
+        let line = result.to_json_line();
+        assert!(line.len() <= MAX_JSON_LINE, "{}", line.len());
+        assert!(line.len() > MAX_JSON_LINE - 64, "{}", line.len());
+        assert!(!line.contains('\n'));
+        let back = OperationResult::from_json_line(&line).unwrap();
+        let Outcome::Service {
+            message, commands, ..
+        } = back.outcome
+        else {
+            panic!("{line}")
+        };
+        assert_eq!(message, "unit x is running");
+        for c in &commands {
+            assert!(c.truncated);
+            assert_eq!(c.argv[0], "systemctl");
+            for stream in [&c.stdout, &c.stderr] {
+                assert!(stream.ends_with(" bytes omitted]"));
+                assert!(stream.starts_with('\0'));
+            }
+        }
+        // A small result is printed whole.
+        let small = OperationResult::refused(None, "no");
+        assert_eq!(small.to_json_line(), serde_json::to_string(&small).unwrap());
     }
 
     #[test]

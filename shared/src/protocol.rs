@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{Operation, OperationResult};
+use crate::ops::{Fitted, Operation, OperationResult, fit_texts};
 use crate::wol::MacAddress;
 
 /// ALPN protocol id of the link; a peer not speaking it fails the handshake.
@@ -259,8 +259,11 @@ pub const CAP_STATE_REPORT: &str = "state-report";
 /// a controller that does not know it ignores: no change to the wire layout.
 pub const CAP_METRICS_TLS: &str = "metrics:tls";
 
+/// The error of [`encode`] (postcard's), so callers can keep it as a source.
+pub use postcard::Error as EncodingError;
+
 /// Encodes a message for a frame payload.
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, postcard::Error> {
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, EncodingError> {
     postcard::to_stdvec(message)
 }
 
@@ -272,6 +275,105 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeErro
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     Ok(message)
+}
+
+/// Why an answer could not be encoded at all (postcard failing on these plain types; kept so
+/// the caller can log it rather than end the session).
+#[derive(Debug, thiserror::Error)]
+#[error("encoding the answer to command {id}")]
+pub struct EncodeError {
+    pub id: u64,
+    #[source]
+    pub source: postcard::Error,
+}
+
+/// How [`encode_response`] made an answer fit its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Encoded as it was.
+    Whole,
+    /// Its longest texts (command output, messages) were cut and marked with
+    /// [`truncation_marker`]; `omitted` bytes in all. The encoding was `encoded` bytes before.
+    Truncated { omitted: usize, encoded: usize },
+    /// Even with every text cut it did not fit (a list too long for one frame): the outcome was
+    /// replaced by [`CommandOutcome::Failed`] saying so. The encoding was `encoded` bytes.
+    Replaced { encoded: usize },
+}
+
+pub use crate::ops::truncation_marker;
+
+/// Encodes an answer as an [`AgentToController::CommandResponse`] payload of at most `max` bytes
+/// (pass [`crate::framing::MAX_FRAME`]; anything under 256 bytes may not even fit the failure
+/// that replaces an answer), whatever its outcome carries.
+///
+/// An answer that is too large has its texts cut "water-filling" style: the largest cap such
+/// that every text longer than it is cut to it (at a character boundary, ending in
+/// [`truncation_marker`]) and the encoding fits; shorter texts are kept whole. A cut command
+/// output also sets its report's `truncated`. The operation echoed in a result is never cut (the
+/// controller sent it in a frame of the same limit). If even the shortest cut does not fit, the
+/// outcome becomes [`CommandOutcome::Failed`] for the same id. Pure: no I/O.
+pub fn encode_response(
+    response: CommandResponse,
+    max: usize,
+) -> Result<(Vec<u8>, Fit), EncodeError> {
+    let id = response.id;
+    let encoded = |r: &CommandResponse| {
+        postcard::to_stdvec(&ResponseRef::CommandResponse(r))
+            .map_err(|source| EncodeError { id, source })
+    };
+    let visit = |r: &mut CommandResponse, cut: &mut dyn FnMut(&mut String) -> bool| {
+        visit_texts(&mut r.outcome, cut)
+    };
+    Ok(match fit_texts(&response, max, visit, encoded)? {
+        Fitted::Whole(bytes) => (bytes, Fit::Whole),
+        Fitted::Truncated {
+            bytes,
+            omitted,
+            encoded,
+        } => (bytes, Fit::Truncated { omitted, encoded }),
+        Fitted::TooLarge { encoded: whole } => {
+            let failed = CommandResponse {
+                id,
+                outcome: CommandOutcome::Failed {
+                    message: format!(
+                        "the agent's answer is {whole} bytes encoded, over the link's limit of \
+                         {max} bytes even with its texts cut"
+                    ),
+                },
+            };
+            (encoded(&failed)?, Fit::Replaced { encoded: whole })
+        }
+    })
+}
+
+/// [`AgentToController`] by reference, for encoding an answer without copying it: serde gives
+/// a newtype variant the same bytes whether it holds a value or a reference, as long as the
+/// variants keep their order (a unit test compares the two).
+#[derive(Serialize)]
+enum ResponseRef<'a> {
+    #[allow(dead_code)]
+    Hello(&'a Hello),
+    #[allow(dead_code)]
+    StateReport(&'a StateReport),
+    CommandResponse(&'a CommandResponse),
+}
+
+/// Calls `cut` on every text of an outcome (not the echoed operation); a command report whose
+/// output `cut` shortened (it returns true) is marked truncated.
+fn visit_texts(outcome: &mut CommandOutcome, cut: &mut dyn FnMut(&mut String) -> bool) {
+    match outcome {
+        CommandOutcome::Done => {}
+        CommandOutcome::Failed { message } => {
+            cut(message);
+        }
+        CommandOutcome::Operation(result) => result.outcome.visit_texts(cut),
+        CommandOutcome::Inventory(inventory) => {
+            cut(&mut inventory.hostname);
+            for interface in &mut inventory.interfaces {
+                cut(&mut interface.name);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -470,6 +572,278 @@ mod tests {
                 decode::<AgentToController>(&bytes[..len]).is_err(),
                 "len {len}"
             );
+        }
+    }
+
+    mod budget {
+        use super::*;
+        use crate::framing::MAX_FRAME;
+        use crate::ops::{
+            CommandExit, CommandReport, FragmentOutcome, FragmentResult, Operation, Outcome,
+            ServiceAction, ServiceState,
+        };
+
+        fn service_answer(stdout: String, stderr: String, message: String) -> CommandResponse {
+            CommandResponse {
+                id: 77,
+                outcome: CommandOutcome::Operation(OperationResult {
+                    operation: Some(Operation::service("noisy", ServiceAction::Stop)),
+                    outcome: Outcome::Service {
+                        ok: true,
+                        state: ServiceState::Stopped,
+                        message,
+                        commands: vec![CommandReport {
+                            argv: vec!["sh".into(), "-c".into(), "noise".into()],
+                            exit: CommandExit::Exited { code: 0 },
+                            stdout,
+                            stderr,
+                            truncated: false,
+                            duration_ms: 5,
+                        }],
+                    },
+                    duration_ms: 6,
+                }),
+            }
+        }
+
+        fn decoded(payload: &[u8]) -> CommandResponse {
+            match decode::<AgentToController>(payload) {
+                Ok(AgentToController::CommandResponse(r)) => r,
+                other => panic!("not a command response: {other:?}"),
+            }
+        }
+
+        /// Every text of `got` is the one of `sent`, or a prefix of it at a character boundary
+        /// followed by the marker with the right count. Returns how many were cut.
+        fn check_texts(sent: &CommandResponse, got: &CommandResponse) -> usize {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            visit_texts(&mut sent.outcome.clone(), &mut |t| {
+                a.push(t.clone());
+                false
+            });
+            visit_texts(&mut got.outcome.clone(), &mut |t| {
+                b.push(t.clone());
+                false
+            });
+            assert_eq!(a.len(), b.len());
+            let mut cut = 0;
+            for (original, text) in a.iter().zip(&b) {
+                if original == text {
+                    continue;
+                }
+                cut += 1;
+                let at = text.rfind("… [truncated: ").expect("a marker");
+                let kept = &text[..at];
+                assert!(original.starts_with(kept), "not a prefix");
+                assert_eq!(
+                    &text[at..],
+                    truncation_marker(original.len() - kept.len()),
+                    "marker count"
+                );
+            }
+            cut
+        }
+
+        #[test]
+        fn a_small_answer_is_encoded_as_it_is() {
+            let answer = service_answer("ok\n".into(), String::new(), "stopped".into());
+            let (bytes, fit) = encode_response(answer.clone(), MAX_FRAME).unwrap();
+            assert_eq!(fit, Fit::Whole);
+            // The borrowed encoding is byte for byte the owned message's.
+            assert_eq!(
+                bytes,
+                encode(&AgentToController::CommandResponse(answer.clone())).unwrap()
+            );
+            assert_eq!(decoded(&bytes), answer);
+        }
+
+        #[test]
+        fn sixty_four_kib_of_0xff_on_both_streams_fits_with_a_marker() {
+            // What the agent makes of 64 KiB of 0xff per stream: U+FFFD, 3 bytes each.
+            let lossy = String::from_utf8_lossy(&[0xff; 64 * 1024]).into_owned();
+            assert_eq!(lossy.len(), 3 * 64 * 1024);
+            let answer = service_answer(lossy.clone(), lossy.clone(), "stopped".into());
+            assert!(
+                encode(&AgentToController::CommandResponse(answer.clone()))
+                    .unwrap()
+                    .len()
+                    > MAX_FRAME
+            );
+            let (bytes, fit) = encode_response(answer.clone(), MAX_FRAME).unwrap();
+            assert!(bytes.len() <= MAX_FRAME, "{}", bytes.len());
+            // Water-filling uses the budget rather than emptying the output.
+            assert!(bytes.len() > MAX_FRAME - 64, "{}", bytes.len());
+            let Fit::Truncated { omitted, encoded } = fit else {
+                panic!("{fit:?}");
+            };
+            assert!(encoded > MAX_FRAME);
+            let got = decoded(&bytes);
+            assert_eq!(got.id, 77);
+            assert_eq!(check_texts(&answer, &got), 2);
+            let CommandOutcome::Operation(OperationResult {
+                outcome:
+                    Outcome::Service {
+                        message, commands, ..
+                    },
+                ..
+            }) = &got.outcome
+            else {
+                panic!("{:?}", got.outcome);
+            };
+            assert_eq!(message, "stopped");
+            let report = &commands[0];
+            assert!(report.truncated);
+            assert_eq!(report.argv, ["sh", "-c", "noise"]);
+            for stream in [&report.stdout, &report.stderr] {
+                assert!(
+                    stream.contains(" bytes omitted]"),
+                    "{}",
+                    &stream[stream.len() - 60..]
+                );
+                assert!(stream.starts_with('\u{fffd}'));
+                assert!(stream.len() > 100 * 1024);
+            }
+            let kept = |t: &str| t.rfind("… [truncated: ").unwrap();
+            assert_eq!(
+                omitted,
+                2 * lossy.len() - kept(&report.stdout) - kept(&report.stderr)
+            );
+        }
+
+        #[test]
+        fn multi_byte_characters_at_every_cut() {
+            // Texts of 1-, 2-, 3- and 4-byte characters, cut at every budget in a range: the
+            // cut always lands on a character boundary (postcard refuses invalid UTF-8 when
+            // decoding), the marker counts what went, and the answer fits.
+            for unit in ["a", "é", "€", "😀", "a€😀é"] {
+                let text = unit.repeat(4000 / unit.len());
+                let answer = service_answer(text.clone(), unit.repeat(3), text.clone());
+                let whole = encode_response(answer.clone(), usize::MAX).unwrap().0.len();
+                let coarse = (whole.saturating_sub(9000).max(256)..whole).step_by(97);
+                // Consecutive budgets, so the cut meets every byte offset of a character.
+                let fine = whole.saturating_sub(3000)..whole.saturating_sub(2940);
+                for max in coarse.chain(fine) {
+                    let (bytes, fit) = encode_response(answer.clone(), max).unwrap();
+                    assert!(bytes.len() <= max, "{unit} {max}: {}", bytes.len());
+                    let got = decoded(&bytes);
+                    match fit {
+                        Fit::Truncated { .. } => assert!(check_texts(&answer, &got) >= 1),
+                        Fit::Replaced { .. } => {
+                            assert!(matches!(got.outcome, CommandOutcome::Failed { .. }))
+                        }
+                        Fit::Whole => panic!("{unit} {max}: over the limit yet whole"),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn random_answers_always_fit_or_fail_cleanly() {
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut next = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n.max(1)
+            };
+            let alphabet = ['a', 'é', '€', '😀', '\u{fffd}', '\n'];
+            for round in 0..120 {
+                let mut text = |n: u64| -> String {
+                    (0..next(n)).map(|_| alphabet[next(6) as usize]).collect()
+                };
+                let answer = service_answer(text(20_000), text(20_000), text(500));
+                let max = 256 + next(100_000) as usize;
+                let (bytes, fit) = encode_response(answer.clone(), max).unwrap();
+                assert!(bytes.len() <= max, "round {round}: {} > {max}", bytes.len());
+                let got = decoded(&bytes);
+                assert_eq!(got.id, answer.id);
+                match fit {
+                    Fit::Whole => assert_eq!(got, answer),
+                    Fit::Truncated { .. } => {
+                        check_texts(&answer, &got);
+                    }
+                    Fit::Replaced { .. } => {
+                        assert!(matches!(got.outcome, CommandOutcome::Failed { .. }))
+                    }
+                }
+            }
+        }
+
+        fn deletion(count: u64, failure: &str) -> CommandResponse {
+            let ids: Vec<u64> = (0..count).map(|i| 1_000_000_000 + i).collect();
+            CommandResponse {
+                id: 5,
+                outcome: CommandOutcome::Operation(OperationResult {
+                    operation: Some(Operation::DeleteFragments {
+                        device_id: 3,
+                        fragment_ids: ids.clone(),
+                    }),
+                    outcome: Outcome::Fragments {
+                        device_id: 3,
+                        results: ids
+                            .iter()
+                            .map(|&fragment_id| FragmentResult {
+                                fragment_id,
+                                outcome: FragmentOutcome::Failed(failure.to_string()),
+                            })
+                            .collect(),
+                    },
+                    duration_ms: 1,
+                }),
+            }
+        }
+
+        #[test]
+        fn a_full_deletion_with_long_failures_keeps_every_verdict() {
+            let answer = deletion(2048, &"permission denied: /srv/x/".repeat(40));
+            let (bytes, fit) = encode_response(answer.clone(), MAX_FRAME).unwrap();
+            assert!(bytes.len() <= MAX_FRAME);
+            assert!(matches!(fit, Fit::Truncated { .. }), "{fit:?}");
+            let got = decoded(&bytes);
+            assert_eq!(check_texts(&answer, &got), 2048);
+            let CommandOutcome::Operation(r) = &got.outcome else {
+                panic!()
+            };
+            let Outcome::Fragments { results, .. } = &r.outcome else {
+                panic!()
+            };
+            assert_eq!(results.len(), 2048);
+            assert!(results.iter().all(|r| matches!(&r.outcome,
+                FragmentOutcome::Failed(m) if m.starts_with("permission denied"))));
+        }
+
+        #[test]
+        fn a_list_too_long_for_any_cut_becomes_a_failure_of_the_same_command() {
+            let answer = deletion(100_000, "gone");
+            let (bytes, fit) = encode_response(answer, MAX_FRAME).unwrap();
+            assert!(bytes.len() <= MAX_FRAME);
+            assert!(matches!(fit, Fit::Replaced { encoded } if encoded > MAX_FRAME));
+            let got = decoded(&bytes);
+            assert_eq!(got.id, 5);
+            let CommandOutcome::Failed { message } = got.outcome else {
+                panic!("{:?}", got.outcome)
+            };
+            assert!(message.contains("over the link's limit"), "{message}");
+        }
+
+        #[test]
+        fn other_outcomes_are_cut_too() {
+            for outcome in [
+                CommandOutcome::Failed {
+                    message: "x".repeat(MAX_FRAME),
+                },
+                CommandOutcome::Operation(OperationResult::refused(None, "r".repeat(MAX_FRAME))),
+                CommandOutcome::Inventory(Inventory {
+                    hostname: "h".repeat(MAX_FRAME),
+                    interfaces: vec![],
+                }),
+            ] {
+                let answer = CommandResponse { id: 1, outcome };
+                let (bytes, fit) = encode_response(answer.clone(), MAX_FRAME).unwrap();
+                assert!(bytes.len() <= MAX_FRAME);
+                assert!(matches!(fit, Fit::Truncated { .. }), "{fit:?}");
+                assert_eq!(check_texts(&answer, &decoded(&bytes)), 1);
+            }
         }
     }
 }
