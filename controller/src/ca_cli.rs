@@ -13,7 +13,7 @@ use nodewarden_shared::name::validate_node_name;
 use time::OffsetDateTime;
 
 use crate::cadir::{self, CaDir, RevokeTarget, write_file, write_new};
-use crate::link::now_unix;
+use crate::state::now_unix;
 
 #[derive(Debug, Subcommand)]
 pub enum CaCmd {

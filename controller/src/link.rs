@@ -25,10 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cadir::{self, CaDir};
 use crate::registry::{Connected, Connection};
-pub use crate::state::now_unix;
 use crate::state::{
     COMMAND_QUEUE, CommandError, CommandReply, Controller, LinkCloser, Live, QueuedCommand, lock,
-    now_millis,
+    now_millis, now_unix,
 };
 
 /// An agent must say hello this soon after the handshake.
