@@ -221,7 +221,8 @@
       }
       updateRow(row, node);
       body.appendChild(row.tr); // keeps the API's order (by name)
-      const storage = (node.last_report && node.last_report.storage) || [];
+      // The devices it owns (a device another node owns is a conflict, counted nowhere).
+      const storage = node.devices || [];
       if (node.online) {
         for (const d of storage) {
           if (d.error) continue;
@@ -284,13 +285,16 @@
     const report = node.last_report || null;
     const inventory = node.inventory || null;
     row.name.title = inventory && inventory.hostname ? `host name ${inventory.hostname}` : '';
-    row.roles.textContent = report && report.roles && report.roles.length ? report.roles.join(', ') : '—';
+    // Roles, services and devices as last known: the live report, or what the controller
+    // remembers of a node that has not reported since its restart.
+    const roles = node.roles || (report && report.roles) || [];
+    row.roles.textContent = roles.length ? roles.join(', ') : '—';
 
     row.state.textContent = node.online ? 'online' : 'offline';
     row.state.className = `node-state ${node.online ? 'online' : 'offline'}`;
     row.state.title = node.since ? `since ${clock(node.since)}` : '';
 
-    const address = (node.connection && node.connection.remote) || node.last_remote || '—';
+    const address = (node.connection && node.connection.remote) || node.last_ip || '—';
     row.address.textContent = address;
     row.address.title = node.connection ? `agent ${node.connection.agent_version}` : 'last known address';
 
@@ -300,21 +304,27 @@
     row.seen.textContent = lastSeen ? (node.online ? ago(lastSeen) : `offline ${ago(lastSeen)}`) : '—';
     row.seen.title = lastSeen ? clock(lastSeen) : '';
 
-    const services = (report && report.services) || [];
+    const services = report && report.services
+      ? report.services
+      : (node.services || []).map((name) => ({ name, status: 'unknown' }));
     row.services.replaceChildren(...(services.length
       ? services.map((s) => el('div', `${s.name}: ${s.status}`, `service ${s.status}`))
       : [el('span', '—')]));
 
-    const storage = (report && report.storage) || [];
-    row.storage.replaceChildren(...(storage.length
-      ? storage.map((d) => {
-        const line = d.error
-          ? el('div', `device ${d.device_id}: ${d.error}`, 'failed')
-          : el('div', `device ${d.device_id}: ${bytes(d.free_bytes)} free of ${bytes(d.total_bytes)}`);
-        line.title = d.fragment_dir || '';
-        return line;
-      })
-      : [el('span', '—')]));
+    const storage = node.devices || [];
+    const conflicts = (node.device_conflicts || []).map((c) => {
+      const line = el('div', `device ${c.device_id}: conflict, belongs to ${c.owner}`, 'failed');
+      line.title = 'refused: another node owns this device id (nodewarden-controller device assign)';
+      return line;
+    });
+    const lines = storage.map((d) => {
+      const line = d.error
+        ? el('div', `device ${d.device_id}: ${d.error}`, 'failed')
+        : el('div', `device ${d.device_id}: ${bytes(d.free_bytes)} free of ${bytes(d.total_bytes)}`);
+      line.title = d.fragment_dir || '';
+      return line;
+    }).concat(conflicts);
+    row.storage.replaceChildren(...(lines.length ? lines : [el('span', '—')]));
 
     // The service choice follows the node's declared services, keeping the operator's pick.
     const names = services.map((s) => s.name);
