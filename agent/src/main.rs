@@ -69,19 +69,21 @@ fn main() -> anyhow::Result<()> {
         scraper.register_collector(Box::new(s.state.status.clone()));
     }
     let scraper = Arc::new(scraper);
-    let server = Arc::new(http::MetricsServer {
+    let server = Arc::new(http::MetricsServer::new(
         scraper,
-        telemetry_path: options.telemetry_path.clone(),
+        options.telemetry_path.clone(),
         web,
-    });
+        http::Limits::new(options.max_requests),
+    ));
 
-    // The metrics runtime: one thread. A scrape runs inline on it rather than on a blocking
-    // pool: it is well under a millisecond of work, and the two thread hand-offs per scrape cost
-    // a tenth of it (docs/perf.md). A hung network filesystem cannot hold it: those are stated
-    // on the filesystem collector's own worker with a timeout.
+    // The metrics runtime: one thread for the server; a scrape runs on the blocking pool, one at
+    // a time, so that a scrape stuck on a source leaves the server answering (limits, 503s,
+    // timeouts); the hand-off costs about 0.04 ms a scrape (docs/perf.md). The pool's threads:
+    // that scrape and the bcrypt checks (webconfig.rs). A hung network filesystem cannot hold a
+    // scrape: those are stated on the filesystem collector's own worker with a timeout.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(2)
+        .max_blocking_threads(1 + nodewarden_agent::webconfig::BCRYPT_WORKERS)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
