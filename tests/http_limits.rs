@@ -432,3 +432,39 @@ fn max_requests_one_refuses_a_second_concurrent_scrape() {
     std::fs::remove_file(&fifo).unwrap();
     assert_eq!(get(addr, "/metrics", "").unwrap().0, 200);
 }
+
+#[test]
+fn a_scrape_stuck_on_a_fifo_does_not_hold_the_agent_or_its_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stuck.prom");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let (mut agent, addr) = start_agent(
+        &[format!(
+            "--collector.textfile.directory={}",
+            dir.path().display()
+        )],
+        None,
+    );
+    let stuck = std::thread::spawn(move || get(addr, "/metrics", ""));
+    let (opened_tx, opened_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = opened_tx.send(std::fs::OpenOptions::new().write(true).open(fifo));
+    });
+    // Held open and never written: the scrape stays stuck.
+    let _writer = opened_rx
+        .recv_timeout(ANSWER_LIMIT)
+        .expect("the scrape opens the FIFO")
+        .unwrap();
+    // The server still answers meanwhile.
+    assert_eq!(get(addr, "/", "").unwrap().0, 200);
+    // SAFETY: kill(2) of the test's own child.
+    assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGTERM) }, 0);
+    let status = wait_for("the agent to exit", Duration::from_secs(10), || {
+        agent.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    // The stuck scrape's connection went with the agent.
+    assert!(stuck.join().unwrap().is_none_or(|(s, _)| s != 200));
+}

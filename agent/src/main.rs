@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         .max_blocking_threads(1 + nodewarden_agent::webconfig::BCRYPT_WORKERS)
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = http::bind(&options.listen_address)
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
@@ -117,7 +117,11 @@ fn main() -> anyhow::Result<()> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
         }
         result
-    })
+    });
+    // A scrape stuck on a source (a FIFO in the textfile directory) must not hold the exit: a
+    // dropped runtime would wait for its blocking thread for good.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Runs the controller link on its own thread and current-thread runtime; the receiver
