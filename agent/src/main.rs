@@ -84,6 +84,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(1 + nodewarden_agent::webconfig::BCRYPT_WORKERS)
+        // Kept between scrapes at common intervals rather than a thread started per scrape.
+        .thread_keep_alive(std::time::Duration::from_secs(300))
+        .thread_name("metrics")
         .build()
         .context("starting the runtime")?;
     let result = runtime.block_on(async move {
