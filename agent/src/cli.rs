@@ -39,9 +39,7 @@ pub fn command() -> Command {
                 .long("web.max-requests")
                 .default_value("40")
                 .value_parser(clap::value_parser!(u32))
-                // Accepted so node_exporter command lines start the agent; scrapes run one at a
-                // time here (docs/agent.md), so there is nothing to bound.
-                .help("Maximum number of parallel scrape requests (accepted for compatibility: scrapes run one at a time)."),
+                .help("Maximum number of parallel scrape requests. Use 0 to disable."),
         )
         .arg(
             Arg::new("collector.disable-defaults")
@@ -167,6 +165,8 @@ pub struct MetricsOptions {
     pub listen_address: String,
     pub telemetry_path: String,
     pub web_config: Option<PathBuf>,
+    /// `--web.max-requests`: scrapes in flight at once (0: no limit).
+    pub max_requests: usize,
     pub paths: Paths,
     pub log_level: String,
     pub config: Option<PathBuf>,
@@ -184,6 +184,9 @@ pub fn metrics_options(m: &ArgMatches) -> MetricsOptions {
             .cloned()
             .unwrap_or_default(),
         web_config: m.get_one::<PathBuf>("web.config.file").cloned(),
+        max_requests: m
+            .get_one::<u32>("web.max-requests")
+            .map_or(40, |&n| n as usize),
         paths: Paths {
             procfs: path("path.procfs"),
             sysfs: path("path.sysfs"),

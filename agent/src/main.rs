@@ -69,22 +69,27 @@ fn main() -> anyhow::Result<()> {
         scraper.register_collector(Box::new(s.state.status.clone()));
     }
     let scraper = Arc::new(scraper);
-    let server = Arc::new(http::MetricsServer {
+    let server = Arc::new(http::MetricsServer::new(
         scraper,
-        telemetry_path: options.telemetry_path.clone(),
+        options.telemetry_path.clone(),
         web,
-    });
+        http::Limits::new(options.max_requests),
+    ));
 
-    // The metrics runtime: one thread. A scrape runs inline on it rather than on a blocking
-    // pool: it is well under a millisecond of work, and the two thread hand-offs per scrape cost
-    // a tenth of it (docs/perf.md). A hung network filesystem cannot hold it: those are stated
-    // on the filesystem collector's own worker with a timeout.
+    // The metrics runtime: one thread for the server; a scrape runs on the blocking pool, one at
+    // a time, so that a scrape stuck on a source leaves the server answering (limits, 503s,
+    // timeouts); the hand-off costs about 0.04 ms a scrape (docs/perf.md). The pool's threads:
+    // that scrape and the bcrypt checks (webconfig.rs). A hung network filesystem cannot hold a
+    // scrape: those are stated on the filesystem collector's own worker with a timeout.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(2)
+        .max_blocking_threads(1 + nodewarden_agent::webconfig::BCRYPT_WORKERS)
+        // Kept between scrapes at common intervals rather than a thread started per scrape.
+        .thread_keep_alive(std::time::Duration::from_secs(300))
+        .thread_name("metrics")
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = http::bind(&options.listen_address)
             .await
             .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
@@ -115,7 +120,11 @@ fn main() -> anyhow::Result<()> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), done).await;
         }
         result
-    })
+    });
+    // A scrape stuck on a source (a FIFO in the textfile directory) must not hold the exit: a
+    // dropped runtime would wait for its blocking thread for good.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Runs the controller link on its own thread and current-thread runtime; the receiver

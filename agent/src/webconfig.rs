@@ -2,8 +2,11 @@
 //! (TLS server settings, client-certificate auth, bcrypt `basic_auth_users`).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher as _, RandomState};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -235,61 +238,145 @@ fn build_tls(
     Ok(Arc::new(config))
 }
 
-/// bcrypt basic auth with a cache of verified credentials: bcrypt costs tens of milliseconds, and
-/// Prometheus sends the same credentials every scrape.
+/// bcrypt basic auth with a cache of verified credentials (bcrypt costs tens of milliseconds, and
+/// Prometheus sends the same credentials every scrape) and a short cache of refused ones.
+///
+/// bcrypt never runs on the metrics runtime's thread: at most [`BCRYPT_WORKERS`] checks run on
+/// the blocking pool, at most [`BCRYPT_PENDING`] are admitted (running or waiting); a request
+/// beyond that is answered [`Verdict::Busy`] at once. So a flood of wrong passwords costs one
+/// blocking thread and never delays a scrape whose credentials are already verified.
 pub struct BasicAuth {
     users: HashMap<String, String>,
     verified: Mutex<HashSet<String>>,
+    /// Refused credentials by keyed digest (SipHash with this process's random keys: a collision
+    /// can only refuse a right password for [`FAILURE_CACHE_TTL`], never admit a wrong one), with
+    /// when they were refused.
+    refused: Mutex<HashMap<u64, Instant>>,
+    refused_keys: RandomState,
+    admitted: Arc<tokio::sync::Semaphore>,
+    workers: Arc<tokio::sync::Semaphore>,
+    /// bcrypt verifications run so far (tests read it to see the caches work).
+    bcrypt_runs: AtomicU64,
+}
+
+/// What [`BasicAuth::check`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// Too many bcrypt checks already admitted: try again later (503), not a verdict on the
+    /// credentials.
+    Busy,
 }
 
 const VERIFIED_CACHE_LIMIT: usize = 256;
+/// bcrypt checks running at once, each on a blocking-pool thread (main.rs sizes the pool).
+pub const BCRYPT_WORKERS: usize = 1;
+/// bcrypt checks admitted at once (running or waiting for a worker): at tens of milliseconds
+/// each, a request admitted last waits well under a second.
+pub const BCRYPT_PENDING: usize = 8;
+/// How long refused credentials are refused again without bcrypt.
+pub const FAILURE_CACHE_TTL: Duration = Duration::from_secs(10);
+const FAILURE_CACHE_LIMIT: usize = 1024;
+/// What an unknown user's password is checked against, so that user names cannot be probed by
+/// timing (exporter-toolkit's dummy hash).
+const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
 
 impl BasicAuth {
     fn new(users: HashMap<String, String>) -> Self {
         BasicAuth {
             users,
             verified: Mutex::new(HashSet::new()),
+            refused: Mutex::new(HashMap::new()),
+            refused_keys: RandomState::new(),
+            admitted: Arc::new(tokio::sync::Semaphore::new(BCRYPT_PENDING)),
+            workers: Arc::new(tokio::sync::Semaphore::new(BCRYPT_WORKERS)),
+            bcrypt_runs: AtomicU64::new(0),
         }
     }
 
+    /// bcrypt verifications run so far.
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(Ordering::Relaxed)
+    }
+
     /// Checks an `Authorization` header value.
-    pub fn check(&self, authorization: Option<&str>) -> bool {
+    pub async fn check(&self, authorization: Option<&str>) -> Verdict {
         use base64::Engine;
         let Some(encoded) = authorization.and_then(|h| h.strip_prefix("Basic ")) else {
-            return false;
+            return Verdict::Denied;
         };
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
+            return Verdict::Denied;
         };
         let Ok(credentials) = String::from_utf8(decoded) else {
-            return false;
+            return Verdict::Denied;
         };
         let Some((user, password)) = credentials.split_once(':') else {
-            return false;
+            return Verdict::Denied;
         };
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.contains(&credentials) {
-            return true;
+        let key = self.refused_keys.hash_one(&credentials);
+        if let Some(verdict) = self.cached(&credentials, key) {
+            return verdict;
         }
-        let ok = match self.users.get(user) {
-            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            None => {
-                // Spend the same time as for a known user, so user names cannot be probed.
-                let _ = bcrypt::verify(
-                    password,
-                    "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi",
-                );
-                false
-            }
+        let Ok(_admitted) = self.admitted.try_acquire() else {
+            return Verdict::Busy;
         };
-        if ok {
+        let Ok(worker) = self.workers.clone().acquire_owned().await else {
+            return Verdict::Busy;
+        };
+        // Another request may have settled the same credentials while this one waited.
+        if let Some(verdict) = self.cached(&credentials, key) {
+            return verdict;
+        }
+        let known = self.users.get(user);
+        let hash = known.map_or(DUMMY_HASH, String::as_str).to_string();
+        let password = password.to_string();
+        self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
+        // The worker permit goes with the check, so the bound holds even when the request that
+        // asked is dropped (its client went away) while bcrypt runs.
+        let matched = tokio::task::spawn_blocking(move || {
+            let _worker = worker;
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if matched && known.is_some() {
+            let mut verified = lock(&self.verified);
             if verified.len() >= VERIFIED_CACHE_LIMIT {
                 verified.clear();
             }
             verified.insert(credentials);
+            Verdict::Allowed
+        } else {
+            let now = Instant::now();
+            let mut refused = lock(&self.refused);
+            if refused.len() >= FAILURE_CACHE_LIMIT {
+                refused.retain(|_, at| now.duration_since(*at) < FAILURE_CACHE_TTL);
+                if refused.len() >= FAILURE_CACHE_LIMIT {
+                    refused.clear();
+                }
+            }
+            refused.insert(key, now);
+            Verdict::Denied
         }
-        ok
     }
+
+    /// The verdict the caches hold for these credentials, if any.
+    fn cached(&self, credentials: &str, key: u64) -> Option<Verdict> {
+        if lock(&self.verified).contains(credentials) {
+            return Some(Verdict::Allowed);
+        }
+        let refused = lock(&self.refused);
+        match refused.get(&key) {
+            Some(at) if at.elapsed() < FAILURE_CACHE_TTL => Some(Verdict::Denied),
+            _ => None,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -302,8 +389,22 @@ mod tests {
         p
     }
 
-    #[test]
-    fn basic_auth_checks_bcrypt_and_rejects_others() {
+    fn auth_with(password: &str) -> BasicAuth {
+        let mut users = HashMap::new();
+        users.insert("prom".to_string(), bcrypt::hash(password, 4).unwrap());
+        BasicAuth::new(users)
+    }
+
+    fn basic(s: &str) -> String {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn basic_auth_checks_bcrypt_and_rejects_others() {
         let dir = tempfile::tempdir().unwrap();
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let f = write(
@@ -313,19 +414,82 @@ mod tests {
         );
         let cfg = WebConfig::load(&f).unwrap();
         let auth = cfg.basic_auth.unwrap();
-        use base64::Engine;
-        let enc = |s: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(s)
-            )
-        };
-        assert!(auth.check(Some(&enc("prom:s3cret"))));
-        assert!(auth.check(Some(&enc("prom:s3cret"))), "cached");
-        assert!(!auth.check(Some(&enc("prom:wrong"))));
-        assert!(!auth.check(Some(&enc("other:s3cret"))));
-        assert!(!auth.check(Some("Basic !!!")));
-        assert!(!auth.check(None));
+        assert_eq!(
+            auth.check(Some(&basic("prom:s3cret"))).await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            auth.check(Some(&basic("prom:s3cret"))).await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            auth.bcrypt_runs(),
+            1,
+            "the second check came from the cache"
+        );
+        assert_eq!(
+            auth.check(Some(&basic("prom:wrong"))).await,
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.check(Some(&basic("other:s3cret"))).await,
+            Verdict::Denied
+        );
+        assert_eq!(auth.check(Some("Basic !!!")).await, Verdict::Denied);
+        assert_eq!(auth.check(None).await, Verdict::Denied);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn refused_credentials_are_refused_again_without_bcrypt() {
+        let auth = auth_with("s3cret");
+        for _ in 0..5 {
+            assert_eq!(
+                auth.check(Some(&basic("prom:wrong"))).await,
+                Verdict::Denied
+            );
+        }
+        assert_eq!(auth.bcrypt_runs(), 1);
+        // An unknown user's password is checked (against the dummy hash) and cached the same way.
+        for _ in 0..3 {
+            assert_eq!(auth.check(Some(&basic("eve:x"))).await, Verdict::Denied);
+        }
+        assert_eq!(auth.bcrypt_runs(), 2);
+        // The right password is not held back by the refusals.
+        assert_eq!(
+            auth.check(Some(&basic("prom:s3cret"))).await,
+            Verdict::Allowed
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn checks_beyond_the_admitted_bound_are_busy_and_verified_ones_still_pass() {
+        let auth = Arc::new(auth_with("s3cret"));
+        assert_eq!(
+            auth.check(Some(&basic("prom:s3cret"))).await,
+            Verdict::Allowed
+        );
+        let mut flood = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let auth = auth.clone();
+            flood.spawn(async move { auth.check(Some(&basic(&format!("prom:wrong{i}")))).await });
+        }
+        // Every task has tried for admission once this yields back (current-thread runtime).
+        tokio::task::yield_now().await;
+        assert_eq!(
+            auth.check(Some(&basic("prom:s3cret"))).await,
+            Verdict::Allowed
+        );
+        let mut busy = 0;
+        let mut denied = 0;
+        while let Some(verdict) = flood.join_next().await {
+            match verdict.unwrap() {
+                Verdict::Busy => busy += 1,
+                Verdict::Denied => denied += 1,
+                Verdict::Allowed => panic!("a wrong password was allowed"),
+            }
+        }
+        assert_eq!(denied, BCRYPT_PENDING);
+        assert_eq!(busy, 40 - BCRYPT_PENDING);
     }
 
     #[test]

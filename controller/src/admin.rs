@@ -7,7 +7,11 @@
 //! (unauthenticated: they hold no data; [`crate::console`]).
 //!
 //! Plain HTTP by default (on loopback); HTTPS with `[http] tls` (TLS 1.3, the link's server
-//! certificate or another pair), so that bearer tokens never cross a network in clear.
+//! certificate or another pair), so that bearer tokens never cross a network in clear. Both go
+//! through one accept loop with the same limits (docs/operations.md, "HTTP limits"): at most
+//! [`MAX_CONNECTIONS`] connections (one beyond is answered 503 and closed; over HTTPS, closed), a
+//! request's headers (and the keep-alive wait before them) within [`HEADER_READ_TIMEOUT`], a TLS
+//! handshake within [`HANDSHAKE_TIMEOUT`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,11 +102,58 @@ async fn ping(
 
 /// A TLS client gets this long to finish its handshake, so that stalled connections do not pile
 /// up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may wait for (or trickle) a request's headers, idle keep-alive time
 /// included in hyper: longer than common scrape and discovery intervals (15–60 s), so that
 /// Prometheus keeps its connection between scrapes instead of a handshake per scrape.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections served at once (the API, service discovery, /metrics and the console together).
+/// One beyond it is answered `503 Service Unavailable` without its request being read and closed
+/// (over HTTPS it is closed, there being no TLS session to answer in).
+pub const MAX_CONNECTIONS: usize = 512;
+/// Connections beyond [`MAX_CONNECTIONS`] being answered 503 at once; past that they are closed
+/// on accept.
+const MAX_REFUSING: usize = 64;
+/// How long a refused connection may take to close after the 503 (its request is read and
+/// discarded meanwhile, so that closing does not reset the connection before the client has read
+/// the answer).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// `NODEWARDEN_HTTP_HEADER_TIMEOUT_MS` overrides [`HEADER_READ_TIMEOUT`] (tests, or a host that
+/// wants idle connections dropped sooner); the agent reads the same variable.
+pub const HEADER_TIMEOUT_ENV: &str = "NODEWARDEN_HTTP_HEADER_TIMEOUT_MS";
+
+const BUSY_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 33\r\nConnection: close\r\n\r\ntoo many connections, try again\r\n";
+
+/// The limits of the accept loop.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// The constants above, with the environment's header-timeout override.
+    fn default() -> Limits {
+        let header_read_timeout = match std::env::var(HEADER_TIMEOUT_ENV) {
+            Err(_) => HEADER_READ_TIMEOUT,
+            Ok(value) => match value.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    tracing::warn!(%value, "{HEADER_TIMEOUT_ENV} is not a positive number of milliseconds; ignored");
+                    HEADER_READ_TIMEOUT
+                }
+            },
+        };
+        Limits {
+            header_read_timeout,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// The bound server socket, with its TLS acceptor when `[http] tls` is set.
 pub struct HttpListener {
@@ -173,23 +224,24 @@ pub async fn serve(
     http: HttpState,
 ) -> anyhow::Result<()> {
     let app = app(controller, http);
-    match listener.tls {
-        None => axum::serve(listener.listener, app).await?,
-        Some(acceptor) => serve_tls(listener.listener, acceptor, app).await,
-    }
+    serve_connections(listener.listener, listener.tls, app, Limits::default()).await;
     Ok(())
 }
 
-/// The accept loop of the HTTPS server: one task per connection, the handshake bounded by
-/// [`HANDSHAKE_TIMEOUT`], waiting for request headers by [`HEADER_READ_TIMEOUT`]. A failed
-/// handshake (a plain-HTTP client, a client that does not trust the certificate) ends that
-/// connection only.
-async fn serve_tls(
+/// The accept loop, plain HTTP or HTTPS: one task per connection up to
+/// [`Limits::max_connections`]; the TLS handshake bounded by [`Limits::handshake_timeout`],
+/// waiting for request headers by [`Limits::header_read_timeout`]. A failed handshake (a
+/// plain-HTTP client, a client that does not trust the certificate) ends that connection only.
+async fn serve_connections(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
+    limits: Limits,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
+    let mut last_warning: Option<Instant> = None;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -200,29 +252,95 @@ async fn serve_tls(
                 continue;
             }
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "HTTP connection limit reached: refusing new connections until some close"
+                );
+            }
+            refuse(stream, acceptor.is_none(), &refusing);
+            continue;
+        };
+        let (acceptor, app, limits) = (acceptor.clone(), app.clone(), limits.clone());
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "HTTPS handshake refused");
-                        return;
+            let _slot = slot;
+            let result = match acceptor {
+                None => serve_connection(TokioIo::new(stream), app, &limits).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(TokioIo::new(stream), app, &limits).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "HTTPS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "HTTPS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(_) => {
-                        tracing::info!(%peer, "HTTPS handshake timed out");
-                        return;
-                    }
-                };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                }
+            };
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection with the header-read timeout.
+async fn serve_connection<I>(io: I, app: Router, limits: &Limits) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(io, service)
+        .await
+}
+
+/// Answers a connection beyond the cap: `503` and close (over TLS: close), on a task of its own
+/// while fewer than [`MAX_REFUSING`] are being answered, else closed on the spot.
+fn refuse(stream: tokio::net::TcpStream, plain: bool, refusing: &Arc<tokio::sync::Semaphore>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if !plain {
+        return;
+    }
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            stream.write_all(BUSY_RESPONSE).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_says_its_length() {
+        let text = std::str::from_utf8(BUSY_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{text}"
+        );
     }
 }
