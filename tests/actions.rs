@@ -165,18 +165,23 @@ fn actions_go_over_the_agent_link() {
         "the status operation in the CLI's audit log",
         Duration::from_secs(10),
         || {
-            let out = lab.cli(&["events", "--node", "n1", "--limit", "3"], None);
+            let out = lab.cli(&["events", "--node", "n1", "--limit", "4"], None);
             assert!(out.status.success());
             let text = stdout(&out);
             (text.lines().nth(1)?.contains(" status ")).then_some(text)
         },
     );
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 4, "a header and three entries: {text}");
-    // Newest first: the status; the refused batches before it were never recorded (nothing
-    // was sent), the fragment deletion before them was.
+    assert_eq!(lines.len(), 5, "a header and four entries: {text}");
+    // Newest first: the status's end and its request (written before it ran); the refused
+    // batches before it were never recorded (nothing was sent), the fragment deletion's end
+    // before them was.
     assert!(
-        lines[2].contains(" delete fragments (1 device(s)) "),
+        lines[2].contains(" requested ") && lines[2].contains(" status "),
+        "{text}"
+    );
+    assert!(
+        lines[3].contains(" delete fragments (1 device(s)) ") && lines[3].contains(" operation "),
         "{text}"
     );
     assert!(
