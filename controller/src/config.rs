@@ -329,185 +329,36 @@ impl ControllerConfig {
         Self::parse(&text, file)
     }
 
+    /// Parses and validates the file's text; each section is validated beside its own type
+    /// (`RawLink::resolve`, `RawHttp::resolve`, …), errors name the file and the key.
     pub fn parse(text: &str, file: &Path) -> Result<ControllerConfig, ConfigError> {
         let err = |message: String| ConfigError {
             file: file.to_path_buf(),
             message,
         };
         let raw: Raw = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        let listen: SocketAddr = raw
-            .link
-            .listen
-            .parse()
-            .map_err(|e| err(format!("link.listen: {:?}: {e}", raw.link.listen)))?;
-        check_timeouts(raw.link.idle_timeout_ms, raw.link.keep_alive_ms)
-            .map_err(|e| err(format!("link.{e}")))?;
-        let http_listen = match raw.http.listen.as_deref() {
-            None | Some("") => None,
-            Some(a) => Some(
-                a.parse::<SocketAddr>()
-                    .map_err(|e| err(format!("http.listen: {a:?}: {e}")))?,
-            ),
-        };
         let base = base_dir(file);
-        let ca_dir = base.join(&raw.link.ca_dir);
-        let http_tls = match (raw.http.tls_cert_file, raw.http.tls_key_file) {
-            (Some(_), Some(_)) if raw.http.tls == Some(false) => {
-                return Err(err(
-                    "http.tls: false contradicts http.tls_cert_file and tls_key_file".into(),
-                ));
-            }
-            (Some(cert), Some(key)) => Some(HttpTls {
-                cert_file: base.join(cert),
-                key_file: base.join(key),
-            }),
-            (None, None) if raw.http.tls == Some(true) => Some(HttpTls {
-                cert_file: ca_dir.join(crate::cadir::SERVER_CERT),
-                key_file: ca_dir.join(crate::cadir::SERVER_KEY),
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(err("http.tls_cert_file: needs http.tls_key_file too".into()));
-            }
-            (None, Some(_)) => {
-                return Err(err("http.tls_key_file: needs http.tls_cert_file too".into()));
-            }
-        };
-        let interval = |key: &str, ms: u64| {
-            if (100..=3_600_000).contains(&ms) {
-                Ok(Duration::from_millis(ms))
-            } else {
-                Err(err(format!("{key}: {ms} is outside 100..=3600000")))
-            }
-        };
-        let push = if raw.pushgateway.url.is_empty() {
-            None
-        } else {
-            let url = raw.pushgateway.url.trim_end_matches('/').to_string();
-            if !url.starts_with("http://") {
-                return Err(err(format!(
-                    "pushgateway.url: {url:?} must start with http://"
-                )));
-            }
-            let prefix = &raw.pushgateway.legacy_prefix;
-            let valid_prefix = prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !prefix.starts_with(|c: char| c.is_ascii_digit());
-            if prefix.is_empty() || !valid_prefix {
-                return Err(err(format!(
-                    "pushgateway.legacy_prefix: {prefix:?} is not a metric name prefix \
-                     ([a-zA-Z_][a-zA-Z0-9_]*)"
-                )));
-            }
-            Some(PushConfig {
-                url,
-                interval: interval("pushgateway.interval_ms", raw.pushgateway.interval_ms)?,
-                timeout: interval("pushgateway.timeout_ms", raw.pushgateway.timeout_ms)?,
-                legacy_prefix: prefix.clone(),
-            })
-        };
-        let dfs = match raw.dfs.url.filter(|u| !u.is_empty()) {
-            None => None,
-            Some(url) => {
-                if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
-                    return Err(err(
-                        "dfs.url: must be a mysql:// URL of the DFS database".into()
-                    ));
-                }
-                Some(DfsConfig {
-                    url,
-                    interval: interval(
-                        "dfs.interval_ms",
-                        raw.dfs.interval_ms.unwrap_or(default_five_seconds()),
-                    )?,
-                })
-            }
-        };
+        let link = raw.link.resolve(base).map_err(err)?;
+        let (http_listen, http_tls) = raw.http.resolve(base, &link.ca_dir).map_err(err)?;
+        let push = raw.pushgateway.resolve().map_err(err)?;
+        let dfs = raw.dfs.resolve().map_err(err)?;
         let data_dir = match raw.data_dir {
             Some(d) => base.join(d),
             None => std::env::var_os("STATE_DIRECTORY")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| base.join("data")),
         };
-        let mut store = StoreConfig::new(&data_dir);
-        store.url = raw.database.url.filter(|u| !u.is_empty());
-        if let Some(ms) = raw.database.flush_interval_ms {
-            if !(10..=3_600_000).contains(&ms) {
-                return Err(err(format!(
-                    "database.flush_interval_ms: {ms} is outside 10..=3600000"
-                )));
-            }
-            store.flush_interval = Duration::from_millis(ms);
-        }
-        if let Some(n) = raw.database.event_buffer {
-            if n == 0 {
-                return Err(err("database.event_buffer: must be at least 1".into()));
-            }
-            store.event_buffer = n;
-        }
-        if let Some(ms) = raw.database.write_timeout_ms {
-            store.write_timeout = Duration::from_millis(ms.max(100));
-        }
-        let seconds = |key: &str, v: f64| {
-            Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| err(format!("{key}: {v} is not a positive number of seconds")))
-        };
-        let a = &raw.actions;
-        if a.concurrency == 0 {
-            return Err(err("actions.concurrency: must be at least 1".into()));
-        }
-        let resolve_ssh = |s: &SshSettings| SshSettings {
-            key_file: s.key_file.as_ref().map(|p| base.join(p)),
-            known_hosts: s.known_hosts.as_ref().map(|p| base.join(p)),
-            ..s.clone()
-        };
-        let mut nodes = BTreeMap::new();
-        for (name, n) in &raw.nodes {
-            nodes_name_ok(name).map_err(|e| err(format!("nodes.{name}: {e}")))?;
-            nodes.insert(
-                name.clone(),
-                NodeSettings {
-                    host: n.host.clone(),
-                    ssh: resolve_ssh(&n.ssh),
-                    wake_to: n.wake_to,
-                    services: n.services.clone(),
-                    macs: n.macs.clone(),
-                },
-            );
-            for service in &n.services {
-                nodewarden_shared::ops::validate_service_name(service)
-                    .map_err(|e| err(format!("nodes.{name}.services: {e}")))?;
-            }
-            if !n.macs.is_empty() && n.wake_to.is_none() {
-                return Err(err(format!(
-                    "nodes.{name}.macs needs nodes.{name}.wake_to (where its magic packets go: \
-                     the directed broadcast of its subnet, e.g. \"10.0.3.255:9\", or a relay)"
-                )));
-            }
-            if n.macs.len() > crate::actions::MAX_WAKE_MACS {
-                return Err(err(format!(
-                    "nodes.{name}.macs: at most {} MAC addresses",
-                    crate::actions::MAX_WAKE_MACS
-                )));
-            }
-        }
-        let actions = ActionsConfig {
-            operation_timeout: seconds("actions.operation_timeout", a.operation_timeout)?,
-            concurrency: a.concurrency,
-            wake_wait: seconds("actions.wake_wait", a.wake_wait)?,
-            ssh: resolve_ssh(&raw.ssh),
-            nodes,
-        };
+        let store = raw.database.resolve(&data_dir).map_err(err)?;
+        let actions = raw
+            .actions
+            .resolve(base, &raw.ssh, &raw.nodes)
+            .map_err(err)?;
         Ok(ControllerConfig {
-            listen,
-            ca_dir,
-            idle_timeout: Duration::from_millis(raw.link.idle_timeout_ms),
-            keep_alive: (raw.link.keep_alive_ms > 0)
-                .then(|| Duration::from_millis(raw.link.keep_alive_ms)),
-            expiry_warning_days: raw.link.expiry_warning_days,
+            listen: link.listen,
+            ca_dir: link.ca_dir,
+            idle_timeout: link.idle_timeout,
+            keep_alive: link.keep_alive,
+            expiry_warning_days: link.expiry_warning_days,
             http_listen,
             http_tls,
             api_token_file: match raw.http.api_token_file {
@@ -520,6 +371,217 @@ impl ControllerConfig {
             data_dir,
             store,
             actions,
+        })
+    }
+}
+
+/// `[link]`, validated.
+struct LinkSection {
+    listen: SocketAddr,
+    ca_dir: PathBuf,
+    idle_timeout: Duration,
+    keep_alive: Option<Duration>,
+    expiry_warning_days: u32,
+}
+
+impl RawLink {
+    fn resolve(&self, base: &Path) -> Result<LinkSection, String> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| format!("link.listen: {:?}: {e}", self.listen))?;
+        check_timeouts(self.idle_timeout_ms, self.keep_alive_ms)
+            .map_err(|e| format!("link.{e}"))?;
+        Ok(LinkSection {
+            listen,
+            ca_dir: base.join(&self.ca_dir),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            keep_alive: (self.keep_alive_ms > 0).then(|| Duration::from_millis(self.keep_alive_ms)),
+            expiry_warning_days: self.expiry_warning_days,
+        })
+    }
+}
+
+impl RawHttp {
+    /// The listen address (none: no HTTP server) and the HTTPS files (none: plain HTTP).
+    fn resolve(
+        &self,
+        base: &Path,
+        ca_dir: &Path,
+    ) -> Result<(Option<SocketAddr>, Option<HttpTls>), String> {
+        let listen = match self.listen.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|e| format!("http.listen: {a:?}: {e}"))?,
+            ),
+        };
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), Some(_)) if self.tls == Some(false) => {
+                return Err(
+                    "http.tls: false contradicts http.tls_cert_file and tls_key_file".into(),
+                );
+            }
+            (Some(cert), Some(key)) => Some(HttpTls {
+                cert_file: base.join(cert),
+                key_file: base.join(key),
+            }),
+            (None, None) if self.tls == Some(true) => Some(HttpTls {
+                cert_file: ca_dir.join(crate::cadir::SERVER_CERT),
+                key_file: ca_dir.join(crate::cadir::SERVER_KEY),
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err("http.tls_cert_file: needs http.tls_key_file too".into()),
+            (None, Some(_)) => return Err("http.tls_key_file: needs http.tls_cert_file too".into()),
+        };
+        Ok((listen, tls))
+    }
+}
+
+/// A push or read interval: 100 ms to an hour.
+fn interval(key: &str, ms: u64) -> Result<Duration, String> {
+    if (100..=3_600_000).contains(&ms) {
+        Ok(Duration::from_millis(ms))
+    } else {
+        Err(format!("{key}: {ms} is outside 100..=3600000"))
+    }
+}
+
+impl RawPushgateway {
+    fn resolve(&self) -> Result<Option<PushConfig>, String> {
+        if self.url.is_empty() {
+            return Ok(None);
+        }
+        let url = self.url.trim_end_matches('/').to_string();
+        if !url.starts_with("http://") {
+            return Err(format!("pushgateway.url: {url:?} must start with http://"));
+        }
+        let prefix = &self.legacy_prefix;
+        let valid_prefix = prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !prefix.starts_with(|c: char| c.is_ascii_digit());
+        if prefix.is_empty() || !valid_prefix {
+            return Err(format!(
+                "pushgateway.legacy_prefix: {prefix:?} is not a metric name prefix \
+                 ([a-zA-Z_][a-zA-Z0-9_]*)"
+            ));
+        }
+        Ok(Some(PushConfig {
+            url,
+            interval: interval("pushgateway.interval_ms", self.interval_ms)?,
+            timeout: interval("pushgateway.timeout_ms", self.timeout_ms)?,
+            legacy_prefix: prefix.clone(),
+        }))
+    }
+}
+
+impl RawDfs {
+    fn resolve(&self) -> Result<Option<DfsConfig>, String> {
+        let Some(url) = self.url.clone().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+            return Err("dfs.url: must be a mysql:// URL of the DFS database".into());
+        }
+        Ok(Some(DfsConfig {
+            url,
+            interval: interval(
+                "dfs.interval_ms",
+                self.interval_ms.unwrap_or(default_five_seconds()),
+            )?,
+        }))
+    }
+}
+
+impl RawDatabase {
+    fn resolve(&self, data_dir: &Path) -> Result<StoreConfig, String> {
+        let mut store = StoreConfig::new(data_dir);
+        store.url = self.url.clone().filter(|u| !u.is_empty());
+        if let Some(ms) = self.flush_interval_ms {
+            if !(10..=3_600_000).contains(&ms) {
+                return Err(format!(
+                    "database.flush_interval_ms: {ms} is outside 10..=3600000"
+                ));
+            }
+            store.flush_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.event_buffer {
+            if n == 0 {
+                return Err("database.event_buffer: must be at least 1".into());
+            }
+            store.event_buffer = n;
+        }
+        if let Some(ms) = self.write_timeout_ms {
+            store.write_timeout = Duration::from_millis(ms.max(100));
+        }
+        Ok(store)
+    }
+}
+
+impl NodeSettings {
+    /// `[nodes.<name>]`, with relative SSH paths resolved against `base`.
+    fn resolve(&self, name: &str, base: &Path) -> Result<NodeSettings, String> {
+        nodes_name_ok(name).map_err(|e| format!("nodes.{name}: {e}"))?;
+        for service in &self.services {
+            nodewarden_shared::ops::validate_service_name(service)
+                .map_err(|e| format!("nodes.{name}.services: {e}"))?;
+        }
+        if !self.macs.is_empty() && self.wake_to.is_none() {
+            return Err(format!(
+                "nodes.{name}.macs needs nodes.{name}.wake_to (where its magic packets go: \
+                 the directed broadcast of its subnet, e.g. \"10.0.3.255:9\", or a relay)"
+            ));
+        }
+        if self.macs.len() > crate::actions::MAX_WAKE_MACS {
+            return Err(format!(
+                "nodes.{name}.macs: at most {} MAC addresses",
+                crate::actions::MAX_WAKE_MACS
+            ));
+        }
+        Ok(NodeSettings {
+            ssh: resolve_ssh(&self.ssh, base),
+            ..self.clone()
+        })
+    }
+}
+
+/// SSH settings with relative key and known_hosts paths resolved against `base`.
+fn resolve_ssh(s: &SshSettings, base: &Path) -> SshSettings {
+    SshSettings {
+        key_file: s.key_file.as_ref().map(|p| base.join(p)),
+        known_hosts: s.known_hosts.as_ref().map(|p| base.join(p)),
+        ..s.clone()
+    }
+}
+
+impl RawActions {
+    /// `[actions]` with the fleet's `[ssh]` and every `[nodes.<name>]`.
+    fn resolve(
+        &self,
+        base: &Path,
+        ssh: &SshSettings,
+        nodes: &BTreeMap<String, NodeSettings>,
+    ) -> Result<ActionsConfig, String> {
+        let seconds = |key: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{key}: {v} is not a positive number of seconds"))
+        };
+        if self.concurrency == 0 {
+            return Err("actions.concurrency: must be at least 1".into());
+        }
+        let nodes = nodes
+            .iter()
+            .map(|(name, n)| Ok((name.clone(), n.resolve(name, base)?)))
+            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        Ok(ActionsConfig {
+            operation_timeout: seconds("actions.operation_timeout", self.operation_timeout)?,
+            concurrency: self.concurrency,
+            wake_wait: seconds("actions.wake_wait", self.wake_wait)?,
+            ssh: resolve_ssh(ssh, base),
+            nodes,
         })
     }
 }

@@ -161,10 +161,10 @@ pub fn restore(nodes: &[NodeRecord], devices: &[DeviceReport]) -> Registry {
 pub fn connected(controller: &Controller, id: &Identity, conn: Connection, now: u64) -> Connected {
     let mut registry = lock(&controller.registry);
     let change = registry.connected(&id.node, conn, now);
-    if let (Some(store), Some(node)) = (controller.store(), registry.get(&id.node)) {
-        if let Err(e) = store.node_connected(node_info(node, id), system_time(now)) {
-            tracing::warn!(node = %id.node, error = %e, "node not recorded");
-        }
+    if let (Some(store), Some(node)) = (controller.store(), registry.get(&id.node))
+        && let Err(e) = store.node_connected(node_info(node, id), system_time(now))
+    {
+        tracing::warn!(node = %id.node, error = %e, "node not recorded");
     }
     drop(registry);
     if change == Connected::Online {
@@ -272,10 +272,10 @@ pub fn disconnected(
     let offline = lock(&controller.registry).disconnected(node, conn_id, reason, now);
     if offline {
         controller.transition();
-        if let Some(store) = controller.store() {
-            if let Err(e) = store.node_offline(node, system_time(now), reason) {
-                tracing::warn!(node, error = %e, "offline transition not recorded");
-            }
+        if let Some(store) = controller.store()
+            && let Err(e) = store.node_offline(node, system_time(now), reason)
+        {
+            tracing::warn!(node, error = %e, "offline transition not recorded");
         }
     }
     offline
