@@ -116,9 +116,12 @@ nodewarden demo running (logs in $demo/logs, state in $demo/data):
    fleet view:  curl -H "Authorization: Bearer \$(cat $demo/data/api.token)" http://$http/api/v1/nodes
    agents for Prometheus (http_sd): curl -H "Authorization: Bearer \$(cat $demo/sd.token)" http://$http/api/v1/sd/agents
    node metrics: curl http://127.0.0.1:9101/metrics        controller metrics: curl http://$http/metrics
-   remote operations (recorded in the audit log):
-     $bin/nodewarden-controller action wake --role storage --api http://$http --data-dir $demo/data
-     $bin/nodewarden-controller action status --all --api http://$http --data-dir $demo/data
+   the CLI, after this line in your shell:
+     export NODEWARDEN_API=http://$http NODEWARDEN_DATA_DIR=$demo/data PATH=$bin:\$PATH
+     nodewarden-controller nodes                     # the fleet
+     nodewarden-controller action wake --role storage    # remote operations, in the audit log
+     nodewarden-controller events                    # the audit log
+     nodewarden-controller device list               # storage devices and their owners
 Ctrl-C stops the controller and the agents.
 TXT
 wait -n "${pids[@]}"

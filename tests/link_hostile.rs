@@ -1,7 +1,7 @@
 //! The agent–controller link against a hostile or stuck peer, with real processes on loopback:
 //! a declared command printing 64 KiB of non-UTF-8 bytes on both streams (an answer of ~393 KB
 //! once converted, over the 256 KiB frame limit) comes back through the agent truncated with a
-//! marker, on the same connection; and a controller that stops reading gets its connection
+//! marker, on the same connection; a controller that stops reading (or never welcomes) gets its connection
 //! closed by the agent after the write timeout, which then reconnects.
 
 use std::net::SocketAddr;
@@ -226,14 +226,27 @@ fn an_agent_whose_controller_stops_reading_reconnects() {
             ),
             other => panic!("closed by {other:?}"),
         }
-        // ... and comes back with its backoff.
+        // ... and comes back with its backoff. This time the controller takes the hello and
+        // never welcomes the agent: the agent gives up after its welcome deadline.
         let again = tokio::time::timeout(Duration::from_secs(20), endpoint.accept())
             .await
             .expect("the agent reconnected")
             .unwrap()
             .await
             .unwrap();
-        again.close(0u32.into(), b"test over");
+        let (_tx, mut rx) = again.accept_bi().await.unwrap();
+        let mut decoder = FrameDecoder::new(MAX_FRAME);
+        let _hello = read_frame(&mut rx, &mut decoder).await;
+        let closed = tokio::time::timeout(Duration::from_secs(30), again.closed())
+            .await
+            .expect("the agent closed the unwelcoming connection");
+        match &closed {
+            quinn::ConnectionError::ApplicationClosed(a) => assert_eq!(
+                String::from_utf8_lossy(&a.reason),
+                "no welcome from the controller"
+            ),
+            other => panic!("closed by {other:?}"),
+        }
     });
     let log = lab.agent_log();
     log.wait("it stopped reading");

@@ -358,11 +358,52 @@ fn actions_and_pings_need_the_api_token() {
             assert_eq!(status, 401, "{path} with {token:?}");
         }
     }
+    // The CLI with a wrong token says where it read it and how to point at the right one.
+    std::fs::write(lab.path("wrong.token"), "wrong-0123456789abcdef\n").unwrap();
+    let wrong = lab.path("wrong.token").display().to_string();
+    let out = lab.cli(&["nodes", "--token-file", &wrong], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        err.contains(&format!("the token was read from {wrong} (--token-file)")),
+        "{err}"
+    );
+    assert!(
+        err.contains("NODEWARDEN_TOKEN_FILE") && err.contains("NODEWARDEN_DATA_DIR"),
+        "{err}"
+    );
+    // NODEWARDEN_DATA_DIR instead of --data-dir; without $USER and $LOGNAME the audit log names
+    // this account, not a placeholder.
+    let out = std::process::Command::new(bin_path("nodewarden-controller"))
+        .args(["action", "status", "--node", "n1", "--api", &lab.api()])
+        .env("NODEWARDEN_DATA_DIR", lab.path("data"))
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me = nodewarden_controller::client::account_name();
+    let status = wait_for(
+        "the status in the audit log",
+        Duration::from_secs(10),
+        || {
+            events(&lab, "n1")
+                .into_iter()
+                .find(|e| e["kind"] == "operation" && e["action"] == "status")
+        },
+    );
+    assert_eq!(status["actor"], me.as_str());
+    assert_ne!(me, "cli");
     // Nothing ran, nothing was recorded.
     assert!(lab.node().unwrap()["last_report"]["services"][0]["status"] == "stopped");
     assert!(
         events(&lab, "n1")
             .iter()
-            .all(|e| e["kind"] != "operation" && e["kind"] != "requested")
+            .all(|e| e["action"] != "wake" && e["kind"] != "device_conflict")
     );
 }

@@ -42,6 +42,9 @@ const INVENTORY_DEADLINE: Duration = Duration::from_secs(2);
 /// How long one frame may take to leave. A write waits only for QUIC flow control, i.e. for
 /// the controller to read; one that stopped reading must not wedge the link forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A controller must welcome the agent this soon after its hello (the controller gives an agent
+/// the same 5 s to say hello).
+const WELCOME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What this agent announces: operations only when its config declares something to act on;
 /// TLS on its metrics port when it serves it so (for the controller's service discovery).
@@ -558,8 +561,18 @@ async fn session(
     let mut decoder = FrameDecoder::new(MAX_FRAME);
     let mut tick = tokio::time::interval(settings.link.report_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A controller that takes the connection but never welcomes the agent (stuck, or not a
+    // nodewarden controller) must not hold it: after the deadline the agent closes and retries.
+    let welcome_deadline = tokio::time::sleep(WELCOME_DEADLINE);
+    tokio::pin!(welcome_deadline);
     loop {
         tokio::select! {
+            _ = &mut welcome_deadline, if session.welcome().is_none() => {
+                connection.close(close::PROTOCOL_ERROR.into(), b"no welcome from the controller");
+                return Err(LinkError::Session(format!(
+                    "controller {remote} sent no welcome within {WELCOME_DEADLINE:?}"
+                )));
+            }
             chunk = recv.read_chunk(64 * 1024, true) => {
                 let chunk = match chunk {
                     Ok(Some(c)) => c,

@@ -19,13 +19,16 @@ use crate::state::now_unix;
 pub enum CaCmd {
     /// Create the CA and the controller's server certificate in DIR.
     Init {
+        /// The CA directory to create (ca.pem, ca.key, server.pem, server.key).
         #[arg(long)]
         dir: PathBuf,
         /// DNS name or IP address agents use for the controller (repeatable; at least one).
         #[arg(long = "san", required = true)]
         sans: Vec<String>,
+        /// Days the CA certificate is valid.
         #[arg(long, default_value_t = 3650)]
         ca_days: u32,
+        /// Days the controller's server certificate is valid.
         #[arg(long, default_value_t = 825)]
         server_days: u32,
     },
@@ -35,35 +38,45 @@ pub enum CaCmd {
     /// (agent link and HTTPS) within a second; connected agents stay. Node certificates are
     /// unaffected (same CA).
     Server {
+        /// The CA directory (as given to `ca init`).
         #[arg(long)]
         dir: PathBuf,
         /// DNS name or IP address agents use for the controller (repeatable; at least one).
         #[arg(long = "san", required = true)]
         sans: Vec<String>,
+        /// Days the new server certificate is valid.
         #[arg(long, default_value_t = 825)]
         days: u32,
     },
     /// Issue a node certificate for a CSR made by `nodewarden-agent enroll --csr`.
     Sign {
+        /// The CA directory (as given to `ca init`).
         #[arg(long)]
         dir: PathBuf,
+        /// The node's certificate signing request (PEM).
         #[arg(long)]
         csr: PathBuf,
+        /// The node's name, written into the certificate (the name the controller knows it by).
         #[arg(long)]
         node: String,
+        /// Where the certificate goes (PEM).
         #[arg(long)]
         out: PathBuf,
+        /// Days the certificate is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
     /// Issue a node key and certificate in one step (labs and demos: the key leaves this host).
     Issue {
+        /// The node's name, written into the certificate.
         node: String,
+        /// The CA directory (as given to `ca init`).
         #[arg(long)]
         dir: PathBuf,
         /// Receives NODE.pem, NODE.key and ca.pem.
         #[arg(long)]
         out_dir: PathBuf,
+        /// Days the certificate is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
@@ -71,18 +84,22 @@ pub enum CaCmd {
     /// running controller drops them within a second.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["node", "serial"])))]
     Revoke {
+        /// The node whose every certificate is revoked.
         node: Option<String>,
         /// A certificate's serial (hex, as `ca list` or `openssl x509 -serial` show it;
         /// repeatable) instead of a node: to revoke one certificate of a node and keep its others.
         #[arg(long, conflicts_with = "node")]
         serial: Vec<String>,
+        /// The CA directory (as given to `ca init`).
         #[arg(long)]
         dir: PathBuf,
     },
     /// List issued certificates with expiry and revocation.
     List {
+        /// The CA directory (as given to `ca init`).
         #[arg(long)]
         dir: PathBuf,
+        /// Certificates expiring within this many days are marked EXPIRES SOON.
         #[arg(long, default_value_t = 30)]
         warn_days: u32,
     },

@@ -157,6 +157,9 @@ pub fn default_ca_file(data_dir: &Path) -> PathBuf {
 pub struct ApiClient {
     pub api: String,
     pub token: Option<String>,
+    /// Where the token was looked for, for a `401`'s message (e.g. "/var/lib/nodewarden/api.token
+    /// (the default under --data-dir; not found)").
+    pub token_source: String,
     /// PEM certificates an `https://` API must chain to (`None`: the public roots).
     pub ca_pem: Option<String>,
 }
@@ -200,6 +203,31 @@ pub fn progress_line(r: &NodeActionResult, done: usize, total: usize) -> String 
         line.push_str(&format!(": {}", e.replace(['\n', '\r'], " ")));
     }
     line
+}
+
+/// This process's account name, for the audit log when neither `--requested-by` nor `$USER`
+/// nor `$LOGNAME` says who asks: the `/etc/passwd` entry of the real uid, else `uid N`.
+pub fn account_name() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    account_in_passwd(
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        uid,
+    )
+    .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The name of `uid` in a passwd file's text.
+fn account_in_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
+        (entry_uid == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 pub use crate::wire::{DeviceView, EventView, NodeView};
@@ -355,6 +383,21 @@ pub fn render_events(events: &[EventView]) -> String {
 }
 
 impl ApiClient {
+    /// What an error status means; a `401` also says where the token was looked for and how
+    /// to point at the right one.
+    fn refusal(&self, status: ureq::http::StatusCode, text: &str) -> String {
+        let mut message = format!("{status}: {}", api_error(text));
+        if status == ureq::http::StatusCode::UNAUTHORIZED {
+            message.push_str(&format!(
+                "; the token was read from {}. Point at the controller's API token with \
+                 --token-file FILE (or NODEWARDEN_TOKEN_FILE), or at its data directory with \
+                 --data-dir DIR (or NODEWARDEN_DATA_DIR), whose api.token is the default",
+                self.token_source
+            ));
+        }
+        message
+    }
+
     /// An HTTP agent for this API: answers of any status come back as responses; an `https://`
     /// API is verified against [`ApiClient::ca_pem`].
     fn agent(&self, timeout: Option<std::time::Duration>) -> Result<ureq::Agent, String> {
@@ -394,7 +437,7 @@ impl ApiClient {
             .read_to_string()
             .map_err(|e| err(format!("reading the answer: {e}")))?;
         if !status.is_success() {
-            return Err(err(format!("{status}: {}", api_error(&text))));
+            return Err(err(self.refusal(status, &text)));
         }
         serde_json::from_str(&text).map_err(|e| err(format!("unexpected answer: {e}")))
     }
@@ -419,7 +462,7 @@ impl ApiClient {
             .read_to_string()
             .map_err(|e| err(format!("reading the answer: {e}")))?;
         if !status.is_success() {
-            return Err(err(format!("{status}: {}", api_error(&text))));
+            return Err(err(self.refusal(status, &text)));
         }
         serde_json::from_str(&text).map_err(|e| err(format!("unexpected answer: {e}")))
     }
@@ -445,7 +488,7 @@ impl ApiClient {
         let status = response.status();
         if !status.is_success() {
             let text = response.body_mut().read_to_string().unwrap_or_default();
-            return Err(err(format!("{status}: {}", api_error(&text))));
+            return Err(err(self.refusal(status, &text)));
         }
         let mut results = Vec::new();
         let mut ended = false;
@@ -536,6 +579,17 @@ mod tests {
         assert!(e.starts_with("pairs.txt: line 2"), "{e}");
         assert!(parse_pairs("\n# nothing\n", "f").is_err());
         assert!(parse_pairs("[1, 2]", "f").is_err());
+    }
+
+    #[test]
+    fn account_names_come_from_the_passwd_entry_of_the_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n\
+                      broken\nbob:x:notanumber:1::/:/bin/sh\n";
+        assert_eq!(account_in_passwd(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(account_in_passwd(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(account_in_passwd(passwd, 4242), None);
+        // This process's own account (the tests run as some user with a name or a uid).
+        assert!(!account_name().is_empty());
     }
 
     #[test]

@@ -27,6 +27,7 @@ enum Cmd {
     },
     /// Run the controller: accept agents on the QUIC link.
     Serve {
+        /// The controller's TOML settings (e.g. /etc/nodewarden/controller.toml).
         #[arg(long)]
         config: PathBuf,
     },
@@ -74,6 +75,7 @@ enum Cmd {
     /// Delete fragments: `fragment_id device_id` pairs, one per line, or a JSON list of pairs,
     /// from FILE or `-` (stdin). Each device's node is found from its reports.
     DeleteFragments {
+        /// The pairs: a file, or `-` for standard input.
         #[arg(long, value_name = "FILE|-")]
         pairs: PathBuf,
         #[command(flatten)]
@@ -116,10 +118,13 @@ enum ActionArg {
 #[derive(clap::Args)]
 #[group(required = true, multiple = false)]
 struct TargetArgs {
+    /// One node, by name (as in its certificate).
     #[arg(long)]
     node: Option<String>,
+    /// Every node reporting this role: storage, ray or other.
     #[arg(long)]
     role: Option<String>,
+    /// Every known node (connected now or before, or declared in [nodes.X]).
     #[arg(long)]
     all: bool,
 }
@@ -133,13 +138,19 @@ struct ApiArgs {
     /// controller's own CA) if present, else the public roots.
     #[arg(long, env = "NODEWARDEN_API_CA")]
     ca_file: Option<PathBuf>,
-    /// The API token (sent as `Authorization: Bearer`); default `<data-dir>/api.token` if present.
-    #[arg(long)]
+    /// The API token file (its first token is sent as `Authorization: Bearer`); default
+    /// `<data-dir>/api.token` if present.
+    #[arg(long, env = "NODEWARDEN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// The controller's data directory, where the default token and CA files are.
-    #[arg(long, default_value = "/var/lib/nodewarden")]
+    #[arg(
+        long,
+        default_value = "/var/lib/nodewarden",
+        env = "NODEWARDEN_DATA_DIR"
+    )]
     data_dir: PathBuf,
-    /// Who asks, for the record (actions); default $USER. A named API token overrides it.
+    /// Who asks, for the record (actions); default $USER, else $LOGNAME, else this account's
+    /// name. A named API token overrides it.
     #[arg(long)]
     requested_by: Option<String>,
     /// Send the token over plain `http://` to a host other than this one (loopback). Anyone on
@@ -259,16 +270,28 @@ fn requested_by(api: &ApiArgs) -> String {
     api.requested_by
         .clone()
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "cli".into())
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(client::account_name)
 }
 
 /// The API client the arguments describe: the token file and, for `https://`, the CA.
 fn api_client(api: &ApiArgs) -> anyhow::Result<client::ApiClient> {
     client::check_api_scheme(&api.api, api.insecure_http)?;
-    let token = client::read_token(
-        api.token_file.as_deref(),
-        &client::default_token_file(&api.data_dir),
-    )?;
+    let default_token = client::default_token_file(&api.data_dir);
+    let token = client::read_token(api.token_file.as_deref(), &default_token)?;
+    let token_source = match &api.token_file {
+        Some(file) => format!("{} (--token-file)", file.display()),
+        None if token.is_some() => format!(
+            "{} (the default under --data-dir {})",
+            default_token.display(),
+            api.data_dir.display()
+        ),
+        None => format!(
+            "nowhere: {} (the default under --data-dir {}) does not exist, so no token was sent",
+            default_token.display(),
+            api.data_dir.display()
+        ),
+    };
     let ca_pem = if api.api.starts_with("https://") {
         client::read_ca(
             api.ca_file.as_deref(),
@@ -280,6 +303,7 @@ fn api_client(api: &ApiArgs) -> anyhow::Result<client::ApiClient> {
     Ok(client::ApiClient {
         api: api.api.clone(),
         token,
+        token_source,
         ca_pem,
     })
 }
@@ -329,4 +353,32 @@ fn serve(config_file: &Path) -> anyhow::Result<()> {
         };
         nodewarden_controller::server::serve(config, shutdown).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory as _;
+
+    /// Every flag and argument of every subcommand says what it is for in `--help`.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "nodewarden-controller", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
 }
