@@ -34,6 +34,7 @@ enum Cmd {
     /// Wake, stop, restart or ask the status of nodes' managed services, through the running
     /// controller's API (agent link, else SSH, else Wake-on-LAN for wake).
     Action {
+        /// wake (power on if needed, start the services), stop, restart or status.
         action: ActionArg,
         #[command(flatten)]
         target: TargetArgs,
