@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::store::{EventKind, EventQuery, EventRecord, OperationResult, StoreReader};
+use crate::store::{EventQuery, EventRecord, StoreReader};
 
 /// Entries returned when `limit` is not given.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -42,7 +42,8 @@ pub use crate::wire::EventView as EventJson;
 /// The wire form of a stored event.
 pub fn event_json(record: EventRecord) -> EventJson {
     let event = record.event;
-    let mut json = EventJson {
+    let f = event.kind.fields();
+    EventJson {
         id: record.id,
         at_ms: event
             .at
@@ -50,55 +51,15 @@ pub fn event_json(record: EventRecord) -> EventJson {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
         node: event.node_id,
-        kind: "online".into(),
-        actor: None,
-        action: None,
-        path: None,
-        result: None,
-        detail: String::new(),
-        duration_ms: None,
-        operation_id: None,
-    };
-    match event.kind {
-        EventKind::Online => {}
-        EventKind::Offline { reason } => {
-            json.kind = "offline".into();
-            json.detail = reason;
-        }
-        EventKind::Requested(r) => {
-            json.kind = "requested".into();
-            json.actor = Some(r.actor);
-            json.action = Some(r.action);
-            json.path = Some(r.path.as_str().into());
-            json.operation_id = Some(r.operation_id);
-        }
-        EventKind::DeviceConflict { device_id, owner } => {
-            json.kind = "device_conflict".into();
-            json.detail = format!("reported storage device {device_id}, which belongs to {owner}");
-            json.action = Some(device_id.to_string());
-            json.actor = Some(owner);
-        }
-        EventKind::Operation(op) => {
-            json.kind = "operation".into();
-            json.actor = Some(op.actor);
-            json.action = Some(op.action);
-            json.path = Some(op.path.as_str().into());
-            json.operation_id = op.operation_id;
-            json.duration_ms = Some(u64::try_from(op.duration.as_millis()).unwrap_or(u64::MAX));
-            match op.result {
-                OperationResult::Ok => json.result = Some("ok".into()),
-                OperationResult::Failed { error } => {
-                    json.result = Some("failed".into());
-                    json.detail = error;
-                }
-                OperationResult::Unknown { reason } => {
-                    json.result = Some("unknown".into());
-                    json.detail = reason;
-                }
-            }
-        }
+        kind: f.kind.to_string(),
+        actor: f.actor,
+        action: f.action,
+        path: f.path.map(str::to_string),
+        result: f.result.map(str::to_string),
+        detail: f.detail,
+        duration_ms: f.duration_ms,
+        operation_id: f.operation_id,
     }
-    json
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

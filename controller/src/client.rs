@@ -417,54 +417,61 @@ impl ApiClient {
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.api.trim_end_matches('/'));
-        let err = |message: String| ClientError::Api {
-            api: url.clone(),
-            message,
-        };
-        let agent = self
-            .agent(Some(std::time::Duration::from_secs(30)))
-            .map_err(&err)?;
-        let mut call = agent.post(&url).content_type("application/json");
-        if let Some(token) = &self.token {
-            call = call.header("Authorization", &format!("Bearer {token}"));
-        }
-        let payload = serde_json::to_string(body).map_err(|e| err(e.to_string()))?;
-        let mut response = call.send(payload).map_err(|e| err(e.to_string()))?;
-        let status = response.status();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| err(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(err(self.refusal(status, &text)));
-        }
-        serde_json::from_str(&text).map_err(|e| err(format!("unexpected answer: {e}")))
+        let url = self.url(path);
+        let payload = serde_json::to_string(body).map_err(|e| self.error(&url, e.to_string()))?;
+        let agent = self.json_agent(&url)?;
+        let call = self.authorized(agent.post(&url).content_type("application/json"));
+        self.json_answer(&url, call.send(payload))
     }
 
+    /// GETs an API path and decodes the JSON answer.
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.api.trim_end_matches('/'));
-        let err = |message: String| ClientError::Api {
-            api: url.clone(),
+        let url = self.url(path);
+        let agent = self.json_agent(&url)?;
+        self.json_answer(&url, self.authorized(agent.get(&url)).call())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api.trim_end_matches('/'))
+    }
+
+    fn error(&self, url: &str, message: String) -> ClientError {
+        ClientError::Api {
+            api: url.to_string(),
             message,
-        };
-        let agent = self
-            .agent(Some(std::time::Duration::from_secs(30)))
-            .map_err(&err)?;
-        let mut call = agent.get(&url);
-        if let Some(token) = &self.token {
-            call = call.header("Authorization", &format!("Bearer {token}"));
         }
-        let mut response = call.call().map_err(|e| err(e.to_string()))?;
+    }
+
+    /// An agent for one JSON request (30 s).
+    fn json_agent(&self, url: &str) -> Result<ureq::Agent, ClientError> {
+        self.agent(Some(std::time::Duration::from_secs(30)))
+            .map_err(|e| self.error(url, e))
+    }
+
+    /// The request with the bearer token, if there is one.
+    fn authorized<B>(&self, call: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => call.header("Authorization", &format!("Bearer {token}")),
+            None => call,
+        }
+    }
+
+    /// The decoded answer, or an error naming the status and the API's message.
+    fn json_answer<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut response = sent.map_err(|e| self.error(url, e.to_string()))?;
         let status = response.status();
         let text = response
             .body_mut()
             .read_to_string()
-            .map_err(|e| err(format!("reading the answer: {e}")))?;
+            .map_err(|e| self.error(url, format!("reading the answer: {e}")))?;
         if !status.is_success() {
-            return Err(err(self.refusal(status, &text)));
+            return Err(self.error(url, self.refusal(status, &text)));
         }
-        serde_json::from_str(&text).map_err(|e| err(format!("unexpected answer: {e}")))
+        serde_json::from_str(&text).map_err(|e| self.error(url, format!("unexpected answer: {e}")))
     }
 
     /// Sends the request, calls `progress` per node as results arrive, returns every result.
@@ -480,10 +487,7 @@ impl ApiClient {
         };
         let agent = self.agent(None).map_err(&err)?;
         let body = serde_json::to_string(request).map_err(|e| err(e.to_string()))?;
-        let mut call = agent.post(&url).content_type("application/json");
-        if let Some(token) = &self.token {
-            call = call.header("Authorization", &format!("Bearer {token}"));
-        }
+        let call = self.authorized(agent.post(&url).content_type("application/json"));
         let mut response = call.send(body).map_err(|e| err(e.to_string()))?;
         let status = response.status();
         if !status.is_success() {

@@ -347,59 +347,21 @@ struct EventRow {
 
 impl EventRow {
     fn from(event: &Event) -> EventRow {
-        let mut row = EventRow {
-            kind: String::new(),
-            actor: None,
-            action: None,
-            path: None,
-            result: None,
-            detail: String::new(),
-            duration_ms: None,
-            operation_id: None,
+        let f = event.kind.fields();
+        EventRow {
+            kind: f.kind.to_string(),
+            actor: f.actor,
+            action: f.action,
+            path: f.path.map(str::to_string),
+            result: f.result.map(str::to_string),
+            detail: f.detail,
+            duration_ms: f
+                .duration_ms
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            operation_id: f.operation_id,
             at_ms: to_millis(event.at),
             node_id: event.node_id.clone(),
-        };
-        match &event.kind {
-            EventKind::Online => row.kind = "online".into(),
-            EventKind::Offline { reason } => {
-                row.kind = "offline".into();
-                row.detail = reason.clone();
-            }
-            EventKind::Requested(r) => {
-                row.kind = "requested".into();
-                row.actor = Some(r.actor.clone());
-                row.action = Some(r.action.clone());
-                row.path = Some(r.path.as_str().into());
-                row.operation_id = Some(r.operation_id.clone());
-            }
-            EventKind::DeviceConflict { device_id, owner } => {
-                row.kind = "device_conflict".into();
-                row.detail =
-                    format!("reported storage device {device_id}, which belongs to {owner}");
-                row.action = Some(device_id.to_string());
-                row.actor = Some(owner.clone());
-            }
-            EventKind::Operation(op) => {
-                row.kind = "operation".into();
-                row.operation_id = op.operation_id.clone();
-                row.actor = Some(op.actor.clone());
-                row.action = Some(op.action.clone());
-                row.path = Some(op.path.as_str().into());
-                row.duration_ms = Some(i64::try_from(op.duration.as_millis()).unwrap_or(i64::MAX));
-                match &op.result {
-                    OperationResult::Ok => row.result = Some("ok".into()),
-                    OperationResult::Failed { error } => {
-                        row.result = Some("failed".into());
-                        row.detail = error.clone();
-                    }
-                    OperationResult::Unknown { reason } => {
-                        row.result = Some("unknown".into());
-                        row.detail = reason.clone();
-                    }
-                }
-            }
         }
-        row
     }
 
     fn into_event(self) -> Result<Event, String> {

@@ -96,6 +96,67 @@ impl EventKind {
     }
 }
 
+/// An event as the columns of the log (`events` rows, the API's JSON): which apply depends on
+/// the kind, the others are `None`/empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventFields {
+    pub kind: &'static str,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub path: Option<&'static str>,
+    pub result: Option<&'static str>,
+    pub detail: String,
+    pub duration_ms: Option<u64>,
+    pub operation_id: Option<String>,
+}
+
+impl EventKind {
+    /// The columns this event fills.
+    pub fn fields(&self) -> EventFields {
+        let mut f = EventFields::default();
+        match self {
+            EventKind::Online => f.kind = "online",
+            EventKind::Offline { reason } => {
+                f.kind = "offline";
+                f.detail = reason.clone();
+            }
+            EventKind::Requested(r) => {
+                f.kind = "requested";
+                f.actor = Some(r.actor.clone());
+                f.action = Some(r.action.clone());
+                f.path = Some(r.path.as_str());
+                f.operation_id = Some(r.operation_id.clone());
+            }
+            EventKind::DeviceConflict { device_id, owner } => {
+                f.kind = "device_conflict";
+                f.detail = format!("reported storage device {device_id}, which belongs to {owner}");
+                f.action = Some(device_id.to_string());
+                f.actor = Some(owner.clone());
+            }
+            EventKind::Operation(op) => {
+                f.kind = "operation";
+                f.operation_id = op.operation_id.clone();
+                f.actor = Some(op.actor.clone());
+                f.action = Some(op.action.clone());
+                f.path = Some(op.path.as_str());
+                f.duration_ms = Some(u64::try_from(op.duration.as_millis()).unwrap_or(u64::MAX));
+                match &op.result {
+                    OperationResult::Ok => f.result = Some("ok"),
+                    OperationResult::Failed { error } => {
+                        f.result = Some("failed");
+                        f.detail = error.clone();
+                    }
+                    OperationResult::Unknown { reason } => {
+                        f.result = Some("unknown");
+                        f.detail = reason.clone();
+                    }
+                }
+            }
+        }
+        f
+    }
+}
+
 /// An operation as requested, before anything was sent: who asked, what, the path planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requested {
