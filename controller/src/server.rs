@@ -22,6 +22,25 @@ use crate::{admin, dfs, fleet, http_auth, push};
 /// running then are logged with an unknown outcome at the next start).
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
+/// Fails, naming the directory and the reason (read-only filesystem, permissions, full disk),
+/// unless a file can be created in `dir`: better refused at start than a store that cannot
+/// write or an API token that cannot be made. The probe file is removed.
+fn check_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(format!(".nodewarden-write-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| {
+            format!(
+                "data_dir {} is not writable (the store, the API token and the state live there)",
+                dir.display()
+            )
+        })?;
+    std::fs::remove_file(&probe).with_context(|| format!("removing {}", probe.display()))?;
+    Ok(())
+}
+
 /// Runs the controller described by `config` until `shutdown` resolves (or the link endpoint
 /// closes).
 pub async fn serve(
@@ -37,6 +56,7 @@ pub async fn serve(
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    check_writable(&config.data_dir)?;
     let store = crate::store::Store::open(config.store.clone())
         .await
         .context("opening the fleet store")?;

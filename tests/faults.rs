@@ -1,0 +1,392 @@
+//! Faults a storage cluster sees every day, each bounded in time, on loopback and in network
+//! namespaces and filesystems the test makes itself (the suite runs as root): an agent's network
+//! cut and restored (a veth pair into a namespace of its own), the controller's data or CA
+//! directory read-only (a read-only tmpfs). Each ends with the right state, a clear message and
+//! every transition recorded once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodewarden_tests::lab::{Log, run_ok};
+use nodewarden_tests::{
+    ChildGuard, bin_path, free_port, get_text, prometheus_query, result_len, service,
+    start_prometheus, wait_for,
+};
+use serde_json::Value;
+
+fn ip(args: &[&str]) {
+    run_ok(Command::new("ip").args(args));
+}
+
+/// A network namespace joined to this one by a veth pair, with `HOST.1/30` on this side and
+/// `HOST.2/30` inside; removed (with its interfaces) when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    inner_ip: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let tag = std::process::id() % 100_000;
+        let subnet = 4 * (tag % 60) + 4;
+        let n = Netns {
+            name: format!("nwf{tag}"),
+            host_if: format!("nwfh{tag}"),
+            host_ip: format!("10.77.1.{}", subnet + 1),
+            inner_ip: format!("10.77.1.{}", subnet + 2),
+        };
+        let inner_if = format!("nwfi{tag}");
+        ip(&["netns", "add", &n.name]);
+        ip(&[
+            "link", "add", &n.host_if, "type", "veth", "peer", "name", &inner_if,
+        ]);
+        ip(&["link", "set", &inner_if, "netns", &n.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip),
+            "dev",
+            &n.host_if,
+        ]);
+        ip(&["link", "set", &n.host_if, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &n.name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", n.inner_ip),
+            "dev",
+            &inner_if,
+        ]);
+        ip(&[
+            "netns", "exec", &n.name, "ip", "link", "set", &inner_if, "up",
+        ]);
+        ip(&["netns", "exec", &n.name, "ip", "link", "set", "lo", "up"]);
+        n
+    }
+
+    /// Takes the link down (a cut cable) or up again.
+    fn link(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A CA in `dir/ca` naming `san`, and node certificates for `nodes` in `dir/certs`.
+fn ca(dir: &Path, san: &str, nodes: &[&str]) {
+    let controller = bin_path("nodewarden-controller");
+    run_ok(
+        Command::new(&controller)
+            .args(["ca", "init", "--dir"])
+            .arg(dir.join("ca"))
+            .args(["--san", san]),
+    );
+    for node in nodes {
+        run_ok(
+            Command::new(&controller)
+                .args(["ca", "issue", node, "--dir"])
+                .arg(dir.join("ca"))
+                .arg("--out-dir")
+                .arg(dir.join("certs")),
+        );
+    }
+}
+
+fn start_controller(config: &Path) -> (ChildGuard, Log) {
+    let mut child = ChildGuard::spawn(
+        Command::new(bin_path("nodewarden-controller"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("NODEWARDEN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let log = Log::attach(&mut child, "controller");
+    log.wait("HTTP endpoint listening");
+    (child, log)
+}
+
+fn get_json(api: &str, token: &str, path: &str) -> Value {
+    let mut response = ureq::get(format!("{api}{path}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn an_agents_network_cut_is_seen_within_three_seconds_and_recorded_once() {
+    let Some(prometheus_bin) = service("NW_TEST_PROMETHEUS_BIN") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Netns::new();
+    ca(d, &net.host_ip, &["n1"]);
+    let link_port = free_port();
+    let http_port = free_port();
+    let metrics_port = 19_100 + (std::process::id() % 500) as u16;
+    std::fs::write(
+        d.join("controller.toml"),
+        format!(
+            "[link]\nlisten = \"{}:{link_port}\"\nca_dir = \"ca\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\nsd_token_file = \"sd.token\"\n\
+             [pushgateway]\nurl = \"\"\n",
+            net.host_ip
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sd.token"),
+        "sd-token-for-the-fault-test-0123456789\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("agent.toml"),
+        format!(
+            "[controller]\naddress = \"{}:{link_port}\"\nserver_name = \"{}\"\n\
+             ca_file = \"certs/ca.pem\"\ncert_file = \"certs/n1.pem\"\nkey_file = \"certs/n1.key\"\n\
+             report_interval_ms = 500\n",
+            net.host_ip, net.host_ip
+        ),
+    )
+    .unwrap();
+    let (_controller, _log) = start_controller(&d.join("controller.toml"));
+    let api = format!("http://127.0.0.1:{http_port}");
+    let token = std::fs::read_to_string(d.join("data/api.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let _agent = ChildGuard::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &net.name])
+            .arg(bin_path("nodewarden-agent"))
+            .arg("--config")
+            .arg(d.join("agent.toml"))
+            .arg(format!(
+                "--web.listen-address={}:{metrics_port}",
+                net.inner_ip
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let node = |api: &str| -> Option<Value> {
+        get_json(api, &token, "/api/v1/nodes")
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "n1")
+            .cloned()
+    };
+    wait_for("n1 online with a report", Duration::from_secs(20), || {
+        let n = node(&api)?;
+        (n["online"] == true && !n["last_report"].is_null()).then_some(())
+    });
+
+    // A real Prometheus scraping the agent through the controller's service discovery.
+    let prom_dir = d.join("prometheus");
+    std::fs::create_dir(&prom_dir).unwrap();
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+             scrape_configs:\n  - job_name: nodes\n    http_sd_configs:\n\
+             \x20     - url: {api}/api/v1/sd/agents\n        refresh_interval: 1s\n\
+             \x20       authorization:\n          type: Bearer\n          credentials_file: {}\n",
+            d.join("sd.token").display()
+        ),
+    )
+    .unwrap();
+    let (_prometheus, prom) = start_prometheus(
+        &prometheus_bin,
+        &prom_dir.join("prometheus.yml"),
+        &prom_dir.join("data"),
+        free_port(),
+    );
+    let up = |value: &str| {
+        let answer = prometheus_query(
+            &prom,
+            &format!("up{{job=\"nodes\",node=\"n1\"}} == {value}"),
+        );
+        (result_len(&answer) == 1).then_some(())
+    };
+    wait_for(
+        "Prometheus scraping n1 (up == 1)",
+        Duration::from_secs(30),
+        || up("1"),
+    );
+
+    // Cut: offline on the controller within 3 s of the cut (the link's idle timeout is 2 s).
+    let cut_at = now_ms();
+    let cut = Instant::now();
+    net.link(false);
+    wait_for("n1 offline", Duration::from_secs(10), || {
+        (node(&api)?["online"] == false).then_some(())
+    });
+    let noticed = cut.elapsed();
+    let offline_at = node(&api).unwrap()["since"].as_u64().unwrap();
+    assert!(
+        offline_at.saturating_sub(cut_at) <= 3000,
+        "offline {} ms after the cut (seen by the test after {noticed:?})",
+        offline_at - cut_at
+    );
+    // Prometheus sees the target down (discovery keeps it until the node is offline, then drops
+    // it: either way, no sample says up).
+    wait_for("Prometheus: n1 not up", Duration::from_secs(20), || {
+        let answer = prometheus_query(&prom, "up{job=\"nodes\",node=\"n1\"} == 1");
+        (answer["status"] == "success" && result_len(&answer) == 0).then_some(())
+    });
+    let sd = get_text_with(&api, "sd-token-for-the-fault-test-0123456789");
+    assert!(
+        !sd.contains(&net.inner_ip),
+        "an offline agent is not a target: {sd}"
+    );
+
+    // Restored: online again, scraped again.
+    net.link(true);
+    wait_for("n1 online again", Duration::from_secs(30), || {
+        (node(&api)?["online"] == true).then_some(())
+    });
+    wait_for(
+        "Prometheus scraping n1 again",
+        Duration::from_secs(30),
+        || up("1"),
+    );
+
+    // Each transition recorded exactly once (the audit log, written every second).
+    let transitions = wait_for(
+        "the transitions in the audit log",
+        Duration::from_secs(10),
+        || {
+            let events = get_json(&api, &token, "/api/v1/events?node=n1&limit=100");
+            let kinds: Vec<String> = events
+                .as_array()?
+                .iter()
+                .rev()
+                .filter(|e| e["at_ms"].as_u64() >= Some(cut_at))
+                .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (kinds.len() >= 2).then_some(kinds)
+        },
+    );
+    assert_eq!(transitions, ["offline", "online"]);
+    let _ = get_text(&format!("{api}/metrics"));
+}
+
+fn get_text_with(api: &str, token: &str) -> String {
+    ureq::get(format!("{api}/api/v1/sd/agents"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// A read-only tmpfs at a fresh directory, unmounted when dropped.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    /// Mounts a tmpfs at `at`, lets `fill` write into it, then remounts it read-only.
+    fn new(at: &Path, fill: impl FnOnce(&Path)) -> ReadOnlyMount {
+        std::fs::create_dir_all(at).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+                .arg(at),
+        );
+        let mount = ReadOnlyMount(at.to_path_buf());
+        fill(at);
+        run_ok(Command::new("mount").args(["-o", "remount,ro"]).arg(at));
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_read_only_data_or_ca_directory_is_refused_with_its_path_and_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d, "127.0.0.1", &[]);
+    // The data directory on a read-only filesystem: the controller refuses to start.
+    let data = d.join("data");
+    let _ro_data = ReadOnlyMount::new(&data, |_| {});
+    std::fs::write(
+        d.join("controller.toml"),
+        format!(
+            "data_dir = \"data\"\n[link]\nlisten = \"127.0.0.1:{}\"\nca_dir = \"ca\"\n\
+             [http]\nlisten = \"127.0.0.1:{}\"\n[pushgateway]\nurl = \"\"\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin_path("nodewarden-controller"))
+        .args(["serve", "--config"])
+        .arg(d.join("controller.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&data.display().to_string()), "{err}");
+    assert!(err.to_lowercase().contains("read-only"), "{err}");
+    assert!(listing(&data).is_empty(), "{:?}", listing(&data));
+
+    // The CA directory read-only: issuing a certificate fails naming the file, nothing changes.
+    let ro_ca = d.join("ro-ca");
+    let source = d.join("ca");
+    let _ro_ca = ReadOnlyMount::new(&ro_ca, |at| {
+        for name in listing(&source) {
+            std::fs::copy(source.join(&name), at.join(&name)).unwrap();
+        }
+    });
+    let before = listing(&ro_ca);
+    let out = Command::new(bin_path("nodewarden-controller"))
+        .args(["ca", "issue", "n9", "--dir"])
+        .arg(&ro_ca)
+        .arg("--out-dir")
+        .arg(d.join("out"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&ro_ca.display().to_string()), "{err}");
+    assert_eq!(listing(&ro_ca), before);
+    // Recorded before written: no certificate came out of an issue that was not recorded.
+    assert!(!d.join("out/n9.pem").exists());
+}
