@@ -68,7 +68,7 @@ pub fn command() -> Command {
         )
         .args_conflicts_with_subcommands(true)
         .subcommand(crate::enroll::command());
-    for reg in collector::ALL {
+    for reg in collector::registry::ALL {
         let on = format!("collector.{}", reg.name);
         let off = format!("no-collector.{}", reg.name);
         let default = if reg.default_enabled {
@@ -213,7 +213,7 @@ pub fn collector_enabled(m: &ArgMatches, name: &str, default_enabled: bool) -> b
 /// Builds every enabled collector, in registration order.
 pub fn build_collectors(m: &ArgMatches, paths: &Paths) -> Result<EnabledCollectors, BuildError> {
     let ctx = BuildContext { matches: m, paths };
-    collector::ALL
+    collector::registry::ALL
         .iter()
         .filter(|reg| collector_enabled(m, reg.name, reg.default_enabled))
         .map(|reg| Ok((reg.name, (reg.build)(&ctx)?)))
@@ -228,7 +228,7 @@ mod tests {
         let m = command()
             .try_get_matches_from(std::iter::once("nodewarden-agent").chain(args.iter().copied()))
             .unwrap();
-        collector::ALL
+        collector::registry::ALL
             .iter()
             .filter(|r| collector_enabled(&m, r.name, r.default_enabled))
             .map(|r| r.name)

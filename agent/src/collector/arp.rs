@@ -2,7 +2,8 @@
 
 use regex::Regex;
 
-use super::util::{SourceFile, unanchored_regex_flag};
+use super::flags::unanchored_regex_flag;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use clap::{Arg, ArgAction};
 
+use super::source::DirListing;
 use super::thermal_zone::numbered_entries;
-use super::util::DirListing;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-use super::util::{CpuPresence, numbered_entries, parse_u64};
+use super::gosyntax::parse_u64;
+use super::source::read_attr;
+use super::source::{CpuPresence, numbered_entries};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
-    Registration, no_flags, read_attr,
+    Registration, no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -64,7 +66,7 @@ struct CpuFreqDir {
     /// This scrape's values in kHz; `None` when the attribute is absent or unreadable.
     values: [Option<u64>; 6],
     /// No `cpufreq` directory (no cpufreq driver, as on most VMs).
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 /// The CPU directories are listed again only when /sys/devices/system/cpu/present changes.

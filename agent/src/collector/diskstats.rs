@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use clap::Arg;
 
-use super::util::{DeviceFilter, SourceFile, device_filter};
+use super::filter::{DeviceFilter, device_filter};
+use super::source::SourceFile;
+use super::source::read_into;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {

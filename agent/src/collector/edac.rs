@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use super::source::DirListing;
 use super::thermal_zone::{numbered_entries, numbered_names};
-use super::util::DirListing;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,

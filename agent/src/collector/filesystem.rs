@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use clap::Arg;
 
+use super::gosyntax::parse_go_duration;
 use super::hotplug::{is_procfs, mount_table_changed};
-use super::util::parse_go_duration;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration,

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::Paths;
-use super::util::SourceFile;
+use super::source::SourceFile;
 
 /// The longest a cached absence or listing is trusted without a uevent or mount change.
 pub const REPROBE_INTERVAL: Duration = Duration::from_secs(60);

@@ -68,7 +68,7 @@ struct HwmonCollector {
     families: Vec<(String, String, Kind)>,
     family_index: HashMap<String, usize>,
     rows: Vec<Row>,
-    class: super::util::DirListing,
+    class: super::source::DirListing,
 }
 
 /// `(type, number, property)` of a sensor file name, as node_exporter's `explodeSensorFilename`.
@@ -103,7 +103,7 @@ impl HwmonCollector {
             families: Vec::new(),
             family_index: HashMap::new(),
             rows: Vec::new(),
-            class: super::util::DirListing::default(),
+            class: super::source::DirListing::default(),
         }
     }
 

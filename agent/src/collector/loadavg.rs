@@ -1,6 +1,6 @@
 //! `loadavg`: node_load1, node_load5, node_load15 from /proc/loadavg.
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,

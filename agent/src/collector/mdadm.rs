@@ -3,9 +3,10 @@
 
 use regex::Regex;
 
+use super::source::read_into;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -147,7 +148,7 @@ struct MdadmCollector {
     parser: MdstatParser,
     buf: String,
     /// /proc/mdstat exists once the md driver is loaded.
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 impl MdadmCollector {

@@ -1,7 +1,7 @@
 //! `meminfo`: every line of /proc/meminfo as `node_memory_<Field>[_bytes]`, as node_exporter names
 //! them (`Active(anon)` becomes `Active_anon`; values with a `kB` unit are converted to bytes).
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,

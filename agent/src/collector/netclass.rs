@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction};
 
+use super::flags::unanchored_regex_flag;
+use super::gosyntax::parse_go_int;
 use super::netlink;
-use super::util::{OpenAttr, parse_go_int, unanchored_regex_flag};
+use super::source::OpenAttr;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -156,7 +158,7 @@ struct NetclassCollector {
     files: HashMap<String, IfaceFiles>,
     /// Off in fixture tests (the rtnetlink dump describes this host, not the fixture).
     try_socket: bool,
-    class: super::util::DirListing,
+    class: super::source::DirListing,
 }
 
 impl NetclassCollector {
@@ -180,7 +182,7 @@ impl NetclassCollector {
             fixed: HashMap::new(),
             files: HashMap::new(),
             try_socket: true,
-            class: super::util::DirListing::default(),
+            class: super::source::DirListing::default(),
         }
     }
 

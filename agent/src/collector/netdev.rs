@@ -12,11 +12,12 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction};
 
+use super::filter::{DeviceFilter, device_filter};
 use super::netlink;
-use super::util::{DeviceFilter, device_filter, read_sys_file};
+use super::source::read_into;
+use super::source::read_sys_file;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {

@@ -4,7 +4,9 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::util::{FieldFilter, SourceFile, unanchored_regex_flag};
+use super::filter::FieldFilter;
+use super::flags::unanchored_regex_flag;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

@@ -1,9 +1,10 @@
 //! `nfs`: NFS client statistics from /proc/net/rpc/nfs, as node_exporter 1.5 reports them
 //! (procedure counts labelled with procfs's Go field names as `method`).
 
+use super::source::read_into;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -189,7 +190,7 @@ pub fn parse_nfs(text: &str, mut malformed: impl FnMut(&str)) -> NfsStats {
 struct NfsCollector {
     buf: String,
     /// /proc/net/rpc/nfs exists once the NFS client is loaded.
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 impl Collector for NfsCollector {

@@ -1,7 +1,7 @@
 //! `pressure`: pressure stall information (PSI) from /proc/pressure/{cpu,io,memory} as
 //! node_pressure_*_seconds_total (the kernel counts microseconds).
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,

@@ -1,6 +1,7 @@
 //! `softnet`: per-CPU packet processing counters from /proc/net/softnet_stat.
 
-use super::util::{IndexLabels, SourceFile};
+use super::IndexLabels;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Arg;
 
-use super::util::go_float;
+use super::gosyntax::go_float;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

@@ -1,0 +1,16 @@
+//! The source layer between the collector framework and the collectors — the role
+//! prometheus/procfs plays for node_exporter: files read into reused buffers, files and
+//! attributes kept open between scrapes, absences and directory listings trusted for one
+//! hotplug epoch, CPU presence. Collectors read the host only through here.
+
+mod attr;
+mod cpu;
+mod dir;
+mod file;
+mod read;
+
+pub use attr::{OpenAttr, read_sys_attr, read_sys_file, sys_attr_absent};
+pub use cpu::CpuPresence;
+pub use dir::{Absence, DirListing, numbered_entries, sorted_dir_names};
+pub use file::SourceFile;
+pub use read::{read_attr, read_file_at_into, read_file_into, read_into};
