@@ -6,8 +6,7 @@ use std::path::Path;
 
 use clap::{Arg, ArgAction};
 
-use super::source::DirListing;
-use super::thermal_zone::numbered_entries;
+use super::source::{DirListing, numbered_entries};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

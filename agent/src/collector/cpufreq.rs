@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::gosyntax::parse_u64;
 use super::source::read_attr;
-use super::source::{CpuPresence, numbered_entries};
+use super::source::{CpuPresence, numbered_paths};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration, no_flags,
@@ -80,7 +80,7 @@ struct CpufreqCollector {
 impl CpufreqCollector {
     fn rescan(&mut self, paths: &Paths) -> Result<(), CollectorError> {
         let dir = paths.sys("devices/system/cpu");
-        let numbered = match numbered_entries(&dir, "cpu") {
+        let numbered = match numbered_paths(&dir, "cpu") {
             Ok(numbered) => numbered,
             // No CPU directory: nothing to report, as node_exporter's empty glob.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

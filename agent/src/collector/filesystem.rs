@@ -8,9 +8,7 @@
 //! stat finally returns, when the worker clears it.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -21,6 +19,7 @@ use clap::Arg;
 
 use super::gosyntax::parse_go_duration;
 use super::hotplug::{is_procfs, mount_table_changed};
+use super::source::{StatFs, statfs};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration,
@@ -120,42 +119,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     )))
 }
 
-/// The figures node_exporter takes from `statfs(2)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StatFs {
-    pub blocks: u64,
-    pub blocks_free: u64,
-    pub blocks_avail: u64,
-    pub block_size: u64,
-    pub files: u64,
-    pub files_free: u64,
-}
-
 /// How the collector stats a mount point; tests inject one that hangs.
 pub type StatFn = Arc<dyn Fn(&Path) -> io::Result<StatFs> + Send + Sync>;
-
-/// `statfs(2)` on `path`.
-pub fn statfs(path: &Path) -> io::Result<StatFs> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: c_path is a valid NUL-terminated string and buf is a properly sized out-parameter.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), buf.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statfs returned 0, so it filled buf.
-    let s = unsafe { buf.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
-    Ok(StatFs {
-        blocks: s.f_blocks as u64,
-        blocks_free: s.f_bfree as u64,
-        blocks_avail: s.f_bavail as u64,
-        block_size: s.f_bsize as u64,
-        files: s.f_files as u64,
-        files_free: s.f_ffree as u64,
-    })
-}
 
 pub struct Filter {
     pub mount_points: regex::Regex,
@@ -689,6 +654,7 @@ mod tests {
             blocks_free: 500 * n,
             blocks_avail: 400 * n,
             block_size: 4096,
+            fragment_size: 4096,
             files: 100 * n,
             files_free: 50 * n,
         })

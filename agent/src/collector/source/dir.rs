@@ -109,17 +109,45 @@ fn sorted_dir_names_where(
     Ok(Some(names))
 }
 
-/// The entries of `dir` named `<prefix><number>` (such as `cpu0`, `cpu12`), sorted by number.
-pub fn numbered_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<(u32, PathBuf)>> {
-    let mut entries: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let number = name.to_str()?.strip_prefix(prefix)?.parse().ok()?;
-            Some((number, e.path()))
+/// The digits right after `prefix` in a name of the form `<prefix><digit>…` — what the glob
+/// `<prefix>[0-9]*` that node_exporter and prometheus/procfs use for numbered sysfs entries
+/// (`cpu12`, `mc0`, `thermal_zone3`, `bdev1`) matches. `None` for any other name.
+pub fn entry_digits<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = name.strip_prefix(prefix)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// The names among `names` that [`entry_digits`] matches, in their order.
+pub fn numbered_names<'a>(
+    names: &'a [String],
+    prefix: &'a str,
+) -> impl Iterator<Item = &'a String> {
+    names
+        .iter()
+        .filter(move |n| entry_digits(n, prefix).is_some())
+}
+
+/// The entries of `dir` that [`entry_digits`] matches, sorted by name (the glob's order);
+/// none when `dir` does not exist.
+pub fn numbered_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
+    let names = sorted_dir_names(dir)?.unwrap_or_default();
+    Ok(numbered_names(&names, prefix).cloned().collect())
+}
+
+/// The entries of `dir` that [`entry_digits`] matches as `(number, path)`, sorted by number
+/// (CPU directories: `cpu2` before `cpu10`); none when `dir` does not exist.
+pub fn numbered_paths(dir: &Path, prefix: &str) -> std::io::Result<Vec<(u32, PathBuf)>> {
+    let mut entries: Vec<(u32, PathBuf)> = numbered_entries(dir, prefix)?
+        .into_iter()
+        .filter_map(|name| {
+            let number = entry_digits(&name, prefix)?.parse().ok()?;
+            Some((number, dir.join(name)))
         })
         .collect();
-    entries.sort_unstable_by_key(|(n, _)| *n);
+    entries.sort_by_key(|(n, _)| *n);
     Ok(entries)
 }
 
@@ -197,5 +225,32 @@ mod tests {
         std::fs::create_dir(&file).unwrap();
         assert!(read(&mut absence, Some(3)).is_err());
         assert!(read(&mut absence, Some(3)).is_err());
+    }
+
+    #[test]
+    fn numbered_entries_follow_the_glob() {
+        assert_eq!(entry_digits("cpu12", "cpu"), Some("12"));
+        assert_eq!(entry_digits("thermal_zone3x", "thermal_zone"), Some("3"));
+        assert_eq!(entry_digits("cpufreq", "cpu"), None);
+        assert_eq!(entry_digits("cpu", "cpu"), None);
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["cpu10", "cpu2", "cpuidle", "cpu0", "mc0"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        assert_eq!(
+            numbered_entries(dir.path(), "cpu").unwrap(),
+            ["cpu0", "cpu10", "cpu2"]
+        );
+        let numbers: Vec<u32> = numbered_paths(dir.path(), "cpu")
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(numbers, [0, 2, 10]);
+        assert!(
+            numbered_entries(&dir.path().join("missing"), "cpu")
+                .unwrap()
+                .is_empty()
+        );
     }
 }
