@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Arg;
 
+use super::filter::{DeviceFilter, device_filter};
 use super::gosyntax::parse_go_duration;
 use super::hotplug::{is_procfs, mount_table_changed};
 use super::source::{StatFs, statfs};
@@ -36,7 +37,10 @@ const MOUNT_POINTS_EXCLUDE: &str = "collector.filesystem.mount-points-exclude";
 const OLD_MOUNT_POINTS_EXCLUDE: &str = "collector.filesystem.ignored-mount-points";
 const FS_TYPES_EXCLUDE: &str = "collector.filesystem.fs-types-exclude";
 const OLD_FS_TYPES_EXCLUDE: &str = "collector.filesystem.ignored-fs-types";
+const MOUNT_POINTS_INCLUDE: &str = "collector.filesystem.mount-points-include";
+const FS_TYPES_INCLUDE: &str = "collector.filesystem.fs-types-include";
 const MOUNT_TIMEOUT: &str = "collector.filesystem.mount-timeout";
+const STAT_WORKERS: &str = "collector.filesystem.stat-workers";
 
 pub const DEFAULT_MOUNT_POINTS_EXCLUDED: &str =
     "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
@@ -48,7 +52,7 @@ fn flags(command: clap::Command) -> clap::Command {
             Arg::new(MOUNT_POINTS_EXCLUDE)
                 .long(MOUNT_POINTS_EXCLUDE)
                 .default_value(DEFAULT_MOUNT_POINTS_EXCLUDED)
-                .help("Regexp of mount points to exclude for filesystem collector."),
+                .help("Regexp of mount points to exclude for filesystem collector. (mutually exclusive to mount-points-include)"),
         )
         .arg(
             Arg::new(OLD_MOUNT_POINTS_EXCLUDE)
@@ -57,10 +61,15 @@ fn flags(command: clap::Command) -> clap::Command {
                 .help("Regexp of mount points to ignore for filesystem collector."),
         )
         .arg(
+            Arg::new(MOUNT_POINTS_INCLUDE)
+                .long(MOUNT_POINTS_INCLUDE)
+                .help("Regexp of mount points to include for filesystem collector. (mutually exclusive to mount-points-exclude)"),
+        )
+        .arg(
             Arg::new(FS_TYPES_EXCLUDE)
                 .long(FS_TYPES_EXCLUDE)
                 .default_value(DEFAULT_FS_TYPES_EXCLUDED)
-                .help("Regexp of filesystem types to exclude for filesystem collector."),
+                .help("Regexp of filesystem types to exclude for filesystem collector. (mutually exclusive to fs-types-include)"),
         )
         .arg(
             Arg::new(OLD_FS_TYPES_EXCLUDE)
@@ -69,41 +78,51 @@ fn flags(command: clap::Command) -> clap::Command {
                 .help("Regexp of filesystem types to ignore for filesystem collector."),
         )
         .arg(
+            Arg::new(FS_TYPES_INCLUDE)
+                .long(FS_TYPES_INCLUDE)
+                .help("Regexp of filesystem types to include for filesystem collector. (mutually exclusive to fs-types-exclude)"),
+        )
+        .arg(
             Arg::new(MOUNT_TIMEOUT)
                 .long(MOUNT_TIMEOUT)
                 .default_value("5s")
                 .hide(true)
                 .help("how long to wait for a mount to respond before marking it as stale"),
         )
-}
-
-/// A flag with a deprecated alias: the alias applies only when the new flag is not given.
-fn flag_or_alias(ctx: &BuildContext<'_>, id: &str, old: &str) -> Result<String, BuildError> {
-    let explicit = ctx.matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    match ctx.flag(old).filter(|v| !v.is_empty()) {
-        Some(_) if explicit => Err(BuildError::Flag {
-            flag: old.to_string(),
-            reason: format!("--{old} and --{id} are mutually exclusive"),
-        }),
-        Some(value) => {
-            tracing::warn!("--{old} is DEPRECATED and will be removed in 2.0.0, use --{id}");
-            Ok(value.to_string())
-        }
-        None => Ok(ctx.flag(id).unwrap_or_default().to_string()),
-    }
-}
-
-fn compile(id: &str, pattern: &str) -> Result<regex::Regex, BuildError> {
-    // Go's MatchString: unanchored, as node_exporter compiles these.
-    regex::Regex::new(pattern).map_err(|e| BuildError::Flag {
-        flag: id.to_string(),
-        reason: e.to_string(),
-    })
+        .arg(
+            Arg::new(STAT_WORKERS)
+                .long(STAT_WORKERS)
+                .default_value("4")
+                .value_parser(clap::value_parser!(i64))
+                .hide(true)
+                // Accepted for node_exporter command lines: here local kernel filesystems are
+                // stated inline and the rest on one worker with a timeout (see above), so a
+                // hung mount is skipped either way.
+                .help("how many stat calls to process simultaneously (accepted; the agent uses one stat worker)"),
+        )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    let mount_points = flag_or_alias(ctx, MOUNT_POINTS_EXCLUDE, OLD_MOUNT_POINTS_EXCLUDE)?;
-    let fs_types = flag_or_alias(ctx, FS_TYPES_EXCLUDE, OLD_FS_TYPES_EXCLUDE)?;
+    if let Some(old) = [OLD_MOUNT_POINTS_EXCLUDE, OLD_FS_TYPES_EXCLUDE]
+        .into_iter()
+        .find(|old| ctx.flag(old).is_some_and(|v| !v.is_empty()))
+    {
+        tracing::warn!("--{old} is DEPRECATED and will be removed in 2.0.0");
+    }
+    let mount_points = device_filter(
+        ctx,
+        MOUNT_POINTS_EXCLUDE,
+        Some(OLD_MOUNT_POINTS_EXCLUDE),
+        MOUNT_POINTS_INCLUDE,
+        None,
+    )?;
+    let fs_types = device_filter(
+        ctx,
+        FS_TYPES_EXCLUDE,
+        Some(OLD_FS_TYPES_EXCLUDE),
+        FS_TYPES_INCLUDE,
+        None,
+    )?;
     let timeout_text = ctx.flag(MOUNT_TIMEOUT).unwrap_or("5s");
     let mount_timeout = parse_go_duration(timeout_text).ok_or_else(|| BuildError::Flag {
         flag: MOUNT_TIMEOUT.to_string(),
@@ -111,8 +130,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     })?;
     Ok(Box::new(FilesystemCollector::new(
         Filter {
-            mount_points: compile(MOUNT_POINTS_EXCLUDE, &mount_points)?,
-            fs_types: compile(FS_TYPES_EXCLUDE, &fs_types)?,
+            mount_points,
+            fs_types,
         },
         mount_timeout,
         Arc::new(statfs),
@@ -122,9 +141,10 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 /// How the collector stats a mount point; tests inject one that hangs.
 pub type StatFn = Arc<dyn Fn(&Path) -> io::Result<StatFs> + Send + Sync>;
 
+/// node_exporter's mount point and filesystem type filters (exclude or include, unanchored).
 pub struct Filter {
-    pub mount_points: regex::Regex,
-    pub fs_types: regex::Regex,
+    pub mount_points: DeviceFilter,
+    pub fs_types: DeviceFilter,
 }
 
 /// One mount to report, with node_exporter's labels.
@@ -177,10 +197,10 @@ pub fn parse_mounts(
             continue;
         };
         let mount_point = strip_rootfs(unescape_mount_point(mount_point), rootfs);
-        if filter.mount_points.is_match(&mount_point) {
+        if filter.mount_points.ignored(&mount_point) {
             continue;
         }
-        if filter.fs_types.is_match(fs_type) {
+        if filter.fs_types.ignored(fs_type) {
             continue;
         }
         if mounts
@@ -633,8 +653,14 @@ mod tests {
 
     fn default_filter() -> Filter {
         Filter {
-            mount_points: regex::Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDED).unwrap(),
-            fs_types: regex::Regex::new(DEFAULT_FS_TYPES_EXCLUDED).unwrap(),
+            mount_points: DeviceFilter {
+                exclude: Some(regex::Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDED).unwrap()),
+                include: None,
+            },
+            fs_types: DeviceFilter {
+                exclude: Some(regex::Regex::new(DEFAULT_FS_TYPES_EXCLUDED).unwrap()),
+                include: None,
+            },
         }
     }
 
@@ -704,6 +730,63 @@ short line
         assert_eq!(names, ["/", "/run", "/data"]);
         assert!(mounts[2].read_only && !mounts[0].read_only);
         assert_eq!(bad, ["short line"]);
+    }
+
+    #[test]
+    fn include_flags_replace_the_default_excludes() {
+        let text = "\
+/dev/sda1 / ext4 rw 0 0
+/dev/sdb1 /data xfs rw 0 0
+/dev/sdc1 /data2 ext4 rw 0 0
+tmpfs /run tmpfs rw 0 0
+";
+        let filter = |args: &[&str]| -> Result<Vec<String>, BuildError> {
+            let matches = crate::cli::command()
+                .try_get_matches_from(std::iter::once("agent").chain(args.iter().copied()))
+                .unwrap();
+            let paths = Paths::default();
+            let ctx = BuildContext {
+                matches: &matches,
+                paths: &paths,
+            };
+            let filter = Filter {
+                mount_points: device_filter(
+                    &ctx,
+                    MOUNT_POINTS_EXCLUDE,
+                    Some(OLD_MOUNT_POINTS_EXCLUDE),
+                    MOUNT_POINTS_INCLUDE,
+                    None,
+                )?,
+                fs_types: device_filter(&ctx, FS_TYPES_EXCLUDE, None, FS_TYPES_INCLUDE, None)?,
+            };
+            Ok(parse_mounts(text, "/", &filter, |_| {})
+                .into_iter()
+                .map(|m| m.mount_point)
+                .collect())
+        };
+        assert_eq!(filter(&[]).unwrap(), ["/", "/data", "/data2", "/run"]);
+        assert_eq!(
+            filter(&["--collector.filesystem.mount-points-include=^/data"]).unwrap(),
+            ["/data", "/data2"]
+        );
+        assert_eq!(
+            filter(&["--collector.filesystem.fs-types-include=^ext4$"]).unwrap(),
+            ["/", "/data2"]
+        );
+        assert!(
+            filter(&[
+                "--collector.filesystem.fs-types-include=^ext4$",
+                "--collector.filesystem.fs-types-exclude=^tmpfs$",
+            ])
+            .is_err()
+        );
+        assert!(
+            filter(&[
+                "--collector.filesystem.ignored-mount-points=^/run",
+                "--collector.filesystem.mount-points-exclude=^/data",
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -38,11 +38,16 @@ pub fn add_bool_flag(
 
 /// The value of a flag added with [`add_bool_flag`]; the last of `--x` / `--no-x` wins.
 pub fn bool_flag(ctx: &BuildContext<'_>, name: &str) -> bool {
+    bool_flag_in(ctx.matches, name)
+}
+
+/// [`bool_flag`] for flags outside a collector's build (the agent's own `--web.*`).
+pub fn bool_flag_in(matches: &clap::ArgMatches, name: &str) -> bool {
     let off = format!("no-{name}");
-    if ctx.matches.try_get_one::<bool>(&off).ok().flatten() == Some(&true) {
+    if matches.try_get_one::<bool>(&off).ok().flatten() == Some(&true) {
         return false;
     }
-    ctx.matches
+    matches
         .try_get_one::<bool>(name)
         .ok()
         .flatten()

@@ -47,6 +47,7 @@ pub mod netlink;
 pub mod netstat;
 pub mod nfs;
 pub mod os;
+pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;
 pub mod registry;
@@ -72,7 +73,7 @@ pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;
 pub struct Registration {
     /// The node_exporter collector name: `--collector.<name>` / `--no-collector.<name>`.
     pub name: &'static str,
-    /// Whether node_exporter 1.5 enables it by default on Linux.
+    /// Whether node_exporter 1.12.1 enables it by default on Linux.
     pub default_enabled: bool,
     /// Adds the collector's own flags (such as `--collector.filesystem.mount-points-exclude`).
     pub flags: fn(clap::Command) -> clap::Command,

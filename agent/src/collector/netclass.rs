@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, ArgAction};
+use clap::Arg;
 
-use super::flags::unanchored_regex_flag;
+use super::flags::{add_bool_flag, bool_flag, unanchored_regex_flag};
 use super::gosyntax::parse_go_int;
 use super::netlink;
 use super::source::OpenAttr;
@@ -29,51 +29,38 @@ const NETLINK_VARIANT: &str = "collector.netclass.netlink";
 const RTNL_WITH_STATS: &str = "collector.netclass_rtnl.with-stats";
 
 fn flags(command: clap::Command) -> clap::Command {
-    command
-        .arg(
-            Arg::new(IGNORED_DEVICES)
-                .long(IGNORED_DEVICES)
-                .default_value("^$")
-                .help("Regexp of net devices to ignore for netclass collector."),
-        )
-        .arg(
-            Arg::new(IGNORE_INVALID_SPEED)
-                .long(IGNORE_INVALID_SPEED)
-                .action(ArgAction::SetTrue)
-                .help("Ignore devices where the speed is invalid. This will be the default behavior in 2.x."),
-        )
-        // node_exporter 1.5's rtnetlink variant of this collector is not implemented; its flags
-        // are accepted so that existing command lines still start the agent.
-        .arg(
-            Arg::new(NETLINK_VARIANT)
-                .long(NETLINK_VARIANT)
-                .action(ArgAction::SetTrue)
-                .hide(true),
-        )
-        .arg(
-            Arg::new(RTNL_WITH_STATS)
-                .long(RTNL_WITH_STATS)
-                .action(ArgAction::SetTrue)
-                .hide(true),
-        )
+    let command = command.arg(
+        Arg::new(IGNORED_DEVICES)
+            .long(IGNORED_DEVICES)
+            .default_value("^$")
+            .help("Regexp of net devices to ignore for netclass collector."),
+    );
+    let command = add_bool_flag(
+        command,
+        IGNORE_INVALID_SPEED,
+        false,
+        "Ignore devices where the speed is invalid. This will be the default behavior in 2.x.",
+    );
+    // node_exporter's rtnetlink variant of this collector is not implemented; its flags are
+    // accepted so that existing command lines still start the agent.
+    let command = add_bool_flag(
+        command,
+        NETLINK_VARIANT,
+        false,
+        "Use netlink to gather stats instead of /proc/net/dev.",
+    );
+    add_bool_flag(
+        command,
+        RTNL_WITH_STATS,
+        false,
+        "Expose the statistics for each network device, replacing netdev collector.",
+    )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     let ignored = unanchored_regex_flag(ctx, IGNORED_DEVICES)?;
-    let ignore_invalid_speed = ctx
-        .matches
-        .try_get_one::<bool>(IGNORE_INVALID_SPEED)
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(false);
-    if ctx
-        .matches
-        .try_get_one::<bool>(NETLINK_VARIANT)
-        .ok()
-        .flatten()
-        == Some(&true)
-    {
+    let ignore_invalid_speed = bool_flag(ctx, IGNORE_INVALID_SPEED);
+    if bool_flag(ctx, NETLINK_VARIANT) {
         tracing::warn!(
             "--{NETLINK_VARIANT}: node_exporter's rtnetlink variant of netclass is not implemented, \
              serving the /sys/class/net families"

@@ -35,14 +35,21 @@ fn flags(command: clap::Command) -> clap::Command {
     command.arg(
         Arg::new(DIRECTORY)
             .long(DIRECTORY)
+            .action(clap::ArgAction::Append)
             .default_value("")
-            .help("Directory to read text files with metrics from."),
+            .help("Directory to read text files with metrics from, supports glob matching. (repeatable)"),
     )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    let directory = ctx.flag(DIRECTORY).unwrap_or_default();
-    Ok(Box::new(TextfileCollector::new(PathBuf::from(directory))))
+    let directories = ctx
+        .matches
+        .try_get_many::<String>(DIRECTORY)
+        .ok()
+        .flatten()
+        .map(|d| d.map(PathBuf::from).collect())
+        .unwrap_or_default();
+    Ok(Box::new(TextfileCollector::with_directories(directories)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,17 +468,27 @@ struct CachedFile {
 }
 
 struct TextfileCollector {
-    directory: PathBuf,
-    /// The directory flag compiled as a glob, when it has glob characters.
-    pattern: Option<Vec<GlobPart>>,
+    /// Each `--collector.textfile.directory`, with its glob compiled when it has glob
+    /// characters.
+    directories: Vec<(PathBuf, Option<Vec<GlobPart>>)>,
     cache: HashMap<PathBuf, CachedFile>,
 }
 
 impl TextfileCollector {
+    #[cfg(test)]
     fn new(directory: PathBuf) -> Self {
+        Self::with_directories(vec![directory])
+    }
+
+    fn with_directories(directories: Vec<PathBuf>) -> Self {
         TextfileCollector {
-            pattern: compile_glob(&directory.to_string_lossy()),
-            directory,
+            directories: directories
+                .into_iter()
+                .map(|d| {
+                    let pattern = compile_glob(&d.to_string_lossy());
+                    (d, pattern)
+                })
+                .collect(),
             cache: HashMap::new(),
         }
     }
@@ -550,9 +567,14 @@ impl Collector for TextfileCollector {
         let mut files: Vec<PathBuf> = Vec::new();
         // Like node_exporter, the flag may be a glob of directories; a pattern matching
         // nothing (or no pattern) is read as a plain directory.
-        let mut directories = self.pattern.as_ref().map(|p| glob(p)).unwrap_or_default();
-        if directories.is_empty() {
-            directories.push(self.directory.clone());
+        let mut directories = Vec::new();
+        for (directory, pattern) in &self.directories {
+            let matched = pattern.as_ref().map(|p| glob(p)).unwrap_or_default();
+            if matched.is_empty() {
+                directories.push(directory.clone());
+            } else {
+                directories.extend(matched);
+            }
         }
         for directory in directories {
             if directory.as_os_str().is_empty() {
@@ -977,6 +999,23 @@ mod tests {
         ] {
             assert!(parse_text(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn the_directory_flag_repeats() {
+        let root = fixture("basic");
+        let odd = root.parent().unwrap().join("odd/textfile");
+        let paths = Paths::fixture(&root);
+        let first = format!(
+            "--collector.textfile.directory={}",
+            root.join("textfile").display()
+        );
+        let second = format!("--collector.textfile.directory={}", odd.display());
+        let collector =
+            crate::collector::testing::build_with(&REGISTRATION, &[&first, &second], &paths);
+        let text = render("textfile", collector, paths);
+        assert!(text.contains("apt_upgrades_pending"), "{text}");
+        assert!(text.contains("good_metric{a=\"x\"} 1"), "{text}");
     }
 
     #[test]
