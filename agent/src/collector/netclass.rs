@@ -103,6 +103,10 @@ const INT_ATTRS: [(&str, &str, Kind); 17] = [
     ("type", "protocol_type", Kind::Gauge),
 ];
 const SPEED: usize = 14;
+/// The index of `flags` in [`INT_ATTRS`].
+const FLAGS: usize = 7;
+/// IFF_UP in `flags`: the interface is administratively up.
+const IFF_UP_FLAG: i64 = 0x1;
 const IFINDEX: usize = 8;
 /// Attributes a device keeps for its lifetime: dev_id, iflink, name_assign_type, type.
 const FIXED: [usize; 4] = [5, 9, 12, 16];
@@ -424,6 +428,12 @@ impl NetclassCollector {
         )?;
         for i in &self.ifaces {
             let [address, broadcast, duplex, operstate, ifalias] = &i.strings;
+            // node_exporter 1.12's `adminstate`: IFF_UP of `flags`, "unknown" without them.
+            let adminstate = match i.ints.get(FLAGS).copied().flatten() {
+                None => "unknown",
+                Some(flags) if flags & IFF_UP_FLAG != 0 => "up",
+                Some(_) => "down",
+            };
             family.sample(
                 &[
                     ("device", i.name.as_str()),
@@ -431,6 +441,7 @@ impl NetclassCollector {
                     ("broadcast", broadcast),
                     ("duplex", duplex),
                     ("operstate", operstate),
+                    ("adminstate", adminstate),
                     ("ifalias", ifalias),
                 ],
                 1.0,
@@ -542,6 +553,27 @@ mod tests {
                 false,
             ))
         });
+    }
+
+    /// A bond with a failed slave and an interface that is administratively down.
+    #[test]
+    fn bond_and_adminstate() {
+        assert_renders_golden("storage", "netclass", |_| {
+            Box::new(fixture_collector(None, false))
+        });
+        let text = render(
+            "netclass",
+            Box::new(fixture_collector(None, false)),
+            Paths::fixture(&fixture("storage")),
+        );
+        assert!(
+            text.contains("device=\"eno3\",address=\"3c:ec:ef:10:20:32\",broadcast=\"ff:ff:ff:ff:ff:ff\",duplex=\"\",operstate=\"down\",adminstate=\"down\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("operstate=\"down\",adminstate=\"up\""),
+            "{text}"
+        );
     }
 
     #[test]
