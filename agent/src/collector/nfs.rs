@@ -93,8 +93,11 @@ const V4: [&str; 59] = [
     "Sequence",
     "GetLeaseTime",
     "ReclaimComplete",
-    "LayoutGet",
+    // The kernel counts LAYOUTGET before GETDEVICEINFO (enum nfsprocedures4's order), but
+    // node_exporter 1.12 (prometheus/procfs 0.17+) names the first GetDeviceInfo and the
+    // second LayoutGet; a drop-in names them as it does (docs/agent.md).
     "GetDeviceInfo",
+    "LayoutGet",
     "LayoutCommit",
     "LayoutReturn",
     "SecinfoNoName",
@@ -256,6 +259,25 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "nfs", |_| Box::new(NfsCollector::default()));
+    }
+
+    /// A pNFS client: the kernel's LAYOUTGET position (44) is served as 1.12 names it.
+    #[test]
+    fn pnfs_client_names_layout_counts_as_node_exporter_1_12() {
+        assert_renders_golden("storage", "nfs", |_| Box::new(NfsCollector::default()));
+        let text = crate::collector::testing::render(
+            "nfs",
+            Box::new(NfsCollector::default()),
+            crate::collector::Paths::fixture(&crate::collector::testing::fixture("storage")),
+        );
+        assert!(
+            text.contains("node_nfs_requests_total{proto=\"4\",method=\"GetDeviceInfo\"} 18402"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node_nfs_requests_total{proto=\"4\",method=\"LayoutGet\"} 12"),
+            "{text}"
+        );
     }
 
     #[test]
