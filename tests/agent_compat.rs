@@ -17,6 +17,13 @@ const NOT_IMPERSONATED: &[&str] = &["node_exporter_build_info"];
 const LABELS_SINCE_1_5: &[(&str, &[&str])] = &[
     ("node_disk_info", &["rotational"]),
     ("node_network_info", &["adminstate"]),
+    ("node_filesystem_avail_bytes", &["device_error"]),
+    ("node_filesystem_device_error", &["device_error"]),
+    ("node_filesystem_files", &["device_error"]),
+    ("node_filesystem_files_free", &["device_error"]),
+    ("node_filesystem_free_bytes", &["device_error"]),
+    ("node_filesystem_readonly", &["device_error"]),
+    ("node_filesystem_size_bytes", &["device_error"]),
 ];
 
 fn start_agent(extra: &[&str]) -> (ChildGuard, String) {
