@@ -76,6 +76,10 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let mut scraper = Scraper::new(options.paths.clone(), collectors);
+    // node_exporter serves the exporter's own process_* families unless told not to.
+    if !options.disable_exporter_metrics {
+        scraper.register_collector(Box::new(nodewarden_agent::process::ProcessMetrics::new()));
+    }
     if let Some(s) = &link_settings {
         scraper.register_collector(Box::new(s.state.status.clone()));
     }
