@@ -2,8 +2,8 @@
 //! `node_textfile_mtime_seconds` per file read and `node_textfile_scrape_error`.
 //!
 //! Files are other people's output, so they are parsed by a strict, small parser of the
-//! Prometheus text format (`super::expfmt`: what node_exporter's expfmt.TextParser accepts); any problem in a
-//! file drops that whole file and sets `node_textfile_scrape_error` to 1. Parsed files are cached
+//! Prometheus text format (`super::expfmt`: what node_exporter's expfmt.TextParser accepts);
+//! any problem in a file drops that whole file and sets `node_textfile_scrape_error` to 1. Parsed files are cached
 //! by (inode, size, mtime), so an unchanged file is not re-read.
 //!
 //! Two things the encoder underneath cannot express are approximated, keeping node_exporter's
