@@ -3,8 +3,8 @@
 //!
 //! Files are other people's output, so they are parsed by a strict, small parser of the
 //! Prometheus text format (`super::expfmt`: what node_exporter's expfmt.TextParser accepts);
-//! any problem in a file drops that whole file and sets `node_textfile_scrape_error` to 1. Parsed files are cached
-//! by (inode, size, mtime), so an unchanged file is not re-read.
+//! any problem in a file drops that whole file and sets `node_textfile_scrape_error` to 1.
+//! Parsed files are cached by (inode, size, mtime), so an unchanged file is not re-read.
 //!
 //! Two things the encoder underneath cannot express are approximated, keeping node_exporter's
 //! series (names and label values) but not the type: a counter whose name does not end in
