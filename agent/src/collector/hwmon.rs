@@ -5,7 +5,8 @@
 //! name: as 1.12, those chips get the `name` attribute, or else their own `hwmonN`, appended.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Arg;
 
@@ -118,8 +119,9 @@ struct HwmonCollector {
     sensors: DeviceFilter,
     /// Scratch: `<chip>;<sensor>` for the sensor filter.
     key: String,
-    /// Scratch: (directory, base chip name, `name` attribute) of this scrape's chips.
-    chip_dirs: Vec<(std::path::PathBuf, String, String)>,
+    /// (directory, chip label) of each chip in `labelled_for`, the listing they were derived from.
+    chip_labels: Vec<(PathBuf, String)>,
+    labelled_for: Option<Arc<[String]>>,
 }
 
 /// `(type, number, property)` of a sensor file name, as node_exporter's `explodeSensorFilename`.
@@ -158,7 +160,8 @@ impl HwmonCollector {
             chips: DeviceFilter::default(),
             sensors: DeviceFilter::default(),
             key: String::new(),
-            chip_dirs: Vec::new(),
+            chip_labels: Vec::new(),
+            labelled_for: None,
         }
     }
 
@@ -472,6 +475,50 @@ fn hwmon_name(dir: &Path) -> std::io::Result<String> {
     Ok(name)
 }
 
+/// Each listed chip's directory and unique chip label, as node_exporter 1.12 derives them: the
+/// base name from the parent device ([`hwmon_name`]); a base name several chips share gets the
+/// chip's `name` attribute appended, or, when that is empty or shared too, its hwmonN name.
+/// Chips without a name are left out.
+fn chip_labels(class: &Path, names: &[String]) -> Vec<(PathBuf, String)> {
+    let mut chips: Vec<(PathBuf, String, String)> = Vec::new();
+    for name in names {
+        let dir = class.join(name);
+        let Ok(base) = hwmon_name(&dir) else {
+            tracing::debug!(dir = %dir.display(), "no hwmon chip name");
+            continue;
+        };
+        let name_attr = std::fs::read_to_string(dir.join("name"))
+            .map(|raw| raw.trim().to_string())
+            .unwrap_or_default();
+        chips.push((dir, base, name_attr));
+    }
+    let shared = |base: &str, name_attr: Option<&str>| {
+        chips
+            .iter()
+            .filter(|(_, b, n)| b == base && name_attr.is_none_or(|a| a == n))
+            .count()
+            > 1
+    };
+    chips
+        .iter()
+        .map(|(dir, base, name_attr)| {
+            let chip = if shared(base, None) {
+                let mut suffix = clean_name(name_attr);
+                if suffix.is_empty() || shared(base, Some(name_attr)) {
+                    suffix = dir
+                        .file_name()
+                        .map(|n| clean_name(&n.to_string_lossy()))
+                        .unwrap_or_default();
+                }
+                format!("{base}_{suffix}")
+            } else {
+                base.clone()
+            };
+            (dir.clone(), chip)
+        })
+        .collect()
+}
+
 impl Collector for HwmonCollector {
     fn update(
         &mut self,
@@ -492,51 +539,26 @@ impl Collector for HwmonCollector {
         self.families.clear();
         self.family_index.clear();
         let mut last_error = None;
-        // Pass 1: each chip's base name (from its parent device) and `name` attribute, and how
-        // many chips share them.
-        self.chip_dirs.clear();
-        for name in names.iter() {
-            let dir = class.join(name);
-            let Ok(base) = hwmon_name(&dir) else {
-                tracing::debug!(dir = %dir.display(), "no hwmon chip name");
-                continue;
-            };
-            let name_attr = std::fs::read_to_string(dir.join("name"))
-                .map(|raw| raw.trim().to_string())
-                .unwrap_or_default();
-            self.chip_dirs.push((dir, base, name_attr));
+        // The chips' labels depend on device links and `name` attributes, which change only
+        // with the listing (a uevent): worked out once per listing.
+        let same = self
+            .labelled_for
+            .as_ref()
+            .is_some_and(|listed| Arc::ptr_eq(listed, &names));
+        if !same {
+            self.chip_labels = chip_labels(&class, &names);
+            self.labelled_for = Some(names);
         }
-        // Pass 2: a unique chip label (a shared base name gets the `name` attribute, or when
-        // that is empty or shared too, the hwmonN directory name), then the chip filter.
-        for i in 0..self.chip_dirs.len() {
-            let (dir, base, name_attr) = &self.chip_dirs[i];
-            let shared = |same_name: bool| {
-                self.chip_dirs
-                    .iter()
-                    .filter(|(_, b, n)| b == base && (!same_name || n == name_attr))
-                    .count()
-                    > 1
-            };
-            let chip = if shared(false) {
-                let mut suffix = clean_name(name_attr);
-                if suffix.is_empty() || shared(true) {
-                    suffix = dir
-                        .file_name()
-                        .map(|n| clean_name(&n.to_string_lossy()))
-                        .unwrap_or_default();
-                }
-                format!("{base}_{suffix}")
-            } else {
-                base.clone()
-            };
-            if self.chips.ignored(&chip) {
+        let chips = std::mem::take(&mut self.chip_labels);
+        for (dir, chip) in &chips {
+            if self.chips.ignored(chip) {
                 continue;
             }
-            let dir = dir.clone();
-            if let Err(e) = self.update_hwmon(&dir, &chip) {
-                last_error = Some(CollectorError::io(&dir, e));
+            if let Err(e) = self.update_hwmon(dir, chip) {
+                last_error = Some(CollectorError::io(dir, e));
             }
         }
+        self.chip_labels = chips;
         // Families contiguous, in the order first seen.
         self.rows.sort_by_key(|r| r.family);
         let mut rows = self.rows.iter().peekable();
