@@ -11,5 +11,6 @@ pub mod inventory;
 pub mod link;
 pub mod nodestate;
 pub mod ops;
+pub mod process;
 pub mod scrape;
 pub mod webconfig;

@@ -27,11 +27,22 @@ fn main() -> anyhow::Result<()> {
     );
 
     let collectors = cli::build_collectors(&matches, &options.paths)?;
+    let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
+    tracing::info!(collectors = ?names, "enabled collectors");
+    let unimplemented = cli::unimplemented_enabled(&matches);
+    if !unimplemented.is_empty() {
+        // node_exporter would run these; the node keeps every other collector's metrics.
+        tracing::warn!(
+            collectors = ?unimplemented,
+            "enabled collectors not implemented in this agent (skipped)"
+        );
+    }
+    if options.log_format == "json" {
+        tracing::warn!("--log.format=json is not supported by this agent; logging as text");
+    }
     // Everything needed from the command line has been taken; its memory goes back with the
     // start-up heap after the first scrape.
     drop(matches);
-    let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
-    tracing::info!(collectors = ?names, "enabled collectors");
     let web = match &options.web_config {
         Some(file) => WebConfig::load(file)?,
         None => WebConfig {
@@ -65,6 +76,10 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let mut scraper = Scraper::new(options.paths.clone(), collectors);
+    // node_exporter serves the exporter's own process_* families unless told not to.
+    if !options.disable_exporter_metrics {
+        scraper.register_collector(Box::new(nodewarden_agent::process::ProcessMetrics::new()));
+    }
     if let Some(s) = &link_settings {
         scraper.register_collector(Box::new(s.state.status.clone()));
     }
@@ -90,10 +105,26 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let result = runtime.block_on(async move {
-        let listener = http::bind(&options.listen_address)
-            .await
-            .with_context(|| format!("--web.listen-address {}", options.listen_address))?;
-        tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
+        let listeners = if options.systemd_socket {
+            systemd_listeners().context("--web.systemd-socket")?
+        } else {
+            let mut listeners = Vec::with_capacity(options.listen_addresses.len());
+            for address in &options.listen_addresses {
+                listeners.push(
+                    http::bind(address)
+                        .await
+                        .with_context(|| format!("--web.listen-address {address}"))?,
+                );
+            }
+            listeners
+        };
+        for listener in &listeners {
+            tracing::info!(address = %listener.local_addr()?, tls = server.web.tls.is_some(), "listening");
+        }
+        let Some(first) = listeners.first() else {
+            anyhow::bail!("no address to listen on");
+        };
+        let metrics_port = first.local_addr()?.port();
         // The controller link (when configured) starts once the metrics port is known (its
         // reports carry it), on a thread and runtime of its own, so that a scrape never delays
         // its heartbeats.
@@ -102,15 +133,25 @@ fn main() -> anyhow::Result<()> {
             Some(s) => {
                 s.state
                     .metrics_port
-                    .store(listener.local_addr()?.port(), std::sync::atomic::Ordering::Relaxed);
+                    .store(metrics_port, std::sync::atomic::Ordering::Relaxed);
                 Some(spawn_link(s, stop_rx)?)
             }
             None => None,
         };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // One server task per listener (node_exporter serves every --web.listen-address); the
+        // first to end (an error) ends the agent.
+        let mut serving = tokio::task::JoinSet::new();
+        for listener in listeners {
+            serving.spawn(server.clone().serve(listener));
+        }
         let result = tokio::select! {
-            r = server.serve(listener) => r,
+            r = serving.join_next() => match r {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => Err(anyhow::Error::new(e).context("metrics server task")),
+                None => Ok(()),
+            },
             _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); Ok(()) }
             _ = terminate.recv() => { tracing::info!("shutting down"); Ok(()) }
         };
@@ -125,6 +166,38 @@ fn main() -> anyhow::Result<()> {
     // dropped runtime would wait for its blocking thread for good.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// The listening sockets systemd passed by socket activation (`LISTEN_PID`, `LISTEN_FDS`,
+/// descriptors from 3 on), as exporter-toolkit's `--web.systemd-socket` takes them.
+fn systemd_listeners() -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    use std::os::fd::FromRawFd as _;
+    const FIRST_FD: i32 = 3;
+    let pid: u32 = std::env::var("LISTEN_PID")
+        .context("LISTEN_PID is not set")?
+        .parse()
+        .context("LISTEN_PID")?;
+    anyhow::ensure!(
+        pid == std::process::id(),
+        "LISTEN_PID {pid} is not this process"
+    );
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .context("LISTEN_FDS is not set")?
+        .parse()
+        .context("LISTEN_FDS")?;
+    anyhow::ensure!(count > 0, "systemd passed no sockets");
+    (FIRST_FD..FIRST_FD.saturating_add(count))
+        .map(|fd| {
+            // SAFETY: systemd hands these descriptors to this process (LISTEN_PID checked) and
+            // nothing else in the agent owns them; each is taken exactly once.
+            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            listener
+                .set_nonblocking(true)
+                .with_context(|| format!("systemd socket fd {fd}"))?;
+            tokio::net::TcpListener::from_std(listener)
+                .with_context(|| format!("systemd socket fd {fd}"))
+        })
+        .collect()
 }
 
 /// Runs the controller link on its own thread and current-thread runtime; the receiver

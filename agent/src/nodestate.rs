@@ -1,16 +1,15 @@
 //! The node state the link reports: roles, storage devices measured on disk (not the DFS's own
-//! accounting), managed services and a small health summary. Reads a few small files and calls
-//! `statvfs`; the link runs it on the blocking pool with a deadline, since a hung mount can
-//! block `statvfs`.
+//! accounting), managed services and a small health summary. Reads a few small files (with the
+//! collectors' parsers) and calls `statfs` (the collectors' wrapper); the link runs it on the
+//! blocking pool with a deadline, since a hung mount can block `statfs`.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use nodewarden_shared::protocol::{
     Health, Role, ServiceState, ServiceStatus, StateReport, StorageDevice,
 };
 
+use crate::collector::source::{parse_loadavg, parse_meminfo_line, statfs};
 use crate::config::AgentConfig;
 use crate::ops::StorageDeviceDecl;
 
@@ -171,24 +170,35 @@ impl StateSource {
 }
 
 fn parse_load1(text: &str) -> Option<f64> {
-    text.split_whitespace().next()?.parse().ok()
+    parse_loadavg(text).map(|[load1, _, _]| load1)
 }
 
 /// `(total, used)` bytes: used is `MemTotal - MemAvailable`, or on kernels without
-/// `MemAvailable` `MemTotal - (MemFree + Buffers + Cached)`.
+/// `MemAvailable` `MemTotal - (MemFree + Buffers + Cached)`. Lines read as the meminfo
+/// collector reads them.
 fn parse_memory(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| -> Option<u64> {
-        text.lines().find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse::<u64>().ok()
-        })
-    };
-    let total = field("MemTotal")?;
-    let available = match field("MemAvailable") {
+    let (mut total, mut available, mut free, mut buffers, mut cached) =
+        (None, None, None, 0.0, 0.0);
+    let mut name = String::new();
+    for line in text.lines() {
+        let Some(value) = parse_meminfo_line(line, &mut name) else {
+            continue;
+        };
+        match name.as_str() {
+            "MemTotal_bytes" => total = Some(value),
+            "MemAvailable_bytes" => available = Some(value),
+            "MemFree_bytes" => free = Some(value),
+            "Buffers_bytes" => buffers = value,
+            "Cached_bytes" => cached = value,
+            _ => {}
+        }
+    }
+    let total = total?;
+    let available = match available {
         Some(a) => a,
-        None => field("MemFree")? + field("Buffers").unwrap_or(0) + field("Cached").unwrap_or(0),
+        None => free? + buffers + cached,
     };
-    Some((total * 1024, total.saturating_sub(available) * 1024))
+    Some((total as u64, (total - available).max(0.0) as u64))
 }
 
 pub struct FsUsage {
@@ -197,27 +207,21 @@ pub struct FsUsage {
     pub used: u64,
 }
 
-// The statvfs field types differ between targets; `u64::from` is a no-op only on some.
-#[allow(clippy::useless_conversion)]
+/// Sizes of the filesystem holding `path`, in `f_frsize` units as statvfs(3) gives them.
 pub fn fs_usage(path: &Path) -> std::io::Result<FsUsage> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: c_path is a valid NUL-terminated string and st points to writable memory the
-    // size of statvfs; it is only read after the call succeeded.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled the struct.
-    let st = unsafe { st.assume_init() };
-    let frsize = u64::from(st.f_frsize);
+    let st = statfs(path)?;
+    let unit = if st.fragment_size > 0 {
+        st.fragment_size
+    } else {
+        st.block_size
+    };
     Ok(FsUsage {
-        total: u64::from(st.f_blocks).saturating_mul(frsize),
-        available: u64::from(st.f_bavail).saturating_mul(frsize),
-        used: u64::from(st.f_blocks)
-            .saturating_sub(u64::from(st.f_bfree))
-            .saturating_mul(frsize),
+        total: st.blocks.saturating_mul(unit),
+        available: st.blocks_avail.saturating_mul(unit),
+        used: st
+            .blocks
+            .saturating_sub(st.blocks_free)
+            .saturating_mul(unit),
     })
 }
 

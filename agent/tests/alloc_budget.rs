@@ -77,7 +77,7 @@ fn collectors_allocate_little_per_scrape() {
     assert!(
         names
             .iter()
-            .all(|n| collector::ALL.iter().any(|r| r.name == *n))
+            .all(|n| collector::registry::ALL.iter().any(|r| r.name == *n))
     );
     let mut report = Vec::new();
     for name in names {

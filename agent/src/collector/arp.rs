@@ -2,7 +2,8 @@
 
 use regex::Regex;
 
-use super::util::{SourceFile, unanchored_regex_flag};
+use super::flags::{add_bool_flag, unanchored_regex_flag};
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -16,9 +17,10 @@ pub static REGISTRATION: Registration = Registration {
 
 const INCLUDE_FLAG: &str = "collector.arp.device-include";
 const EXCLUDE_FLAG: &str = "collector.arp.device-exclude";
+const NETLINK_FLAG: &str = "collector.arp.netlink";
 
 fn flags(command: clap::Command) -> clap::Command {
-    command
+    let command = command
         .arg(
             clap::Arg::new(INCLUDE_FLAG)
                 .long(INCLUDE_FLAG)
@@ -30,7 +32,15 @@ fn flags(command: clap::Command) -> clap::Command {
                 .long(EXCLUDE_FLAG)
                 .default_value("")
                 .help("Regexp of arp devices to exclude (mutually exclusive to device-include)."),
-        )
+        );
+    // node_exporter reads the neighbour table over rtnetlink by default, skipping NOARP entries
+    // so the counts equal /proc/net/arp's; this agent reads /proc/net/arp either way.
+    add_bool_flag(
+        command,
+        NETLINK_FLAG,
+        true,
+        "Use netlink to gather stats instead of /proc/net/arp.",
+    )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {

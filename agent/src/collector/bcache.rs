@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use clap::{Arg, ArgAction};
-
-use super::thermal_zone::numbered_entries;
-use super::util::DirListing;
+use super::flags::{add_bool_flag, bool_flag};
+use super::source::{DirListing, numbered_entries};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -22,22 +20,16 @@ pub static REGISTRATION: Registration = Registration {
 const PRIORITY_STATS: &str = "collector.bcache.priorityStats";
 
 fn flags(command: clap::Command) -> clap::Command {
-    command.arg(
-        Arg::new(PRIORITY_STATS)
-            .long(PRIORITY_STATS)
-            .action(ArgAction::SetTrue)
-            .help("Expose expensive priority stats."),
+    add_bool_flag(
+        command,
+        PRIORITY_STATS,
+        false,
+        "Expose expensive priority stats.",
     )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    let priority = ctx
-        .matches
-        .try_get_one::<bool>(PRIORITY_STATS)
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(false);
+    let priority = bool_flag(ctx, PRIORITY_STATS);
     Ok(Box::new(BcacheCollector {
         priority,
         sets: DirListing::default(),

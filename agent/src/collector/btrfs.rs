@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::util::{DirListing, read_sys_file, sorted_dir_names};
+use super::source::{DirListing, read_sys_file, sorted_dir_names};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,

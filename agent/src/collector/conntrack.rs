@@ -1,6 +1,7 @@
 //! `conntrack`: netfilter connection tracking table size, limit and statistics.
 
-use super::util::{SourceFile, parse_u64};
+use super::gosyntax::parse_u64;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::util::{
-    CpuPresence, IndexLabels, SourceFile, add_bool_flag, bool_flag, numbered_entries, parse_u64,
-    unanchored_regex_flag,
-};
+use super::IndexLabels;
+use super::flags::{add_bool_flag, bool_flag, unanchored_regex_flag};
+use super::gosyntax::parse_u64;
+use super::source::read_attr;
+use super::source::{CpuPresence, SourceFile, numbered_paths};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
-    Registration, read_attr,
+    Registration,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -334,7 +335,7 @@ impl Throttle {
     fn rescan(&mut self, paths: &Paths) {
         self.cpus.clear();
         self.any = false;
-        let Ok(numbered) = numbered_entries(&paths.sys("devices/system/cpu"), "cpu") else {
+        let Ok(numbered) = numbered_paths(&paths.sys("devices/system/cpu"), "cpu") else {
             return;
         };
         for (_, cpu) in numbered {

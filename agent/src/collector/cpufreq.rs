@@ -1,12 +1,14 @@
 //! `cpufreq`: per-CPU frequencies from /sys/devices/system/cpu/cpu*/cpufreq, in hertz (sysfs
-//! counts kHz).
+//! counts kHz), and the scaling governor, as node_exporter 1.12 (with `cpuinfo_avg_freq`, the
+//! hardware's average over the last tick on recent kernels). Attributes stay open between scrapes.
 
 use std::path::PathBuf;
 
-use super::util::{CpuPresence, numbered_entries, parse_u64};
+use super::gosyntax::parse_u64;
+use super::source::{CpuPresence, OpenAttr, numbered_paths};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
-    Registration, no_flags, read_attr,
+    Registration, no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -21,8 +23,9 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 }
 
 /// The sysfs attributes, in the order of [`FAMILIES`].
-const ATTRIBUTES: [&str; 6] = [
+const ATTRIBUTES: [&str; 7] = [
     "cpuinfo_cur_freq",
+    "cpuinfo_avg_freq",
     "cpuinfo_min_freq",
     "cpuinfo_max_freq",
     "scaling_cur_freq",
@@ -30,18 +33,23 @@ const ATTRIBUTES: [&str; 6] = [
     "scaling_max_freq",
 ];
 
-const FAMILIES: [(&str, &str); 6] = [
+/// node_exporter 1.12's families and help texts.
+const FAMILIES: [(&str, &str); 7] = [
     (
         "node_cpu_frequency_hertz",
-        "Current cpu thread frequency in hertz.",
+        "Current CPU thread frequency in hertz.",
+    ),
+    (
+        "node_cpu_frequency_avg_hertz",
+        "Average CPU thread frequency in hertz.",
     ),
     (
         "node_cpu_frequency_min_hertz",
-        "Minimum cpu thread frequency in hertz.",
+        "Minimum CPU thread frequency in hertz.",
     ),
     (
         "node_cpu_frequency_max_hertz",
-        "Maximum cpu thread frequency in hertz.",
+        "Maximum CPU thread frequency in hertz.",
     ),
     (
         "node_cpu_scaling_frequency_hertz",
@@ -57,14 +65,20 @@ const FAMILIES: [(&str, &str); 6] = [
     ),
 ];
 
+/// One CPU's cpufreq attributes, kept open between scrapes (they are read every scrape).
 struct CpuFreqDir {
     label: String,
     dir: PathBuf,
-    attributes: [PathBuf; 6],
+    attributes: [(PathBuf, OpenAttr); 7],
+    governor: (PathBuf, OpenAttr),
+    available_governors: (PathBuf, OpenAttr),
     /// This scrape's values in kHz; `None` when the attribute is absent or unreadable.
-    values: [Option<u64>; 6],
+    values: [Option<u64>; 7],
+    /// This scrape's `scaling_governor` and `scaling_available_governors` (empty: none).
+    current_governor: String,
+    governors: String,
     /// No `cpufreq` directory (no cpufreq driver, as on most VMs).
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 /// The CPU directories are listed again only when /sys/devices/system/cpu/present changes.
@@ -78,7 +92,7 @@ struct CpufreqCollector {
 impl CpufreqCollector {
     fn rescan(&mut self, paths: &Paths) -> Result<(), CollectorError> {
         let dir = paths.sys("devices/system/cpu");
-        let numbered = match numbered_entries(&dir, "cpu") {
+        let numbered = match numbered_paths(&dir, "cpu") {
             Ok(numbered) => numbered,
             // No CPU directory: nothing to report, as node_exporter's empty glob.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -88,17 +102,29 @@ impl CpufreqCollector {
             .into_iter()
             .map(|(number, cpu)| {
                 let dir = cpu.join("cpufreq");
+                let attr = |name: &str| (dir.join(name), OpenAttr::default());
                 CpuFreqDir {
                     label: number.to_string(),
-                    attributes: ATTRIBUTES.map(|a| dir.join(a)),
-                    dir,
-                    values: [None; 6],
+                    attributes: ATTRIBUTES.map(attr),
+                    governor: attr("scaling_governor"),
+                    available_governors: attr("scaling_available_governors"),
+                    dir: dir.clone(),
+                    values: [None; 7],
+                    current_governor: String::new(),
+                    governors: String::new(),
                     absence: Default::default(),
                 }
             })
             .collect();
         Ok(())
     }
+}
+
+/// Reads a kept-open attribute into `buf`: `Ok(false)` when absent or unreadable (cpuinfo_cur_freq
+/// is root's only; node_exporter skips it too).
+fn read((path, attr): &mut (PathBuf, OpenAttr), buf: &mut String) -> Result<bool, CollectorError> {
+    attr.read_attr(path, buf)
+        .map_err(|e| CollectorError::io(&*path, e))
 }
 
 impl Collector for CpufreqCollector {
@@ -111,7 +137,9 @@ impl Collector for CpufreqCollector {
             self.rescan(ctx.paths)?;
         }
         for cpu in &mut self.cpus {
-            cpu.values = [None; 6];
+            cpu.values = [None; 7];
+            cpu.current_governor.clear();
+            cpu.governors.clear();
             if cpu.absence.known(ctx) {
                 continue;
             }
@@ -120,18 +148,19 @@ impl Collector for CpufreqCollector {
             if !is_dir {
                 continue;
             }
-            for (value, path) in cpu.values.iter_mut().zip(&cpu.attributes) {
-                match read_attr(path, &mut self.buf) {
-                    Ok(Some(())) => match parse_u64(&self.buf) {
+            for (value, attribute) in cpu.values.iter_mut().zip(&mut cpu.attributes) {
+                if read(attribute, &mut self.buf)? {
+                    match parse_u64(&self.buf) {
                         Some(v) => *value = Some(v),
-                        None => ctx.malformed(path, &self.buf),
-                    },
-                    Ok(None) => {}
-                    // cpuinfo_cur_freq is readable by root only; node_exporter skips it too.
-                    Err(CollectorError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::PermissionDenied => {}
-                    Err(e) => return Err(e),
+                        None => ctx.malformed(&attribute.0, &self.buf),
+                    }
                 }
+            }
+            if read(&mut cpu.governor, &mut self.buf)? {
+                cpu.current_governor.push_str(&self.buf);
+            }
+            if read(&mut cpu.available_governors, &mut self.buf)? {
+                cpu.governors.push_str(&self.buf);
             }
         }
         for (i, (name, help)) in FAMILIES.iter().enumerate() {
@@ -148,6 +177,24 @@ impl Collector for CpufreqCollector {
                 family.sample(&[("cpu", label)], khz as f64 * 1000.0)?;
             }
         }
+        // One sample per available governor, 1 for the one in use (1.12).
+        if self.cpus.iter().any(|cpu| !cpu.current_governor.is_empty()) {
+            let mut family = out.family(
+                "node_cpu_scaling_governor",
+                "Current enabled CPU frequency governor.",
+                Kind::Gauge,
+            )?;
+            for cpu in self.cpus.iter().filter(|c| !c.current_governor.is_empty()) {
+                for governor in cpu.governors.split(' ') {
+                    let value = if governor == cpu.current_governor {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    family.sample(&[("cpu", &cpu.label), ("governor", governor)], value)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -157,6 +204,14 @@ mod tests {
     use super::*;
     use crate::collector::Paths;
     use crate::collector::testing::{assert_renders_golden, fixture, render};
+
+    /// amd-pstate on a 6.13+ kernel: cpuinfo_avg_freq, no cpuinfo_cur_freq.
+    #[test]
+    fn average_frequency_and_governors() {
+        assert_renders_golden("storage", "cpufreq", |_| {
+            Box::new(CpufreqCollector::default())
+        });
+    }
 
     #[test]
     fn golden() {

@@ -1,15 +1,17 @@
 //! `diskstats`: block device I/O statistics from /proc/diskstats, with node_exporter 1.5's units
-//! (sectors × 512 → bytes, milliseconds → seconds) and its udev-derived info families.
+//! (sectors × 512 → bytes, milliseconds → seconds) and its udev-derived info families;
+//! `node_disk_info` carries `rotational` from /sys/block/<device>/queue/rotational (1.12).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Arg;
 
-use super::util::{DeviceFilter, SourceFile, device_filter};
+use super::filter::{DeviceFilter, device_filter};
+use super::source::read_into;
+use super::source::{Absence, OpenAttr, SourceFile};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -237,6 +239,24 @@ pub struct UdevInfo {
 /// Parses a udev database file into `info` (reset first).
 pub fn parse_udev(text: &str, info: &mut UdevInfo) {
     *info = UdevInfo::default();
+    // The serial label, as 1.12: SCSI_IDENT_SERIAL (printed on the disk), else ID_SERIAL_SHORT,
+    // else ID_SERIAL (virtio disks have only that).
+    let (mut scsi_serial, mut serial_short, mut serial) = ("", "", "");
+    for line in text.lines() {
+        if let Some((key, value)) = line.strip_prefix("E:").and_then(|p| p.split_once('=')) {
+            match key {
+                "SCSI_IDENT_SERIAL" => scsi_serial = value,
+                "ID_SERIAL_SHORT" => serial_short = value,
+                "ID_SERIAL" => serial = value,
+                _ => {}
+            }
+        }
+    }
+    info.serial = [scsi_serial, serial_short, serial]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
+        .to_string();
     for line in text.lines() {
         let Some((key, value)) = line.strip_prefix("E:").and_then(|p| p.split_once('=')) else {
             continue;
@@ -246,7 +266,6 @@ pub fn parse_udev(text: &str, info: &mut UdevInfo) {
             "ID_PATH" => info.path = value,
             "ID_WWN" => info.wwn = value,
             "ID_MODEL" => info.model = value,
-            "ID_SERIAL_SHORT" => info.serial = value,
             "ID_REVISION" => info.revision = value,
             "ID_FS_TYPE" => info.fs_type = value,
             "ID_FS_USAGE" => info.fs_usage = value,
@@ -273,6 +292,12 @@ struct Disk {
     values: [f64; 17],
     count: usize,
     udev: UdevInfo,
+    /// /sys/block/<device>/queue/rotational, kept open; reset when the slot's device changes.
+    rotational: OpenAttr,
+    /// The attribute was missing (a partition, a fixture without sysfs) in this epoch.
+    rotational_absent: Absence,
+    /// "1" (rotational) or "0", as node_exporter 1.12 labels `node_disk_info`.
+    rotational_label: &'static str,
 }
 
 struct DiskstatsCollector {
@@ -281,6 +306,8 @@ struct DiskstatsCollector {
     text: String,
     udev_text: String,
     udev_path: PathBuf,
+    /// Scratch: a disk's sysfs attribute path.
+    attr_path: PathBuf,
     disks: Vec<Disk>,
     /// How many entries of `disks` are filled this scrape (the rest are kept for reuse).
     used: usize,
@@ -294,6 +321,7 @@ impl DiskstatsCollector {
             text: String::new(),
             udev_text: String::new(),
             udev_path: PathBuf::new(),
+            attr_path: PathBuf::new(),
             disks: Vec::new(),
             used: 0,
         }
@@ -332,14 +360,21 @@ impl Collector for DiskstatsCollector {
                     values: [0.0; 17],
                     count: 0,
                     udev: UdevInfo::default(),
+                    rotational: OpenAttr::default(),
+                    rotational_absent: Absence::default(),
+                    rotational_label: "0",
                 });
             }
             let Some(disk) = self.disks.get_mut(self.used) else {
                 continue;
             };
             self.used += 1;
-            disk.device.clear();
-            disk.device.push_str(parsed.device);
+            if disk.device != parsed.device {
+                disk.rotational = OpenAttr::default();
+                disk.rotational_absent = Absence::default();
+                disk.device.clear();
+                disk.device.push_str(parsed.device);
+            }
             disk.major.clear();
             let _ = write!(disk.major, "{}", parsed.major);
             disk.minor.clear();
@@ -357,6 +392,23 @@ impl Collector for DiskstatsCollector {
             match read_into(&self.udev_path, &mut self.udev_text) {
                 Ok(()) => parse_udev(&self.udev_text, &mut disk.udev),
                 Err(_) => disk.udev = UdevInfo::default(),
+            }
+            disk.rotational_label = "0";
+            if !disk.rotational_absent.known(ctx) {
+                self.attr_path.clear();
+                self.attr_path.push(&ctx.paths.sysfs);
+                self.attr_path.push("block");
+                self.attr_path.push(&disk.device);
+                self.attr_path.push("queue/rotational");
+                // Any failure reads as "0", as node_exporter's.
+                let read = disk
+                    .rotational
+                    .read_attr(&self.attr_path, &mut self.udev_text);
+                disk.rotational_absent
+                    .record(ctx, matches!(read, Ok(false)));
+                if matches!(read, Ok(true)) && self.udev_text.trim() == "1" {
+                    disk.rotational_label = "1";
+                }
             }
         }
         let disks = self.disks.get(..self.used).unwrap_or_default();
@@ -385,6 +437,7 @@ fn write_families(out: &mut MetricWriter<'_, '_>, disks: &[Disk]) -> Result<(), 
                 ("model", d.udev.model.as_str()),
                 ("serial", d.udev.serial.as_str()),
                 ("revision", d.udev.revision.as_str()),
+                ("rotational", d.rotational_label),
             ],
             1.0,
         )?;
@@ -494,6 +547,15 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "diskstats", |_| {
+            Box::new(DiskstatsCollector::new(default_filter()))
+        });
+    }
+
+    /// A storage node: spinning disks under an md array, NVMe, a partition (no queue
+    /// directory: rotational "0", as node_exporter).
+    #[test]
+    fn rotational_disks() {
+        assert_renders_golden("storage", "diskstats", |_| {
             Box::new(DiskstatsCollector::new(default_filter()))
         });
     }

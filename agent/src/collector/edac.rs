@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use super::thermal_zone::{numbered_entries, numbered_names};
-use super::util::DirListing;
+use super::source::{DirListing, entry_digits, numbered_entries, numbered_names};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -38,13 +37,9 @@ fn read_uint(path: &Path) -> Result<f64, CollectorError> {
         })
 }
 
-/// The leading digits after `prefix` in `name` (`mc12` → `12`).
+/// The number in an entry's name (`mc0` → `0`); the entries come from [`numbered_names`].
 fn number<'a>(name: &'a str, prefix: &str) -> &'a str {
-    let rest = name.strip_prefix(prefix).unwrap_or("");
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    &rest[..end]
+    entry_digits(name, prefix).unwrap_or("")
 }
 
 struct Controller {

@@ -1,7 +1,8 @@
 //! `entropy`: node_entropy_available_bits and node_entropy_pool_size_bits from
 //! /proc/sys/kernel/random.
 
-use super::util::{SourceFile, parse_u64};
+use super::gosyntax::parse_u64;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,

@@ -1,6 +1,6 @@
 //! `filefd`: node_filefd_allocated and node_filefd_maximum from /proc/sys/fs/file-nr.
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,

@@ -1,16 +1,19 @@
 //! `filesystem`: size, free and available bytes, inodes, read-only state and stat errors of every
-//! mounted filesystem, as node_exporter 1.5 reports them.
+//! mounted filesystem, as node_exporter 1.12 reports them.
 //!
-//! Mounts come from /proc/1/mounts (or /proc/mounts when hidepid hides pid 1), filtered by mount
-//! point and filesystem type. `statfs` runs on a worker thread so that a hung mount (a dead NFS
-//! server) never blocks a scrape: after `--collector.filesystem.mount-timeout` the mount is
+//! Mounts come from /proc/1/mountinfo (or /proc/self/mountinfo when hidepid hides pid 1), as
+//! node_exporter 1.12 reads them: filtered by mount point and filesystem type, read-only when the
+//! mount's or the superblock's options say `ro` or the superblock says `emergency_ro` (ext4 after
+//! an error), every family labelled with `device_error` (empty, the stat's error, or "mountpoint
+//! timeout") and `node_filesystem_mount_info` with the device numbers.
+//!
+//! `statfs` runs on a worker thread so that a hung mount (a dead NFS server) never blocks a
+//! scrape: after `--collector.filesystem.mount-timeout` the mount is
 //! reported with `node_filesystem_device_error` 1, remembered as stuck and skipped until its
 //! stat finally returns, when the worker clears it.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -19,8 +22,10 @@ use std::time::{Duration, Instant};
 
 use clap::Arg;
 
+use super::filter::{DeviceFilter, device_filter};
+use super::gosyntax::parse_go_duration;
 use super::hotplug::{is_procfs, mount_table_changed};
-use super::util::parse_go_duration;
+use super::source::{StatFs, statfs};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration,
@@ -37,7 +42,10 @@ const MOUNT_POINTS_EXCLUDE: &str = "collector.filesystem.mount-points-exclude";
 const OLD_MOUNT_POINTS_EXCLUDE: &str = "collector.filesystem.ignored-mount-points";
 const FS_TYPES_EXCLUDE: &str = "collector.filesystem.fs-types-exclude";
 const OLD_FS_TYPES_EXCLUDE: &str = "collector.filesystem.ignored-fs-types";
+const MOUNT_POINTS_INCLUDE: &str = "collector.filesystem.mount-points-include";
+const FS_TYPES_INCLUDE: &str = "collector.filesystem.fs-types-include";
 const MOUNT_TIMEOUT: &str = "collector.filesystem.mount-timeout";
+const STAT_WORKERS: &str = "collector.filesystem.stat-workers";
 
 pub const DEFAULT_MOUNT_POINTS_EXCLUDED: &str =
     "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
@@ -49,7 +57,7 @@ fn flags(command: clap::Command) -> clap::Command {
             Arg::new(MOUNT_POINTS_EXCLUDE)
                 .long(MOUNT_POINTS_EXCLUDE)
                 .default_value(DEFAULT_MOUNT_POINTS_EXCLUDED)
-                .help("Regexp of mount points to exclude for filesystem collector."),
+                .help("Regexp of mount points to exclude for filesystem collector. (mutually exclusive to mount-points-include)"),
         )
         .arg(
             Arg::new(OLD_MOUNT_POINTS_EXCLUDE)
@@ -58,10 +66,15 @@ fn flags(command: clap::Command) -> clap::Command {
                 .help("Regexp of mount points to ignore for filesystem collector."),
         )
         .arg(
+            Arg::new(MOUNT_POINTS_INCLUDE)
+                .long(MOUNT_POINTS_INCLUDE)
+                .help("Regexp of mount points to include for filesystem collector. (mutually exclusive to mount-points-exclude)"),
+        )
+        .arg(
             Arg::new(FS_TYPES_EXCLUDE)
                 .long(FS_TYPES_EXCLUDE)
                 .default_value(DEFAULT_FS_TYPES_EXCLUDED)
-                .help("Regexp of filesystem types to exclude for filesystem collector."),
+                .help("Regexp of filesystem types to exclude for filesystem collector. (mutually exclusive to fs-types-include)"),
         )
         .arg(
             Arg::new(OLD_FS_TYPES_EXCLUDE)
@@ -70,41 +83,51 @@ fn flags(command: clap::Command) -> clap::Command {
                 .help("Regexp of filesystem types to ignore for filesystem collector."),
         )
         .arg(
+            Arg::new(FS_TYPES_INCLUDE)
+                .long(FS_TYPES_INCLUDE)
+                .help("Regexp of filesystem types to include for filesystem collector. (mutually exclusive to fs-types-exclude)"),
+        )
+        .arg(
             Arg::new(MOUNT_TIMEOUT)
                 .long(MOUNT_TIMEOUT)
                 .default_value("5s")
                 .hide(true)
                 .help("how long to wait for a mount to respond before marking it as stale"),
         )
-}
-
-/// A flag with a deprecated alias: the alias applies only when the new flag is not given.
-fn flag_or_alias(ctx: &BuildContext<'_>, id: &str, old: &str) -> Result<String, BuildError> {
-    let explicit = ctx.matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    match ctx.flag(old).filter(|v| !v.is_empty()) {
-        Some(_) if explicit => Err(BuildError::Flag {
-            flag: old.to_string(),
-            reason: format!("--{old} and --{id} are mutually exclusive"),
-        }),
-        Some(value) => {
-            tracing::warn!("--{old} is DEPRECATED and will be removed in 2.0.0, use --{id}");
-            Ok(value.to_string())
-        }
-        None => Ok(ctx.flag(id).unwrap_or_default().to_string()),
-    }
-}
-
-fn compile(id: &str, pattern: &str) -> Result<regex::Regex, BuildError> {
-    // Go's MatchString: unanchored, as node_exporter compiles these.
-    regex::Regex::new(pattern).map_err(|e| BuildError::Flag {
-        flag: id.to_string(),
-        reason: e.to_string(),
-    })
+        .arg(
+            Arg::new(STAT_WORKERS)
+                .long(STAT_WORKERS)
+                .default_value("4")
+                .value_parser(clap::value_parser!(i64))
+                .hide(true)
+                // Accepted for node_exporter command lines: here local kernel filesystems are
+                // stated inline and the rest on one worker with a timeout (see above), so a
+                // hung mount is skipped either way.
+                .help("how many stat calls to process simultaneously (accepted; the agent uses one stat worker)"),
+        )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    let mount_points = flag_or_alias(ctx, MOUNT_POINTS_EXCLUDE, OLD_MOUNT_POINTS_EXCLUDE)?;
-    let fs_types = flag_or_alias(ctx, FS_TYPES_EXCLUDE, OLD_FS_TYPES_EXCLUDE)?;
+    if let Some(old) = [OLD_MOUNT_POINTS_EXCLUDE, OLD_FS_TYPES_EXCLUDE]
+        .into_iter()
+        .find(|old| ctx.flag(old).is_some_and(|v| !v.is_empty()))
+    {
+        tracing::warn!("--{old} is DEPRECATED and will be removed in 2.0.0");
+    }
+    let mount_points = device_filter(
+        ctx,
+        MOUNT_POINTS_EXCLUDE,
+        Some(OLD_MOUNT_POINTS_EXCLUDE),
+        MOUNT_POINTS_INCLUDE,
+        None,
+    )?;
+    let fs_types = device_filter(
+        ctx,
+        FS_TYPES_EXCLUDE,
+        Some(OLD_FS_TYPES_EXCLUDE),
+        FS_TYPES_INCLUDE,
+        None,
+    )?;
     let timeout_text = ctx.flag(MOUNT_TIMEOUT).unwrap_or("5s");
     let mount_timeout = parse_go_duration(timeout_text).ok_or_else(|| BuildError::Flag {
         flag: MOUNT_TIMEOUT.to_string(),
@@ -112,54 +135,21 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     })?;
     Ok(Box::new(FilesystemCollector::new(
         Filter {
-            mount_points: compile(MOUNT_POINTS_EXCLUDE, &mount_points)?,
-            fs_types: compile(FS_TYPES_EXCLUDE, &fs_types)?,
+            mount_points,
+            fs_types,
         },
         mount_timeout,
         Arc::new(statfs),
     )))
 }
 
-/// The figures node_exporter takes from `statfs(2)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StatFs {
-    pub blocks: u64,
-    pub blocks_free: u64,
-    pub blocks_avail: u64,
-    pub block_size: u64,
-    pub files: u64,
-    pub files_free: u64,
-}
-
 /// How the collector stats a mount point; tests inject one that hangs.
 pub type StatFn = Arc<dyn Fn(&Path) -> io::Result<StatFs> + Send + Sync>;
 
-/// `statfs(2)` on `path`.
-pub fn statfs(path: &Path) -> io::Result<StatFs> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: c_path is a valid NUL-terminated string and buf is a properly sized out-parameter.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), buf.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statfs returned 0, so it filled buf.
-    let s = unsafe { buf.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
-    Ok(StatFs {
-        blocks: s.f_blocks as u64,
-        blocks_free: s.f_bfree as u64,
-        blocks_avail: s.f_bavail as u64,
-        block_size: s.f_bsize as u64,
-        files: s.f_files as u64,
-        files_free: s.f_ffree as u64,
-    })
-}
-
+/// node_exporter's mount point and filesystem type filters (exclude or include, unanchored).
 pub struct Filter {
-    pub mount_points: regex::Regex,
-    pub fs_types: regex::Regex,
+    pub mount_points: DeviceFilter,
+    pub fs_types: DeviceFilter,
 }
 
 /// One mount to report, with node_exporter's labels.
@@ -168,6 +158,11 @@ pub struct Mount {
     pub device: String,
     pub mount_point: String,
     pub fs_type: String,
+    /// The device's numbers, from mountinfo (`node_filesystem_mount_info`).
+    pub major: String,
+    pub minor: String,
+    /// `ro` among the mount's or the superblock's options, or the superblock's `emergency_ro`
+    /// (ext4 after an error), as node_exporter 1.12 decides.
     pub read_only: bool,
 }
 
@@ -192,9 +187,11 @@ fn strip_rootfs(mount_point: String, rootfs: &str) -> String {
     }
 }
 
-/// Parses /proc/mounts text into the mounts to report: filtered, first occurrence of each
-/// (device, mount point, type) kept. Lines with fewer than four fields are passed to `malformed`.
-pub fn parse_mounts(
+/// Parses /proc/<pid>/mountinfo text into the mounts to report: filtered, first occurrence of
+/// each (device, mount point, type) kept. A line is `id parent major:minor root mount-point
+/// mount-options [optional fields…] - fstype source super-options`; lines not of that form are
+/// passed to `malformed`.
+pub fn parse_mountinfo(
     text: &str,
     rootfs: &str,
     filter: &Filter,
@@ -202,20 +199,19 @@ pub fn parse_mounts(
 ) -> Vec<Mount> {
     let mut mounts: Vec<Mount> = Vec::new();
     for line in text.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(device), Some(mount_point), Some(fs_type), Some(options)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            if !line.trim().is_empty() {
-                malformed(line);
-            }
-            continue;
-        };
-        let mount_point = strip_rootfs(unescape_mount_point(mount_point), rootfs);
-        if filter.mount_points.is_match(&mount_point) {
+        if line.trim().is_empty() {
             continue;
         }
-        if filter.fs_types.is_match(fs_type) {
+        let Some(parsed) = parse_mountinfo_line(line) else {
+            malformed(line);
+            continue;
+        };
+        let (major, minor, mount_point, options, fs_type, device, super_options) = parsed;
+        let mount_point = strip_rootfs(unescape_mount_point(mount_point), rootfs);
+        if filter.mount_points.ignored(&mount_point) {
+            continue;
+        }
+        if filter.fs_types.ignored(fs_type) {
             continue;
         }
         if mounts
@@ -224,14 +220,49 @@ pub fn parse_mounts(
         {
             continue;
         }
+        let has = |options: &str, name: &str| options.split(',').any(|o| o == name);
         mounts.push(Mount {
             device: device.to_string(),
             mount_point,
             fs_type: fs_type.to_string(),
-            read_only: options.split(',').any(|o| o == "ro"),
+            major: major.to_string(),
+            minor: minor.to_string(),
+            read_only: has(options, "ro")
+                || has(super_options, "ro")
+                || has(super_options, "emergency_ro"),
         });
     }
     mounts
+}
+
+/// `(major, minor, mount point, mount options, fstype, source, super options)` of one line.
+#[allow(clippy::type_complexity)]
+fn parse_mountinfo_line(line: &str) -> Option<(u32, u32, &str, &str, &str, &str, &str)> {
+    let mut fields = line.split_ascii_whitespace();
+    let (_id, _parent, numbers, _root, mount_point, options) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let (major, minor) = numbers.split_once(':')?;
+    let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
+    // Optional fields (`shared:1`, `master:2`, …) up to the separator.
+    fields.by_ref().find(|f| *f == "-")?;
+    let fs_type = fields.next()?;
+    let source = fields.next()?;
+    let super_options = fields.next().unwrap_or("");
+    Some((
+        major,
+        minor,
+        mount_point,
+        options,
+        fs_type,
+        source,
+        super_options,
+    ))
 }
 
 struct StatRequest {
@@ -306,7 +337,39 @@ impl StatWorker {
 pub enum Outcome {
     Stat(StatFs),
     /// The stat failed, timed out, or the mount is still stuck from an earlier timeout.
-    DeviceError,
+    DeviceError(DeviceError),
+}
+
+/// Why a mount has no figures: node_exporter 1.12's `device_error` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceError {
+    /// Timed out now or earlier and not back yet: "mountpoint timeout".
+    Timeout,
+    /// statfs failed with this errno: Go's text for it.
+    Errno(i32),
+    /// Any other failure.
+    Other,
+}
+
+impl DeviceError {
+    /// The label text, as Go's `err.Error()` words it (strerror, first letter lower case).
+    fn label(self) -> String {
+        match self {
+            DeviceError::Timeout => "mountpoint timeout".into(),
+            DeviceError::Errno(errno) => {
+                let text = io::Error::from_raw_os_error(errno).to_string();
+                let text = text
+                    .rsplit_once(" (os error")
+                    .map_or(text.as_str(), |(t, _)| t);
+                let mut chars = text.chars();
+                match chars.next() {
+                    Some(first) => first.to_lowercase().chain(chars).collect(),
+                    None => String::new(),
+                }
+            }
+            DeviceError::Other => String::new(),
+        }
+    }
 }
 
 /// Stats mount points with a timeout, remembering stuck ones across scrapes.
@@ -338,7 +401,9 @@ impl Statter {
     pub fn stat(&mut self, mount_point: &str, path: &Path) -> Outcome {
         let mut outcomes = Vec::new();
         self.stat_all(&[(mount_point, path)], &mut outcomes);
-        outcomes.pop().unwrap_or(Outcome::DeviceError)
+        outcomes
+            .pop()
+            .unwrap_or(Outcome::DeviceError(DeviceError::Other))
     }
 
     /// Stats every `(mount point, path)` into `outcomes` (cleared first), skipping stuck mounts.
@@ -347,7 +412,7 @@ impl Statter {
     /// timeout. After a timeout the rest go to a fresh worker.
     pub fn stat_all(&mut self, mounts: &[(&str, &Path)], outcomes: &mut Vec<Outcome>) {
         outcomes.clear();
-        outcomes.resize(mounts.len(), Outcome::DeviceError);
+        outcomes.resize(mounts.len(), Outcome::DeviceError(DeviceError::Timeout));
         let mut pending: Vec<usize> = (0..mounts.len())
             .filter(|&i| {
                 let stuck = self.is_stuck(mounts[i].0);
@@ -439,7 +504,10 @@ fn outcome(result: io::Result<StatFs>, path: &Path) -> Outcome {
         Ok(s) => Outcome::Stat(s),
         Err(e) => {
             tracing::debug!(path = %path.display(), error = %e, "error on statfs() system call");
-            Outcome::DeviceError
+            Outcome::DeviceError(match e.raw_os_error() {
+                Some(errno) => DeviceError::Errno(errno),
+                None => DeviceError::Other,
+            })
         }
     }
 }
@@ -485,12 +553,12 @@ impl FilesystemCollector {
         }
     }
 
-    /// Opens /proc/1/mounts, or /proc/mounts when hidepid hides pid 1.
+    /// Opens /proc/1/mountinfo, or /proc/self/mountinfo when hidepid hides pid 1.
     fn open_mounts(ctx: &Context<'_>) -> Result<MountsFile, CollectorError> {
-        let mut path = ctx.paths.proc("1/mounts");
+        let mut path = ctx.paths.proc("1/mountinfo");
         let file = match std::fs::File::open(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                path = ctx.paths.proc("mounts");
+                path = ctx.paths.proc("self/mountinfo");
                 std::fs::File::open(&path)
             }
             other => other,
@@ -531,7 +599,7 @@ impl FilesystemCollector {
         if self.text != self.parsed_text || self.parsed_text.is_empty() {
             let rootfs = ctx.paths.rootfs.to_string_lossy();
             let path = &source.path;
-            self.mounts = parse_mounts(&self.text, &rootfs, &self.filter, |line| {
+            self.mounts = parse_mountinfo(&self.text, &rootfs, &self.filter, |line| {
                 ctx.malformed(path, line)
             });
             std::mem::swap(&mut self.text, &mut self.parsed_text);
@@ -580,7 +648,10 @@ impl Collector for FilesystemCollector {
             let outcome = if stats_inline(&mount.fs_type) {
                 outcome((self.statter.stat)(path), path)
             } else {
-                from_worker.next().copied().unwrap_or(Outcome::DeviceError)
+                from_worker
+                    .next()
+                    .copied()
+                    .unwrap_or(Outcome::DeviceError(DeviceError::Other))
             };
             self.outcomes.push(outcome);
         }
@@ -589,12 +660,22 @@ impl Collector for FilesystemCollector {
     }
 }
 
-fn labels(m: &Mount) -> [(&'static str, &str); 3] {
+/// node_exporter 1.12's labels: `device_error` is empty, or why the mount has no figures.
+fn labels<'a>(m: &'a Mount, error: &'a str) -> [(&'static str, &'a str); 4] {
     [
         ("device", m.device.as_str()),
         ("mountpoint", m.mount_point.as_str()),
         ("fstype", m.fs_type.as_str()),
+        ("device_error", error),
     ]
+}
+
+/// The `device_error` label of an outcome (no allocation without an error).
+fn error_label(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Stat(_) => String::new(),
+        Outcome::DeviceError(e) => e.label(),
+    }
 }
 
 /// Writes node_exporter's filesystem families for `mounts` and their stat outcomes.
@@ -610,40 +691,49 @@ fn write_families(
         Kind::Gauge,
     )?;
     for (mount, outcome) in rows() {
-        let error = matches!(outcome, Outcome::DeviceError);
-        family.sample(&labels(mount), if error { 1.0 } else { 0.0 })?;
+        let error = matches!(outcome, Outcome::DeviceError(_));
+        let text = error_label(outcome);
+        family.sample(&labels(mount, &text), if error { 1.0 } else { 0.0 })?;
     }
-    type Value = fn(&Mount, &StatFs) -> f64;
-    let families: [(&str, &str, Value); 6] = [
+    // Read-only status is known without a stat: every mount has it.
+    let mut family = out.family(
+        "node_filesystem_readonly",
+        "Filesystem read-only status.",
+        Kind::Gauge,
+    )?;
+    for (mount, outcome) in rows() {
+        let text = error_label(outcome);
+        family.sample(
+            &labels(mount, &text),
+            if mount.read_only { 1.0 } else { 0.0 },
+        )?;
+    }
+    type Value = fn(&StatFs) -> f64;
+    let families: [(&str, &str, Value); 5] = [
         (
             "node_filesystem_size_bytes",
             "Filesystem size in bytes.",
-            |_, s| s.blocks as f64 * s.block_size as f64,
+            |s| s.blocks as f64 * s.block_size as f64,
         ),
         (
             "node_filesystem_free_bytes",
             "Filesystem free space in bytes.",
-            |_, s| s.blocks_free as f64 * s.block_size as f64,
+            |s| s.blocks_free as f64 * s.block_size as f64,
         ),
         (
             "node_filesystem_avail_bytes",
             "Filesystem space available to non-root users in bytes.",
-            |_, s| s.blocks_avail as f64 * s.block_size as f64,
+            |s| s.blocks_avail as f64 * s.block_size as f64,
         ),
         (
             "node_filesystem_files",
             "Filesystem total file nodes.",
-            |_, s| s.files as f64,
+            |s| s.files as f64,
         ),
         (
             "node_filesystem_files_free",
             "Filesystem total free file nodes.",
-            |_, s| s.files_free as f64,
-        ),
-        (
-            "node_filesystem_readonly",
-            "Filesystem read-only status.",
-            |m, _| if m.read_only { 1.0 } else { 0.0 },
+            |s| s.files_free as f64,
         ),
     ];
     if !outcomes.iter().any(|o| matches!(o, Outcome::Stat(_))) {
@@ -653,8 +743,26 @@ fn write_families(
         let mut family = out.family(name, help, Kind::Gauge)?;
         for (mount, outcome) in rows() {
             if let Outcome::Stat(s) = outcome {
-                family.sample(&labels(mount), value(mount, s))?;
+                family.sample(&labels(mount, ""), value(s))?;
             }
+        }
+    }
+    let mut family = out.family(
+        "node_filesystem_mount_info",
+        "Filesystem mount information.",
+        Kind::Gauge,
+    )?;
+    for (mount, outcome) in rows() {
+        if let Outcome::Stat(_) = outcome {
+            family.sample(
+                &[
+                    ("device", mount.device.as_str()),
+                    ("major", mount.major.as_str()),
+                    ("minor", mount.minor.as_str()),
+                    ("mountpoint", mount.mount_point.as_str()),
+                ],
+                1.0,
+            )?;
         }
     }
     Ok(())
@@ -668,8 +776,14 @@ mod tests {
 
     fn default_filter() -> Filter {
         Filter {
-            mount_points: regex::Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDED).unwrap(),
-            fs_types: regex::Regex::new(DEFAULT_FS_TYPES_EXCLUDED).unwrap(),
+            mount_points: DeviceFilter {
+                exclude: Some(regex::Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDED).unwrap()),
+                include: None,
+            },
+            fs_types: DeviceFilter {
+                exclude: Some(regex::Regex::new(DEFAULT_FS_TYPES_EXCLUDED).unwrap()),
+                include: None,
+            },
         }
     }
 
@@ -689,6 +803,7 @@ mod tests {
             blocks_free: 500 * n,
             blocks_avail: 400 * n,
             block_size: 4096,
+            fragment_size: 4096,
             files: 100 * n,
             files_free: 50 * n,
         })
@@ -703,6 +818,28 @@ mod tests {
             Arc::new(fake_stat),
         );
         let text = render("filesystem", Box::new(collector), Paths::fixture(&root));
+        assert_golden(&root.join("golden/filesystem.prom"), &text);
+    }
+
+    /// A storage node: ext4 with `emergency_ro` in its superblock options after an error
+    /// (read-only although mounted rw), a read-only mount, XFS on md, NFS.
+    #[test]
+    fn emergency_read_only_ext4() {
+        let root = fixture("storage");
+        let collector = FilesystemCollector::new(
+            default_filter(),
+            Duration::from_secs(5),
+            Arc::new(fake_stat),
+        );
+        let text = render("filesystem", Box::new(collector), Paths::fixture(&root));
+        assert!(
+            text.contains(r#"node_filesystem_readonly{device="/dev/md126",mountpoint="/srv/journal",fstype="ext4",device_error=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"node_filesystem_mount_info{device="/dev/md127",major="9",minor="127",mountpoint="/srv/data"} 1"#),
+            "{text}"
+        );
         assert_golden(&root.join("golden/filesystem.prom"), &text);
     }
 
@@ -723,27 +860,95 @@ mod tests {
     #[test]
     fn filtering_and_dedup() {
         let text = "\
-/dev/sda1 / ext4 rw,relatime 0 0
-proc /proc proc rw 0 0
-sysfs /sys sysfs rw 0 0
-tmpfs /run tmpfs rw 0 0
-overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0
-/dev/sda1 / ext4 rw,relatime 0 0
-/dev/sdb1 /data xfs ro,noatime 0 0
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+23 22 0:21 / /proc rw - proc proc rw
+24 22 0:20 / /sys rw - sysfs sysfs rw
+25 22 0:24 / /run rw master:2 shared:3 - tmpfs tmpfs rw
+26 22 0:40 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw
+27 22 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+28 22 8:17 / /data ro,noatime - xfs /dev/sdb1 ro
+29 22 8:33 / /srv/scratch rw,relatime - ext4 /dev/sdc1 rw,emergency_ro,errors=remount-ro
+30 22 8:49 / /srv/no-separator rw ext4 /dev/sdd1 rw
 short line
 ";
         let mut bad = Vec::new();
-        let mounts = parse_mounts(text, "/", &default_filter(), |l| bad.push(l.to_string()));
+        let mounts = parse_mountinfo(text, "/", &default_filter(), |l| bad.push(l.to_string()));
         let names: Vec<_> = mounts.iter().map(|m| m.mount_point.as_str()).collect();
-        assert_eq!(names, ["/", "/run", "/data"]);
+        assert_eq!(names, ["/", "/run", "/data", "/srv/scratch"]);
         assert!(mounts[2].read_only && !mounts[0].read_only);
-        assert_eq!(bad, ["short line"]);
+        assert!(
+            mounts[3].read_only,
+            "ext4 emergency_ro in the superblock options"
+        );
+        assert_eq!(
+            (mounts[2].major.as_str(), mounts[2].minor.as_str()),
+            ("8", "17")
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+    }
+
+    #[test]
+    fn include_flags_replace_the_default_excludes() {
+        let text = "\
+1 0 8:1 / / rw - ext4 /dev/sda1 rw
+2 1 8:17 / /data rw - xfs /dev/sdb1 rw
+3 1 8:33 / /data2 rw - ext4 /dev/sdc1 rw
+4 1 0:24 / /run rw - tmpfs tmpfs rw
+";
+        let filter = |args: &[&str]| -> Result<Vec<String>, BuildError> {
+            let matches = crate::cli::command()
+                .try_get_matches_from(std::iter::once("agent").chain(args.iter().copied()))
+                .unwrap();
+            let paths = Paths::default();
+            let ctx = BuildContext {
+                matches: &matches,
+                paths: &paths,
+            };
+            let filter = Filter {
+                mount_points: device_filter(
+                    &ctx,
+                    MOUNT_POINTS_EXCLUDE,
+                    Some(OLD_MOUNT_POINTS_EXCLUDE),
+                    MOUNT_POINTS_INCLUDE,
+                    None,
+                )?,
+                fs_types: device_filter(&ctx, FS_TYPES_EXCLUDE, None, FS_TYPES_INCLUDE, None)?,
+            };
+            Ok(parse_mountinfo(text, "/", &filter, |_| {})
+                .into_iter()
+                .map(|m| m.mount_point)
+                .collect())
+        };
+        assert_eq!(filter(&[]).unwrap(), ["/", "/data", "/data2", "/run"]);
+        assert_eq!(
+            filter(&["--collector.filesystem.mount-points-include=^/data"]).unwrap(),
+            ["/data", "/data2"]
+        );
+        assert_eq!(
+            filter(&["--collector.filesystem.fs-types-include=^ext4$"]).unwrap(),
+            ["/", "/data2"]
+        );
+        assert!(
+            filter(&[
+                "--collector.filesystem.fs-types-include=^ext4$",
+                "--collector.filesystem.fs-types-exclude=^tmpfs$",
+            ])
+            .is_err()
+        );
+        assert!(
+            filter(&[
+                "--collector.filesystem.ignored-mount-points=^/run",
+                "--collector.filesystem.mount-points-exclude=^/data",
+            ])
+            .is_err()
+        );
     }
 
     #[test]
     fn rootfs_prefix_is_stripped() {
-        let text = "/dev/sda1 /host ext4 rw 0 0\n/dev/sdb1 /host/data xfs rw 0 0\n";
-        let mounts = parse_mounts(text, "/host", &default_filter(), |_| {});
+        let text =
+            "1 0 8:1 / /host rw - ext4 /dev/sda1 rw\n2 1 8:17 / /host/data rw - xfs /dev/sdb1 rw\n";
+        let mounts = parse_mountinfo(text, "/host", &default_filter(), |_| {});
         let names: Vec<_> = mounts.iter().map(|m| m.mount_point.as_str()).collect();
         assert_eq!(names, ["/", "/data"]);
     }
@@ -785,7 +990,7 @@ short line
         let started = Instant::now();
         assert_eq!(
             statter.stat("/hung", Path::new("/hung")),
-            Outcome::DeviceError
+            Outcome::DeviceError(DeviceError::Timeout)
         );
         assert!(started.elapsed() < timeout + Duration::from_secs(2));
         assert!(statter.is_stuck("/hung"));
@@ -798,7 +1003,7 @@ short line
         let started = Instant::now();
         assert_eq!(
             statter.stat("/hung", Path::new("/hung")),
-            Outcome::DeviceError
+            Outcome::DeviceError(DeviceError::Timeout)
         );
         assert!(started.elapsed() < timeout);
         assert_eq!(hang.calls.load(Ordering::SeqCst), 1);
@@ -837,12 +1042,12 @@ short line
         let text = render("filesystem", Box::new(collector), Paths::fixture(&root));
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(
-            text.contains(r#"node_filesystem_device_error{device="server:/export",mountpoint="/mnt/nfs",fstype="nfs4"} 1"#),
+            text.contains(r#"node_filesystem_device_error{device="server:/export",mountpoint="/mnt/nfs",fstype="nfs4",device_error="mountpoint timeout"} 1"#),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"node_filesystem_device_error{device="/dev/sda1",mountpoint="/",fstype="ext4"} 0"#
+                r#"node_filesystem_device_error{device="/dev/sda1",mountpoint="/",fstype="ext4",device_error=""} 0"#
             ),
             "{text}"
         );
@@ -882,7 +1087,7 @@ short line
         );
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(matches!(outcomes[0], Outcome::Stat(_)));
-        assert_eq!(outcomes[1], Outcome::DeviceError);
+        assert_eq!(outcomes[1], Outcome::DeviceError(DeviceError::Timeout));
         assert!(matches!(outcomes[2], Outcome::Stat(_)));
         // Once the hung stat returns, the abandoned worker drops its queued copy of /after and
         // exits; its exit (its clone of `stat` dropped) is the event awaited, not a pause.
@@ -902,7 +1107,7 @@ short line
 
     #[test]
     fn procfs_mounts_report_changes_by_poll_and_files_are_reread() {
-        let proc_mounts = std::fs::File::open("/proc/self/mounts").unwrap();
+        let proc_mounts = std::fs::File::open("/proc/self/mountinfo").unwrap();
         assert!(is_procfs(&proc_mounts));
         assert!(
             !mount_table_changed(&proc_mounts),
@@ -911,8 +1116,8 @@ short line
 
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("proc/1")).unwrap();
-        let mounts = root.path().join("proc/1/mounts");
-        std::fs::write(&mounts, "/dev/sda1 / ext4 rw 0 0\n").unwrap();
+        let mounts = root.path().join("proc/1/mountinfo");
+        std::fs::write(&mounts, "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n").unwrap();
         assert!(!is_procfs(&std::fs::File::open(&mounts).unwrap()));
         let paths = Paths::fixture(root.path());
         let malformed = std::sync::atomic::AtomicU64::new(0);
@@ -926,7 +1131,7 @@ short line
         assert_eq!(collector.mounts.len(), 1);
         std::fs::write(
             &mounts,
-            "/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 /srv xfs rw 0 0\n",
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n23 1 8:17 / /srv rw - xfs /dev/sdb1 rw\n",
         )
         .unwrap();
         collector.read_mounts(&ctx).unwrap();

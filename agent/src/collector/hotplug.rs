@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::Paths;
-use super::util::SourceFile;
+use super::source::SourceFile;
 
 /// The longest a cached absence or listing is trusted without a uevent or mount change.
 pub const REPROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -83,7 +83,7 @@ impl HotplugWatch {
             self.mounts_tried = true;
             // The mounts file that the filesystem collector reads; without a pollable one, a
             // mount is noticed at the next uevent or interval.
-            self.mounts = ["1/mounts", "mounts"]
+            self.mounts = ["1/mountinfo", "self/mountinfo"]
                 .into_iter()
                 .find_map(|rel| std::fs::File::open(paths.proc(rel)).ok())
                 .filter(is_procfs);

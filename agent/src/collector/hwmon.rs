@@ -1,27 +1,70 @@
 //! `hwmon`: hardware sensors from /sys/class/hwmon, named, scaled and labelled as node_exporter
-//! 1.5 does (chip names from the device path, `<type><n>_<property>` files, millivolts → volts,
-//! millidegrees → °C, microwatts → W, microjoules → J).
+//! 1.12 does (chip names from the device path, `<type><n>_<property>` files, millivolts → volts,
+//! millidegrees → °C, microwatts → W, microjoules → J, Hz → MHz). Several hwmon devices under one
+//! parent device (a driver registering one for fans and one for sensors) would share a chip
+//! name: as 1.12, those chips get the `name` attribute, or else their own `hwmonN`, appended.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use clap::Arg;
+
+use super::filter::DeviceFilter;
+use super::flags::unanchored_regex_flag;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
     name: "hwmon",
     default_enabled: true,
-    flags: no_flags,
+    flags,
     build,
 };
 
-fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
-    Ok(Box::new(HwmonCollector::new()))
+const CHIP_INCLUDE: &str = "collector.hwmon.chip-include";
+const CHIP_EXCLUDE: &str = "collector.hwmon.chip-exclude";
+const SENSOR_INCLUDE: &str = "collector.hwmon.sensor-include";
+const SENSOR_EXCLUDE: &str = "collector.hwmon.sensor-exclude";
+
+fn flags(command: clap::Command) -> clap::Command {
+    let flag = |name: &'static str, help: &'static str| Arg::new(name).long(name).help(help);
+    command
+        .arg(flag(
+            CHIP_INCLUDE,
+            "Regexp of hwmon chip to include (mutually exclusive to device-exclude).",
+        ))
+        .arg(flag(
+            CHIP_EXCLUDE,
+            "Regexp of hwmon chip to exclude (mutually exclusive to device-include).",
+        ))
+        .arg(flag(
+            SENSOR_INCLUDE,
+            "Regexp of hwmon sensor to include (mutually exclusive to sensor-exclude).",
+        ))
+        .arg(flag(
+            SENSOR_EXCLUDE,
+            "Regexp of hwmon sensor to exclude (mutually exclusive to sensor-include).",
+        ))
 }
 
-const SENSOR_TYPES: [&str; 13] = [
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
+    // node_exporter applies both patterns of a pair when both are given (no exclusivity
+    // check, whatever the help says).
+    let mut collector = HwmonCollector::new();
+    collector.chips = DeviceFilter {
+        exclude: unanchored_regex_flag(ctx, CHIP_EXCLUDE)?,
+        include: unanchored_regex_flag(ctx, CHIP_INCLUDE)?,
+    };
+    collector.sensors = DeviceFilter {
+        exclude: unanchored_regex_flag(ctx, SENSOR_EXCLUDE)?,
+        include: unanchored_regex_flag(ctx, SENSOR_INCLUDE)?,
+    };
+    Ok(Box::new(collector))
+}
+
+const SENSOR_TYPES: [&str; 14] = [
     "vrm",
     "beep_enable",
     "update_interval",
@@ -35,6 +78,7 @@ const SENSOR_TYPES: [&str; 13] = [
     "energy",
     "humidity",
     "intrusion",
+    "freq",
 ];
 
 /// node_exporter's `cleanMetricName`: lower case, anything outside `[a-z0-9:_]` to `_`, trimmed
@@ -68,7 +112,16 @@ struct HwmonCollector {
     families: Vec<(String, String, Kind)>,
     family_index: HashMap<String, usize>,
     rows: Vec<Row>,
-    class: super::util::DirListing,
+    class: super::source::DirListing,
+    /// `--collector.hwmon.chip-{include,exclude}`, on the chip label.
+    chips: DeviceFilter,
+    /// `--collector.hwmon.sensor-{include,exclude}`, on `<chip>;<sensor>`.
+    sensors: DeviceFilter,
+    /// Scratch: `<chip>;<sensor>` for the sensor filter.
+    key: String,
+    /// (directory, chip label) of each chip in `labelled_for`, the listing they were derived from.
+    chip_labels: Vec<(PathBuf, String)>,
+    labelled_for: Option<Arc<[String]>>,
 }
 
 /// `(type, number, property)` of a sensor file name, as node_exporter's `explodeSensorFilename`.
@@ -103,7 +156,12 @@ impl HwmonCollector {
             families: Vec::new(),
             family_index: HashMap::new(),
             rows: Vec::new(),
-            class: super::util::DirListing::default(),
+            class: super::source::DirListing::default(),
+            chips: DeviceFilter::default(),
+            sensors: DeviceFilter::default(),
+            key: String::new(),
+            chip_labels: Vec::new(),
+            labelled_for: None,
         }
     }
 
@@ -169,8 +227,8 @@ impl HwmonCollector {
         });
     }
 
-    fn update_hwmon(&mut self, dir: &Path) -> std::io::Result<()> {
-        let chip = hwmon_name(dir)?;
+    fn update_hwmon(&mut self, dir: &Path, chip: &str) -> std::io::Result<()> {
+        let chip = chip.to_string();
         let mut data = SensorData::new();
         self.collect_sensor_data(dir, &mut data)?;
         let device = dir.join("device");
@@ -192,6 +250,15 @@ impl HwmonCollector {
             }
         }
         for (sensor, props) in &data {
+            if self.sensors.include.is_some() || self.sensors.exclude.is_some() {
+                self.key.clear();
+                self.key.push_str(&chip);
+                self.key.push(';');
+                self.key.push_str(sensor);
+                if self.sensors.ignored(&self.key) {
+                    continue;
+                }
+            }
             let sensor_type = explode(&self.filename, sensor).map_or("", |(t, _, _)| t);
             if let Some(label) = props.get("label") {
                 self.push_labelled(
@@ -264,6 +331,21 @@ impl HwmonCollector {
                     continue;
                 };
                 let element = element.as_str();
+                if sensor_type == "freq" && element == "input" {
+                    // Labelled by the sensor's cleaned label instead of `freqN`; unlabelled
+                    // frequencies are not reported.
+                    if let Some(label) = props.get("label") {
+                        self.push(
+                            name + "_freq_mhz",
+                            "Hardware monitor for GPU frequency in MHz".into(),
+                            Kind::Gauge,
+                            &chip,
+                            &clean_name(label),
+                            v / 1_000_000.0,
+                        );
+                    }
+                    continue;
+                }
                 let (name, help, kind, v) = match (sensor_type, element) {
                     (_, "fault" | "alarm") => (
                         name,
@@ -393,6 +475,50 @@ fn hwmon_name(dir: &Path) -> std::io::Result<String> {
     Ok(name)
 }
 
+/// Each listed chip's directory and unique chip label, as node_exporter 1.12 derives them: the
+/// base name from the parent device ([`hwmon_name`]); a base name several chips share gets the
+/// chip's `name` attribute appended, or, when that is empty or shared too, its hwmonN name.
+/// Chips without a name are left out.
+fn chip_labels(class: &Path, names: &[String]) -> Vec<(PathBuf, String)> {
+    let mut chips: Vec<(PathBuf, String, String)> = Vec::new();
+    for name in names {
+        let dir = class.join(name);
+        let Ok(base) = hwmon_name(&dir) else {
+            tracing::debug!(dir = %dir.display(), "no hwmon chip name");
+            continue;
+        };
+        let name_attr = std::fs::read_to_string(dir.join("name"))
+            .map(|raw| raw.trim().to_string())
+            .unwrap_or_default();
+        chips.push((dir, base, name_attr));
+    }
+    let shared = |base: &str, name_attr: Option<&str>| {
+        chips
+            .iter()
+            .filter(|(_, b, n)| b == base && name_attr.is_none_or(|a| a == n))
+            .count()
+            > 1
+    };
+    chips
+        .iter()
+        .map(|(dir, base, name_attr)| {
+            let chip = if shared(base, None) {
+                let mut suffix = clean_name(name_attr);
+                if suffix.is_empty() || shared(base, Some(name_attr)) {
+                    suffix = dir
+                        .file_name()
+                        .map(|n| clean_name(&n.to_string_lossy()))
+                        .unwrap_or_default();
+                }
+                format!("{base}_{suffix}")
+            } else {
+                base.clone()
+            };
+            (dir.clone(), chip)
+        })
+        .collect()
+}
+
 impl Collector for HwmonCollector {
     fn update(
         &mut self,
@@ -413,12 +539,26 @@ impl Collector for HwmonCollector {
         self.families.clear();
         self.family_index.clear();
         let mut last_error = None;
-        for name in names.iter() {
-            let dir = class.join(name);
-            if let Err(e) = self.update_hwmon(&dir) {
-                last_error = Some(CollectorError::io(&dir, e));
+        // The chips' labels depend on device links and `name` attributes, which change only
+        // with the listing (a uevent): worked out once per listing.
+        let same = self
+            .labelled_for
+            .as_ref()
+            .is_some_and(|listed| Arc::ptr_eq(listed, &names));
+        if !same {
+            self.chip_labels = chip_labels(&class, &names);
+            self.labelled_for = Some(names);
+        }
+        let chips = std::mem::take(&mut self.chip_labels);
+        for (dir, chip) in &chips {
+            if self.chips.ignored(chip) {
+                continue;
+            }
+            if let Err(e) = self.update_hwmon(dir, chip) {
+                last_error = Some(CollectorError::io(dir, e));
             }
         }
+        self.chip_labels = chips;
         // Families contiguous, in the order first seen.
         self.rows.sort_by_key(|r| r.family);
         let mut rows = self.rows.iter().peekable();
@@ -462,6 +602,52 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "hwmon", |_| Box::new(HwmonCollector::new()));
+    }
+
+    /// Several hwmon devices under one parent: distinct `name`s disambiguate (asus-nb-wmi),
+    /// equal ones fall back to hwmonN (nct6775); GPU frequencies in MHz by label (amdgpu).
+    #[test]
+    fn shared_parents_and_frequencies() {
+        assert_renders_golden("storage", "hwmon", |_| Box::new(HwmonCollector::new()));
+        let text = crate::collector::testing::render(
+            "hwmon",
+            Box::new(HwmonCollector::new()),
+            crate::collector::Paths::fixture(&crate::collector::testing::fixture("storage")),
+        );
+        for chip in [
+            "platform_asus_nb_wmi_asus",
+            "platform_asus_nb_wmi_asus_custom_fan_curve",
+            "platform_nct6775_656_hwmon4",
+            "platform_nct6775_656_hwmon5",
+        ] {
+            assert!(
+                text.contains(&format!("chip=\"{chip}\"")),
+                "{chip}:\n{text}"
+            );
+        }
+        assert!(
+            text.contains(
+                "node_hwmon_freq_freq_mhz{chip=\"0000:00:03_1_0000:03:00_0\",sensor=\"sclk\"} 1800"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("sensor=\"freq3\""), "{text}");
+    }
+
+    #[test]
+    fn chip_and_sensor_filters() {
+        let paths =
+            crate::collector::Paths::fixture(&crate::collector::testing::fixture("storage"));
+        let render = |args: &[&str]| {
+            let collector = crate::collector::testing::build_with(&REGISTRATION, args, &paths);
+            crate::collector::testing::render("hwmon", collector, paths.clone())
+        };
+        let text = render(&["--collector.hwmon.chip-include=nct6775"]);
+        assert!(text.contains("platform_nct6775_656_hwmon4"), "{text}");
+        assert!(!text.contains("asus"), "{text}");
+        let text = render(&["--collector.hwmon.sensor-exclude=hwmon5;temp1"]);
+        assert!(!text.contains("SYSTIN"), "{text}");
+        assert!(text.contains("node_hwmon_in_volts"), "{text}");
     }
 
     #[test]

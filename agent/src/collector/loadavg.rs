@@ -1,6 +1,6 @@
 //! `loadavg`: node_load1, node_load5, node_load15 from /proc/loadavg.
 
-use super::util::SourceFile;
+use super::source::{SourceFile, parse_loadavg};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,
@@ -29,16 +29,6 @@ impl Default for LoadavgCollector {
             buf: String::new(),
         }
     }
-}
-
-/// The three load averages from the first fields of /proc/loadavg.
-pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
-    let mut fields = text.split_ascii_whitespace();
-    let mut loads = [0.0; 3];
-    for load in &mut loads {
-        *load = fields.next()?.parse().ok()?;
-    }
-    Some(loads)
 }
 
 impl Collector for LoadavgCollector {
@@ -72,9 +62,19 @@ mod tests {
 
     #[test]
     fn malformed_is_an_error_not_a_panic() {
-        assert_eq!(parse_loadavg("0.5 1.5"), None);
-        assert_eq!(parse_loadavg("x y z"), None);
-        assert_eq!(parse_loadavg("0.5 1.5 2 1/100 42"), Some([0.5, 1.5, 2.0]));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/loadavg"), "0.5 1.5\n").unwrap();
+        let text = crate::collector::testing::render(
+            "loadavg",
+            build_default(),
+            crate::collector::Paths::fixture(dir.path()),
+        );
+        assert!(
+            text.contains("node_scrape_collector_success{collector=\"loadavg\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("node_load1 "), "{text}");
     }
 
     fn build_default() -> Box<dyn Collector> {

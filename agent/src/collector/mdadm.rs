@@ -1,11 +1,17 @@
 //! `mdadm`: software RAID state from /proc/mdstat, parsed as procfs parses it for node_exporter
-//! 1.5 (disk counts from the `[n/m] [UU_]` status, sync progress from the recovery line).
+//! (disk counts from the `[n/m] [UU_]` status, sync progress from the recovery line), and, as
+//! 1.12, each array's `raid_disks` and `degraded` from /sys/block/md*/md (those attributes kept
+//! open: arrays are few and read every scrape).
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use regex::Regex;
 
+use super::source::{DirListing, OpenAttr, read_into};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -147,7 +153,51 @@ struct MdadmCollector {
     parser: MdstatParser,
     buf: String,
     /// /proc/mdstat exists once the md driver is loaded.
-    absence: super::util::Absence,
+    absence: super::source::Absence,
+    /// The md arrays in /sys/block (entries with an `md` directory), per hotplug epoch.
+    blocks: DirListing,
+    /// The listing `arrays` was built from.
+    listed: Option<Arc<[String]>>,
+    arrays: Vec<MdSysfs>,
+    /// This scrape's `(array index, raid_disks, degraded)`.
+    rows: Vec<(usize, Option<u64>, u64)>,
+}
+
+/// One array's sysfs attributes node_exporter 1.12 reads (procfs's `Mdraid`).
+struct MdSysfs {
+    device: String,
+    level: (PathBuf, OpenAttr),
+    raid_disks: (PathBuf, OpenAttr),
+    degraded: (PathBuf, OpenAttr),
+}
+
+impl MdSysfs {
+    fn new(dir: PathBuf, device: &str) -> Self {
+        let attr = |name: &str| (dir.join(name), OpenAttr::default());
+        MdSysfs {
+            device: device.to_string(),
+            level: attr("level"),
+            raid_disks: attr("raid_disks"),
+            degraded: attr("degraded"),
+        }
+    }
+}
+
+/// Reads one attribute; a missing one is an error, as procfs's `Mdraids` makes it.
+fn read_md_attr(
+    (path, attr): &mut (PathBuf, OpenAttr),
+    buf: &mut String,
+) -> Result<(), CollectorError> {
+    attr.read(path, buf)
+        .map_err(|e| CollectorError::io(&*path, e))
+}
+
+/// `raid_disks`: a count, or during a reshape "current (previous)"; `None` when neither.
+fn parse_raid_disks(text: &str) -> Option<u64> {
+    let text = text.trim();
+    text.parse()
+        .ok()
+        .or_else(|| text.split_once(' ')?.0.parse().ok())
 }
 
 impl MdadmCollector {
@@ -156,7 +206,63 @@ impl MdadmCollector {
             parser: MdstatParser::new(),
             buf: String::new(),
             absence: Default::default(),
+            blocks: DirListing::default(),
+            listed: None,
+            arrays: Vec::new(),
+            rows: Vec::new(),
         }
+    }
+
+    /// `(device, raid_disks, degraded)` of every array in sysfs, into `out`.
+    fn read_sysfs(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut Vec<(usize, Option<u64>, u64)>,
+    ) -> Result<(), CollectorError> {
+        let block = ctx.paths.sys("block");
+        let names = self
+            .blocks
+            .names(ctx, &block, |entry| {
+                entry.file_name().to_string_lossy().starts_with("md")
+                    && entry.path().join("md").is_dir()
+            })
+            .map_err(|e| CollectorError::io(&block, e))?;
+        let same = match (&names, &self.listed) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.arrays = names
+                .iter()
+                .flat_map(|n| n.iter())
+                .map(|name| MdSysfs::new(block.join(name).join("md"), name))
+                .collect();
+            self.listed = names;
+        }
+        for (index, array) in self.arrays.iter_mut().enumerate() {
+            read_md_attr(&mut array.level, &mut self.buf)?;
+            let level = self.buf.trim();
+            let has_disks = !matches!(level, "container" | "imsm" | "ddf" | "");
+            let has_degraded = matches!(level, "raid1" | "raid4" | "raid5" | "raid6" | "raid10");
+            let disks = if has_disks {
+                read_md_attr(&mut array.raid_disks, &mut self.buf)?;
+                parse_raid_disks(&self.buf)
+            } else {
+                None
+            };
+            let degraded = if has_degraded {
+                read_md_attr(&mut array.degraded, &mut self.buf)?;
+                self.buf.trim().parse().map_err(|_| CollectorError::Parse {
+                    path: array.degraded.0.clone(),
+                    reason: format!("not an unsigned integer: {:?}", self.buf),
+                })?
+            } else {
+                0
+            };
+            out.push((index, disks, degraded));
+        }
+        Ok(())
     }
 }
 
@@ -173,66 +279,111 @@ impl Collector for MdadmCollector {
         let stats = self
             .parser
             .parse(&self.buf, |line| ctx.malformed(&path, line));
-        if stats.is_empty() {
+        if !stats.is_empty() {
+            write_mdstat(out, &stats)?;
+        }
+        // Reused between scrapes: taken out while `read_sysfs` borrows the collector.
+        let mut arrays = std::mem::take(&mut self.rows);
+        arrays.clear();
+        let read = self.read_sysfs(ctx, &mut arrays);
+        let written = read.and_then(|()| self.write_sysfs(out, &arrays));
+        self.rows = arrays;
+        written
+    }
+}
+
+impl MdadmCollector {
+    fn write_sysfs(
+        &self,
+        out: &mut MetricWriter<'_, '_>,
+        arrays: &[(usize, Option<u64>, u64)],
+    ) -> Result<(), CollectorError> {
+        if arrays.is_empty() {
             return Ok(());
         }
-        let mut f = out.family(
-            "node_md_disks_required",
-            "Total number of disks of device.",
-            Kind::Gauge,
-        )?;
-        for s in &stats {
-            f.sample(&[("device", &s.name)], s.disks_total as f64)?;
-        }
-        let mut f = out.family(
-            "node_md_disks",
-            "Number of active/failed/spare disks of device.",
-            Kind::Gauge,
-        )?;
-        for s in &stats {
-            for (state, n) in [
-                ("active", s.disks_active),
-                ("failed", s.disks_failed),
-                ("spare", s.disks_spare),
-            ] {
-                f.sample(&[("device", &s.name), ("state", state)], n as f64)?;
+        let device = |i: usize| self.arrays.get(i).map_or("", |a| a.device.as_str());
+        if arrays.iter().any(|(_, disks, _)| disks.is_some()) {
+            let mut f = out.family(
+                "node_md_raid_disks",
+                "Number of raid disks on device.",
+                Kind::Gauge,
+            )?;
+            for (i, disks, _) in arrays {
+                if let Some(disks) = disks {
+                    f.sample(&[("device", device(*i))], *disks as f64)?;
+                }
             }
         }
         let mut f = out.family(
-            "node_md_state",
-            "Indicates the state of md-device.",
+            "node_md_degraded",
+            "Number of degraded disks on device.",
             Kind::Gauge,
         )?;
-        for s in &stats {
-            for (label, state) in [
-                ("active", "active"),
-                ("inactive", "inactive"),
-                ("recovering", "recovering"),
-                ("resync", "resyncing"),
-                ("check", "checking"),
-            ] {
-                let value = if s.state == state { 1.0 } else { 0.0 };
-                f.sample(&[("device", &s.name), ("state", label)], value)?;
-            }
-        }
-        let mut f = out.family(
-            "node_md_blocks",
-            "Total number of blocks on device.",
-            Kind::Gauge,
-        )?;
-        for s in &stats {
-            f.sample(&[("device", &s.name)], s.blocks_total as f64)?;
-        }
-        let mut f = out.family(
-            "node_md_blocks_synced",
-            "Number of blocks synced on device.",
-            Kind::Gauge,
-        )?;
-        for s in &stats {
-            f.sample(&[("device", &s.name)], s.blocks_synced as f64)?;
+        for (i, _, degraded) in arrays {
+            f.sample(&[("device", device(*i))], *degraded as f64)?;
         }
         Ok(())
     }
+}
+
+/// The /proc/mdstat families.
+fn write_mdstat(out: &mut MetricWriter<'_, '_>, stats: &[MdStat]) -> Result<(), CollectorError> {
+    let mut f = out.family(
+        "node_md_disks_required",
+        "Total number of disks of device.",
+        Kind::Gauge,
+    )?;
+    for s in stats {
+        f.sample(&[("device", &s.name)], s.disks_total as f64)?;
+    }
+    let mut f = out.family(
+        "node_md_disks",
+        "Number of active/failed/spare disks of device.",
+        Kind::Gauge,
+    )?;
+    for s in stats {
+        for (state, n) in [
+            ("active", s.disks_active),
+            ("failed", s.disks_failed),
+            ("spare", s.disks_spare),
+        ] {
+            f.sample(&[("device", &s.name), ("state", state)], n as f64)?;
+        }
+    }
+    let mut f = out.family(
+        "node_md_state",
+        "Indicates the state of md-device.",
+        Kind::Gauge,
+    )?;
+    for s in stats {
+        for (label, state) in [
+            ("active", "active"),
+            ("inactive", "inactive"),
+            ("recovering", "recovering"),
+            ("resync", "resyncing"),
+            ("check", "checking"),
+        ] {
+            let value = if s.state == state { 1.0 } else { 0.0 };
+            f.sample(&[("device", &s.name), ("state", label)], value)?;
+        }
+    }
+    let mut f = out.family(
+        "node_md_blocks",
+        "Total number of blocks on device.",
+        Kind::Gauge,
+    )?;
+    for s in stats {
+        f.sample(&[("device", &s.name)], s.blocks_total as f64)?;
+    }
+    let mut f = out.family(
+        "node_md_blocks_synced",
+        "Number of blocks synced on device.",
+        Kind::Gauge,
+    )?;
+    for s in stats {
+        f.sample(&[("device", &s.name)], s.blocks_synced as f64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -244,6 +395,50 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "mdadm", |_| Box::new(MdadmCollector::new()));
+    }
+
+    /// A degraded RAID 6 (one member faulty), a clean RAID 1 and a RAID 0 (which has no
+    /// `degraded` attribute: 0, as node_exporter).
+    #[test]
+    fn degraded_array_from_sysfs() {
+        assert_renders_golden("storage", "mdadm", |_| Box::new(MdadmCollector::new()));
+        let text = render(
+            "mdadm",
+            Box::new(MdadmCollector::new()),
+            Paths::fixture(&fixture("storage")),
+        );
+        for line in [
+            "node_md_degraded{device=\"md127\"} 1",
+            "node_md_degraded{device=\"md125\"} 0",
+            "node_md_raid_disks{device=\"md127\"} 6",
+            "node_md_disks{device=\"md127\",state=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+        assert_eq!(parse_raid_disks("11 (10)"), Some(11));
+        assert_eq!(parse_raid_disks("x"), None);
+    }
+
+    #[test]
+    fn a_missing_md_attribute_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/mdstat"),
+            "Personalities : \nunused devices: <none>\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("sys/block/md0/md")).unwrap();
+        std::fs::write(dir.path().join("sys/block/md0/md/level"), "raid1\n").unwrap();
+        let text = render(
+            "mdadm",
+            Box::new(MdadmCollector::new()),
+            Paths::fixture(dir.path()),
+        );
+        assert!(
+            text.contains("node_scrape_collector_success{collector=\"mdadm\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `meminfo`: every line of /proc/meminfo as `node_memory_<Field>[_bytes]`, as node_exporter names
 //! them (`Active(anon)` becomes `Active_anon`; values with a `kB` unit are converted to bytes).
 
-use super::util::SourceFile;
+use super::source::{SourceFile, parse_meminfo_line};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -32,35 +32,6 @@ impl Default for MeminfoCollector {
             buf: String::new(),
             name: String::new(),
             help: String::new(),
-        }
-    }
-}
-
-/// One parsed /proc/meminfo line: node_exporter's field name (with `_bytes` when it had a unit)
-/// written into `name`, and the value in bytes (or as-is without a unit).
-pub fn parse_meminfo_line(line: &str, name: &mut String) -> Option<f64> {
-    let (key, rest) = line.split_once(':')?;
-    let mut parts = rest.split_ascii_whitespace();
-    let value: f64 = parts.next()?.parse().ok()?;
-    let unit = parts.next();
-    if parts.next().is_some() || key.is_empty() {
-        return None;
-    }
-    name.clear();
-    // Active(anon) -> Active_anon
-    match key.split_once('(') {
-        Some((head, tail)) => {
-            name.push_str(head);
-            name.push('_');
-            name.push_str(tail.strip_suffix(')')?);
-        }
-        None => name.push_str(key),
-    }
-    match unit {
-        None => Some(value),
-        Some(_) => {
-            name.push_str("_bytes");
-            Some(value * 1024.0)
         }
     }
 }
@@ -120,23 +91,5 @@ mod tests {
         assert_renders_golden("old-kernel", "meminfo", |_| {
             Box::new(MeminfoCollector::default())
         });
-    }
-
-    #[test]
-    fn line_forms() {
-        let mut name = String::new();
-        assert_eq!(
-            parse_meminfo_line("Active(anon):     1 kB", &mut name),
-            Some(1024.0)
-        );
-        assert_eq!(name, "Active_anon_bytes");
-        assert_eq!(
-            parse_meminfo_line("HugePages_Total:       0", &mut name),
-            Some(0.0)
-        );
-        assert_eq!(name, "HugePages_Total");
-        assert_eq!(parse_meminfo_line("garbage", &mut name), None);
-        assert_eq!(parse_meminfo_line("MemFree: lots kB", &mut name), None);
-        assert_eq!(parse_meminfo_line("Weird(x: 1 kB", &mut name), None);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! One collector per file, as node_exporter does it: each file exports a `REGISTRATION` naming the
 //! collector, whether it is on by default, its own command-line flags and how to build it from them.
-//! [`ALL`] lists every registration; the CLI and the scraper are driven from that list alone.
+//! [`registry::ALL`] lists every registration; the CLI and the scraper are driven from that list
+//! alone. This file is the framework below the collectors; [`source`] is the layer between it
+//! and them that reads the host; the registry sits above them.
 //!
 //! A collector reads its sources under [`Paths`] (so tests point it at a fixture tree) and writes
 //! whole families through [`MetricWriter`]: all samples of one family must be written together,
@@ -29,8 +31,12 @@ pub mod cpufreq;
 pub mod diskstats;
 pub mod edac;
 pub mod entropy;
+pub mod expfmt;
 pub mod filefd;
 pub mod filesystem;
+pub mod filter;
+pub mod flags;
+pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
 pub mod loadavg;
@@ -42,12 +48,15 @@ pub mod netlink;
 pub mod netstat;
 pub mod nfs;
 pub mod os;
+pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod registry;
 pub mod schedstat;
 pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
+pub mod source;
 pub mod stat;
 pub mod textfile;
 pub mod thermal_zone;
@@ -55,48 +64,8 @@ pub mod time;
 pub mod timex;
 pub mod udp_queues;
 pub mod uname;
-pub mod util;
 pub mod vmstat;
 pub mod xfs;
-
-/// Every collector the agent knows, in the order they run.
-pub static ALL: &[&Registration] = &[
-    &arp::REGISTRATION,
-    &bcache::REGISTRATION,
-    &btrfs::REGISTRATION,
-    &conntrack::REGISTRATION,
-    &cpu::REGISTRATION,
-    &cpufreq::REGISTRATION,
-    &diskstats::REGISTRATION,
-    &edac::REGISTRATION,
-    &entropy::REGISTRATION,
-    &filefd::REGISTRATION,
-    &filesystem::REGISTRATION,
-    &hwmon::REGISTRATION,
-    &loadavg::REGISTRATION,
-    &mdadm::REGISTRATION,
-    &meminfo::REGISTRATION,
-    &netclass::REGISTRATION,
-    &netdev::REGISTRATION,
-    &netstat::REGISTRATION,
-    &nfs::REGISTRATION,
-    &os::REGISTRATION,
-    &powersupplyclass::REGISTRATION,
-    &pressure::REGISTRATION,
-    &schedstat::REGISTRATION,
-    &selinux::REGISTRATION,
-    &sockstat::REGISTRATION,
-    &softnet::REGISTRATION,
-    &stat::REGISTRATION,
-    &textfile::REGISTRATION,
-    &thermal_zone::REGISTRATION,
-    &time::REGISTRATION,
-    &timex::REGISTRATION,
-    &udp_queues::REGISTRATION,
-    &uname::REGISTRATION,
-    &vmstat::REGISTRATION,
-    &xfs::REGISTRATION,
-];
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;
@@ -105,7 +74,7 @@ pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;
 pub struct Registration {
     /// The node_exporter collector name: `--collector.<name>` / `--no-collector.<name>`.
     pub name: &'static str,
-    /// Whether node_exporter 1.5 enables it by default on Linux.
+    /// Whether node_exporter 1.12.1 enables it by default on Linux.
     pub default_enabled: bool,
     /// Adds the collector's own flags (such as `--collector.filesystem.mount-points-exclude`).
     pub flags: fn(clap::Command) -> clap::Command,
@@ -411,122 +380,23 @@ impl Family<'_> {
     }
 }
 
-/// Reads a whole file into `buf` (cleared first), reusing its allocation.
-pub fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectorError> {
-    buf.clear();
-    std::fs::File::open(path)
-        .and_then(|mut file| read_file_into(&mut file, buf))
-        .map_err(|e| CollectorError::io(path, e))
+/// Decimal label values "0", "1", … formatted once and reused by every scrape.
+#[derive(Default)]
+pub struct IndexLabels {
+    labels: Vec<String>,
 }
 
-/// Reads an open file from its current position to the end into `buf` (cleared first),
-/// reusing its allocation; on error `buf` is left empty (still with its allocation).
-pub fn read_file_into(file: &mut std::fs::File, buf: &mut String) -> std::io::Result<()> {
-    fill_utf8(buf, |bytes| read_all(bytes, file, ReadAt::Position))
-}
-
-/// Reads a whole file from offset 0 into `buf` with positional reads (no seek), like
-/// [`read_file_into`]. procfs and sysfs regenerate a file's content on a read at offset 0,
-/// which is what lets [`util::SourceFile`] keep files open between scrapes.
-pub fn read_file_at_into(file: &std::fs::File, buf: &mut String) -> std::io::Result<()> {
-    fill_utf8(buf, |bytes| read_all(bytes, file, ReadAt::Offset))
-}
-
-fn fill_utf8(
-    buf: &mut String,
-    read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut bytes = std::mem::take(buf).into_bytes();
-    let read = read(&mut bytes);
-    match (read, String::from_utf8(bytes)) {
-        (Ok(()), Ok(text)) => {
-            *buf = text;
-            Ok(())
-        }
-        (result, Ok(text)) => {
-            *buf = text;
-            buf.clear();
-            result
-        }
-        (result, Err(e)) => {
-            let mut bytes = e.into_bytes();
-            bytes.clear();
-            // Empty, hence valid UTF-8: the allocation is kept.
-            *buf = String::from_utf8(bytes).unwrap_or_default();
-            result.and(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            )))
+impl IndexLabels {
+    /// Makes `get(i)` valid for every `i < n`.
+    pub fn ensure(&mut self, n: usize) {
+        while self.labels.len() < n {
+            self.labels.push(self.labels.len().to_string());
         }
     }
-}
 
-/// Where [`read_all`] reads from.
-#[derive(Clone, Copy)]
-enum ReadAt {
-    /// The file's position (read(2)).
-    Position,
-    /// Offsets from 0 (pread(2)), leaving the file's position alone.
-    Offset,
-}
-
-/// Reads to end with read(2) or pread(2) straight into `bytes`' spare capacity.
-/// `Read::read_to_end` would first stat and seek the file to size its buffer (two wasted
-/// syscalls for procfs/sysfs, whose sizes are 0 or 4096), and a safe `&mut [u8]` would have to
-/// be zeroed before every read. `bytes` keeps its capacity across scrapes.
-fn read_all(bytes: &mut Vec<u8>, file: &std::fs::File, at: ReadAt) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    bytes.clear();
-    loop {
-        let len = bytes.len();
-        if bytes.capacity() - len < 1024 {
-            bytes.reserve(len.max(4096));
-        }
-        let spare = bytes.spare_capacity_mut();
-        // SAFETY: the kernel writes at most `spare.len()` bytes into the spare capacity, which
-        // `bytes` owns and nothing else borrows; the fd is open for the call's duration.
-        let n = unsafe {
-            match at {
-                ReadAt::Position => {
-                    libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len())
-                }
-                ReadAt::Offset => libc::pread(
-                    file.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    len as libc::off_t,
-                ),
-            }
-        };
-        match n {
-            0 => return Ok(()),
-            n if n > 0 => {
-                // SAFETY: the kernel initialised the `n` bytes after `len` (n ≤ spare.len()).
-                unsafe { bytes.set_len(len + n as usize) };
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    bytes.clear();
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
-/// Reads a one-value sysfs attribute, trimmed. `Ok(None)` when it does not exist.
-pub fn read_attr(path: &Path, buf: &mut String) -> Result<Option<()>, CollectorError> {
-    match read_into(path, buf) {
-        Ok(()) => {
-            let trimmed_len = buf.trim_end().len();
-            buf.truncate(trimmed_len);
-            Ok(Some(()))
-        }
-        Err(CollectorError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
+    /// The label for `i`; call [`IndexLabels::ensure`] first.
+    pub fn get(&self, i: usize) -> &str {
+        self.labels.get(i).map(String::as_str).unwrap_or("")
     }
 }
 
@@ -534,43 +404,14 @@ pub fn read_attr(path: &Path, buf: &mut String) -> Result<Option<()>, CollectorE
 pub(crate) mod testing;
 
 #[cfg(test)]
-mod read_tests {
+mod tests {
     use super::*;
 
     #[test]
-    fn whole_files_in_several_reads_positional_or_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big");
-        // Longer than the first 4 KiB read and not a multiple of it.
-        let text: String = (0..1500).map(|i| format!("line{i}\n")).collect();
-        std::fs::write(&path, &text).unwrap();
-        let mut buf = String::new();
-        read_into(&path, &mut buf).unwrap();
-        assert_eq!(buf, text);
-        let file = std::fs::File::open(&path).unwrap();
-        for _ in 0..2 {
-            // Kept open: each call reads from offset 0 again.
-            read_file_at_into(&file, &mut buf).unwrap();
-            assert_eq!(buf, text);
-        }
-        std::fs::write(&path, "short\n").unwrap();
-        read_file_at_into(&file, &mut buf).unwrap();
-        assert_eq!(buf, "short\n");
-    }
-
-    #[test]
-    fn invalid_utf8_is_an_error_and_leaves_the_buffer_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad");
-        std::fs::write(&path, b"ok\n\xff\xfe\n").unwrap();
-        let mut buf = String::from("previous content");
-        let err = read_into(&path, &mut buf).unwrap_err();
-        assert!(err.to_string().contains("bad"), "{err}");
-        assert!(buf.is_empty());
-        assert!(buf.capacity() > 0, "the allocation is kept");
-        let dir_as_file = std::fs::File::open(dir.path()).unwrap();
-        let e = read_file_at_into(&dir_as_file, &mut buf).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
-        assert!(buf.is_empty());
+    fn index_labels() {
+        let mut labels = IndexLabels::default();
+        labels.ensure(11);
+        assert_eq!(labels.get(10), "10");
+        assert_eq!(labels.get(0), "0");
     }
 }

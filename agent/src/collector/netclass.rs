@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, ArgAction};
+use clap::Arg;
 
+use super::flags::{add_bool_flag, bool_flag, unanchored_regex_flag};
+use super::gosyntax::parse_go_int;
 use super::netlink;
-use super::util::{OpenAttr, parse_go_int, unanchored_regex_flag};
+use super::source::OpenAttr;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -27,51 +29,38 @@ const NETLINK_VARIANT: &str = "collector.netclass.netlink";
 const RTNL_WITH_STATS: &str = "collector.netclass_rtnl.with-stats";
 
 fn flags(command: clap::Command) -> clap::Command {
-    command
-        .arg(
-            Arg::new(IGNORED_DEVICES)
-                .long(IGNORED_DEVICES)
-                .default_value("^$")
-                .help("Regexp of net devices to ignore for netclass collector."),
-        )
-        .arg(
-            Arg::new(IGNORE_INVALID_SPEED)
-                .long(IGNORE_INVALID_SPEED)
-                .action(ArgAction::SetTrue)
-                .help("Ignore devices where the speed is invalid. This will be the default behavior in 2.x."),
-        )
-        // node_exporter 1.5's rtnetlink variant of this collector is not implemented; its flags
-        // are accepted so that existing command lines still start the agent.
-        .arg(
-            Arg::new(NETLINK_VARIANT)
-                .long(NETLINK_VARIANT)
-                .action(ArgAction::SetTrue)
-                .hide(true),
-        )
-        .arg(
-            Arg::new(RTNL_WITH_STATS)
-                .long(RTNL_WITH_STATS)
-                .action(ArgAction::SetTrue)
-                .hide(true),
-        )
+    let command = command.arg(
+        Arg::new(IGNORED_DEVICES)
+            .long(IGNORED_DEVICES)
+            .default_value("^$")
+            .help("Regexp of net devices to ignore for netclass collector."),
+    );
+    let command = add_bool_flag(
+        command,
+        IGNORE_INVALID_SPEED,
+        false,
+        "Ignore devices where the speed is invalid. This will be the default behavior in 2.x.",
+    );
+    // node_exporter's rtnetlink variant of this collector is not implemented; its flags are
+    // accepted so that existing command lines still start the agent.
+    let command = add_bool_flag(
+        command,
+        NETLINK_VARIANT,
+        false,
+        "Use netlink to gather stats instead of /proc/net/dev.",
+    );
+    add_bool_flag(
+        command,
+        RTNL_WITH_STATS,
+        false,
+        "Expose the statistics for each network device, replacing netdev collector.",
+    )
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     let ignored = unanchored_regex_flag(ctx, IGNORED_DEVICES)?;
-    let ignore_invalid_speed = ctx
-        .matches
-        .try_get_one::<bool>(IGNORE_INVALID_SPEED)
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(false);
-    if ctx
-        .matches
-        .try_get_one::<bool>(NETLINK_VARIANT)
-        .ok()
-        .flatten()
-        == Some(&true)
-    {
+    let ignore_invalid_speed = bool_flag(ctx, IGNORE_INVALID_SPEED);
+    if bool_flag(ctx, NETLINK_VARIANT) {
         tracing::warn!(
             "--{NETLINK_VARIANT}: node_exporter's rtnetlink variant of netclass is not implemented, \
              serving the /sys/class/net families"
@@ -114,6 +103,10 @@ const INT_ATTRS: [(&str, &str, Kind); 17] = [
     ("type", "protocol_type", Kind::Gauge),
 ];
 const SPEED: usize = 14;
+/// The index of `flags` in [`INT_ATTRS`].
+const FLAGS: usize = 7;
+/// IFF_UP in `flags`: the interface is administratively up.
+const IFF_UP_FLAG: i64 = 0x1;
 const IFINDEX: usize = 8;
 /// Attributes a device keeps for its lifetime: dev_id, iflink, name_assign_type, type.
 const FIXED: [usize; 4] = [5, 9, 12, 16];
@@ -156,7 +149,7 @@ struct NetclassCollector {
     files: HashMap<String, IfaceFiles>,
     /// Off in fixture tests (the rtnetlink dump describes this host, not the fixture).
     try_socket: bool,
-    class: super::util::DirListing,
+    class: super::source::DirListing,
 }
 
 impl NetclassCollector {
@@ -180,7 +173,7 @@ impl NetclassCollector {
             fixed: HashMap::new(),
             files: HashMap::new(),
             try_socket: true,
-            class: super::util::DirListing::default(),
+            class: super::source::DirListing::default(),
         }
     }
 
@@ -435,6 +428,12 @@ impl NetclassCollector {
         )?;
         for i in &self.ifaces {
             let [address, broadcast, duplex, operstate, ifalias] = &i.strings;
+            // node_exporter 1.12's `adminstate`: IFF_UP of `flags`, "unknown" without them.
+            let adminstate = match i.ints.get(FLAGS).copied().flatten() {
+                None => "unknown",
+                Some(flags) if flags & IFF_UP_FLAG != 0 => "up",
+                Some(_) => "down",
+            };
             family.sample(
                 &[
                     ("device", i.name.as_str()),
@@ -442,6 +441,7 @@ impl NetclassCollector {
                     ("broadcast", broadcast),
                     ("duplex", duplex),
                     ("operstate", operstate),
+                    ("adminstate", adminstate),
                     ("ifalias", ifalias),
                 ],
                 1.0,
@@ -553,6 +553,27 @@ mod tests {
                 false,
             ))
         });
+    }
+
+    /// A bond with a failed slave and an interface that is administratively down.
+    #[test]
+    fn bond_and_adminstate() {
+        assert_renders_golden("storage", "netclass", |_| {
+            Box::new(fixture_collector(None, false))
+        });
+        let text = render(
+            "netclass",
+            Box::new(fixture_collector(None, false)),
+            Paths::fixture(&fixture("storage")),
+        );
+        assert!(
+            text.contains("device=\"eno3\",address=\"3c:ec:ef:10:20:32\",broadcast=\"ff:ff:ff:ff:ff:ff\",duplex=\"\",operstate=\"down\",adminstate=\"down\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("operstate=\"down\",adminstate=\"up\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,13 +10,15 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Arg, ArgAction};
+use clap::Arg;
 
+use super::filter::{DeviceFilter, device_filter};
+use super::flags::{add_bool_flag, bool_flag};
 use super::netlink;
-use super::util::{DeviceFilter, device_filter, read_sys_file};
+use super::source::read_into;
+use super::source::read_sys_file;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    read_into,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -33,10 +35,10 @@ const OLD_DEVICE_EXCLUDE: &str = "collector.netdev.device-blacklist";
 const ADDRESS_INFO: &str = "collector.netdev.address-info";
 const NETLINK: &str = "collector.netdev.netlink";
 const DETAILED: &str = "collector.netdev.enable-detailed-metrics";
-const NO_NETLINK: &str = "no-collector.netdev.netlink";
+const LABEL_IFALIAS: &str = "collector.netdev.label-ifalias";
 
 fn flags(command: clap::Command) -> clap::Command {
-    command
+    let command = command
         .arg(
             Arg::new(DEVICE_INCLUDE)
                 .long(DEVICE_INCLUDE)
@@ -58,37 +60,27 @@ fn flags(command: clap::Command) -> clap::Command {
                 .long(OLD_DEVICE_EXCLUDE)
                 .hide(true)
                 .help("DEPRECATED: Use collector.netdev.device-exclude"),
-        )
-        .arg(
-            Arg::new(ADDRESS_INFO)
-                .long(ADDRESS_INFO)
-                .action(ArgAction::SetTrue)
-                .help("Collect address-info for every device"),
-        )
-        .arg(
-            Arg::new(NETLINK)
-                .long(NETLINK)
-                .default_value("true")
-                .default_missing_value("true")
-                .num_args(0..=1)
-                .require_equals(true)
-                .value_parser(clap::value_parser!(bool))
-                .help("Use netlink to gather stats instead of /proc/net/dev."),
-        )
-        .arg(
-            Arg::new(DETAILED)
-                .long(DETAILED)
-                .action(ArgAction::SetTrue)
-                .help("Use (incompatible) metric names that provide more detailed stats on Linux"),
-        )
-        .arg(
-            Arg::new(NO_NETLINK)
-                .long(NO_NETLINK)
-                .action(ArgAction::SetTrue)
-                .hide(true),
-        )
+        );
+    let command = add_bool_flag(
+        command,
+        ADDRESS_INFO,
+        false,
+        "Collect address-info for every device",
+    );
+    let command = add_bool_flag(
+        command,
+        NETLINK,
+        true,
+        "Use netlink to gather stats instead of /proc/net/dev.",
+    );
+    let command = add_bool_flag(command, LABEL_IFALIAS, false, "Add ifAlias label");
+    add_bool_flag(
+        command,
+        DETAILED,
+        false,
+        "Use (incompatible) metric names that provide more detailed stats on Linux",
+    )
 }
-
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
     let filter = device_filter(
         ctx,
@@ -97,34 +89,13 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
         DEVICE_INCLUDE,
         Some(OLD_DEVICE_INCLUDE),
     )?;
-    let netlink = ctx
-        .matches
-        .try_get_one::<bool>(NETLINK)
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(true)
-        && !ctx.matches.get_flag(NO_NETLINK);
-    let address_info = ctx
-        .matches
-        .try_get_one::<bool>(ADDRESS_INFO)
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(false);
-    let detailed = ctx
-        .matches
-        .try_get_one::<bool>(DETAILED)
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(false);
-    Ok(Box::new(NetdevCollector::new(
-        filter,
-        netlink,
-        address_info,
-        detailed,
-    )))
+    let netlink = bool_flag(ctx, NETLINK);
+    let address_info = bool_flag(ctx, ADDRESS_INFO);
+    let detailed = bool_flag(ctx, DETAILED);
+    let label_ifalias = bool_flag(ctx, LABEL_IFALIAS);
+    let mut collector = NetdevCollector::new(filter, netlink, address_info, detailed);
+    collector.label_ifalias = label_ifalias;
+    Ok(Box::new(collector))
 }
 
 /// The /proc/net/dev columns, in order, with node_exporter's family names.
@@ -172,6 +143,8 @@ pub fn parse_netdev_line(line: &str) -> Option<NetDevLine<'_>> {
 
 struct Device {
     name: String,
+    /// The interface's alias, with `--collector.netdev.label-ifalias` (else empty, unused).
+    ifalias: String,
     values: [u64; 16],
     nohandler: u64,
     /// The unfolded counters, when read over netlink (for the detailed metrics).
@@ -239,6 +212,8 @@ struct NetdevCollector {
     help: String,
     /// Off in fixture tests, which exercise the /proc/net/dev fallback of netlink mode.
     try_socket: bool,
+    /// `--collector.netdev.label-ifalias`: an `ifalias` label on every sample.
+    label_ifalias: bool,
 }
 
 impl NetdevCollector {
@@ -260,6 +235,7 @@ impl NetdevCollector {
             names,
             help: String::new(),
             try_socket: true,
+            label_ifalias: false,
         }
     }
 }
@@ -330,6 +306,10 @@ impl NetdevCollector {
             }
             self.devices.push(Device {
                 name: link.name.clone(),
+                ifalias: match (self.label_ifalias, &link.ifalias) {
+                    (true, Some(alias)) => alias.clone(),
+                    _ => String::new(),
+                },
                 values: legacy_values(&link.stats),
                 nohandler: link.stats[netlink::RX_NOHANDLER],
                 raw: Some(link.stats),
@@ -364,8 +344,20 @@ impl NetdevCollector {
                     nohandler = self.attr.parse().unwrap_or(0);
                 }
             }
+            let mut ifalias = String::new();
+            if self.label_ifalias {
+                self.attr_path.clear();
+                self.attr_path.push(&ctx.paths.sysfs);
+                self.attr_path.push("class/net");
+                self.attr_path.push(parsed.name);
+                self.attr_path.push("ifalias");
+                if read_sys_file(&self.attr_path, &mut self.attr).is_ok() {
+                    ifalias.push_str(&self.attr);
+                }
+            }
             self.devices.push(Device {
                 name: parsed.name.to_string(),
+                ifalias,
                 values: parsed.values,
                 nohandler,
                 raw: None,
@@ -394,10 +386,27 @@ impl NetdevCollector {
             let mut family = out.family(name, &self.help, Kind::Counter)?;
             for d in &self.devices {
                 let value = d.values.get(i).copied().unwrap_or(d.nohandler);
-                family.sample(&[("device", d.name.as_str())], value as f64)?;
+                sample(&mut family, self.label_ifalias, d, value as f64)?;
             }
         }
         Ok(())
+    }
+}
+
+/// One device's sample: `device`, and `ifalias` with `--collector.netdev.label-ifalias`.
+fn sample(
+    family: &mut super::Family<'_>,
+    label_ifalias: bool,
+    d: &Device,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    if label_ifalias {
+        family.sample(
+            &[("device", d.name.as_str()), ("ifalias", d.ifalias.as_str())],
+            value,
+        )
+    } else {
+        family.sample(&[("device", d.name.as_str())], value)
     }
 }
 
@@ -431,7 +440,7 @@ impl NetdevCollector {
                     None => d.values.get(i).copied(),
                 };
                 if let Some(v) = value {
-                    family.sample(&[("device", d.name.as_str())], v as f64)?;
+                    sample(&mut family, self.label_ifalias, d, v as f64)?;
                 }
             }
         }
@@ -601,6 +610,24 @@ mod tests {
         assert!(!text.contains("device=\"lo\""));
         assert!(!text.contains("nohandler"));
         assert_golden(&root.join("golden/netdev.prom"), &text);
+    }
+
+    #[test]
+    fn label_ifalias_adds_the_sysfs_alias() {
+        let root = fixture("basic");
+        let mut collector = NetdevCollector::new(DeviceFilter::default(), false, false, false);
+        collector.label_ifalias = true;
+        let text = render("netdev", Box::new(collector), Paths::fixture(&root));
+        assert!(
+            text.contains(
+                "node_network_receive_bytes_total{device=\"eth0\",ifalias=\"uplink to core\"}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("node_network_receive_bytes_total{device=\"lo\",ifalias=\"\"}"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `nfs`: NFS client statistics from /proc/net/rpc/nfs, as node_exporter 1.5 reports them
 //! (procedure counts labelled with procfs's Go field names as `method`).
 
+use super::source::read_into;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -92,8 +93,11 @@ const V4: [&str; 59] = [
     "Sequence",
     "GetLeaseTime",
     "ReclaimComplete",
-    "LayoutGet",
+    // The kernel counts LAYOUTGET before GETDEVICEINFO (enum nfsprocedures4's order), but
+    // node_exporter 1.12 (prometheus/procfs 0.17+) names the first GetDeviceInfo and the
+    // second LayoutGet; a drop-in names them as it does (docs/agent.md).
     "GetDeviceInfo",
+    "LayoutGet",
     "LayoutCommit",
     "LayoutReturn",
     "SecinfoNoName",
@@ -189,7 +193,7 @@ pub fn parse_nfs(text: &str, mut malformed: impl FnMut(&str)) -> NfsStats {
 struct NfsCollector {
     buf: String,
     /// /proc/net/rpc/nfs exists once the NFS client is loaded.
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 impl Collector for NfsCollector {
@@ -255,6 +259,25 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "nfs", |_| Box::new(NfsCollector::default()));
+    }
+
+    /// A pNFS client: the kernel's LAYOUTGET position (44) is served as 1.12 names it.
+    #[test]
+    fn pnfs_client_names_layout_counts_as_node_exporter_1_12() {
+        assert_renders_golden("storage", "nfs", |_| Box::new(NfsCollector::default()));
+        let text = crate::collector::testing::render(
+            "nfs",
+            Box::new(NfsCollector::default()),
+            crate::collector::Paths::fixture(&crate::collector::testing::fixture("storage")),
+        );
+        assert!(
+            text.contains("node_nfs_requests_total{proto=\"4\",method=\"GetDeviceInfo\"} 18402"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node_nfs_requests_total{proto=\"4\",method=\"LayoutGet\"} 12"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use clap::Arg;
 
-use super::util::{DirListing, parse_go_int, read_sys_attr, unanchored_regex_flag};
+use super::flags::unanchored_regex_flag;
+use super::gosyntax::parse_go_int;
+use super::source::{DirListing, read_sys_attr};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

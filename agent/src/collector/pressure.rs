@@ -1,7 +1,9 @@
-//! `pressure`: pressure stall information (PSI) from /proc/pressure/{cpu,io,memory} as
-//! node_pressure_*_seconds_total (the kernel counts microseconds).
+//! `pressure`: pressure stall information (PSI) from /proc/pressure/{cpu,io,memory,irq} as
+//! node_pressure_*_seconds_total (the kernel counts microseconds). `irq` (Linux 6.1+ with IRQ
+//! time accounting) has only a `full` line; where it is missing it is not probed again until the
+//! hotplug epoch moves.
 
-use super::util::SourceFile;
+use super::source::{Absence, SourceFile};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -22,6 +24,8 @@ struct PressureCollector {
     cpu: SourceFile,
     io: SourceFile,
     memory: SourceFile,
+    irq: SourceFile,
+    irq_absence: Absence,
     buf: String,
 }
 
@@ -31,6 +35,8 @@ impl Default for PressureCollector {
             cpu: SourceFile::proc("pressure/cpu"),
             io: SourceFile::proc("pressure/io"),
             memory: SourceFile::proc("pressure/memory"),
+            irq: SourceFile::proc("pressure/irq"),
+            irq_absence: Absence::default(),
             buf: String::new(),
         }
     }
@@ -102,6 +108,15 @@ impl Collector for PressureCollector {
         let cpu = read_psi(ctx, &mut self.cpu, &mut self.buf)?;
         let io = read_psi(ctx, &mut self.io, &mut self.buf)?;
         let memory = read_psi(ctx, &mut self.memory, &mut self.buf)?;
+        let (irq_source, buf) = (&mut self.irq, &mut self.buf);
+        let irq = if self
+            .irq_absence
+            .read(ctx, || irq_source.read_into(ctx.paths, buf))?
+        {
+            parse_psi(buf, |line| ctx.malformed(irq_source.display_path(), line))
+        } else {
+            Psi::default()
+        };
         let families = [
             (
                 cpu.some,
@@ -128,6 +143,11 @@ impl Collector for PressureCollector {
                 "node_pressure_memory_stalled_seconds_total",
                 "Total time in seconds no process could make progress due to memory congestion",
             ),
+            (
+                irq.full,
+                "node_pressure_irq_stalled_seconds_total",
+                "Total time in seconds no process could make progress due to IRQ congestion",
+            ),
         ];
         for (value, name, help) in families {
             if let Some(micros) = value {
@@ -147,6 +167,14 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "pressure", |_| {
+            Box::new(PressureCollector::default())
+        });
+    }
+
+    /// Linux 6.1+: /proc/pressure/irq, with only a `full` line.
+    #[test]
+    fn irq_pressure() {
+        assert_renders_golden("storage", "pressure", |_| {
             Box::new(PressureCollector::default())
         });
     }

@@ -1,6 +1,6 @@
 //! `schedstat`: per-CPU scheduler statistics from /proc/schedstat.
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -24,7 +24,7 @@ struct SchedstatCollector {
     /// timeslices).
     rows: Vec<(std::ops::Range<usize>, [u64; 3])>,
     /// /proc/schedstat exists only in kernels built with CONFIG_SCHEDSTATS.
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 impl Default for SchedstatCollector {

@@ -1,10 +1,11 @@
 //! `selinux`: whether SELinux is enabled and, if so, its configured and current enforcement
 //! modes.
 
-use super::util::SourceFile;
+use super::source::SourceFile;
+use super::source::read_attr;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
-    no_flags, read_attr,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
@@ -25,7 +26,7 @@ struct SelinuxCollector {
     context: SourceFile,
     buf: String,
     /// `enforce` is absent while selinuxfs is not mounted (SELinux off, most hosts).
-    absence: super::util::Absence,
+    absence: super::source::Absence,
 }
 
 impl Default for SelinuxCollector {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, MetricWriter, Registration,
     no_flags,

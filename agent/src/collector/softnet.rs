@@ -1,6 +1,8 @@
-//! `softnet`: per-CPU packet processing counters from /proc/net/softnet_stat.
+//! `softnet`: per-CPU packet processing counters from /proc/net/softnet_stat, with node_exporter
+//! 1.12's seven families; the CPU label is the file's CPU column where the kernel has one.
 
-use super::util::{IndexLabels, SourceFile};
+use super::IndexLabels;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -20,8 +22,8 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 struct SoftnetCollector {
     source: SourceFile,
     buf: String,
-    /// (line number, [processed, dropped, time_squeezed]) for this scrape.
-    rows: Vec<(usize, [u32; 3])>,
+    /// (CPU, the [`COLUMNS`] counters) for this scrape.
+    rows: Vec<(u32, [u32; 7])>,
     labels: IndexLabels,
 }
 
@@ -36,15 +38,73 @@ impl Default for SoftnetCollector {
     }
 }
 
-/// The processed, dropped and time_squeezed counters (hex) of one line, which has at least
-/// nine columns on every kernel node_exporter supports.
-pub fn parse_softnet_line(line: &str) -> Option<[u32; 3]> {
-    let mut fields = line.split_ascii_whitespace();
-    let mut values = [0u32; 3];
-    for v in &mut values {
-        *v = u32::from_str_radix(fields.next()?, 16).ok()?;
+/// The families, in the order of [`parse_softnet_line`]'s values: (name, help, kind).
+const COLUMNS: [(&str, &str, Kind); 7] = [
+    (
+        "node_softnet_processed_total",
+        "Number of processed packets",
+        Kind::Counter,
+    ),
+    (
+        "node_softnet_dropped_total",
+        "Number of dropped packets",
+        Kind::Counter,
+    ),
+    (
+        "node_softnet_times_squeezed_total",
+        "Number of times processing packets ran out of quota",
+        Kind::Counter,
+    ),
+    (
+        "node_softnet_cpu_collision_total",
+        "Number of collision occur while obtaining device lock while transmitting",
+        Kind::Counter,
+    ),
+    (
+        "node_softnet_received_rps_total",
+        "Number of times cpu woken up received_rps",
+        Kind::Counter,
+    ),
+    (
+        "node_softnet_flow_limit_count_total",
+        "Number of times flow limit has been reached",
+        Kind::Counter,
+    ),
+    (
+        "node_softnet_backlog_len",
+        "Softnet backlog status",
+        Kind::Gauge,
+    ),
+];
+
+/// One line, as prometheus/procfs reads it for node_exporter 1.12: processed, dropped and
+/// time_squeezed (columns 1-3), cpu_collision (9), received_rps (10, when present),
+/// flow_limit_count (11), backlog_len (12), all hex; and the CPU of column 13 (kernels since
+/// 5.10, which skip offline CPUs), else `None` (the line's position is the CPU then).
+/// At least nine columns.
+pub fn parse_softnet_line(line: &str) -> Option<([u32; 7], Option<u32>)> {
+    let mut columns = [""; 13];
+    let mut width = 0;
+    for (slot, field) in columns.iter_mut().zip(line.split_ascii_whitespace()) {
+        *slot = field;
+        width += 1;
     }
-    (fields.count() >= 6).then_some(values)
+    if width < 9 {
+        return None;
+    }
+    let hex = |i: usize| u32::from_str_radix(columns[i], 16).ok();
+    let optional = |i: usize| if width > i { hex(i) } else { Some(0) };
+    let values = [
+        hex(0)?,
+        hex(1)?,
+        hex(2)?,
+        hex(8)?,
+        optional(9)?,
+        optional(10)?,
+        if width >= 13 { hex(11)? } else { 0 },
+    ];
+    let cpu = if width >= 13 { Some(hex(12)?) } else { None };
+    Some((values, cpu))
 }
 
 impl Collector for SoftnetCollector {
@@ -56,33 +116,26 @@ impl Collector for SoftnetCollector {
         self.source.read_into(ctx.paths, &mut self.buf)?;
         let path = self.source.display_path();
         self.rows.clear();
-        // node_exporter 1.5 labels each line with its position, not the CPU id column.
-        for (i, line) in self.buf.lines().enumerate() {
+        for (position, line) in self.buf.lines().enumerate() {
             match parse_softnet_line(line) {
-                Some(values) => self.rows.push((i, values)),
+                Some((values, cpu)) => {
+                    let cpu = cpu.unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
+                    self.rows.push((cpu, values));
+                }
                 None => ctx.malformed(path, line),
             }
         }
-        if self.rows.is_empty() {
+        let Some(max_cpu) = self.rows.iter().map(|(cpu, _)| *cpu).max() else {
             return Ok(());
-        }
-        self.labels
-            .ensure(self.rows.last().map_or(0, |(i, _)| i + 1));
-        let families = [
-            (
-                "node_softnet_processed_total",
-                "Number of processed packets",
-            ),
-            ("node_softnet_dropped_total", "Number of dropped packets"),
-            (
-                "node_softnet_times_squeezed_total",
-                "Number of times processing packets ran out of quota",
-            ),
-        ];
-        for (column, (name, help)) in families.into_iter().enumerate() {
-            let mut family = out.family(name, help, Kind::Counter)?;
-            for (i, values) in &self.rows {
-                family.sample(&[("cpu", self.labels.get(*i))], values[column] as f64)?;
+        };
+        self.labels.ensure(max_cpu as usize + 1);
+        for (column, (name, help, kind)) in COLUMNS.into_iter().enumerate() {
+            let mut family = out.family(name, help, kind)?;
+            for (cpu, values) in &self.rows {
+                family.sample(
+                    &[("cpu", self.labels.get(*cpu as usize))],
+                    values[column] as f64,
+                )?;
             }
         }
         Ok(())
@@ -113,11 +166,26 @@ mod tests {
     fn lines() {
         assert_eq!(
             parse_softnet_line(
-                "00000013 00000001 0000000a 00000000 00000000 00000000 00000000 00000000 00000000"
+                "00000013 00000001 0000000a 00000000 00000000 00000000 00000000 00000000 00000002"
             ),
-            Some([0x13, 1, 10])
+            Some(([0x13, 1, 10, 2, 0, 0, 0], None))
+        );
+        // Kernel 5.10+: received_rps, flow_limit_count, backlog_len, CPU id.
+        assert_eq!(
+            parse_softnet_line(
+                "0001e240 00000000 0000002b 00000000 00000000 00000000 00000000 00000000 00000003 0000000c 00000004 00000001 00000005"
+            ),
+            Some(([0x1e240, 0, 0x2b, 3, 0xc, 4, 1], Some(5)))
         );
         assert_eq!(parse_softnet_line("00000013 00000001 0000000a"), None);
         assert_eq!(parse_softnet_line("zz 00000001 0000000a 0 0 0 0 0 0"), None);
+    }
+
+    /// A 5.10+ kernel with CPU 1 offline: the CPU column labels the lines, not their order.
+    #[test]
+    fn cpu_column_and_newer_families() {
+        assert_renders_golden("storage", "softnet", |_| {
+            Box::new(SoftnetCollector::default())
+        });
     }
 }

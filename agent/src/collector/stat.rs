@@ -2,8 +2,8 @@
 //! interrupts, runnable/blocked processes and, with `--collector.stat.softirq`, softirqs per
 //! vector). Per-CPU times are the `cpu` collector's.
 
-use super::util::SourceFile;
-use super::util::{add_bool_flag, bool_flag};
+use super::flags::{add_bool_flag, bool_flag};
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

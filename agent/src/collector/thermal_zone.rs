@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::util::{DirListing, read_sys_file, sorted_dir_names};
+use super::source::{DirListing, numbered_names, read_sys_file};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -26,24 +26,6 @@ struct ThermalZoneCollector {
     zones: Vec<(String, String, f64)>,
     cooling: Vec<(String, String, f64, f64)>,
     class: DirListing,
-}
-
-/// Entries of `dir` named `<prefix><digit>…`, sorted (node_exporter globs `<prefix>[0-9]*`).
-pub fn numbered_entries(dir: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
-    let names = sorted_dir_names(dir)?.unwrap_or_default();
-    Ok(numbered_names(&names, prefix).cloned().collect())
-}
-
-/// The names among `names` of the form `<prefix><digit>…`, in their order.
-pub fn numbered_names<'a>(
-    names: &'a [String],
-    prefix: &'a str,
-) -> impl Iterator<Item = &'a String> {
-    names.iter().filter(move |n| {
-        n.strip_prefix(prefix)
-            .and_then(|rest| rest.chars().next())
-            .is_some_and(|c| c.is_ascii_digit())
-    })
 }
 
 impl ThermalZoneCollector {

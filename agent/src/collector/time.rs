@@ -4,7 +4,7 @@
 use std::ffi::CStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration, no_flags,

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use super::netlink::{QueueTotals, SockDiagSocket};
-use super::util::SourceFile;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Paths,
     Registration, no_flags,

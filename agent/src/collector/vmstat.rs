@@ -1,8 +1,9 @@
 //! `vmstat`: the /proc/vmstat fields matching `--collector.vmstat.fields`, as untyped
 //! node_vmstat_<field>.
 
-use super::util::SourceFile;
-use super::util::{FieldFilter, unanchored_regex_flag};
+use super::filter::FieldFilter;
+use super::flags::unanchored_regex_flag;
+use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };

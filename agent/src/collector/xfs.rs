@@ -1,10 +1,11 @@
 //! `xfs`: per-filesystem XFS statistics from /sys/fs/xfs/<device>/stats/stats, as node_exporter
 //! 1.5 reports them. No XFS filesystems is a successful, empty collection (as in 1.5).
 
-use super::util::DirListing;
+use super::source::DirListing;
+use super::source::read_into;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
-    no_flags, read_into,
+    no_flags,
 };
 
 pub static REGISTRATION: Registration = Registration {
