@@ -407,3 +407,65 @@ fn actions_and_pings_need_the_api_token() {
             .all(|e| e["action"] != "wake" && e["kind"] != "device_conflict")
     );
 }
+
+/// A controller asked to stop while an action runs refuses new ones, lets the running one end
+/// and record its outcome, then stops: the audit log has the end, not an unknown.
+#[test]
+fn shutdown_lets_a_running_action_end_and_record_it() {
+    let mut lab = Lab::new("");
+    lab.stop_agent();
+    let mut config = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
+    // A service whose stop takes 3 s.
+    config.push_str(&format!(
+        "\n[[services]]\nname = \"slow\"\nstart = [\"sleep\", \"302\"]\n\
+         stop = [\"sleep\", \"3\"]\npid_file = \"{}\"\n",
+        lab.path("slow.pid").display()
+    ));
+    std::fs::write(lab.path("agent.toml"), config).unwrap();
+    lab.start_agent();
+    lab.agent_log().wait("connected to the controller");
+    wait_for("the slow service reported", Duration::from_secs(20), || {
+        let n = node_json(&lab, "n1")?;
+        n["services"]
+            .as_array()?
+            .iter()
+            .any(|s| s == "slow")
+            .then_some(())
+    });
+    let mut cli = {
+        let mut cmd = std::process::Command::new(bin_path("nodewarden-controller"));
+        cmd.args(["action", "stop", "--node", "n1", "--service", "slow"])
+            .args(["--requested-by", "test", "--api", &lab.api(), "--data-dir"])
+            .arg(lab.path("data"))
+            .stdout(std::process::Stdio::piped());
+        nodewarden_tests::ChildGuard::spawn(&mut cmd)
+    };
+    // The stop is under way (the agent runs its stop command) when the controller is told to
+    // stop.
+    wait_for("the agent's stop command running", Duration::from_secs(20), || {
+        std::fs::read_dir("/proc").ok()?.find_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            (nodewarden_tests::cmdline(pid) == ["sleep", "3"]).then_some(())
+        })
+    });
+    let log = lab.controller_log().clone();
+    let (mut controller, _) = lab.controller.take().expect("controller running");
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(controller.pid() as i32, libc::SIGTERM) };
+    log.wait("waiting up to");
+    let exit = controller.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut cli.0.stdout.take().unwrap(), &mut text).unwrap();
+    assert!(text.contains("[1/1] n1: ok via agent"), "{text}");
+    // Started again: the stop's end is in the log, and nothing is unknown.
+    lab.start_controller();
+    let log = events(&lab, "n1");
+    let ends: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["kind"] == "operation" && e["action"] == "stop slow")
+        .collect();
+    assert_eq!(ends.len(), 1, "{log:?}");
+    assert_eq!(ends[0]["result"], "ok");
+    assert!(log.iter().all(|e| e["result"] != "unknown"), "{log:?}");
+}

@@ -192,7 +192,9 @@ pub fn reported(
     };
     let at = system_time(now);
     let recorded = match registry.get(&id.node) {
-        Some(node) if outcome.facts_changed => store.node_updated(node_info(node, id)),
+        Some(node) if outcome.facts_changed => store
+            .node_updated(node_info(node, id))
+            .and_then(|()| store.node_seen(&id.node, at)),
         _ => store.node_seen(&id.node, at),
     };
     drop(registry);
