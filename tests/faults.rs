@@ -610,3 +610,153 @@ fn pushgateway_down_thirty_seconds_then_back_pushes_resume_and_nothing_waits_on_
     );
     assert_eq!(lab.node().unwrap()["online"], true);
 }
+
+/// A small tmpfs at a fresh directory (a disk that fills), unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path()),
+        );
+        SmallDisk(dir)
+    }
+
+    /// Writes `name` until the filesystem refuses (ENOSPC): the bytes written.
+    fn fill(&self, name: &str) -> u64 {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.0.path().join(name)).unwrap();
+        let chunk = vec![0x5a_u8; 4096];
+        let mut written = 0;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {name}: {e}"),
+            }
+        }
+        let _ = file.sync_all();
+        written
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn sqlite_on_a_full_disk_keeps_events_and_writes_them_all_once_space_returns() {
+    // 4 MiB: the schema, the WAL and the shared-memory index fit; the filler takes the rest.
+    let disk = SmallDisk::new("4m");
+    let db = disk.0.path().join("nodewarden.db");
+    let mut lab = nodewarden_tests::lab::Lab::new(&format!(
+        "[database]\nurl = \"sqlite://{}\"\nflush_interval_ms = 200\n",
+        db.display()
+    ));
+    lab.wait_service(true, "stopped");
+    wait_for("a first flush", Duration::from_secs(10), || {
+        let m = controller_metrics(&lab);
+        (metric(&m, "nodewarden_store_flushes_total", &[]) >= 1.0
+            && metric(&m, "nodewarden_store_database_up", &[]) == 1.0)
+            .then_some(())
+    });
+    let errors_before = metric(
+        &controller_metrics(&lab),
+        "nodewarden_store_flush_errors_total",
+        &[],
+    );
+    let filled = disk.fill("filler");
+    eprintln!("filler: {filled} bytes");
+
+    // Events while the disk is full: actions, the agent leaving and coming back.
+    let prompt = Duration::from_secs(2);
+    let mut produced = 0;
+    for _ in 0..3 {
+        let (code, answer) = status_action(&lab, prompt);
+        assert_eq!(code, 200, "{answer}");
+        produced += 1;
+    }
+    lab.stop_agent();
+    wait_for("n1 offline", Duration::from_secs(5), || {
+        (online_within(&lab, prompt)? == false).then_some(())
+    });
+    lab.start_agent();
+    wait_for("n1 online", Duration::from_secs(15), || {
+        online_within(&lab, prompt)?.then_some(())
+    });
+    let (code, answer) = status_action(&lab, prompt);
+    assert_eq!(code, 200, "{answer}");
+    produced += 1;
+
+    // A clear error: the metrics and the log say so, the events wait in the buffer.
+    let m = wait_for(
+        "flushes failing on the full disk",
+        Duration::from_secs(15),
+        || {
+            let m = controller_metrics(&lab);
+            (metric(&m, "nodewarden_store_flush_errors_total", &[]) > errors_before
+                && metric(&m, "nodewarden_store_database_up", &[]) == 0.0
+                && metric(&m, "nodewarden_store_pending_events", &[]) >= (produced + 2) as f64)
+                .then_some(m)
+        },
+    );
+    assert_eq!(
+        metric(&m, "nodewarden_store_events_dropped_total", &[]),
+        0.0
+    );
+    let log = lab.controller_log();
+    wait_for("the error in the log", Duration::from_secs(5), || {
+        (log.count("flush failed, kept for retry") > 0 && log.count("full") > 0).then_some(())
+    });
+    assert!(log.count(&db.display().to_string()) > 0);
+
+    // Space returns: one flush writes everything, once.
+    std::fs::remove_file(disk.0.path().join("filler")).unwrap();
+    let back = Instant::now();
+    wait_for("the store written again", Duration::from_secs(40), || {
+        let m = controller_metrics(&lab);
+        (metric(&m, "nodewarden_store_database_up", &[]) == 1.0
+            && metric(&m, "nodewarden_store_pending_events", &[]) == 0.0)
+            .then_some(())
+    });
+    eprintln!(
+        "store caught up {:?} after the space returned",
+        back.elapsed()
+    );
+    let events = events_within(&lab, prompt);
+    let operations = events
+        .iter()
+        .filter(|e| e["kind"] == "operation" && e["action"] == "status")
+        .count();
+    assert_eq!(operations, produced, "{events:?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .rev()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| *k == "online" || *k == "offline")
+        .collect();
+    assert_eq!(kinds, ["online", "offline", "online"], "{events:?}");
+    let uids: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["uid"].as_str()).collect();
+    assert!(uids.is_empty() || uids.len() == events.len(), "{events:?}");
+
+    // No corruption: SQLite's own check, on the file, once the controller has closed it.
+    lab.stop_agent();
+    lab.stop_controller();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA integrity_check; SELECT count(*) FROM events WHERE kind = 'operation';")
+        .output()
+        .expect("the sqlite3 CLI");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ok\n{produced}\n")
+    );
+}
