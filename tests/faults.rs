@@ -545,7 +545,7 @@ fn pushgateway_down_thirty_seconds_then_back_pushes_resume_and_nothing_waits_on_
     );
     lab.stop_agent();
     wait_for("n1 offline", Duration::from_secs(5), || {
-        (online_within(&lab, prompt)? == false).then_some(())
+        (!online_within(&lab, prompt)?).then_some(())
     });
     lab.start_agent();
     wait_for("n1 online again", Duration::from_secs(15), || {
@@ -684,7 +684,7 @@ fn sqlite_on_a_full_disk_keeps_events_and_writes_them_all_once_space_returns() {
     }
     lab.stop_agent();
     wait_for("n1 offline", Duration::from_secs(5), || {
-        (online_within(&lab, prompt)? == false).then_some(())
+        (!online_within(&lab, prompt)?).then_some(())
     });
     lab.start_agent();
     wait_for("n1 online", Duration::from_secs(15), || {

@@ -442,12 +442,16 @@ fn shutdown_lets_a_running_action_end_and_record_it() {
     };
     // The stop is under way (the agent runs its stop command) when the controller is told to
     // stop.
-    wait_for("the agent's stop command running", Duration::from_secs(20), || {
-        std::fs::read_dir("/proc").ok()?.find_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            (nodewarden_tests::cmdline(pid) == ["sleep", "3"]).then_some(())
-        })
-    });
+    wait_for(
+        "the agent's stop command running",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_dir("/proc").ok()?.find_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                (nodewarden_tests::cmdline(pid) == ["sleep", "3"]).then_some(())
+            })
+        },
+    );
     let log = lab.controller_log().clone();
     let (mut controller, _) = lab.controller.take().expect("controller running");
     // SAFETY: plain kill(2) of our own child.
