@@ -390,3 +390,373 @@ fn a_read_only_data_or_ca_directory_is_refused_with_its_path_and_nothing_half_wr
     // Recorded before written: no certificate came out of an issue that was not recorded.
     assert!(!d.join("out/n9.pem").exists());
 }
+
+/// A ureq client that gives up after `limit`: "answered promptly" is asserted, not hoped for.
+fn bounded(limit: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(limit))
+        .build()
+        .into()
+}
+
+/// POSTs a `status` action to n1 within `limit`: the answer's status and lines.
+fn status_action(lab: &nodewarden_tests::lab::Lab, limit: Duration) -> (u16, String) {
+    let mut response = bounded(limit)
+        .post(format!("{}/api/v1/actions", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .content_type("application/json")
+        .send(
+            serde_json::json!({"selector": {"node": "n1"}, "action": "status",
+                               "requested_by": "fault-test"})
+            .to_string(),
+        )
+        .unwrap_or_else(|e| panic!("POST /api/v1/actions within {limit:?}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// n1's `online` flag read through the API within `limit`.
+fn online_within(lab: &nodewarden_tests::lab::Lab, limit: Duration) -> Option<bool> {
+    let mut response = bounded(limit)
+        .get(format!("{}/api/v1/nodes", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /api/v1/nodes within {limit:?}: {e}"));
+    let nodes: Value = serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
+    nodes.as_array()?.iter().find(|n| n["name"] == "n1")?["online"].as_bool()
+}
+
+/// The controller's own families.
+fn controller_metrics(
+    lab: &nodewarden_tests::lab::Lab,
+) -> std::collections::BTreeMap<String, nodewarden_tests::Family> {
+    let text = get_text(&format!("{}/metrics", lab.api())).expect("the controller's /metrics");
+    nodewarden_tests::parse_exposition(&text.replace("# EOF\n", ""))
+}
+
+fn metric(
+    families: &std::collections::BTreeMap<String, nodewarden_tests::Family>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    families
+        .get(name)
+        .and_then(|f| f.value(labels))
+        .unwrap_or(0.0)
+}
+
+/// The audit log of n1 (newest first), read within `limit`.
+fn events_within(lab: &nodewarden_tests::lab::Lab, limit: Duration) -> Vec<Value> {
+    let mut response = bounded(limit)
+        .get(format!("{}/api/v1/events?node=n1&limit=500", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /api/v1/events within {limit:?}: {e}"));
+    serde_json::from_str::<Value>(&response.body_mut().read_to_string().unwrap())
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn start_pushgateway(bin: &str, port: u16) -> ChildGuard {
+    let child = ChildGuard::spawn(
+        Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for("the Pushgateway ready", Duration::from_secs(30), || {
+        get_text(&format!("http://127.0.0.1:{port}/-/ready"))
+    });
+    child
+}
+
+/// The jobs of the groups the Pushgateway holds (its `push_time_seconds` series).
+fn pushed_jobs(port: u16) -> Vec<String> {
+    let Some(text) = get_text(&format!("http://127.0.0.1:{port}/metrics")) else {
+        return Vec::new();
+    };
+    let families = nodewarden_tests::parse_exposition(&text);
+    let mut jobs: Vec<String> = families
+        .get("push_time_seconds")
+        .map(|f| {
+            f.samples
+                .iter()
+                .filter_map(|s| s.labels.get("job").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    jobs.sort();
+    jobs
+}
+
+/// How long the Pushgateway stays down: the issue's 30 s, many push intervals (300 ms).
+const PUSHGATEWAY_OUTAGE: Duration = Duration::from_secs(30);
+
+#[test]
+fn pushgateway_down_thirty_seconds_then_back_pushes_resume_and_nothing_waits_on_it() {
+    let Some(bin) = service("NW_TEST_PUSHGATEWAY_BIN") else {
+        return;
+    };
+    let port = free_port();
+    let pushgateway = start_pushgateway(&bin, port);
+    let mut lab = nodewarden_tests::lab::Lab::new("");
+    // The lab's controller pushes nowhere: pointed at the test's Pushgateway, 300 ms rounds.
+    lab.stop_agent();
+    lab.stop_controller();
+    let config = lab.path("controller.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[pushgateway]\nurl = \"\"\n",
+        &format!("[pushgateway]\nurl = \"http://127.0.0.1:{port}\"\ninterval_ms = 300\n"),
+    );
+    assert!(text.contains("interval_ms = 300"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    lab.start_controller();
+    lab.start_agent();
+    lab.wait_service(true, "stopped");
+    let jobs = wait_for("the groups pushed", Duration::from_secs(20), || {
+        let jobs = pushed_jobs(port);
+        (jobs.contains(&"nodewarden".to_string())
+            && jobs.contains(&"online_device_count".to_string()))
+        .then_some(jobs)
+    });
+    let pushes = |lab: &nodewarden_tests::lab::Lab, result: &str| {
+        metric(
+            &controller_metrics(lab),
+            "nodewarden_controller_pushgateway_pushes_total",
+            &[("result", result)],
+        )
+    };
+
+    // Down: killed, its port closed.
+    drop(pushgateway);
+    let down = Instant::now();
+    let failures_at_cut = pushes(&lab, "failure");
+    let prompt = Duration::from_secs(2);
+    // The API answers, an action goes over the link and is recorded, a node transition is seen.
+    let asked = Instant::now();
+    let (code, answer) = status_action(&lab, prompt);
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    eprintln!(
+        "action answered in {:?} with the Pushgateway down",
+        asked.elapsed()
+    );
+    lab.stop_agent();
+    wait_for("n1 offline", Duration::from_secs(5), || {
+        (!online_within(&lab, prompt)?).then_some(())
+    });
+    lab.start_agent();
+    wait_for("n1 online again", Duration::from_secs(15), || {
+        online_within(&lab, prompt)?.then_some(())
+    });
+    // Recorded in the store while the Pushgateway is still down.
+    wait_for(
+        "the action and both transitions in the audit log",
+        Duration::from_secs(10),
+        || {
+            let events = events_within(&lab, prompt);
+            let kinds: Vec<&str> = events
+                .iter()
+                .rev()
+                .filter_map(|e| e["kind"].as_str())
+                .collect();
+            let tail: Vec<&str> = kinds
+                .iter()
+                .copied()
+                .skip_while(|k| *k != "offline")
+                .collect();
+            (events
+                .iter()
+                .any(|e| e["kind"] == "operation" && e["action"] == "status")
+                && tail.starts_with(&["offline", "online"]))
+            .then_some(())
+        },
+    );
+    assert!(
+        down.elapsed() < PUSHGATEWAY_OUTAGE,
+        "the work with the Pushgateway down took {:?}",
+        down.elapsed()
+    );
+    // The rest of the outage: pushes keep failing (counted), nothing else waits.
+    wait_for(
+        "the outage's length, pushes failing",
+        PUSHGATEWAY_OUTAGE + Duration::from_secs(5),
+        || (down.elapsed() >= PUSHGATEWAY_OUTAGE).then_some(()),
+    );
+    let failures = pushes(&lab, "failure") - failures_at_cut;
+    assert!(
+        failures >= 10.0,
+        "{failures} failed pushes in {PUSHGATEWAY_OUTAGE:?} of 300 ms rounds"
+    );
+    assert!(pushed_jobs(port).is_empty());
+
+    // Back on the same port, empty: the controller fills it again by itself.
+    let successes_before = pushes(&lab, "success");
+    let back = Instant::now();
+    let _pushgateway = start_pushgateway(&bin, port);
+    wait_for("the groups pushed again", Duration::from_secs(10), || {
+        (pushed_jobs(port) == jobs).then_some(())
+    });
+    eprintln!(
+        "groups back {:?} after the Pushgateway ({failures} failed pushes during the outage)",
+        back.elapsed()
+    );
+    wait_for(
+        "successful pushes counted again",
+        Duration::from_secs(10),
+        || (pushes(&lab, "success") >= successes_before + 2.0).then_some(()),
+    );
+    assert_eq!(lab.node().unwrap()["online"], true);
+}
+
+/// A small tmpfs at a fresh directory (a disk that fills), unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path()),
+        );
+        SmallDisk(dir)
+    }
+
+    /// Writes `name` until the filesystem refuses (ENOSPC): the bytes written.
+    fn fill(&self, name: &str) -> u64 {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.0.path().join(name)).unwrap();
+        let chunk = vec![0x5a_u8; 4096];
+        let mut written = 0;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {name}: {e}"),
+            }
+        }
+        let _ = file.sync_all();
+        written
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn sqlite_on_a_full_disk_keeps_events_and_writes_them_all_once_space_returns() {
+    // 4 MiB: the schema, the WAL and the shared-memory index fit; the filler takes the rest.
+    let disk = SmallDisk::new("4m");
+    let db = disk.0.path().join("nodewarden.db");
+    let mut lab = nodewarden_tests::lab::Lab::new(&format!(
+        "[database]\nurl = \"sqlite://{}\"\nflush_interval_ms = 200\n",
+        db.display()
+    ));
+    lab.wait_service(true, "stopped");
+    wait_for("a first flush", Duration::from_secs(10), || {
+        let m = controller_metrics(&lab);
+        (metric(&m, "nodewarden_store_flushes_total", &[]) >= 1.0
+            && metric(&m, "nodewarden_store_database_up", &[]) == 1.0)
+            .then_some(())
+    });
+    let errors_before = metric(
+        &controller_metrics(&lab),
+        "nodewarden_store_flush_errors_total",
+        &[],
+    );
+    let filled = disk.fill("filler");
+    eprintln!("filler: {filled} bytes");
+
+    // Events while the disk is full: actions, the agent leaving and coming back.
+    let prompt = Duration::from_secs(2);
+    let mut produced = 0;
+    for _ in 0..3 {
+        let (code, answer) = status_action(&lab, prompt);
+        assert_eq!(code, 200, "{answer}");
+        produced += 1;
+    }
+    lab.stop_agent();
+    wait_for("n1 offline", Duration::from_secs(5), || {
+        (!online_within(&lab, prompt)?).then_some(())
+    });
+    lab.start_agent();
+    wait_for("n1 online", Duration::from_secs(15), || {
+        online_within(&lab, prompt)?.then_some(())
+    });
+    let (code, answer) = status_action(&lab, prompt);
+    assert_eq!(code, 200, "{answer}");
+    produced += 1;
+
+    // A clear error: the metrics and the log say so, the events wait in the buffer.
+    let m = wait_for(
+        "flushes failing on the full disk",
+        Duration::from_secs(15),
+        || {
+            let m = controller_metrics(&lab);
+            (metric(&m, "nodewarden_store_flush_errors_total", &[]) > errors_before
+                && metric(&m, "nodewarden_store_database_up", &[]) == 0.0
+                && metric(&m, "nodewarden_store_pending_events", &[]) >= (produced + 2) as f64)
+                .then_some(m)
+        },
+    );
+    assert_eq!(
+        metric(&m, "nodewarden_store_events_dropped_total", &[]),
+        0.0
+    );
+    let log = lab.controller_log();
+    wait_for("the error in the log", Duration::from_secs(5), || {
+        (log.count("flush failed, kept for retry") > 0 && log.count("full") > 0).then_some(())
+    });
+    assert!(log.count(&db.display().to_string()) > 0);
+
+    // Space returns: one flush writes everything, once.
+    std::fs::remove_file(disk.0.path().join("filler")).unwrap();
+    let back = Instant::now();
+    wait_for("the store written again", Duration::from_secs(40), || {
+        let m = controller_metrics(&lab);
+        (metric(&m, "nodewarden_store_database_up", &[]) == 1.0
+            && metric(&m, "nodewarden_store_pending_events", &[]) == 0.0)
+            .then_some(())
+    });
+    eprintln!(
+        "store caught up {:?} after the space returned",
+        back.elapsed()
+    );
+    let events = events_within(&lab, prompt);
+    let operations = events
+        .iter()
+        .filter(|e| e["kind"] == "operation" && e["action"] == "status")
+        .count();
+    assert_eq!(operations, produced, "{events:?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .rev()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| *k == "online" || *k == "offline")
+        .collect();
+    assert_eq!(kinds, ["online", "offline", "online"], "{events:?}");
+    let uids: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["uid"].as_str()).collect();
+    assert!(uids.is_empty() || uids.len() == events.len(), "{events:?}");
+
+    // No corruption: SQLite's own check, on the file, once the controller has closed it.
+    lab.stop_agent();
+    lab.stop_controller();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA integrity_check; SELECT count(*) FROM events WHERE kind = 'operation';")
+        .output()
+        .expect("the sqlite3 CLI");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ok\n{produced}\n")
+    );
+}
