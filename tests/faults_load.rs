@@ -57,26 +57,8 @@ fn events(lab: &Lab, node: &str) -> Vec<Value> {
 
 #[test]
 fn controller_sigkilled_with_a_stop_in_flight_ends_it_unknown_once() {
-    let mut lab = Lab::new("");
-    lab.stop_agent();
-    let mut config = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
     // A service whose stop takes 8 s: still running when the controller dies.
-    config.push_str(&format!(
-        "\n[[services]]\nname = \"slow\"\nstart = [\"sleep\", \"303\"]\n\
-         stop = [\"sleep\", \"8\"]\npid_file = \"{}\"\n",
-        lab.path("slow.pid").display()
-    ));
-    std::fs::write(lab.path("agent.toml"), config).unwrap();
-    lab.start_agent();
-    lab.agent_log().wait("connected to the controller");
-    wait_for("the slow service reported", Duration::from_secs(20), || {
-        let n = lab.node()?;
-        n["services"]
-            .as_array()?
-            .iter()
-            .any(|s| s == "slow")
-            .then_some(())
-    });
+    let mut lab = lab_with_slow_stop("8");
     let _cli = {
         let mut cmd = std::process::Command::new(bin_path("nodewarden-controller"));
         cmd.args(["action", "stop", "--node", "n1", "--service", "slow"])
