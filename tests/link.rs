@@ -547,9 +547,11 @@ fn garbage_and_oversized_frames_do_not_disturb_other_agents() {
     lab.wait_online("n-steady", Duration::from_secs(15));
     let junk = lab.issue("n-junk");
 
-    let hello =
-        protocol::encode(&nodewarden_shared::session::AgentSession::new().hello("junk", &[]))
-            .unwrap();
+    let hello = protocol::encode(&nodewarden_shared::session::AgentSession::hello(
+        "junk",
+        &[],
+    ))
+    .unwrap();
     let mut hello_then_garbage = nodewarden_shared::framing::encode_frame(&hello, 1 << 20).unwrap();
     hello_then_garbage.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd]);
     let frame = |m: &protocol::AgentToController| {

@@ -243,7 +243,7 @@ fn an_agent_whose_controller_stops_reading_reconnects() {
         match &closed {
             quinn::ConnectionError::ApplicationClosed(a) => assert_eq!(
                 String::from_utf8_lossy(&a.reason),
-                "no welcome from the controller"
+                "no welcome from the controller within 10s"
             ),
             other => panic!("closed by {other:?}"),
         }

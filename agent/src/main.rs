@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
                         (!config.ops.is_empty()).then(|| ops::Executor::new(&config.ops));
                     let mut settings =
                         link::LinkSettings::new(c, state, executor, &options.paths.sysfs)?;
-                    settings.metrics_tls = web.tls.is_some();
+                    settings.node.metrics_tls = web.tls.is_some();
                     Some(settings)
                 }
                 None => None,
@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         scraper.register_collector(Box::new(nodewarden_agent::process::ProcessMetrics::new()));
     }
     if let Some(s) = &link_settings {
-        scraper.register_collector(Box::new(s.state.status.clone()));
+        scraper.register_collector(Box::new(s.node.state.status.clone()));
     }
     let scraper = Arc::new(scraper);
     let server = Arc::new(http::MetricsServer::new(
@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         let (stop_link, stop_rx) = tokio::sync::watch::channel(false);
         let link_done = match link_settings {
             Some(s) => {
-                s.state
+                s.node.state
                     .metrics_port
                     .store(metrics_port, std::sync::atomic::Ordering::Relaxed);
                 Some(spawn_link(s, stop_rx)?)

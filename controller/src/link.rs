@@ -6,22 +6,21 @@
 //! at most the idle timeout (2 s by default) after its last packet, and the node goes offline
 //! then; no polling. (Why the controller sends no keep-alives: see `config`.)
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nodewarden_shared::ca::CertInfo;
-use nodewarden_shared::framing::{FrameDecoder, FrameError, MAX_FRAME, encode_frame};
+use nodewarden_shared::framing::{FrameError, MAX_FRAME, encode_frame};
 use nodewarden_shared::protocol::{
-    self, CAP_INVENTORY, CommandKind, CommandOutcome, CommandResponse, ControllerToAgent, close,
+    self, CommandOutcome, CommandResponse, ControllerToAgent, close,
 };
-use nodewarden_shared::session::{ControllerEvent, ControllerSession, ProtocolError};
+use nodewarden_shared::session::{ControllerEffect, ControllerSession, ProtocolError};
 use nodewarden_shared::tls::{self, Revocation};
 use quinn::rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::cadir::{self, CaDir};
 use crate::registry::{Connected, Connection};
@@ -64,8 +63,6 @@ enum SessionError {
     Frame(#[from] FrameError),
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    #[error("no hello within {HELLO_DEADLINE:?}")]
-    NoHello,
     #[error("stream error: {0}")]
     Stream(String),
     #[error("the agent took no data for {WRITE_TIMEOUT:?} (it stopped reading)")]
@@ -245,16 +242,15 @@ async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
     if shared.revoked.is_revoked(&info.serial) {
         connection.close(close::REVOKED.into(), b"certificate revoked");
     }
-    let outcome = run_session(
+    let peer = Peer {
         controller,
-        &connection,
         conn_id,
-        &node,
-        &info,
-        &fingerprint,
-        &mut command_rx,
-    )
-    .await;
+        node: &node,
+        info: &info,
+        fingerprint: &fingerprint,
+        remote,
+    };
+    let outcome = run_session(&peer, &connection, &mut command_rx).await;
     controller.remove_live(conn_id);
     let reason = match outcome {
         Ok(_)
@@ -304,169 +300,174 @@ async fn write_message(
     }
 }
 
-/// Runs one established connection; `Ok(reason)` when it ended without a protocol fault.
-async fn run_session(
-    controller: &Arc<Controller>,
-    connection: &quinn::Connection,
+/// Sleeps until `at`; forever when there is no timer.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one connection is, for the registry and the store.
+struct Peer<'a> {
+    controller: &'a Arc<Controller>,
     conn_id: u64,
-    node: &str,
-    info: &CertInfo,
-    fingerprint: &str,
+    node: &'a str,
+    info: &'a CertInfo,
+    fingerprint: &'a str,
+    remote: SocketAddr,
+}
+
+/// Runs one established connection: read → feed the [`ControllerSession`] → carry out its
+/// effects; `Ok(reason)` when it ended without a protocol fault.
+async fn run_session(
+    peer: &Peer<'_>,
+    connection: &quinn::Connection,
     command_rx: &mut mpsc::Receiver<QueuedCommand>,
 ) -> Result<String, SessionError> {
-    let remote = connection.remote_address();
-    // Who this connection is, for the store: fixed at hello, used by every report after.
-    let mut identity: Option<crate::fleet::Identity> = None;
+    let mut session: ControllerSession<CommandReply> = ControllerSession::new(
+        peer.node,
+        env!("CARGO_PKG_VERSION"),
+        HELLO_DEADLINE,
+        Instant::now(),
+    );
     let (mut send, mut recv) = tokio::select! {
         s = connection.accept_bi() => match s {
             Ok(s) => s,
             Err(e) => return Ok(closed_reason(&e)),
         },
-        _ = tokio::time::sleep(HELLO_DEADLINE) => return Err(SessionError::NoHello),
+        () = sleep_until(session.poll_timeout()) => {
+            return Err(SessionError::Protocol(ProtocolError::NoHello(HELLO_DEADLINE)));
+        }
     };
-    let mut session = ControllerSession::new(node, env!("CARGO_PKG_VERSION"));
-    let mut decoder = FrameDecoder::new(MAX_FRAME);
-    let mut pending: HashMap<u64, CommandReply> = HashMap::new();
-    let hello_timer = tokio::time::sleep(HELLO_DEADLINE);
-    tokio::pin!(hello_timer);
+    let result = drive(peer, &mut session, &mut send, &mut recv, command_rx).await;
+    // Callers still waiting learn that the connection ended (their reply dropped).
+    drop(session.take_waiting());
+    result
+}
+
+async fn drive(
+    peer: &Peer<'_>,
+    session: &mut ControllerSession<CommandReply>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    command_rx: &mut mpsc::Receiver<QueuedCommand>,
+) -> Result<String, SessionError> {
+    // Who this connection is, for the store: fixed at hello, used by every report after.
+    let mut identity: Option<crate::fleet::Identity> = None;
     loop {
+        while let Some(effect) = session.poll_effect() {
+            match effect {
+                ControllerEffect::Established(hello) => {
+                    identity = Some(established(peer, session, &hello));
+                }
+                ControllerEffect::Send(message) => {
+                    let refusal = matches!(message, ControllerToAgent::Refused { .. });
+                    match write_message(send, &message).await {
+                        // The refusal is a courtesy before the close that follows.
+                        Err(_) if refusal => {}
+                        written => written?,
+                    }
+                }
+                ControllerEffect::Report(report) => {
+                    tracing::debug!(node = %peer.node, seq = report.seq, "state report");
+                    peer.controller.metrics.state_reports.inc();
+                    // The session state machine delivers reports only after the hello.
+                    if let Some(id) = &identity {
+                        crate::fleet::reported(
+                            peer.controller,
+                            id,
+                            peer.conn_id,
+                            report,
+                            now_millis(),
+                        );
+                    }
+                }
+                ControllerEffect::Inventory(response) => inventory(peer, response),
+                ControllerEffect::Reply {
+                    reply, response, ..
+                } => {
+                    let _ = reply.send(Ok(response));
+                }
+                ControllerEffect::Close { error, .. } => return Err(error.into()),
+            }
+        }
         tokio::select! {
-            chunk = recv.read_chunk(64 * 1024, true) => {
-                let chunk = match chunk {
-                    Ok(Some(c)) => c,
-                    Ok(None) => break decoder
-                        .finish()
+            chunk = recv.read_chunk(64 * 1024, true) => match chunk {
+                Ok(Some(c)) => session.handle_data(&c.bytes),
+                Ok(None) => {
+                    return session
+                        .handle_end()
                         .map(|()| "agent ended its stream".to_string())
-                        .map_err(SessionError::from),
-                    Err(quinn::ReadError::ConnectionLost(e)) => break Ok(closed_reason(&e)),
-                    Err(e) => break Err(SessionError::Stream(e.to_string())),
-                };
-                decoder.push(&chunk.bytes);
-                loop {
-                    let frame = match decoder.next_frame() {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => return Err(e.into()),
-                    };
-                    let event = match session.on_frame(&frame) {
-                        Ok(ev) => ev,
-                        Err(e) => {
-                            let refusal = ControllerToAgent::Refused { reason: e.to_string() };
-                            let _ = write_message(&mut send, &refusal).await;
-                            return Err(e.into());
-                        }
-                    };
-                    match event {
-                        ControllerEvent::Established { hello, reply } => {
-                            let conn = Connection {
-                                id: conn_id,
-                                remote: remote.to_string(),
-                                agent_version: hello.agent_version.clone(),
-                                protocol_version: session.version().unwrap_or_default(),
-                                connected_at: now_millis(),
-                                cert_serial: info.serial.clone(),
-                                cert_not_after_unix: info.not_after_unix,
-                                capabilities: hello.capabilities.clone(),
-                            };
-                            let id = crate::fleet::Identity {
-                                node: node.to_string(),
-                                remote_ip: remote.ip().to_string(),
-                                agent_version: hello.agent_version.clone(),
-                                cert_fingerprint: fingerprint.to_string(),
-                            };
-                            match crate::fleet::connected(controller, &id, conn, now_millis()) {
-                                Connected::Online => tracing::info!(
-                                    %node, peer = %remote, agent_version = %hello.agent_version,
-                                    "node online"
-                                ),
-                                Connected::Replaced { old } => {
-                                    tracing::info!(
-                                        %node, peer = %remote, old_peer = %old.remote,
-                                        old_connection = old.id,
-                                        "newer connection of the node replaces the older one"
-                                    );
-                                    controller.close_live(
-                                        old.id,
-                                        close::REPLACED,
-                                        b"replaced by a newer connection",
-                                    );
-                                }
-                            }
-                            identity = Some(id);
-                            write_message(&mut send, &reply).await?;
-                            if hello.capabilities.iter().any(|c| c == CAP_INVENTORY) {
-                                let request = session.request(CommandKind::Inventory)?;
-                                if let ControllerToAgent::CommandRequest(r) = &request {
-                                    let (tx, rx) = oneshot::channel();
-                                    pending.insert(r.id, tx);
-                                    tokio::spawn(record_inventory(
-                                        controller.clone(),
-                                        node.to_string(),
-                                        conn_id,
-                                        rx,
-                                    ));
-                                }
-                                write_message(&mut send, &request).await?;
-                            }
-                        }
-                        ControllerEvent::Report(report) => {
-                            tracing::debug!(%node, seq = report.seq, "state report");
-                            controller.metrics.state_reports.inc();
-                            // The session state machine delivers reports only after the hello.
-                            if let Some(id) = &identity {
-                                crate::fleet::reported(controller, id, conn_id, report, now_millis());
-                            }
-                        }
-                        ControllerEvent::CommandDone { response, .. } => {
-                            if let Some(reply) = pending.remove(&response.id) {
-                                let _ = reply.send(Ok(response));
-                            }
-                        }
-                    }
+                        .map_err(SessionError::from);
                 }
-            }
+                Err(quinn::ReadError::ConnectionLost(e)) => return Ok(closed_reason(&e)),
+                Err(e) => return Err(SessionError::Stream(e.to_string())),
+            },
             Some((kind, reply)) = command_rx.recv() => {
-                match session.request(kind) {
-                    Ok(message) => {
-                        if let ControllerToAgent::CommandRequest(r) = &message {
-                            pending.insert(r.id, reply);
-                        }
-                        write_message(&mut send, &message).await?;
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(CommandError::Refused {
-                            node: node.to_string(),
-                            reason: e.to_string(),
-                        }));
-                    }
+                if let Err((reply, e)) = session.request(kind, reply) {
+                    let _ = reply.send(Err(CommandError::Refused {
+                        node: peer.node.to_string(),
+                        reason: e.to_string(),
+                    }));
                 }
             }
-            _ = &mut hello_timer, if session.version().is_none() => break Err(SessionError::NoHello),
+            () = sleep_until(session.poll_timeout()) => session.handle_timeout(Instant::now()),
         }
     }
 }
 
-/// Stores the answer to the inventory request of connection `conn_id`.
-async fn record_inventory(
-    controller: Arc<Controller>,
-    node: String,
-    conn_id: u64,
-    answer: oneshot::Receiver<Result<CommandResponse, CommandError>>,
-) {
-    match answer.await {
-        Ok(Ok(CommandResponse {
-            outcome: CommandOutcome::Inventory(inventory),
-            ..
-        })) => {
+/// The hello was accepted: the node is online on this connection (replacing an older one).
+fn established(
+    peer: &Peer<'_>,
+    session: &ControllerSession<CommandReply>,
+    hello: &nodewarden_shared::protocol::Hello,
+) -> crate::fleet::Identity {
+    let (controller, node, remote) = (peer.controller, peer.node, peer.remote);
+    let conn = Connection {
+        id: peer.conn_id,
+        remote: remote.to_string(),
+        agent_version: hello.agent_version.clone(),
+        protocol_version: session.version().unwrap_or_default(),
+        connected_at: now_millis(),
+        cert_serial: peer.info.serial.clone(),
+        cert_not_after_unix: peer.info.not_after_unix,
+        capabilities: hello.capabilities.clone(),
+    };
+    let id = crate::fleet::Identity {
+        node: node.to_string(),
+        remote_ip: remote.ip().to_string(),
+        agent_version: hello.agent_version.clone(),
+        cert_fingerprint: peer.fingerprint.to_string(),
+    };
+    match crate::fleet::connected(controller, &id, conn, now_millis()) {
+        Connected::Online => tracing::info!(
+            %node, peer = %remote, agent_version = %hello.agent_version,
+            "node online"
+        ),
+        Connected::Replaced { old } => {
+            tracing::info!(
+                %node, peer = %remote, old_peer = %old.remote,
+                old_connection = old.id,
+                "newer connection of the node replaces the older one"
+            );
+            controller.close_live(old.id, close::REPLACED, b"replaced by a newer connection");
+        }
+    }
+    id
+}
+
+/// Stores the answer to the session's inventory request.
+fn inventory(peer: &Peer<'_>, response: CommandResponse) {
+    let node = peer.node;
+    match response.outcome {
+        CommandOutcome::Inventory(inventory) => {
             tracing::debug!(%node, interfaces = inventory.interfaces.len(), "inventory");
-            crate::fleet::inventory(&controller, &node, conn_id, inventory);
+            crate::fleet::inventory(peer.controller, node, peer.conn_id, inventory);
         }
-        Ok(Ok(other)) => {
-            tracing::warn!(%node, outcome = ?other.outcome, "the agent could not describe its interfaces")
+        other => {
+            tracing::warn!(%node, outcome = ?other, "the agent could not describe its interfaces")
         }
-        Ok(Err(e)) => tracing::warn!(%node, "inventory: {e}"),
-        // The connection ended first.
-        Err(_) => {}
     }
 }
 

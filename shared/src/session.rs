@@ -1,16 +1,31 @@
-//! Per-connection state machines of both ends, free of I/O: the link tasks feed them decoded
-//! frames and send what they return.
+//! Per-connection state machines of both ends of the link, free of I/O, in the manner of
+//! quinn-proto: the link tasks feed them the bytes they read ([`ControllerSession::handle_data`],
+//! [`AgentSession::handle_data`]), the results of work done beside the loop (a collected state
+//! report, an operation's outcome), and the passing of time (`handle_timeout` when
+//! `poll_timeout` is due); then they carry out the effects the machine queues (`poll_effect`):
+//! send a message, collect a report, run an operation, close with a code. Every rule of the
+//! link lives here, tested without sockets; the loops in `agent/src/link.rs` and
+//! `controller/src/link.rs` only read, feed and drain.
 //!
-//! Controller side: the first message must be a [`Hello`] with a protocol version in common;
-//! reports and responses are accepted only after it, and every response must answer an
-//! outstanding request. Agent side: the first message must be the [`Welcome`].
-//! Any violation is a [`ProtocolError`], after which the connection is closed.
+//! Controller side: the first message must be a [`Hello`] with a protocol version in common,
+//! within the hello deadline; reports and responses are accepted only after it, and every
+//! response must answer an outstanding request, whose reply token (the caller waiting for it)
+//! the machine keeps. An agent that can describe itself is asked for its inventory once.
+//! Agent side: the first message must be the [`Welcome`], within the welcome deadline; then a
+//! report right away and every report interval, one collection at a time. Any violation closes
+//! the connection with [`close::PROTOCOL_ERROR`] and the reason.
+//!
+//! [`Backoff`] is the agent's reconnect rule, including what a close code means for it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
+use crate::framing::{FrameDecoder, FrameError, MAX_FRAME};
+use crate::ops::Operation;
 use crate::protocol::{
-    self, AgentToController, CommandKind, CommandRequest, CommandResponse, ControllerToAgent,
-    DecodeError, Hello, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, StateReport, Welcome,
+    self, AgentToController, CAP_INVENTORY, CommandKind, CommandOutcome, CommandRequest,
+    CommandResponse, ControllerToAgent, DecodeError, Hello, MAX_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, StateReport, Welcome, close,
 };
 
 /// Most commands a controller keeps in flight on one connection.
@@ -19,7 +34,13 @@ pub const MAX_OUTSTANDING: usize = 1024;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProtocolError {
     #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error("no hello within {0:?}")]
+    NoHello(Duration),
+    #[error("no welcome from the controller within {0:?}")]
+    NoWelcome(Duration),
     #[error("expected a hello first, got {0}")]
     ExpectedHello(&'static str),
     #[error("a second hello on an established session")]
@@ -62,48 +83,81 @@ fn down_name(m: &ControllerToAgent) -> &'static str {
     }
 }
 
-/// What a controller learned from one agent message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ControllerEvent {
-    /// The session is established: send `reply` (the welcome).
-    Established {
-        hello: Hello,
-        reply: ControllerToAgent,
-    },
+/// What the controller's link task must do for one connection, in order.
+#[derive(Debug, PartialEq)]
+pub enum ControllerEffect<R> {
+    /// The hello was accepted: register the connection (it may replace an older one of the
+    /// node) before the welcome that follows goes out.
+    Established(Hello),
+    /// Send this message.
+    Send(ControllerToAgent),
+    /// A state report to record.
     Report(StateReport),
-    CommandDone {
+    /// The answer to the inventory request the session made itself after the hello.
+    Inventory(CommandResponse),
+    /// The answer to a request made with [`ControllerSession::request`], for its reply token.
+    Reply {
+        reply: R,
         kind: CommandKind,
         response: CommandResponse,
     },
+    /// End the connection with this application close code; the session is over.
+    Close { code: u32, error: ProtocolError },
 }
 
 #[derive(Debug)]
 enum ControllerState {
-    AwaitingHello,
+    AwaitingHello {
+        deadline: Instant,
+    },
     Established {
         version: u16,
         capabilities: BTreeSet<String>,
     },
+    Closed,
 }
 
-/// The controller's end of one connection, for the node named by its certificate.
+/// Who waits for the answer to a request.
 #[derive(Debug)]
-pub struct ControllerSession {
+enum Waiter<R> {
+    /// The session's own inventory request.
+    Inventory,
+    Caller(R),
+}
+
+/// The controller's end of one connection, for the node named by its certificate. `R` is the
+/// reply token of a request (what the link task answers the caller with).
+#[derive(Debug)]
+pub struct ControllerSession<R> {
     node: String,
     controller_version: String,
     state: ControllerState,
+    hello_deadline: Duration,
+    decoder: FrameDecoder,
     next_command_id: u64,
-    outstanding: BTreeMap<u64, CommandKind>,
+    outstanding: BTreeMap<u64, (CommandKind, Waiter<R>)>,
+    effects: VecDeque<ControllerEffect<R>>,
 }
 
-impl ControllerSession {
-    pub fn new(node: impl Into<String>, controller_version: impl Into<String>) -> Self {
+impl<R> ControllerSession<R> {
+    /// A session that must see a hello within `hello_deadline` of `now`.
+    pub fn new(
+        node: impl Into<String>,
+        controller_version: impl Into<String>,
+        hello_deadline: Duration,
+        now: Instant,
+    ) -> Self {
         ControllerSession {
             node: node.into(),
             controller_version: controller_version.into(),
-            state: ControllerState::AwaitingHello,
+            state: ControllerState::AwaitingHello {
+                deadline: now + hello_deadline,
+            },
+            hello_deadline,
+            decoder: FrameDecoder::new(MAX_FRAME),
             next_command_id: 1,
             outstanding: BTreeMap::new(),
+            effects: VecDeque::new(),
         }
     }
 
@@ -115,25 +169,93 @@ impl ControllerSession {
     pub fn version(&self) -> Option<u16> {
         match self.state {
             ControllerState::Established { version, .. } => Some(version),
-            ControllerState::AwaitingHello => None,
+            _ => None,
         }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, ControllerState::Closed)
     }
 
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()
     }
 
-    /// Decodes and handles one frame payload.
-    pub fn on_frame(&mut self, payload: &[u8]) -> Result<ControllerEvent, ProtocolError> {
-        self.on_message(protocol::decode(payload)?)
+    /// The next effect to carry out.
+    pub fn poll_effect(&mut self) -> Option<ControllerEffect<R>> {
+        self.effects.pop_front()
     }
 
-    pub fn on_message(
-        &mut self,
-        message: AgentToController,
-    ) -> Result<ControllerEvent, ProtocolError> {
+    /// When [`ControllerSession::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ControllerState::AwaitingHello { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let ControllerState::AwaitingHello { deadline } = self.state
+            && now >= deadline
+        {
+            self.close(ProtocolError::NoHello(self.hello_deadline));
+        }
+    }
+
+    /// Bytes read from the stream.
+    pub fn handle_data(&mut self, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.decoder.push(bytes);
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    self.handle_frame(&frame);
+                    if self.is_closed() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return self.close(e.into()),
+            }
+        }
+    }
+
+    /// The agent ended its stream: an error if it did so inside a frame.
+    pub fn handle_end(&mut self) -> Result<(), ProtocolError> {
+        self.decoder.finish().map_err(ProtocolError::from)
+    }
+
+    /// One frame's payload.
+    pub fn handle_frame(&mut self, payload: &[u8]) {
+        let result = protocol::decode(payload)
+            .map_err(ProtocolError::from)
+            .and_then(|m| self.on_message(m));
+        if let Err(e) = result {
+            // The agent learns why before the connection closes.
+            self.effects
+                .push_back(ControllerEffect::Send(ControllerToAgent::Refused {
+                    reason: e.to_string(),
+                }));
+            self.close(e);
+        }
+    }
+
+    fn close(&mut self, error: ProtocolError) {
+        if self.is_closed() {
+            return;
+        }
+        self.state = ControllerState::Closed;
+        self.effects.push_back(ControllerEffect::Close {
+            code: close::PROTOCOL_ERROR,
+            error,
+        });
+    }
+
+    fn on_message(&mut self, message: AgentToController) -> Result<(), ProtocolError> {
         match (&self.state, message) {
-            (ControllerState::AwaitingHello, AgentToController::Hello(hello)) => {
+            (ControllerState::AwaitingHello { .. }, AgentToController::Hello(hello)) => {
                 let version = hello.max_version.min(MAX_PROTOCOL_VERSION);
                 if hello.min_version > hello.max_version
                     || version < hello.min_version.max(MIN_PROTOCOL_VERSION)
@@ -143,78 +265,164 @@ impl ControllerSession {
                         agent_max: hello.max_version,
                     });
                 }
+                let inventory = hello.capabilities.iter().any(|c| c == CAP_INVENTORY);
                 self.state = ControllerState::Established {
                     version,
                     capabilities: hello.capabilities.iter().cloned().collect(),
                 };
-                let reply = ControllerToAgent::Welcome(Welcome {
-                    version,
-                    node: self.node.clone(),
-                    controller_version: self.controller_version.clone(),
-                });
-                Ok(ControllerEvent::Established { hello, reply })
+                self.effects.push_back(ControllerEffect::Established(hello));
+                self.effects
+                    .push_back(ControllerEffect::Send(ControllerToAgent::Welcome(
+                        Welcome {
+                            version,
+                            node: self.node.clone(),
+                            controller_version: self.controller_version.clone(),
+                        },
+                    )));
+                if inventory {
+                    let request = self.new_request(CommandKind::Inventory, Waiter::Inventory);
+                    self.effects.push_back(ControllerEffect::Send(request));
+                }
+                Ok(())
             }
-            (ControllerState::AwaitingHello, other) => {
+            (ControllerState::AwaitingHello { .. }, other) => {
                 Err(ProtocolError::ExpectedHello(up_name(&other)))
             }
             (ControllerState::Established { .. }, AgentToController::Hello(_)) => {
                 Err(ProtocolError::DuplicateHello)
             }
             (ControllerState::Established { .. }, AgentToController::StateReport(r)) => {
-                Ok(ControllerEvent::Report(r))
+                self.effects.push_back(ControllerEffect::Report(r));
+                Ok(())
             }
             (ControllerState::Established { .. }, AgentToController::CommandResponse(r)) => {
-                let kind = self
+                let (kind, waiter) = self
                     .outstanding
                     .remove(&r.id)
                     .ok_or(ProtocolError::UnknownCommandId(r.id))?;
-                Ok(ControllerEvent::CommandDone { kind, response: r })
+                self.effects.push_back(match waiter {
+                    Waiter::Inventory => ControllerEffect::Inventory(r),
+                    Waiter::Caller(reply) => ControllerEffect::Reply {
+                        reply,
+                        kind,
+                        response: r,
+                    },
+                });
+                Ok(())
             }
+            (ControllerState::Closed, _) => Ok(()),
         }
     }
 
-    /// A request to send, with a fresh id recorded as outstanding.
-    pub fn request(&mut self, kind: CommandKind) -> Result<ControllerToAgent, ProtocolError> {
-        let ControllerState::Established { capabilities, .. } = &self.state else {
-            return Err(ProtocolError::NotEstablished);
-        };
-        if !capabilities.contains(kind.capability()) {
-            return Err(ProtocolError::Unsupported(kind.capability()));
-        }
-        if self.outstanding.len() >= MAX_OUTSTANDING {
-            return Err(ProtocolError::TooManyOutstanding);
-        }
+    fn new_request(&mut self, kind: CommandKind, waiter: Waiter<R>) -> ControllerToAgent {
         let id = self.next_command_id;
         self.next_command_id += 1;
-        self.outstanding.insert(id, kind.clone());
-        Ok(ControllerToAgent::CommandRequest(CommandRequest {
-            id,
-            kind,
-        }))
+        self.outstanding.insert(id, (kind.clone(), waiter));
+        ControllerToAgent::CommandRequest(CommandRequest { id, kind })
+    }
+
+    /// Queues a request to send with a fresh id, kept outstanding with `reply` until its
+    /// answer comes; refused (with the token back) when the agent cannot take it.
+    pub fn request(&mut self, kind: CommandKind, reply: R) -> Result<(), (R, ProtocolError)> {
+        let ControllerState::Established { capabilities, .. } = &self.state else {
+            return Err((reply, ProtocolError::NotEstablished));
+        };
+        if !capabilities.contains(kind.capability()) {
+            return Err((reply, ProtocolError::Unsupported(kind.capability())));
+        }
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            return Err((reply, ProtocolError::TooManyOutstanding));
+        }
+        let request = self.new_request(kind, Waiter::Caller(reply));
+        self.effects.push_back(ControllerEffect::Send(request));
+        Ok(())
+    }
+
+    /// The reply tokens still waiting, taken when the connection is over (their callers learn
+    /// that it ended).
+    pub fn take_waiting(&mut self) -> Vec<R> {
+        std::mem::take(&mut self.outstanding)
+            .into_values()
+            .filter_map(|(_, w)| match w {
+                Waiter::Caller(r) => Some(r),
+                Waiter::Inventory => None,
+            })
+            .collect()
     }
 }
 
-/// What an agent learned from one controller message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AgentEvent {
+/// Deadlines and periods of the agent's end.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTimers {
+    /// A state report this often once welcomed (and one right at the welcome).
+    pub report_interval: Duration,
+    /// The controller must welcome the agent this soon after its hello.
+    pub welcome_deadline: Duration,
+}
+
+/// What the agent's link task must do for one connection, in order.
+#[derive(Debug, PartialEq)]
+pub enum AgentEffect {
+    /// Send the hello or a state report.
+    Send(AgentToController),
+    /// Send this answer (the link fits it under the frame limit).
+    Answer(CommandResponse),
+    /// The controller welcomed the agent: the session is up.
     Welcomed(Welcome),
-    Command(CommandRequest),
+    /// Collect the node's state beside the loop and hand it to
+    /// [`AgentSession::report_collected`] (`None` if it could not be collected).
+    CollectReport,
+    /// Describe the node beside the loop; hand the outcome to [`AgentSession::command_done`].
+    CollectInventory { id: u64 },
+    /// Run a declared operation beside the loop; hand the outcome to
+    /// [`AgentSession::command_done`].
+    RunOperation { id: u64, operation: Operation },
+    /// End the connection with this application close code; the session is over.
+    Close { code: u32, error: ProtocolError },
 }
 
 /// The agent's end of one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AgentSession {
+    timers: AgentTimers,
     welcome: Option<Welcome>,
+    welcome_deadline: Instant,
+    next_report: Option<Instant>,
     next_report_seq: u64,
+    /// A collection is running beside the loop; the timer does not start a second one.
+    collecting: bool,
+    /// `ReportState` commands answered once the report in collection is sent.
+    after_report: Vec<u64>,
+    decoder: FrameDecoder,
+    effects: VecDeque<AgentEffect>,
+    closed: bool,
 }
 
 impl AgentSession {
-    pub fn new() -> Self {
-        Self::default()
+    /// A new connection's session: the hello is the first effect.
+    pub fn new(
+        agent_version: &str,
+        capabilities: &[&str],
+        timers: AgentTimers,
+        now: Instant,
+    ) -> AgentSession {
+        let hello = Self::hello(agent_version, capabilities);
+        AgentSession {
+            timers,
+            welcome: None,
+            welcome_deadline: now + timers.welcome_deadline,
+            next_report: None,
+            next_report_seq: 0,
+            collecting: false,
+            after_report: Vec::new(),
+            decoder: FrameDecoder::new(MAX_FRAME),
+            effects: VecDeque::from([AgentEffect::Send(hello)]),
+            closed: false,
+        }
     }
 
-    /// The first message to send.
-    pub fn hello(&self, agent_version: &str, capabilities: &[&str]) -> AgentToController {
+    /// The hello this end sends first.
+    pub fn hello(agent_version: &str, capabilities: &[&str]) -> AgentToController {
         AgentToController::Hello(Hello {
             min_version: MIN_PROTOCOL_VERSION,
             max_version: MAX_PROTOCOL_VERSION,
@@ -227,11 +435,87 @@ impl AgentSession {
         self.welcome.as_ref()
     }
 
-    pub fn on_frame(&mut self, payload: &[u8]) -> Result<AgentEvent, ProtocolError> {
-        self.on_message(protocol::decode(payload)?)
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
-    pub fn on_message(&mut self, message: ControllerToAgent) -> Result<AgentEvent, ProtocolError> {
+    pub fn poll_effect(&mut self) -> Option<AgentEffect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`AgentSession::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            None
+        } else if self.welcome.is_none() {
+            Some(self.welcome_deadline)
+        } else {
+            self.next_report
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.welcome.is_none() {
+            if now >= self.welcome_deadline {
+                self.close(ProtocolError::NoWelcome(self.timers.welcome_deadline));
+            }
+            return;
+        }
+        if self.next_report.is_some_and(|due| now >= due) {
+            // The next period counts from now: a late tick is not made up for with a burst.
+            self.next_report = Some(now + self.timers.report_interval);
+            self.collect_report();
+        }
+    }
+
+    /// Bytes read from the stream.
+    pub fn handle_data(&mut self, bytes: &[u8], now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.decoder.push(bytes);
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    self.handle_frame(&frame, now);
+                    if self.closed {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return self.close(e.into()),
+            }
+        }
+    }
+
+    /// One frame's payload.
+    pub fn handle_frame(&mut self, payload: &[u8], now: Instant) {
+        let result = protocol::decode(payload)
+            .map_err(ProtocolError::from)
+            .and_then(|m| self.on_message(m, now));
+        if let Err(e) = result {
+            self.close(e);
+        }
+    }
+
+    fn close(&mut self, error: ProtocolError) {
+        if !self.closed {
+            self.closed = true;
+            self.effects.push_back(AgentEffect::Close {
+                code: close::PROTOCOL_ERROR,
+                error,
+            });
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        message: ControllerToAgent,
+        now: Instant,
+    ) -> Result<(), ProtocolError> {
         match (&self.welcome, message) {
             (_, ControllerToAgent::Refused { reason }) => Err(ProtocolError::Refused(reason)),
             (None, ControllerToAgent::Welcome(w)) => {
@@ -239,27 +523,142 @@ impl AgentSession {
                     return Err(ProtocolError::BadVersion(w.version));
                 }
                 self.welcome = Some(w.clone());
-                Ok(AgentEvent::Welcomed(w))
+                self.effects.push_back(AgentEffect::Welcomed(w));
+                // A report at once, so the controller knows the node's state from the start.
+                self.next_report = Some(now + self.timers.report_interval);
+                self.collect_report();
+                Ok(())
             }
             (None, other) => Err(ProtocolError::ExpectedWelcome(down_name(&other))),
             (Some(_), ControllerToAgent::Welcome(_)) => Err(ProtocolError::DuplicateWelcome),
-            (Some(_), ControllerToAgent::CommandRequest(r)) => Ok(AgentEvent::Command(r)),
+            (Some(_), ControllerToAgent::CommandRequest(r)) => {
+                match r.kind {
+                    CommandKind::Ping => {
+                        self.effects.push_back(AgentEffect::Answer(CommandResponse {
+                            id: r.id,
+                            outcome: CommandOutcome::Done,
+                        }))
+                    }
+                    CommandKind::ReportState => {
+                        self.after_report.push(r.id);
+                        self.collect_report();
+                    }
+                    CommandKind::Inventory => self
+                        .effects
+                        .push_back(AgentEffect::CollectInventory { id: r.id }),
+                    CommandKind::Operation(operation) => {
+                        self.effects.push_back(AgentEffect::RunOperation {
+                            id: r.id,
+                            operation,
+                        })
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Wraps a report with the next sequence number; `None` before the welcome.
-    pub fn report(&mut self, mut report: StateReport) -> Option<AgentToController> {
-        self.welcome.as_ref()?;
-        report.seq = self.next_report_seq;
-        self.next_report_seq += 1;
-        Some(AgentToController::StateReport(report))
+    fn collect_report(&mut self) {
+        if !self.collecting {
+            self.collecting = true;
+            self.effects.push_back(AgentEffect::CollectReport);
+        }
+    }
+
+    /// Whether a collection asked for with [`AgentEffect::CollectReport`] is still running.
+    pub fn is_collecting(&self) -> bool {
+        self.collecting
+    }
+
+    /// The state collected for [`AgentEffect::CollectReport`]: sent with the next sequence
+    /// number, then the `ReportState` commands waiting for it are answered.
+    pub fn report_collected(&mut self, report: Option<StateReport>) {
+        self.collecting = false;
+        if self.closed {
+            return;
+        }
+        if let Some(mut report) = report {
+            report.seq = self.next_report_seq;
+            self.next_report_seq += 1;
+            self.effects
+                .push_back(AgentEffect::Send(AgentToController::StateReport(report)));
+        }
+        for id in std::mem::take(&mut self.after_report) {
+            self.effects.push_back(AgentEffect::Answer(CommandResponse {
+                id,
+                outcome: CommandOutcome::Done,
+            }));
+        }
+    }
+
+    /// The outcome of work done beside the loop for command `id`.
+    pub fn command_done(&mut self, id: u64, outcome: CommandOutcome) {
+        if !self.closed {
+            self.effects
+                .push_back(AgentEffect::Answer(CommandResponse { id, outcome }));
+        }
+    }
+}
+
+/// Jittered exponential backoff between the agent's connection attempts: attempt n waits a
+/// uniformly random time in `[d/2, d]` with `d = min(cap, base * 2^n)` ("equal jitter"), so
+/// agents restarted together spread out, yet never wait longer than the cap.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay, given a uniform random number in `[0, 1)`.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX));
+        let d = exp.min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        d / 2 + d.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+    }
+
+    /// A session was established: the next failure starts from the base again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The controller closed the connection with this application code: after being
+    /// replaced by a newer connection of the node, or revoked, waiting long is right (another
+    /// instance holds the link, or the node is not welcome).
+    pub fn on_closed_by_controller(&mut self, code: u64) {
+        if code == u64::from(close::REPLACED) || code == u64::from(close::REVOKED) {
+            self.attempt = 31;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{CAP_STATE_REPORT, CommandOutcome, encode};
+    use crate::framing::encode_frame;
+    use crate::protocol::{CAP_OPERATIONS, CAP_STATE_REPORT, encode};
+
+    const TIMERS: AgentTimers = AgentTimers {
+        report_interval: Duration::from_secs(5),
+        welcome_deadline: Duration::from_secs(10),
+    };
+    const HELLO: Duration = Duration::from_secs(5);
+
+    fn frame<T: serde::Serialize>(m: &T) -> Vec<u8> {
+        encode_frame(&encode(m).unwrap(), MAX_FRAME).unwrap()
+    }
 
     fn hello(min: u16, max: u16, caps: &[&str]) -> AgentToController {
         AgentToController::Hello(Hello {
@@ -270,181 +669,463 @@ mod tests {
         })
     }
 
-    #[test]
-    fn full_exchange_between_both_ends() {
-        let mut agent = AgentSession::new();
-        let mut controller = ControllerSession::new("n1", "c");
-        assert_eq!(agent.report(StateReport::default()), None);
-        let up = encode(&agent.hello("t", &[CAP_STATE_REPORT, "command:ping"])).unwrap();
-        let ControllerEvent::Established { reply, .. } = controller.on_frame(&up).unwrap() else {
-            panic!("not established");
-        };
-        assert_eq!(controller.version(), Some(1));
-        let down = encode(&reply).unwrap();
-        let AgentEvent::Welcomed(w) = agent.on_frame(&down).unwrap() else {
-            panic!("not welcomed");
-        };
-        assert_eq!(w.node, "n1");
+    fn one<T: std::fmt::Debug>(mut v: Vec<T>) -> T {
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.remove(0)
+    }
 
-        for seq in 0..3 {
-            let r = agent.report(StateReport::default()).unwrap();
-            let ControllerEvent::Report(r) = controller.on_frame(&encode(&r).unwrap()).unwrap()
-            else {
-                panic!("not a report");
-            };
-            assert_eq!(r.seq, seq);
-        }
+    fn drain<R>(c: &mut ControllerSession<R>) -> Vec<ControllerEffect<R>> {
+        std::iter::from_fn(|| c.poll_effect()).collect()
+    }
 
-        let req = controller.request(CommandKind::Ping).unwrap();
-        assert_eq!(controller.outstanding(), 1);
-        let AgentEvent::Command(cmd) = agent.on_frame(&encode(&req).unwrap()).unwrap() else {
-            panic!("not a command");
-        };
-        let resp = AgentToController::CommandResponse(CommandResponse {
-            id: cmd.id,
-            outcome: CommandOutcome::Done,
-        });
-        assert!(matches!(
-            controller.on_message(resp.clone()),
-            Ok(ControllerEvent::CommandDone {
-                kind: CommandKind::Ping,
-                ..
+    fn drain_agent(a: &mut AgentSession) -> Vec<AgentEffect> {
+        std::iter::from_fn(|| a.poll_effect()).collect()
+    }
+
+    /// A controller session established with an agent announcing `caps`.
+    fn established(caps: &[&str]) -> ControllerSession<u32> {
+        let mut c = ControllerSession::new("n", "c", HELLO, Instant::now());
+        c.handle_data(&frame(&hello(1, 1, caps)));
+        drain(&mut c);
+        assert_eq!(c.version(), Some(1));
+        c
+    }
+
+    /// What the controller sends, as the agent decodes it.
+    fn sent_requests<R>(effects: &[ControllerEffect<R>]) -> Vec<CommandRequest> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                ControllerEffect::Send(ControllerToAgent::CommandRequest(r)) => Some(r.clone()),
+                _ => None,
             })
-        ));
-        assert_eq!(controller.outstanding(), 0);
-        // The same id again is not outstanding any more.
-        assert_eq!(
-            controller.on_message(resp),
-            Err(ProtocolError::UnknownCommandId(cmd.id))
-        );
+            .collect()
     }
 
     #[test]
-    fn controller_requires_hello_first_and_once() {
-        let mut c = ControllerSession::new("n", "c");
-        assert_eq!(
-            c.on_message(AgentToController::StateReport(StateReport::default())),
-            Err(ProtocolError::ExpectedHello("state report"))
+    fn full_exchange_between_both_ends() {
+        let now = Instant::now();
+        let mut agent = AgentSession::new("t", &[CAP_STATE_REPORT, "command:ping"], TIMERS, now);
+        let mut controller: ControllerSession<&str> = ControllerSession::new("n1", "c", HELLO, now);
+        let AgentEffect::Send(up) = one(drain_agent(&mut agent)) else {
+            panic!("the hello comes first");
+        };
+        // Fed one byte at a time: frames are reassembled.
+        for b in frame(&up) {
+            controller.handle_data(&[b]);
+        }
+        let effects = drain(&mut controller);
+        let [
+            ControllerEffect::Established(h),
+            ControllerEffect::Send(welcome),
+        ] = &effects[..]
+        else {
+            panic!("established, then the welcome (no inventory: not announced)");
+        };
+        assert_eq!(h.agent_version, "t");
+        assert_eq!(controller.version(), Some(1));
+        assert_eq!(agent.poll_timeout(), Some(now + TIMERS.welcome_deadline));
+        agent.handle_data(&frame(&welcome), now);
+        let effects = drain_agent(&mut agent);
+        assert!(
+            matches!(&effects[..], [AgentEffect::Welcomed(w), AgentEffect::CollectReport] if w.node == "n1")
         );
+        assert_eq!(agent.poll_timeout(), Some(now + TIMERS.report_interval));
+
+        for seq in 0..3 {
+            if seq > 0 {
+                agent.handle_timeout(now + TIMERS.report_interval * seq);
+                assert_eq!(drain_agent(&mut agent), vec![AgentEffect::CollectReport]);
+            }
+            agent.report_collected(Some(StateReport::default()));
+            let AgentEffect::Send(report) = one(drain_agent(&mut agent)) else {
+                panic!("the report is sent");
+            };
+            controller.handle_data(&frame(&report));
+            let ControllerEffect::Report(r) = one(drain(&mut controller)) else {
+                panic!("not a report");
+            };
+            assert_eq!(r.seq, u64::from(seq));
+        }
+
+        controller.request(CommandKind::Ping, "caller").unwrap();
+        assert_eq!(controller.outstanding(), 1);
+        let ControllerEffect::Send(req) = one(drain(&mut controller)) else {
+            panic!("the request is sent");
+        };
+        agent.handle_data(&frame(&req), now);
+        let AgentEffect::Answer(resp) = one(drain_agent(&mut agent)) else {
+            panic!("a ping is answered at once");
+        };
+        assert_eq!(resp.outcome, CommandOutcome::Done);
+        let answer = AgentToController::CommandResponse(resp.clone());
+        controller.handle_data(&frame(&answer));
         assert_eq!(
-            c.request(CommandKind::Ping),
-            Err(ProtocolError::NotEstablished)
+            drain(&mut controller),
+            vec![ControllerEffect::Reply {
+                reply: "caller",
+                kind: CommandKind::Ping,
+                response: resp.clone()
+            }]
         );
-        assert!(c.on_message(hello(1, 1, &[])).is_ok());
+        assert_eq!(controller.outstanding(), 0);
+        // The same id again is not outstanding any more: refused, then closed.
+        controller.handle_data(&frame(&answer));
+        let effects = drain(&mut controller);
+        assert!(matches!(
+            &effects[..],
+            [
+                ControllerEffect::Send(ControllerToAgent::Refused { .. }),
+                ControllerEffect::Close { code: close::PROTOCOL_ERROR, error: ProtocolError::UnknownCommandId(id) }
+            ] if *id == resp.id
+        ));
+        assert!(controller.is_closed());
+        // Nothing more comes out of a closed session.
+        controller.handle_data(&frame(&hello(1, 1, &[])));
+        assert!(drain(&mut controller).is_empty());
+    }
+
+    #[test]
+    fn controller_requires_hello_first_once_and_in_time() {
+        let now = Instant::now();
+        let mut c: ControllerSession<()> = ControllerSession::new("n", "c", HELLO, now);
         assert_eq!(
-            c.on_message(hello(1, 1, &[])),
-            Err(ProtocolError::DuplicateHello)
+            c.request(CommandKind::Ping, ()),
+            Err(((), ProtocolError::NotEstablished))
         );
+        c.handle_data(&frame(&AgentToController::StateReport(
+            StateReport::default(),
+        )));
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ControllerEffect::Close {
+                error: ProtocolError::ExpectedHello("state report"),
+                ..
+            })
+        ));
+
+        let mut c = established(&[]);
+        c.handle_data(&frame(&hello(1, 1, &[])));
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ControllerEffect::Close {
+                error: ProtocolError::DuplicateHello,
+                ..
+            })
+        ));
+
+        // The hello deadline: nothing before it, a close at it, and no timer after.
+        let mut c: ControllerSession<()> = ControllerSession::new("n", "c", HELLO, now);
+        assert_eq!(c.poll_timeout(), Some(now + HELLO));
+        c.handle_timeout(now + HELLO - Duration::from_millis(1));
+        assert!(drain(&mut c).is_empty());
+        c.handle_timeout(now + HELLO);
+        assert_eq!(
+            drain(&mut c),
+            vec![ControllerEffect::Close {
+                code: close::PROTOCOL_ERROR,
+                error: ProtocolError::NoHello(HELLO)
+            }]
+        );
+        assert_eq!(c.poll_timeout(), None);
+        // Once established, no deadline runs.
+        assert_eq!(established(&[]).poll_timeout(), None);
+    }
+
+    #[test]
+    fn undecodable_and_oversized_input_closes() {
+        let mut c: ControllerSession<()> = ControllerSession::new("n", "c", HELLO, Instant::now());
+        c.handle_data(&[0, 0, 0, 2, 0xff, 0x00]);
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ControllerEffect::Close {
+                error: ProtocolError::Decode(_),
+                ..
+            })
+        ));
+        let mut c: ControllerSession<()> = ControllerSession::new("n", "c", HELLO, Instant::now());
+        c.handle_data(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ControllerEffect::Close {
+                error: ProtocolError::Frame(FrameError::TooLarge { .. }),
+                ..
+            })
+        ));
+        // A stream ended inside a frame.
+        let mut c: ControllerSession<()> = ControllerSession::new("n", "c", HELLO, Instant::now());
+        c.handle_data(&[0, 0, 0, 9, 1]);
+        assert!(matches!(
+            c.handle_end(),
+            Err(ProtocolError::Frame(FrameError::Truncated { buffered: 5 }))
+        ));
     }
 
     #[test]
     fn version_negotiation() {
         // A newer agent that still speaks 1 gets 1.
-        let mut c = ControllerSession::new("n", "c");
-        assert!(c.on_message(hello(1, 5, &[])).is_ok());
+        let mut c: ControllerSession<()> = ControllerSession::new("n", "c", HELLO, Instant::now());
+        c.handle_data(&frame(&hello(1, 5, &[])));
         assert_eq!(c.version(), Some(1));
         for (min, max) in [(2, 3), (0, 0), (3, 1)] {
-            let mut c = ControllerSession::new("n", "c");
+            let mut c: ControllerSession<()> =
+                ControllerSession::new("n", "c", HELLO, Instant::now());
+            c.handle_data(&frame(&hello(min, max, &[])));
             assert!(
                 matches!(
-                    c.on_message(hello(min, max, &[])),
-                    Err(ProtocolError::NoCommonVersion { .. })
+                    drain(&mut c).last(),
+                    Some(ControllerEffect::Close {
+                        error: ProtocolError::NoCommonVersion { .. },
+                        ..
+                    })
                 ),
                 "{min}..{max}"
             );
         }
-        let mut a = AgentSession::new();
-        assert_eq!(
-            a.on_message(ControllerToAgent::Welcome(Welcome {
+        let now = Instant::now();
+        let mut a = AgentSession::new("t", &[], TIMERS, now);
+        a.handle_data(
+            &frame(&ControllerToAgent::Welcome(Welcome {
                 version: 9,
                 node: "n".into(),
-                controller_version: "c".into()
+                controller_version: "c".into(),
             })),
-            Err(ProtocolError::BadVersion(9))
+            now,
         );
+        assert!(matches!(
+            drain_agent(&mut a).last(),
+            Some(AgentEffect::Close {
+                error: ProtocolError::BadVersion(9),
+                ..
+            })
+        ));
     }
 
     #[test]
-    fn commands_need_the_capability() {
-        let mut c = ControllerSession::new("n", "c");
-        c.on_message(hello(1, 1, &["command:ping"])).unwrap();
-        assert!(c.request(CommandKind::Ping).is_ok());
+    fn commands_need_the_capability_and_room() {
+        let mut c = established(&["command:ping"]);
+        assert!(c.request(CommandKind::Ping, 0).is_ok());
         assert_eq!(
-            c.request(CommandKind::ReportState),
-            Err(ProtocolError::Unsupported("command:report-state"))
+            c.request(CommandKind::ReportState, 1),
+            Err((1, ProtocolError::Unsupported("command:report-state")))
         );
-        for _ in 1..MAX_OUTSTANDING {
-            c.request(CommandKind::Ping).unwrap();
+        for i in 1..MAX_OUTSTANDING {
+            c.request(CommandKind::Ping, i as u32).unwrap();
         }
         assert_eq!(
-            c.request(CommandKind::Ping),
-            Err(ProtocolError::TooManyOutstanding)
+            c.request(CommandKind::Ping, 9),
+            Err((9, ProtocolError::TooManyOutstanding))
         );
+        // When the connection ends, every waiting caller's token comes back.
+        let mut waiting = c.take_waiting();
+        waiting.sort();
+        assert_eq!(waiting, (0..MAX_OUTSTANDING as u32).collect::<Vec<_>>());
+        assert_eq!(c.outstanding(), 0);
     }
 
     #[test]
     fn operations_go_only_to_an_agent_that_announced_them() {
         use crate::ops::{Operation, ServiceAction};
-        use crate::protocol::{CAP_INVENTORY, CAP_OPERATIONS};
         let op = CommandKind::Operation(Operation::service("x", ServiceAction::Stop));
         // An agent without declared operations does not announce them.
-        let mut c = ControllerSession::new("n", "c");
-        c.on_message(hello(1, 1, &[CAP_STATE_REPORT, "command:ping"]))
-            .unwrap();
+        let mut c = established(&[CAP_STATE_REPORT, "command:ping"]);
         assert_eq!(
-            c.request(op.clone()),
-            Err(ProtocolError::Unsupported(CAP_OPERATIONS))
-        );
-        assert_eq!(
-            c.request(CommandKind::Inventory),
-            Err(ProtocolError::Unsupported(CAP_INVENTORY))
+            c.request(op.clone(), 1),
+            Err((1, ProtocolError::Unsupported(CAP_OPERATIONS)))
         );
         assert_eq!(c.outstanding(), 0);
         // An older vocabulary's capability is not enough either.
-        let mut c = ControllerSession::new("n", "c");
-        c.on_message(hello(1, 1, &["command:ops/0"])).unwrap();
-        assert!(c.request(op.clone()).is_err());
+        let mut c = established(&["command:ops/0"]);
+        assert!(c.request(op.clone(), 1).is_err());
 
-        let mut c = ControllerSession::new("n", "c");
-        c.on_message(hello(1, 1, &[CAP_OPERATIONS])).unwrap();
-        let ControllerToAgent::CommandRequest(req) = c.request(op.clone()).unwrap() else {
-            panic!("not a request");
-        };
+        let mut c = established(&[CAP_OPERATIONS]);
+        c.request(op.clone(), 7).unwrap();
+        let req = one(sent_requests(&drain(&mut c)));
         assert_eq!(req.kind, op);
-        // The response comes back with the kind it answers.
-        let response = CommandResponse {
-            id: req.id,
-            outcome: CommandOutcome::Operation(crate::ops::OperationResult::refused(
-                None,
-                "service \"x\" is not declared on this node",
-            )),
+        // The agent runs it beside its loop and answers when it is done.
+        let now = Instant::now();
+        let mut a = welcomed_agent(now);
+        a.handle_data(&frame(&ControllerToAgent::CommandRequest(req.clone())), now);
+        let Some(AgentEffect::RunOperation { id, operation }) = a.poll_effect() else {
+            panic!("the operation is run");
         };
-        let event = c
-            .on_message(AgentToController::CommandResponse(response.clone()))
-            .unwrap();
-        assert_eq!(event, ControllerEvent::CommandDone { kind: op, response });
+        assert_eq!(
+            (id, CommandKind::Operation(operation)),
+            (req.id, op.clone())
+        );
+        let outcome = CommandOutcome::Operation(crate::ops::OperationResult::refused(
+            None,
+            "service \"x\" is not declared on this node",
+        ));
+        a.command_done(id, outcome.clone());
+        let Some(AgentEffect::Answer(response)) = a.poll_effect() else {
+            panic!("answered");
+        };
+        c.handle_data(&frame(&AgentToController::CommandResponse(
+            response.clone(),
+        )));
+        assert_eq!(
+            drain(&mut c),
+            vec![ControllerEffect::Reply {
+                reply: 7,
+                kind: op,
+                response
+            }]
+        );
     }
 
     #[test]
-    fn agent_requires_welcome_first_and_reports_refusal() {
-        let mut a = AgentSession::new();
+    fn an_agent_that_describes_itself_is_asked_once_for_its_inventory() {
+        let mut c: ControllerSession<u32> = ControllerSession::new("n", "c", HELLO, Instant::now());
+        c.handle_data(&frame(&hello(1, 1, &[CAP_INVENTORY])));
+        let effects = drain(&mut c);
+        assert!(matches!(effects[0], ControllerEffect::Established(_)));
+        assert!(matches!(
+            effects[1],
+            ControllerEffect::Send(ControllerToAgent::Welcome(_))
+        ));
+        let req = one(sent_requests(&effects));
+        assert_eq!(req.kind, CommandKind::Inventory);
+        let response = CommandResponse {
+            id: req.id,
+            outcome: CommandOutcome::Failed {
+                message: "x".into(),
+            },
+        };
+        c.handle_data(&frame(&AgentToController::CommandResponse(
+            response.clone(),
+        )));
+        assert_eq!(drain(&mut c), vec![ControllerEffect::Inventory(response)]);
+        // The session's own request is nobody's to answer when the connection ends.
+        assert!(c.take_waiting().is_empty());
+    }
+
+    fn welcomed_agent(now: Instant) -> AgentSession {
+        let mut a = AgentSession::new("t", &[], TIMERS, now);
+        a.handle_data(
+            &frame(&ControllerToAgent::Welcome(Welcome {
+                version: 1,
+                node: "n".into(),
+                controller_version: "c".into(),
+            })),
+            now,
+        );
+        drain_agent(&mut a);
+        a.report_collected(None);
+        a
+    }
+
+    #[test]
+    fn agent_requires_welcome_first_in_time_and_reports_refusal() {
+        let now = Instant::now();
         let cmd = ControllerToAgent::CommandRequest(CommandRequest {
             id: 1,
             kind: CommandKind::Ping,
         });
-        assert_eq!(
-            a.on_message(cmd),
-            Err(ProtocolError::ExpectedWelcome("command request"))
-        );
-        assert_eq!(
-            a.on_message(ControllerToAgent::Refused {
-                reason: "old".into()
-            }),
-            Err(ProtocolError::Refused("old".into()))
-        );
+        let mut a = AgentSession::new("t", &[], TIMERS, now);
+        a.handle_data(&frame(&cmd), now);
         assert!(matches!(
-            a.on_frame(&[0xff, 0x00]),
-            Err(ProtocolError::Decode(_))
+            drain_agent(&mut a).last(),
+            Some(AgentEffect::Close {
+                error: ProtocolError::ExpectedWelcome("command request"),
+                ..
+            })
         ));
+        let mut a = welcomed_agent(now);
+        a.handle_data(
+            &frame(&ControllerToAgent::Refused {
+                reason: "old".into(),
+            }),
+            now,
+        );
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![AgentEffect::Close {
+                code: close::PROTOCOL_ERROR,
+                error: ProtocolError::Refused("old".into())
+            }]
+        );
+        assert_eq!(a.poll_timeout(), None);
+
+        let mut a = AgentSession::new("t", &[], TIMERS, now);
+        drain_agent(&mut a);
+        a.handle_timeout(now + TIMERS.welcome_deadline - Duration::from_millis(1));
+        assert!(drain_agent(&mut a).is_empty());
+        a.handle_timeout(now + TIMERS.welcome_deadline);
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![AgentEffect::Close {
+                code: close::PROTOCOL_ERROR,
+                error: ProtocolError::NoWelcome(TIMERS.welcome_deadline)
+            }]
+        );
+    }
+
+    #[test]
+    fn one_collection_at_a_time_and_report_state_answered_after_the_report() {
+        let now = Instant::now();
+        let mut a = welcomed_agent(now);
+        let tick = now + TIMERS.report_interval;
+        a.handle_timeout(tick);
+        assert_eq!(drain_agent(&mut a), vec![AgentEffect::CollectReport]);
+        // A collection stuck (a hung mount) is never doubled by the timer...
+        a.handle_timeout(tick + TIMERS.report_interval);
+        assert!(drain_agent(&mut a).is_empty());
+        assert!(a.is_collecting());
+        // ... nor by the controller asking for a report; the ask is answered after the report.
+        a.handle_data(
+            &frame(&ControllerToAgent::CommandRequest(CommandRequest {
+                id: 4,
+                kind: CommandKind::ReportState,
+            })),
+            tick,
+        );
+        assert!(drain_agent(&mut a).is_empty());
+        a.report_collected(Some(StateReport::default()));
+        let effects = drain_agent(&mut a);
+        assert!(matches!(
+            &effects[..],
+            [
+                AgentEffect::Send(AgentToController::StateReport(r)),
+                AgentEffect::Answer(CommandResponse { id: 4, outcome: CommandOutcome::Done })
+            ] if r.seq == 0
+        ));
+        // A late timer does not catch up with a burst: the next period counts from the late tick.
+        assert_eq!(a.poll_timeout(), Some(tick + TIMERS.report_interval * 2));
+        // The inventory is collected beside the loop too.
+        a.handle_data(
+            &frame(&ControllerToAgent::CommandRequest(CommandRequest {
+                id: 5,
+                kind: CommandKind::Inventory,
+            })),
+            tick,
+        );
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![AgentEffect::CollectInventory { id: 5 }]
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_stays_under_the_cap_and_heeds_close_codes() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(100));
+        assert_eq!(b.next_delay(0.999_999).as_millis(), 399);
+        assert_eq!(b.next_delay(0.5), Duration::from_millis(600));
+        for _ in 0..100 {
+            let d = b.next_delay(1.0);
+            assert!(d <= Duration::from_secs(5), "{d:?}");
+        }
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(2500));
+        b.reset();
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(200));
+        b.reset();
+        b.on_closed_by_controller(u64::from(close::SHUTDOWN));
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(200));
+        for code in [close::REPLACED, close::REVOKED] {
+            b.reset();
+            b.on_closed_by_controller(u64::from(code));
+            assert_eq!(b.next_delay(1.0), Duration::from_secs(5));
+        }
     }
 }

@@ -1,0 +1,554 @@
+//! The agent's end of the controller link: one QUIC connection with mutual TLS, kept up with
+//! jittered, capped exponential backoff. The link's rules (hello and welcome deadline, the
+//! report timer, what each command needs, what a close code means for the backoff) live in
+//! the I/O-free [`AgentSession`] and [`Backoff`] of `shared/`; this file only reads, feeds
+//! the session and carries out its effects. Collection, inventory and operations run beside
+//! the loop, so frame reading never waits on them.
+//!
+//! The link speaks for a [`Node`]: the real agent's ([`node::AgentNode`]) or a simulated one
+//! (the fleet simulator runs thousands of these clients in one process over a few shared
+//! [`quinn::Endpoint`]s).
+//!
+//! The agent sends keep-alives and both ends close after the idle timeout, so a dead controller
+//! or a cut network is noticed within idle + keep-alive (2.5 s by default: the agent's first
+//! keep-alive after its last receive restarts its idle timer), then the agent reconnects.
+//!
+//! Against a hostile or stuck controller: every answer is fitted under the frame limit
+//! ([`protocol::encode_response`] cuts long output with a marker, or answers `Failed`), so one
+//! big result never ends the session; and every write has [`WRITE_TIMEOUT`], after which a
+//! controller that stopped reading gets its connection closed and the agent reconnects.
+
+pub mod node;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nodewarden_shared::framing::{FrameError, MAX_FRAME, encode_frame};
+use nodewarden_shared::ops::Operation;
+use nodewarden_shared::protocol::{
+    self, AgentToController, CommandOutcome, CommandResponse, Fit, StateReport, close,
+};
+use nodewarden_shared::session::{AgentEffect, AgentSession, AgentTimers, Backoff};
+use nodewarden_shared::tls;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::ControllerLink;
+use crate::nodestate::StateSource;
+use crate::ops::Executor;
+
+/// The first reconnect delay; doubles per failed attempt up to the configured cap.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// How long one frame may take to leave. A write waits only for QUIC flow control, i.e. for
+/// the controller to read; one that stopped reading must not wedge the link forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A controller must welcome the agent this soon after its hello (the controller gives an agent
+/// 5 s to say hello).
+const WELCOME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Work a [`Node`] does beside the session loop.
+pub type Work<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the link asks of the node it speaks for.
+pub trait Node: Send + Sync + 'static {
+    /// What the hello announces.
+    fn capabilities(&self) -> Vec<&'static str>;
+    /// The node's state for a report; `None` when it could not be collected (skipped).
+    fn collect_report(&self) -> Work<Option<StateReport>>;
+    /// The answer to the controller's inventory request.
+    fn inventory(&self) -> Work<CommandOutcome>;
+    /// Runs a declared operation (or refuses it).
+    fn run_operation(&self, op: Operation) -> Work<CommandOutcome>;
+    /// The link came up (welcomed) or went down.
+    fn connected(&self, up: bool);
+    /// A message left for the controller (the simulator counts reports).
+    fn sent(&self, _message: &AgentToController) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Session(String),
+    #[error(
+        "sending to the controller stalled for over {0:?} (it stopped reading); closing the connection"
+    )]
+    WriteStalled(Duration),
+    #[error("sending to the controller: {0}")]
+    Write(#[source] quinn::WriteError),
+    #[error("encoding a {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: protocol::EncodingError,
+    },
+    #[error("framing a {what}: {source}")]
+    Frame {
+        what: &'static str,
+        #[source]
+        source: FrameError,
+    },
+}
+
+/// How to reach the controller: its address and name, the link's timers and the TLS client
+/// configuration (built once, so a broken certificate fails the start, not every reconnect).
+#[derive(Clone)]
+pub struct Client {
+    pub link: ControllerLink,
+    config: quinn::ClientConfig,
+    /// Connections go out from this endpoint; `None`: a fresh one per connection (the agent).
+    endpoint: Option<quinn::Endpoint>,
+}
+
+impl Client {
+    /// From PEM texts (the CA, this node's certificate and key).
+    pub fn new(
+        link: ControllerLink,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Client, LinkError> {
+        let crypto = tls::client_config(ca_pem, Some(tls::Identity { cert_pem, key_pem }))?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto))
+            .map_err(|e| LinkError::Session(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(Arc::new(transport(&link)?));
+        Ok(Client {
+            link,
+            config,
+            endpoint: None,
+        })
+    }
+
+    /// Connections go out from `endpoint` (shared with other clients) instead of a fresh one.
+    pub fn with_endpoint(mut self, endpoint: quinn::Endpoint) -> Client {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    fn timers(&self) -> AgentTimers {
+        AgentTimers {
+            report_interval: self.link.report_interval,
+            welcome_deadline: WELCOME_DEADLINE,
+        }
+    }
+}
+
+/// The real agent's link: the client and this machine as its node.
+pub struct LinkSettings {
+    pub client: Client,
+    pub node: node::AgentNode,
+}
+
+fn read(path: &Path) -> Result<String, LinkError> {
+    std::fs::read_to_string(path).map_err(|e| LinkError::File {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl LinkSettings {
+    /// Reads the certificate files and builds the TLS configuration, so a broken file fails
+    /// the start instead of every reconnect; errors name the file at fault.
+    pub fn new(
+        link: ControllerLink,
+        state: StateSource,
+        executor: Option<Executor>,
+        sysfs: &Path,
+    ) -> Result<LinkSettings, LinkError> {
+        let ca = read(&link.ca_file)?;
+        let cert = read(&link.cert_file)?;
+        let key = read(&link.key_file)?;
+        let named = |file: &Path, e: tls::TlsError| LinkError::File {
+            file: file.display().to_string(),
+            message: e.to_string(),
+        };
+        tls::client_config(&ca, None).map_err(|e| named(&link.ca_file, e))?;
+        let client = Client::new(link.clone(), &ca, &cert, &key).map_err(|e| match e {
+            LinkError::Tls(
+                e @ tls::TlsError::Pem {
+                    what: "client key", ..
+                },
+            ) => named(&link.key_file, e),
+            LinkError::Tls(e @ tls::TlsError::Rustls(_)) => LinkError::File {
+                file: format!(
+                    "{} and {}",
+                    link.cert_file.display(),
+                    link.key_file.display()
+                ),
+                message: e.to_string(),
+            },
+            LinkError::Tls(e) => named(&link.cert_file, e),
+            other => other,
+        })?;
+        if let Ok(info) = nodewarden_shared::ca::inspect_pem(&cert) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let days = info.expires_in(now) / 86400;
+            if days < 30 {
+                tracing::warn!(
+                    file = %link.cert_file.display(),
+                    days_left = days,
+                    "node certificate expires soon"
+                );
+            }
+        }
+        let procfs = state.procfs.clone();
+        Ok(LinkSettings {
+            client,
+            node: node::AgentNode {
+                state: Arc::new(state),
+                executor,
+                procfs,
+                sysfs: sysfs.to_path_buf(),
+                metrics_tls: false,
+            },
+        })
+    }
+}
+
+/// Resolves once `stop` is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The real agent's link, until `stop` is set.
+pub async fn run(settings: LinkSettings, stop: watch::Receiver<bool>) {
+    run_client(&settings.client, Arc::new(settings.node), stop).await
+}
+
+/// Keeps the link of `node` up until `stop` is set; then closes the connection so the
+/// controller marks the node offline at once instead of after the idle timeout.
+pub async fn run_client<N: Node>(client: &Client, node: Arc<N>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(BACKOFF_BASE, client.link.reconnect_max);
+    let address = client.link.address.clone();
+    loop {
+        let outcome = connect_once(client, &node, &mut backoff, &mut stop).await;
+        node.connected(false);
+        match outcome {
+            Ok(reason) => {
+                tracing::warn!(controller = %address, %reason, "link to the controller closed")
+            }
+            Err(e) => {
+                tracing::warn!(controller = %address, reason = %e, "link to the controller failed")
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        tracing::info!(controller = %address, ?delay, "reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+fn transport(link: &ControllerLink) -> Result<quinn::TransportConfig, LinkError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        link.idle_timeout
+            .try_into()
+            .map_err(|e| LinkError::Session(format!("idle timeout: {e}")))?,
+    ));
+    t.keep_alive_interval(Some(link.keep_alive));
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Frames are small; keep per-connection buffers small too (a peer cannot make us hold
+    // more than this unread).
+    t.stream_receive_window((4 * MAX_FRAME as u32).into());
+    t.receive_window((4 * MAX_FRAME as u32).into());
+    t.send_window(4 * MAX_FRAME as u64);
+    // The link never reads datagrams: no buffer for them (quinn's default is 1.25 MB).
+    t.datagram_receive_buffer_size(None);
+    Ok(t)
+}
+
+fn describe_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(a) => format!(
+            "controller closed the connection: {} ({})",
+            close::describe(a.error_code.into_inner()),
+            String::from_utf8_lossy(&a.reason)
+        ),
+        other => format!("connection lost: {other}"),
+    }
+}
+
+/// A QUIC handshake with one address of the controller.
+async fn handshake(
+    client: &Client,
+    addr: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::Connection), LinkError> {
+    let endpoint = match &client.endpoint {
+        Some(shared) => shared.clone(),
+        None => {
+            let bind: SocketAddr = if addr.is_ipv6() {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            quinn::Endpoint::client(bind)
+                .map_err(|e| LinkError::Session(format!("binding {bind}: {e}")))?
+        }
+    };
+    let connection = endpoint
+        .connect_with(client.config.clone(), addr, &client.link.server_name)
+        .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?
+        .await
+        .map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?;
+    Ok((endpoint, connection))
+}
+
+async fn connect_once<N: Node>(
+    client: &Client,
+    node: &Arc<N>,
+    backoff: &mut Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<String, LinkError> {
+    let link = &client.link;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&link.address)
+        .await
+        .map_err(|e| LinkError::Session(format!("resolving {}: {e}", link.address)))?
+        .collect();
+    // Every resolved address in turn (e.g. ::1 then 127.0.0.1 for "localhost").
+    let mut last_error = LinkError::Session(format!("{} resolves to no address", link.address));
+    let mut established = None;
+    for addr in addrs {
+        tokio::select! {
+            r = handshake(client, addr) => match r {
+                Ok(c) => {
+                    established = Some(c);
+                    break;
+                }
+                Err(e) => last_error = e,
+            },
+            () = stopped(stop) => return Ok("agent shutting down".into()),
+        }
+    }
+    let Some((endpoint, connection)) = established else {
+        return Err(last_error);
+    };
+    let result = tokio::select! {
+        r = session(client, node, &connection, backoff) => r,
+        () = stopped(stop) => Ok("agent shutting down".into()),
+    };
+    if *stop.borrow() {
+        connection.close(close::SHUTDOWN.into(), b"agent shutting down");
+        if client.endpoint.is_none() {
+            // Give the close a moment to leave.
+            let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+        }
+    } else if let Err(LinkError::WriteStalled(_)) = &result {
+        connection.close(
+            close::SHUTDOWN.into(),
+            b"agent reconnecting: the controller stopped reading",
+        );
+    } else {
+        connection.close(close::SHUTDOWN.into(), b"agent reconnecting");
+    }
+    result
+}
+
+/// Sends one frame, giving up after [`WRITE_TIMEOUT`].
+async fn send_payload(
+    send: &mut quinn::SendStream,
+    what: &'static str,
+    payload: &[u8],
+) -> Result<(), LinkError> {
+    let frame =
+        encode_frame(payload, MAX_FRAME).map_err(|source| LinkError::Frame { what, source })?;
+    match tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&frame)).await {
+        Ok(written) => written.map_err(LinkError::Write),
+        Err(_) => Err(LinkError::WriteStalled(WRITE_TIMEOUT)),
+    }
+}
+
+/// Sends the hello or a state report; a report that cannot be encoded or framed (too large) is
+/// skipped, not the session.
+async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Result<(), LinkError> {
+    let what = match message {
+        AgentToController::Hello(_) => "hello",
+        AgentToController::StateReport(_) => "state report",
+        AgentToController::CommandResponse(_) => "command answer",
+    };
+    let result = match protocol::encode(message) {
+        Ok(payload) => send_payload(send, what, &payload).await,
+        Err(source) => Err(LinkError::Encode { what, source }),
+    };
+    match result {
+        Err(e @ (LinkError::Encode { .. } | LinkError::Frame { .. }))
+            if matches!(message, AgentToController::StateReport(_)) =>
+        {
+            tracing::warn!(error = %e, "state report not sent");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Sends the answer to a command, fitted under the frame limit: long texts cut with a marker,
+/// or, if nothing fits, `Failed` for the same id. Only the stream's failure (or a stall) ends the
+/// session, never the answer's size or encoding.
+async fn answer(send: &mut quinn::SendStream, response: CommandResponse) -> Result<(), LinkError> {
+    let id = response.id;
+    let payload = match protocol::encode_response(response, MAX_FRAME) {
+        Ok((payload, Fit::Whole)) => payload,
+        Ok((payload, Fit::Truncated { omitted, encoded })) => {
+            tracing::warn!(
+                id,
+                encoded_bytes = encoded,
+                omitted_bytes = omitted,
+                limit = MAX_FRAME,
+                "answer over the link's frame limit: its longest texts were cut"
+            );
+            payload
+        }
+        Ok((payload, Fit::Replaced { encoded })) => {
+            tracing::warn!(
+                id,
+                encoded_bytes = encoded,
+                limit = MAX_FRAME,
+                "answer over the link's frame limit even with its texts cut: answered as failed"
+            );
+            payload
+        }
+        Err(e) => {
+            let failed = CommandResponse {
+                id,
+                outcome: CommandOutcome::Failed {
+                    message: format!("the agent could not encode its answer: {}", e.source),
+                },
+            };
+            tracing::warn!(id, error = %e, cause = %e.source, "answered as failed");
+            match protocol::encode_response(failed, MAX_FRAME) {
+                Ok((payload, _)) => payload,
+                Err(e) => {
+                    tracing::error!(id, error = %e, cause = %e.source, "command left unanswered");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match send_payload(send, "command answer", &payload).await {
+        // Not with MAX_FRAME (the answer was fitted under it); never the session's end anyway.
+        Err(e @ LinkError::Frame { .. }) => {
+            tracing::error!(id, error = %e, "command left unanswered");
+            Ok(())
+        }
+        sent => sent,
+    }
+}
+
+/// Work done beside the loop, back for the session.
+enum Done {
+    Report(Option<StateReport>),
+    Command(u64, CommandOutcome),
+}
+
+/// Runs `work` beside the loop; its result comes back through `done` (dropped if the session
+/// ended meanwhile).
+fn beside<T: Send + 'static>(
+    work: Work<T>,
+    done: &mpsc::UnboundedSender<Done>,
+    wrap: impl FnOnce(T) -> Done + Send + 'static,
+) {
+    let done = done.clone();
+    tokio::spawn(async move {
+        let _ = done.send(wrap(work.await));
+    });
+}
+
+/// One established connection: read → feed the session → carry out its effects, until the
+/// connection ends.
+async fn session<N: Node>(
+    client: &Client,
+    node: &Arc<N>,
+    connection: &quinn::Connection,
+    backoff: &mut Backoff,
+) -> Result<String, LinkError> {
+    let remote = connection.remote_address();
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| LinkError::Session(describe_close(&e)))?;
+    let mut session = AgentSession::new(
+        env!("CARGO_PKG_VERSION"),
+        &node.capabilities(),
+        client.timers(),
+        Instant::now(),
+    );
+    let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
+    loop {
+        while let Some(effect) = session.poll_effect() {
+            match effect {
+                AgentEffect::Send(message) => {
+                    write(&mut send, &message).await?;
+                    node.sent(&message);
+                }
+                AgentEffect::Answer(response) => answer(&mut send, response).await?,
+                AgentEffect::Welcomed(w) => {
+                    tracing::info!(
+                        node = %w.node, controller = %remote,
+                        protocol_version = w.version,
+                        controller_version = %w.controller_version,
+                        "connected to the controller"
+                    );
+                    backoff.reset();
+                    node.connected(true);
+                }
+                AgentEffect::CollectReport => beside(node.collect_report(), &done_tx, Done::Report),
+                AgentEffect::CollectInventory { id } => {
+                    beside(node.inventory(), &done_tx, move |o| Done::Command(id, o))
+                }
+                AgentEffect::RunOperation { id, operation } => {
+                    tracing::debug!(id, ?operation, "operation");
+                    beside(node.run_operation(operation), &done_tx, move |o| {
+                        Done::Command(id, o)
+                    })
+                }
+                AgentEffect::Close { code, error } => {
+                    let reason = format!("from controller {remote}: {error}");
+                    connection.close(code.into(), error.to_string().as_bytes());
+                    return Err(LinkError::Session(reason));
+                }
+            }
+        }
+        let timeout = session.poll_timeout();
+        tokio::select! {
+            chunk = recv.read_chunk(64 * 1024, true) => match chunk {
+                Ok(Some(c)) => session.handle_data(&c.bytes, Instant::now()),
+                Ok(None) => return Ok("controller ended the stream".into()),
+                Err(quinn::ReadError::ConnectionLost(e)) => {
+                    if let quinn::ConnectionError::ApplicationClosed(a) = &e {
+                        backoff.on_closed_by_controller(a.error_code.into_inner());
+                    }
+                    return Ok(describe_close(&e));
+                }
+                Err(e) => return Err(LinkError::Session(e.to_string())),
+            },
+            () = sleep_until(timeout) => session.handle_timeout(Instant::now()),
+            Some(work) = done.recv() => match work {
+                Done::Report(report) => session.report_collected(report),
+                Done::Command(id, outcome) => session.command_done(id, outcome),
+            },
+        }
+    }
+}
+
+/// Sleeps until `at`; forever when there is no timer.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
