@@ -186,11 +186,16 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(mut args: Args) -> anyhow::Result<()> {
     let json = args.json;
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    // The controller's config names its directories; relative ones would be read from there.
+    args.work_dir = std::fs::canonicalize(&args.work_dir)
+        .with_context(|| format!("resolving {}", args.work_dir.display()))?;
     let ca_dir = args.ca_dir.clone().unwrap_or(args.work_dir.join("ca"));
+    let ca_dir = std::path::absolute(&ca_dir)
+        .with_context(|| format!("resolving {}", ca_dir.display()))?;
     if args.spawn_controller {
         certs::ensure_ca(&args.controller_bin, &ca_dir)?;
     }
@@ -211,7 +216,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", ca_dir.join("ca.pem").display()))?;
 
     // The controller.
-    let run_dir = args.work_dir.join(format!("run-{}", std::process::id()));
+    // The last run's files stay for a look until the next run.
+    let run_dir = args.work_dir.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir)?;
     let mut spawned = None;
