@@ -342,6 +342,7 @@ fn mariadb_killed_and_restarted_under_load_loses_and_duplicates_no_event() {
                 })
         },
     );
+    let outage_seen = down.elapsed();
     lab.controller_log().wait("flush failed, kept for retry");
     wait_for(
         "the outage's length",
@@ -381,8 +382,8 @@ fn mariadb_killed_and_restarted_under_load_loses_and_duplicates_no_event() {
     let seen = seen.lock().unwrap();
     eprintln!(
         "outage {:?}: {} actions answered before, {} during, {} in all; {} events pending and \
-         {} failed flushes at the restart ({} and {} when first seen); caught up \
-         {caught_up:?} after the restart",
+         {} failed flushes at the restart ({} and {} when first seen, {outage_seen:?} after the \
+         kill); caught up {caught_up:?} after the restart",
         DB_OUTAGE,
         ok_at_kill,
         ok_at_restart - ok_at_kill,
