@@ -3,7 +3,9 @@
 //! answered, as a dead NFS server leaves them. Case 8: `statfs` hangs; the agent's scrapes keep
 //! answering within the mount timeout, the mount is an error series as node_exporter 1.12.1
 //! reports it (`device_error="mountpoint timeout"`), other mounts are still reported, the
-//! agent's threads do not pile up, and the mount is monitored again once it answers. Case 6,
+//! agent's threads do not pile up, and the mount is monitored again once it answers; Debian's
+//! node_exporter under the same hung mount serves the same series (once its own first scrape,
+//! which waits for the hung stat, is given up). Case 6,
 //! the fragment-deletion half: `unlink` hangs under the device's fragment folder and the agent
 //! is SIGKILLed during the deletion; the operator's call ends failed, with the reason, within
 //! the link's idle timeout, and the operation has exactly one end in the audit log.
@@ -304,4 +306,92 @@ fn agent_sigkilled_during_a_hung_fragment_deletion_ends_it_failed_with_a_reason(
         server.0.try_wait().ok()?
     });
     assert!(server_exit.success(), "{server_exit:?}");
+}
+
+/// A program in `$PATH`.
+fn in_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The same hung mount under the real node_exporter (Debian's 1.5, whose filesystem collector has
+/// 1.12.1's stuck-mount logic without the `device_error` label): the scrape that meets the hung statfs does not answer; once the
+/// mount is marked stuck, scrapes answer with the series the agent serves (above).
+#[test]
+fn node_exporter_reports_the_same_hung_mount_the_same_way() {
+    if nodewarden_tests::service("NW_TEST_NODE_EXPORTER_URL").is_none() {
+        return;
+    }
+    let exporter = in_path("prometheus-node-exporter").expect("prometheus-node-exporter");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("hung");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt_text = mnt.display().to_string();
+    let pid_file = dir.path().join("exporter.pid");
+    let port = free_port();
+    let wrapper = fuse::wrapper(&mnt, "statfs", &pid_file);
+    let _server = ChildGuard::spawn(
+        Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .arg(exporter)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--collector.filesystem.mount-timeout={}ms",
+                MOUNT_TIMEOUT.as_millis()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    fuse::program_pid(&pid_file);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("node_exporter answering", Duration::from_secs(20), || {
+        nodewarden_tests::get_text(&format!("{base}/"))
+    });
+    let bounded = |limit: Duration| -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(limit))
+            .build()
+            .into()
+    };
+    // The first scrape: no answer within five mount timeouts.
+    let first_limit = 5 * MOUNT_TIMEOUT;
+    let started = Instant::now();
+    let first = bounded(first_limit).get(format!("{base}/metrics")).call();
+    assert!(
+        first.is_err(),
+        "node_exporter answered a scrape held by the hung statfs"
+    );
+    eprintln!(
+        "node_exporter's first scrape: no answer after {:?}",
+        started.elapsed()
+    );
+    // Now stuck: a scrape answers, with the same series as the agent's.
+    let (took, families) = scrape(&format!("{base}/metrics"));
+    eprintln!("node_exporter's next scrape: {took:?}");
+    // Debian's node_exporter (1.5) predates the `device_error` label; where it is there, it
+    // must say what the agent's says.
+    let error = [
+        ("mountpoint", mnt_text.as_str()),
+        ("fstype", "fuse"),
+        ("device", "hung_fuse"),
+    ];
+    assert_eq!(
+        value(&families, "node_filesystem_device_error", &error),
+        Some(1.0)
+    );
+    // 1.5 leaves out `readonly` for a mount with an error; 1.12.1 (its source) reports 0 for a
+    // stuck one, as the agent does.
+    let readonly = value(&families, "node_filesystem_readonly", &error);
+    assert!(readonly.is_none() || readonly == Some(0.0), "{readonly:?}");
+    for sample in &families["node_filesystem_device_error"].samples {
+        if sample.labels.get("mountpoint") == Some(&mnt_text)
+            && let Some(label) = sample.labels.get("device_error")
+        {
+            assert_eq!(label, "mountpoint timeout");
+        }
+    }
+    let hung = [("mountpoint", mnt_text.as_str())];
+    assert_eq!(value(&families, "node_filesystem_size_bytes", &hung), None);
+    assert_eq!(value(&families, "node_filesystem_mount_info", &hung), None);
 }
