@@ -246,6 +246,10 @@ fn an_agents_network_cut_is_seen_within_three_seconds_and_recorded_once() {
     });
     let noticed = cut.elapsed();
     let offline_at = node(&api).unwrap()["since"].as_u64().unwrap();
+    eprintln!(
+        "offline recorded {} ms after the cut (seen through the API after {noticed:?})",
+        offline_at.saturating_sub(cut_at)
+    );
     assert!(
         offline_at.saturating_sub(cut_at) <= 3000,
         "offline {} ms after the cut (seen by the test after {noticed:?})",

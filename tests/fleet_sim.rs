@@ -15,8 +15,20 @@ use serde_json::Value;
 fn three_hundred_agents_fan_out_restart_and_cut() {
     let work = tempfile::tempdir().expect("temp dir");
     let output = Command::new(bin_path("nodewarden-fleet-sim"))
-        .args(["--agents", "300", "--duration", "20", "--report-interval", "5"])
-        .args(["--spawn-controller", "--fanout", "stop", "--restart-controller"])
+        .args([
+            "--agents",
+            "300",
+            "--duration",
+            "20",
+            "--report-interval",
+            "5",
+        ])
+        .args([
+            "--spawn-controller",
+            "--fanout",
+            "stop",
+            "--restart-controller",
+        ])
         .args(["--cut", "10", "--json", "--work-dir"])
         .arg(work.path())
         .arg("--controller-bin")
@@ -45,7 +57,9 @@ fn three_hundred_agents_fan_out_restart_and_cut() {
     );
     assert_eq!(f["offline_detected"], 10, "every cut agent went offline");
     assert!(
-        f["offline_detect_max_ms"].as_f64().is_some_and(|ms| ms <= 3000.0),
+        f["offline_detect_max_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms <= 3000.0),
         "cut agents offline within 3 s"
     );
     assert_eq!(f["false_offline"], 0, "no agent offline when none was due");

@@ -194,8 +194,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     args.work_dir = std::fs::canonicalize(&args.work_dir)
         .with_context(|| format!("resolving {}", args.work_dir.display()))?;
     let ca_dir = args.ca_dir.clone().unwrap_or(args.work_dir.join("ca"));
-    let ca_dir = std::path::absolute(&ca_dir)
-        .with_context(|| format!("resolving {}", ca_dir.display()))?;
+    let ca_dir =
+        std::path::absolute(&ca_dir).with_context(|| format!("resolving {}", ca_dir.display()))?;
     if args.spawn_controller {
         certs::ensure_ca(&args.controller_bin, &ca_dir)?;
     }

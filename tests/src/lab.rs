@@ -203,8 +203,22 @@ impl Lab {
 
     /// [`Lab::start_agent`] with more command-line arguments.
     pub fn start_agent_with(&mut self, extra: &[String]) {
+        self.start_agent_via(&[], extra);
+    }
+
+    /// [`Lab::start_agent_with`] through a wrapper command (`wrapper… nodewarden-agent …`), such
+    /// as `hung_fuse`, which runs the agent in namespaces of its own; the guard holds the wrapper.
+    pub fn start_agent_via(&mut self, wrapper: &[std::ffi::OsString], extra: &[String]) {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin_path("nodewarden-agent"));
+                command
+            }
+            None => Command::new(bin_path("nodewarden-agent")),
+        };
         let mut child = ChildGuard::spawn(
-            Command::new(bin_path("nodewarden-agent"))
+            command
                 .arg("--config")
                 .arg(self.path("agent.toml"))
                 .arg("--web.listen-address=127.0.0.1:0")

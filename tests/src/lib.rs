@@ -2,7 +2,9 @@
 //! started, the workspace's binaries, child processes that die with the test, and a parser for
 //! the Prometheus text format used to compare exporters.
 
+pub mod fuse;
 pub mod lab;
+pub mod mariadb;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

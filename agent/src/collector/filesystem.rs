@@ -49,7 +49,7 @@ const STAT_WORKERS: &str = "collector.filesystem.stat-workers";
 
 pub const DEFAULT_MOUNT_POINTS_EXCLUDED: &str =
     "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
-pub const DEFAULT_FS_TYPES_EXCLUDED: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+pub const DEFAULT_FS_TYPES_EXCLUDED: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$";
 
 fn flags(command: clap::Command) -> clap::Command {
     command
@@ -695,7 +695,8 @@ fn write_families(
         let text = error_label(outcome);
         family.sample(&labels(mount, &text), if error { 1.0 } else { 0.0 })?;
     }
-    // Read-only status is known without a stat: every mount has it.
+    // Read-only status is known without a stat, but node_exporter 1.12.1 reports a stuck
+    // mount (skipped, "mountpoint timeout") with read-only 0 whatever its options: so here.
     let mut family = out.family(
         "node_filesystem_readonly",
         "Filesystem read-only status.",
@@ -703,9 +704,10 @@ fn write_families(
     )?;
     for (mount, outcome) in rows() {
         let text = error_label(outcome);
+        let stuck = matches!(outcome, Outcome::DeviceError(DeviceError::Timeout));
         family.sample(
             &labels(mount, &text),
-            if mount.read_only { 1.0 } else { 0.0 },
+            if mount.read_only && !stuck { 1.0 } else { 0.0 },
         )?;
     }
     type Value = fn(&StatFs) -> f64;
@@ -1052,6 +1054,11 @@ short line
             "{text}"
         );
         assert!(!text.contains(r#"node_filesystem_size_bytes{device="server:/export""#));
+        // As node_exporter 1.12.1 reports a stuck mount: read-only 0, whatever its options.
+        assert!(
+            text.contains(r#"node_filesystem_readonly{device="server:/export",mountpoint="/mnt/nfs",fstype="nfs4",device_error="mountpoint timeout"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]
