@@ -77,11 +77,16 @@ struct RawController {
     reconnect_max_ms: u64,
 }
 
+/// The default keep-alive interval, in milliseconds (`keep_alive_ms`).
+pub const DEFAULT_KEEP_ALIVE_MS: u64 = 500;
+/// The default idle timeout, in milliseconds (`idle_timeout_ms`).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 2000;
+
 fn default_keep_alive() -> u64 {
-    500
+    DEFAULT_KEEP_ALIVE_MS
 }
 fn default_idle() -> u64 {
-    2000
+    DEFAULT_IDLE_TIMEOUT_MS
 }
 fn default_report() -> u64 {
     5000

@@ -204,6 +204,31 @@ fn unreachable(e: &SshError) -> bool {
     e.is_unreachable()
 }
 
+/// How many nodes of one action may be on each path at once: commands over agent links are
+/// cheap (a frame each way), so a fleet-wide action sends thousands at once; the SSH and
+/// Wake-on-LAN fallbacks (a TCP connection and key exchange each, or a wait for a woken agent)
+/// go a few at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub link: usize,
+    pub fallback: usize,
+}
+
+/// The permits of one action's [`Limits`].
+struct Permits {
+    link: tokio::sync::Semaphore,
+    fallback: tokio::sync::Semaphore,
+}
+
+impl Permits {
+    fn new(limits: Limits) -> Permits {
+        Permits {
+            link: tokio::sync::Semaphore::new(limits.link.max(1)),
+            fallback: tokio::sync::Semaphore::new(limits.fallback.max(1)),
+        }
+    }
+}
+
 /// Runs `action` on one node, choosing the path.
 pub async fn run_on_node<A: AgentPath>(
     agent: &A,
@@ -211,6 +236,18 @@ pub async fn run_on_node<A: AgentPath>(
     action: &Action,
     requested_by: &str,
     timing: Timing,
+) -> NodeActionResult {
+    run_limited(agent, reach, action, requested_by, timing, None).await
+}
+
+/// [`run_on_node`] within an action's permits.
+async fn run_limited<A: AgentPath>(
+    agent: &A,
+    reach: &NodeReach,
+    action: &Action,
+    requested_by: &str,
+    timing: Timing,
+    permits: Option<&Permits>,
 ) -> NodeActionResult {
     let started = Instant::now();
     let mut result = NodeActionResult {
@@ -234,7 +271,7 @@ pub async fn run_on_node<A: AgentPath>(
         result.error = Some(nothing_to_do(&reach.node));
         return finish(result, started);
     }
-    route(agent, reach, action, &ops, timing, &mut result).await;
+    route(agent, reach, action, &ops, timing, permits, &mut result).await;
     finish(result, started)
 }
 
@@ -257,12 +294,20 @@ async fn route<A: AgentPath>(
     action: &Action,
     ops: &[Operation],
     timing: Timing,
+    permits: Option<&Permits>,
     result: &mut NodeActionResult,
 ) {
     let mut pending: &[Operation] = ops;
     if agent.is_online(&reach.node) {
         result.path = Some(ActionPath::Agent);
-        match over_agent(agent, &reach.node, pending, &mut result.results).await {
+        let over_link = async {
+            let _permit = match permits {
+                Some(p) => p.link.acquire().await.ok(),
+                None => None,
+            };
+            over_agent(agent, &reach.node, pending, &mut result.results).await
+        };
+        match over_link.await {
             Ok(()) => return,
             // The link dropped mid-action: what was not sent goes over SSH; the one in flight
             // too if running it twice is harmless, else its outcome stays unknown.
@@ -295,6 +340,11 @@ async fn route<A: AgentPath>(
             }
         }
     }
+    // From here on, the slow paths: a few nodes at a time.
+    let _fallback = match permits {
+        Some(p) => p.fallback.acquire().await.ok(),
+        None => None,
+    };
     let mut ssh_unreachable = reach.ssh.is_none() || pending.is_empty();
     if pending.is_empty() {
         // A wake with nothing to start: only the power-on is left to try.
@@ -388,19 +438,19 @@ async fn over_ssh<A: AgentPath>(
     error.map_or(Ok(()), Err)
 }
 
-/// Runs `action` on many nodes, at most `concurrency` at once; `progress` sees each node's result
-/// as it finishes. Results come back in the order of `nodes`.
+/// Runs `action` on many nodes within `limits`; `progress` sees each node's result as it
+/// finishes. Results come back in the order of `nodes`.
 pub async fn run_on_nodes<A: AgentPath>(
     agent: Arc<A>,
     nodes: Vec<NodeReach>,
     action: Action,
     requested_by: &str,
-    concurrency: usize,
+    limits: Limits,
     timing: Timing,
     progress: impl FnMut(usize, &NodeActionResult, usize, usize),
 ) -> Vec<NodeActionResult> {
     let each = nodes.into_iter().map(|n| (n, action.clone())).collect();
-    run_each(agent, each, requested_by, concurrency, timing, progress).await
+    run_each(agent, each, requested_by, limits, timing, progress).await
 }
 
 /// As [`run_on_nodes`], with an action per node (fragment deletions differ per node).
@@ -409,19 +459,19 @@ pub async fn run_each<A: AgentPath>(
     agent: Arc<A>,
     nodes: Vec<(NodeReach, Action)>,
     requested_by: &str,
-    concurrency: usize,
+    limits: Limits,
     timing: Timing,
     mut progress: impl FnMut(usize, &NodeActionResult, usize, usize),
 ) -> Vec<NodeActionResult> {
     let total = nodes.len();
-    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let permits = Arc::new(Permits::new(limits));
     let mut set = tokio::task::JoinSet::new();
     for (i, (reach, action)) in nodes.iter().cloned().enumerate() {
         let (agent, permits) = (agent.clone(), permits.clone());
         let who = requested_by.to_string();
         set.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            (i, run_on_node(&*agent, &reach, &action, &who, timing).await)
+            let result = run_limited(&*agent, &reach, &action, &who, timing, Some(&permits));
+            (i, result.await)
         });
     }
     let mut results: Vec<Option<NodeActionResult>> = vec![None; total];

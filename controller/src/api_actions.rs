@@ -630,7 +630,7 @@ async fn post_action(
             api.agent.clone(),
             plan.each,
             &requested_by,
-            api.config.concurrency,
+            api.config.limits,
             timing,
             |i, r, done, total| {
                 if let Some(store) = api.agent.controller.store() {
@@ -675,7 +675,10 @@ mod tests {
     fn config() -> ActionsConfig {
         ActionsConfig {
             operation_timeout: Duration::from_secs(5),
-            concurrency: 4,
+            limits: crate::actions::Limits {
+                link: 4,
+                fallback: 4,
+            },
             wake_wait: Duration::from_secs(5),
             ssh: SshSettings {
                 user: Some("nw".into()),

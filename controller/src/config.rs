@@ -36,7 +36,8 @@
 //!
 //! [actions]                     # remote operations (docs/operations-remote.md)
 //! operation_timeout = 120       # seconds one operation may take over the agent link
-//! concurrency = 16              # nodes acted on at once
+//! concurrency = 16              # nodes on the SSH / Wake-on-LAN fallback at once
+//! link_concurrency = 4096       # nodes commanded over their agent links at once
 //! wake_wait = 180               # seconds a woken node's agent gets to connect
 //!
 //! [ssh]                         # the SSH fallback's fleet defaults
@@ -101,6 +102,7 @@ struct Raw {
 struct RawActions {
     operation_timeout: f64,
     concurrency: usize,
+    link_concurrency: usize,
     wake_wait: f64,
 }
 
@@ -109,6 +111,7 @@ impl Default for RawActions {
         RawActions {
             operation_timeout: 120.0,
             concurrency: 16,
+            link_concurrency: 4096,
             wake_wait: 180.0,
         }
     }
@@ -164,7 +167,7 @@ pub struct NodeSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionsConfig {
     pub operation_timeout: Duration,
-    pub concurrency: usize,
+    pub limits: crate::actions::Limits,
     pub wake_wait: Duration,
     /// The fleet's SSH defaults (`[ssh]`); the fallback is off for a node that ends up without
     /// a user, key file or known_hosts.
@@ -572,13 +575,19 @@ impl RawActions {
         if self.concurrency == 0 {
             return Err("actions.concurrency: must be at least 1".into());
         }
+        if self.link_concurrency == 0 {
+            return Err("actions.link_concurrency: must be at least 1".into());
+        }
         let nodes = nodes
             .iter()
             .map(|(name, n)| Ok((name.clone(), n.resolve(name, base)?)))
             .collect::<Result<BTreeMap<_, _>, String>>()?;
         Ok(ActionsConfig {
             operation_timeout: seconds("actions.operation_timeout", self.operation_timeout)?,
-            concurrency: self.concurrency,
+            limits: crate::actions::Limits {
+                link: self.link_concurrency,
+                fallback: self.concurrency,
+            },
             wake_wait: seconds("actions.wake_wait", self.wake_wait)?,
             ssh: resolve_ssh(ssh, base),
             nodes,
@@ -702,7 +711,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.actions.operation_timeout, Duration::from_secs(30));
-        assert_eq!(c.actions.concurrency, 16);
+        assert_eq!(c.actions.limits.fallback, 16);
+        assert_eq!(c.actions.limits.link, 4096);
         assert_eq!(
             c.actions.ssh.key_file.as_deref(),
             Some(Path::new("/etc/nw/ssh/key"))
@@ -713,6 +723,10 @@ mod tests {
         let base = "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\n";
         for (extra, want) in [
             ("[actions]\nconcurrency = 0\n", "actions.concurrency"),
+            (
+                "[actions]\nlink_concurrency = 0\n",
+                "actions.link_concurrency",
+            ),
             ("[actions]\nwake_wait = -1\n", "actions.wake_wait"),
             ("[ssh]\npassword = \"x\"\n", "unknown field `password`"),
             ("[nodes.\"../x\"]\nhost = \"a\"\n", "nodes.../x"),

@@ -69,6 +69,7 @@ enum SessionError {
     WriteTimeout,
 }
 
+#[derive(Debug, Clone)]
 pub struct LinkSettings {
     pub listen: SocketAddr,
     pub ca_dir: PathBuf,
@@ -177,6 +178,54 @@ struct Endpoint {
     controller: Arc<Controller>,
     revoked: Arc<RevokedFile>,
     expiry_warning_days: u32,
+}
+
+/// The link serving on its own thread ([`start`]).
+pub struct Running {
+    /// Closing it ends the link (and its thread).
+    pub endpoint: quinn::Endpoint,
+    /// Resolves when the link's thread has ended.
+    pub done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Binds and serves the link on a thread of its own with a current-thread runtime: every
+/// packet's work (QUIC, the sessions) stays on one core without cross-thread wake-ups, and a busy
+/// API, console or store never delays a keep-alive's processing (a late one reads as an agent
+/// gone offline). Fails, like [`bind`], before anything is served.
+pub fn start(settings: &LinkSettings, controller: Arc<Controller>) -> Result<Running, LinkError> {
+    let (bound_tx, bound) = std::sync::mpsc::channel();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let settings = settings.clone();
+    std::thread::Builder::new()
+        .name("link".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(async move {
+                    // Bound here: the endpoint's driver runs on this runtime.
+                    match bind(&settings) {
+                        Ok(link) => {
+                            let _ = bound_tx.send(Ok(link.endpoint.clone()));
+                            serve(link, controller).await;
+                        }
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(e));
+                        }
+                    }
+                }),
+                Err(e) => {
+                    let _ = bound_tx.send(Err(LinkError::Quic(format!("link runtime: {e}"))));
+                }
+            }
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| LinkError::Quic(format!("starting the link thread: {e}")))?;
+    let endpoint = bound
+        .recv()
+        .map_err(|_| LinkError::Quic("the link thread ended at start".into()))??;
+    Ok(Running { endpoint, done })
 }
 
 /// Accepts agents until the endpoint is closed; also watches the revoked list.

@@ -68,7 +68,7 @@ pub async fn serve(
     tracing::info!(database = %store.database(), nodes = known, "fleet store open; known nodes restored (offline until their agents connect)");
     let controller = Controller::new(registry);
     controller.attach_store(store.handle());
-    let link = link::bind(&settings)?;
+    let link = link::start(&settings, controller.clone())?;
     tracing::info!(
         address = %link.endpoint.local_addr()?,
         idle_timeout = ?settings.idle_timeout,
@@ -129,9 +129,8 @@ pub async fn serve(
         tracing::info!(pushgateway = %push_config.url, interval = ?push_config.interval, "pushing fleet aggregates");
         tokio::spawn(push::run(push_config, controller.clone(), dfs));
     }
-    let serving = link::serve(link, controller.clone());
     tokio::select! {
-        _ = serving => {}
+        _ = link.done => {}
         _ = shutdown => {}
     }
     let running = actions.in_flight.running();

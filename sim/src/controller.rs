@@ -75,6 +75,7 @@ impl Spawned {
         run_dir: &Path,
         ca_dir: &Path,
         database_url: Option<&str>,
+        idle_timeout_ms: u64,
     ) -> anyhow::Result<Spawned> {
         let data_dir = run_dir.join("data");
         std::fs::create_dir_all(&data_dir)
@@ -90,6 +91,7 @@ impl Spawned {
             &config,
             format!(
                 "data_dir = {:?}\n[link]\nlisten = \"{link}\"\nca_dir = {:?}\n\
+                 idle_timeout_ms = {idle_timeout_ms}\n\
                  [http]\nlisten = \"{http}\"\n[pushgateway]\nurl = \"\"\n{database}",
                 data_dir.display().to_string(),
                 ca_dir.display().to_string(),

@@ -84,6 +84,13 @@ struct Args {
     /// Seconds allowed for every agent to connect (and to come back after a restart).
     #[arg(long, default_value_t = 120.0)]
     connect_timeout: f64,
+    /// The agents' keep-alive interval in milliseconds (default: the agent's).
+    #[arg(long, default_value_t = nodewarden_agent::config::DEFAULT_KEEP_ALIVE_MS)]
+    keep_alive_ms: u64,
+    /// The idle timeout in milliseconds, of the agents and of a spawned controller (default:
+    /// the agent's). QUIC uses the lower of the two ends' values.
+    #[arg(long, default_value_t = nodewarden_agent::config::DEFAULT_IDLE_TIMEOUT_MS)]
+    idle_timeout_ms: u64,
     /// End with one JSON object of the figures.
     #[arg(long)]
     json: bool,
@@ -95,6 +102,8 @@ struct Figures {
     connected: usize,
     endpoints: usize,
     report_interval_s: f64,
+    keep_alive_ms: u64,
+    idle_timeout_ms: u64,
     connect_all_s: f64,
     controller_cpu_fraction: Option<f64>,
     controller_rss_bytes: Option<u64>,
@@ -227,6 +236,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             &run_dir,
             &ca_dir,
             args.database_url.as_deref(),
+            args.idle_timeout_ms,
         )?;
         let out = (
             c.link.to_string(),
@@ -255,6 +265,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     let mut figures = Figures {
         agents: args.agents,
         report_interval_s: args.report_interval,
+        keep_alive_ms: args.keep_alive_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
         cut: args.cut,
         ..Figures::default()
     };
@@ -285,8 +297,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         ca_file: PathBuf::new(),
         cert_file: PathBuf::new(),
         key_file: PathBuf::new(),
-        keep_alive: Duration::from_millis(500),
-        idle_timeout: Duration::from_secs(2),
+        keep_alive: Duration::from_millis(args.keep_alive_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         report_interval: Duration::from_secs_f64(args.report_interval),
         reconnect_max: Duration::from_secs(30),
     };

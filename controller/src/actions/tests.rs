@@ -338,7 +338,10 @@ async fn fan_out_is_bounded_ordered_and_reports_progress() {
         nodes,
         Action::Status,
         WHO,
-        3,
+        Limits {
+            link: 3,
+            fallback: 3,
+        },
         Timing::default(),
         |i, r, done, total| {
             assert_eq!(r.node, format!("node{i:02}"));
