@@ -107,10 +107,10 @@ pub fn frame_decoder(data: &[u8]) {
     }
 }
 
-fn stream_chunks<'a>(
-    mut stream: &'a [u8],
+fn stream_chunks(
+    mut stream: &[u8],
     mut next_len: impl FnMut(usize) -> usize,
-) -> impl Iterator<Item = &'a [u8]> {
+) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         if stream.is_empty() {
             return None;
