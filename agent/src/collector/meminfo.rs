@@ -58,8 +58,13 @@ impl Collector for MeminfoCollector {
                 continue;
             };
             // A repeated field (or two that name the same metric, `X: n kB` and `X_bytes: n`)
-            // would repeat the family: the first counts.
-            if self.seen[..seen].contains(&field) {
+            // would repeat the family: the first counts. A field that makes no metric name
+            // (`Swap!: 1`) is malformed too. Both found by fuzzing.
+            if self.seen[..seen].contains(&field)
+                || !field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+            {
                 ctx.malformed(path, line);
                 continue;
             }
