@@ -6,6 +6,8 @@ pub mod collector;
 pub mod config;
 pub mod enroll;
 pub mod exposition;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod inventory;
 pub mod link;

@@ -60,10 +60,16 @@ pub struct WebConfig {
 impl WebConfig {
     pub fn load(file: &Path) -> Result<WebConfig, WebConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| invalid(file, e.to_string()))?;
+        Self::parse(&text, file)
+    }
+
+    /// Checks the text of `file`; the certificate and CA files it names are read relative to
+    /// `file`'s directory.
+    pub fn parse(text: &str, file: &Path) -> Result<WebConfig, WebConfigError> {
         let raw: RawWebConfig = if text.trim().is_empty() {
             RawWebConfig::default()
         } else {
-            serde_yaml_ng::from_str(&text).map_err(|e| invalid(file, e.to_string()))?
+            serde_yaml_ng::from_str(text).map_err(|e| invalid(file, e.to_string()))?
         };
         if raw.http_server_config.is_some() {
             tracing::info!(file = %file.display(), "http_server_config is accepted but not used");

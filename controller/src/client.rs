@@ -36,10 +36,18 @@ pub fn parse_pairs(text: &str, file: &str) -> Result<Vec<(IdText, IdText)>, Clie
         file: file.to_string(),
         message,
     };
-    if text.trim_start().starts_with('[') {
-        return serde_json::from_str(text)
-            .map_err(|e| err(format!("not a JSON list of pairs: {e}")));
+    let pairs = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).map_err(|e| err(format!("not a JSON list of pairs: {e}")))?
+    } else {
+        pairs_from_lines(text).map_err(err)?
+    };
+    if pairs.is_empty() {
+        return Err(err("no fragment pairs".into()));
     }
+    Ok(pairs)
+}
+
+fn pairs_from_lines(text: &str) -> Result<Vec<(IdText, IdText)>, String> {
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -53,16 +61,13 @@ pub fn parse_pairs(text: &str, file: &str) -> Result<Vec<(IdText, IdText)>, Clie
                 IdText::Text(device.to_string()),
             )),
             _ => {
-                return Err(err(format!(
+                return Err(format!(
                     "line {}: expected `fragment_id device_id`, got {} word(s)",
                     i + 1,
                     words.len()
-                )));
+                ));
             }
         }
-    }
-    if pairs.is_empty() {
-        return Err(err("no fragment pairs".into()));
     }
     Ok(pairs)
 }
@@ -583,6 +588,9 @@ mod tests {
         assert!(e.starts_with("pairs.txt: line 2"), "{e}");
         assert!(parse_pairs("\n# nothing\n", "f").is_err());
         assert!(parse_pairs("[1, 2]", "f").is_err());
+        // Found by fuzzing (fuzz/regressions/controller_pairs_file): an empty JSON list was
+        // accepted, and the API then refused the request; it is refused here, as an empty file.
+        assert!(parse_pairs(" []\n", "f").is_err());
     }
 
     #[test]

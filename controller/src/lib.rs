@@ -13,6 +13,8 @@ pub mod config;
 pub mod console;
 pub mod dfs;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_auth;
 pub mod link;
 pub mod metrics;

@@ -5,6 +5,8 @@
 pub mod ca;
 pub mod exposition;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod name;
 pub mod ops;
 pub mod protocol;

@@ -352,6 +352,14 @@ impl Collector for DiskstatsCollector {
             if self.filter.ignored(parsed.device) {
                 continue;
             }
+            // A repeated device would repeat its samples: the first line counts.
+            if self.disks[..self.used]
+                .iter()
+                .any(|d| d.device == parsed.device)
+            {
+                ctx.malformed(path, line);
+                continue;
+            }
             if self.used == self.disks.len() {
                 self.disks.push(Disk {
                     device: String::new(),

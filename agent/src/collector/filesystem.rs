@@ -754,7 +754,19 @@ fn write_families(
         "Filesystem mount information.",
         Kind::Gauge,
     )?;
-    for (mount, outcome) in rows() {
+    // Its labels leave out the type: two stated mounts of one device on one mount point
+    // (stacked, of different types) give it once, the first, as node_exporter's registry does.
+    let stated = |(_, outcome): &(&Mount, &Outcome)| matches!(outcome, Outcome::Stat(_));
+    for (i, (mount, outcome)) in rows().enumerate() {
+        let same = |m: &Mount| {
+            m.device == mount.device
+                && m.major == mount.major
+                && m.minor == mount.minor
+                && m.mount_point == mount.mount_point
+        };
+        if rows().take(i).filter(stated).any(|(m, _)| same(m)) {
+            continue;
+        }
         if let Outcome::Stat(_) = outcome {
             family.sample(
                 &[

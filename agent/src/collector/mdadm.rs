@@ -82,8 +82,11 @@ impl MdstatParser {
                 continue;
             }
             match self.device(&lines, i) {
-                Some(stat) => stats.push(stat),
-                None => malformed(line),
+                // A repeated device would repeat its samples: the first one counts.
+                Some(stat) if !stats.iter().any(|s: &MdStat| s.name == stat.name) => {
+                    stats.push(stat)
+                }
+                _ => malformed(line),
             }
         }
         stats
@@ -395,6 +398,19 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "mdadm", |_| Box::new(MdadmCollector::new()));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/agent_proc_mdstat): a device listed twice was
+    /// rendered twice, text no parser takes. The first listing counts, the second is malformed.
+    #[test]
+    fn a_repeated_device_counts_once() {
+        let text = "md1 : active raid1 sdb1[1] sda1[0]\n      100 blocks [2/2] [UU]\n\n\
+                    md1 : active raid1 sdd1[1] sdc1[0]\n      200 blocks [2/1] [U_]\n";
+        let mut malformed = Vec::new();
+        let stats = MdstatParser::new().parse(text, |l| malformed.push(l.to_string()));
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].blocks_total, 100);
+        assert_eq!(malformed, ["md1 : active raid1 sdd1[1] sdc1[0]"]);
     }
 
     /// A degraded RAID 6 (one member faulty), a clean RAID 1 and a RAID 0 (which has no

@@ -23,6 +23,8 @@ struct MeminfoCollector {
     buf: String,
     name: String,
     help: String,
+    /// The fields of this scrape so far (the first `seen` entries; kept across scrapes).
+    seen: Vec<String>,
 }
 
 impl Default for MeminfoCollector {
@@ -32,6 +34,7 @@ impl Default for MeminfoCollector {
             buf: String::new(),
             name: String::new(),
             help: String::new(),
+            seen: Vec::new(),
         }
     }
 }
@@ -45,6 +48,7 @@ impl Collector for MeminfoCollector {
         self.source.read_into(ctx.paths, &mut self.buf)?;
         let path = self.source.display_path();
         let mut field = String::new();
+        let mut seen = 0;
         for line in self.buf.lines() {
             if line.trim().is_empty() {
                 continue;
@@ -53,6 +57,22 @@ impl Collector for MeminfoCollector {
                 ctx.malformed(path, line);
                 continue;
             };
+            // A repeated field (or two that name the same metric, `X: n kB` and `X_bytes: n`)
+            // would repeat the family: the first counts. A field that makes no metric name
+            // (`Swap!: 1`) is malformed too. Both found by fuzzing.
+            if self.seen[..seen].contains(&field)
+                || !field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+            {
+                ctx.malformed(path, line);
+                continue;
+            }
+            if seen == self.seen.len() {
+                self.seen.push(String::new());
+            }
+            self.seen[seen].clone_from(&field);
+            seen += 1;
             self.name.clear();
             self.name.push_str("node_memory_");
             self.name.push_str(&field);

@@ -333,6 +333,12 @@ impl NetdevCollector {
             if self.filter.ignored(parsed.name) {
                 continue;
             }
+            // A repeated interface would repeat its samples (text the scraper refuses): the
+            // first line counts, as node_exporter's registry keeps the first.
+            if self.devices.iter().any(|d| d.name == parsed.name) {
+                ctx.malformed(&path, line);
+                continue;
+            }
             let mut nohandler = 0;
             if self.netlink {
                 self.attr_path.clear();
