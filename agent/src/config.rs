@@ -91,8 +91,11 @@ fn default_idle() -> u64 {
 fn default_report() -> u64 {
     5000
 }
+/// The default longest wait between connection attempts, in milliseconds.
+pub const DEFAULT_RECONNECT_MAX_MS: u64 = 5000;
+
 fn default_reconnect_max() -> u64 {
-    5000
+    DEFAULT_RECONNECT_MAX_MS
 }
 
 #[derive(Debug, Clone, PartialEq)]

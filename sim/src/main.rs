@@ -300,7 +300,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         keep_alive: Duration::from_millis(args.keep_alive_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         report_interval: Duration::from_secs_f64(args.report_interval),
-        reconnect_max: Duration::from_secs(30),
+        reconnect_max: Duration::from_millis(nodewarden_agent::config::DEFAULT_RECONNECT_MAX_MS),
     };
     let stats = Arc::new(FleetStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -435,6 +435,10 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
 
     let mut cut_at_ms = None;
     if args.cut > 0 {
+        // Two report periods of calm first: a fan-out's or a restart's burst inflates the
+        // connections' RTT estimates, and QUIC's idle timeout is at least three PTOs, so a cut
+        // right after a burst measures the burst, not the steady state.
+        tokio::time::sleep(Duration::from_secs_f64(2.0 * args.report_interval)).await;
         cut_at_ms = Some(now_ms());
         cut_flag.store(true, Ordering::Relaxed);
         let target = args.agents - args.cut;
@@ -442,17 +446,20 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         while stats.connected.load(Ordering::Relaxed) > target && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The controller's own detection is read from its events below; give it a moment past
-        // its idle timeout.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // The controller's own detection is read from its events below; give it time past its
+        // idle timeout.
+        tokio::time::sleep(Duration::from_millis(args.idle_timeout_ms * 2)).await;
         // Restored, so the cut agents report again before the end.
         cut_flag.store(false, Ordering::Relaxed);
         await_count(&stats, args.agents, limit, "reconnecting after the cut").await?;
         say(json, &format!("== {} agents cut and restored", args.cut));
     }
 
-    // A last report from everyone, then an orderly end: agents close, the controller flushes.
+    // A last report from everyone; then the agents fall quiet (no more reports), so every report
+    // sent has arrived before the orderly end: agents close, the controller flushes.
     tokio::time::sleep(Duration::from_secs_f64(args.report_interval + 0.5)).await;
+    stats.quiet.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(args.report_interval.min(5.0) + 1.0)).await;
     let checks_end_ms = now_ms();
     let _ = stop_tx.send(true);
     for t in tasks {

@@ -28,6 +28,8 @@ pub struct FleetStats {
     pub connected: AtomicUsize,
     pub reports_sent: AtomicU64,
     pub operations: AtomicU64,
+    /// No more reports (the end of a run: what was sent arrives before the agents close).
+    pub quiet: AtomicBool,
 }
 
 pub struct SimNode {
@@ -76,6 +78,9 @@ impl Node for SimNode {
     }
 
     fn collect_report(&self) -> Work<Option<StateReport>> {
+        if self.stats.quiet.load(Ordering::Relaxed) {
+            return Box::pin(async { None });
+        }
         let delay = self.jitter.mul_f64(rand::random::<f64>());
         let status = if self.running.load(Ordering::Relaxed) {
             ServiceStatus::Running
