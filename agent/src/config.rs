@@ -15,7 +15,7 @@
 //! ca_file = "ca.pem"
 //! cert_file = "node.pem"
 //! key_file = "node.key"
-//! # keep_alive_ms = 500, idle_timeout_ms = 2000, report_interval_ms = 5000, reconnect_max_ms = 5000
+//! # keep_alive_ms = 1000, idle_timeout_ms = 2500, report_interval_ms = 5000, reconnect_max_ms = 5000
 //!
 //! [[storage.devices]]
 //! id = 3                               # DEVICE.ID in the DFS database
@@ -78,9 +78,9 @@ struct RawController {
 }
 
 /// The default keep-alive interval, in milliseconds (`keep_alive_ms`).
-pub const DEFAULT_KEEP_ALIVE_MS: u64 = 500;
+pub const DEFAULT_KEEP_ALIVE_MS: u64 = 1000;
 /// The default idle timeout, in milliseconds (`idle_timeout_ms`).
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 2500;
 
 fn default_keep_alive() -> u64 {
     DEFAULT_KEEP_ALIVE_MS

@@ -5,7 +5,7 @@
 //! [link]
 //! listen = "[::]:7443"          # QUIC (UDP) address agents connect to
 //! ca_dir = "ca"                 # made by `nodewarden-controller ca init`
-//! idle_timeout_ms = 2000        # an agent silent this long is offline
+//! idle_timeout_ms = 2500        # an agent silent this long is offline
 //! keep_alive_ms = 0             # 0: the controller sends none (see below)
 //! expiry_warning_days = 30
 //!
@@ -54,10 +54,12 @@
 //! macs = ["52:54:00:12:34:56"]  # for a node whose agent never described it (needs wake_to)
 //! ```
 //!
-//! Agents send keep-alives (every 500 ms by default). The controller by default does not: QUIC
+//! Agents send keep-alives (every 1 s by default; 10,000 agents cost the controller a quarter of
+//! a core that way, twice as much at 500 ms: docs/perf.md). The controller by default does not: QUIC
 //! restarts the idle timer when an endpoint sends its first ack-eliciting packet after a receive,
 //! so controller keep-alives would push detection of a dead agent out by up to one interval.
-//! Without them, a dead agent is offline at most `idle_timeout_ms` after its last packet.
+//! Without them, a dead agent is offline at most `idle_timeout_ms` (plus the link's 250 ms
+//! liveness sweep) after its last packet.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -231,7 +233,7 @@ impl Default for RawHttp {
 }
 
 fn default_idle() -> u64 {
-    2000
+    2500
 }
 fn default_keep_alive() -> u64 {
     0

@@ -77,9 +77,12 @@ pub type CommandReply = oneshot::Sender<Result<CommandResponse, CommandError>>;
 /// What a session's command queue carries.
 pub type QueuedCommand = (CommandKind, CommandReply);
 
-/// Closes a live connection with an application close code (implemented by the transport).
+/// A live connection as the transport lets the shared state handle it.
 pub trait LinkCloser: Send + Sync {
+    /// Closes it with an application close code.
     fn close(&self, code: u32, reason: &[u8]);
+    /// Datagrams received on it so far (its liveness).
+    fn received(&self) -> u64;
 }
 
 /// A live connection as the shared state knows it.
@@ -147,6 +150,14 @@ impl Controller {
         if let Some(l) = lock(&self.live).get(&conn_id) {
             l.closer.close(code, reason);
         }
+    }
+
+    /// `(connection id, datagrams received so far)` of every live connection.
+    pub fn live_received(&self) -> Vec<(u64, u64)> {
+        lock(&self.live)
+            .iter()
+            .map(|(id, l)| (*id, l.closer.received()))
+            .collect()
     }
 
     /// `(connection id, node, certificate)` of every live connection.
@@ -342,6 +353,9 @@ mod tests {
     struct NoClose;
     impl LinkCloser for NoClose {
         fn close(&self, _: u32, _: &[u8]) {}
+        fn received(&self) -> u64 {
+            0
+        }
     }
 
     fn connection(id: u64) -> crate::registry::Connection {

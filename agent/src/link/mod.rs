@@ -10,7 +10,7 @@
 //! [`quinn::Endpoint`]s).
 //!
 //! The agent sends keep-alives and both ends close after the idle timeout, so a dead controller
-//! or a cut network is noticed within idle + keep-alive (2.5 s by default: the agent's first
+//! or a cut network is noticed within idle + keep-alive (3.5 s by default: the agent's first
 //! keep-alive after its last receive restarts its idle timer), then the agent reconnects.
 //!
 //! Against a hostile or stuck controller: every answer is fitted under the frame limit
