@@ -160,6 +160,11 @@ struct ApiArgs {
     insecure_http: bool,
 }
 
+/// mimalloc: QUIC allocates and frees small buffers per datagram; with 10,000 agents glibc's
+/// malloc was a tenth of the controller's steady cost (docs/perf.md, fleet simulator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -57,9 +57,10 @@ pub fn node_certs(ca_dir: &Path, cache: &Path, n: usize) -> anyhow::Result<Vec<N
     let material = dir
         .ca()
         .with_context(|| format!("reading the CA in {}", ca_dir.display()))?;
-    let cache: PathBuf = cache.join(fingerprint(&material.cert_pem));
+    let cache: PathBuf = cache.join(format!("{}-365d", fingerprint(&material.cert_pem)));
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let validity = Validity::days_from(time::OffsetDateTime::now_utc(), 30);
+    // A year: the controller warns about certificates with less than 30 days left.
+    let validity = Validity::days_from(time::OffsetDateTime::now_utc(), 365);
     let issue = |i: usize| -> anyhow::Result<NodeCert> {
         let name = node_name(i);
         let file = cache.join(format!("{name}.pem"));

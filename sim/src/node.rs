@@ -38,6 +38,8 @@ pub struct SimNode {
     /// Jitter of a collection, as the time a real agent's collection takes.
     jitter: Duration,
     up: AtomicBool,
+    /// Sessions this node has had (welcomes).
+    sessions: AtomicU64,
     running: AtomicBool,
     reports: AtomicU64,
     /// The network of this node is cut: what it sends does not arrive.
@@ -58,11 +60,21 @@ impl SimNode {
             device_id,
             jitter,
             up: AtomicBool::new(false),
+            sessions: AtomicU64::new(0),
             running: AtomicBool::new(true),
             reports: AtomicU64::new(0),
             cut,
             stats,
         }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Sessions this node has had so far (a reconnection makes one more).
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
     }
 }
 
@@ -181,6 +193,7 @@ impl Node for SimNode {
     fn connected(&self, up: bool) {
         if self.up.swap(up, Ordering::Relaxed) != up {
             if up {
+                self.sessions.fetch_add(1, Ordering::Relaxed);
                 self.stats.connected.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.stats.connected.fetch_sub(1, Ordering::Relaxed);
