@@ -338,8 +338,11 @@ fn refused_certificates_are_logged_and_a_valid_agent_is_accepted() {
     assert!(!err.is_empty());
     log.wait(&[refused, "peer sent no certificates"], limit);
 
-    lab.wait_online("n-good", limit);
-    let good_node = lab.node("n-good").unwrap();
+    // Online at its hello; its first report follows (collected beside the link's loop).
+    let good_node = wait_for("n-good online with a report", limit, || {
+        lab.node("n-good")
+            .filter(|n| n["online"] == true && !n["last_report"].is_null())
+    });
     assert_eq!(good_node["last_report"]["storage"][0]["device_id"], 7);
     let names: Vec<String> = lab
         .nodes()

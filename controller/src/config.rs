@@ -660,7 +660,7 @@ mod tests {
     fn defaults_and_relative_paths() {
         let c = parse("[link]\nlisten = \"127.0.0.1:7443\"\nca_dir = \"ca\"\n").unwrap();
         assert_eq!(c.ca_dir, Path::new("/etc/nw/ca"));
-        assert_eq!(c.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_millis(2500));
         assert_eq!(c.keep_alive, None);
         assert_eq!(c.http_listen, Some("127.0.0.1:9180".parse().unwrap()));
         assert_eq!(
