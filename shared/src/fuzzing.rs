@@ -424,17 +424,21 @@ pub fn session_controller(data: &[u8]) {
             match effect {
                 ControllerEffect::Established(hello) => {
                     assert!(caps.is_none(), "established twice");
-                    assert_eq!(session.version(), Some(1));
+                    // The effects are drained after the whole step: a later frame of the same
+                    // bytes may already have closed the session, so its state is not read here.
+                    assert!(session.version() == Some(1) || session.is_closed());
                     assert!(now < start + DEADLINE, "established after the deadline");
                     let inventory = hello
                         .capabilities
                         .iter()
                         .any(|c| c == protocol::CAP_INVENTORY);
                     caps = Some(hello.capabilities);
-                    assert!(matches!(
-                        session.poll_effect(),
-                        Some(ControllerEffect::Send(ControllerToAgent::Welcome(_)))
-                    ));
+                    let Some(ControllerEffect::Send(ControllerToAgent::Welcome(welcome))) =
+                        session.poll_effect()
+                    else {
+                        panic!("no welcome after the hello");
+                    };
+                    assert_eq!(welcome.version, 1);
                     if inventory {
                         let Some(ControllerEffect::Send(ControllerToAgent::CommandRequest(r))) =
                             session.poll_effect()

@@ -339,16 +339,23 @@ fn add_sample(
             let histogram = family.kind == FamilyType::Histogram;
             let mut bound = None;
             let special = if histogram { "le" } else { "quantile" };
+            // expfmt never keeps `le` (histograms) or `quantile` (summaries) as a label, on
+            // any sample of the family: on `_sum`/`_count` its value is checked and dropped.
+            let special_value = match labels.iter().position(|(n, _)| n == special) {
+                Some(position) => {
+                    let (_, text) = labels.remove(position);
+                    Some(
+                        parse_value(&text)
+                            .ok_or_else(|| format!("invalid {special} value {text:?}"))?,
+                    )
+                }
+                None => None,
+            };
             if part == Part::Bucket || (!histogram && part == Part::Value) {
-                let position = labels
-                    .iter()
-                    .position(|(n, _)| n == special)
-                    .ok_or_else(|| format!("missing label {special:?} in {:?}", family.name))?;
-                let (_, text) = labels.remove(position);
-                bound = Some(
-                    parse_value(&text)
-                        .ok_or_else(|| format!("invalid {special} value {text:?}"))?,
-                );
+                bound =
+                    Some(special_value.ok_or_else(|| {
+                        format!("missing label {special:?} in {:?}", family.name)
+                    })?);
             } else if part == Part::Value {
                 return Err(format!(
                     "sample without suffix in histogram {:?}",

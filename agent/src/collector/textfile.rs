@@ -11,7 +11,7 @@
 //! `_total` is exposed as untyped, and histograms and summaries as untyped families
 //! `<name>_bucket`/`<name>` (with Go-formatted `le`/`quantile`), `<name>_sum`, `<name>_count`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -152,8 +152,92 @@ struct Merged<'a> {
     name: &'a str,
     help: Option<&'a str>,
     kind: FamilyType,
+    /// A counter named `<x>_total` while a family also takes `<x>`: rendered untyped, as the
+    /// encoder would otherwise declare it as `<x>` a second time.
+    counter_untyped: bool,
     files: Vec<&'a Path>,
     metrics: Vec<&'a Metric>,
+}
+
+/// Whether a family `name` of type `kind` collides with a family already collected, as
+/// client_golang's registry decides when node_exporter gathers (`checkSuffixCollisions`): a
+/// summary's `_sum`/`_count`, a histogram's `_bucket`/`_sum`/`_count`. The registry drops the
+/// family collected second, so node_exporter serves the first; so does this collector.
+fn collides(name: &str, kind: FamilyType, kept: &HashMap<&str, FamilyType>) -> bool {
+    for suffix in ["_count", "_sum", "_bucket"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            match kept.get(base) {
+                Some(FamilyType::Summary) if suffix != "_bucket" => return true,
+                Some(FamilyType::Histogram) => return true,
+                _ => {}
+            }
+            break;
+        }
+    }
+    match kind {
+        FamilyType::Histogram | FamilyType::Summary => {
+            kept.contains_key(format!("{name}_count").as_str())
+                || kept.contains_key(format!("{name}_sum").as_str())
+                || (kind == FamilyType::Histogram
+                    && kept.contains_key(format!("{name}_bucket").as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Drops (in merge order, i.e. the order node_exporter collects them) the families that collide
+/// with one kept before, and marks the `_total` counters whose stem another family takes.
+fn resolve_collisions(merged: &mut Vec<Merged<'_>>) {
+    let mut kept: HashMap<&str, FamilyType> = HashMap::new();
+    merged.retain(|family| {
+        if collides(family.name, family.kind, &kept) {
+            tracing::error!(
+                metric = family.name,
+                "metric family collides with the suffixes of another textfile family; dropped"
+            );
+            return false;
+        }
+        kept.insert(family.name, family.kind);
+        true
+    });
+    // Names the rendered families declare besides a counter's stem.
+    let mut declared: HashSet<String> = HashSet::new();
+    for family in merged.iter() {
+        match family.kind {
+            FamilyType::Histogram => declared.insert(format!("{}_bucket", family.name)),
+            FamilyType::Summary => declared.insert(family.name.to_string()),
+            _ => declared.insert(family.name.to_string()),
+        };
+        if matches!(family.kind, FamilyType::Histogram | FamilyType::Summary) {
+            declared.insert(format!("{}_sum", family.name));
+            declared.insert(format!("{}_count", family.name));
+        }
+    }
+    for family in merged.iter_mut() {
+        if family.kind == FamilyType::Counter
+            && let Some(stem) = family.name.strip_suffix("_total")
+        {
+            family.counter_untyped = declared.contains(stem);
+        }
+    }
+}
+
+/// A histogram's buckets or a summary's quantiles as node_exporter's conversion keeps them: in
+/// a Go map keyed by bound, so a bound listed twice keeps its first spelling and its last value
+/// (`1` and `1.0`, `0` and `-0` are one bound). A NaN bound never gets there (expfmt ignores
+/// the sample).
+fn go_map_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+    for &(bound, value) in points {
+        if bound.is_nan() {
+            continue;
+        }
+        match out.iter_mut().find(|(b, _)| *b == bound) {
+            Some(point) => point.1 = value,
+            None => out.push((bound, value)),
+        }
+    }
+    out
 }
 
 impl Collector for TextfileCollector {
@@ -246,6 +330,7 @@ impl Collector for TextfileCollector {
                                 name: &family.name,
                                 help: family.help.as_deref(),
                                 kind: family.kind,
+                                counter_untyped: false,
                                 files: vec![path],
                                 metrics: family.metrics.iter().collect(),
                             }),
@@ -254,6 +339,7 @@ impl Collector for TextfileCollector {
                 }
             }
         }
+        resolve_collisions(&mut merged);
         merged.sort_by(|a, b| a.name.cmp(b.name));
         for family in &merged {
             write_family(out, family)?;
@@ -410,17 +496,31 @@ fn write_family(
             }
         }
     }
+    // Each metric with its labels completed ("" for the family's other names). Two metrics
+    // that differ only by a label given as "" in one and absent in the other are one series:
+    // the first is kept, as client_golang's registry keeps the first of a repeated series.
+    let mut seen: HashSet<Vec<(&str, &str)>> = HashSet::new();
+    let metrics: Vec<(&Metric, Vec<(&str, &str)>)> = family
+        .metrics
+        .iter()
+        .map(|metric| (*metric, full_labels(metric, &all)))
+        .filter(|(_, labels)| seen.insert(labels.clone()))
+        .collect();
     match family.kind {
         FamilyType::Counter | FamilyType::Gauge | FamilyType::Untyped => {
             let kind = match family.kind {
-                FamilyType::Counter if family.name.ends_with("_total") => Kind::Counter,
+                FamilyType::Counter
+                    if family.name.ends_with("_total") && !family.counter_untyped =>
+                {
+                    Kind::Counter
+                }
                 FamilyType::Gauge => Kind::Gauge,
                 _ => Kind::Untyped,
             };
             let mut f = out.family(family.name, &help, kind)?;
-            for metric in &family.metrics {
+            for (metric, labels) in &metrics {
                 if let Value::Simple(v) = metric.value {
-                    f.sample(&full_labels(metric, &all), v)?;
+                    f.sample(labels, v)?;
                 }
             }
         }
@@ -434,14 +534,11 @@ fn write_family(
                 (family.name.to_string(), "quantile")
             };
             let mut f = out.family(&first, &help, Kind::Untyped)?;
-            for metric in &family.metrics {
+            for (metric, labels) in &metrics {
                 let points: Vec<(f64, f64)> = match &metric.value {
                     Value::Histogram { buckets, count, .. } => {
-                        let mut points: Vec<(f64, f64)> = buckets
-                            .iter()
-                            .copied()
-                            .filter(|(b, _)| *b != f64::INFINITY)
-                            .collect();
+                        let mut points: Vec<(f64, f64)> = go_map_points(buckets);
+                        points.retain(|(b, _)| *b != f64::INFINITY);
                         points.sort_by(|a, b| a.0.total_cmp(&b.0));
                         // Go's constant histogram always ends with +Inf = the sample count.
                         points.push((f64::INFINITY, (*count as u64) as f64));
@@ -451,7 +548,7 @@ fn write_family(
                             .collect()
                     }
                     Value::Summary { quantiles, .. } => {
-                        let mut points = quantiles.clone();
+                        let mut points = go_map_points(quantiles);
                         points.sort_by(|a, b| a.0.total_cmp(&b.0));
                         points
                     }
@@ -459,7 +556,7 @@ fn write_family(
                 };
                 for (bound, value) in points {
                     let bound = go_float(bound);
-                    let mut labels = full_labels(metric, &all);
+                    let mut labels = labels.clone();
                     labels.push((special, &bound));
                     f.sample(&labels, value)?;
                 }
@@ -467,7 +564,7 @@ fn write_family(
             for suffix in ["_sum", "_count"] {
                 let name = format!("{}{suffix}", family.name);
                 let mut f = out.family(&name, &help, Kind::Untyped)?;
-                for metric in &family.metrics {
+                for (metric, labels) in &metrics {
                     let (sum, count) = match &metric.value {
                         Value::Histogram { sum, count, .. } | Value::Summary { sum, count, .. } => {
                             (*sum, (*count as u64) as f64)
@@ -475,7 +572,7 @@ fn write_family(
                         Value::Simple(_) => continue,
                     };
                     let v = if suffix == "_sum" { sum } else { count };
-                    f.sample(&full_labels(metric, &all), v)?;
+                    f.sample(labels, v)?;
                 }
             }
         }
@@ -569,6 +666,93 @@ mod tests {
         let text = render("textfile", collector, paths);
         assert!(text.contains("apt_upgrades_pending"), "{text}");
         assert!(text.contains("good_metric{a=\"x\"} 1"), "{text}");
+    }
+
+    /// Renders the collector over a scratch directory holding `files`; the body must parse.
+    fn render_files(name: &str, files: &[(&str, &str)]) -> String {
+        let dir =
+            std::env::temp_dir().join(format!("nodewarden-textfile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let text = render(
+            "textfile",
+            Box::new(TextfileCollector::new(dir.clone())),
+            Paths::fixture(&fixture("basic")),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = super::super::expfmt::parse_text(&text) {
+            panic!("invalid exposition ({e}):\n{text}");
+        }
+        text
+    }
+
+    #[test]
+    fn a_repeated_quantile_or_bucket_is_one_series() {
+        // fuzz/regressions/agent_textfile/duplicate-quantile: node_exporter's conversion keys
+        // quantiles and buckets by value (a Go map): one series, the last value, no error.
+        let text = render_files(
+            "quantile",
+            &[(
+                "s.prom",
+                "# TYPE s summary\ns{quantile=\"0.99\"} 0.2\ns{quantile=\"0.99\"} 0.3\n\
+                 s{quantile=\"NaN\"} 7\ns_sum 1\ns_count 2\n\
+                 # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1.0\"} 2\n\
+                 h_bucket{le=\"+Inf\"} 3\nh_sum{le=\"5\"} 4\nh_count 3\n",
+            )],
+        );
+        assert_eq!(text.matches("s{quantile=\"0.99\"}").count(), 1, "{text}");
+        assert!(text.contains("s{quantile=\"0.99\"} 0.3"), "{text}");
+        assert!(!text.contains("NaN"), "{text}");
+        assert_eq!(text.matches("h_bucket{le=\"1\"}").count(), 1, "{text}");
+        assert!(text.contains("h_bucket{le=\"1\"} 2"), "{text}");
+        assert!(text.contains("h_sum 4"), "{text}");
+        assert!(text.contains("node_textfile_scrape_error 0"), "{text}");
+    }
+
+    #[test]
+    fn series_equal_once_labels_are_completed_are_served_once() {
+        // `m` and `m{a=""}` are one series once `a` is completed with "": the first is kept.
+        let text = render_files(
+            "completed",
+            &[
+                ("a.prom", "m 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\n"),
+                (
+                    "b.prom",
+                    "m{a=\"\"} 2\n# TYPE s summary\ns{quantile=\"0.5\",a=\"\"} 2\n",
+                ),
+            ],
+        );
+        assert!(text.contains("m{a=\"\"} 1\n"), "{text}");
+        assert!(!text.contains("m{a=\"\"} 2"), "{text}");
+        assert_eq!(
+            text.matches("s{a=\"\",quantile=\"0.5\"}").count(),
+            1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn suffix_collisions_keep_the_family_collected_first() {
+        // client_golang's registry drops a family that takes a summary's or histogram's
+        // `_sum`/`_count`/`_bucket` (checkSuffixCollisions); node_exporter serves the first.
+        let text = render_files(
+            "suffix",
+            &[
+                ("a.prom", "# TYPE s summary\ns_sum 1\ns_count 1\n"),
+                ("b.prom", "s_count 9\n"),
+            ],
+        );
+        assert!(!text.contains("s_count 9"), "{text}");
+        assert!(text.contains("s_count 1"), "{text}");
+        // A `_total` counter beside a family named as its stem keeps its series (untyped).
+        let text = render_files(
+            "stem",
+            &[("a.prom", "# TYPE x_total counter\nx_total 4\nx 5\n")],
+        );
+        assert!(text.contains("x_total 4") && text.contains("x 5"), "{text}");
     }
 
     #[test]
