@@ -250,7 +250,10 @@ pid_file = "/run/nodewarden/dfs-client.pid"
         assert_eq!(link.ca_file, Path::new("/etc/nw/ca.pem"));
         assert_eq!(link.cert_file, Path::new("/etc/nw/node.pem"));
         assert_eq!(link.idle_timeout, Duration::from_secs(3));
-        assert_eq!(link.keep_alive, Duration::from_millis(DEFAULT_KEEP_ALIVE_MS));
+        assert_eq!(
+            link.keep_alive,
+            Duration::from_millis(DEFAULT_KEEP_ALIVE_MS)
+        );
         assert_eq!(c.roles, vec![Role::Storage, Role::Ray]);
         assert_eq!(c.ops.storage.devices[1].fragment_dir, Path::new("/srv/f4"));
         assert_eq!(c.ops.services[0].name, "dfs-client");
