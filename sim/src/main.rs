@@ -334,11 +334,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
     drop(certs);
     let limit = Duration::from_secs_f64(args.connect_timeout);
-    figures.connect_all_s = await_count(&stats, args.agents, limit, "connecting")
-        .await
-        .inspect_err(|_| {
-            figures.connected = stats.connected.load(Ordering::Relaxed);
-        })?;
+    figures.connect_all_s = await_count(&stats, args.agents, limit, "connecting").await?;
     say(
         json,
         &format!(
