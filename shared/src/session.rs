@@ -161,10 +161,6 @@ impl<R> ControllerSession<R> {
         }
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// The negotiated version, once established.
     pub fn version(&self) -> Option<u16> {
         match self.state {
@@ -385,7 +381,7 @@ pub enum AgentEffect {
 #[derive(Debug)]
 pub struct AgentSession {
     timers: AgentTimers,
-    welcome: Option<Welcome>,
+    welcomed: bool,
     welcome_deadline: Instant,
     next_report: Option<Instant>,
     next_report_seq: u64,
@@ -409,7 +405,7 @@ impl AgentSession {
         let hello = Self::hello(agent_version, capabilities);
         AgentSession {
             timers,
-            welcome: None,
+            welcomed: false,
             welcome_deadline: now + timers.welcome_deadline,
             next_report: None,
             next_report_seq: 0,
@@ -431,10 +427,6 @@ impl AgentSession {
         })
     }
 
-    pub fn welcome(&self) -> Option<&Welcome> {
-        self.welcome.as_ref()
-    }
-
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -447,7 +439,7 @@ impl AgentSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             None
-        } else if self.welcome.is_none() {
+        } else if !self.welcomed {
             Some(self.welcome_deadline)
         } else {
             self.next_report
@@ -458,7 +450,7 @@ impl AgentSession {
         if self.closed {
             return;
         }
-        if self.welcome.is_none() {
+        if !self.welcomed {
             if now >= self.welcome_deadline {
                 self.close(ProtocolError::NoWelcome(self.timers.welcome_deadline));
             }
@@ -516,22 +508,22 @@ impl AgentSession {
         message: ControllerToAgent,
         now: Instant,
     ) -> Result<(), ProtocolError> {
-        match (&self.welcome, message) {
+        match (self.welcomed, message) {
             (_, ControllerToAgent::Refused { reason }) => Err(ProtocolError::Refused(reason)),
-            (None, ControllerToAgent::Welcome(w)) => {
+            (false, ControllerToAgent::Welcome(w)) => {
                 if !(MIN_PROTOCOL_VERSION..=MAX_PROTOCOL_VERSION).contains(&w.version) {
                     return Err(ProtocolError::BadVersion(w.version));
                 }
-                self.welcome = Some(w.clone());
+                self.welcomed = true;
                 self.effects.push_back(AgentEffect::Welcomed(w));
                 // A report at once, so the controller knows the node's state from the start.
                 self.next_report = Some(now + self.timers.report_interval);
                 self.collect_report();
                 Ok(())
             }
-            (None, other) => Err(ProtocolError::ExpectedWelcome(down_name(&other))),
-            (Some(_), ControllerToAgent::Welcome(_)) => Err(ProtocolError::DuplicateWelcome),
-            (Some(_), ControllerToAgent::CommandRequest(r)) => {
+            (false, other) => Err(ProtocolError::ExpectedWelcome(down_name(&other))),
+            (true, ControllerToAgent::Welcome(_)) => Err(ProtocolError::DuplicateWelcome),
+            (true, ControllerToAgent::CommandRequest(r)) => {
                 match r.kind {
                     CommandKind::Ping => {
                         self.effects.push_back(AgentEffect::Answer(CommandResponse {
