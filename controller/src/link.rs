@@ -644,18 +644,18 @@ const SWEEP: Duration = Duration::from_millis(250);
 /// Closes connections silent for the silence limit ([`Liveness`]): one task for the whole
 /// endpoint, a counter read per connection per look, instead of a timer per connection.
 async fn sweep_silent(shared: Arc<Endpoint>) {
-    let mut seen: HashMap<u64, Liveness> = HashMap::new();
+    // Per connection: its liveness and the sweep that last saw it live.
+    let mut seen: HashMap<u64, (Liveness, u64)> = HashMap::new();
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for sweep in 0u64.. {
         tick.tick().await;
         let now = Instant::now();
-        let live = shared.controller.live_received();
-        let mut still = HashMap::with_capacity(live.len());
-        for (id, received) in live {
-            let mut liveness = seen
-                .remove(&id)
-                .unwrap_or_else(|| Liveness::new(shared.silence, received, now));
+        for (id, received) in shared.controller.live_received() {
+            let (liveness, last) = seen
+                .entry(id)
+                .or_insert_with(|| (Liveness::new(shared.silence, received, now), sweep));
+            *last = sweep;
             if liveness.is_silent(received, now) {
                 lock(&shared.silenced).insert(id);
                 shared.controller.close_live(
@@ -663,11 +663,10 @@ async fn sweep_silent(shared: Arc<Endpoint>) {
                     close::SHUTDOWN,
                     b"no packet within the idle timeout",
                 );
-            } else {
-                still.insert(id, liveness);
             }
         }
-        seen = still;
+        // Connections that ended since the last sweep drop out.
+        seen.retain(|_, (_, last)| *last == sweep);
     }
 }
 
