@@ -152,23 +152,22 @@ fn say(json: bool, text: &str) {
     }
 }
 
-/// Waits until `count` reaches `n`; the seconds it took, or an error after `limit`.
-async fn await_count(
+/// Waits until the number of connected agents satisfies `done`; the seconds it took, or an
+/// error after `limit`.
+async fn await_connected(
     stats: &FleetStats,
-    n: usize,
     limit: Duration,
     what: &str,
+    mut done: impl FnMut(usize) -> bool,
 ) -> anyhow::Result<f64> {
     let start = Instant::now();
-    loop {
-        let now = stats.connected.load(Ordering::Relaxed);
-        if now >= n {
-            return Ok(start.elapsed().as_secs_f64());
-        }
-        if start.elapsed() > limit {
-            bail!("{what}: {now} of {n} agents connected after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut changes = stats.connected.subscribe();
+    match tokio::time::timeout(limit, changes.wait_for(|&c| done(c))).await {
+        Ok(Ok(_)) => Ok(start.elapsed().as_secs_f64()),
+        _ => bail!(
+            "{what}: {} agents connected after {limit:?}",
+            *stats.connected.borrow()
+        ),
     }
 }
 
@@ -334,7 +333,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
     drop(certs);
     let limit = Duration::from_secs_f64(args.connect_timeout);
-    figures.connect_all_s = await_count(&stats, args.agents, limit, "connecting").await?;
+    figures.connect_all_s =
+        await_connected(&stats, limit, "connecting", |c| c >= args.agents).await?;
     say(
         json,
         &format!(
@@ -360,7 +360,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
     figures.sim_cpu_fraction = (controller::cpu_seconds(sim_pid)? - sim_cpu0) / elapsed;
     figures.sim_rss_bytes = controller::rss_bytes(sim_pid)?;
-    figures.connected = stats.connected.load(Ordering::Relaxed);
+    figures.connected = *stats.connected.borrow();
     say(
         json,
         &format!(
@@ -411,7 +411,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let killed_ms = now_ms();
         c.kill_and_restart()?;
         // Back: every agent has noticed the loss (idle timeout) and had a new session since,
-        // with its backoff.
+        // with its backoff. Looked at again whenever an agent connects or disconnects.
+        let mut changes = stats.connected.subscribe();
         loop {
             let back = nodes
                 .iter()
@@ -421,13 +422,16 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             if back == args.agents {
                 break;
             }
-            if killed.elapsed() > limit {
+            let left = limit.saturating_sub(killed.elapsed());
+            if !matches!(
+                tokio::time::timeout(left, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
                 bail!(
                     "reconnecting after the restart: {back} of {} agents back after {limit:?}",
                     args.agents
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         figures.reconnect_all_s = Some(killed.elapsed().as_secs_f64());
         expected_offline.push((killed_ms, now_ms()));
@@ -448,17 +452,21 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs_f64(2.0 * args.report_interval)).await;
         cut_at_ms = Some(now_ms());
         cut_flag.store(true, Ordering::Relaxed);
+        // The cut agents notice it too (their idle timeout).
         let target = args.agents - args.cut;
-        let until = Instant::now() + Duration::from_secs(30);
-        while stats.connected.load(Ordering::Relaxed) > target && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        await_connected(&stats, limit, "the cut agents' own timeout", |c| {
+            c <= target
+        })
+        .await?;
         // The controller's own detection is read from its events below; give it time past its
         // idle timeout.
         tokio::time::sleep(Duration::from_millis(args.idle_timeout_ms * 2)).await;
         // Restored, so the cut agents report again before the end.
         cut_flag.store(false, Ordering::Relaxed);
-        await_count(&stats, args.agents, limit, "reconnecting after the cut").await?;
+        await_connected(&stats, limit, "reconnecting after the cut", |c| {
+            c >= args.agents
+        })
+        .await?;
         say(json, &format!("== {} agents cut and restored", args.cut));
     }
 
@@ -476,8 +484,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
 
     let db_url = match spawned.as_mut() {
         Some(c) => {
-            // Agents closed: the controller records each node offline; then SIGTERM flushes.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Agents closed; SIGTERM: the controller records them offline and flushes.
             c.stop();
             Some(args.database_url.clone().unwrap_or(c.sqlite_url()))
         }

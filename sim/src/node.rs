@@ -6,7 +6,7 @@
 //! last report of every node was persisted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nodewarden_agent::link::{Node, Work};
@@ -18,18 +18,30 @@ use nodewarden_shared::protocol::{
     AgentToController, CAP_INVENTORY, CAP_OPERATIONS, CAP_STATE_REPORT, CommandOutcome, Health,
     Inventory, Role, ServiceState as ReportedService, ServiceStatus, StateReport, StorageDevice,
 };
+use tokio::sync::watch;
 
 /// The service every simulated node declares.
 pub const SERVICE: &str = "dfs";
 
 /// Figures of the whole simulated fleet.
-#[derive(Default)]
 pub struct FleetStats {
-    pub connected: AtomicUsize,
+    /// Agents with a session now; waiters subscribe to its changes.
+    pub connected: watch::Sender<usize>,
     pub reports_sent: AtomicU64,
     pub operations: AtomicU64,
     /// No more reports (the end of a run: what was sent arrives before the agents close).
     pub quiet: AtomicBool,
+}
+
+impl Default for FleetStats {
+    fn default() -> Self {
+        FleetStats {
+            connected: watch::Sender::new(0),
+            reports_sent: AtomicU64::new(0),
+            operations: AtomicU64::new(0),
+            quiet: AtomicBool::new(false),
+        }
+    }
 }
 
 pub struct SimNode {
@@ -194,10 +206,10 @@ impl Node for SimNode {
         if self.up.swap(up, Ordering::Relaxed) != up {
             if up {
                 self.sessions.fetch_add(1, Ordering::Relaxed);
-                self.stats.connected.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.connected.fetch_sub(1, Ordering::Relaxed);
             }
+            self.stats
+                .connected
+                .send_modify(|c| if up { *c += 1 } else { *c -= 1 });
         }
     }
 
