@@ -1,5 +1,7 @@
-//! `btrfs`: filesystem allocation statistics from /sys/fs/btrfs/<uuid>, as node_exporter 1.5
-//! reports them from sysfs.
+//! `btrfs`: filesystem allocation and commit statistics from /sys/fs/btrfs/<uuid>, as
+//! node_exporter 1.12.1 reports them from sysfs (`commit_stats` exists since Linux 6.0: absent,
+//! the commit families read 0, as in procfs; a line that is not `<key> <value>` fails the
+//! collection, as it fails procfs's `Stats()`).
 //!
 //! Not (yet) done: node_exporter additionally queries mounted btrfs filesystems with ioctls
 //! (`BTRFS_IOC_FS_INFO`/`DEV_INFO`/`GET_DEV_STATS`) for per-device error counters and unused
@@ -47,6 +49,53 @@ pub struct FsStats {
     pub allocation: [Allocation; 3],
     /// (device name, size in bytes).
     pub devices: Vec<(String, f64)>,
+    pub commits: CommitStats,
+}
+
+/// `commit_stats`: the number of transaction commits and their durations.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CommitStats {
+    pub commits: f64,
+    pub last_commit_ms: f64,
+    pub max_commit_ms: f64,
+    pub total_commit_ms: f64,
+}
+
+/// Why a `commit_stats` file could not be read as procfs reads it.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitStatsError {
+    #[error("invalid commit_stats line {0:?}")]
+    Line(String),
+    #[error("commit_stats line {line:?}: {source}")]
+    Value {
+        line: String,
+        source: std::num::ParseIntError,
+    },
+}
+
+/// Parses `commit_stats` (`<key> <value>` lines; unknown keys such as `cur_commit_ms` ignored).
+pub fn parse_commit_stats(text: &str) -> Result<CommitStats, CommitStatsError> {
+    let mut stats = CommitStats::default();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(CommitStatsError::Line(line.to_string()));
+        };
+        let value = value
+            .parse::<u64>()
+            .map_err(|source| CommitStatsError::Value {
+                line: line.to_string(),
+                source,
+            })? as f64;
+        match key {
+            "commits" => stats.commits = value,
+            "last_commit_ms" => stats.last_commit_ms = value,
+            "max_commit_ms" => stats.max_commit_ms = value,
+            "total_commit_ms" => stats.total_commit_ms = value,
+            _ => {}
+        }
+    }
+    Ok(stats)
 }
 
 const BLOCK_GROUP_TYPES: [&str; 3] = ["data", "metadata", "system"];
@@ -96,6 +145,15 @@ pub fn read_fs(dir: &Path, buf: &mut String) -> std::io::Result<FsStats> {
     }
     let allocation = dir.join("allocation");
     stats.global_rsv_size = read_value(&allocation.join("global_rsv_size"), buf);
+    let commit_stats = dir.join("commit_stats");
+    match std::fs::read_to_string(&commit_stats) {
+        Ok(text) => {
+            stats.commits = parse_commit_stats(&text)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     for (slot, group) in stats.allocation.iter_mut().zip(BLOCK_GROUP_TYPES) {
         let group_dir = allocation.join(group);
         slot.reserved_bytes = read_value(&group_dir.join("bytes_reserved"), buf);
@@ -159,6 +217,39 @@ fn write_families(out: &mut MetricWriter<'_, '_>, all: &[FsStats]) -> Result<(),
     )?;
     for s in all {
         f.sample(&[("uuid", &s.uuid)], s.global_rsv_size)?;
+    }
+    type CommitValue = fn(&CommitStats) -> f64;
+    let commit_families: [(&str, &str, Kind, CommitValue); 4] = [
+        (
+            "node_btrfs_commits_total",
+            "The total number of commits that have occurred.",
+            Kind::Counter,
+            |c| c.commits,
+        ),
+        (
+            "node_btrfs_last_commit_seconds",
+            "Duration of the most recent commit, in seconds.",
+            Kind::Gauge,
+            |c| c.last_commit_ms / 1000.0,
+        ),
+        (
+            "node_btrfs_max_commit_seconds",
+            "Duration of the slowest commit, in seconds.",
+            Kind::Gauge,
+            |c| c.max_commit_ms / 1000.0,
+        ),
+        (
+            "node_btrfs_commit_seconds_total",
+            "Sum of the duration of all commits, in seconds.",
+            Kind::Counter,
+            |c| c.total_commit_ms / 1000.0,
+        ),
+    ];
+    for (name, help, kind, value) in commit_families {
+        let mut f = out.family(name, help, kind)?;
+        for s in all {
+            f.sample(&[("uuid", &s.uuid)], value(&s.commits))?;
+        }
     }
     let mut f = out.family(
         "node_btrfs_reserved_bytes",
@@ -237,6 +328,24 @@ mod tests {
     #[test]
     fn golden() {
         assert_renders_golden("basic", "btrfs", |_| Box::new(BtrfsCollector::default()));
+    }
+
+    #[test]
+    fn commit_stats_as_procfs_reads_them() {
+        let text = "commits 5921\ncur_commit_ms 0\nlast_commit_ms 14\nmax_commit_ms 2391\ntotal_commit_ms 184230\n";
+        assert_eq!(
+            parse_commit_stats(text).unwrap(),
+            CommitStats {
+                commits: 5921.0,
+                last_commit_ms: 14.0,
+                max_commit_ms: 2391.0,
+                total_commit_ms: 184230.0,
+            }
+        );
+        assert!(parse_commit_stats("commits\n").is_err());
+        assert!(parse_commit_stats("commits 1 2\n").is_err());
+        assert!(parse_commit_stats("commits -1\n").is_err());
+        assert_eq!(parse_commit_stats("").unwrap(), CommitStats::default());
     }
 
     #[test]
