@@ -105,7 +105,9 @@ pub fn command() -> Command {
     cmd
 }
 
-/// `--collector.<name>` and its hidden `--no-collector.<name>`, as node_exporter declares them.
+/// `--collector.<name>` (also `--collector.<name>=true|false`, as kingpin's bool flags take) and
+/// its hidden `--no-collector.<name>`, as node_exporter declares them. No default value, so that
+/// "not given" leaves the collector's default (and `--collector.disable-defaults`) in force.
 fn collector_switch(cmd: Command, name: &str, default_enabled: bool) -> Command {
     let on = format!("collector.{name}");
     let off = format!("no-collector.{name}");
@@ -117,8 +119,12 @@ fn collector_switch(cmd: Command, name: &str, default_enabled: bool) -> Command 
     cmd.arg(
         Arg::new(on.clone())
             .long(on.clone())
-            .action(ArgAction::SetTrue)
-            .overrides_with(off.clone())
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+            .value_parser(clap::value_parser!(bool))
+            // Repeated, the last one wins (as `--collector.X` twice always did here).
+            .overrides_with_all([on.clone(), off.clone()])
             .help(format!("Enable the {name} collector (default: {default}).")),
     )
     .arg(
@@ -251,11 +257,11 @@ pub fn metrics_options(m: &ArgMatches) -> MetricsOptions {
 /// its default unless `--collector.disable-defaults`.
 pub fn collector_enabled(m: &ArgMatches, name: &str, default_enabled: bool) -> bool {
     if m.get_flag(&format!("no-collector.{name}")) {
-        false
-    } else if m.get_flag(&format!("collector.{name}")) {
-        true
-    } else {
-        default_enabled && !bool_flag_in(m, "collector.disable-defaults")
+        return false;
+    }
+    match m.get_one::<bool>(&format!("collector.{name}")) {
+        Some(&given) => given,
+        None => default_enabled && !bool_flag_in(m, "collector.disable-defaults"),
     }
 }
 
@@ -299,6 +305,13 @@ mod tests {
         assert!(enabled(&[]).contains(&"loadavg"));
         assert!(!enabled(&["--no-collector.loadavg"]).contains(&"loadavg"));
         assert!(enabled(&["--no-collector.loadavg", "--collector.loadavg"]).contains(&"loadavg"));
+        // kingpin's bool flags also take a value.
+        assert!(!enabled(&["--collector.loadavg=false"]).contains(&"loadavg"));
+        assert!(enabled(&["--collector.loadavg=true"]).contains(&"loadavg"));
+        assert!(
+            enabled(&["--collector.loadavg=false", "--collector.loadavg"]).contains(&"loadavg")
+        );
+        assert!(!enabled(&["--collector.loadavg", "--no-collector.loadavg"]).contains(&"loadavg"));
         assert_eq!(
             enabled(&["--collector.disable-defaults", "--collector.meminfo"]),
             vec!["meminfo"]
