@@ -47,6 +47,7 @@ pub mod netdev;
 pub mod netlink;
 pub mod netstat;
 pub mod nfs;
+pub mod nvme;
 pub mod os;
 pub mod planned;
 pub mod powersupplyclass;

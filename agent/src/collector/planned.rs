@@ -64,7 +64,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("network_route", no_flags),
     on("nfsd", no_flags),
     off("ntp", ntp_flags),
-    on("nvme", no_flags),
     off("nvmesubsystem", no_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),

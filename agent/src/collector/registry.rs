@@ -25,6 +25,7 @@ pub static ALL: &[&Registration] = &[
     &netdev::REGISTRATION,
     &netstat::REGISTRATION,
     &nfs::REGISTRATION,
+    &nvme::REGISTRATION,
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
