@@ -67,6 +67,7 @@ pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
 pub mod xfs;
+pub mod zfs;
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;

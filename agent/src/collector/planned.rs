@@ -82,7 +82,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("watchdog", no_flags),
     off("wifi", wifi_flags),
     off("xfrm", no_flags),
-    on("zfs", no_flags),
     off("zoneinfo", no_flags),
 ];
 

@@ -42,6 +42,7 @@ pub static ALL: &[&Registration] = &[
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
     &xfs::REGISTRATION,
+    &zfs::REGISTRATION,
 ];
 
 #[cfg(test)]
