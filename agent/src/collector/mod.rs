@@ -33,6 +33,7 @@ pub mod dmmultipath;
 pub mod edac;
 pub mod entropy;
 pub mod expfmt;
+pub mod fibrechannel;
 pub mod filefd;
 pub mod filesystem;
 pub mod filter;

@@ -50,7 +50,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("drbd", no_flags),
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
-    on("fibrechannel", no_flags),
     on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
     on("ipvs", ipvs_flags),

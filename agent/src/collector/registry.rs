@@ -16,6 +16,7 @@ pub static ALL: &[&Registration] = &[
     &dmmultipath::REGISTRATION,
     &edac::REGISTRATION,
     &entropy::REGISTRATION,
+    &fibrechannel::REGISTRATION,
     &filefd::REGISTRATION,
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
