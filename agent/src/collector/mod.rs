@@ -61,6 +61,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod source;
 pub mod stat;
+pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;

@@ -75,7 +75,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("swap", no_flags),
     off("sysctl", sysctl_flags),
     off("systemd", systemd_flags),
-    on("tapestats", tapestats_flags),
     off("tcpstat", no_flags),
     on("watchdog", no_flags),
     off("wifi", wifi_flags),
@@ -412,15 +411,6 @@ fn systemd_flags(command: Command) -> Command {
         "collector.systemd.enable-start-time-metrics",
         false,
         "Enables service unit metric unit_start_time_seconds",
-    )
-}
-
-fn tapestats_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.tapestats.ignored-devices",
-        Some("^$"),
-        "Regexp of devices to ignore for tapestats.",
     )
 }
 

@@ -36,6 +36,7 @@ pub static ALL: &[&Registration] = &[
     &sockstat::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &tapestats::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
     &time::REGISTRATION,
