@@ -50,6 +50,7 @@ pub mod netlink;
 pub mod netstat;
 pub mod nfs;
 pub mod nvme;
+pub mod nvmesubsystem;
 pub mod os;
 pub mod planned;
 pub mod powersupplyclass;

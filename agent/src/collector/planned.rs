@@ -62,7 +62,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("network_route", no_flags),
     on("nfsd", no_flags),
     off("ntp", ntp_flags),
-    off("nvmesubsystem", no_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
     off("processes", no_flags),

@@ -28,6 +28,7 @@ pub static ALL: &[&Registration] = &[
     &netstat::REGISTRATION,
     &nfs::REGISTRATION,
     &nvme::REGISTRATION,
+    &nvmesubsystem::REGISTRATION,
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
