@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod cpufreq;
 pub mod diskstats;
 pub mod dmmultipath;
+pub mod drbd;
 pub mod edac;
 pub mod entropy;
 pub mod expfmt;

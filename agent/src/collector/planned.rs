@@ -47,7 +47,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("cgroups", no_flags),
     off("cpu_vulnerabilities", no_flags),
     on("dmi", no_flags),
-    off("drbd", no_flags),
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
     on("infiniband", infiniband_flags),

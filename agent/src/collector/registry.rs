@@ -14,6 +14,7 @@ pub static ALL: &[&Registration] = &[
     &cpufreq::REGISTRATION,
     &diskstats::REGISTRATION,
     &dmmultipath::REGISTRATION,
+    &drbd::REGISTRATION,
     &edac::REGISTRATION,
     &entropy::REGISTRATION,
     &fibrechannel::REGISTRATION,
