@@ -47,11 +47,8 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("cgroups", no_flags),
     off("cpu_vulnerabilities", no_flags),
     on("dmi", no_flags),
-    on("dmmultipath", no_flags),
-    off("drbd", no_flags),
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
-    on("fibrechannel", no_flags),
     on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
     on("ipvs", ipvs_flags),
@@ -64,8 +61,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("network_route", no_flags),
     on("nfsd", no_flags),
     off("ntp", ntp_flags),
-    on("nvme", no_flags),
-    off("nvmesubsystem", no_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
     off("processes", no_flags),
@@ -78,12 +73,10 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("swap", no_flags),
     off("sysctl", sysctl_flags),
     off("systemd", systemd_flags),
-    on("tapestats", tapestats_flags),
     off("tcpstat", no_flags),
     on("watchdog", no_flags),
     off("wifi", wifi_flags),
     off("xfrm", no_flags),
-    on("zfs", no_flags),
     off("zoneinfo", no_flags),
 ];
 
@@ -416,15 +409,6 @@ fn systemd_flags(command: Command) -> Command {
         "collector.systemd.enable-start-time-metrics",
         false,
         "Enables service unit metric unit_start_time_seconds",
-    )
-}
-
-fn tapestats_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.tapestats.ignored-devices",
-        Some("^$"),
-        "Regexp of devices to ignore for tapestats.",
     )
 }
 

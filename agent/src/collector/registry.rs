@@ -13,8 +13,11 @@ pub static ALL: &[&Registration] = &[
     &cpu::REGISTRATION,
     &cpufreq::REGISTRATION,
     &diskstats::REGISTRATION,
+    &dmmultipath::REGISTRATION,
+    &drbd::REGISTRATION,
     &edac::REGISTRATION,
     &entropy::REGISTRATION,
+    &fibrechannel::REGISTRATION,
     &filefd::REGISTRATION,
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
@@ -25,6 +28,8 @@ pub static ALL: &[&Registration] = &[
     &netdev::REGISTRATION,
     &netstat::REGISTRATION,
     &nfs::REGISTRATION,
+    &nvme::REGISTRATION,
+    &nvmesubsystem::REGISTRATION,
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
@@ -33,6 +38,7 @@ pub static ALL: &[&Registration] = &[
     &sockstat::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &tapestats::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
     &time::REGISTRATION,
@@ -41,6 +47,7 @@ pub static ALL: &[&Registration] = &[
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
     &xfs::REGISTRATION,
+    &zfs::REGISTRATION,
 ];
 
 #[cfg(test)]
