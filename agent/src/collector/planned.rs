@@ -51,7 +51,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
     on("fibrechannel", no_flags),
-    on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
     on("ipvs", ipvs_flags),
     on("kernel_hung", no_flags),
@@ -133,21 +132,6 @@ fn ethtool_flags(command: Command) -> Command {
         "collector.ethtool.metrics-include",
         Some(".*"),
         "Regexp of ethtool stats to include.",
-    )
-}
-
-fn infiniband_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.infiniband.device-include",
-        None,
-        "Regexp of infiniband devices to include (mutually exclusive to device-exclude).",
-    );
-    string(
-        command,
-        "collector.infiniband.device-exclude",
-        None,
-        "Regexp of infiniband devices to exclude (mutually exclusive to device-include).",
     )
 }
 
