@@ -27,6 +27,7 @@ pub static ALL: &[&Registration] = &[
     &netdev::REGISTRATION,
     &netstat::REGISTRATION,
     &nfs::REGISTRATION,
+    &nfsd::REGISTRATION,
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
