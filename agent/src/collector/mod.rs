@@ -41,6 +41,7 @@ pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
 pub mod infiniband;
+pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;

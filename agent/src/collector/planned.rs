@@ -52,7 +52,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("ethtool", ethtool_flags),
     on("fibrechannel", no_flags),
     off("interrupts", interrupts_flags),
-    on("ipvs", ipvs_flags),
     on("kernel_hung", no_flags),
     off("ksmd", no_flags),
     off("lnstat", no_flags),
@@ -152,15 +151,6 @@ fn interrupts_flags(command: Command) -> Command {
         "collector.interrupts.include-zeros",
         true,
         "Include interrupts that have a zero value",
-    )
-}
-
-fn ipvs_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.ipvs.backend-labels",
-        Some("local_address,local_port,remote_address,remote_port,proto,local_mark"),
-        "Comma separated list for IPVS backend stats labels.",
     )
 }
 

@@ -20,6 +20,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
     &infiniband::REGISTRATION,
+    &ipvs::REGISTRATION,
     &loadavg::REGISTRATION,
     &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
