@@ -42,16 +42,13 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("bcachefs", no_flags),
-    on("bonding", no_flags),
     off("buddyinfo", no_flags),
     off("cgroups", no_flags),
     off("cpu_vulnerabilities", no_flags),
     on("dmi", no_flags),
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
-    on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
-    on("ipvs", ipvs_flags),
     on("kernel_hung", no_flags),
     off("ksmd", no_flags),
     off("lnstat", no_flags),
@@ -59,7 +56,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("meminfo_numa", no_flags),
     off("mountstats", no_flags),
     off("network_route", no_flags),
-    on("nfsd", no_flags),
     off("ntp", ntp_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
@@ -130,21 +126,6 @@ fn ethtool_flags(command: Command) -> Command {
     )
 }
 
-fn infiniband_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.infiniband.device-include",
-        None,
-        "Regexp of infiniband devices to include (mutually exclusive to device-exclude).",
-    );
-    string(
-        command,
-        "collector.infiniband.device-exclude",
-        None,
-        "Regexp of infiniband devices to exclude (mutually exclusive to device-include).",
-    )
-}
-
 fn interrupts_flags(command: Command) -> Command {
     let command = string(
         command,
@@ -163,15 +144,6 @@ fn interrupts_flags(command: Command) -> Command {
         "collector.interrupts.include-zeros",
         true,
         "Include interrupts that have a zero value",
-    )
-}
-
-fn ipvs_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.ipvs.backend-labels",
-        Some("local_address,local_port,remote_address,remote_port,proto,local_mark"),
-        "Comma separated list for IPVS backend stats labels.",
     )
 }
 
