@@ -40,6 +40,7 @@ pub mod flags;
 pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
+pub mod kernel_hung;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;

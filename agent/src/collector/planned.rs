@@ -54,7 +54,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
     on("ipvs", ipvs_flags),
-    on("kernel_hung", no_flags),
     off("ksmd", no_flags),
     off("lnstat", no_flags),
     off("logind", no_flags),

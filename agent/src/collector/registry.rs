@@ -19,6 +19,7 @@ pub static ALL: &[&Registration] = &[
     &filefd::REGISTRATION,
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
+    &kernel_hung::REGISTRATION,
     &loadavg::REGISTRATION,
     &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
