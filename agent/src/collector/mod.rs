@@ -53,6 +53,7 @@ pub mod os;
 pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod rapl;
 pub mod registry;
 pub mod schedstat;
 pub mod selinux;

@@ -68,7 +68,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("perf", perf_flags),
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
-    on("rapl", rapl_flags),
     off("runit", runit_flags),
     off("slabinfo", slabinfo_flags),
     off("softirqs", no_flags),
@@ -307,16 +306,6 @@ fn qdisc_flags(command: Command) -> Command {
         command,
         "collector.qdisk.device-exclude",
         "DEPRECATED: Use collector.qdisc.device-exclude",
-    )
-}
-
-fn rapl_flags(command: Command) -> Command {
-    // node_exporter's help text, a copy-paste slip there, kept so `--help` reads the same.
-    add_bool_flag(
-        command,
-        "collector.rapl.enable-zone-label",
-        false,
-        "Enables service unit metric unit_start_time_seconds",
     )
 }
 
