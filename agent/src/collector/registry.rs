@@ -43,6 +43,7 @@ pub static ALL: &[&Registration] = &[
     &udp_queues::REGISTRATION,
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
+    &watchdog::REGISTRATION,
     &xfs::REGISTRATION,
 ];
 
