@@ -27,6 +27,7 @@ pub mod bcache;
 pub mod btrfs;
 pub mod conntrack;
 pub mod cpu;
+pub mod cpu_vulnerabilities;
 pub mod cpufreq;
 pub mod diskstats;
 pub mod dmi;

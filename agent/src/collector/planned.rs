@@ -45,7 +45,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("bonding", no_flags),
     off("buddyinfo", no_flags),
     off("cgroups", no_flags),
-    off("cpu_vulnerabilities", no_flags),
     on("dmmultipath", no_flags),
     off("drbd", no_flags),
     off("drm", no_flags),

@@ -11,6 +11,7 @@ pub static ALL: &[&Registration] = &[
     &btrfs::REGISTRATION,
     &conntrack::REGISTRATION,
     &cpu::REGISTRATION,
+    &cpu_vulnerabilities::REGISTRATION,
     &cpufreq::REGISTRATION,
     &diskstats::REGISTRATION,
     &dmi::REGISTRATION,
