@@ -42,6 +42,7 @@ pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
 pub mod kernel_hung;
+pub mod ksmd;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;

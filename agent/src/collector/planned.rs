@@ -53,7 +53,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
     on("ipvs", ipvs_flags),
-    off("ksmd", no_flags),
     off("lnstat", no_flags),
     off("logind", no_flags),
     off("meminfo_numa", no_flags),
