@@ -70,7 +70,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("slabinfo", slabinfo_flags),
     off("softirqs", no_flags),
     off("supervisord", supervisord_flags),
-    off("swap", no_flags),
     off("sysctl", sysctl_flags),
     off("systemd", systemd_flags),
     on("tapestats", tapestats_flags),
