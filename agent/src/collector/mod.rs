@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 pub mod arp;
 pub mod bcache;
 pub mod btrfs;
+pub mod buddyinfo;
 pub mod conntrack;
 pub mod cpu;
 pub mod cpu_vulnerabilities;

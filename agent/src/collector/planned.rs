@@ -43,7 +43,6 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("bcachefs", no_flags),
     on("bonding", no_flags),
-    off("buddyinfo", no_flags),
     off("cgroups", no_flags),
     on("dmmultipath", no_flags),
     off("drbd", no_flags),

@@ -9,6 +9,7 @@ pub static ALL: &[&Registration] = &[
     &arp::REGISTRATION,
     &bcache::REGISTRATION,
     &btrfs::REGISTRATION,
+    &buddyinfo::REGISTRATION,
     &conntrack::REGISTRATION,
     &cpu::REGISTRATION,
     &cpu_vulnerabilities::REGISTRATION,
