@@ -42,15 +42,10 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("bcachefs", no_flags),
-    off("buddyinfo", no_flags),
     off("cgroups", no_flags),
-    off("cpu_vulnerabilities", no_flags),
-    on("dmi", no_flags),
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
     off("interrupts", interrupts_flags),
-    on("kernel_hung", no_flags),
-    off("ksmd", no_flags),
     off("lnstat", no_flags),
     off("logind", no_flags),
     off("meminfo_numa", no_flags),
@@ -61,16 +56,13 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("perf", perf_flags),
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
-    on("rapl", rapl_flags),
     off("runit", runit_flags),
     off("slabinfo", slabinfo_flags),
     off("softirqs", no_flags),
     off("supervisord", supervisord_flags),
-    off("swap", no_flags),
     off("sysctl", sysctl_flags),
     off("systemd", systemd_flags),
     off("tcpstat", no_flags),
-    on("watchdog", no_flags),
     off("wifi", wifi_flags),
     off("xfrm", no_flags),
     off("zoneinfo", no_flags),
@@ -274,16 +266,6 @@ fn qdisc_flags(command: Command) -> Command {
         command,
         "collector.qdisk.device-exclude",
         "DEPRECATED: Use collector.qdisc.device-exclude",
-    )
-}
-
-fn rapl_flags(command: Command) -> Command {
-    // node_exporter's help text, a copy-paste slip there, kept so `--help` reads the same.
-    add_bool_flag(
-        command,
-        "collector.rapl.enable-zone-label",
-        false,
-        "Enables service unit metric unit_start_time_seconds",
     )
 }
 
