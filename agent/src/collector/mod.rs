@@ -31,6 +31,7 @@ pub mod cpufreq;
 pub mod diskstats;
 pub mod edac;
 pub mod entropy;
+pub mod ethtool;
 pub mod expfmt;
 pub mod filefd;
 pub mod filesystem;

@@ -451,6 +451,94 @@ impl SockDiagSocket {
     }
 }
 
+/// Test support for collectors that read the kernel's networking state: a throw-away network
+/// namespace with its own sysfs view, set up with `ip`/`tc` commands.
+#[cfg(test)]
+pub(crate) mod test_netns {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Whether tests needing root should run: as root always; otherwise they are skipped,
+    /// unless `CI=true`, where a missing capability is a failure.
+    pub fn privileged() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root && std::env::var("CI").as_deref() == Ok("true") {
+            panic!("this test needs root (CI=true: not skipped)");
+        }
+        root
+    }
+
+    /// Runs `f` on a thread of its own in a fresh network and mount namespace, after running
+    /// each of `setup` with `sh -c` there; `f` gets the directory where that namespace's sysfs
+    /// is mounted. `None`: skipped (not root, not CI). The namespaces go away with the thread.
+    pub fn run<T: Send + 'static>(
+        setup: &[&str],
+        f: impl FnOnce(&Path) -> T + Send + 'static,
+    ) -> Option<T> {
+        if !privileged() {
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        let setup: Vec<String> = setup.iter().map(|s| s.to_string()).collect();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare and mount with valid C strings; this thread's namespaces only
+            // (CLONE_FS is unshared with CLONE_NEWNS, so other threads keep theirs).
+            unsafe {
+                assert_eq!(
+                    libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
+                    0,
+                    "unshare: {}",
+                    std::io::Error::last_os_error()
+                );
+                let root = c"/";
+                let rc = libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                );
+                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            let target =
+                std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: as above; sysfs mounted in this thread's private mount namespace.
+            let rc = unsafe {
+                libc::mount(
+                    c"sysfs".as_ptr(),
+                    target.as_ptr(),
+                    c"sysfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "mount sysfs: {}", std::io::Error::last_os_error());
+            for command in setup
+                .iter()
+                .map(String::as_str)
+                .chain(["ip link set lo up"])
+            {
+                let status = Command::new("sh")
+                    .args(["-c", command])
+                    .status()
+                    .expect("sh");
+                assert!(status.success(), "{command}: {status}");
+            }
+            let result = f(dir.path());
+            // SAFETY: unmounting what was mounted above.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            result
+        });
+        Some(
+            thread
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

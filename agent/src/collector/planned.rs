@@ -50,7 +50,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("dmmultipath", no_flags),
     off("drbd", no_flags),
     off("drm", no_flags),
-    off("ethtool", ethtool_flags),
     on("fibrechannel", no_flags),
     on("infiniband", infiniband_flags),
     off("interrupts", interrupts_flags),
@@ -113,27 +112,6 @@ fn strings(command: Command, name: &'static str, help: &'static str) -> Command 
             .long(name)
             .action(ArgAction::Append)
             .help(help),
-    )
-}
-
-fn ethtool_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.ethtool.device-include",
-        None,
-        "Regexp of ethtool devices to include (mutually exclusive to device-exclude).",
-    );
-    let command = string(
-        command,
-        "collector.ethtool.device-exclude",
-        None,
-        "Regexp of ethtool devices to exclude (mutually exclusive to device-include).",
-    );
-    string(
-        command,
-        "collector.ethtool.metrics-include",
-        Some(".*"),
-        "Regexp of ethtool stats to include.",
     )
 }
 

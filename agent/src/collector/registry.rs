@@ -15,6 +15,7 @@ pub static ALL: &[&Registration] = &[
     &diskstats::REGISTRATION,
     &edac::REGISTRATION,
     &entropy::REGISTRATION,
+    &ethtool::REGISTRATION,
     &filefd::REGISTRATION,
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
