@@ -47,6 +47,7 @@ pub mod netclass;
 pub mod netdev;
 pub mod netlink;
 pub mod netstat;
+pub mod network_route;
 pub mod nfs;
 pub mod os;
 pub mod planned;

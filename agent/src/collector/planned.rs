@@ -60,7 +60,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("logind", no_flags),
     off("meminfo_numa", no_flags),
     off("mountstats", no_flags),
-    off("network_route", no_flags),
     on("nfsd", no_flags),
     off("ntp", ntp_flags),
     on("nvme", no_flags),

@@ -25,6 +25,7 @@ pub static ALL: &[&Registration] = &[
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
     &netstat::REGISTRATION,
+    &network_route::REGISTRATION,
     &nfs::REGISTRATION,
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
