@@ -1,7 +1,8 @@
-//! A minimal netlink client for the two dumps the agent makes: rtnetlink `RTM_GETLINK` (every
-//! interface's name and `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them)
-//! and sock_diag `SOCK_DIAG_BY_FAMILY` for UDP sockets (their queues, for udp_queues, cheaper than
-//! /proc/net/udp). One socket type and receive loop serve both; sockets are kept open across
+//! A minimal netlink client for the dumps the agent makes: rtnetlink `RTM_GETLINK` (every
+//! interface's name and `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them),
+//! rtnetlink `RTM_GETROUTE` (every route, for network_route) and sock_diag
+//! `SOCK_DIAG_BY_FAMILY` for UDP sockets (their queues, for udp_queues, cheaper than
+//! /proc/net/udp). One socket type and receive loop serve them all; sockets are kept open across
 //! scrapes; building requests and parsing answers are plain functions over bytes.
 
 use std::io;
@@ -96,6 +97,238 @@ pub struct Link {
     pub carrier_changes: Option<u32>,
     pub carrier_up_count: Option<u32>,
     pub carrier_down_count: Option<u32>,
+}
+
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+/// `sizeof(struct rtmsg)`.
+const RTMSG_LEN: usize = 12;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_PREFSRC: u16 = 7;
+const RTA_MULTIPATH: u16 = 9;
+/// `sizeof(struct rtnexthop)`.
+const RTNEXTHOP_LEN: usize = 8;
+
+/// An IPv4 or IPv6 address as an attribute carried it (4 or 16 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RawIp {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl RawIp {
+    /// An address attribute's payload; only 4 or 16 bytes are addresses.
+    pub fn new(b: &[u8]) -> Option<Self> {
+        if b.len() != 4 && b.len() != 16 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(RawIp {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Go's `net.IP.To4`: the IPv4 address, also of an IPv4-mapped IPv6 one.
+    pub fn to4(&self) -> Option<[u8; 4]> {
+        let b = self.as_bytes();
+        match b.len() {
+            4 => Some([b[0], b[1], b[2], b[3]]),
+            16 if b[..10].iter().all(|&x| x == 0) && b[10] == 0xff && b[11] == 0xff => {
+                Some([b[12], b[13], b[14], b[15]])
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the address as Go's `net.IP.String` does: dotted quad for IPv4 (and IPv4-mapped
+    /// IPv6), RFC 5952 for IPv6 (the first longest run of two or more zero groups as `::`).
+    pub fn write_go(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        if let Some(v4) = self.to4() {
+            let _ = write!(out, "{}.{}.{}.{}", v4[0], v4[1], v4[2], v4[3]);
+            return;
+        }
+        let b = &self.bytes;
+        let groups: [u16; 8] =
+            std::array::from_fn(|i| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]));
+        let (mut best, mut best_len) = (8, 0);
+        let mut i = 0;
+        while i < 8 {
+            if groups[i] == 0 {
+                let start = i;
+                while i < 8 && groups[i] == 0 {
+                    i += 1;
+                }
+                if i - start > best_len && i - start >= 2 {
+                    (best, best_len) = (start, i - start);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < 8 {
+            if i == best {
+                out.push_str("::");
+                i += best_len;
+                continue;
+            }
+            if i > 0 && i != best + best_len {
+                out.push(':');
+            }
+            let _ = write!(out, "{:x}", groups[i]);
+            i += 1;
+        }
+    }
+}
+
+/// One next hop of a multipath route (`struct rtnexthop` and its `RTA_GATEWAY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub ifindex: u32,
+    pub hops: u8,
+    pub gateway: Option<RawIp>,
+}
+
+/// One `RTM_NEWROUTE` of a route dump: the `rtmsg` fields and the attributes node_exporter
+/// reads (jsimonetti/rtnetlink's decoding).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    pub family: u8,
+    pub dst_len: u8,
+    pub table: u8,
+    pub protocol: u8,
+    /// `rtm_type` (RTN_UNICAST, RTN_LOCAL …).
+    pub kind: u8,
+    pub dst: Option<RawIp>,
+    pub prefsrc: Option<RawIp>,
+    pub gateway: Option<RawIp>,
+    pub oif: u32,
+    pub priority: u32,
+    pub multipath: Vec<NextHop>,
+}
+
+/// Walks the attributes in `b`, handing each (type without its flag bits, payload) to `f`.
+/// A length running past the end, or shorter than an attribute header, is an error.
+pub fn for_each_attr(
+    mut b: &[u8],
+    mut f: impl FnMut(u16, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    while b.len() >= 4 {
+        let alen = u16_at(b, 0).unwrap_or(0) as usize;
+        let akind = u16_at(b, 2).unwrap_or(0) & 0x3fff;
+        if alen < 4 || alen > b.len() {
+            return Err(invalid("bad attribute length"));
+        }
+        f(akind, &b[4..alen])?;
+        b = b.get(align4(alen)..).unwrap_or(&[]);
+    }
+    Ok(())
+}
+
+fn ip_attr(payload: &[u8]) -> io::Result<RawIp> {
+    RawIp::new(payload).ok_or_else(|| invalid("address attribute neither 4 nor 16 bytes"))
+}
+
+fn u32_attr(payload: &[u8]) -> io::Result<u32> {
+    if payload.len() != 4 {
+        return Err(invalid("u32 attribute not 4 bytes"));
+    }
+    u32_at(payload, 0).ok_or_else(|| invalid("short u32 attribute"))
+}
+
+/// One `RTM_NEWROUTE` body (`rtmsg` and attributes). Errors where rtnetlink's decoder fails:
+/// an address of another length than 4 or 16, a u32 of another than 4, a bad next hop.
+pub fn parse_route(body: &[u8]) -> io::Result<Route> {
+    if body.len() < RTMSG_LEN {
+        return Err(invalid("short rtmsg"));
+    }
+    let mut route = Route {
+        family: body[0],
+        dst_len: body[1],
+        table: body[4],
+        protocol: body[5],
+        kind: body[7],
+        ..Route::default()
+    };
+    for_each_attr(&body[RTMSG_LEN..], |kind, payload| {
+        match kind {
+            RTA_DST => route.dst = Some(ip_attr(payload)?),
+            RTA_PREFSRC => route.prefsrc = Some(ip_attr(payload)?),
+            RTA_GATEWAY => route.gateway = Some(ip_attr(payload)?),
+            RTA_OIF => route.oif = u32_attr(payload)?,
+            RTA_PRIORITY => route.priority = u32_attr(payload)?,
+            RTA_MULTIPATH => parse_multipath(payload, &mut route.multipath)?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(route)
+}
+
+/// `RTA_MULTIPATH`: packed `rtnexthop`s, each followed by its own attributes.
+fn parse_multipath(mut b: &[u8], out: &mut Vec<NextHop>) -> io::Result<()> {
+    while !b.is_empty() {
+        if b.len() < RTNEXTHOP_LEN {
+            return Err(invalid("short rtnexthop"));
+        }
+        let len = u16_at(b, 0).unwrap_or(0) as usize;
+        if len < RTNEXTHOP_LEN || len > b.len() {
+            return Err(invalid("bad rtnexthop length"));
+        }
+        let mut hop = NextHop {
+            hops: b[3],
+            ifindex: u32_at(b, 4).unwrap_or(0),
+            gateway: None,
+        };
+        for_each_attr(&b[RTNEXTHOP_LEN..len], |kind, payload| {
+            if kind == RTA_GATEWAY {
+                hop.gateway = Some(ip_attr(payload)?);
+            }
+            Ok(())
+        })?;
+        out.push(hop);
+        b = b.get(align4(len)..).unwrap_or(&[]);
+    }
+    Ok(())
+}
+
+/// The request for a dump of every route of every family and table (an all-zero `rtmsg`).
+pub fn route_dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + RTMSG_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + RTMSG_LEN];
+    write_header(&mut req, RTM_GETROUTE, seq);
+    req
+}
+
+/// Parses one datagram of a `RTM_GETROUTE` dump answering `seq`, appending routes to `out`; a
+/// route message that does not decode is skipped and counted in `malformed`.
+pub fn parse_route_batch(
+    b: &[u8],
+    seq: u32,
+    out: &mut Vec<Route>,
+    malformed: &mut usize,
+) -> io::Result<Batch> {
+    parse_messages(b, seq, |kind, body| {
+        if kind == RTM_NEWROUTE {
+            match parse_route(body) {
+                Ok(route) => out.push(route),
+                Err(e) => {
+                    tracing::debug!(error = %e, "skipped malformed route message");
+                    *malformed += 1;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A netlink socket kept between dumps. After a failed dump it must be dropped, not reused: the
@@ -431,6 +664,17 @@ impl RouteSocket {
             parse_batch(datagram, seq, out)
         })
     }
+
+    /// Every route of every family and table, into `out` (cleared first); returns how many
+    /// route messages were malformed and skipped.
+    pub fn routes(&mut self, out: &mut Vec<Route>) -> io::Result<usize> {
+        out.clear();
+        let mut malformed = 0;
+        self.0.dump(route_dump_request, |datagram, seq| {
+            parse_route_batch(datagram, seq, out, &mut malformed)
+        })?;
+        Ok(malformed)
+    }
 }
 
 impl SockDiagSocket {
@@ -448,6 +692,94 @@ impl SockDiagSocket {
             |datagram, seq| parse_inet_diag_batch(datagram, seq, family, &mut totals),
         )?;
         Ok(totals)
+    }
+}
+
+/// Test support for collectors that read the kernel's networking state: a throw-away network
+/// namespace with its own sysfs view, set up with `ip`/`tc` commands.
+#[cfg(test)]
+pub(crate) mod test_netns {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Whether tests needing root should run: as root always; otherwise they are skipped,
+    /// unless `CI=true`, where a missing capability is a failure.
+    pub fn privileged() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root && std::env::var("CI").as_deref() == Ok("true") {
+            panic!("this test needs root (CI=true: not skipped)");
+        }
+        root
+    }
+
+    /// Runs `f` on a thread of its own in a fresh network and mount namespace, after running
+    /// each of `setup` with `sh -c` there; `f` gets the directory where that namespace's sysfs
+    /// is mounted. `None`: skipped (not root, not CI). The namespaces go away with the thread.
+    pub fn run<T: Send + 'static>(
+        setup: &[&str],
+        f: impl FnOnce(&Path) -> T + Send + 'static,
+    ) -> Option<T> {
+        if !privileged() {
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        let setup: Vec<String> = setup.iter().map(|s| s.to_string()).collect();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare and mount with valid C strings; this thread's namespaces only
+            // (CLONE_FS is unshared with CLONE_NEWNS, so other threads keep theirs).
+            unsafe {
+                assert_eq!(
+                    libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
+                    0,
+                    "unshare: {}",
+                    std::io::Error::last_os_error()
+                );
+                let root = c"/";
+                let rc = libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                );
+                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            let target =
+                std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: as above; sysfs mounted in this thread's private mount namespace.
+            let rc = unsafe {
+                libc::mount(
+                    c"sysfs".as_ptr(),
+                    target.as_ptr(),
+                    c"sysfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "mount sysfs: {}", std::io::Error::last_os_error());
+            for command in setup
+                .iter()
+                .map(String::as_str)
+                .chain(["ip link set lo up"])
+            {
+                let status = Command::new("sh")
+                    .args(["-c", command])
+                    .status()
+                    .expect("sh");
+                assert!(status.success(), "{command}: {status}");
+            }
+            let result = f(dir.path());
+            // SAFETY: unmounting what was mounted above.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            result
+        });
+        Some(
+            thread
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
     }
 }
 

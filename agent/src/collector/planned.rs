@@ -44,13 +44,11 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("bcachefs", no_flags),
     off("cgroups", no_flags),
     off("drm", no_flags),
-    off("ethtool", ethtool_flags),
     off("interrupts", interrupts_flags),
     off("lnstat", no_flags),
     off("logind", no_flags),
     off("meminfo_numa", no_flags),
     off("mountstats", no_flags),
-    off("network_route", no_flags),
     off("ntp", ntp_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
@@ -94,27 +92,6 @@ fn strings(command: Command, name: &'static str, help: &'static str) -> Command 
             .long(name)
             .action(ArgAction::Append)
             .help(help),
-    )
-}
-
-fn ethtool_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.ethtool.device-include",
-        None,
-        "Regexp of ethtool devices to include (mutually exclusive to device-exclude).",
-    );
-    let command = string(
-        command,
-        "collector.ethtool.device-exclude",
-        None,
-        "Regexp of ethtool devices to exclude (mutually exclusive to device-include).",
-    );
-    string(
-        command,
-        "collector.ethtool.metrics-include",
-        Some(".*"),
-        "Regexp of ethtool stats to include.",
     )
 }
 
