@@ -77,7 +77,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("supervisord", supervisord_flags),
     off("swap", no_flags),
     off("sysctl", sysctl_flags),
-    off("systemd", systemd_flags),
     on("tapestats", tapestats_flags),
     off("tcpstat", no_flags),
     on("watchdog", no_flags),
@@ -367,55 +366,6 @@ fn sysctl_flags(command: Command) -> Command {
         command,
         "collector.sysctl.include-info",
         "Select sysctl metrics to include as info metrics",
-    )
-}
-
-fn systemd_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.systemd.unit-include",
-        Some(".+"),
-        "Regexp of systemd units to include. Units must both match include and not match exclude to be included.",
-    );
-    let command = hidden(
-        command,
-        "collector.systemd.unit-whitelist",
-        "DEPRECATED: Use --collector.systemd.unit-include",
-    );
-    let command = string(
-        command,
-        "collector.systemd.unit-exclude",
-        Some(r".+\.(automount|device|mount|scope|slice)"),
-        "Regexp of systemd units to exclude. Units must both match include and not match exclude to be included.",
-    );
-    let command = hidden(
-        command,
-        "collector.systemd.unit-blacklist",
-        "DEPRECATED: Use collector.systemd.unit-exclude",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.systemd.private",
-        false,
-        "Establish a private, direct connection to systemd without dbus (Strongly discouraged since it requires root. For testing purposes only).",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.systemd.enable-task-metrics",
-        false,
-        "Enables service unit tasks metrics unit_tasks_current and unit_tasks_max",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.systemd.enable-restarts-metrics",
-        false,
-        "Enables service unit metric service_restart_total",
-    );
-    add_bool_flag(
-        command,
-        "collector.systemd.enable-start-time-metrics",
-        false,
-        "Enables service unit metric unit_start_time_seconds",
     )
 }
 

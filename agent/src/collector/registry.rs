@@ -33,6 +33,7 @@ pub static ALL: &[&Registration] = &[
     &sockstat::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &systemd::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
     &time::REGISTRATION,
