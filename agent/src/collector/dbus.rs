@@ -356,6 +356,20 @@ pub(crate) mod testbus {
         })
     }
 
+    /// A recorded property value, `[D-Bus type, value]` (types s, u, t, b), as a variant.
+    pub fn json_variant(typed: &serde_json::Value) -> Option<zbus::Variant<'static>> {
+        use zbus::Variant;
+        let kind = typed.get(0)?.as_str()?;
+        let value = typed.get(1)?;
+        Some(match kind {
+            "s" => Variant::from(value.as_str()?.to_string()),
+            "u" => Variant::from(u32::try_from(value.as_u64()?).ok()?),
+            "t" => Variant::from(value.as_u64()?),
+            "b" => Variant::from(value.as_bool()?),
+            _ => return None,
+        })
+    }
+
     /// Builds a reply to a call, from the service's connection.
     pub type BuildReply = Box<dyn FnOnce(&Connection, &Header<'_>) -> zbus::Result<Message> + Send>;
 

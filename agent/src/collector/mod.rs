@@ -41,6 +41,7 @@ pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
 pub mod loadavg;
+pub mod logind;
 pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;

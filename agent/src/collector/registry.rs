@@ -19,6 +19,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
     &loadavg::REGISTRATION,
+    &logind::REGISTRATION,
     &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
     &netclass::REGISTRATION,

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value as Json;
-use zbus::{Message, OwnedObjectPath, Variant};
+use zbus::{Message, OwnedObjectPath};
 
 use super::*;
 use crate::collector::dbus::testbus::{self, Answer, PrivateBus};
@@ -15,18 +15,6 @@ use crate::collector::{Paths, dbus::Target};
 fn recording() -> Json {
     let path = fixture("hw-services/systemd/bus.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn variant(typed: &Json) -> Option<Variant<'static>> {
-    let kind = typed.get(0)?.as_str()?;
-    let value = typed.get(1)?;
-    Some(match kind {
-        "s" => Variant::from(value.as_str()?.to_string()),
-        "u" => Variant::from(u32::try_from(value.as_u64()?).ok()?),
-        "t" => Variant::from(value.as_u64()?),
-        "b" => Variant::from(value.as_bool()?),
-        _ => return None,
-    })
 }
 
 fn units(recording: &Json) -> Vec<UnitStatus> {
@@ -86,7 +74,7 @@ fn fake_systemd(recording: Json) -> Option<(PrivateBus, Calls)> {
                         .and_then(|o| o.get(&iface))
                         .and_then(|i| i.get(&prop))
                 };
-                match typed.and_then(variant) {
+                match typed.and_then(testbus::json_variant) {
                     Some(v) => Answer::reply(v),
                     None => Answer::Error(
                         "org.freedesktop.DBus.Error.UnknownProperty",
