@@ -49,6 +49,7 @@ pub mod netdev;
 pub mod netlink;
 pub mod netstat;
 pub mod nfs;
+pub mod ntp;
 pub mod os;
 pub mod planned;
 pub mod powersupplyclass;

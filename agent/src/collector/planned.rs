@@ -62,7 +62,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("mountstats", no_flags),
     off("network_route", no_flags),
     on("nfsd", no_flags),
-    off("ntp", ntp_flags),
     on("nvme", no_flags),
     off("nvmesubsystem", no_flags),
     off("pcidevice", pcidevice_flags),
@@ -177,51 +176,6 @@ fn ipvs_flags(command: Command) -> Command {
         "collector.ipvs.backend-labels",
         Some("local_address,local_port,remote_address,remote_port,proto,local_mark"),
         "Comma separated list for IPVS backend stats labels.",
-    )
-}
-
-fn ntp_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.ntp.server",
-        Some("127.0.0.1"),
-        "NTP server to use for ntp collector",
-    );
-    let command = string(
-        command,
-        "collector.ntp.server-port",
-        Some("123"),
-        "UDP port number to connect to on NTP server",
-    );
-    let command = string(
-        command,
-        "collector.ntp.protocol-version",
-        Some("4"),
-        "NTP protocol version",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.ntp.server-is-local",
-        false,
-        "Certify that collector.ntp.server address is not a public ntp server",
-    );
-    let command = string(
-        command,
-        "collector.ntp.ip-ttl",
-        Some("1"),
-        "IP TTL to use while sending NTP query",
-    );
-    let command = string(
-        command,
-        "collector.ntp.max-distance",
-        Some("3.46608s"),
-        "Max accumulated distance to the root",
-    );
-    string(
-        command,
-        "collector.ntp.local-offset-tolerance",
-        Some("1ms"),
-        "Offset between local clock and local ntpd time to tolerate",
     )
 }
 

@@ -26,6 +26,7 @@ pub static ALL: &[&Registration] = &[
     &netdev::REGISTRATION,
     &netstat::REGISTRATION,
     &nfs::REGISTRATION,
+    &ntp::REGISTRATION,
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
