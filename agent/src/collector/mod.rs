@@ -55,6 +55,7 @@ pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;
 pub mod registry;
+pub mod runit;
 pub mod schedstat;
 pub mod selinux;
 pub mod sockstat;

@@ -69,7 +69,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
     on("rapl", rapl_flags),
-    off("runit", runit_flags),
     off("slabinfo", slabinfo_flags),
     off("softirqs", no_flags),
     off("supervisord", supervisord_flags),
@@ -271,15 +270,6 @@ fn rapl_flags(command: Command) -> Command {
         "collector.rapl.enable-zone-label",
         false,
         "Enables service unit metric unit_start_time_seconds",
-    )
-}
-
-fn runit_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.runit.servicedir",
-        Some("/etc/service"),
-        "Path to runit service directory.",
     )
 }
 

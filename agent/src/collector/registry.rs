@@ -30,6 +30,7 @@ pub static ALL: &[&Registration] = &[
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
+    &runit::REGISTRATION,
     &schedstat::REGISTRATION,
     &selinux::REGISTRATION,
     &sockstat::REGISTRATION,
