@@ -46,20 +46,16 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("drm", no_flags),
     off("interrupts", interrupts_flags),
     off("lnstat", no_flags),
-    off("logind", no_flags),
     off("meminfo_numa", no_flags),
     off("mountstats", no_flags),
-    off("ntp", ntp_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
-    off("runit", runit_flags),
     off("slabinfo", slabinfo_flags),
     off("softirqs", no_flags),
     off("supervisord", supervisord_flags),
     off("sysctl", sysctl_flags),
-    off("systemd", systemd_flags),
     off("tcpstat", no_flags),
     off("wifi", wifi_flags),
     off("xfrm", no_flags),
@@ -113,51 +109,6 @@ fn interrupts_flags(command: Command) -> Command {
         "collector.interrupts.include-zeros",
         true,
         "Include interrupts that have a zero value",
-    )
-}
-
-fn ntp_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.ntp.server",
-        Some("127.0.0.1"),
-        "NTP server to use for ntp collector",
-    );
-    let command = string(
-        command,
-        "collector.ntp.server-port",
-        Some("123"),
-        "UDP port number to connect to on NTP server",
-    );
-    let command = string(
-        command,
-        "collector.ntp.protocol-version",
-        Some("4"),
-        "NTP protocol version",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.ntp.server-is-local",
-        false,
-        "Certify that collector.ntp.server address is not a public ntp server",
-    );
-    let command = string(
-        command,
-        "collector.ntp.ip-ttl",
-        Some("1"),
-        "IP TTL to use while sending NTP query",
-    );
-    let command = string(
-        command,
-        "collector.ntp.max-distance",
-        Some("3.46608s"),
-        "Max accumulated distance to the root",
-    );
-    string(
-        command,
-        "collector.ntp.local-offset-tolerance",
-        Some("1ms"),
-        "Offset between local clock and local ntpd time to tolerate",
     )
 }
 
@@ -246,15 +197,6 @@ fn qdisc_flags(command: Command) -> Command {
     )
 }
 
-fn runit_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.runit.servicedir",
-        Some("/etc/service"),
-        "Path to runit service directory.",
-    )
-}
-
 fn slabinfo_flags(command: Command) -> Command {
     let command = string(
         command,
@@ -291,55 +233,6 @@ fn sysctl_flags(command: Command) -> Command {
         command,
         "collector.sysctl.include-info",
         "Select sysctl metrics to include as info metrics",
-    )
-}
-
-fn systemd_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.systemd.unit-include",
-        Some(".+"),
-        "Regexp of systemd units to include. Units must both match include and not match exclude to be included.",
-    );
-    let command = hidden(
-        command,
-        "collector.systemd.unit-whitelist",
-        "DEPRECATED: Use --collector.systemd.unit-include",
-    );
-    let command = string(
-        command,
-        "collector.systemd.unit-exclude",
-        Some(r".+\.(automount|device|mount|scope|slice)"),
-        "Regexp of systemd units to exclude. Units must both match include and not match exclude to be included.",
-    );
-    let command = hidden(
-        command,
-        "collector.systemd.unit-blacklist",
-        "DEPRECATED: Use collector.systemd.unit-exclude",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.systemd.private",
-        false,
-        "Establish a private, direct connection to systemd without dbus (Strongly discouraged since it requires root. For testing purposes only).",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.systemd.enable-task-metrics",
-        false,
-        "Enables service unit tasks metrics unit_tasks_current and unit_tasks_max",
-    );
-    let command = add_bool_flag(
-        command,
-        "collector.systemd.enable-restarts-metrics",
-        false,
-        "Enables service unit metric service_restart_total",
-    );
-    add_bool_flag(
-        command,
-        "collector.systemd.enable-start-time-metrics",
-        false,
-        "Enables service unit metric unit_start_time_seconds",
     )
 }
 
