@@ -408,7 +408,10 @@ impl Collector for BcachefsCollector {
         let Some(names) = names else {
             return Err(CollectorError::NoData);
         };
-        let same = self.listed.as_ref().is_some_and(|l| Arc::ptr_eq(l, &names));
+        let same = self
+            .listed
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, &names) || l[..] == names[..]);
         if !same {
             self.filesystems = names
                 .iter()

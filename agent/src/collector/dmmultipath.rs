@@ -127,7 +127,7 @@ fn read_uint(attr: &mut Attr, buf: &mut String) -> Result<u64, CollectorError> {
 
 fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
         (None, None) => true,
         _ => false,
     }
