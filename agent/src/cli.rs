@@ -525,7 +525,7 @@ mod node_exporter_1_12_1 {
     const COLLECTORS: &[(&str, bool)] = &[
         ("arp", true),
         ("bcache", true),
-        ("bcachefs", false),
+        ("bcachefs", true),
         ("bonding", true),
         ("btrfs", true),
         ("buddyinfo", false),

@@ -12,13 +12,14 @@
 //! failure (an unparsable `size`, say) fails the collection; nothing is written either way.
 //!
 //! Cost: /sys/block and each map's `slaves/` are listed once per hotplug epoch (a table reload
-//! raises a change uevent); every `dm-*`'s `dm/uuid` and, per map, 3 attributes and one state
-//! per path are kept open ([`OpenAttr`]) and re-read each scrape.
+//! raises a change uevent); per map, `dm/uuid`, 3 attributes and one state per path are kept
+//! open ([`OpenAttr`]) and re-read each scrape. Other `dm-*` devices (LVM volumes, kpartx
+//! partitions) cost one read of `dm/uuid` per hotplug epoch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::source::{DirListing, OpenAttr};
+use super::source::{Absence, DirListing, OpenAttr};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -59,6 +60,9 @@ struct DmDevice {
     slaves: DirListing,
     slaves_listed: Option<Arc<[String]>>,
     paths: Vec<PathDev>,
+    /// Found not to be a multipath map (no `dm/uuid`, or another target's) in this hotplug
+    /// epoch: a dm device's uuid is set once, at creation or by a rename, both uevents.
+    not_multipath: Absence,
     /// This scrape: whether it is a multipath map, and its values.
     multipath: bool,
     uuid: String,
@@ -86,6 +90,7 @@ impl DmDevice {
             slaves: DirListing::default(),
             slaves_listed: None,
             paths: Vec::new(),
+            not_multipath: Absence::default(),
             multipath: false,
             uuid: String::new(),
             name: String::new(),
@@ -122,7 +127,7 @@ fn read_uint(attr: &mut Attr, buf: &mut String) -> Result<u64, CollectorError> {
 
 fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
         (None, None) => true,
         _ => false,
     }
@@ -156,13 +161,20 @@ impl DmMultipathCollector {
         let buf = &mut self.buf;
         for dev in &mut self.devices {
             dev.multipath = false;
+            if dev.not_multipath.known(ctx) {
+                continue;
+            }
             match dev.uuid_attr.1.read(&dev.uuid_attr.0, buf) {
                 Ok(()) => {}
                 // Not a device-mapper device.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    dev.not_multipath.record(ctx, true);
+                    continue;
+                }
                 Err(e) => return Err(read_error(&dev.uuid_attr.0, e)),
             }
             if !buf.starts_with("mpath-") {
+                dev.not_multipath.record(ctx, true);
                 continue;
             }
             dev.uuid.clone_from(buf);
@@ -317,6 +329,32 @@ mod tests {
             Box::new(DmMultipathCollector::default()),
             Paths::fixture(root),
         )
+    }
+
+    #[test]
+    fn other_dm_devices_are_skipped_for_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let dm = dir.path().join("sys/block/dm-0");
+        std::fs::create_dir_all(dm.join("dm")).unwrap();
+        for (name, value) in [
+            ("dm/uuid", "LVM-abc"),
+            ("dm/name", "vg-lv"),
+            ("dm/suspended", "0"),
+            ("size", "8"),
+        ] {
+            std::fs::write(dm.join(name), format!("{value}\n")).unwrap();
+        }
+        let (paths, malformed) = (Paths::fixture(dir.path()), Default::default());
+        let at = |epoch| Context::new(&paths, &malformed).with_hotplug_epoch(Some(epoch));
+        let mut c = DmMultipathCollector::default();
+        c.read(&at(1)).unwrap();
+        assert!(!c.devices[0].multipath);
+        std::fs::write(dm.join("dm/uuid"), "mpath-36000\n").unwrap();
+        c.read(&at(1)).unwrap();
+        assert!(!c.devices[0].multipath, "not read again in the same epoch");
+        c.read(&at(2)).unwrap();
+        assert!(c.devices[0].multipath);
+        assert_eq!(c.devices[0].name, "vg-lv");
     }
 
     #[test]

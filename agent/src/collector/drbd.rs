@@ -13,6 +13,8 @@
 //! Cost: /proc/drbd is kept open and re-read each scrape; when absent it is not probed again in
 //! the same hotplug epoch (loading the drbd module raises a uevent).
 
+use std::fmt::Write as _;
+
 use super::source::{Absence, SourceFile};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -135,7 +137,7 @@ const PAIRS: [(&str, &str, &str, &str); 2] = [
 ];
 
 /// Which family a sample belongs to.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Metric {
     Numerical(usize),
     /// (pair index, remote?)
@@ -171,8 +173,11 @@ fn parse<'t>(
     samples: &mut Vec<(Metric, usize, f64)>,
     mut malformed: impl FnMut(&str),
 ) -> Result<(), &'t str> {
-    devices.clear();
-    devices.push("unknown".into());
+    // Label slots reused between scrapes: slot 0 is "unknown", the others are overwritten.
+    if devices.is_empty() {
+        devices.push("unknown".into());
+    }
+    let mut used = 1;
     let mut device = 0;
     for word in text.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once(':') else {
@@ -186,8 +191,14 @@ fn parse<'t>(
             && key.bytes().all(|b| b.is_ascii_digit())
             && let Ok(id) = key.parse::<u64>()
         {
-            devices.push(format!("drbd{id}"));
-            device = devices.len() - 1;
+            if used == devices.len() {
+                devices.push(String::new());
+            }
+            let slot = &mut devices[used];
+            slot.clear();
+            let _ = write!(slot, "drbd{id}");
+            device = used;
+            used += 1;
             continue;
         }
         if let Some(i) = NUMERICAL.iter().position(|m| m.0 == key) {
@@ -269,15 +280,16 @@ impl Collector for DrbdCollector {
             return Err(CollectorError::NoData);
         }
         self.samples.clear();
-        let path = self.source.display_path().to_path_buf();
+        let path = self.source.display_path();
         let parsed = parse(&self.buf, &mut self.devices, &mut self.samples, |w| {
-            ctx.malformed(&path, w)
+            ctx.malformed(path, w)
+        });
+        let failed = parsed.err().map(|word| CollectorError::Parse {
+            path: path.to_path_buf(),
+            reason: format!("not a number: {word:?}"),
         });
         self.write(out)?;
-        parsed.map_err(|word| CollectorError::Parse {
-            path,
-            reason: format!("not a number: {word:?}"),
-        })
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -309,6 +321,11 @@ mod tests {
         assert!(samples.contains(&(Metric::Pair(1, true), 2, 0.0)));
         assert!(samples.contains(&(Metric::Numerical(1), 2, 2.0)));
         assert!(!samples.iter().any(|s| s.0 == Metric::Numerical(5)));
+        // Slots are reused by the next parse.
+        let mut samples = Vec::new();
+        parse("3: cs:Connected", &mut devices, &mut samples, |_| {}).unwrap();
+        assert_eq!(devices[1], "drbd3");
+        assert_eq!(samples, [(Metric::Connected, 1, 1.0)]);
     }
 
     #[test]

@@ -194,7 +194,7 @@ pub fn parse_go_uint(s: &str) -> Option<u64> {
 
 fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
         (None, None) => true,
         _ => false,
     }

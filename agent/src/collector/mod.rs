@@ -24,6 +24,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 pub mod arp;
 pub mod bcache;
+pub mod bcachefs;
 pub mod bonding;
 pub mod btrfs;
 pub mod buddyinfo;

@@ -119,7 +119,7 @@ fn read_error(path: &Path, e: std::io::Error) -> CollectorError {
 
 fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
         (None, None) => true,
         _ => false,
     }

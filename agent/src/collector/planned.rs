@@ -41,7 +41,6 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
-    off("bcachefs", no_flags),
     off("cgroups", no_flags),
     off("drm", no_flags),
     off("interrupts", interrupts_flags),

@@ -8,6 +8,7 @@ use super::*;
 pub static ALL: &[&Registration] = &[
     &arp::REGISTRATION,
     &bcache::REGISTRATION,
+    &bcachefs::REGISTRATION,
     &bonding::REGISTRATION,
     &btrfs::REGISTRATION,
     &buddyinfo::REGISTRATION,

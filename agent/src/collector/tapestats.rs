@@ -166,7 +166,7 @@ fn is_tape(name: &str) -> bool {
 
 fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
         (None, None) => true,
         _ => false,
     }

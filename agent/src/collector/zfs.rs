@@ -79,6 +79,19 @@ const POOL_STATES: [&str; 7] = [
     "suspended",
 ];
 
+/// Which of [`POOL_STATES`] a state file's first line names, compared as Go's
+/// `strings.ToLower(line) == state` does.
+fn active_state(line: &str) -> Option<usize> {
+    if line.is_ascii() {
+        POOL_STATES
+            .iter()
+            .position(|s| line.eq_ignore_ascii_case(s))
+    } else {
+        let lower = line.to_lowercase();
+        POOL_STATES.iter().position(|s| lower == *s)
+    }
+}
+
 /// The most objset files kept open between scrapes (one per mounted dataset).
 pub const KEPT_OPEN: usize = 256;
 
@@ -100,8 +113,8 @@ struct ZfsCollector {
     /// This scrape's rows of the pool families, and the names seen (kept between scrapes).
     io: Rows,
     objset: Rows,
-    /// This scrape's `(pool index, state)`.
-    states: Vec<(usize, String)>,
+    /// This scrape's `(pool index, index into [`POOL_STATES`] of its state)`.
+    states: Vec<(usize, Option<usize>)>,
 }
 
 impl Default for ZfsCollector {
@@ -149,6 +162,8 @@ struct Rows {
     samples: Vec<(usize, usize, usize, f64)>,
     datasets: Vec<String>,
     used_datasets: usize,
+    /// The io kstat's column header as name indices (reused).
+    header: Vec<usize>,
 }
 
 impl Rows {
@@ -201,8 +216,22 @@ fn row_value(kind: &str, data: &str) -> Result<Option<f64>, String> {
     }
 }
 
-fn is_header(parts: &[&str]) -> bool {
-    parts == ["name", "type", "data"]
+/// The first three whitespace-separated fields of a line and how many fields it has.
+fn fields3(line: &str) -> ([&str; 3], usize) {
+    let mut out = [""; 3];
+    let mut n = 0;
+    for (i, part) in line.split_ascii_whitespace().enumerate() {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = part;
+        }
+        n = i + 1;
+    }
+    (out, n)
+}
+
+/// A named kstat's column header.
+fn is_header((parts, n): ([&str; 3], usize)) -> bool {
+    n == 3 && parts == ["name", "type", "data"]
 }
 
 /// Parses one global named kstat, writing a family per row.
@@ -215,15 +244,13 @@ fn write_kstat(
     help: &mut String,
 ) -> Result<(), CollectorError> {
     let mut started = false;
-    let mut parts = Vec::with_capacity(4);
     for line in text.lines() {
-        parts.clear();
-        parts.extend(line.split_ascii_whitespace());
-        if !started && is_header(&parts) {
+        let (parts, n) = fields3(line);
+        if !started && is_header((parts, n)) {
             started = true;
             continue;
         }
-        if !started || parts.len() < 3 {
+        if !started || n < 3 {
             continue;
         }
         let value = row_value(parts[1], parts[2]).map_err(|reason| CollectorError::Parse {
@@ -260,17 +287,15 @@ fn parse_io(
     pool: usize,
     rows: &mut Rows,
 ) -> Result<(), CollectorError> {
-    let mut fields: Vec<usize> = Vec::new();
+    let mut fields = std::mem::take(&mut rows.header);
+    fields.clear();
     let mut started = false;
     for line in text.lines() {
         let mut parts = line.split_ascii_whitespace();
         if !started {
             if line.split_ascii_whitespace().count() >= 12 && parts.next() == Some("nread") {
                 started = true;
-                fields = line
-                    .split_ascii_whitespace()
-                    .map(|f| rows.name_index(f))
-                    .collect();
+                fields.extend(line.split_ascii_whitespace().map(|f| rows.name_index(f)));
             }
             continue;
         }
@@ -290,6 +315,7 @@ fn parse_io(
             rows.samples.push((pool, 0, field, value as f64));
         }
     }
+    rows.header = fields;
     Ok(())
 }
 
@@ -302,15 +328,13 @@ fn parse_objset(
 ) -> Result<(), CollectorError> {
     let mut started = false;
     let mut dataset = None;
-    let mut parts = Vec::with_capacity(4);
     for line in text.lines() {
-        parts.clear();
-        parts.extend(line.split_ascii_whitespace());
-        if !started && is_header(&parts) {
+        let (parts, n) = fields3(line);
+        if !started && is_header((parts, n)) {
             started = true;
             continue;
         }
-        if !started || parts.len() < 3 {
+        if !started || n < 3 {
             continue;
         }
         if parts[0] == "dataset_name" {
@@ -358,7 +382,7 @@ impl ZfsCollector {
         let same = self
             .pools_listed
             .as_ref()
-            .is_some_and(|l| Arc::ptr_eq(l, &names));
+            .is_some_and(|l| Arc::ptr_eq(l, &names) || l[..] == names[..]);
         if !same {
             self.pools = names
                 .iter()
@@ -384,7 +408,7 @@ impl ZfsCollector {
             let same = pool
                 .listed
                 .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(l, &entries));
+                .is_some_and(|l| Arc::ptr_eq(l, &entries) || l[..] == entries[..]);
             if !same {
                 let has = |n: &str| entries.iter().any(|e| e == n);
                 pool.io = has("io").then(|| SourceFile::at(pool.dir.join("io")));
@@ -415,8 +439,7 @@ impl ZfsCollector {
         for (index, pool) in self.pools.iter_mut().enumerate() {
             let Some(io) = &mut pool.io else { continue };
             io.read_into(ctx.paths, &mut self.buf)?;
-            let path = io.display_path().to_path_buf();
-            parse_io(ctx, &path, &self.buf, index, &mut self.io)?;
+            parse_io(ctx, io.display_path(), &self.buf, index, &mut self.io)?;
         }
         for (index, pool) in self.pools.iter_mut().enumerate() {
             for (path, file) in &mut pool.objsets {
@@ -433,7 +456,7 @@ impl ZfsCollector {
             };
             state.read_into(ctx.paths, &mut self.buf)?;
             let first = self.buf.lines().next().unwrap_or("");
-            self.states.push((index, first.to_lowercase()));
+            self.states.push((index, active_state(first)));
         }
         Ok(())
     }
@@ -470,8 +493,8 @@ impl ZfsCollector {
         if !self.states.is_empty() {
             let mut f = out.family("node_zfs_zpool_state", "kstat.zfs.misc.state", Kind::Gauge)?;
             for (p, actual) in &self.states {
-                for state in POOL_STATES {
-                    let active = if actual == state { 1.0 } else { 0.0 };
+                for (i, state) in POOL_STATES.iter().enumerate() {
+                    let active = if *actual == Some(i) { 1.0 } else { 0.0 };
                     f.sample(&[("zpool", pool(*p)), ("state", state)], active)?;
                 }
             }
