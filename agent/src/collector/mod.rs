@@ -45,6 +45,7 @@ pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
+pub mod mountstats;
 pub mod netclass;
 pub mod netdev;
 pub mod netlink;

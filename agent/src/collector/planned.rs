@@ -57,7 +57,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("lnstat", no_flags),
     off("logind", no_flags),
     off("meminfo_numa", no_flags),
-    off("mountstats", no_flags),
     off("network_route", no_flags),
     off("ntp", ntp_flags),
     on("nvme", no_flags),

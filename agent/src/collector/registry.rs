@@ -24,6 +24,7 @@ pub static ALL: &[&Registration] = &[
     &loadavg::REGISTRATION,
     &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
+    &mountstats::REGISTRATION,
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
     &netstat::REGISTRATION,
