@@ -63,6 +63,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod source;
 pub mod stat;
+pub mod tcpstat;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;

@@ -74,7 +74,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("sysctl", sysctl_flags),
     off("systemd", systemd_flags),
     on("tapestats", tapestats_flags),
-    off("tcpstat", no_flags),
     on("watchdog", no_flags),
     off("wifi", wifi_flags),
     off("xfrm", no_flags),

@@ -38,6 +38,7 @@ pub static ALL: &[&Registration] = &[
     &sockstat::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &tcpstat::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
     &time::REGISTRATION,
