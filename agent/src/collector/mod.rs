@@ -71,6 +71,7 @@ pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
+pub mod xfrm;
 pub mod xfs;
 
 /// The enabled collectors, by name, in the order they run.

@@ -76,7 +76,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("tapestats", tapestats_flags),
     on("watchdog", no_flags),
     off("wifi", wifi_flags),
-    off("xfrm", no_flags),
     on("zfs", no_flags),
     off("zoneinfo", no_flags),
 ];

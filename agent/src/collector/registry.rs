@@ -46,6 +46,7 @@ pub static ALL: &[&Registration] = &[
     &udp_queues::REGISTRATION,
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
+    &xfrm::REGISTRATION,
     &xfs::REGISTRATION,
 ];
 
