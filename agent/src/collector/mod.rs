@@ -42,6 +42,7 @@ pub mod hotplug;
 pub mod hwmon;
 pub mod infiniband;
 pub mod ipvs;
+pub mod lnstat;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;

@@ -54,7 +54,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("interrupts", interrupts_flags),
     on("kernel_hung", no_flags),
     off("ksmd", no_flags),
-    off("lnstat", no_flags),
     off("logind", no_flags),
     off("meminfo_numa", no_flags),
     off("network_route", no_flags),

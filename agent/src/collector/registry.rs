@@ -21,6 +21,7 @@ pub static ALL: &[&Registration] = &[
     &hwmon::REGISTRATION,
     &infiniband::REGISTRATION,
     &ipvs::REGISTRATION,
+    &lnstat::REGISTRATION,
     &loadavg::REGISTRATION,
     &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
