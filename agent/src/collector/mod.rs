@@ -61,6 +61,7 @@ pub mod registry;
 pub mod schedstat;
 pub mod selinux;
 pub mod sockstat;
+pub mod softirqs;
 pub mod softnet;
 pub mod source;
 pub mod stat;

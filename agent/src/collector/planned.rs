@@ -67,7 +67,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("rapl", rapl_flags),
     off("runit", runit_flags),
     off("slabinfo", slabinfo_flags),
-    off("softirqs", no_flags),
     off("supervisord", supervisord_flags),
     off("swap", no_flags),
     off("sysctl", sysctl_flags),

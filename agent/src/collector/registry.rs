@@ -37,6 +37,7 @@ pub static ALL: &[&Registration] = &[
     &schedstat::REGISTRATION,
     &selinux::REGISTRATION,
     &sockstat::REGISTRATION,
+    &softirqs::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
     &tcpstat::REGISTRATION,
