@@ -693,6 +693,33 @@ impl SockDiagSocket {
         )?;
         Ok(totals)
     }
+
+    /// Dumps the sockets of `family` and transport `protocol` whose state is in `states` (a
+    /// mask of `1 << state`), handing each answer's `inet_diag_msg` (with its attributes) to
+    /// `on_socket`.
+    pub fn dump_sockets(
+        &mut self,
+        family: u8,
+        protocol: u8,
+        states: u32,
+        mut on_socket: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.0.dump(
+            |seq| {
+                let mut request = inet_diag_request(seq, family, protocol);
+                request[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8].copy_from_slice(&states.to_ne_bytes());
+                request
+            },
+            |datagram, seq| {
+                parse_messages(datagram, seq, |kind, body| {
+                    if kind != SOCK_DIAG_BY_FAMILY {
+                        return Err(invalid("unexpected message type in a sock_diag dump"));
+                    }
+                    on_socket(body)
+                })
+            },
+        )
+    }
 }
 
 /// Test support for collectors that read the kernel's networking state: a throw-away network
