@@ -74,6 +74,7 @@ pub mod uname;
 pub mod vmstat;
 pub mod watchdog;
 pub mod xfs;
+pub mod zoneinfo;
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;

@@ -76,7 +76,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("wifi", wifi_flags),
     off("xfrm", no_flags),
     on("zfs", no_flags),
-    off("zoneinfo", no_flags),
 ];
 
 /// A kingpin `String()` flag (`Default` empty when `default` is `None`).

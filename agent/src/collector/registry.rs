@@ -49,6 +49,7 @@ pub static ALL: &[&Registration] = &[
     &vmstat::REGISTRATION,
     &watchdog::REGISTRATION,
     &xfs::REGISTRATION,
+    &zoneinfo::REGISTRATION,
 ];
 
 #[cfg(test)]
