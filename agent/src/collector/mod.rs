@@ -98,6 +98,7 @@ pub mod watchdog;
 pub mod xfrm;
 pub mod xfs;
 pub mod zfs;
+pub mod zoneinfo;
 
 /// The enabled collectors, by name, in the order they run.
 pub type EnabledCollectors = Vec<(&'static str, Box<dyn Collector>)>;

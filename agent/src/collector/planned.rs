@@ -53,7 +53,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("supervisord", supervisord_flags),
     off("sysctl", sysctl_flags),
     off("wifi", wifi_flags),
-    off("zoneinfo", no_flags),
 ];
 
 /// A kingpin `String()` flag (`Default` empty when `default` is `None`).

@@ -72,6 +72,7 @@ pub static ALL: &[&Registration] = &[
     &xfrm::REGISTRATION,
     &xfs::REGISTRATION,
     &zfs::REGISTRATION,
+    &zoneinfo::REGISTRATION,
 ];
 
 #[cfg(test)]
