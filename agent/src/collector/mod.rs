@@ -62,6 +62,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod source;
 pub mod stat;
+pub mod supervisord;
 pub mod systemd;
 pub mod textfile;
 pub mod thermal_zone;

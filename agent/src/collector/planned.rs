@@ -71,7 +71,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     on("rapl", rapl_flags),
     off("slabinfo", slabinfo_flags),
     off("softirqs", no_flags),
-    off("supervisord", supervisord_flags),
     off("swap", no_flags),
     off("sysctl", sysctl_flags),
     on("tapestats", tapestats_flags),
@@ -285,17 +284,6 @@ fn slabinfo_flags(command: Command) -> Command {
         "collector.slabinfo.slabs-exclude",
         Some(""),
         "Regexp of slabs to exclude in slabinfo collector.",
-    )
-}
-
-fn supervisord_flags(command: Command) -> Command {
-    // node_exporter also reads it from $SUPERVISORD_URL; the collector that would use it does
-    // not exist here, so only the flag is taken.
-    string(
-        command,
-        "collector.supervisord.url",
-        Some("http://localhost:9001/RPC2"),
-        "XML RPC endpoint.",
     )
 }
 

@@ -36,6 +36,7 @@ pub static ALL: &[&Registration] = &[
     &sockstat::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &supervisord::REGISTRATION,
     &systemd::REGISTRATION,
     &textfile::REGISTRATION,
     &thermal_zone::REGISTRATION,
