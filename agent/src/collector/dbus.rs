@@ -146,9 +146,10 @@ impl Bus {
             .map(|n| n.to_string())
     }
 
-    /// Call after a scrape's calls failed with `err`: drops the connection if it is unusable.
+    /// Call after a scrape's calls failed with `err`: drops the connection if it is unusable
+    /// (the error says so, or the connection has seen its peer go).
     pub fn failed(&mut self, err: &DbusError) {
-        if err.breaks_connection() {
+        if err.breaks_connection() || self.conn.as_ref().is_some_and(Connection::is_closed) {
             self.conn = None;
         }
     }
@@ -401,16 +402,17 @@ pub(crate) mod testbus {
     where
         F: Fn(&str, &str, &str, &Message) -> Answer + Send + 'static,
     {
-        let conn = zbus::block_on(async {
-            zbus::connection::Builder::address(address)
-                .name(name)
-                .build()
-                .await
+        // The stream exists before the name is owned: no call sent to the name can come
+        // before it and be missed.
+        let (conn, mut stream) = zbus::block_on(async {
+            let conn = zbus::connection::Builder::address(address).build().await?;
+            let stream = zbus::MessageStream::from(&conn);
+            conn.request_name(name).await?;
+            zbus::Result::Ok((conn, stream))
         })
         .expect("fake service connects and owns its name");
         std::thread::spawn(move || {
             zbus::block_on(async move {
-                let mut stream = zbus::MessageStream::from(&conn);
                 loop {
                     let next = std::future::poll_fn(|cx| {
                         futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)

@@ -83,6 +83,7 @@ pub mod softirqs;
 pub mod softnet;
 pub mod source;
 pub mod stat;
+pub mod supervisord;
 pub mod swap;
 pub mod systemd;
 pub mod tapestats;

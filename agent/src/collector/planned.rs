@@ -50,7 +50,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
     off("slabinfo", slabinfo_flags),
-    off("supervisord", supervisord_flags),
     off("sysctl", sysctl_flags),
     off("wifi", wifi_flags),
 ];
@@ -202,17 +201,6 @@ fn slabinfo_flags(command: Command) -> Command {
         "collector.slabinfo.slabs-exclude",
         Some(""),
         "Regexp of slabs to exclude in slabinfo collector.",
-    )
-}
-
-fn supervisord_flags(command: Command) -> Command {
-    // node_exporter also reads it from $SUPERVISORD_URL; the collector that would use it does
-    // not exist here, so only the flag is taken.
-    string(
-        command,
-        "collector.supervisord.url",
-        Some("http://localhost:9001/RPC2"),
-        "XML RPC endpoint.",
     )
 }
 

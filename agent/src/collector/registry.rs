@@ -57,6 +57,7 @@ pub static ALL: &[&Registration] = &[
     &softirqs::REGISTRATION,
     &softnet::REGISTRATION,
     &stat::REGISTRATION,
+    &supervisord::REGISTRATION,
     &swap::REGISTRATION,
     &systemd::REGISTRATION,
     &tapestats::REGISTRATION,

@@ -3,6 +3,7 @@
 //! answers `ListUnits` and `Properties.Get` from `tests/fixtures/hw-services/systemd/bus.json`.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use zbus::{Message, OwnedObjectPath};
@@ -325,4 +326,43 @@ fn versions_as_node_exporter_parses_them() {
     assert_eq!(parse_version("257."), (257.0, "257.".into()));
     assert_eq!(parse_version("v12"), (0.0, String::new()));
     assert_eq!(parse_version(""), (0.0, String::new()));
+}
+
+/// As the agent runs them: each scrape on whichever thread of the blocking pool is free, the
+/// connection kept between them.
+#[test]
+fn scrapes_from_changing_threads() {
+    let Some((bus, calls)) = fake_systemd(recording()) else {
+        return;
+    };
+    let scraper = std::sync::Arc::new(crate::scrape::Scraper::new(
+        Paths::default(),
+        vec![(
+            "systemd",
+            collector_at(&["--collector.systemd"], &bus.address),
+        )],
+    ));
+    for _ in 0..30 {
+        let s = scraper.clone();
+        let started = Instant::now();
+        let body = std::thread::spawn(move || s.scrape(false).unwrap().body)
+            .join()
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("node_scrape_collector_success{collector=\"systemd\"} 1\n"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == "ListUnits")
+            .count(),
+        30
+    );
 }
