@@ -23,14 +23,6 @@ pub struct Unimplemented {
     pub flags: fn(Command) -> Command,
 }
 
-const fn on(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented {
-    Unimplemented {
-        name,
-        default_enabled: true,
-        flags,
-    }
-}
-
 const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented {
     Unimplemented {
         name,
