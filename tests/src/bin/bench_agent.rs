@@ -8,6 +8,9 @@
 //!
 //!     cargo build --release -p nodewarden-agent
 //!     cargo run --release -p nodewarden-tests --bin bench_agent -- --agent target/release/nodewarden-agent
+//!
+//! `--both ARG` (repeatable) passes ARG to both programs: one collector against a fixture tree,
+//! say (`--both --collector.disable-defaults --both --collector.zfs --both --path.procfs=…`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -197,9 +200,11 @@ fn main() {
     let mut node_exporter = PathBuf::from("prometheus-node-exporter");
     let mut scrapes = 300usize;
     let mut interleaved = false;
+    let mut both: Vec<String> = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--interleaved" => interleaved = true,
+            "--both" => both.push(args.next().expect("--both ARG")),
             "--agent" => agent_bin = args.next().expect("--agent PATH").into(),
             "--node-exporter" => node_exporter = args.next().expect("--node-exporter PATH").into(),
             "--scrapes" => {
@@ -215,13 +220,17 @@ fn main() {
     let ne_port = free_port();
     let ne_url = format!("http://127.0.0.1:{ne_port}/metrics");
     let ne = start(
-        Command::new(&node_exporter).arg(format!("--web.listen-address=127.0.0.1:{ne_port}")),
+        Command::new(&node_exporter)
+            .arg(format!("--web.listen-address=127.0.0.1:{ne_port}"))
+            .args(&both),
         &ne_url,
     );
     let ag_port = free_port();
     let ag_url = format!("http://127.0.0.1:{ag_port}/metrics");
     let ag = start(
-        Command::new(&agent_bin).arg(format!("--web.listen-address=127.0.0.1:{ag_port}")),
+        Command::new(&agent_bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{ag_port}"))
+            .args(&both),
         &ag_url,
     );
 
