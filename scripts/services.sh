@@ -10,7 +10,7 @@
 NW_BUILD_PACKAGES=(libisal-dev)
 NW_PACKAGES=("${NW_BUILD_PACKAGES[@]}" mariadb-server prometheus prometheus-pushgateway
              prometheus-node-exporter openssh-server influxdb chromium chromium-driver curl
-             iproute2 strace btrfs-progs)
+             iproute2 strace btrfs-progs dbus-daemon chrony supervisor)
 
 # ensure_packages [PKG...]: installs those missing (default: all of NW_PACKAGES) with apt.
 ensure_packages() {
