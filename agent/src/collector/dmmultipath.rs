@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::source::{Absence, DirListing, OpenAttr};
+use super::source::{Absence, DirListing, OpenAttr, same_listing};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -102,12 +102,10 @@ impl DmDevice {
 
 /// A read error as node_exporter 1.12.1 reports it: NoData for a missing or forbidden file.
 fn read_error(path: &Path, e: std::io::Error) -> CollectorError {
-    use std::io::ErrorKind;
-    if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) {
-        CollectorError::NoData
-    } else {
-        CollectorError::io(path, e)
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return CollectorError::NoData;
     }
+    CollectorError::io_or_no_data(path, e)
 }
 
 fn read(attr: &mut Attr, buf: &mut String) -> Result<(), CollectorError> {
@@ -123,14 +121,6 @@ fn read_uint(attr: &mut Attr, buf: &mut String) -> Result<u64, CollectorError> {
         path: attr.0.clone(),
         reason: format!("{e}: {buf:?}"),
     })
-}
-
-fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-        (None, None) => true,
-        _ => false,
-    }
 }
 
 /// Whether a path device's state counts as active (SCSI "running", NVMe "live").
@@ -150,7 +140,7 @@ impl DmMultipathCollector {
         if names.is_none() {
             return Err(CollectorError::NoData);
         }
-        if !same(&names, &self.listed) {
+        if !same_listing(&names, &self.listed) {
             self.devices = names
                 .iter()
                 .flat_map(|n| n.iter())
@@ -186,7 +176,7 @@ impl DmMultipathCollector {
                 .slaves
                 .names(ctx, &dev.slaves_dir, |_| true)
                 .map_err(|e| read_error(&dev.slaves_dir, e))?;
-            if !same(&slaves, &dev.slaves_listed) {
+            if !same_listing(&slaves, &dev.slaves_listed) {
                 dev.paths = slaves
                     .iter()
                     .flat_map(|n| n.iter())

@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::source::{DirListing, OpenAttr};
+use super::source::{DirListing, OpenAttr, same_listing};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -192,14 +192,6 @@ pub fn parse_go_uint(s: &str) -> Option<u64> {
     }
 }
 
-fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 fn skipped(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
@@ -214,7 +206,7 @@ impl FibreChannelCollector {
         if names.is_none() {
             return Err(CollectorError::NoData);
         }
-        if !same(&names, &self.listed) {
+        if !same_listing(&names, &self.listed) {
             self.hosts = names
                 .iter()
                 .flat_map(|n| n.iter())
@@ -250,7 +242,7 @@ impl FibreChannelCollector {
                     e.file_type().is_ok_and(|t| t.is_file())
                 })
                 .map_err(|e| CollectorError::io(&host.stats_dir, e))?;
-            if !same(&stats, &host.stats_listed) {
+            if !same_listing(&stats, &host.stats_listed) {
                 let present = |file: &str| stats.iter().flat_map(|n| n.iter()).any(|n| n == file);
                 host.counters = COUNTERS
                     .iter()

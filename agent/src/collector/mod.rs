@@ -305,6 +305,16 @@ pub enum CollectorError {
 }
 
 impl CollectorError {
+    /// An unreadable source as node_exporter's sysfs collectors report it: a missing file is
+    /// no data (`ErrNoData`), anything else an I/O error.
+    pub fn io_or_no_data(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            CollectorError::NoData
+        } else {
+            CollectorError::io(path, source)
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CollectorError::Io {
             path: path.into(),

@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::source::{DirListing, OpenAttr};
+use super::source::{DirListing, OpenAttr, same_listing};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -106,34 +106,17 @@ pub fn namespace_id(name: &str) -> Option<&str> {
     None
 }
 
-/// A read error as node_exporter 1.12.1 ends up reporting it: NoData when the file is missing.
-fn read_error(path: &Path, e: std::io::Error) -> CollectorError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        CollectorError::NoData
-    } else {
-        CollectorError::io(path, e)
-    }
-}
-
-fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 impl NvmeCollector {
     fn read(&mut self, ctx: &Context<'_>) -> Result<(), CollectorError> {
         let class = ctx.paths.sys("class/nvme");
         let names = self
             .class
             .names(ctx, &class, |_| true)
-            .map_err(|e| read_error(&class, e))?;
+            .map_err(|e| CollectorError::io_or_no_data(&class, e))?;
         if names.is_none() {
             return Err(CollectorError::NoData);
         }
-        if !same(&names, &self.listed) {
+        if !same_listing(&names, &self.listed) {
             self.controllers = names
                 .iter()
                 .flat_map(|n| n.iter())
@@ -144,18 +127,19 @@ impl NvmeCollector {
         let buf = &mut self.buf;
         for c in &mut self.controllers {
             for ((path, attr), value) in c.attrs.iter_mut().zip(c.values.iter_mut()) {
-                attr.read(path, buf).map_err(|e| read_error(path, e))?;
+                attr.read(path, buf)
+                    .map_err(|e| CollectorError::io_or_no_data(path.as_path(), e))?;
                 value.clear();
                 value.push_str(buf);
             }
             let entries = c
                 .entries
                 .names(ctx, &c.dir, |_| true)
-                .map_err(|e| read_error(&c.dir, e))?;
+                .map_err(|e| CollectorError::io_or_no_data(&c.dir, e))?;
             let Some(list) = &entries else {
                 return Err(CollectorError::NoData);
             };
-            if !same(&entries, &c.listed) {
+            if !same_listing(&entries, &c.listed) {
                 c.namespaces = list
                     .iter()
                     .filter_map(|name| {
@@ -175,7 +159,8 @@ impl NvmeCollector {
             for ns in &mut c.namespaces {
                 let [nuse, size, block_size, ana] = &mut ns.attrs;
                 let mut number = |(path, attr): &mut (PathBuf, OpenAttr)| {
-                    attr.read(path, buf).map_err(|e| read_error(path, e))?;
+                    attr.read(path, buf)
+                        .map_err(|e| CollectorError::io_or_no_data(path.as_path(), e))?;
                     Ok::<_, CollectorError>(buf.parse::<u64>().unwrap_or(0))
                 };
                 ns.used = number(nuse)?;

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::source::{DirListing, OpenAttr, entry_digits};
+use super::source::{DirListing, OpenAttr, entry_digits, same_listing};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
     no_flags,
@@ -109,20 +109,10 @@ fn is_namespace(name: &str) -> bool {
 
 /// NoData for a missing or forbidden file, as 1.12.1's `errors.Is` checks make it.
 fn read_error(path: &Path, e: std::io::Error) -> CollectorError {
-    use std::io::ErrorKind;
-    if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) {
-        CollectorError::NoData
-    } else {
-        CollectorError::io(path, e)
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return CollectorError::NoData;
     }
-}
-
-fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-        (None, None) => true,
-        _ => false,
-    }
+    CollectorError::io_or_no_data(path, e)
 }
 
 impl NvmeSubsystemCollector {
@@ -137,7 +127,7 @@ impl NvmeSubsystemCollector {
         if names.is_none() {
             return Err(CollectorError::NoData);
         }
-        if !same(&names, &self.listed) {
+        if !same_listing(&names, &self.listed) {
             self.subsystems = names
                 .iter()
                 .flat_map(|n| n.iter())
@@ -170,7 +160,7 @@ impl NvmeSubsystemCollector {
             if entries.is_none() {
                 return Err(CollectorError::NoData);
             }
-            if !same(&entries, &s.listed) {
+            if !same_listing(&entries, &s.listed) {
                 let list = entries.iter().flat_map(|n| n.iter());
                 s.controllers = list
                     .clone()

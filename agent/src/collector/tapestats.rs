@@ -22,7 +22,7 @@ use std::sync::Arc;
 use clap::Arg;
 
 use super::flags::unanchored_regex_flag;
-use super::source::{DirListing, OpenAttr, entry_digits};
+use super::source::{DirListing, OpenAttr, entry_digits, same_listing};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
 };
@@ -164,14 +164,6 @@ fn is_tape(name: &str) -> bool {
     entry_digits(name, "st").is_some_and(|d| d.len() + 2 == name.len())
 }
 
-fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 impl TapestatsCollector {
     fn read(&mut self, ctx: &Context<'_>) -> Result<(), CollectorError> {
         let class = ctx.paths.sys("class/scsi_tape");
@@ -182,7 +174,7 @@ impl TapestatsCollector {
         if names.is_none() {
             return Err(CollectorError::NoData);
         }
-        if !same(&names, &self.listed) {
+        if !same_listing(&names, &self.listed) {
             self.tapes = names
                 .iter()
                 .flat_map(|n| n.iter())
@@ -207,7 +199,7 @@ impl TapestatsCollector {
             let Some(list) = &stats else {
                 return Err(CollectorError::NoData);
             };
-            if !same(&stats, &tape.stats_listed) {
+            if !same_listing(&stats, &tape.stats_listed) {
                 tape.files = FILES
                     .iter()
                     .enumerate()

@@ -81,6 +81,19 @@ impl DirListing {
     }
 }
 
+/// Whether two listings from [`DirListing::names`] are the same (the same `Arc` when the epoch
+/// held, else equal names): a collector keeps what it built from a listing while this holds.
+pub fn same_listing(
+    a: &Option<std::sync::Arc<[String]>>,
+    b: &Option<std::sync::Arc<[String]>>,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b) || a[..] == b[..],
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// The sorted names of the entries of a directory; `Ok(None)` when it does not exist.
 pub fn sorted_dir_names(dir: &Path) -> std::io::Result<Option<Vec<String>>> {
     sorted_dir_names_where(dir, |_| true)

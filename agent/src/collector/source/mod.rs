@@ -15,7 +15,7 @@ pub use attr::{OpenAttr, read_sys_attr, read_sys_file, sys_attr_absent};
 pub use cpu::CpuPresence;
 pub use dir::{
     Absence, DirListing, entry_digits, numbered_entries, numbered_names, numbered_paths,
-    sorted_dir_names,
+    same_listing, sorted_dir_names,
 };
 pub use file::SourceFile;
 pub use proc::{parse_loadavg, parse_meminfo_line};
