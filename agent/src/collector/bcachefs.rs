@@ -43,45 +43,159 @@ fn build(_: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
 #[derive(Default)]
 struct BcachefsCollector {
     base: DirListing,
-    filesystems: Vec<FsDirs>,
+    filesystems: Vec<Filesystem>,
     listed: Option<Arc<[String]>>,
     buf: String,
 }
 
-/// One filesystem's directory listings, kept for the hotplug epoch.
-struct FsDirs {
+/// One filesystem: its listings (kept for the hotplug epoch), paths, and this scrape's values,
+/// all kept between scrapes so that a scrape allocates little.
+struct Filesystem {
     uuid: String,
     dir: PathBuf,
+    /// btree_cache_size, compression_stats, errors, btree_write_stats.
+    files: [PathBuf; 4],
     entries: DirListing,
-    counters: DirListing,
-}
-
-#[derive(Default, Debug, PartialEq)]
-struct Stats {
+    entries_listed: Option<Arc<[String]>>,
+    counters_dir: PathBuf,
+    counters_listing: DirListing,
+    counters_listed: Option<Arc<[String]>>,
+    /// (counter, its file, since filesystem creation).
+    counters: Vec<(String, PathBuf, u64)>,
     btree_cache_size: u64,
-    /// (algorithm, compressed, uncompressed), sorted.
-    compression: Vec<(String, u64, u64)>,
-    /// (error type, count), sorted.
-    errors: Vec<(String, u64)>,
-    /// (counter, since filesystem creation), sorted.
-    counters: Vec<(String, u64)>,
-    /// (type, count, average size), sorted.
-    btree_writes: Vec<(String, u64, u64)>,
+    /// key: algorithm; a: compressed, b: uncompressed.
+    compression: Rows,
+    /// key: error type; a: count.
+    errors: Rows,
+    /// key: write type; a: count, b: average size.
+    btree_writes: Rows,
     devices: Vec<Device>,
 }
 
-#[derive(Default, Debug, PartialEq)]
+impl Filesystem {
+    fn new(base: &Path, uuid: &str) -> Self {
+        let dir = base.join(uuid);
+        Filesystem {
+            uuid: uuid.to_string(),
+            files: [
+                "btree_cache_size",
+                "compression_stats",
+                "errors",
+                "btree_write_stats",
+            ]
+            .map(|f| dir.join(f)),
+            counters_dir: dir.join("counters"),
+            dir,
+            entries: DirListing::default(),
+            entries_listed: None,
+            counters_listing: DirListing::default(),
+            counters_listed: None,
+            counters: Vec::new(),
+            btree_cache_size: 0,
+            compression: Rows::default(),
+            errors: Rows::default(),
+            btree_writes: Rows::default(),
+            devices: Vec::new(),
+        }
+    }
+}
+
 struct Device {
     name: String,
+    /// label, state, bucket_size, nbuckets, durability, io_done, io_errors.
+    files: [PathBuf; 7],
     label: String,
     state: String,
     bucket_size: u64,
     buckets: u64,
     durability: u64,
-    /// (operation, data type, bytes), sorted.
-    io_done: Vec<(String, String, u64)>,
-    /// (error type, count), sorted.
-    io_errors: Vec<(String, u64)>,
+    /// sub: operation; key: data type; a: bytes.
+    io_done: Rows,
+    /// key: error type; a: count.
+    io_errors: Rows,
+}
+
+impl Device {
+    fn new(dir: &Path, name: &str) -> Self {
+        Device {
+            name: name.to_string(),
+            files: [
+                "label",
+                "state",
+                "bucket_size",
+                "nbuckets",
+                "durability",
+                "io_done",
+                "io_errors",
+            ]
+            .map(|f| dir.join(f)),
+            label: String::new(),
+            state: String::new(),
+            bucket_size: 0,
+            buckets: 0,
+            durability: 0,
+            io_done: Rows::default(),
+            io_errors: Rows::default(),
+        }
+    }
+}
+
+/// One row of a parsed table.
+#[derive(Default, Debug, PartialEq)]
+struct Row {
+    /// "read"/"write" for io_done, else "".
+    sub: &'static str,
+    key: String,
+    a: u64,
+    b: u64,
+}
+
+/// A table parsed into reused rows: procfs fills a map, so rows are sorted by key and the last
+/// of a repeated key wins.
+#[derive(Default, Debug)]
+struct Rows {
+    rows: Vec<Row>,
+    used: usize,
+}
+
+impl Rows {
+    fn clear(&mut self) {
+        self.used = 0;
+    }
+
+    fn push(&mut self, sub: &'static str, key: &str, a: u64, b: u64) {
+        if self.used == self.rows.len() {
+            self.rows.push(Row::default());
+        }
+        let row = &mut self.rows[self.used];
+        row.sub = sub;
+        row.key.clear();
+        row.key.push_str(key);
+        row.a = a;
+        row.b = b;
+        self.used += 1;
+    }
+
+    /// Sorts the rows and keeps the last of each key (stable sort: file order among equals).
+    fn finish(&mut self) {
+        let rows = &mut self.rows[..self.used];
+        rows.sort_by(|x, y| (x.sub, &x.key).cmp(&(y.sub, &y.key)));
+        let mut kept = 0;
+        for i in 0..rows.len() {
+            if kept > 0 && rows[kept - 1].sub == rows[i].sub && rows[kept - 1].key == rows[i].key {
+                rows[kept - 1].a = rows[i].a;
+                rows[kept - 1].b = rows[i].b;
+            } else {
+                rows.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.used = kept;
+    }
+
+    fn get(&self) -> &[Row] {
+        &self.rows[..self.used]
+    }
 }
 
 /// Why a file could not be used; becomes a [`CollectorError`] with its path.
@@ -118,79 +232,87 @@ fn parse_uint(s: &str) -> Result<u64, Bad> {
 /// node_exporter's `SanitizeMetricName`: each run of `_*[^0-9A-Za-z_]+_*` becomes `_`.
 fn sanitize(name: &str, out: &mut String) {
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let chars: Vec<char> = name.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let mut j = i;
-        while j < chars.len() && chars[j] == '_' {
-            j += 1;
-        }
-        if j < chars.len() && !valid(chars[j]) {
-            while j < chars.len() && !valid(chars[j]) {
-                j += 1;
-            }
-            while j < chars.len() && chars[j] == '_' {
-                j += 1;
-            }
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        let underscores = rest.len() - rest.trim_start_matches('_').len();
+        let after = &rest[underscores..];
+        if after.chars().next().is_some_and(|c| !valid(c)) {
+            let after = after.trim_start_matches(|c: char| !valid(c));
+            rest = after.trim_start_matches('_');
             out.push('_');
-            i = j;
-        } else if j > i {
-            out.extend(&chars[i..j]);
-            i = j;
+        } else if underscores > 0 {
+            out.push_str(&rest[..underscores]);
+            rest = after;
         } else {
-            out.push(chars[i]);
-            i += 1;
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
         }
     }
 }
 
-/// `compression_stats` and `btree_write_stats`: a header line, then `<name>: <a> <b> …`.
-fn table_rows(text: &str) -> impl Iterator<Item = (String, Vec<&str>)> {
-    text.lines().skip(1).filter_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 3 {
-            return None;
+/// The first four whitespace-separated fields of a line and how many there are.
+fn fields4(line: &str) -> ([&str; 4], usize) {
+    let mut out = [""; 4];
+    let mut n = 0;
+    for (i, part) in line.split_whitespace().enumerate() {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = part;
         }
-        let name = fields[0].strip_suffix(':').unwrap_or(fields[0]).to_string();
-        Some((name, fields))
-    })
-}
-
-fn parse_compression(text: &str) -> Result<Vec<(String, u64, u64)>, Bad> {
-    let mut rows = Vec::new();
-    for (name, fields) in table_rows(text) {
-        let compressed = parse_human(fields[1])?;
-        let uncompressed = parse_human(fields[2])?;
-        if let Some(average) = fields.get(3) {
-            parse_human(average)?;
-        }
-        rows.push((name, compressed, uncompressed));
+        n = i + 1;
     }
-    Ok(dedup_sorted(rows, |r| &r.0))
+    (out, n)
 }
 
-fn parse_btree_writes(text: &str) -> Result<Vec<(String, u64, u64)>, Bad> {
-    let mut rows = Vec::new();
-    for (name, fields) in table_rows(text) {
-        rows.push((name, parse_uint(fields[1])?, parse_human(fields[2])?));
-    }
-    Ok(dedup_sorted(rows, |r| &r.0))
-}
-
-fn parse_errors(text: &str) -> Result<Vec<(String, u64)>, Bad> {
-    let mut rows = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 2 {
+/// `compression_stats`: a header line, then `<algorithm>: <compressed> <uncompressed> [<avg>]`.
+fn parse_compression(text: &str, rows: &mut Rows) -> Result<(), Bad> {
+    for line in text.lines().skip(1) {
+        let (f, n) = fields4(line);
+        if n < 3 {
             continue;
         }
-        let count = parse_uint(fields[1])?;
-        if let Some(time) = fields.get(2) {
-            parse_uint(time)?;
+        let compressed = parse_human(f[1])?;
+        let uncompressed = parse_human(f[2])?;
+        if n >= 4 {
+            parse_human(f[3])?;
         }
-        rows.push((fields[0].to_string(), count));
+        rows.push(
+            "",
+            f[0].strip_suffix(':').unwrap_or(f[0]),
+            compressed,
+            uncompressed,
+        );
     }
-    Ok(dedup_sorted(rows, |r| &r.0))
+    Ok(())
+}
+
+/// `btree_write_stats`: a header line, then `<type>: <nr> <size>`.
+fn parse_btree_writes(text: &str, rows: &mut Rows) -> Result<(), Bad> {
+    for line in text.lines().skip(1) {
+        let (f, n) = fields4(line);
+        if n < 3 {
+            continue;
+        }
+        let count = parse_uint(f[1])?;
+        let size = parse_human(f[2])?;
+        rows.push("", f[0].strip_suffix(':').unwrap_or(f[0]), count, size);
+    }
+    Ok(())
+}
+
+/// `errors`: `<type> <count> [<time>]`.
+fn parse_errors(text: &str, rows: &mut Rows) -> Result<(), Bad> {
+    for line in text.lines() {
+        let (f, n) = fields4(line);
+        if n < 2 {
+            continue;
+        }
+        let count = parse_uint(f[1])?;
+        if n >= 3 {
+            parse_uint(f[2])?;
+        }
+        rows.push("", f[0], count, 0);
+    }
+    Ok(())
 }
 
 /// A counter file: its "since filesystem creation" value (0 when only "since mount" is there).
@@ -211,42 +333,28 @@ fn parse_counter(text: &str) -> Result<u64, Bad> {
     Ok(creation)
 }
 
-fn parse_io_done(text: &str) -> Result<Vec<(String, String, u64)>, Bad> {
-    let mut rows = Vec::new();
-    let mut op: Option<&str> = None;
+/// A device's `io_done`: `read:`/`write:` sections of `<data type>: <bytes>`.
+fn parse_io_done(text: &str, rows: &mut Rows) -> Result<(), Bad> {
+    let mut op = None;
     for line in text.lines() {
         let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "read:" || line == "write:" {
-            op = line.strip_suffix(':');
-            continue;
-        }
-        let Some(op) = op else { continue };
-        let Some((kind, value)) = line.split_once(':') else {
-            continue;
-        };
-        rows.push((
-            op.to_string(),
-            kind.trim().to_string(),
-            parse_uint(value.trim())?,
-        ));
-    }
-    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    // A map in procfs: the last of a repeated key wins.
-    let mut out: Vec<(String, String, u64)> = Vec::with_capacity(rows.len());
-    for row in rows {
-        match out.last_mut() {
-            Some(last) if last.0 == row.0 && last.1 == row.1 => *last = row,
-            _ => out.push(row),
+        match line {
+            "" => continue,
+            "read:" => op = Some("read"),
+            "write:" => op = Some("write"),
+            _ => {
+                let (Some(op), Some((kind, value))) = (op, line.split_once(':')) else {
+                    continue;
+                };
+                rows.push(op, kind.trim(), parse_uint(value.trim())?, 0);
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn parse_io_errors(text: &str) -> Result<Vec<(String, u64)>, Bad> {
-    let mut rows = Vec::new();
+/// A device's `io_errors`: the "since filesystem creation" section's `<type>: <count>`.
+fn parse_io_errors(text: &str, rows: &mut Rows) -> Result<(), Bad> {
     let mut in_creation = false;
     for line in text.lines() {
         if line.starts_with("IO errors since filesystem creation") {
@@ -262,23 +370,9 @@ fn parse_io_errors(text: &str) -> Result<Vec<(String, u64)>, Bad> {
         let Some((kind, value)) = line.trim().split_once(':') else {
             continue;
         };
-        rows.push((kind.trim().to_string(), parse_uint(value.trim())?));
+        rows.push("", kind.trim(), parse_uint(value.trim())?, 0);
     }
-    Ok(dedup_sorted(rows, |r| &r.0))
-}
-
-/// Sorted by key, the last of a repeated key kept (procfs fills maps).
-fn dedup_sorted<T>(mut rows: Vec<T>, key: impl Fn(&T) -> &String) -> Vec<T> {
-    // Stable: among equal keys the file's order is kept, and the last one wins below.
-    rows.sort_by(|a, b| key(a).cmp(key(b)));
-    let mut out: Vec<T> = Vec::with_capacity(rows.len());
-    for row in rows {
-        match out.last_mut() {
-            Some(last) if key(last) == key(&row) => *last = row,
-            _ => out.push(row),
-        }
-    }
-    out
+    Ok(())
 }
 
 /// Reads an optional file: `Ok(false)` when missing (procfs ignores those).
@@ -293,104 +387,132 @@ fn read_optional(path: &Path, buf: &mut String) -> Result<bool, CollectorError> 
     }
 }
 
-fn parse_file<T: Default>(
-    path: &Path,
-    buf: &mut String,
-    parse: impl FnOnce(&str) -> Result<T, Bad>,
-) -> Result<T, CollectorError> {
-    if !read_optional(path, buf)? {
-        return Ok(T::default());
-    }
-    parse(buf).map_err(|Bad(reason)| CollectorError::Parse {
+fn bad(path: &Path) -> impl FnOnce(Bad) -> CollectorError + '_ {
+    move |Bad(reason)| CollectorError::Parse {
         path: path.to_path_buf(),
         reason,
-    })
+    }
 }
 
-impl BcachefsCollector {
-    fn read_fs(
-        fs: &mut FsDirs,
-        ctx: &Context<'_>,
-        buf: &mut String,
-    ) -> Result<Stats, CollectorError> {
-        let dir = &fs.dir;
-        let mut stats = Stats {
-            btree_cache_size: parse_file(&dir.join("btree_cache_size"), buf, |s| {
-                if s.trim().is_empty() {
-                    Ok(0)
-                } else {
-                    parse_human(s)
-                }
-            })?,
-            compression: parse_file(&dir.join("compression_stats"), buf, parse_compression)?,
-            errors: parse_file(&dir.join("errors"), buf, parse_errors)?,
-            ..Stats::default()
+/// Parses an optional table file into `rows` (empty when the file is missing).
+fn read_table(
+    path: &Path,
+    buf: &mut String,
+    rows: &mut Rows,
+    parse: fn(&str, &mut Rows) -> Result<(), Bad>,
+) -> Result<(), CollectorError> {
+    rows.clear();
+    if read_optional(path, buf)? {
+        parse(buf, rows).map_err(bad(path))?;
+    }
+    rows.finish();
+    Ok(())
+}
+
+/// procfs's `readUintFile`: 0 when missing.
+fn read_uint(path: &Path, buf: &mut String) -> Result<u64, CollectorError> {
+    if !read_optional(path, buf)? {
+        return Ok(0);
+    }
+    parse_uint(buf.trim()).map_err(bad(path))
+}
+
+/// procfs's `readSysfsFile`: any error reads as "".
+fn read_text(path: &Path, buf: &mut String, into: &mut String) {
+    into.clear();
+    if read_into(path, buf).is_ok() {
+        into.push_str(buf.trim());
+    }
+}
+
+fn same(a: &Option<Arc<[String]>>, b: &Option<Arc<[String]>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Filesystem {
+    fn read(&mut self, ctx: &Context<'_>, buf: &mut String) -> Result<(), CollectorError> {
+        let [cache_size, compression, errors, btree_writes] = &self.files;
+        self.btree_cache_size = if read_optional(cache_size, buf)? && !buf.trim().is_empty() {
+            parse_human(buf).map_err(bad(cache_size))?
+        } else {
+            0
         };
-        let counters_dir = dir.join("counters");
-        let names = fs
-            .counters
-            .names(ctx, &counters_dir, |e| {
+        read_table(compression, buf, &mut self.compression, parse_compression)?;
+        read_table(errors, buf, &mut self.errors, parse_errors)?;
+        let names = self
+            .counters_listing
+            .names(ctx, &self.counters_dir, |e| {
                 !e.file_type().is_ok_and(|t| t.is_dir())
             })
-            .map_err(|e| CollectorError::io(&counters_dir, e))?;
-        for name in names.iter().flat_map(|n| n.iter()) {
-            let path = counters_dir.join(name);
-            if read_optional(&path, buf)? {
-                let value = parse_counter(buf).map_err(|Bad(reason)| CollectorError::Parse {
-                    path: path.clone(),
-                    reason,
-                })?;
-                stats.counters.push((name.clone(), value));
-            } else {
-                stats.counters.push((name.clone(), 0));
-            }
+            .map_err(|e| CollectorError::io(&self.counters_dir, e))?;
+        if !same(&names, &self.counters_listed) {
+            self.counters = names
+                .iter()
+                .flat_map(|n| n.iter())
+                .map(|n| (n.clone(), self.counters_dir.join(n), 0))
+                .collect();
+            self.counters_listed = names;
         }
-        stats.btree_writes = parse_file(&dir.join("btree_write_stats"), buf, parse_btree_writes)?;
-        let entries = fs
+        for (_, path, value) in &mut self.counters {
+            *value = if read_optional(path, buf)? {
+                parse_counter(buf).map_err(bad(path))?
+            } else {
+                0
+            };
+        }
+        read_table(
+            btree_writes,
+            buf,
+            &mut self.btree_writes,
+            parse_btree_writes,
+        )?;
+        let entries = self
             .entries
-            .names(ctx, dir, |e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map_err(|e| CollectorError::io(dir, e))?
-            .ok_or_else(|| {
-                CollectorError::io(dir, std::io::Error::from(std::io::ErrorKind::NotFound))
-            })?;
-        for entry in entries.iter() {
-            let Some(name) = entry.strip_prefix("dev-") else {
-                continue;
-            };
-            let dev = dir.join(entry);
-            let text = |file: &str, buf: &mut String| {
-                // procfs's readSysfsFile: any error reads as "".
-                match read_into(&dev.join(file), buf) {
-                    Ok(()) => buf.trim().to_string(),
-                    Err(_) => String::new(),
-                }
-            };
-            let label = text("label", buf);
-            let state = text("state", buf);
-            let bucket_size = match text("bucket_size", buf) {
-                s if s.is_empty() => 0,
-                s => parse_human(&s).map_err(|Bad(reason)| CollectorError::Parse {
-                    path: dev.join("bucket_size"),
-                    reason,
-                })?,
-            };
-            let uint = |file: &str, buf: &mut String| {
-                parse_file(&dev.join(file), buf, |s| parse_uint(s.trim()))
-            };
-            let buckets = uint("nbuckets", buf)?;
-            let durability = uint("durability", buf)?;
-            stats.devices.push(Device {
-                name: name.to_string(),
+            .names(ctx, &self.dir, |e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map_err(|e| CollectorError::io(&self.dir, e))?;
+        if entries.is_none() {
+            return Err(CollectorError::io(
+                &self.dir,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        if !same(&entries, &self.entries_listed) {
+            self.devices = entries
+                .iter()
+                .flat_map(|n| n.iter())
+                .filter_map(|entry| {
+                    let name = entry.strip_prefix("dev-")?;
+                    Some(Device::new(&self.dir.join(entry), name))
+                })
+                .collect();
+            self.entries_listed = entries;
+        }
+        for d in &mut self.devices {
+            let [
                 label,
                 state,
                 bucket_size,
-                buckets,
+                nbuckets,
                 durability,
-                io_done: parse_file(&dev.join("io_done"), buf, parse_io_done)?,
-                io_errors: parse_file(&dev.join("io_errors"), buf, parse_io_errors)?,
-            });
+                io_done,
+                io_errors,
+            ] = &d.files;
+            read_text(label, buf, &mut d.label);
+            read_text(state, buf, &mut d.state);
+            d.bucket_size = match read_into(bucket_size, buf) {
+                Ok(()) if !buf.trim().is_empty() => parse_human(buf).map_err(bad(bucket_size))?,
+                _ => 0,
+            };
+            d.buckets = read_uint(nbuckets, buf)?;
+            d.durability = read_uint(durability, buf)?;
+            read_table(io_done, buf, &mut d.io_done, parse_io_done)?;
+            read_table(io_errors, buf, &mut d.io_errors, parse_io_errors)?;
         }
-        Ok(stats)
+        Ok(())
     }
 }
 
@@ -405,56 +527,45 @@ impl Collector for BcachefsCollector {
             .base
             .names(ctx, &base, |e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map_err(|e| CollectorError::io(&base, e))?;
-        let Some(names) = names else {
+        if names.is_none() {
             return Err(CollectorError::NoData);
-        };
-        let same = self
-            .listed
-            .as_ref()
-            .is_some_and(|l| Arc::ptr_eq(l, &names) || l[..] == names[..]);
-        if !same {
+        }
+        if !same(&names, &self.listed) {
             self.filesystems = names
                 .iter()
-                .map(|uuid| FsDirs {
-                    uuid: uuid.clone(),
-                    dir: base.join(uuid),
-                    entries: DirListing::default(),
-                    counters: DirListing::default(),
-                })
+                .flat_map(|n| n.iter())
+                .map(|uuid| Filesystem::new(&base, uuid))
                 .collect();
-            self.listed = Some(names);
+            self.listed = names;
         }
         if self.filesystems.is_empty() {
             return Err(CollectorError::NoData);
         }
-        let mut all = Vec::with_capacity(self.filesystems.len());
         for fs in &mut self.filesystems {
-            all.push(Self::read_fs(fs, ctx, &mut self.buf)?);
+            fs.read(ctx, &mut self.buf)?;
         }
-        let uuids: Vec<&str> = self.filesystems.iter().map(|f| f.uuid.as_str()).collect();
-        write(out, &uuids, &all)
+        write(out, &self.filesystems, &mut self.buf)
     }
 }
 
 fn write(
     out: &mut MetricWriter<'_, '_>,
-    uuids: &[&str],
-    all: &[Stats],
+    all: &[Filesystem],
+    help: &mut String,
 ) -> Result<(), CollectorError> {
-    let fss = || uuids.iter().copied().zip(all.iter());
     let mut f = out.family("node_bcachefs_info", "Filesystem information.", Kind::Gauge)?;
-    for (uuid, _) in fss() {
-        f.sample(&[("uuid", uuid)], 1.0)?;
+    for fs in all {
+        f.sample(&[("uuid", &fs.uuid)], 1.0)?;
     }
     let mut f = out.family(
         "node_bcachefs_btree_cache_size_bytes",
         "Btree cache memory usage in bytes.",
         Kind::Gauge,
     )?;
-    for (uuid, s) in fss() {
-        f.sample(&[("uuid", uuid)], s.btree_cache_size as f64)?;
+    for fs in all {
+        f.sample(&[("uuid", &fs.uuid)], fs.btree_cache_size as f64)?;
     }
-    if all.iter().any(|s| !s.compression.is_empty()) {
+    if all.iter().any(|fs| !fs.compression.get().is_empty()) {
         for (name, help, compressed) in [
             (
                 "node_bcachefs_compression_compressed_bytes",
@@ -468,59 +579,61 @@ fn write(
             ),
         ] {
             let mut f = out.family(name, help, Kind::Gauge)?;
-            for (uuid, s) in fss() {
-                for (algorithm, c, u) in &s.compression {
-                    let v = if compressed { *c } else { *u };
-                    f.sample(&[("uuid", uuid), ("algorithm", algorithm)], v as f64)?;
+            for fs in all {
+                for r in fs.compression.get() {
+                    let v = if compressed { r.a } else { r.b };
+                    f.sample(&[("uuid", &fs.uuid), ("algorithm", &r.key)], v as f64)?;
                 }
             }
         }
     }
-    if all.iter().any(|s| !s.errors.is_empty()) {
+    if all.iter().any(|fs| !fs.errors.get().is_empty()) {
         let mut f = out.family(
             "node_bcachefs_errors_total",
             "Error count by error type.",
             Kind::Counter,
         )?;
-        for (uuid, s) in fss() {
-            for (kind, count) in &s.errors {
-                f.sample(&[("uuid", uuid), ("error_type", kind)], *count as f64)?;
+        for fs in all {
+            for r in fs.errors.get() {
+                f.sample(&[("uuid", &fs.uuid), ("error_type", &r.key)], r.a as f64)?;
             }
         }
     }
     // One family per counter name, over every filesystem that has it.
-    let mut counter_names: Vec<&str> = all
-        .iter()
-        .flat_map(|s| s.counters.iter().map(|(n, _)| n.as_str()))
-        .collect();
-    counter_names.sort_unstable();
-    counter_names.dedup();
-    let (mut name, mut help) = (String::new(), String::new());
-    for counter in counter_names {
-        name.clear();
-        name.push_str("node_bcachefs_");
-        sanitize(counter, &mut name);
-        name.push_str("_total");
-        help.clear();
-        help.push_str("Bcachefs counter ");
-        help.push_str(counter);
-        help.push_str(" since filesystem creation.");
-        let mut f = out.family(&name, &help, Kind::Counter)?;
-        for (uuid, s) in fss() {
-            for (_, v) in s.counters.iter().filter(|(n, _)| n == counter) {
-                f.sample(&[("uuid", uuid)], *v as f64)?;
+    let mut name = String::new();
+    for (index, fs) in all.iter().enumerate() {
+        for (counter, _, _) in &fs.counters {
+            let earlier = all[..index]
+                .iter()
+                .any(|other| other.counters.iter().any(|(n, _, _)| n == counter));
+            if earlier {
+                continue;
+            }
+            name.clear();
+            name.push_str("node_bcachefs_");
+            sanitize(counter, &mut name);
+            name.push_str("_total");
+            help.clear();
+            help.push_str("Bcachefs counter ");
+            help.push_str(counter);
+            help.push_str(" since filesystem creation.");
+            let mut f = out.family(&name, help, Kind::Counter)?;
+            for other in &all[index..] {
+                for (_, _, v) in other.counters.iter().filter(|(n, _, _)| n == counter) {
+                    f.sample(&[("uuid", &other.uuid)], *v as f64)?;
+                }
             }
         }
     }
-    if all.iter().any(|s| !s.btree_writes.is_empty()) {
+    if all.iter().any(|fs| !fs.btree_writes.get().is_empty()) {
         let mut f = out.family(
             "node_bcachefs_btree_writes_total",
             "Number of btree writes by type.",
             Kind::Counter,
         )?;
-        for (uuid, s) in fss() {
-            for (kind, count, _) in &s.btree_writes {
-                f.sample(&[("uuid", uuid), ("type", kind)], *count as f64)?;
+        for fs in all {
+            for r in fs.btree_writes.get() {
+                f.sample(&[("uuid", &fs.uuid), ("type", &r.key)], r.a as f64)?;
             }
         }
         let mut f = out.family(
@@ -528,13 +641,17 @@ fn write(
             "Average btree write size by type.",
             Kind::Gauge,
         )?;
-        for (uuid, s) in fss() {
-            for (kind, _, size) in &s.btree_writes {
-                f.sample(&[("uuid", uuid), ("type", kind)], *size as f64)?;
+        for fs in all {
+            for r in fs.btree_writes.get() {
+                f.sample(&[("uuid", &fs.uuid), ("type", &r.key)], r.b as f64)?;
             }
         }
     }
-    if !all.iter().any(|s| !s.devices.is_empty()) {
+    let devices = || {
+        all.iter()
+            .flat_map(|fs| fs.devices.iter().map(move |d| (fs, d)))
+    };
+    if devices().next().is_none() {
         return Ok(());
     }
     let mut f = out.family(
@@ -542,18 +659,16 @@ fn write(
         "Device information.",
         Kind::Gauge,
     )?;
-    for (uuid, s) in fss() {
-        for d in &s.devices {
-            f.sample(
-                &[
-                    ("uuid", uuid),
-                    ("device", &d.name),
-                    ("label", &d.label),
-                    ("state", &d.state),
-                ],
-                1.0,
-            )?;
-        }
+    for (fs, d) in devices() {
+        f.sample(
+            &[
+                ("uuid", &fs.uuid),
+                ("device", &d.name),
+                ("label", &d.label),
+                ("state", &d.state),
+            ],
+            1.0,
+        )?;
     }
     type Value = fn(&Device) -> u64;
     let gauges: [(&str, &str, Value); 3] = [
@@ -575,56 +690,42 @@ fn write(
     ];
     for (name, help, value) in gauges {
         let mut f = out.family(name, help, Kind::Gauge)?;
-        for (uuid, s) in fss() {
-            for d in &s.devices {
-                f.sample(&[("uuid", uuid), ("device", &d.name)], value(d) as f64)?;
-            }
+        for (fs, d) in devices() {
+            f.sample(&[("uuid", &fs.uuid), ("device", &d.name)], value(d) as f64)?;
         }
     }
-    if all
-        .iter()
-        .flat_map(|s| &s.devices)
-        .any(|d| !d.io_done.is_empty())
-    {
+    if devices().any(|(_, d)| !d.io_done.get().is_empty()) {
         let mut f = out.family(
             "node_bcachefs_device_io_done_bytes_total",
             "IO bytes by operation type and data type.",
             Kind::Counter,
         )?;
-        for (uuid, s) in fss() {
-            for d in &s.devices {
-                for (op, kind, v) in &d.io_done {
-                    f.sample(
-                        &[
-                            ("uuid", uuid),
-                            ("device", &d.name),
-                            ("operation", op),
-                            ("data_type", kind),
-                        ],
-                        *v as f64,
-                    )?;
-                }
+        for (fs, d) in devices() {
+            for r in d.io_done.get() {
+                f.sample(
+                    &[
+                        ("uuid", &fs.uuid),
+                        ("device", &d.name),
+                        ("operation", r.sub),
+                        ("data_type", &r.key),
+                    ],
+                    r.a as f64,
+                )?;
             }
         }
     }
-    if all
-        .iter()
-        .flat_map(|s| &s.devices)
-        .any(|d| !d.io_errors.is_empty())
-    {
+    if devices().any(|(_, d)| !d.io_errors.get().is_empty()) {
         let mut f = out.family(
             "node_bcachefs_device_io_errors_total",
             "IO errors by error type.",
             Kind::Counter,
         )?;
-        for (uuid, s) in fss() {
-            for d in &s.devices {
-                for (kind, v) in &d.io_errors {
-                    f.sample(
-                        &[("uuid", uuid), ("device", &d.name), ("type", kind)],
-                        *v as f64,
-                    )?;
-                }
+        for (fs, d) in devices() {
+            for r in d.io_errors.get() {
+                f.sample(
+                    &[("uuid", &fs.uuid), ("device", &d.name), ("type", &r.key)],
+                    r.a as f64,
+                )?;
             }
         }
     }
@@ -670,6 +771,20 @@ mod tests {
         assert_eq!(s("é_t"), "_t");
     }
 
+    fn rows(
+        parse: fn(&str, &mut Rows) -> Result<(), Bad>,
+        text: &str,
+    ) -> Result<Vec<(String, u64, u64)>, Bad> {
+        let mut rows = Rows::default();
+        parse(text, &mut rows)?;
+        rows.finish();
+        Ok(rows
+            .get()
+            .iter()
+            .map(|r| (format!("{}{}", r.sub, r.key), r.a, r.b))
+            .collect())
+    }
+
     #[test]
     fn file_formats() {
         assert_eq!(
@@ -679,26 +794,52 @@ mod tests {
         assert_eq!(parse_counter("since mount: 7\n"), Ok(0));
         assert!(parse_counter("nothing\n").is_err());
         assert_eq!(
-            parse_io_errors(
-                "IO errors since filesystem creation\n  read:\t3\n  write:\t0\nIO errors since 2 w ago\n  read:\t1\n"
+            rows(
+                parse_io_errors,
+                "IO errors since filesystem creation\n  read:\t3\n  write:\t0\n  read:\t5\nIO errors since 2 w ago\n  read:\t1\n"
             ),
-            Ok(vec![("read".into(), 3), ("write".into(), 0)])
+            Ok(vec![("read".into(), 5, 0), ("write".into(), 0, 0)])
         );
         assert_eq!(
-            parse_io_done(
+            rows(
+                parse_io_done,
                 "read:\nsb          :     4096\nbtree       :  8192\nwrite:\nsb          :  12288\n"
             ),
             Ok(vec![
-                ("read".into(), "btree".into(), 8192),
-                ("read".into(), "sb".into(), 4096),
-                ("write".into(), "sb".into(), 12288)
+                ("readbtree".into(), 8192, 0),
+                ("readsb".into(), 4096, 0),
+                ("writesb".into(), 12288, 0)
             ])
         );
-        assert!(parse_errors("journal_entry_bad_size 2 x\n").is_err());
+        assert!(rows(parse_errors, "journal_entry_bad_size 2 x\n").is_err());
         assert_eq!(
-            parse_btree_writes("\tnr\tsize\ninitial:\t10\t108k\nshort: 1\n"),
+            rows(
+                parse_btree_writes,
+                "\tnr\tsize\ninitial:\t10\t108k\nshort: 1\n"
+            ),
             Ok(vec![("initial".into(), 10, 110592)])
         );
+        assert_eq!(
+            rows(
+                parse_compression,
+                "type compressed uncompressed avg\nlz4: 1k 2k 3k\ngzip: 0 0\nzstd: 5\n"
+            ),
+            Ok(vec![("gzip".into(), 0, 0), ("lz4".into(), 1024, 2048)])
+        );
+    }
+
+    #[test]
+    fn rows_are_reused() {
+        let mut rows = Rows::default();
+        parse_errors("b 1\na 2\nb 3\n", &mut rows).unwrap();
+        rows.finish();
+        assert_eq!(rows.get().len(), 2);
+        assert_eq!((rows.get()[1].key.as_str(), rows.get()[1].a), ("b", 3));
+        rows.clear();
+        parse_errors("c 4\n", &mut rows).unwrap();
+        rows.finish();
+        assert_eq!(rows.get().len(), 1);
+        assert_eq!(rows.get()[0].key, "c");
     }
 
     #[test]
