@@ -36,18 +36,24 @@ pub struct HttpState {
     pub actions: Arc<ActionsApi>,
     /// The audit log's reader (`None`: `GET /api/v1/events` answers 503).
     pub events: Option<crate::store::StoreReader>,
+    /// The alerts Alertmanager says are firing.
+    pub alerts: Arc<std::sync::Mutex<crate::api_alerts::FiringAlerts>>,
 }
 
 /// The whole server: each part's routes with its authentication.
 pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
-    use crate::http_auth::{require_api, require_sd};
+    use crate::http_auth::{require_alerts, require_api, require_sd};
     use axum::middleware::from_fn_with_state;
+    let (webhook, alerts) = crate::api_alerts::routes(controller.clone(), http.alerts);
     let api = router(controller.clone(), http.actions)
         .merge(crate::api_events::routes(http.events))
+        .merge(alerts)
         .route_layer(from_fn_with_state(http.auth.clone(), require_api));
+    let webhook = webhook.route_layer(from_fn_with_state(http.auth.clone(), require_alerts));
     let sd = crate::sd::router(controller).route_layer(from_fn_with_state(http.auth, require_sd));
     Router::new()
         .merge(api)
+        .merge(webhook)
         .merge(sd)
         .merge(crate::metrics::router(http.metrics))
         .merge(crate::console::router())

@@ -175,6 +175,7 @@ mod tests {
         let auth = Auth {
             api: Arc::new(TokenFile::new(token_file)),
             sd: Arc::new(TokenFile::new(token_file.with_extension("none"))),
+            alerts: Arc::new(TokenFile::new(token_file.with_extension("none"))),
         };
         let app =
             routes(reader).route_layer(axum::middleware::from_fn_with_state(auth, require_api));

@@ -23,6 +23,7 @@
 //! # tls_key_file = "/etc/nodewarden/https.key"   # either implies tls = true
 //! api_token_file = "api.token"  # default <data_dir>/api.token, generated (0600) if absent
 //! sd_token_file = "/etc/nodewarden/prometheus-sd.token"  # made by the package's postinst
+//! alerts_token_file = "/etc/nodewarden/alertmanager.token" # Alertmanager's webhook (postinst)
 //!
 //! [pushgateway]
 //! url = "http://127.0.0.1:9091" # "" disables pushing
@@ -214,6 +215,8 @@ struct RawHttp {
     api_token_file: Option<PathBuf>,
     #[serde(default = "default_sd_token_file")]
     sd_token_file: PathBuf,
+    #[serde(default = "default_alerts_token_file")]
+    alerts_token_file: PathBuf,
     tls: Option<bool>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
@@ -225,6 +228,7 @@ impl Default for RawHttp {
             listen: default_http(),
             api_token_file: None,
             sd_token_file: default_sd_token_file(),
+            alerts_token_file: default_alerts_token_file(),
             tls: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -246,6 +250,9 @@ fn default_http() -> Option<String> {
 }
 fn default_sd_token_file() -> PathBuf {
     PathBuf::from("/etc/nodewarden/prometheus-sd.token")
+}
+fn default_alerts_token_file() -> PathBuf {
+    PathBuf::from("/etc/nodewarden/alertmanager.token")
 }
 fn default_pushgateway_url() -> String {
     "http://127.0.0.1:9091".into()
@@ -300,6 +307,8 @@ pub struct ControllerConfig {
     pub api_token_file: PathBuf,
     /// The bearer token Prometheus presents for service discovery.
     pub sd_token_file: PathBuf,
+    /// The bearer token Alertmanager presents to `POST /api/v1/alerts/webhook`.
+    pub alerts_token_file: PathBuf,
     /// `None`: pushing disabled (`pushgateway.url = ""`).
     pub push: Option<PushConfig>,
     pub dfs: Option<DfsConfig>,
@@ -371,6 +380,7 @@ impl ControllerConfig {
                 None => data_dir.join("api.token"),
             },
             sd_token_file: base.join(raw.http.sd_token_file),
+            alerts_token_file: base.join(raw.http.alerts_token_file),
             push,
             dfs,
             data_dir,

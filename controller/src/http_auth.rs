@@ -206,6 +206,8 @@ pub fn ensure_token_file(path: &Path) -> std::io::Result<bool> {
 pub struct Auth {
     pub api: Arc<TokenFile>,
     pub sd: Arc<TokenFile>,
+    /// Alertmanager's webhook token.
+    pub alerts: Arc<TokenFile>,
 }
 
 fn bearer(req: &Request) -> Option<&str> {
@@ -239,6 +241,14 @@ pub async fn require_api(State(auth): State<Auth>, mut req: Request, next: Next)
 pub async fn require_sd(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     match bearer(&req) {
         Some(t) if auth.sd.admits(t) || auth.api.admits(t) => next.run(req).await,
+        _ => unauthorized(),
+    }
+}
+
+/// Alertmanager's webhook: its own token, or the API token (an operator testing the receiver).
+pub async fn require_alerts(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+    match bearer(&req) {
+        Some(t) if auth.alerts.admits(t) || auth.api.admits(t) => next.run(req).await,
         _ => unauthorized(),
     }
 }

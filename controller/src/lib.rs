@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod admin;
 pub mod api_actions;
+pub mod api_alerts;
 pub mod api_devices;
 pub mod api_events;
 pub mod ca_cli;

@@ -101,6 +101,7 @@ pub async fn serve(
             auth: http_auth::Auth {
                 api: Arc::new(http_auth::TokenFile::new(&config.api_token_file)),
                 sd: Arc::new(http_auth::TokenFile::new(&config.sd_token_file)),
+                alerts: Arc::new(http_auth::TokenFile::new(&config.alerts_token_file)),
             },
             metrics: crate::metrics::MetricsState {
                 refresh: Arc::new(move || {
@@ -110,6 +111,7 @@ pub async fn serve(
             },
             actions: actions.clone(),
             events: Some(store.reader()),
+            alerts: Default::default(),
         };
         let listener = admin::bind(addr, config.http_tls.as_ref()).await?;
         let c = controller.clone();

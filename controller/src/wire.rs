@@ -1,6 +1,6 @@
 //! The HTTP API's wire types, shared by the handlers and the CLI (`client.rs`): what
 //! `POST /api/v1/actions` takes and streams back, what `GET /api/v1/nodes` and
-//! `GET /api/v1/events` answer, and the device ownership request. Plain serde types, no logic.
+//! `GET /api/v1/events` and `GET /api/v1/alerts` answer, and the device ownership request. Plain serde types, no logic.
 
 use nodewarden_shared::protocol::Role;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,24 @@ pub struct DeviceView {
     pub free_bytes: u64,
     pub owner_online: bool,
     pub claimed_by: Vec<String>,
+}
+
+/// A firing alert as `GET /api/v1/alerts` describes it (from Alertmanager's notifications).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct AlertView {
+    /// Alertmanager's fingerprint of the alert's labels.
+    pub fingerprint: String,
+    pub alertname: String,
+    pub severity: String,
+    /// The node it concerns (`node` label, else `instance`), or `fleet`.
+    pub node: String,
+    pub summary: String,
+    pub description: String,
+    /// When it started firing (RFC 3339, as Alertmanager says).
+    pub starts_at: String,
+    /// When the controller last heard of it (ms since the epoch).
+    pub received_ms: u64,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// An audit log entry as `GET /api/v1/events` describes it.

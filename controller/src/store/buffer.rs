@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::SystemTime;
 
 use super::types::{
-    DeviceReport, Event, EventKind, MAX_KEY_BYTES, MAX_TEXT_BYTES, NodeInfo, NodeRecord, Operation,
-    OperationResult, Requested, clamp_text,
+    AlertNotice, DeviceReport, Event, EventKind, MAX_KEY_BYTES, MAX_TEXT_BYTES, NodeInfo,
+    NodeRecord, Operation, OperationResult, Requested, clamp_text,
 };
 
 /// An event with the id that makes writing it idempotent (a retried flush whose first commit
@@ -280,6 +280,27 @@ impl WriteBuffer {
         }))
     }
 
+    /// Alertmanager notified an alert about `node_id` (a node's name, or `fleet`). Dropped, like
+    /// transitions, when the queue is full.
+    pub fn alert(
+        &mut self,
+        node_id: &str,
+        at: SystemTime,
+        notice: AlertNotice,
+    ) -> Result<Queued, RejectedNode> {
+        check_node_id(node_id)?;
+        Ok(self.push_event(Event {
+            at,
+            node_id: node_id.to_string(),
+            kind: EventKind::Alert(AlertNotice {
+                alertname: clamp_text(&notice.alertname, MAX_KEY_BYTES).to_string(),
+                severity: clamp_text(&notice.severity, MAX_KEY_BYTES).to_string(),
+                summary: clamp_text(&notice.summary, MAX_TEXT_BYTES).to_string(),
+                firing: notice.firing,
+            }),
+        }))
+    }
+
     /// A remote operation on `node_id` (its target) ended, logged in order with the
     /// transitions. Always taken (its request already had room).
     pub fn operation(
@@ -539,6 +560,7 @@ mod tests {
                 EventKind::DeviceConflict { device_id, .. } => {
                     format!("{} conflict {device_id}", e.event.node_id)
                 }
+                EventKind::Alert(a) => format!("{} alert {}", e.event.node_id, a.alertname),
             })
             .collect()
     }

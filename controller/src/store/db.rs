@@ -13,8 +13,8 @@ use sqlx::{AssertSqlSafe, Row};
 use super::buffer::Batch;
 use super::sql::{self, Dialect};
 use super::types::{
-    DeviceReport, Event, EventKind, EventQuery, EventRecord, NodeInfo, NodeRecord, Operation,
-    OperationPath, OperationResult, Requested, from_millis, to_millis,
+    AlertNotice, DeviceReport, Event, EventKind, EventQuery, EventRecord, NodeInfo, NodeRecord,
+    Operation, OperationPath, OperationResult, Requested, from_millis, to_millis,
 };
 use super::url::DatabaseTarget;
 
@@ -388,6 +388,19 @@ impl EventRow {
                     .ok_or_else(|| "device conflict without a device id".to_string())?,
                 owner: self.actor.unwrap_or_default(),
             },
+            "alert" => {
+                let (severity, summary) = self.detail.split_once(": ").unwrap_or(("", ""));
+                EventKind::Alert(AlertNotice {
+                    alertname: self.action.unwrap_or_default(),
+                    firing: match self.result.as_deref() {
+                        Some("firing") => true,
+                        Some("resolved") => false,
+                        other => return Err(format!("unknown alert status {other:?}")),
+                    },
+                    severity: severity.to_string(),
+                    summary: summary.to_string(),
+                })
+            }
             "operation" => {
                 let path = self.path.unwrap_or_default();
                 EventKind::Operation(Operation {
@@ -465,6 +478,18 @@ mod tests {
                 actor: "bob".into(),
                 action: "restart dfs".into(),
                 path: OperationPath::Agent,
+            }),
+            EventKind::Alert(AlertNotice {
+                alertname: "NodewardenAgentDown".into(),
+                firing: true,
+                severity: "critical".into(),
+                summary: "agent on n1 is not answering: scrapes fail".into(),
+            }),
+            EventKind::Alert(AlertNotice {
+                alertname: "NodeLoadHigh".into(),
+                firing: false,
+                severity: "info".into(),
+                summary: "".into(),
             }),
             EventKind::DeviceConflict {
                 device_id: 12,

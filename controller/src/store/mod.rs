@@ -35,9 +35,9 @@ pub use buffer::{Queued, RejectedNode};
 pub use db::Backend;
 pub use sql::Dialect;
 pub use types::{
-    AddressRecord, DeviceReport, Event, EventKind, EventQuery, EventRecord, InterfaceRecord,
-    MAX_KEY_BYTES, MAX_TEXT_BYTES, NodeInfo, NodeRecord, Operation, OperationPath, OperationResult,
-    Requested,
+    AddressRecord, AlertNotice, DeviceReport, Event, EventKind, EventQuery, EventRecord,
+    InterfaceRecord, MAX_KEY_BYTES, MAX_TEXT_BYTES, NodeInfo, NodeRecord, Operation, OperationPath,
+    OperationResult, Requested,
 };
 pub use url::{DatabaseTarget, SQLITE_FILE, redact};
 pub use writer::{FlushReport, StoreMetrics};
@@ -392,6 +392,16 @@ impl StoreHandle {
         owner: &str,
     ) -> Result<Queued, RejectedNode> {
         self.record(|b| b.device_conflict(node_id, at, device_id, owner))
+    }
+
+    /// Alertmanager notified an alert about `node_id` (a node's name, or `fleet`).
+    pub fn alert(
+        &self,
+        node_id: &str,
+        at: SystemTime,
+        notice: AlertNotice,
+    ) -> Result<Queued, RejectedNode> {
+        self.record(|b| b.alert(node_id, at, notice))
     }
 
     /// Runs one event-queuing call on the buffer and counts what it shed or dropped.

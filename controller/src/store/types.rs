@@ -87,6 +87,19 @@ pub enum EventKind {
         device_id: i64,
         owner: String,
     },
+    /// Alertmanager notified the controller of an alert about the node (or the fleet).
+    Alert(AlertNotice),
+}
+
+/// One alert of an Alertmanager notification, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertNotice {
+    pub alertname: String,
+    /// `firing` or `resolved`, as Alertmanager says.
+    pub firing: bool,
+    pub severity: String,
+    /// The alert's `summary` annotation (empty without one).
+    pub summary: String,
 }
 
 impl EventKind {
@@ -132,6 +145,13 @@ impl EventKind {
                 f.detail = format!("reported storage device {device_id}, which belongs to {owner}");
                 f.action = Some(device_id.to_string());
                 f.actor = Some(owner.clone());
+            }
+            EventKind::Alert(a) => {
+                f.kind = "alert";
+                f.actor = Some("alertmanager".into());
+                f.action = Some(a.alertname.clone());
+                f.result = Some(if a.firing { "firing" } else { "resolved" });
+                f.detail = format!("{}: {}", a.severity, a.summary);
             }
             EventKind::Operation(op) => {
                 f.kind = "operation";

@@ -81,6 +81,7 @@ fn summary(events: &[Event]) -> Vec<String> {
             EventKind::DeviceConflict { device_id, owner } => {
                 format!("{} conflict {device_id} of {owner}", e.node_id)
             }
+            EventKind::Alert(a) => format!("{} alert {}", e.node_id, a.alertname),
         })
         .collect()
 }
