@@ -8,7 +8,7 @@
 # What building needs beyond a Rust toolchain and a C compiler: the agent links Debian's ISA-L
 # (gzip) and needs its headers and link name. scripts/demo.sh installs these too.
 NW_BUILD_PACKAGES=(libisal-dev)
-NW_PACKAGES=("${NW_BUILD_PACKAGES[@]}" mariadb-server prometheus prometheus-pushgateway
+NW_PACKAGES=("${NW_BUILD_PACKAGES[@]}" mariadb-server prometheus prometheus-pushgateway prometheus-alertmanager
              prometheus-node-exporter openssh-server influxdb chromium chromium-driver curl
              iproute2 strace btrfs-progs dbus-daemon chrony supervisor)
 
@@ -87,6 +87,9 @@ YML
   export NW_TEST_PROMETHEUS_SD_DIR="$NW_TMP/prometheus/sd"
   export NW_TEST_PROMTOOL="$(command -v promtool)"
   export NW_TEST_PROMETHEUS_BIN="$(command -v prometheus)"
+  # Alertmanager: the tests start their own instances (their configuration names their ports).
+  export NW_TEST_ALERTMANAGER_BIN="$(command -v prometheus-alertmanager || command -v alertmanager)"
+  export NW_TEST_AMTOOL="$(command -v amtool)"
 }
 
 # InfluxDB 1.x in its own directories; tests create their own databases.

@@ -237,6 +237,69 @@ fn promtool_checks_the_shipped_config() {
     );
 }
 
+// ---------------------------------------------------------------- Alertmanager configuration
+
+#[test]
+fn amtool_checks_the_shipped_alertmanager_config_and_it_routes_every_severity() {
+    let Some(amtool) = service("NW_TEST_AMTOOL") else {
+        return;
+    };
+    let shipped = repo().join("packaging/alertmanager/alertmanager.yml");
+    let out = run(Command::new(&amtool).arg("check-config").arg(&shipped));
+    let report = describe("amtool check-config", &out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("2 receivers"), "{report}");
+
+    // Every severity the shipped alerts carry has its own route; every receiver reaches the
+    // controller's webhook with the token file the controller package makes.
+    let config = yaml(&shipped);
+    let routed: BTreeSet<String> = config["route"]["routes"]
+        .as_sequence()
+        .expect("routes")
+        .iter()
+        .flat_map(|r| r["matchers"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|m| m.as_str().map(str::to_string))
+        .collect();
+    let alerts = yaml(&repo().join("packaging/prometheus/rules/nodewarden-alerts.yml"));
+    for group in alerts["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let severity = rule["labels"]["severity"].as_str().expect("severity");
+            assert!(
+                routed.contains(&format!("severity=\"{severity}\"")),
+                "no route for severity {severity} ({:?})",
+                rule["alert"]
+            );
+        }
+    }
+    for receiver in config["receivers"].as_sequence().expect("receivers") {
+        let hook = &receiver["webhook_configs"][0];
+        assert_eq!(
+            hook["url"].as_str(),
+            Some("http://127.0.0.1:9180/api/v1/alerts/webhook")
+        );
+        assert_eq!(hook["send_resolved"].as_bool(), Some(true));
+        assert_eq!(
+            hook["http_config"]["authorization"]["credentials_file"].as_str(),
+            Some("/etc/nodewarden/alertmanager.token")
+        );
+    }
+
+    // The check can fail: a route to a receiver that does not exist is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &broken,
+        read(&shipped).replace("receiver: nodewarden-critical", "receiver: nobody"),
+    )
+    .unwrap();
+    let out = run(Command::new(&amtool).arg("check-config").arg(&broken));
+    assert!(
+        !out.status.success(),
+        "amtool accepted a route to no receiver: {}",
+        describe("amtool check-config", &out)
+    );
+}
+
 #[test]
 fn promtool_checks_the_shipped_rules() {
     let Some(promtool) = promtool() else { return };

@@ -144,11 +144,12 @@ install_file 0644 "$root/packaging/prometheus/prometheus.yml" "$share/prometheus
 for rules in "$root"/packaging/prometheus/rules/*.yml; do
   install_file 0644 "$rules" "$share/prometheus/rules/$(basename "$rules")"
 done
+install_file 0644 "$root/packaging/alertmanager/alertmanager.yml" "$share/alertmanager/alertmanager.yml"
 install_file 0644 "$root/packaging/grafana/nodewarden-dashboard.json" "$share/grafana/nodewarden-dashboard.json"
 install_file 0644 "$here/nodewarden-controller/controller.toml" "$controller/etc/nodewarden/controller.toml"
 finish nodewarden-controller "$controller" \
   "libc6 (>= $(glibc_needed "$release/nodewarden-controller")), adduser" \
-  "Recommends: prometheus, prometheus-pushgateway
+  "Recommends: prometheus, prometheus-pushgateway, prometheus-alertmanager
 Suggests: grafana, influxdb, mariadb-server" \
   "fleet controller for nodewarden agents
  nodewarden-controller runs the CA and the QUIC endpoint the agents link to,
@@ -156,5 +157,5 @@ Suggests: grafana, influxdb, mariadb-server" \
  aggregates to the Prometheus Pushgateway, serves Prometheus service discovery,
  an HTTP API and a web console, and carries out remote operations.
  .
- Ships the Prometheus configuration, alert and recording rules and the Grafana
- dashboard under /usr/share/nodewarden."
+ Ships the Prometheus configuration, alert and recording rules, the Alertmanager
+ configuration and the Grafana dashboard under /usr/share/nodewarden."
