@@ -73,6 +73,7 @@ pub mod os;
 pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod qdisc;
 pub mod rapl;
 pub mod registry;
 pub mod runit;

@@ -1,6 +1,7 @@
 //! A minimal netlink client for the dumps the agent makes: rtnetlink `RTM_GETLINK` (every
 //! interface's name and `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them),
-//! rtnetlink `RTM_GETROUTE` (every route, for network_route) and sock_diag
+//! rtnetlink `RTM_GETROUTE` (every route, for network_route), rtnetlink `RTM_GETQDISC` (every
+//! qdisc and its statistics, for qdisc) and sock_diag
 //! `SOCK_DIAG_BY_FAMILY` for UDP sockets (their queues, for udp_queues, cheaper than
 //! /proc/net/udp). One socket type and receive loop serve them all; sockets are kept open across
 //! scrapes; building requests and parsing answers are plain functions over bytes.
@@ -323,6 +324,139 @@ pub fn parse_route_batch(
                 Ok(route) => out.push(route),
                 Err(e) => {
                     tracing::debug!(error = %e, "skipped malformed route message");
+                    *malformed += 1;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+const RTM_NEWQDISC: u16 = 36;
+const RTM_GETQDISC: u16 = 38;
+/// `sizeof(struct tcmsg)`.
+const TCMSG_LEN: usize = 20;
+const TCA_KIND: u16 = 1;
+const TCA_STATS: u16 = 3;
+const TCA_STATS2: u16 = 7;
+const TCA_STATS_BASIC: u16 = 1;
+const TCA_STATS_QUEUE: u16 = 3;
+/// `sizeof(struct tc_stats)`.
+const TC_STATS_LEN: usize = 36;
+/// `TC_H_ROOT`: the parent of a root qdisc.
+const TC_H_ROOT: u32 = u32::MAX;
+
+/// One qdisc of a `RTM_GETQDISC` dump, as ema/qdisc decodes it: the basic and queue statistics
+/// of `TCA_STATS2`, overridden by the legacy `TCA_STATS` where the kernel sends both (it does,
+/// after TCA_STATS2); packets are the 32-bit count both carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Qdisc {
+    pub ifindex: i32,
+    pub handle: u32,
+    /// 0 for a root qdisc (`TC_H_ROOT` is reported as 0, as ema/qdisc does).
+    pub parent: u32,
+    pub kind: String,
+    pub bytes: u64,
+    pub packets: u32,
+    pub drops: u32,
+    pub requeues: u32,
+    pub overlimits: u32,
+    pub qlen: u32,
+    pub backlog: u32,
+}
+
+fn short(what: &str) -> io::Error {
+    invalid(what)
+}
+
+/// One `RTM_NEWQDISC` body (`tcmsg` and attributes).
+pub fn parse_qdisc(body: &[u8]) -> io::Result<Qdisc> {
+    if body.len() < TCMSG_LEN {
+        return Err(short("short tcmsg"));
+    }
+    let parent = u32_at(body, 12).unwrap_or(0);
+    let mut q = Qdisc {
+        ifindex: u32_at(body, 4).unwrap_or(0) as i32,
+        handle: u32_at(body, 8).unwrap_or(0),
+        parent: if parent == TC_H_ROOT { 0 } else { parent },
+        ..Qdisc::default()
+    };
+    let u32_in = |b: &[u8], at: usize, what: &str| u32_at(b, at).ok_or_else(|| short(what));
+    for_each_attr(&body[TCMSG_LEN..], |kind, payload| {
+        match kind {
+            TCA_KIND => {
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
+                q.kind = String::from_utf8_lossy(&payload[..end]).into_owned();
+            }
+            TCA_STATS2 => {
+                // A fresh TCA_STATS2 replaces all of these, absent parts being zero.
+                let (mut bytes, mut packets) = (0, 0);
+                let mut queue = [0u32; 5];
+                for_each_attr(payload, |nested, p| {
+                    match nested {
+                        TCA_STATS_BASIC => {
+                            bytes = u64::from_ne_bytes(
+                                p.get(0..8)
+                                    .and_then(|b| b.try_into().ok())
+                                    .ok_or_else(|| short("short gnet_stats_basic"))?,
+                            );
+                            packets = u32_in(p, 8, "short gnet_stats_basic")?;
+                        }
+                        TCA_STATS_QUEUE => {
+                            for (i, slot) in queue.iter_mut().enumerate() {
+                                *slot = u32_in(p, 4 * i, "short gnet_stats_queue")?;
+                            }
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                q.bytes = bytes;
+                q.packets = packets;
+                [q.qlen, q.backlog, q.drops, q.requeues, q.overlimits] = queue;
+            }
+            TCA_STATS => {
+                if payload.len() < TC_STATS_LEN {
+                    return Err(short("short tc_stats"));
+                }
+                q.bytes = u64::from_ne_bytes(payload[0..8].try_into().unwrap_or([0; 8]));
+                q.packets = u32_in(payload, 8, "short tc_stats")?;
+                q.drops = u32_in(payload, 12, "short tc_stats")?;
+                q.overlimits = u32_in(payload, 16, "short tc_stats")?;
+                q.qlen = u32_in(payload, 28, "short tc_stats")?;
+                q.backlog = u32_in(payload, 32, "short tc_stats")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(q)
+}
+
+/// The request for a dump of every qdisc (an all-zero `tcmsg`).
+pub fn qdisc_dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + TCMSG_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + TCMSG_LEN];
+    write_header(&mut req, RTM_GETQDISC, seq);
+    req
+}
+
+/// Parses one datagram of a `RTM_GETQDISC` dump answering `seq`, appending qdiscs to `out`; a
+/// qdisc message that does not decode is skipped and counted in `malformed`.
+pub fn parse_qdisc_batch(
+    b: &[u8],
+    seq: u32,
+    out: &mut Vec<Qdisc>,
+    malformed: &mut usize,
+) -> io::Result<Batch> {
+    parse_messages(b, seq, |kind, body| {
+        if kind == RTM_NEWQDISC {
+            match parse_qdisc(body) {
+                Ok(q) => out.push(q),
+                Err(e) => {
+                    tracing::debug!(error = %e, "skipped malformed qdisc message");
                     *malformed += 1;
                 }
             }
@@ -674,6 +808,42 @@ impl RouteSocket {
             parse_route_batch(datagram, seq, out, &mut malformed)
         })?;
         Ok(malformed)
+    }
+
+    /// Every qdisc of every interface, into `out` (cleared first); returns how many qdisc
+    /// messages were malformed and skipped.
+    pub fn qdiscs(&mut self, out: &mut Vec<Qdisc>) -> io::Result<usize> {
+        out.clear();
+        let mut malformed = 0;
+        self.0.dump(qdisc_dump_request, |datagram, seq| {
+            parse_qdisc_batch(datagram, seq, out, &mut malformed)
+        })?;
+        Ok(malformed)
+    }
+
+    /// Asks for strict checking of dump requests (`NETLINK_GET_STRICT_CHK`), as ema/qdisc
+    /// does; kernels before 4.20 lack it, which is no error.
+    pub fn set_strict_check(&self) -> io::Result<()> {
+        const SOL_NETLINK: libc::c_int = 270;
+        const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid pointer to an int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0.fd.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_GET_STRICT_CHK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOPROTOOPT) {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 

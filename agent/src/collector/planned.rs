@@ -23,14 +23,6 @@ pub struct Unimplemented {
     pub flags: fn(Command) -> Command,
 }
 
-const fn on(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented {
-    Unimplemented {
-        name,
-        default_enabled: true,
-        flags,
-    }
-}
-
 const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented {
     Unimplemented {
         name,
@@ -48,7 +40,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
     off("processes", no_flags),
-    off("qdisc", qdisc_flags),
     off("slabinfo", slabinfo_flags),
     off("sysctl", sysctl_flags),
     off("wifi", wifi_flags),
@@ -66,11 +57,6 @@ fn string(
         Some(value) => arg.default_value(value),
         None => arg,
     })
-}
-
-/// A hidden kingpin `String()` flag (the deprecated aliases).
-fn hidden(command: Command, name: &'static str, help: &'static str) -> Command {
-    command.arg(Arg::new(name).long(name).help(help).hide(true))
 }
 
 /// A kingpin `Strings()` flag: repeatable, every value kept.
@@ -156,37 +142,6 @@ fn perf_flags(command: Command) -> Command {
         command = strings(command, list, list_help);
     }
     command
-}
-
-fn qdisc_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.qdisc.fixtures",
-        Some(""),
-        "test fixtures to use for qdisc collector end-to-end testing",
-    );
-    let command = string(
-        command,
-        "collector.qdisc.device-include",
-        None,
-        "Regexp of qdisc devices to include (mutually exclusive to device-exclude).",
-    );
-    let command = hidden(
-        command,
-        "collector.qdisk.device-include",
-        "DEPRECATED: Use collector.qdisc.device-include",
-    );
-    let command = string(
-        command,
-        "collector.qdisc.device-exclude",
-        None,
-        "Regexp of qdisc devices to exclude (mutually exclusive to device-include).",
-    );
-    hidden(
-        command,
-        "collector.qdisk.device-exclude",
-        "DEPRECATED: Use collector.qdisc.device-exclude",
-    )
 }
 
 fn slabinfo_flags(command: Command) -> Command {

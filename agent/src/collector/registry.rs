@@ -49,6 +49,7 @@ pub static ALL: &[&Registration] = &[
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
+    &qdisc::REGISTRATION,
     &rapl::REGISTRATION,
     &runit::REGISTRATION,
     &schedstat::REGISTRATION,
