@@ -97,6 +97,7 @@ pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
 pub mod watchdog;
+pub mod wifi;
 pub mod xfrm;
 pub mod xfs;
 pub mod zfs;

@@ -1,7 +1,8 @@
 //! A minimal netlink client for the dumps the agent makes: rtnetlink `RTM_GETLINK` (every
 //! interface's name and `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them),
 //! rtnetlink `RTM_GETROUTE` (every route, for network_route), rtnetlink `RTM_GETQDISC` (every
-//! qdisc and its statistics, for qdisc) and sock_diag
+//! qdisc and its statistics, for qdisc), generic netlink dumps (a family's id by name, nl80211's
+//! interfaces, scan results and stations, for wifi) and sock_diag
 //! `SOCK_DIAG_BY_FAMILY` for UDP sockets (their queues, for udp_queues, cheaper than
 //! /proc/net/udp). One socket type and receive loop serve them all; sockets are kept open across
 //! scrapes; building requests and parsing answers are plain functions over bytes.
@@ -463,6 +464,111 @@ pub fn parse_qdisc_batch(
         }
         Ok(())
     })
+}
+
+/// `NETLINK_GENERIC` (linux/netlink.h).
+const NETLINK_GENERIC: libc::c_int = 16;
+/// linux/genetlink.h: the controller family and its family dump.
+const GENL_ID_CTRL: u16 = 16;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const CTRL_ATTR_VERSION: u16 = 3;
+/// `sizeof(struct genlmsghdr)`.
+const GENL_HDRLEN: usize = 4;
+const GENL_BUFFER: usize = 32 * 1024;
+
+/// A generic netlink request: the family's id as message type, a dump, `genlmsghdr` with
+/// `cmd` and `version`, then `attrs` (already encoded).
+pub fn genl_dump_request(seq: u32, family: u16, cmd: u8, version: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut req = vec![0u8; NLMSG_HDRLEN + GENL_HDRLEN];
+    req[NLMSG_HDRLEN] = cmd;
+    req[NLMSG_HDRLEN + 1] = version;
+    req.extend_from_slice(attrs);
+    write_header(&mut req, family, seq);
+    req
+}
+
+/// Appends one netlink attribute to `out`.
+pub fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(align4(out.len()), 0);
+}
+
+/// The (id, version) of the family named `name` in one `CTRL_CMD_NEWFAMILY` message's
+/// attributes (after the genetlink header), if it is that family.
+pub fn parse_family(attrs: &[u8], name: &str) -> io::Result<Option<(u16, u8)>> {
+    let (mut id, mut version, mut matches) = (None, 0u8, false);
+    for_each_attr(attrs, |kind, payload| {
+        match kind {
+            CTRL_ATTR_FAMILY_NAME => {
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
+                matches = &payload[..end] == name.as_bytes();
+            }
+            CTRL_ATTR_FAMILY_ID => id = u16_at(payload, 0),
+            CTRL_ATTR_VERSION => version = u32_at(payload, 0).unwrap_or(0) as u8,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(if matches {
+        id.map(|id| (id, version))
+    } else {
+        None
+    })
+}
+
+/// A generic netlink socket kept between dumps.
+pub struct GenlSocket(NetlinkSocket);
+
+impl GenlSocket {
+    pub fn open() -> io::Result<Self> {
+        NetlinkSocket::open(NETLINK_GENERIC, GENL_BUFFER).map(GenlSocket)
+    }
+
+    /// The id and version of the generic netlink family `name` (one dump of the controller's
+    /// families); `None` when the kernel has no such family (nl80211 without cfg80211).
+    pub fn family(&mut self, name: &str) -> io::Result<Option<(u16, u8)>> {
+        let mut found = None;
+        self.dump(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, &[], |attrs| {
+            if found.is_none() {
+                found = parse_family(attrs, name)?;
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Dumps `cmd` of `family`, handing each answer's attributes (after the genetlink header)
+    /// to `on_message`.
+    pub fn dump(
+        &mut self,
+        family: u16,
+        cmd: u8,
+        version: u8,
+        attrs: &[u8],
+        mut on_message: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.0.dump(
+            |seq| genl_dump_request(seq, family, cmd, version, attrs),
+            |datagram, seq| {
+                parse_messages(datagram, seq, |kind, body| {
+                    if kind != family {
+                        return Ok(());
+                    }
+                    let attrs = body
+                        .get(GENL_HDRLEN..)
+                        .ok_or_else(|| invalid("short genlmsghdr"))?;
+                    on_message(attrs)
+                })
+            },
+        )
+    }
 }
 
 /// A netlink socket kept between dumps. After a failed dump it must be dropped, not reused: the

@@ -42,7 +42,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("processes", no_flags),
     off("slabinfo", slabinfo_flags),
     off("sysctl", sysctl_flags),
-    off("wifi", wifi_flags),
 ];
 
 /// A kingpin `String()` flag (`Default` empty when `default` is `None`).
@@ -169,14 +168,5 @@ fn sysctl_flags(command: Command) -> Command {
         command,
         "collector.sysctl.include-info",
         "Select sysctl metrics to include as info metrics",
-    )
-}
-
-fn wifi_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.wifi.fixtures",
-        Some(""),
-        "test fixtures to use for wifi collector metrics",
     )
 }

@@ -71,6 +71,7 @@ pub static ALL: &[&Registration] = &[
     &uname::REGISTRATION,
     &vmstat::REGISTRATION,
     &watchdog::REGISTRATION,
+    &wifi::REGISTRATION,
     &xfrm::REGISTRATION,
     &xfs::REGISTRATION,
     &zfs::REGISTRATION,
