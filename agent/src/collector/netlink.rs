@@ -1,6 +1,8 @@
 //! A minimal netlink client for the dumps the agent makes: rtnetlink `RTM_GETLINK` (every
 //! interface's name and `rtnl_link_stats64`, as node_exporter 1.5's netdev collector reads them),
-//! rtnetlink `RTM_GETROUTE` (every route, for network_route) and sock_diag
+//! rtnetlink `RTM_GETROUTE` (every route, for network_route), rtnetlink `RTM_GETQDISC` (every
+//! qdisc and its statistics, for qdisc), generic netlink dumps (a family's id by name, nl80211's
+//! interfaces, scan results and stations, for wifi) and sock_diag
 //! `SOCK_DIAG_BY_FAMILY` for UDP sockets (their queues, for udp_queues, cheaper than
 //! /proc/net/udp). One socket type and receive loop serve them all; sockets are kept open across
 //! scrapes; building requests and parsing answers are plain functions over bytes.
@@ -329,6 +331,244 @@ pub fn parse_route_batch(
         }
         Ok(())
     })
+}
+
+const RTM_NEWQDISC: u16 = 36;
+const RTM_GETQDISC: u16 = 38;
+/// `sizeof(struct tcmsg)`.
+const TCMSG_LEN: usize = 20;
+const TCA_KIND: u16 = 1;
+const TCA_STATS: u16 = 3;
+const TCA_STATS2: u16 = 7;
+const TCA_STATS_BASIC: u16 = 1;
+const TCA_STATS_QUEUE: u16 = 3;
+/// `sizeof(struct tc_stats)`.
+const TC_STATS_LEN: usize = 36;
+/// `TC_H_ROOT`: the parent of a root qdisc.
+const TC_H_ROOT: u32 = u32::MAX;
+
+/// One qdisc of a `RTM_GETQDISC` dump, as ema/qdisc decodes it: the basic and queue statistics
+/// of `TCA_STATS2`, overridden by the legacy `TCA_STATS` where the kernel sends both (it does,
+/// after TCA_STATS2); packets are the 32-bit count both carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Qdisc {
+    pub ifindex: i32,
+    pub handle: u32,
+    /// 0 for a root qdisc (`TC_H_ROOT` is reported as 0, as ema/qdisc does).
+    pub parent: u32,
+    pub kind: String,
+    pub bytes: u64,
+    pub packets: u32,
+    pub drops: u32,
+    pub requeues: u32,
+    pub overlimits: u32,
+    pub qlen: u32,
+    pub backlog: u32,
+}
+
+fn short(what: &str) -> io::Error {
+    invalid(what)
+}
+
+/// One `RTM_NEWQDISC` body (`tcmsg` and attributes).
+pub fn parse_qdisc(body: &[u8]) -> io::Result<Qdisc> {
+    if body.len() < TCMSG_LEN {
+        return Err(short("short tcmsg"));
+    }
+    let parent = u32_at(body, 12).unwrap_or(0);
+    let mut q = Qdisc {
+        ifindex: u32_at(body, 4).unwrap_or(0) as i32,
+        handle: u32_at(body, 8).unwrap_or(0),
+        parent: if parent == TC_H_ROOT { 0 } else { parent },
+        ..Qdisc::default()
+    };
+    let u32_in = |b: &[u8], at: usize, what: &str| u32_at(b, at).ok_or_else(|| short(what));
+    for_each_attr(&body[TCMSG_LEN..], |kind, payload| {
+        match kind {
+            TCA_KIND => {
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
+                q.kind = String::from_utf8_lossy(&payload[..end]).into_owned();
+            }
+            TCA_STATS2 => {
+                // A fresh TCA_STATS2 replaces all of these, absent parts being zero.
+                let (mut bytes, mut packets) = (0, 0);
+                let mut queue = [0u32; 5];
+                for_each_attr(payload, |nested, p| {
+                    match nested {
+                        TCA_STATS_BASIC => {
+                            bytes = u64::from_ne_bytes(
+                                p.get(0..8)
+                                    .and_then(|b| b.try_into().ok())
+                                    .ok_or_else(|| short("short gnet_stats_basic"))?,
+                            );
+                            packets = u32_in(p, 8, "short gnet_stats_basic")?;
+                        }
+                        TCA_STATS_QUEUE => {
+                            for (i, slot) in queue.iter_mut().enumerate() {
+                                *slot = u32_in(p, 4 * i, "short gnet_stats_queue")?;
+                            }
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                q.bytes = bytes;
+                q.packets = packets;
+                [q.qlen, q.backlog, q.drops, q.requeues, q.overlimits] = queue;
+            }
+            TCA_STATS => {
+                if payload.len() < TC_STATS_LEN {
+                    return Err(short("short tc_stats"));
+                }
+                q.bytes = u64::from_ne_bytes(payload[0..8].try_into().unwrap_or([0; 8]));
+                q.packets = u32_in(payload, 8, "short tc_stats")?;
+                q.drops = u32_in(payload, 12, "short tc_stats")?;
+                q.overlimits = u32_in(payload, 16, "short tc_stats")?;
+                q.qlen = u32_in(payload, 28, "short tc_stats")?;
+                q.backlog = u32_in(payload, 32, "short tc_stats")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(q)
+}
+
+/// The request for a dump of every qdisc (an all-zero `tcmsg`).
+pub fn qdisc_dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + TCMSG_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + TCMSG_LEN];
+    write_header(&mut req, RTM_GETQDISC, seq);
+    req
+}
+
+/// Parses one datagram of a `RTM_GETQDISC` dump answering `seq`, appending qdiscs to `out`; a
+/// qdisc message that does not decode is skipped and counted in `malformed`.
+pub fn parse_qdisc_batch(
+    b: &[u8],
+    seq: u32,
+    out: &mut Vec<Qdisc>,
+    malformed: &mut usize,
+) -> io::Result<Batch> {
+    parse_messages(b, seq, |kind, body| {
+        if kind == RTM_NEWQDISC {
+            match parse_qdisc(body) {
+                Ok(q) => out.push(q),
+                Err(e) => {
+                    tracing::debug!(error = %e, "skipped malformed qdisc message");
+                    *malformed += 1;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `NETLINK_GENERIC` (linux/netlink.h).
+const NETLINK_GENERIC: libc::c_int = 16;
+/// linux/genetlink.h: the controller family and its family dump.
+const GENL_ID_CTRL: u16 = 16;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const CTRL_ATTR_VERSION: u16 = 3;
+/// `sizeof(struct genlmsghdr)`.
+const GENL_HDRLEN: usize = 4;
+const GENL_BUFFER: usize = 32 * 1024;
+
+/// A generic netlink request: the family's id as message type, a dump, `genlmsghdr` with
+/// `cmd` and `version`, then `attrs` (already encoded).
+pub fn genl_dump_request(seq: u32, family: u16, cmd: u8, version: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut req = vec![0u8; NLMSG_HDRLEN + GENL_HDRLEN];
+    req[NLMSG_HDRLEN] = cmd;
+    req[NLMSG_HDRLEN + 1] = version;
+    req.extend_from_slice(attrs);
+    write_header(&mut req, family, seq);
+    req
+}
+
+/// Appends one netlink attribute to `out`.
+pub fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(align4(out.len()), 0);
+}
+
+/// The (id, version) of the family named `name` in one `CTRL_CMD_NEWFAMILY` message's
+/// attributes (after the genetlink header), if it is that family.
+pub fn parse_family(attrs: &[u8], name: &str) -> io::Result<Option<(u16, u8)>> {
+    let (mut id, mut version, mut matches) = (None, 0u8, false);
+    for_each_attr(attrs, |kind, payload| {
+        match kind {
+            CTRL_ATTR_FAMILY_NAME => {
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
+                matches = &payload[..end] == name.as_bytes();
+            }
+            CTRL_ATTR_FAMILY_ID => id = u16_at(payload, 0),
+            CTRL_ATTR_VERSION => version = u32_at(payload, 0).unwrap_or(0) as u8,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(if matches {
+        id.map(|id| (id, version))
+    } else {
+        None
+    })
+}
+
+/// A generic netlink socket kept between dumps.
+pub struct GenlSocket(NetlinkSocket);
+
+impl GenlSocket {
+    pub fn open() -> io::Result<Self> {
+        NetlinkSocket::open(NETLINK_GENERIC, GENL_BUFFER).map(GenlSocket)
+    }
+
+    /// The id and version of the generic netlink family `name` (one dump of the controller's
+    /// families); `None` when the kernel has no such family (nl80211 without cfg80211).
+    pub fn family(&mut self, name: &str) -> io::Result<Option<(u16, u8)>> {
+        let mut found = None;
+        self.dump(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, &[], |attrs| {
+            if found.is_none() {
+                found = parse_family(attrs, name)?;
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Dumps `cmd` of `family`, handing each answer's attributes (after the genetlink header)
+    /// to `on_message`.
+    pub fn dump(
+        &mut self,
+        family: u16,
+        cmd: u8,
+        version: u8,
+        attrs: &[u8],
+        mut on_message: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.0.dump(
+            |seq| genl_dump_request(seq, family, cmd, version, attrs),
+            |datagram, seq| {
+                parse_messages(datagram, seq, |kind, body| {
+                    if kind != family {
+                        return Ok(());
+                    }
+                    let attrs = body
+                        .get(GENL_HDRLEN..)
+                        .ok_or_else(|| invalid("short genlmsghdr"))?;
+                    on_message(attrs)
+                })
+            },
+        )
+    }
 }
 
 /// A netlink socket kept between dumps. After a failed dump it must be dropped, not reused: the
@@ -674,6 +914,42 @@ impl RouteSocket {
             parse_route_batch(datagram, seq, out, &mut malformed)
         })?;
         Ok(malformed)
+    }
+
+    /// Every qdisc of every interface, into `out` (cleared first); returns how many qdisc
+    /// messages were malformed and skipped.
+    pub fn qdiscs(&mut self, out: &mut Vec<Qdisc>) -> io::Result<usize> {
+        out.clear();
+        let mut malformed = 0;
+        self.0.dump(qdisc_dump_request, |datagram, seq| {
+            parse_qdisc_batch(datagram, seq, out, &mut malformed)
+        })?;
+        Ok(malformed)
+    }
+
+    /// Asks for strict checking of dump requests (`NETLINK_GET_STRICT_CHK`), as ema/qdisc
+    /// does; kernels before 4.20 lack it, which is no error.
+    pub fn set_strict_check(&self) -> io::Result<()> {
+        const SOL_NETLINK: libc::c_int = 270;
+        const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid pointer to an int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0.fd.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_GET_STRICT_CHK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOPROTOOPT) {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 

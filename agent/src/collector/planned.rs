@@ -40,10 +40,8 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
     off("processes", no_flags),
-    off("qdisc", qdisc_flags),
     off("slabinfo", slabinfo_flags),
     off("sysctl", sysctl_flags),
-    off("wifi", wifi_flags),
 ];
 
 /// A kingpin `String()` flag (`Default` empty when `default` is `None`).
@@ -58,11 +56,6 @@ fn string(
         Some(value) => arg.default_value(value),
         None => arg,
     })
-}
-
-/// A hidden kingpin `String()` flag (the deprecated aliases).
-fn hidden(command: Command, name: &'static str, help: &'static str) -> Command {
-    command.arg(Arg::new(name).long(name).help(help).hide(true))
 }
 
 /// A kingpin `Strings()` flag: repeatable, every value kept.
@@ -150,37 +143,6 @@ fn perf_flags(command: Command) -> Command {
     command
 }
 
-fn qdisc_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.qdisc.fixtures",
-        Some(""),
-        "test fixtures to use for qdisc collector end-to-end testing",
-    );
-    let command = string(
-        command,
-        "collector.qdisc.device-include",
-        None,
-        "Regexp of qdisc devices to include (mutually exclusive to device-exclude).",
-    );
-    let command = hidden(
-        command,
-        "collector.qdisk.device-include",
-        "DEPRECATED: Use collector.qdisc.device-include",
-    );
-    let command = string(
-        command,
-        "collector.qdisc.device-exclude",
-        None,
-        "Regexp of qdisc devices to exclude (mutually exclusive to device-include).",
-    );
-    hidden(
-        command,
-        "collector.qdisk.device-exclude",
-        "DEPRECATED: Use collector.qdisc.device-exclude",
-    )
-}
-
 fn slabinfo_flags(command: Command) -> Command {
     let command = string(
         command,
@@ -206,14 +168,5 @@ fn sysctl_flags(command: Command) -> Command {
         command,
         "collector.sysctl.include-info",
         "Select sysctl metrics to include as info metrics",
-    )
-}
-
-fn wifi_flags(command: Command) -> Command {
-    string(
-        command,
-        "collector.wifi.fixtures",
-        Some(""),
-        "test fixtures to use for wifi collector metrics",
     )
 }
