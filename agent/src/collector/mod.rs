@@ -41,6 +41,7 @@ pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
 pub mod infiniband;
+pub mod interrupts;
 pub mod ipvs;
 pub mod lnstat;
 pub mod loadavg;

@@ -51,7 +51,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("drm", no_flags),
     off("ethtool", ethtool_flags),
     on("fibrechannel", no_flags),
-    off("interrupts", interrupts_flags),
     on("kernel_hung", no_flags),
     off("ksmd", no_flags),
     off("logind", no_flags),
@@ -125,27 +124,6 @@ fn ethtool_flags(command: Command) -> Command {
         "collector.ethtool.metrics-include",
         Some(".*"),
         "Regexp of ethtool stats to include.",
-    )
-}
-
-fn interrupts_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.interrupts.name-include",
-        None,
-        "Regexp of interrupts name to include (mutually exclusive to --collector.interrupts.name-exclude).",
-    );
-    let command = string(
-        command,
-        "collector.interrupts.name-exclude",
-        None,
-        "Regexp of interrupts name to exclude (mutually exclusive to --collector.interrupts.name-include).",
-    );
-    add_bool_flag(
-        command,
-        "collector.interrupts.include-zeros",
-        true,
-        "Include interrupts that have a zero value",
     )
 }
 

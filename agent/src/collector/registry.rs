@@ -20,6 +20,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
     &infiniband::REGISTRATION,
+    &interrupts::REGISTRATION,
     &ipvs::REGISTRATION,
     &lnstat::REGISTRATION,
     &loadavg::REGISTRATION,
