@@ -50,6 +50,7 @@ pub mod gosyntax;
 pub mod hotplug;
 pub mod hwmon;
 pub mod infiniband;
+pub mod interrupts;
 pub mod ipvs;
 pub mod kernel_hung;
 pub mod ksmd;

@@ -35,7 +35,6 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("cgroups", no_flags),
     off("drm", no_flags),
-    off("interrupts", interrupts_flags),
     off("meminfo_numa", no_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
@@ -65,27 +64,6 @@ fn strings(command: Command, name: &'static str, help: &'static str) -> Command 
             .long(name)
             .action(ArgAction::Append)
             .help(help),
-    )
-}
-
-fn interrupts_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.interrupts.name-include",
-        None,
-        "Regexp of interrupts name to include (mutually exclusive to --collector.interrupts.name-exclude).",
-    );
-    let command = string(
-        command,
-        "collector.interrupts.name-exclude",
-        None,
-        "Regexp of interrupts name to exclude (mutually exclusive to --collector.interrupts.name-include).",
-    );
-    add_bool_flag(
-        command,
-        "collector.interrupts.include-zeros",
-        true,
-        "Include interrupts that have a zero value",
     )
 }
 

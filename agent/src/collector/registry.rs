@@ -28,6 +28,7 @@ pub static ALL: &[&Registration] = &[
     &filesystem::REGISTRATION,
     &hwmon::REGISTRATION,
     &infiniband::REGISTRATION,
+    &interrupts::REGISTRATION,
     &ipvs::REGISTRATION,
     &kernel_hung::REGISTRATION,
     &ksmd::REGISTRATION,
