@@ -58,6 +58,7 @@ pub mod loadavg;
 pub mod logind;
 pub mod mdadm;
 pub mod meminfo;
+pub mod meminfo_numa;
 pub mod mountstats;
 pub mod netclass;
 pub mod netdev;

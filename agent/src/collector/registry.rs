@@ -36,6 +36,7 @@ pub static ALL: &[&Registration] = &[
     &logind::REGISTRATION,
     &mdadm::REGISTRATION,
     &meminfo::REGISTRATION,
+    &meminfo_numa::REGISTRATION,
     &mountstats::REGISTRATION,
     &netclass::REGISTRATION,
     &netdev::REGISTRATION,
