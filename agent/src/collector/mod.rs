@@ -79,6 +79,7 @@ pub mod registry;
 pub mod runit;
 pub mod schedstat;
 pub mod selinux;
+pub mod slabinfo;
 pub mod sockstat;
 pub mod softirqs;
 pub mod softnet;

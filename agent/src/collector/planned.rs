@@ -49,7 +49,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("perf", perf_flags),
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
-    off("slabinfo", slabinfo_flags),
     off("sysctl", sysctl_flags),
     off("wifi", wifi_flags),
 ];
@@ -186,21 +185,6 @@ fn qdisc_flags(command: Command) -> Command {
         command,
         "collector.qdisk.device-exclude",
         "DEPRECATED: Use collector.qdisc.device-exclude",
-    )
-}
-
-fn slabinfo_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.slabinfo.slabs-include",
-        Some(".*"),
-        "Regexp of slabs to include in slabinfo collector.",
-    );
-    string(
-        command,
-        "collector.slabinfo.slabs-exclude",
-        Some(""),
-        "Regexp of slabs to exclude in slabinfo collector.",
     )
 }
 

@@ -54,6 +54,7 @@ pub static ALL: &[&Registration] = &[
     &runit::REGISTRATION,
     &schedstat::REGISTRATION,
     &selinux::REGISTRATION,
+    &slabinfo::REGISTRATION,
     &sockstat::REGISTRATION,
     &softirqs::REGISTRATION,
     &softnet::REGISTRATION,
