@@ -87,6 +87,7 @@ pub mod source;
 pub mod stat;
 pub mod supervisord;
 pub mod swap;
+pub mod sysctl;
 pub mod systemd;
 pub mod tapestats;
 pub mod tcpstat;

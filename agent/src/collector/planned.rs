@@ -49,7 +49,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("perf", perf_flags),
     off("processes", no_flags),
     off("qdisc", qdisc_flags),
-    off("sysctl", sysctl_flags),
     off("wifi", wifi_flags),
 ];
 
@@ -185,19 +184,6 @@ fn qdisc_flags(command: Command) -> Command {
         command,
         "collector.qdisk.device-exclude",
         "DEPRECATED: Use collector.qdisc.device-exclude",
-    )
-}
-
-fn sysctl_flags(command: Command) -> Command {
-    let command = strings(
-        command,
-        "collector.sysctl.include",
-        "Select sysctl metrics to include",
-    );
-    strings(
-        command,
-        "collector.sysctl.include-info",
-        "Select sysctl metrics to include as info metrics",
     )
 }
 

@@ -61,6 +61,7 @@ pub static ALL: &[&Registration] = &[
     &stat::REGISTRATION,
     &supervisord::REGISTRATION,
     &swap::REGISTRATION,
+    &sysctl::REGISTRATION,
     &systemd::REGISTRATION,
     &tapestats::REGISTRATION,
     &tcpstat::REGISTRATION,
