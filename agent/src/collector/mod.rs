@@ -74,6 +74,7 @@ pub mod os;
 pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod processes;
 pub mod rapl;
 pub mod registry;
 pub mod runit;

@@ -47,7 +47,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("interrupts", interrupts_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
-    off("processes", no_flags),
     off("qdisc", qdisc_flags),
     off("wifi", wifi_flags),
 ];

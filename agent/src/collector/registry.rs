@@ -50,6 +50,7 @@ pub static ALL: &[&Registration] = &[
     &os::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
+    &processes::REGISTRATION,
     &rapl::REGISTRATION,
     &runit::REGISTRATION,
     &schedstat::REGISTRATION,
