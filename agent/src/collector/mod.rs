@@ -28,6 +28,7 @@ pub mod bcachefs;
 pub mod bonding;
 pub mod btrfs;
 pub mod buddyinfo;
+pub mod cgroups;
 pub mod conntrack;
 pub mod cpu;
 pub mod cpu_vulnerabilities;

@@ -42,7 +42,6 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
-    off("cgroups", no_flags),
     off("drm", no_flags),
     off("interrupts", interrupts_flags),
     off("pcidevice", pcidevice_flags),

@@ -12,6 +12,7 @@ pub static ALL: &[&Registration] = &[
     &bonding::REGISTRATION,
     &btrfs::REGISTRATION,
     &buddyinfo::REGISTRATION,
+    &cgroups::REGISTRATION,
     &conntrack::REGISTRATION,
     &cpu::REGISTRATION,
     &cpu_vulnerabilities::REGISTRATION,
