@@ -11,7 +11,6 @@
 use clap::{Arg, ArgAction, Command};
 
 use super::flags::add_bool_flag;
-use super::no_flags;
 
 /// A collector node_exporter has and the agent accepts on its command line but does not run.
 pub struct Unimplemented {
@@ -42,7 +41,6 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
-    off("drm", no_flags),
     off("interrupts", interrupts_flags),
     off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),

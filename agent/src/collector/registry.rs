@@ -21,6 +21,7 @@ pub static ALL: &[&Registration] = &[
     &dmi::REGISTRATION,
     &dmmultipath::REGISTRATION,
     &drbd::REGISTRATION,
+    &drm::REGISTRATION,
     &edac::REGISTRATION,
     &entropy::REGISTRATION,
     &ethtool::REGISTRATION,
