@@ -73,6 +73,7 @@ pub mod ntp;
 pub mod nvme;
 pub mod nvmesubsystem;
 pub mod os;
+pub mod pcidevice;
 pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;

@@ -42,7 +42,6 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("interrupts", interrupts_flags),
-    off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
     off("qdisc", qdisc_flags),
     off("wifi", wifi_flags),
@@ -95,21 +94,6 @@ fn interrupts_flags(command: Command) -> Command {
         "collector.interrupts.include-zeros",
         true,
         "Include interrupts that have a zero value",
-    )
-}
-
-fn pcidevice_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.pcidevice.idsfile",
-        None,
-        "Path to pci.ids file to use for PCI device identification.",
-    );
-    add_bool_flag(
-        command,
-        "collector.pcidevice.names",
-        false,
-        "Enable PCI device name resolution (requires pci.ids file).",
     )
 }
 

@@ -50,6 +50,7 @@ pub static ALL: &[&Registration] = &[
     &nvme::REGISTRATION,
     &nvmesubsystem::REGISTRATION,
     &os::REGISTRATION,
+    &pcidevice::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
     &processes::REGISTRATION,
