@@ -12,8 +12,10 @@
 //! width is -1, a missing SR-IOV count or d3cold_allowed 0; `numa_node` is reported only when
 //! not -1, `power_state` (one sample per state) only when present. Families are written in
 //! name order and samples in label order, as client_golang's gathering sorts them.
-//! Cost: the device listing once per hotplug epoch; per device and scrape, a readlink and about
-//! 20 attribute reads (opened each time, as procfs does).
+//! Cost: the device listing, each device's link and its static attributes (IDs, maximum link,
+//! NUMA node, SR-IOV capacity) are read once per hotplug epoch; per device and scrape only the
+//! attributes that change without hotplug (current link speed and width, power state,
+//! d3cold_allowed, sriov_numvfs, sriov_drivers_autoprobe): up to 6 small reads.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -66,11 +68,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError> {
             }
         }
     });
-    Ok(Box::new(PcideviceCollector {
-        names,
-        listing: DirListing::default(),
-        buf: String::new(),
-    }))
+    Ok(Box::new(PcideviceCollector::new(names)))
 }
 
 /// The names node_exporter loads from pci.ids.
@@ -211,6 +209,10 @@ struct PcideviceCollector {
     names: Option<PciIds>,
     listing: DirListing,
     buf: String,
+    /// The devices read in `cache_epoch`, by entry name: only their [`DYNAMIC`] attributes
+    /// are read again in that epoch.
+    cache: HashMap<String, Device>,
+    cache_epoch: Option<u64>,
 }
 
 /// A location's labels: segment, bus, device, function.
@@ -247,7 +249,19 @@ fn parse_location(text: &str) -> Option<Location> {
     ])
 }
 
+/// The attributes that change without a hotplug event (link training, power management,
+/// SR-IOV settings): read every scrape; the others once per hotplug epoch.
+const DYNAMIC: [&str; 6] = [
+    "current_link_speed",
+    "current_link_width",
+    "d3cold_allowed",
+    "power_state",
+    "sriov_numvfs",
+    "sriov_drivers_autoprobe",
+];
+
 /// One device's values.
+#[derive(Clone)]
 struct Device {
     location: Location,
     /// The info labels' values in label-name order (see [`info_labels`]).
@@ -296,6 +310,38 @@ fn go_decimal(s: &str, min: i64, max: i64) -> Option<i64> {
 }
 
 impl PcideviceCollector {
+    fn new(names: Option<PciIds>) -> Self {
+        PcideviceCollector {
+            names,
+            listing: DirListing::default(),
+            buf: String::new(),
+            cache: HashMap::new(),
+            cache_epoch: None,
+        }
+    }
+
+    /// A device's values: from the cache when read in this epoch, with its dynamic attributes
+    /// read again.
+    fn device(
+        &mut self,
+        ctx: &Context<'_>,
+        root: &Path,
+        name: &str,
+    ) -> Result<Device, DeviceError> {
+        if self.cache_epoch.is_some()
+            && self.cache_epoch == ctx.hotplug_epoch()
+            && let Some(mut d) = self.cache.get(name).cloned()
+        {
+            self.read_attributes(&root.join(name), &mut d, true)?;
+            return Ok(d);
+        }
+        let d = self.read_device(root, name)?;
+        if ctx.hotplug_epoch().is_some() {
+            self.cache.insert(name.to_string(), d.clone());
+        }
+        Ok(d)
+    }
+
     /// Reads an optional attribute: `Ok(false)` when absent or empty.
     fn optional(&mut self, path: &Path) -> Result<bool, DeviceError> {
         match read_sys_file(path, &mut self.buf) {
@@ -419,6 +465,26 @@ impl PcideviceCollector {
             vf_total_msix: 0.0,
             power_state: None,
         };
+        self.read_attributes(&path, &mut d, false)?;
+        Ok(d)
+    }
+
+    /// Reads the optional attributes into `d`: all of them, or only those that change
+    /// without a hotplug event ([`DYNAMIC`]), reset first.
+    fn read_attributes(
+        &mut self,
+        path: &Path,
+        d: &mut Device,
+        only_dynamic: bool,
+    ) -> Result<(), DeviceError> {
+        if only_dynamic {
+            d.cur_speed = -1.0;
+            d.cur_width = -1.0;
+            d.d3cold = 0.0;
+            d.autoprobe = 0.0;
+            d.numvfs = 0.0;
+            d.power_state = None;
+        }
         for attribute in [
             "max_link_speed",
             "max_link_width",
@@ -426,6 +492,9 @@ impl PcideviceCollector {
             "current_link_width",
             "numa_node",
         ] {
+            if only_dynamic && !DYNAMIC.contains(&attribute) {
+                continue;
+            }
             let file = path.join(attribute);
             if !self.optional(&file)? || self.buf.starts_with("Unknown") {
                 continue;
@@ -476,6 +545,9 @@ impl PcideviceCollector {
             "d3cold_allowed",
             "power_state",
         ] {
+            if only_dynamic && !DYNAMIC.contains(&attribute) {
+                continue;
+            }
             let file = path.join(attribute);
             if !self.optional(&file)? {
                 continue;
@@ -526,7 +598,7 @@ impl PcideviceCollector {
                 _ => d.power_state = Some(value.to_string()),
             }
         }
-        Ok(d)
+        Ok(())
     }
 }
 
@@ -651,9 +723,13 @@ impl Collector for PcideviceCollector {
         else {
             return Err(CollectorError::NoData);
         };
+        if self.cache_epoch != ctx.hotplug_epoch() || ctx.hotplug_epoch().is_none() {
+            self.cache.clear();
+            self.cache_epoch = ctx.hotplug_epoch();
+        }
         let mut devices = Vec::with_capacity(names.len());
         for name in names.iter() {
-            match self.read_device(&root, name) {
+            match self.device(ctx, &root, name) {
                 Ok(d) => devices.push(d),
                 Err(DeviceError::NotFound) => return Err(CollectorError::NoData),
                 Err(DeviceError::Failed(e)) => return Err(e),
@@ -783,11 +859,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = render(
             "pcidevice",
-            Box::new(PcideviceCollector {
-                names: None,
-                listing: DirListing::default(),
-                buf: String::new(),
-            }),
+            Box::new(PcideviceCollector::new(None)),
             Paths::fixture(dir.path()),
         );
         assert!(text.contains("node_scrape_collector_success{collector=\"pcidevice\"} 0"));
@@ -816,5 +888,53 @@ mod tests {
         assert_eq!(ids.class("0x060400"), "PCI bridge");
         assert_eq!(ids.class("0x068000"), "Bridge");
         assert_eq!(ids.class("0x0c0330"), "Unknown class (0c0330)");
+    }
+
+    #[test]
+    fn static_attributes_are_cached_for_the_epoch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let dev = sys.join("devices/pci0000:00/0000:00:1f.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(sys.join("bus/pci/devices")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../devices/pci0000:00/0000:00:1f.0",
+            sys.join("bus/pci/devices/0000:00:1f.0"),
+        )
+        .unwrap();
+        for (file, value) in [
+            ("class", "0x060100"),
+            ("vendor", "0x8086"),
+            ("device", "0x1bca"),
+            ("subsystem_vendor", "0x8086"),
+            ("subsystem_device", "0x0000"),
+            ("revision", "0x09"),
+            ("numa_node", "0"),
+            ("power_state", "D0"),
+        ] {
+            std::fs::write(dev.join(file), format!("{value}\n")).unwrap();
+        }
+        let paths = Paths::fixture(dir.path());
+        let malformed = std::sync::atomic::AtomicU64::new(0);
+        let mut c = PcideviceCollector::new(None);
+        let root = paths.sys("bus/pci/devices");
+        let at = |epoch| Context::new(&paths, &malformed).with_hotplug_epoch(epoch);
+        let d = c.device(&at(Some(1)), &root, "0000:00:1f.0").ok().unwrap();
+        assert_eq!(
+            (d.numa_node, d.power_state.as_deref()),
+            (Some(0.0), Some("D0"))
+        );
+        std::fs::write(dev.join("numa_node"), "1\n").unwrap();
+        std::fs::write(dev.join("power_state"), "D3hot\n").unwrap();
+        c.cache_epoch = Some(1);
+        let d = c.device(&at(Some(1)), &root, "0000:00:1f.0").ok().unwrap();
+        assert_eq!(
+            (d.numa_node, d.power_state.as_deref()),
+            (Some(0.0), Some("D3hot"))
+        );
+        c.cache.clear();
+        c.cache_epoch = Some(2);
+        let d = c.device(&at(Some(2)), &root, "0000:00:1f.0").ok().unwrap();
+        assert_eq!(d.numa_node, Some(1.0));
     }
 }
