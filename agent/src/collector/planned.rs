@@ -33,14 +33,7 @@ const fn off(name: &'static str, flags: fn(Command) -> Command) -> Unimplemented
 
 /// Every 1.12.1 Linux collector the agent lacks, by name.
 pub static UNIMPLEMENTED: &[Unimplemented] = &[
-    off("cgroups", no_flags),
-    off("drm", no_flags),
-    off("meminfo_numa", no_flags),
-    off("pcidevice", pcidevice_flags),
     off("perf", perf_flags),
-    off("processes", no_flags),
-    off("slabinfo", slabinfo_flags),
-    off("sysctl", sysctl_flags),
 ];
 
 /// A kingpin `String()` flag (`Default` empty when `default` is `None`).
@@ -64,21 +57,6 @@ fn strings(command: Command, name: &'static str, help: &'static str) -> Command 
             .long(name)
             .action(ArgAction::Append)
             .help(help),
-    )
-}
-
-fn pcidevice_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.pcidevice.idsfile",
-        None,
-        "Path to pci.ids file to use for PCI device identification.",
-    );
-    add_bool_flag(
-        command,
-        "collector.pcidevice.names",
-        false,
-        "Enable PCI device name resolution (requires pci.ids file).",
     )
 }
 
@@ -121,30 +99,3 @@ fn perf_flags(command: Command) -> Command {
     command
 }
 
-fn slabinfo_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.slabinfo.slabs-include",
-        Some(".*"),
-        "Regexp of slabs to include in slabinfo collector.",
-    );
-    string(
-        command,
-        "collector.slabinfo.slabs-exclude",
-        Some(""),
-        "Regexp of slabs to exclude in slabinfo collector.",
-    )
-}
-
-fn sysctl_flags(command: Command) -> Command {
-    let command = strings(
-        command,
-        "collector.sysctl.include",
-        "Select sysctl metrics to include",
-    );
-    strings(
-        command,
-        "collector.sysctl.include-info",
-        "Select sysctl metrics to include as info metrics",
-    )
-}

@@ -238,7 +238,7 @@ fn index_and_name<'a>(usage: &[(String, i64)], name: &'a str) -> (i64, &'a str) 
 }
 
 /// node_exporter's `SanitizeMetricName`: each `_*[^0-9A-Za-z_]+_*` becomes one `_`.
-fn sanitize(name: &str) -> String {
+pub(super) fn sanitize(name: &str) -> String {
     let bytes = name.as_bytes();
     let invalid = |b: u8| !(b.is_ascii_alphanumeric() || b == b'_');
     let mut out = String::with_capacity(name.len());
