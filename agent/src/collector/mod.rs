@@ -71,6 +71,7 @@ pub mod ntp;
 pub mod nvme;
 pub mod nvmesubsystem;
 pub mod os;
+pub mod perf;
 pub mod planned;
 pub mod powersupplyclass;
 pub mod pressure;

@@ -37,7 +37,6 @@ pub static UNIMPLEMENTED: &[Unimplemented] = &[
     off("drm", no_flags),
     off("meminfo_numa", no_flags),
     off("pcidevice", pcidevice_flags),
-    off("perf", perf_flags),
     off("processes", no_flags),
     off("slabinfo", slabinfo_flags),
     off("sysctl", sysctl_flags),
@@ -80,45 +79,6 @@ fn pcidevice_flags(command: Command) -> Command {
         false,
         "Enable PCI device name resolution (requires pci.ids file).",
     )
-}
-
-fn perf_flags(command: Command) -> Command {
-    let command = string(
-        command,
-        "collector.perf.cpus",
-        Some(""),
-        "List of CPUs from which perf metrics should be collected",
-    );
-    let mut command = strings(
-        command,
-        "collector.perf.tracepoint",
-        "perf tracepoint that should be collected",
-    );
-    for kind in ["hardware", "software", "cache"] {
-        let (disable, disable_help, list, list_help) = match kind {
-            "hardware" => (
-                "collector.perf.disable-hardware-profilers",
-                "disable perf hardware profilers",
-                "collector.perf.hardware-profilers",
-                "perf hardware profilers that should be collected",
-            ),
-            "software" => (
-                "collector.perf.disable-software-profilers",
-                "disable perf software profilers",
-                "collector.perf.software-profilers",
-                "perf software profilers that should be collected",
-            ),
-            _ => (
-                "collector.perf.disable-cache-profilers",
-                "disable perf cache profilers",
-                "collector.perf.cache-profilers",
-                "perf cache profilers that should be collected",
-            ),
-        };
-        command = add_bool_flag(command, disable, false, disable_help);
-        command = strings(command, list, list_help);
-    }
-    command
 }
 
 fn slabinfo_flags(command: Command) -> Command {

@@ -48,6 +48,7 @@ pub static ALL: &[&Registration] = &[
     &nvme::REGISTRATION,
     &nvmesubsystem::REGISTRATION,
     &os::REGISTRATION,
+    &perf::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
     &qdisc::REGISTRATION,
