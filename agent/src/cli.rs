@@ -99,9 +99,6 @@ pub fn command() -> Command {
     for reg in collector::registry::ALL {
         cmd = (reg.flags)(collector_switch(cmd, reg.name, reg.default_enabled));
     }
-    for reg in collector::planned::UNIMPLEMENTED {
-        cmd = (reg.flags)(collector_switch(cmd, reg.name, reg.default_enabled));
-    }
     cmd
 }
 
@@ -263,16 +260,6 @@ pub fn collector_enabled(m: &ArgMatches, name: &str, default_enabled: bool) -> b
         Some(&given) => given,
         None => default_enabled && !bool_flag_in(m, "collector.disable-defaults"),
     }
-}
-
-/// The collectors of node_exporter 1.12.1 the agent does not implement that this command line
-/// enables (by default or by flag): named in a warning at start-up, never run.
-pub fn unimplemented_enabled(m: &ArgMatches) -> Vec<&'static str> {
-    collector::planned::UNIMPLEMENTED
-        .iter()
-        .filter(|reg| collector_enabled(m, reg.name, reg.default_enabled))
-        .map(|reg| reg.name)
-        .collect()
 }
 
 /// Builds every enabled collector, in registration order.
@@ -639,11 +626,6 @@ mod node_exporter_1_12_1 {
         let known: Vec<(&str, bool)> = collector::registry::ALL
             .iter()
             .map(|r| (r.name, r.default_enabled))
-            .chain(
-                collector::planned::UNIMPLEMENTED
-                    .iter()
-                    .map(|r| (r.name, r.default_enabled)),
-            )
             .collect();
         let mut names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
         names.sort_unstable();
@@ -666,17 +648,11 @@ mod node_exporter_1_12_1 {
                 "--no-collector.{name}"
             );
         }
-        // An unimplemented collector, even asked for, is never built, only named.
+        // Asked for on the command line, a collector is built; refused, it is not.
         let m = parse(&["--collector.systemd".into(), "--no-collector.zfs".into()]).unwrap();
-        let named = unimplemented_enabled(&m);
-        // Whichever collectors are still unimplemented: the default ones and systemd, not zfs.
-        for u in collector::planned::UNIMPLEMENTED {
-            let asked = (u.default_enabled || u.name == "systemd") && u.name != "zfs";
-            assert_eq!(named.contains(&u.name), asked, "{}: {named:?}", u.name);
-        }
-        assert!(!named.contains(&"zfs") && !named.contains(&"processes"));
         let built = build_collectors(&m, &Paths::default()).unwrap();
-        assert!(built.iter().all(|(n, _)| !named.contains(n)));
+        assert!(built.iter().any(|(n, _)| *n == "systemd"));
+        assert!(!built.iter().any(|(n, _)| *n == "zfs"));
     }
 
     #[test]

@@ -29,14 +29,6 @@ fn main() -> anyhow::Result<()> {
     let collectors = cli::build_collectors(&matches, &options.paths)?;
     let names: Vec<&str> = collectors.iter().map(|(n, _)| *n).collect();
     tracing::info!(collectors = ?names, "enabled collectors");
-    let unimplemented = cli::unimplemented_enabled(&matches);
-    if !unimplemented.is_empty() {
-        // node_exporter would run these; the node keeps every other collector's metrics.
-        tracing::warn!(
-            collectors = ?unimplemented,
-            "enabled collectors not implemented in this agent (skipped)"
-        );
-    }
     if options.log_format == "json" {
         tracing::warn!("--log.format=json is not supported by this agent; logging as text");
     }

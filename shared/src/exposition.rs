@@ -2,8 +2,9 @@
 //! node_exporter serves and the Pushgateway accepts. Pure text in, text out (no I/O).
 //!
 //! prometheus-client encodes samples, labels and escaping; only the metadata lines differ between
-//! the two formats: a 0.0.4 counter family is named with its `_total` suffix, `unknown` is spelled
-//! `untyped`, and there are no `# UNIT` or `# EOF` lines.
+//! the two formats: a 0.0.4 counter family is named as its samples are (with the `_total` suffix
+//! OpenMetrics keeps out of the family name, or without it for the few counters node_exporter
+//! names without one), `unknown` is spelled `untyped`, and there are no `# UNIT` or `# EOF` lines.
 
 pub const TEXT_004_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -31,6 +32,8 @@ pub struct Text004 {
     in_sample: bool,
     /// Whether the next byte starts a line.
     mid_line: bool,
+    /// The held HELP line is a counter's, whose name waits for its first sample (in `line`).
+    counter: bool,
 }
 
 impl Text004 {
@@ -41,12 +44,15 @@ impl Text004 {
         self.help.clear();
         self.in_sample = false;
         self.mid_line = false;
+        self.counter = false;
     }
 
     /// Completes the rewrite: a last line without its newline, a HELP line with no TYPE after it.
     pub fn finish(&mut self) {
         if self.mid_line && !self.in_sample {
             self.metadata_line_done();
+        } else if self.mid_line && self.counter {
+            self.first_counter_sample_done();
         }
         self.mid_line = false;
         self.flush_help(None);
@@ -63,8 +69,13 @@ impl Text004 {
             self.help.push_str(&line);
         } else if let Some(type_line) = line.strip_prefix("# TYPE ")
             && !self.help.is_empty()
+            && !self.counter
         {
-            self.flush_help(type_line.trim_end().rsplit_once(' ').map(|(_, t)| t));
+            match type_line.trim_end().rsplit_once(' ').map(|(_, t)| t) {
+                // Named once its first sample shows whether it carries `_total`.
+                Some("counter") => self.counter = true,
+                metric_type => self.flush_help(metric_type),
+            }
         } else {
             self.flush_help(None);
             if !(line.starts_with("# UNIT ") || line.starts_with("# EOF")) {
@@ -75,9 +86,43 @@ impl Text004 {
         self.line.clear();
     }
 
-    /// Writes the held HELP line (if any) and its TYPE line, 0.0.4 style: a counter family named
-    /// with `_total`, `unknown` (or no TYPE at all) spelled `untyped`.
+    /// The first sample line of a held counter is complete (in `line`): the family is named as
+    /// that sample is, and the sample follows.
+    fn first_counter_sample_done(&mut self) {
+        let sample = std::mem::take(&mut self.line);
+        let sample_name = sample.split(['{', ' ', '\n']).next().unwrap_or_default();
+        self.write_counter_help(Some(sample_name));
+        self.out.push_str(&sample);
+        self.line = sample;
+        self.line.clear();
+    }
+
+    /// Writes a held counter's HELP and TYPE lines: named without `_total` only when its first
+    /// sample (if it has one) is.
+    fn write_counter_help(&mut self, first_sample: Option<&str>) {
+        self.counter = false;
+        let described = self.help.strip_prefix("# HELP ").unwrap_or(&self.help);
+        let name = described
+            .split_once(' ')
+            .map_or(described.trim_end(), |(n, _)| n);
+        let bare = first_sample == Some(name);
+        self.write_help(if bare { "" } else { "_total" }, "counter");
+    }
+
+    /// Writes the held HELP line (if any) and its TYPE line, 0.0.4 style: `unknown` (or no TYPE
+    /// at all) spelled `untyped`; a counter with no sample named with `_total`.
     fn flush_help(&mut self, metric_type: Option<&str>) {
+        if self.counter {
+            return self.write_counter_help(None);
+        }
+        match metric_type {
+            Some("unknown") | None => self.write_help("", "untyped"),
+            Some(t) => self.write_help("", t),
+        }
+    }
+
+    /// Writes the held HELP line (if any) with `suffix` after its name, and its TYPE line.
+    fn write_help(&mut self, suffix: &str, type_004: &str) {
         if self.help.is_empty() {
             return;
         }
@@ -86,15 +131,6 @@ impl Text004 {
         let (name, help) = described
             .split_once(' ')
             .unwrap_or((described.trim_end(), "\n"));
-        let suffix = if metric_type == Some("counter") {
-            "_total"
-        } else {
-            ""
-        };
-        let type_004 = match metric_type {
-            Some("unknown") | None => "untyped",
-            Some(t) => t,
-        };
         for part in ["# HELP ", name, suffix, " ", help] {
             self.out.push_str(part);
         }
@@ -111,14 +147,14 @@ impl std::fmt::Write for Text004 {
         while !s.is_empty() {
             if !self.mid_line {
                 self.in_sample = !s.starts_with('#');
-                if self.in_sample {
+                if self.in_sample && !self.counter {
                     self.flush_help(None);
                 }
                 self.mid_line = true;
             }
             let newline = memchr::memchr(b'\n', s.as_bytes());
             let (chunk, rest) = s.split_at(newline.map_or(s.len(), |i| i + 1));
-            if self.in_sample {
+            if self.in_sample && !self.counter {
                 self.out.push_str(chunk);
             } else {
                 self.line.push_str(chunk);
@@ -126,6 +162,8 @@ impl std::fmt::Write for Text004 {
             if newline.is_some() {
                 if !self.in_sample {
                     self.metadata_line_done();
+                } else if self.counter {
+                    self.first_counter_sample_done();
                 }
                 self.mid_line = false;
             }
@@ -180,6 +218,19 @@ mod tests {
             rewrite("# HELP z Z.\n# TYPE z counter\nz_total 3"),
             "kept\n# HELP z_total Z.\n# TYPE z_total counter\nz_total 3"
         );
+        // A counter named without `_total`, as its samples are; one with no sample.
+        assert_eq!(
+            rewrite("# HELP s S.\n# TYPE s counter\ns{a=\"1\"} 3\ns{a=\"2\"} 4\n"),
+            "kept\n# HELP s S.\n# TYPE s counter\ns{a=\"1\"} 3\ns{a=\"2\"} 4\n"
+        );
+        assert_eq!(
+            rewrite("# HELP e E.\n# TYPE e counter\n# HELP g G.\n# TYPE g gauge\ng 1\n"),
+            "kept\n# HELP e_total E.\n# TYPE e_total counter\n# HELP g G.\n# TYPE g gauge\ng 1\n"
+        );
+        assert_eq!(
+            rewrite("# HELP t T.\n# TYPE t counter\nt 5"),
+            "kept\n# HELP t T.\n# TYPE t counter\nt 5"
+        );
         // A '#' inside a sample line (a label value) is not a comment.
         assert_eq!(rewrite("m{l=\"#x\"} 1\n"), "kept\nm{l=\"#x\"} 1\n");
     }
@@ -188,7 +239,8 @@ mod tests {
     fn fragments_rewrite_as_the_whole() {
         use std::fmt::Write as _;
         let om = "# HELP a A.\n# TYPE a counter\na_total{x=\"#\"} 1\n# HELP b B.\n# TYPE b unknown\nb 2\n\
-                  # HELP c C.\n# TYPE c gauge\n# UNIT c seconds\nc 3\n# EOF\n";
+                  # HELP c C.\n# TYPE c gauge\n# UNIT c seconds\nc 3\n\
+                  # HELP d D.\n# TYPE d counter\nd{x=\"y\"} 4\nd 5\n# HELP f F.\n# TYPE f counter\n# EOF\n";
         let mut whole = String::new();
         openmetrics_to_text004(om, &mut whole);
         for size in 1..8 {

@@ -75,14 +75,11 @@ pub mod nvme;
 pub mod nvmesubsystem;
 pub mod os;
 pub mod pcidevice;
-pub mod planned;
+pub mod perf;
 pub mod powersupplyclass;
 pub mod pressure;
-<<<<<<< HEAD
-pub mod qdisc;
-=======
 pub mod processes;
->>>>>>> nx-system
+pub mod qdisc;
 pub mod rapl;
 pub mod registry;
 pub mod runit;
@@ -367,25 +364,30 @@ impl<'a, 'e> MetricWriter<'a, 'e> {
         MetricWriter { encoder }
     }
 
-    /// Starts a family. `name` is the full node_exporter name; counters end in `_total`.
+    /// Starts a family. `name` is the full node_exporter name; counters nearly always end in
+    /// `_total`, and the few node_exporter names without it (`node_supervisord_start_time_seconds`,
+    /// perf's tracepoints, a textfile's) are served as they are named.
     pub fn family<'s>(
         &'s mut self,
         name: &'s str,
         help: &str,
         kind: Kind,
     ) -> Result<Family<'s>, fmt::Error> {
-        let (name, metric_type) = match kind {
-            // prometheus-client appends `_total` to counter samples itself.
-            Kind::Counter => (
-                name.strip_suffix("_total").unwrap_or(name),
-                MetricType::Counter,
-            ),
-            Kind::Gauge => (name, MetricType::Gauge),
-            Kind::Untyped => (name, MetricType::Unknown),
+        let (name, metric_type, bare_counter) = match kind {
+            // prometheus-client appends `_total` to counter samples itself; a counter named
+            // without it has its samples written plain, and the text format 0.0.4 rewrite names
+            // the family as its samples are.
+            Kind::Counter => match name.strip_suffix("_total") {
+                Some(stem) => (stem, MetricType::Counter, false),
+                None => (name, MetricType::Counter, true),
+            },
+            Kind::Gauge => (name, MetricType::Gauge, false),
+            Kind::Untyped => (name, MetricType::Unknown, false),
         };
         let encoder = self
             .encoder
             .encode_descriptor(name, help, None, metric_type)?;
+        let kind = if bare_counter { Kind::Untyped } else { kind };
         Ok(Family { encoder, kind })
     }
 
@@ -413,6 +415,7 @@ impl<'a, 'e> MetricWriter<'a, 'e> {
 /// One family being written; add its samples with [`Family::sample`].
 pub struct Family<'s> {
     encoder: MetricEncoder<'s>,
+    /// How samples are encoded: `Untyped` (plain) for a counter named without `_total`.
     kind: Kind,
 }
 

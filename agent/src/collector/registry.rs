@@ -52,6 +52,7 @@ pub static ALL: &[&Registration] = &[
     &nvmesubsystem::REGISTRATION,
     &os::REGISTRATION,
     &pcidevice::REGISTRATION,
+    &perf::REGISTRATION,
     &powersupplyclass::REGISTRATION,
     &pressure::REGISTRATION,
     &processes::REGISTRATION,

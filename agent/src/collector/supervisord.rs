@@ -5,10 +5,8 @@
 //! supervisord's unix socket, as node_exporter does with mattn/go-xmlrpc ([`xmlrpc`]).
 //!
 //! Decisions:
-//! - `node_supervisord_start_time_seconds` is declared a counter by node_exporter, without the
-//!   `_total` suffix. The agent's writer names every counter family with `_total` (text format
-//!   0.0.4 through prometheus-client), so it is served as a gauge under node_exporter's name:
-//!   the same series and values, `# TYPE … gauge` instead of `counter`.
+//! - `node_supervisord_start_time_seconds` is a counter without the `_total` suffix, as
+//!   node_exporter declares it.
 //! - As node_exporter, the fields of one process's struct carry over to the next process's when
 //!   that one lacks them. A field of an unexpected XML-RPC type is ignored (left as it was)
 //!   where node_exporter's type assertion would panic. `https://` URLs are refused at the
@@ -139,27 +137,34 @@ impl Collector for SupervisordCollector {
         }
         procs.sort_by(|a, b| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
         type Field = fn(&Info) -> Option<f64>;
-        let families: [(&str, &str, Field); 4] = [
-            ("node_supervisord_exit_status", "Process Exit Status", |p| {
-                Some(p.exit_status as f64)
-            }),
+        let families: [(&str, &str, Kind, Field); 4] = [
+            (
+                "node_supervisord_exit_status",
+                "Process Exit Status",
+                Kind::Gauge,
+                |p| Some(p.exit_status as f64),
+            ),
             (
                 "node_supervisord_start_time_seconds",
                 "Process start time",
+                Kind::Counter,
                 |p| is_running(p.state).then_some(p.start as f64),
             ),
-            ("node_supervisord_state", "Process State", |p| {
-                Some(p.state as f64)
-            }),
-            ("node_supervisord_up", "Process Up", |p| {
+            (
+                "node_supervisord_state",
+                "Process State",
+                Kind::Gauge,
+                |p| Some(p.state as f64),
+            ),
+            ("node_supervisord_up", "Process Up", Kind::Gauge, |p| {
                 Some(if is_running(p.state) { 1.0 } else { 0.0 })
             }),
         ];
-        for (name, help, value) in families {
+        for (name, help, kind, value) in families {
             if !procs.iter().any(|p| value(p).is_some()) {
                 continue;
             }
-            let mut family = out.family(name, help, Kind::Gauge)?;
+            let mut family = out.family(name, help, kind)?;
             for p in &procs {
                 if let Some(v) = value(p) {
                     family.sample(&[("group", &p.group), ("name", &p.name)], v)?;

@@ -509,11 +509,7 @@ fn write_family(
     match family.kind {
         FamilyType::Counter | FamilyType::Gauge | FamilyType::Untyped => {
             let kind = match family.kind {
-                FamilyType::Counter
-                    if family.name.ends_with("_total") && !family.counter_untyped =>
-                {
-                    Kind::Counter
-                }
+                FamilyType::Counter if !family.counter_untyped => Kind::Counter,
                 FamilyType::Gauge => Kind::Gauge,
                 _ => Kind::Untyped,
             };
