@@ -4,6 +4,7 @@
 
 pub mod ca;
 pub mod exposition;
+pub mod fragments;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,0 +1,270 @@
+//! Fragment inventories as compact sets: what a storage device holds (`present`), which of those
+//! lack a `.digest` file, which failed their last scrub, and which are younger than the orphan
+//! grace period, each as a roaring bitmap of fragment ids, plus the sizes in `present`'s order.
+//! Also the pure reconciliation of an inventory with the DFS's `FRAGMENT` rows, fed in batches.
+//! No I/O: bytes and sets in and out.
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+/// How many ids of each state an audit keeps as a sample.
+pub const SAMPLE: usize = 20;
+
+/// What one storage device holds, as of one scan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceInventory {
+    pub device_id: u32,
+    /// Fragment files present (`<dir>/<id>`).
+    pub present: RoaringBitmap,
+    /// Present fragments without `<id>.digest`.
+    pub no_digest: RoaringBitmap,
+    /// Present fragments whose last scrub did not match their digest.
+    pub corrupt: RoaringBitmap,
+    /// Present fragments modified within the orphan grace period (uploads may be in flight).
+    pub recent: RoaringBitmap,
+    /// Sizes in bytes of `present`'s ids in ascending id order (saturating at `u32::MAX`):
+    /// 4 bytes per fragment, the largest part of an inventory.
+    pub sizes: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("inventory encoding: {0}")]
+    Encoding(#[source] postcard::Error),
+    #[error("inventory bitmap {which}: {source}")]
+    Bitmap {
+        which: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inventory has {sizes} sizes for {present} fragments")]
+    Sizes { sizes: usize, present: u64 },
+    #[error("inventory set {0} holds ids that are not present")]
+    NotSubset(&'static str),
+}
+
+/// The wire form: each bitmap in roaring's portable serialization.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    device_id: u32,
+    present: Vec<u8>,
+    no_digest: Vec<u8>,
+    corrupt: Vec<u8>,
+    recent: Vec<u8>,
+    sizes: Vec<u32>,
+}
+
+fn bits(b: &RoaringBitmap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.serialized_size());
+    // Writing into a Vec cannot fail.
+    let _ = b.serialize_into(&mut out);
+    out
+}
+
+fn unbits(which: &'static str, bytes: &[u8]) -> Result<RoaringBitmap, InventoryError> {
+    RoaringBitmap::deserialize_from(bytes).map_err(|source| InventoryError::Bitmap { which, source })
+}
+
+impl DeviceInventory {
+    /// The size of fragment `id`, if present.
+    pub fn size_of(&self, id: u32) -> Option<u64> {
+        if !self.present.contains(id) {
+            return None;
+        }
+        let rank = self.present.rank(id) as usize;
+        self.sizes.get(rank.checked_sub(1)?).map(|&s| u64::from(s))
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.sizes.iter().map(|&s| u64::from(s)).sum()
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, InventoryError> {
+        postcard::to_stdvec(&Wire {
+            device_id: self.device_id,
+            present: bits(&self.present),
+            no_digest: bits(&self.no_digest),
+            corrupt: bits(&self.corrupt),
+            recent: bits(&self.recent),
+            sizes: self.sizes.clone(),
+        })
+        .map_err(InventoryError::Encoding)
+    }
+
+    /// Decodes and checks an inventory from the network: sizes match, every set ⊆ present.
+    pub fn decode(bytes: &[u8]) -> Result<DeviceInventory, InventoryError> {
+        let w: Wire = postcard::from_bytes(bytes).map_err(InventoryError::Encoding)?;
+        let inv = DeviceInventory {
+            device_id: w.device_id,
+            present: unbits("present", &w.present)?,
+            no_digest: unbits("no_digest", &w.no_digest)?,
+            corrupt: unbits("corrupt", &w.corrupt)?,
+            recent: unbits("recent", &w.recent)?,
+            sizes: w.sizes,
+        };
+        if inv.sizes.len() as u64 != inv.present.len() {
+            return Err(InventoryError::Sizes {
+                sizes: inv.sizes.len(),
+                present: inv.present.len(),
+            });
+        }
+        for (name, set) in [
+            ("no_digest", &inv.no_digest),
+            ("corrupt", &inv.corrupt),
+            ("recent", &inv.recent),
+        ] {
+            if !set.is_subset(&inv.present) {
+                return Err(InventoryError::NotSubset(name));
+            }
+        }
+        Ok(inv)
+    }
+}
+
+/// Count, bytes and a sample of one state's fragments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCount {
+    pub count: u64,
+    pub bytes: u64,
+    pub sample: Vec<u32>,
+}
+
+impl StateCount {
+    fn of(set: &RoaringBitmap, inv: &DeviceInventory) -> StateCount {
+        StateCount {
+            count: set.len(),
+            bytes: set.iter().filter_map(|id| inv.size_of(id)).sum(),
+            sample: set.iter().take(SAMPLE).collect(),
+        }
+    }
+}
+
+/// One device's reconciliation with the DFS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentAudit {
+    pub device_id: u32,
+    pub present: StateCount,
+    /// In the database, not on disk (no bytes: the disk does not have them).
+    pub missing: StateCount,
+    /// On disk, not in the database, older than the grace period.
+    pub orphaned: StateCount,
+    pub corrupt: StateCount,
+    pub no_digest: StateCount,
+    /// Ids in the database that are not fragment ids this inventory can hold (negative, > u32).
+    pub unrepresentable: u64,
+}
+
+/// Feeds the database's ids for one device in batches; memory is one bitmap of the database's
+/// ids for that device (compressed, a few bytes per id at most), never a whole result set.
+#[derive(Debug)]
+pub struct Reconciler<'a> {
+    inv: &'a DeviceInventory,
+    in_db: RoaringBitmap,
+    unrepresentable: u64,
+}
+
+impl<'a> Reconciler<'a> {
+    pub fn new(inv: &'a DeviceInventory) -> Reconciler<'a> {
+        Reconciler {
+            inv,
+            in_db: RoaringBitmap::new(),
+            unrepresentable: 0,
+        }
+    }
+
+    pub fn feed(&mut self, ids: &[i64]) {
+        for &id in ids {
+            match u32::try_from(id) {
+                Ok(id) => {
+                    self.in_db.insert(id);
+                }
+                Err(_) => self.unrepresentable += 1,
+            }
+        }
+    }
+
+    /// Orphan candidates: present, not in the database, not recent.
+    pub fn orphans(&self) -> RoaringBitmap {
+        &(&self.inv.present - &self.in_db) - &self.inv.recent
+    }
+
+    pub fn finish(self) -> FragmentAudit {
+        let missing = &self.in_db - &self.inv.present;
+        let orphans = self.orphans();
+        FragmentAudit {
+            device_id: self.inv.device_id,
+            present: StateCount {
+                count: self.inv.present.len(),
+                bytes: self.inv.total_bytes(),
+                sample: Vec::new(),
+            },
+            missing: StateCount {
+                count: missing.len(),
+                bytes: 0,
+                sample: missing.iter().take(SAMPLE).collect(),
+            },
+            orphaned: StateCount::of(&orphans, self.inv),
+            corrupt: StateCount::of(&self.inv.corrupt, self.inv),
+            no_digest: StateCount::of(&self.inv.no_digest, self.inv),
+            unrepresentable: self.unrepresentable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv() -> DeviceInventory {
+        let mut i = DeviceInventory {
+            device_id: 7,
+            ..Default::default()
+        };
+        for (id, size) in [(100, 10), (101, 20), (200, 30), (300, 40), (301, 50)] {
+            i.present.insert(id);
+            i.sizes.push(size);
+        }
+        i.no_digest.insert(101);
+        i.corrupt.insert(200);
+        i.recent.insert(301);
+        i
+    }
+
+    #[test]
+    fn round_trip_and_checks() {
+        let i = inv();
+        let bytes = i.encode().unwrap();
+        assert_eq!(DeviceInventory::decode(&bytes).unwrap(), i);
+        let mut bad = i.clone();
+        bad.sizes.pop();
+        assert!(matches!(
+            DeviceInventory::decode(&bad.encode().unwrap()),
+            Err(InventoryError::Sizes { .. })
+        ));
+        let mut bad = i.clone();
+        bad.corrupt.insert(999);
+        assert!(matches!(
+            DeviceInventory::decode(&bad.encode().unwrap()),
+            Err(InventoryError::NotSubset("corrupt"))
+        ));
+        assert!(DeviceInventory::decode(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn reconcile_states() {
+        let i = inv();
+        assert_eq!(i.size_of(200), Some(30));
+        let mut r = Reconciler::new(&i);
+        r.feed(&[100, 101, 200]);
+        r.feed(&[400, -1]);
+        let a = r.finish();
+        assert_eq!(a.missing.count, 1);
+        assert_eq!(a.missing.sample, vec![400]);
+        // 300 is an orphan; 301 is too young to be one.
+        assert_eq!((a.orphaned.count, a.orphaned.bytes), (1, 40));
+        assert_eq!((a.corrupt.count, a.corrupt.bytes), (1, 30));
+        assert_eq!(a.no_digest.sample, vec![101]);
+        assert_eq!(a.unrepresentable, 1);
+        assert_eq!(a.present.bytes, 150);
+    }
+}
