@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 pub mod dfs;
 pub mod fleet;
+pub mod fragments;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http_auth;
