@@ -273,7 +273,14 @@ mod tests {
     fn ids() {
         assert_eq!(parse_id(b"1200"), Some(1200));
         assert_eq!(parse_id(b"0"), Some(0));
-        for bad in [&b""[..], b"01", b"12a", b"99999999999", b"-1", b"4294967296"] {
+        for bad in [
+            &b""[..],
+            b"01",
+            b"12a",
+            b"99999999999",
+            b"-1",
+            b"4294967296",
+        ] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
     }
@@ -283,7 +290,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let put = |name: &str, data: &[u8]| std::fs::write(dir.path().join(name), data).unwrap();
         put("100", b"hello");
-        put("100.digest", format!("{}\n", hex(&Md5::digest(b"hello"))).as_bytes());
+        put(
+            "100.digest",
+            format!("{}\n", hex(&Md5::digest(b"hello"))).as_bytes(),
+        );
         put("101", b"rot");
         put("101.digest", hex(&Md5::digest(b"not rot")).as_bytes());
         put("102", b"no digest");

@@ -110,14 +110,16 @@ impl FragmentTable {
     /// The device's reconciliation.
     pub async fn audit(&self, inv: &DeviceInventory) -> Result<FragmentAudit, FragmentDbError> {
         let mut r = Reconciler::new(inv);
-        self.for_each_batch(inv.device_id, |ids| r.feed(ids)).await?;
+        self.for_each_batch(inv.device_id, |ids| r.feed(ids))
+            .await?;
         Ok(r.finish())
     }
 
     /// The dry run of an orphan clean-up.
     pub async fn plan_orphans(&self, inv: &DeviceInventory) -> Result<OrphanPlan, FragmentDbError> {
         let mut r = Reconciler::new(inv);
-        self.for_each_batch(inv.device_id, |ids| r.feed(ids)).await?;
+        self.for_each_batch(inv.device_id, |ids| r.feed(ids))
+            .await?;
         let ids = r.orphans();
         Ok(OrphanPlan {
             device_id: inv.device_id,

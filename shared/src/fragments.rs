@@ -62,7 +62,8 @@ fn bits(b: &RoaringBitmap) -> Vec<u8> {
 }
 
 fn unbits(which: &'static str, bytes: &[u8]) -> Result<RoaringBitmap, InventoryError> {
-    RoaringBitmap::deserialize_from(bytes).map_err(|source| InventoryError::Bitmap { which, source })
+    RoaringBitmap::deserialize_from(bytes)
+        .map_err(|source| InventoryError::Bitmap { which, source })
 }
 
 impl DeviceInventory {
