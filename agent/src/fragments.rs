@@ -144,6 +144,10 @@ pub fn scan(
             present.insert(id);
         }
     }
+    // The digest set is dropped before the sizes are allocated: the peak is two bitmaps, or one
+    // bitmap and the sizes, never both bitmaps and the sizes.
+    let digestless = &present - &digests;
+    drop(digests);
     let now = SystemTime::now();
     let mut inv = DeviceInventory {
         device_id,
@@ -174,7 +178,7 @@ pub fn scan(
             inv.recent.push(id);
         }
     }
-    inv.no_digest = &inv.present - &digests;
+    inv.no_digest = &digestless & &inv.present;
     Ok(inv)
 }
 
