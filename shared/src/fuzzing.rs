@@ -597,3 +597,20 @@ pub fn session_agent(data: &[u8]) {
         assert_eq!(session.is_collecting(), collecting);
     }
 }
+
+/// A device's fragment inventory as it arrives from an agent (`DeviceInventory::decode`):
+/// an accepted one has every set within `present` and one size per present id, re-encodes to
+/// the same inventory, and reconciles against an empty table without a panic.
+pub fn fragment_inventory(data: &[u8]) {
+    use crate::fragments::{DeviceInventory, Reconciler};
+    let Ok(inv) = DeviceInventory::decode(data) else {
+        return;
+    };
+    assert_eq!(inv.sizes.len() as u64, inv.present.len());
+    assert!(inv.corrupt.is_subset(&inv.present));
+    let again = DeviceInventory::decode(&inv.encode().expect("encodes")).expect("round trip");
+    assert_eq!(again, inv);
+    let audit = Reconciler::new(&inv).finish();
+    assert_eq!(audit.present.count, inv.present.len());
+    assert_eq!(audit.missing.count, 0);
+}
