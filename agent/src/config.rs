@@ -21,6 +21,9 @@
 //! id = 3                               # DEVICE.ID in the DFS database
 //! fragment_dir = "/srv/dfs/fragments"
 //!
+//! [fragments]                          # the fragment task (crate::fragment_task)
+//! scrub_period = "7d"
+//!
 //! [[services]]
 //! name = "dfs-client"
 //! start = ["java", "-jar", "client.jar"]
@@ -38,6 +41,7 @@ use std::time::Duration;
 use nodewarden_shared::protocol::Role;
 use serde::Deserialize;
 
+use crate::fragment_task::{FragmentSettings, RawFragments};
 use crate::ops::config::{OpsConfig, ServiceDecl, StorageDecl};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,7 @@ struct Raw {
     storage: StorageDecl,
     #[serde(default)]
     services: Vec<ServiceDecl>,
+    fragments: Option<RawFragments>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +123,9 @@ pub struct AgentConfig {
     pub roles: Vec<Role>,
     /// The declared services and storage devices: all the node may be asked to do.
     pub ops: OpsConfig,
+    /// The fragment task's settings per enabled storage device (`[fragments]`; none without
+    /// that section).
+    pub fragments: Vec<FragmentSettings>,
 }
 
 impl AgentConfig {
@@ -194,6 +202,10 @@ impl AgentConfig {
             storage: raw.storage,
         };
         ops.check().map_err(|e| err(e.to_string()))?;
+        let fragments = match &raw.fragments {
+            Some(f) => f.resolve(&ops.storage.devices).map_err(err)?,
+            None => Vec::new(),
+        };
         let mut roles = raw.roles;
         if !ops.storage.devices.is_empty() {
             roles.push(Role::Storage);
@@ -205,6 +217,7 @@ impl AgentConfig {
             controller,
             roles,
             ops,
+            fragments,
         })
     }
 }
@@ -262,6 +275,10 @@ pid_file = "/run/nodewarden/dfs-client.pid"
         // Declared devices imply the storage role.
         let c = parse("[[storage.devices]]\nid = 1\nfragment_dir = \"/f\"\n").unwrap();
         assert_eq!(c.roles, vec![Role::Storage]);
+        assert!(c.fragments.is_empty());
+        let c = parse(&format!("{FULL}[fragments]\nio_mb_per_s = 2\n")).unwrap();
+        assert_eq!(c.fragments.len(), 2);
+        assert_eq!(c.fragments[1].dir, Path::new("/srv/f4"));
     }
 
     #[test]
@@ -302,6 +319,14 @@ pid_file = "/run/nodewarden/dfs-client.pid"
             (
                 FULL.replace("workdir", "wrokdir"),
                 "unknown field `wrokdir`",
+            ),
+            (
+                format!("{FULL}[fragments]\nscrub_period = \"1w\"\n"),
+                "fragments.scrub_period: \"1w\" is not a period",
+            ),
+            (
+                format!("{FULL}[[fragments.devices]]\nid = 7\n"),
+                "fragments.devices[0] (id 7): not a declared storage device",
             ),
             (
                 FULL.replace("workdir = \"/opt/dfs\"\n", "unit = \"x\"\n"),

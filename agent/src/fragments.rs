@@ -190,10 +190,22 @@ pub struct ScrubReport {
     pub corrupt: RoaringBitmap,
     /// Gone between the scan and the scrub, or unreadable.
     pub unreadable: u64,
+    /// The pace stopped it before every fragment was read.
+    pub stopped: bool,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a scrub does before its next fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    Go,
+    /// The node is busy: wait a second and ask again.
+    Wait,
+    /// Give up (the agent is stopping); the report says what was checked so far.
+    Stop,
 }
 
 /// Reads each fragment of `inv` that has a digest and compares it with `.digest` (its first
@@ -206,14 +218,34 @@ pub fn scrub(
     budget: &mut IoBudget,
     mut busy: impl FnMut() -> bool,
 ) -> ScrubReport {
+    scrub_paced(dir, inv, kind, budget, || {
+        if busy() { Pace::Wait } else { Pace::Go }
+    })
+}
+
+/// [`scrub`] with a pace that may also stop it; `stopped` in the report says it did.
+pub fn scrub_paced(
+    dir: &Path,
+    inv: &DeviceInventory,
+    kind: DigestKind,
+    budget: &mut IoBudget,
+    mut pace: impl FnMut() -> Pace,
+) -> ScrubReport {
     let mut report = ScrubReport::default();
     if kind == DigestKind::None {
         return report;
     }
     let mut buf = vec![0u8; 64 * 1024];
-    for id in &(&inv.present - &inv.no_digest) {
-        while busy() {
-            std::thread::sleep(Duration::from_secs(1));
+    'fragments: for id in &(&inv.present - &inv.no_digest) {
+        loop {
+            match pace() {
+                Pace::Go => break,
+                Pace::Wait => std::thread::sleep(Duration::from_secs(1)),
+                Pace::Stop => {
+                    report.stopped = true;
+                    break 'fragments;
+                }
+            }
         }
         let data = dir.join(id.to_string());
         let digest = dir.join(format!("{id}.digest"));

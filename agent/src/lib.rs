@@ -6,6 +6,7 @@ pub mod collector;
 pub mod config;
 pub mod enroll;
 pub mod exposition;
+pub mod fragment_task;
 pub mod fragments;
 #[doc(hidden)]
 pub mod fuzzing;

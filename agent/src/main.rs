@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use nodewarden_agent::{
-    cli, config, enroll, http, link, nodestate, ops, scrape::Scraper, webconfig::WebConfig,
+    cli, config, enroll, fragment_task, http, link, nodestate, ops, scrape::Scraper,
+    webconfig::WebConfig,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -43,13 +44,30 @@ fn main() -> anyhow::Result<()> {
         },
     };
     // The controller link, when the agent config has a [controller] section.
-    let link_settings = match &options.config {
-        Some(file) => {
-            let config = config::AgentConfig::load(file)?;
+    let agent_config = match &options.config {
+        Some(file) => Some(config::AgentConfig::load(file)?),
+        None => None,
+    };
+    // The fragment task (`[fragments]`): its own thread at idle I/O priority; the link sends
+    // what it publishes. Not stopped at exit: it holds nothing that needs closing.
+    let inventories = Arc::new(fragment_task::Inventories::default());
+    if let Some(config) = agent_config.as_ref().filter(|c| !c.fragments.is_empty()) {
+        let devices: Vec<u32> = config.fragments.iter().map(|f| f.device_id).collect();
+        fragment_task::FragmentTask::spawn(
+            config.fragments.clone(),
+            &options.paths.procfs,
+            &options.paths.sysfs,
+            inventories.clone(),
+        )
+        .context("starting the fragment task thread")?;
+        tracing::info!(?devices, "fragment inventory and scrub task started");
+    }
+    let link_settings = match &agent_config {
+        Some(config) => {
             match config.controller.clone() {
                 Some(c) => {
                     let state = nodestate::StateSource::new(
-                        &config,
+                        config,
                         &options.paths.procfs,
                         &options.paths.rootfs,
                     );

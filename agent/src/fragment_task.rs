@@ -1,0 +1,676 @@
+//! The agent's fragment task (issue 17): the `[fragments]` settings (global, with per-device
+//! overrides for declared storage devices), and the background thread that keeps each device's
+//! `DeviceInventory` current with `fragments::scan` every scan period and
+//! `fragments::scrub_paced` every scrub period, at idle I/O priority under an `IoBudget`, paused
+//! while the node is busy (load per core or the folder's disk utilisation above a threshold).
+//! Each new inventory is encoded once and published in [`Inventories`], which the controller
+//! link sends on (`link/mod.rs`).
+//!
+//! ```toml
+//! [fragments]                 # absent: no fragment task
+//! enabled = true              # default when the section is present
+//! scan_period = "1h"          # s, m, h, d
+//! scrub_period = "7d"
+//! io_mb_per_s = 20            # MB/s (10^6 bytes) for scans and scrubs together
+//! busy_load_per_core = 1.0    # scrub waits while load1 / cores is above this
+//! busy_disk_util = 0.9        # … or while the folder's disk is busier than this (0..1]
+//! orphan_grace = "24h"        # a younger file is never an orphan
+//! digest = "md5-hex"          # md5-hex, sha256-hex, none
+//!
+//! [[fragments.devices]]       # overrides for one declared storage device
+//! id = 3
+//! scrub_period = "14d"
+//! # enabled = false
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nodewarden_shared::fragments::DeviceInventory;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::fragments::{self, DigestKind, IoBudget, Pace};
+use crate::ops::config::StorageDeviceDecl;
+
+/// The settings' keys, as the global section and a device's override both take them.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFragments {
+    enabled: Option<bool>,
+    scan_period: Option<String>,
+    scrub_period: Option<String>,
+    io_mb_per_s: Option<f64>,
+    busy_load_per_core: Option<f64>,
+    busy_disk_util: Option<f64>,
+    orphan_grace: Option<String>,
+    digest: Option<DigestKind>,
+    #[serde(default)]
+    devices: Vec<RawDeviceFragments>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeviceFragments {
+    id: u32,
+    enabled: Option<bool>,
+    scan_period: Option<String>,
+    scrub_period: Option<String>,
+    io_mb_per_s: Option<f64>,
+    busy_load_per_core: Option<f64>,
+    busy_disk_util: Option<f64>,
+    orphan_grace: Option<String>,
+    digest: Option<DigestKind>,
+}
+
+/// One device's fragment task settings, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FragmentSettings {
+    pub device_id: u32,
+    pub dir: PathBuf,
+    pub scan_period: Duration,
+    pub scrub_period: Duration,
+    /// MB/s (10^6 bytes).
+    pub io_mb_per_s: f64,
+    pub busy_load_per_core: f64,
+    /// A fraction of time the disk is busy, in (0, 1].
+    pub busy_disk_util: f64,
+    pub orphan_grace: Duration,
+    pub digest: DigestKind,
+}
+
+pub const DEFAULT_SCAN_PERIOD: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SCRUB_PERIOD: Duration = Duration::from_secs(7 * 86_400);
+pub const DEFAULT_IO_MB_PER_S: f64 = 20.0;
+pub const DEFAULT_BUSY_LOAD_PER_CORE: f64 = 1.0;
+pub const DEFAULT_BUSY_DISK_UTIL: f64 = 0.9;
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(86_400);
+
+/// `"90s"`, `"30m"`, `"12h"`, `"7d"` (one integer and one unit).
+pub fn parse_period(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit).map(Duration::from_secs)
+}
+
+impl RawFragments {
+    /// The settings of every enabled declared device, or the first problem as `key: problem`.
+    pub fn resolve(&self, declared: &[StorageDeviceDecl]) -> Result<Vec<FragmentSettings>, String> {
+        let global = resolve_knobs(
+            "fragments",
+            &Knobs {
+                enabled: self.enabled,
+                scan_period: self.scan_period.as_deref(),
+                scrub_period: self.scrub_period.as_deref(),
+                io_mb_per_s: self.io_mb_per_s,
+                busy_load_per_core: self.busy_load_per_core,
+                busy_disk_util: self.busy_disk_util,
+                orphan_grace: self.orphan_grace.as_deref(),
+                digest: self.digest,
+            },
+            None,
+        )?;
+        let mut overrides = BTreeMap::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let key = format!("fragments.devices[{i}] (id {})", d.id);
+            if !declared.iter().any(|s| s.id == d.id) {
+                return Err(format!(
+                    "{key}: not a declared storage device ([[storage.devices]])"
+                ));
+            }
+            if overrides.contains_key(&d.id) {
+                return Err(format!("{key}: device listed twice"));
+            }
+            let knobs = Knobs {
+                enabled: d.enabled,
+                scan_period: d.scan_period.as_deref(),
+                scrub_period: d.scrub_period.as_deref(),
+                io_mb_per_s: d.io_mb_per_s,
+                busy_load_per_core: d.busy_load_per_core,
+                busy_disk_util: d.busy_disk_util,
+                orphan_grace: d.orphan_grace.as_deref(),
+                digest: d.digest,
+            };
+            overrides.insert(d.id, resolve_knobs(&key, &knobs, Some(&global))?);
+        }
+        Ok(declared
+            .iter()
+            .filter_map(|decl| {
+                let k = overrides.get(&decl.id).unwrap_or(&global);
+                k.enabled.then(|| FragmentSettings {
+                    device_id: decl.id,
+                    dir: decl.fragment_dir.clone(),
+                    scan_period: k.scan_period,
+                    scrub_period: k.scrub_period,
+                    io_mb_per_s: k.io_mb_per_s,
+                    busy_load_per_core: k.busy_load_per_core,
+                    busy_disk_util: k.busy_disk_util,
+                    orphan_grace: k.orphan_grace,
+                    digest: k.digest,
+                })
+            })
+            .collect())
+    }
+}
+
+struct Knobs<'a> {
+    enabled: Option<bool>,
+    scan_period: Option<&'a str>,
+    scrub_period: Option<&'a str>,
+    io_mb_per_s: Option<f64>,
+    busy_load_per_core: Option<f64>,
+    busy_disk_util: Option<f64>,
+    orphan_grace: Option<&'a str>,
+    digest: Option<DigestKind>,
+}
+
+#[derive(Debug, Clone)]
+struct Resolved {
+    enabled: bool,
+    scan_period: Duration,
+    scrub_period: Duration,
+    io_mb_per_s: f64,
+    busy_load_per_core: f64,
+    busy_disk_util: f64,
+    orphan_grace: Duration,
+    digest: DigestKind,
+}
+
+fn resolve_knobs(key: &str, k: &Knobs, base: Option<&Resolved>) -> Result<Resolved, String> {
+    let period = |name: &str, v: Option<&str>, default: Duration, min: Duration| match v {
+        None => Ok(default),
+        Some(text) => match parse_period(text) {
+            Some(d) if d >= min => Ok(d),
+            Some(_) => Err(format!("{key}.{name}: {text:?} is shorter than {min:?}")),
+            None => Err(format!(
+                "{key}.{name}: {text:?} is not a period like \"90s\", \"30m\", \"12h\" or \"7d\""
+            )),
+        },
+    };
+    let number = |name: &str, v: Option<f64>, default: f64, range: (f64, f64)| match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && x > range.0 && x <= range.1 => Ok(x),
+        Some(x) => Err(format!(
+            "{key}.{name}: {x} is outside ({}, {}]",
+            range.0, range.1
+        )),
+    };
+    let r = Resolved {
+        enabled: k.enabled.or(base.map(|b| b.enabled)).unwrap_or(true),
+        scan_period: period(
+            "scan_period",
+            k.scan_period,
+            base.map_or(DEFAULT_SCAN_PERIOD, |b| b.scan_period),
+            Duration::from_secs(1),
+        )?,
+        scrub_period: period(
+            "scrub_period",
+            k.scrub_period,
+            base.map_or(DEFAULT_SCRUB_PERIOD, |b| b.scrub_period),
+            Duration::from_secs(1),
+        )?,
+        io_mb_per_s: number(
+            "io_mb_per_s",
+            k.io_mb_per_s,
+            base.map_or(DEFAULT_IO_MB_PER_S, |b| b.io_mb_per_s),
+            (0.0, 100_000.0),
+        )?,
+        busy_load_per_core: number(
+            "busy_load_per_core",
+            k.busy_load_per_core,
+            base.map_or(DEFAULT_BUSY_LOAD_PER_CORE, |b| b.busy_load_per_core),
+            (0.0, 1_000.0),
+        )?,
+        busy_disk_util: number(
+            "busy_disk_util",
+            k.busy_disk_util,
+            base.map_or(DEFAULT_BUSY_DISK_UTIL, |b| b.busy_disk_util),
+            (0.0, 1.0),
+        )?,
+        orphan_grace: period(
+            "orphan_grace",
+            k.orphan_grace,
+            base.map_or(DEFAULT_ORPHAN_GRACE, |b| b.orphan_grace),
+            Duration::ZERO,
+        )?,
+        digest: k.digest.or(base.map(|b| b.digest)).unwrap_or_default(),
+    };
+    Ok(r)
+}
+
+/// One device's latest inventory, encoded once for every connection that sends it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Increases with each inventory of this device in this agent's life.
+    pub generation: u64,
+    /// `DeviceInventory::encode()`.
+    pub encoded: Arc<Vec<u8>>,
+    pub present: u64,
+    pub corrupt: u64,
+}
+
+/// The latest inventory of each device, and a signal bumped on every new one.
+#[derive(Debug)]
+pub struct Inventories {
+    devices: Mutex<BTreeMap<u32, Published>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Inventories {
+    fn default() -> Self {
+        Inventories {
+            devices: Mutex::new(BTreeMap::new()),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Inventories {
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Every device's latest inventory.
+    pub fn snapshot(&self) -> Vec<(u32, Published)> {
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        devices.iter().map(|(&d, p)| (d, p.clone())).collect()
+    }
+
+    /// Encodes and publishes `inv`.
+    pub fn publish(&self, inv: &DeviceInventory) {
+        let encoded = match inv.encode() {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                tracing::error!(device = inv.device_id, error = %e, "fragment inventory not encoded");
+                return;
+            }
+        };
+        {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            let generation = devices.get(&inv.device_id).map_or(1, |p| p.generation + 1);
+            devices.insert(
+                inv.device_id,
+                Published {
+                    generation,
+                    encoded,
+                    present: inv.present.len(),
+                    corrupt: inv.corrupt.len(),
+                },
+            );
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Stops the task (between fragments of a scrub, or while it waits).
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `deadline` or a stop; true when stopped.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if *stopped {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            stopped = self
+                .wake
+                .wait_timeout(stopped, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Whether the node is busy: load1 per core or the folder's disk utilisation (io_ticks of
+/// `/sys/dev/block/M:m/stat` over wall time) above the thresholds. Measured at most once a
+/// second; a source that cannot be read counts as not busy (the I/O budget still holds).
+struct Busy {
+    loadavg: PathBuf,
+    disk_stat: Option<PathBuf>,
+    cores: f64,
+    last: Option<(Instant, u64)>,
+    checked: Option<(Instant, bool)>,
+}
+
+impl Busy {
+    fn new(procfs: &Path, sysfs: &Path, dir: &Path) -> Busy {
+        use std::os::unix::fs::MetadataExt as _;
+        let disk_stat = std::fs::metadata(dir).ok().map(|m| {
+            let dev = m.dev();
+            sysfs.join(format!(
+                "dev/block/{}:{}/stat",
+                libc::major(dev),
+                libc::minor(dev)
+            ))
+        });
+        Busy {
+            loadavg: procfs.join("loadavg"),
+            disk_stat,
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            last: None,
+            checked: None,
+        }
+    }
+
+    fn io_ticks(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.disk_stat.as_ref()?).ok()?;
+        text.split_ascii_whitespace().nth(9)?.parse().ok()
+    }
+
+    fn is_busy(&mut self, s: &FragmentSettings) -> bool {
+        let now = Instant::now();
+        if let Some((at, busy)) = self.checked
+            && now.duration_since(at) < Duration::from_secs(1)
+        {
+            return busy;
+        }
+        let load = std::fs::read_to_string(&self.loadavg)
+            .ok()
+            .and_then(|t| crate::collector::source::parse_loadavg(&t))
+            .map_or(0.0, |l| l[0]);
+        let mut busy = load / self.cores > s.busy_load_per_core;
+        if let Some(ticks) = self.io_ticks() {
+            if let Some((at, before)) = self.last {
+                let wall = now.duration_since(at).as_millis() as f64;
+                if wall > 0.0 {
+                    let util = ticks.saturating_sub(before) as f64 / wall;
+                    busy |= util > s.busy_disk_util;
+                }
+            }
+            self.last = Some((now, ticks));
+        }
+        self.checked = Some((now, busy));
+        busy
+    }
+}
+
+struct DeviceState {
+    settings: FragmentSettings,
+    busy: Busy,
+    next_scan: Instant,
+    next_scrub: Instant,
+    inventory: Option<DeviceInventory>,
+    /// The last scrub's verdict, carried into later scans (∩ present).
+    corrupt: roaring::RoaringBitmap,
+}
+
+/// The running task; dropping it does not stop it ([`FragmentTask::stop`] does).
+pub struct FragmentTask {
+    stop: Arc<Stop>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FragmentTask {
+    /// Starts the thread over `devices`; inventories go to `out`.
+    pub fn spawn(
+        devices: Vec<FragmentSettings>,
+        procfs: &Path,
+        sysfs: &Path,
+        out: Arc<Inventories>,
+    ) -> std::io::Result<FragmentTask> {
+        let stop = Arc::new(Stop::default());
+        let now = Instant::now();
+        let states: Vec<DeviceState> = devices
+            .into_iter()
+            .map(|settings| DeviceState {
+                busy: Busy::new(procfs, sysfs, &settings.dir),
+                settings,
+                next_scan: now,
+                // The first scrub follows the first scan: there is no cursor kept across
+                // restarts yet (docs/fragments.md).
+                next_scrub: now,
+                inventory: None,
+                corrupt: roaring::RoaringBitmap::new(),
+            })
+            .collect();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fragments".into())
+            .spawn(move || run(states, &thread_stop, &out))?;
+        Ok(FragmentTask { stop, thread })
+    }
+
+    /// Stops the task and waits for its thread (at most one fragment read or stat).
+    pub fn stop(self) {
+        self.stop.stop();
+        let _ = self.thread.join();
+    }
+}
+
+fn run(mut devices: Vec<DeviceState>, stop: &Stop, out: &Inventories) {
+    if let Err(e) = fragments::set_idle_io_priority() {
+        tracing::warn!(error = %e, "fragment task runs at normal I/O priority");
+    }
+    loop {
+        let Some(next) = devices
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, d)| d.next_scan.min(d.next_scrub))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        let due = devices[next].next_scan.min(devices[next].next_scrub);
+        if stop.wait_until(due) {
+            return;
+        }
+        let d = &mut devices[next];
+        let s = d.settings.clone();
+        let now = Instant::now();
+        if now >= d.next_scan || d.inventory.is_none() {
+            d.next_scan = now + s.scan_period;
+            let mut budget = IoBudget::new(s.io_mb_per_s);
+            match fragments::scan(s.device_id, &s.dir, s.orphan_grace, &mut budget) {
+                Ok(mut inv) => {
+                    inv.corrupt = &d.corrupt & &inv.present;
+                    tracing::debug!(
+                        device = s.device_id,
+                        present = inv.present.len(),
+                        "fragment scan"
+                    );
+                    out.publish(&inv);
+                    d.inventory = Some(inv);
+                }
+                Err(e) => {
+                    // An unmounted disk must not look empty: the last inventory stays.
+                    tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
+                    if d.inventory.is_none() {
+                        d.next_scrub = d.next_scan;
+                        continue;
+                    }
+                }
+            }
+        }
+        if Instant::now() >= d.next_scrub
+            && let Some(inv) = &mut d.inventory
+        {
+            let mut budget = IoBudget::new(s.io_mb_per_s);
+            let busy = &mut d.busy;
+            let report = fragments::scrub_paced(&s.dir, inv, s.digest, &mut budget, || {
+                if stop.is_stopped() {
+                    Pace::Stop
+                } else if busy.is_busy(&s) {
+                    Pace::Wait
+                } else {
+                    Pace::Go
+                }
+            });
+            if report.stopped {
+                return;
+            }
+            tracing::info!(
+                device = s.device_id,
+                checked = report.checked,
+                bytes = report.bytes,
+                corrupt = report.corrupt.len(),
+                unreadable = report.unreadable,
+                "fragment scrub done"
+            );
+            d.corrupt = report.corrupt;
+            inv.corrupt = &d.corrupt & &inv.present;
+            out.publish(inv);
+            d.next_scrub = Instant::now() + s.scrub_period;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decl(id: u32) -> StorageDeviceDecl {
+        StorageDeviceDecl {
+            id,
+            fragment_dir: PathBuf::from(format!("/srv/f{id}")),
+        }
+    }
+
+    fn resolve(text: &str) -> Result<Vec<FragmentSettings>, String> {
+        let raw: RawFragments = toml::from_str(text).map_err(|e| e.to_string())?;
+        raw.resolve(&[decl(3), decl(4)])
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(parse_period("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_period("90s"), Some(Duration::from_secs(90)));
+        for bad in ["", "7", "d", "1w", "1.5h", "-1h", "99999999999999999999d"] {
+            assert_eq!(parse_period(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let all = resolve("").unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].scrub_period, DEFAULT_SCRUB_PERIOD);
+        assert_eq!(all[0].digest, DigestKind::Md5Hex);
+        let s = resolve(
+            "scrub_period = \"1d\"\ndigest = \"sha256-hex\"\n\
+             [[devices]]\nid = 4\nio_mb_per_s = 5\n[[devices]]\nid = 3\nenabled = false\n",
+        )
+        .unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].device_id, 4);
+        assert_eq!(s[0].io_mb_per_s, 5.0);
+        // A device's override inherits the global settings.
+        assert_eq!(s[0].scrub_period, Duration::from_secs(86_400));
+        assert_eq!(s[0].digest, DigestKind::Sha256Hex);
+        assert!(resolve("enabled = false").unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, want) in [
+            (
+                "scan_period = \"1w\"",
+                "fragments.scan_period: \"1w\" is not a period",
+            ),
+            (
+                "scrub_period = \"0s\"",
+                "fragments.scrub_period: \"0s\" is shorter",
+            ),
+            ("io_mb_per_s = 0", "fragments.io_mb_per_s: 0 is outside"),
+            (
+                "busy_disk_util = 1.5",
+                "fragments.busy_disk_util: 1.5 is outside",
+            ),
+            ("digest = \"crc32\"", "unknown variant `crc32`"),
+            (
+                "[[devices]]\nid = 9",
+                "fragments.devices[0] (id 9): not a declared",
+            ),
+            ("[[devices]]\nid = 3\n[[devices]]\nid = 3", "listed twice"),
+            (
+                "[[devices]]\nid = 3\norphan_grace = \"x\"",
+                "fragments.devices[0] (id 3).orphan_grace",
+            ),
+            ("bogus = 1", "unknown field `bogus`"),
+        ] {
+            let e = resolve(text).unwrap_err();
+            assert!(e.contains(want), "{e} !~ {want}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_task_publishes_scans_and_scrubs() {
+        use md5::{Digest as _, Md5};
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str, data: &[u8]| std::fs::write(dir.path().join(name), data).unwrap();
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        put("100", b"good");
+        put("100.digest", hex(&Md5::digest(b"good")).as_bytes());
+        put("101", b"bad");
+        put("101.digest", hex(&Md5::digest(b"other")).as_bytes());
+        put("102", b"no digest");
+        let out = Arc::new(Inventories::default());
+        let mut changed = out.subscribe();
+        let settings = FragmentSettings {
+            device_id: 5,
+            dir: dir.path().to_path_buf(),
+            scan_period: Duration::from_secs(3600),
+            scrub_period: Duration::from_secs(3600),
+            io_mb_per_s: 100.0,
+            busy_load_per_core: 1000.0,
+            busy_disk_util: 1.0,
+            orphan_grace: Duration::ZERO,
+            digest: DigestKind::Md5Hex,
+        };
+        let task = FragmentTask::spawn(
+            vec![settings],
+            Path::new("/proc"),
+            Path::new("/sys"),
+            out.clone(),
+        )
+        .unwrap();
+        // The scan publishes, then the scrub publishes the corrupt fragment.
+        let inv = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                changed.changed().await.unwrap();
+                let snap = out.snapshot();
+                if let Some((_, p)) = snap.first()
+                    && p.corrupt == 1
+                {
+                    return DeviceInventory::decode(&p.encoded).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("an inventory with the scrub's verdict");
+        task.stop();
+        assert_eq!(inv.device_id, 5);
+        assert_eq!(inv.present.iter().collect::<Vec<_>>(), vec![100, 101, 102]);
+        assert_eq!(inv.corrupt.iter().collect::<Vec<_>>(), vec![101]);
+        assert_eq!(inv.no_digest.iter().collect::<Vec<_>>(), vec![102]);
+        assert_eq!(out.snapshot()[0].1.generation, 2);
+    }
+}
