@@ -78,6 +78,9 @@ fn main() -> anyhow::Result<()> {
                     let mut settings =
                         link::LinkSettings::new(c, state, executor, &options.paths.sysfs)?;
                     settings.node.metrics_tls = web.tls.is_some();
+                    if !config.fragments.is_empty() {
+                        settings.node.fragments = Some(inventories.clone());
+                    }
                     Some(settings)
                 }
                 None => None,

@@ -264,6 +264,36 @@ pub fn inventory(controller: &Controller, node: &str, conn_id: u64, inventory: I
 }
 
 /// Connection `conn_id` of `node` ended; true when the node went offline.
+/// A device's fragment inventory from `node`'s link: kept (replacing the device's last) when
+/// `node` owns the device; refused and logged otherwise (a device another node owns, one no
+/// report claimed, or beyond the bound). True when kept.
+pub fn fragment_inventory(
+    controller: &Controller,
+    node: &str,
+    inventory: nodewarden_shared::fragments::DeviceInventory,
+    now: u64,
+) -> bool {
+    let device_id = inventory.device_id;
+    let owner = lock(&controller.registry)
+        .device_owner(device_id)
+        .map(str::to_string);
+    if owner.as_deref() != Some(node) {
+        tracing::warn!(
+            %node, device = device_id, owner = ?owner,
+            "fragment inventory of a device this node does not own: ignored"
+        );
+        return false;
+    }
+    let present = inventory.present.len();
+    if let Err(e) = lock(&controller.fragments).put_inventory(node, inventory, now) {
+        tracing::warn!(%node, error = %e, "fragment inventory ignored");
+        return false;
+    }
+    tracing::debug!(%node, device = device_id, present, "fragment inventory");
+    controller.fragments_changed.send_modify(|n| *n += 1);
+    true
+}
+
 pub fn disconnected(
     controller: &Controller,
     node: &str,

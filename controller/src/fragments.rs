@@ -3,8 +3,13 @@
 //! (`ID > last ORDER BY ID LIMIT n`) so no whole table is ever held; and the orphan clean-up's
 //! plan (dry run: count, bytes, sample) and its re-check at deletion time, which keeps every id
 //! the DFS gained since the dry run. Domain errors only; handlers and the CLI map them.
+//! Also [`FragmentState`], what the controller holds in memory (bounded): the latest inventory
+//! per device from its owner's link, the latest audit per device, and the dry runs awaiting
+//! their confirmation.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nodewarden_shared::fragments::{DeviceInventory, FragmentAudit, Reconciler, SAMPLE};
 use nodewarden_shared::ops::Operation;
@@ -198,5 +203,181 @@ impl Rechecked {
                 fragment_ids: c.to_vec(),
             })
             .collect()
+    }
+}
+
+/// Most devices whose inventory the controller holds (an inventory of a new device beyond this
+/// is refused).
+pub const MAX_DEVICES: usize = 4096;
+/// Most dry runs awaiting confirmation (the oldest goes first).
+pub const MAX_PLANS: usize = 16;
+/// How long a dry run may be confirmed.
+pub const PLAN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// A device's latest inventory and where it came from.
+#[derive(Debug, Clone)]
+pub struct HeldInventory {
+    pub node: String,
+    pub received_ms: u64,
+    pub inventory: Arc<DeviceInventory>,
+}
+
+/// A device's latest audit.
+#[derive(Debug, Clone)]
+pub struct HeldAudit {
+    pub node: String,
+    pub audited_ms: u64,
+    /// When the inventory it was made from arrived.
+    pub inventory_ms: u64,
+    pub audit: FragmentAudit,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("inventory of device {device_id} refused: already holding {MAX_DEVICES} devices")]
+pub struct TooManyDevices {
+    pub device_id: u32,
+}
+
+/// The controller's fragment knowledge, in memory: bounded by [`MAX_DEVICES`] inventories
+/// and audits and [`MAX_PLANS`] dry runs.
+#[derive(Debug, Default)]
+pub struct FragmentState {
+    inventories: BTreeMap<u32, HeldInventory>,
+    audits: BTreeMap<u32, HeldAudit>,
+    plans: BTreeMap<String, (Instant, Arc<OrphanPlan>)>,
+}
+
+impl FragmentState {
+    pub fn put_inventory(
+        &mut self,
+        node: &str,
+        inventory: DeviceInventory,
+        now_ms: u64,
+    ) -> Result<(), TooManyDevices> {
+        let device_id = inventory.device_id;
+        if !self.inventories.contains_key(&device_id) && self.inventories.len() >= MAX_DEVICES {
+            return Err(TooManyDevices { device_id });
+        }
+        self.inventories.insert(
+            device_id,
+            HeldInventory {
+                node: node.to_string(),
+                received_ms: now_ms,
+                inventory: Arc::new(inventory),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn inventory(&self, device_id: u32) -> Option<HeldInventory> {
+        self.inventories.get(&device_id).cloned()
+    }
+
+    pub fn inventories(&self) -> Vec<HeldInventory> {
+        self.inventories.values().cloned().collect()
+    }
+
+    pub fn set_audit(&mut self, held: HeldAudit) {
+        if self.inventories.contains_key(&held.audit.device_id) {
+            self.audits.insert(held.audit.device_id, held);
+        }
+    }
+
+    pub fn audit(&self, device_id: u32) -> Option<HeldAudit> {
+        self.audits.get(&device_id).cloned()
+    }
+
+    pub fn audits(&self) -> Vec<HeldAudit> {
+        self.audits.values().cloned().collect()
+    }
+
+    /// Keeps a dry run under `id` until confirmed or expired.
+    pub fn add_plan(&mut self, id: String, plan: OrphanPlan, now: Instant) {
+        self.plans
+            .retain(|_, (at, _)| now.duration_since(*at) < PLAN_TTL);
+        while self.plans.len() >= MAX_PLANS {
+            let Some(oldest) = self
+                .plans
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.plans.remove(&oldest);
+        }
+        self.plans.insert(id, (now, Arc::new(plan)));
+    }
+
+    /// The dry run `id`, once: a confirmation uses it up.
+    pub fn take_plan(&mut self, id: &str, now: Instant) -> Option<Arc<OrphanPlan>> {
+        let (at, plan) = self.plans.remove(id)?;
+        (now.duration_since(at) < PLAN_TTL).then_some(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(device_id: u32) -> OrphanPlan {
+        OrphanPlan {
+            device_id,
+            count: 0,
+            bytes: 0,
+            sample: Vec::new(),
+            ids: RoaringBitmap::new(),
+        }
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let mut s = FragmentState::default();
+        for d in 0..MAX_DEVICES as u32 {
+            let inv = DeviceInventory {
+                device_id: d,
+                ..Default::default()
+            };
+            s.put_inventory("n", inv, 1).unwrap();
+        }
+        let extra = DeviceInventory {
+            device_id: 99_999,
+            ..Default::default()
+        };
+        assert!(s.put_inventory("n", extra, 1).is_err());
+        // A device already held is replaced.
+        let again = DeviceInventory {
+            device_id: 3,
+            ..Default::default()
+        };
+        s.put_inventory("m", again, 2).unwrap();
+        assert_eq!(s.inventory(3).unwrap().node, "m");
+        // An audit of a device without an inventory is not kept.
+        s.set_audit(HeldAudit {
+            node: "n".into(),
+            audited_ms: 1,
+            inventory_ms: 1,
+            audit: FragmentAudit {
+                device_id: 99_999,
+                ..Default::default()
+            },
+        });
+        assert!(s.audit(99_999).is_none());
+
+        let now = Instant::now();
+        for i in 0..MAX_PLANS + 3 {
+            s.add_plan(
+                format!("p{i}"),
+                plan(1),
+                now + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(s.plans.len(), MAX_PLANS);
+        assert!(s.take_plan("p0", now).is_none());
+        let last = format!("p{}", MAX_PLANS + 2);
+        assert!(s.take_plan(&last, now).is_some());
+        assert!(s.take_plan(&last, now).is_none(), "used once");
+        s.add_plan("old".into(), plan(1), now);
+        assert!(s.take_plan("old", now + PLAN_TTL).is_none(), "expired");
     }
 }

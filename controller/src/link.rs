@@ -423,6 +423,8 @@ async fn drive(
 ) -> Result<String, SessionError> {
     // Who this connection is, for the store: fixed at hello, used by every report after.
     let mut identity: Option<crate::fleet::Identity> = None;
+    // Fragment inventories arrive in parts; one in progress at a time.
+    let mut parts = nodewarden_shared::fragments::InventoryAssembler::default();
     loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
@@ -452,6 +454,21 @@ async fn drive(
                     }
                 }
                 ControllerEffect::Inventory(response) => inventory(peer, response),
+                ControllerEffect::FragmentPart(part) => match parts.push(part) {
+                    Ok(Some(inv)) => {
+                        crate::fleet::fragment_inventory(
+                            peer.controller,
+                            peer.node,
+                            inv,
+                            now_millis(),
+                        );
+                    }
+                    Ok(None) => {}
+                    // A bad inventory is dropped, not the session: the next one replaces it.
+                    Err(e) => {
+                        tracing::warn!(node = %peer.node, error = %e, "fragment inventory dropped")
+                    }
+                },
                 ControllerEffect::Reply {
                     reply, response, ..
                 } => {

@@ -105,6 +105,10 @@ pub struct Controller {
     transitions: watch::Sender<u64>,
     /// Link and command figures for `/metrics`.
     pub metrics: ControllerMetrics,
+    /// Fragment inventories, audits and clean-up dry runs (issue 17).
+    pub fragments: Mutex<crate::fragments::FragmentState>,
+    /// Bumped on every new fragment inventory (the audit task awaits it).
+    pub fragments_changed: watch::Sender<u64>,
 }
 
 impl Controller {
@@ -117,6 +121,8 @@ impl Controller {
             next_conn_id: AtomicU64::new(1),
             transitions: watch::Sender::new(0),
             metrics: ControllerMetrics::default(),
+            fragments: Mutex::new(Default::default()),
+            fragments_changed: watch::Sender::new(0),
         })
     }
 

@@ -7,6 +7,8 @@
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::{INVENTORY_PART, InventoryPart};
+
 /// How many ids of each state an audit keeps as a sample.
 pub const SAMPLE: usize = 20;
 
@@ -119,6 +121,125 @@ impl DeviceInventory {
             }
         }
         Ok(inv)
+    }
+}
+
+/// The largest inventory encoding a receiver reassembles (10 million fragments encode to about
+/// 60 MB: 40 MB of sizes plus the bitmaps).
+pub const MAX_INVENTORY_BYTES: u32 = 128 << 20;
+
+/// `encoded` (a `DeviceInventory::encode()`) as the parts that carry it, in order.
+pub fn split_inventory(
+    device_id: u32,
+    generation: u64,
+    encoded: &[u8],
+) -> impl Iterator<Item = InventoryPart> + '_ {
+    let total_len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
+    encoded
+        .chunks(INVENTORY_PART)
+        .enumerate()
+        .map(move |(i, data)| InventoryPart {
+            device_id,
+            generation,
+            total_len,
+            offset: (i * INVENTORY_PART) as u32,
+            data: data.to_vec(),
+        })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    #[error(
+        "inventory of device {device} announces {total_len} bytes (at most {MAX_INVENTORY_BYTES}, at least 1)"
+    )]
+    Size { device: u32, total_len: u32 },
+    #[error(
+        "inventory part of device {device} generation {generation} at offset {offset} does not follow the part before"
+    )]
+    OutOfOrder {
+        device: u32,
+        generation: u64,
+        offset: u32,
+    },
+    #[error("inventory parts of device {device} overrun its {total_len} bytes")]
+    Overrun { device: u32, total_len: u32 },
+    #[error("inventory of device {device}: {source}")]
+    Inventory {
+        device: u32,
+        #[source]
+        source: InventoryError,
+    },
+    #[error("inventory sent for device {sent} describes device {inside}")]
+    WrongDevice { sent: u32, inside: u32 },
+}
+
+/// Reassembles the parts of one inventory at a time (a connection sends one device's parts
+/// after another's): memory is at most [`MAX_INVENTORY_BYTES`] plus one part. A part that does
+/// not follow the one before drops the inventory in progress; a new one starts at offset 0.
+#[derive(Debug, Default)]
+pub struct InventoryAssembler {
+    current: Option<(u32, u64, u32, Vec<u8>)>,
+}
+
+impl InventoryAssembler {
+    /// The inventory once its last part is in; checked (`DeviceInventory::decode`).
+    pub fn push(&mut self, part: InventoryPart) -> Result<Option<DeviceInventory>, AssemblyError> {
+        let device = part.device_id;
+        if part.offset == 0 {
+            if part.total_len == 0 || part.total_len > MAX_INVENTORY_BYTES {
+                self.current = None;
+                return Err(AssemblyError::Size {
+                    device,
+                    total_len: part.total_len,
+                });
+            }
+            let capacity = (part.total_len as usize).min(4 << 20);
+            self.current = Some((
+                device,
+                part.generation,
+                part.total_len,
+                Vec::with_capacity(capacity),
+            ));
+        }
+        let Some((d, generation, total_len, buf)) = &mut self.current else {
+            return Err(AssemblyError::OutOfOrder {
+                device,
+                generation: part.generation,
+                offset: part.offset,
+            });
+        };
+        if (*d, *generation, *total_len) != (device, part.generation, part.total_len)
+            || part.offset as usize != buf.len()
+        {
+            self.current = None;
+            return Err(AssemblyError::OutOfOrder {
+                device,
+                generation: part.generation,
+                offset: part.offset,
+            });
+        }
+        let total = *total_len as usize;
+        if buf.len() + part.data.len() > total {
+            let total_len = *total_len;
+            self.current = None;
+            return Err(AssemblyError::Overrun { device, total_len });
+        }
+        buf.extend_from_slice(&part.data);
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let Some((_, _, _, bytes)) = self.current.take() else {
+            return Ok(None);
+        };
+        let inv = DeviceInventory::decode(&bytes)
+            .map_err(|source| AssemblyError::Inventory { device, source })?;
+        if inv.device_id != device {
+            return Err(AssemblyError::WrongDevice {
+                sent: device,
+                inside: inv.device_id,
+            });
+        }
+        Ok(Some(inv))
     }
 }
 
@@ -249,6 +370,53 @@ mod tests {
             Err(InventoryError::NotSubset("corrupt"))
         ));
         assert!(DeviceInventory::decode(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn parts_reassemble_and_bad_parts_are_errors() {
+        let mut big = inv();
+        // Enough fragments for several parts.
+        for id in 1_000..200_000u32 {
+            big.present.insert(id);
+            big.sizes.push(id);
+        }
+        let bytes = big.encode().unwrap();
+        let parts: Vec<_> = split_inventory(7, 3, &bytes).collect();
+        assert!(parts.len() > 2, "{}", parts.len());
+        let mut a = InventoryAssembler::default();
+        let (last, first) = parts.split_last().unwrap();
+        for p in first {
+            assert!(a.push(p.clone()).unwrap().is_none());
+        }
+        assert_eq!(a.push(last.clone()).unwrap(), Some(big.clone()));
+        // A skipped part, a part without a start, a wrong device, an oversize announcement.
+        assert!(a.push(parts[0].clone()).unwrap().is_none());
+        assert!(matches!(
+            a.push(parts[2].clone()),
+            Err(AssemblyError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            a.push(parts[1].clone()),
+            Err(AssemblyError::OutOfOrder { .. })
+        ));
+        let mut other: Vec<_> = split_inventory(8, 1, &inv().encode().unwrap()).collect();
+        assert!(matches!(
+            a.push(other.remove(0)),
+            Err(AssemblyError::WrongDevice { sent: 8, inside: 7 })
+        ));
+        let mut huge = parts[0].clone();
+        huge.total_len = MAX_INVENTORY_BYTES + 1;
+        assert!(matches!(a.push(huge), Err(AssemblyError::Size { .. })));
+        let mut over = parts[0].clone();
+        over.total_len = 10;
+        assert!(matches!(a.push(over), Err(AssemblyError::Overrun { .. })));
+        let mut garbage = parts[0].clone();
+        garbage.total_len = 3;
+        garbage.data = vec![0xff, 0xff, 0xff];
+        assert!(matches!(
+            a.push(garbage),
+            Err(AssemblyError::Inventory { .. })
+        ));
     }
 
     #[test]

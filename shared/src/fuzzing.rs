@@ -282,12 +282,13 @@ pub fn fragment_pairs(data: &[u8]) {
 
 /// A hello from fuzzer bytes: version range and a subset of the capabilities.
 fn hello(input: &mut Input<'_>) -> Option<AgentToController> {
-    const CAPS: [&str; 5] = [
+    const CAPS: [&str; 6] = [
         protocol::CAP_STATE_REPORT,
         "command:ping",
         "command:report-state",
         protocol::CAP_OPERATIONS,
         protocol::CAP_INVENTORY,
+        protocol::CAP_FRAGMENTS,
     ];
     let min_version = u16::from(input.byte()? % 4);
     let max_version = u16::from(input.byte()? % 4);
@@ -348,6 +349,7 @@ pub fn session_controller(data: &[u8]) {
     let mut caps: Option<Vec<String>> = None;
     let mut closed = false;
     let mut tokens = 0u64;
+    let mut fragments_asked = false;
     while let Some(step) = input.byte() {
         match step % 6 {
             0 => {
@@ -403,12 +405,17 @@ pub fn session_controller(data: &[u8]) {
                     .get(usize::from(n))
                     .copied()
                     .unwrap_or(u64::from(n) << 20);
+                // The answer to the session's own fragments request comes out as nothing.
+                let own = outstanding.get(&id) == Some(&(CommandKind::FragmentInventories, None));
                 session.handle_data(&framed(&AgentToController::CommandResponse(
                     CommandResponse {
                         id,
                         outcome: CommandOutcome::Done,
                     },
                 )));
+                if own && !session.is_closed() {
+                    outstanding.remove(&id);
+                }
             }
             4 => session.handle_data(&framed(&AgentToController::StateReport(Default::default()))),
             _ => {
@@ -452,7 +459,21 @@ pub fn session_controller(data: &[u8]) {
                 }
                 ControllerEffect::Send(ControllerToAgent::Refused { .. }) => refused = true,
                 ControllerEffect::Send(other) => panic!("sent {other:?} unasked"),
-                ControllerEffect::Report(_) => assert!(caps.is_some()),
+                ControllerEffect::Report(_) => {
+                    let caps = caps.as_ref().expect("a report before the hello");
+                    if !fragments_asked && caps.iter().any(|c| c == protocol::CAP_FRAGMENTS) {
+                        fragments_asked = true;
+                        let Some(ControllerEffect::Send(ControllerToAgent::CommandRequest(r))) =
+                            session.poll_effect()
+                        else {
+                            panic!("no fragments request after the first report");
+                        };
+                        assert_eq!(r.kind, CommandKind::FragmentInventories);
+                        issued.push(r.id);
+                        outstanding.insert(r.id, (CommandKind::FragmentInventories, None));
+                    }
+                }
+                ControllerEffect::FragmentPart(_) => assert!(fragments_asked),
                 ControllerEffect::Inventory(response) => {
                     let (kind, token) = outstanding
                         .remove(&response.id)
@@ -583,7 +604,7 @@ pub fn session_agent(data: &[u8]) {
                     next_seq += 1;
                 }
                 AgentEffect::Send(other) => panic!("sent {other:?} unasked"),
-                AgentEffect::Answer(_) => assert!(welcomed),
+                AgentEffect::Answer(_) | AgentEffect::SendFragments => assert!(welcomed),
                 AgentEffect::CollectInventory { id } | AgentEffect::RunOperation { id, .. } => {
                     assert!(welcomed);
                     work.push(id);

@@ -30,7 +30,28 @@ pub enum AgentToController {
     Hello(Hello),
     StateReport(StateReport),
     CommandResponse(CommandResponse),
+    /// One part of a storage device's fragment inventory; sent only after the controller asked
+    /// with [`CommandKind::FragmentInventories`].
+    FragmentInventory(InventoryPart),
 }
+
+/// One part of `DeviceInventory::encode()` (`crate::fragments`): an inventory larger than
+/// [`INVENTORY_PART`] goes in several parts, in order, with the same device and generation; the
+/// receiver reassembles them with `fragments::InventoryAssembler`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryPart {
+    pub device_id: u32,
+    /// Increases with each inventory of the device in the agent's life.
+    pub generation: u64,
+    /// The whole encoding's length.
+    pub total_len: u32,
+    /// Where `data` starts in it.
+    pub offset: u32,
+    pub data: Vec<u8>,
+}
+
+/// Bytes of an inventory per [`InventoryPart`] (a part stays well under `MAX_FRAME`).
+pub const INVENTORY_PART: usize = 192 * 1024;
 
 /// Messages from the controller to an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +182,9 @@ pub enum CommandKind {
     /// Describe the node's host name and network interfaces; answered with
     /// [`CommandOutcome::Inventory`]. The controller asks once per connection.
     Inventory,
+    /// The controller takes [`AgentToController::FragmentInventory`] from now on: the agent
+    /// sends each device's latest inventory, then each new one. Answered `Done`.
+    FragmentInventories,
 }
 
 /// Capability for [`CommandKind::Operation`]. The number is the version of the
@@ -170,6 +194,9 @@ pub enum CommandKind {
 pub const CAP_OPERATIONS: &str = "command:ops/1";
 /// Capability for [`CommandKind::Inventory`].
 pub const CAP_INVENTORY: &str = "command:inventory";
+/// Capability for [`CommandKind::FragmentInventories`] (and so for sending
+/// [`AgentToController::FragmentInventory`]); `/1` versions `DeviceInventory`'s wire form.
+pub const CAP_FRAGMENTS: &str = "command:fragments/1";
 
 impl CommandKind {
     /// The capability an agent announces to receive this kind.
@@ -179,6 +206,7 @@ impl CommandKind {
             CommandKind::ReportState => "command:report-state",
             CommandKind::Operation(_) => CAP_OPERATIONS,
             CommandKind::Inventory => CAP_INVENTORY,
+            CommandKind::FragmentInventories => CAP_FRAGMENTS,
         }
     }
 }
@@ -538,6 +566,24 @@ mod tests {
             },
         });
         assert_eq!(encode(&failed).unwrap(), [2, 2, 1, 1, b'x']);
+        // The fragment messages come after every older variant.
+        let subscribe = ControllerToAgent::CommandRequest(CommandRequest {
+            id: 1,
+            kind: CommandKind::FragmentInventories,
+        });
+        assert_eq!(encode(&subscribe).unwrap(), [1, 1, 4]);
+        let part = AgentToController::FragmentInventory(InventoryPart {
+            device_id: 3,
+            generation: 1,
+            total_len: 2,
+            offset: 0,
+            data: vec![7, 8],
+        });
+        assert_eq!(encode(&part).unwrap(), [3, 3, 1, 2, 0, 2, 7, 8]);
+        assert_eq!(
+            decode::<AgentToController>(&encode(&part).unwrap()).unwrap(),
+            part
+        );
     }
 
     #[test]

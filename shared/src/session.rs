@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use crate::framing::{FrameDecoder, FrameError, MAX_FRAME};
 use crate::ops::Operation;
 use crate::protocol::{
-    self, AgentToController, CAP_INVENTORY, CommandKind, CommandOutcome, CommandRequest,
-    CommandResponse, ControllerToAgent, DecodeError, Hello, MAX_PROTOCOL_VERSION,
-    MIN_PROTOCOL_VERSION, StateReport, Welcome, close,
+    self, AgentToController, CAP_FRAGMENTS, CAP_INVENTORY, CommandKind, CommandOutcome,
+    CommandRequest, CommandResponse, ControllerToAgent, DecodeError, Hello, InventoryPart,
+    MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, StateReport, Welcome, close,
 };
 
 /// Most commands a controller keeps in flight on one connection.
@@ -65,6 +65,8 @@ pub enum ProtocolError {
     BadVersion(u16),
     #[error("controller refused the session: {0}")]
     Refused(String),
+    #[error("a {0} the controller did not ask for")]
+    Unsolicited(&'static str),
 }
 
 fn up_name(m: &AgentToController) -> &'static str {
@@ -72,6 +74,7 @@ fn up_name(m: &AgentToController) -> &'static str {
         AgentToController::Hello(_) => "hello",
         AgentToController::StateReport(_) => "state report",
         AgentToController::CommandResponse(_) => "command response",
+        AgentToController::FragmentInventory(_) => "fragment inventory",
     }
 }
 
@@ -95,6 +98,9 @@ pub enum ControllerEffect<R> {
     Report(StateReport),
     /// The answer to the inventory request the session made itself after the hello.
     Inventory(CommandResponse),
+    /// A part of a device's fragment inventory (asked for after the first state report, so the
+    /// report that claims the node's devices is recorded before any inventory of them).
+    FragmentPart(InventoryPart),
     /// The answer to a request made with [`ControllerSession::request`], for its reply token.
     Reply {
         reply: R,
@@ -113,6 +119,8 @@ enum ControllerState {
     Established {
         version: u16,
         capabilities: BTreeSet<String>,
+        /// The session asked for fragment inventories (after the first report).
+        fragments_asked: bool,
     },
     Closed,
 }
@@ -122,6 +130,8 @@ enum ControllerState {
 enum Waiter<R> {
     /// The session's own inventory request.
     Inventory,
+    /// The session's own request for fragment inventories (its `Done` needs nothing).
+    Fragments,
     Caller(R),
 }
 
@@ -265,6 +275,7 @@ impl<R> ControllerSession<R> {
                 self.state = ControllerState::Established {
                     version,
                     capabilities: hello.capabilities.iter().cloned().collect(),
+                    fragments_asked: false,
                 };
                 self.effects.push_back(ControllerEffect::Established(hello));
                 self.effects
@@ -289,6 +300,31 @@ impl<R> ControllerSession<R> {
             }
             (ControllerState::Established { .. }, AgentToController::StateReport(r)) => {
                 self.effects.push_back(ControllerEffect::Report(r));
+                if let ControllerState::Established {
+                    capabilities,
+                    fragments_asked,
+                    ..
+                } = &mut self.state
+                    && !*fragments_asked
+                    && capabilities.contains(CAP_FRAGMENTS)
+                {
+                    *fragments_asked = true;
+                    let request =
+                        self.new_request(CommandKind::FragmentInventories, Waiter::Fragments);
+                    self.effects.push_back(ControllerEffect::Send(request));
+                }
+                Ok(())
+            }
+            (
+                ControllerState::Established {
+                    fragments_asked, ..
+                },
+                AgentToController::FragmentInventory(part),
+            ) => {
+                if !*fragments_asked {
+                    return Err(ProtocolError::Unsolicited("fragment inventory"));
+                }
+                self.effects.push_back(ControllerEffect::FragmentPart(part));
                 Ok(())
             }
             (ControllerState::Established { .. }, AgentToController::CommandResponse(r)) => {
@@ -298,6 +334,7 @@ impl<R> ControllerSession<R> {
                     .ok_or(ProtocolError::UnknownCommandId(r.id))?;
                 self.effects.push_back(match waiter {
                     Waiter::Inventory => ControllerEffect::Inventory(r),
+                    Waiter::Fragments => return Ok(()),
                     Waiter::Caller(reply) => ControllerEffect::Reply {
                         reply,
                         kind,
@@ -341,7 +378,7 @@ impl<R> ControllerSession<R> {
             .into_values()
             .filter_map(|(_, w)| match w {
                 Waiter::Caller(r) => Some(r),
-                Waiter::Inventory => None,
+                Waiter::Inventory | Waiter::Fragments => None,
             })
             .collect()
     }
@@ -370,6 +407,9 @@ pub enum AgentEffect {
     CollectReport,
     /// Describe the node beside the loop; hand the outcome to [`AgentSession::command_done`].
     CollectInventory { id: u64 },
+    /// The controller takes fragment inventories from now on: send each device's latest, then
+    /// each new one ([`AgentToController::FragmentInventory`]).
+    SendFragments,
     /// Run a declared operation beside the loop; hand the outcome to
     /// [`AgentSession::command_done`].
     RunOperation { id: u64, operation: Operation },
@@ -538,6 +578,13 @@ impl AgentSession {
                     CommandKind::Inventory => self
                         .effects
                         .push_back(AgentEffect::CollectInventory { id: r.id }),
+                    CommandKind::FragmentInventories => {
+                        self.effects.push_back(AgentEffect::Answer(CommandResponse {
+                            id: r.id,
+                            outcome: CommandOutcome::Done,
+                        }));
+                        self.effects.push_back(AgentEffect::SendFragments);
+                    }
                     CommandKind::Operation(operation) => {
                         self.effects.push_back(AgentEffect::RunOperation {
                             id: r.id,
@@ -948,6 +995,58 @@ mod tests {
         waiting.sort();
         assert_eq!(waiting, (0..MAX_OUTSTANDING as u32).collect::<Vec<_>>());
         assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn fragment_inventories_are_asked_for_after_the_first_report() {
+        use crate::protocol::{CAP_FRAGMENTS, InventoryPart};
+        let part = InventoryPart {
+            device_id: 3,
+            generation: 1,
+            total_len: 1,
+            offset: 0,
+            data: vec![0],
+        };
+        // Before the first report, a part is unsolicited: the session ends.
+        let mut c = established(&[CAP_STATE_REPORT, CAP_FRAGMENTS]);
+        c.handle_data(&frame(&AgentToController::FragmentInventory(part.clone())));
+        assert!(c.is_closed());
+        // An agent that does not announce them is never asked.
+        let mut c = established(&[CAP_STATE_REPORT]);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        assert!(sent_requests(&drain(&mut c)).is_empty());
+
+        let mut c = established(&[CAP_STATE_REPORT, CAP_FRAGMENTS]);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        let effects = drain(&mut c);
+        assert!(matches!(effects[0], ControllerEffect::Report(_)));
+        let req = one(sent_requests(&effects));
+        assert_eq!(req.kind, CommandKind::FragmentInventories);
+        // Asked once per connection.
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        assert!(sent_requests(&drain(&mut c)).is_empty());
+        // The agent answers and starts sending.
+        let now = Instant::now();
+        let mut a = welcomed_agent(now);
+        a.handle_data(&frame(&ControllerToAgent::CommandRequest(req.clone())), now);
+        let effects = drain_agent(&mut a);
+        let done = CommandResponse {
+            id: req.id,
+            outcome: CommandOutcome::Done,
+        };
+        assert_eq!(
+            effects,
+            vec![
+                AgentEffect::Answer(done.clone()),
+                AgentEffect::SendFragments
+            ]
+        );
+        c.handle_data(&frame(&AgentToController::CommandResponse(done)));
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.outstanding(), 0);
+        c.handle_data(&frame(&AgentToController::FragmentInventory(part.clone())));
+        assert_eq!(drain(&mut c), vec![ControllerEffect::FragmentPart(part)]);
+        assert!(!c.is_closed());
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub trait Node: Send + Sync + 'static {
     fn connected(&self, up: bool);
     /// A message left for the controller (the simulator counts reports).
     fn sent(&self, _message: &AgentToController) {}
+    /// The fragment inventories this node publishes (`[fragments]`), sent once the controller
+    /// asks for them; `None`: none (and [`protocol::CAP_FRAGMENTS`] not announced).
+    fn fragment_inventories(&self) -> Option<Arc<crate::fragment_task::Inventories>> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +215,7 @@ impl LinkSettings {
                 procfs,
                 sysfs: sysfs.to_path_buf(),
                 metrics_tls: false,
+                fragments: None,
             },
         })
     }
@@ -386,6 +392,7 @@ async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Res
         AgentToController::Hello(_) => "hello",
         AgentToController::StateReport(_) => "state report",
         AgentToController::CommandResponse(_) => "command answer",
+        AgentToController::FragmentInventory(_) => "fragment inventory",
     };
     let result = match protocol::encode(message) {
         Ok(payload) => send_payload(send, what, &payload).await,
@@ -455,6 +462,43 @@ async fn answer(send: &mut quinn::SendStream, response: CommandResponse) -> Resu
     }
 }
 
+/// What this connection sent of the node's fragment inventories: the generation per device.
+#[derive(Default)]
+struct FragmentsSent {
+    /// The controller asked for them (the session's `SendFragments`) and the node has some.
+    changes: Option<watch::Receiver<u64>>,
+    sent: std::collections::BTreeMap<u32, u64>,
+}
+
+/// Sends every device's inventory newer than what this connection sent, in parts.
+async fn send_fragments(
+    send: &mut quinn::SendStream,
+    inventories: &crate::fragment_task::Inventories,
+    sent: &mut std::collections::BTreeMap<u32, u64>,
+) -> Result<(), LinkError> {
+    for (device, published) in inventories.snapshot() {
+        if sent.get(&device) == Some(&published.generation) {
+            continue;
+        }
+        let parts = nodewarden_shared::fragments::split_inventory(
+            device,
+            published.generation,
+            &published.encoded,
+        );
+        for part in parts {
+            write(send, &AgentToController::FragmentInventory(part)).await?;
+        }
+        tracing::debug!(
+            device,
+            generation = published.generation,
+            bytes = published.encoded.len(),
+            "fragment inventory sent"
+        );
+        sent.insert(device, published.generation);
+    }
+    Ok(())
+}
+
 /// Work done beside the loop, back for the session.
 enum Done {
     Report(Option<StateReport>),
@@ -494,6 +538,8 @@ async fn session<N: Node>(
         Instant::now(),
     );
     let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
+    let inventories = node.fragment_inventories();
+    let mut fragments = FragmentsSent::default();
     loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
@@ -515,6 +561,14 @@ async fn session<N: Node>(
                 AgentEffect::CollectReport => beside(node.collect_report(), &done_tx, Done::Report),
                 AgentEffect::CollectInventory { id } => {
                     beside(node.inventory(), &done_tx, move |o| Done::Command(id, o))
+                }
+                AgentEffect::SendFragments => {
+                    if let Some(inventories) = &inventories {
+                        let mut changes = inventories.subscribe();
+                        changes.mark_unchanged();
+                        fragments.changes = Some(changes);
+                        send_fragments(&mut send, inventories, &mut fragments.sent).await?;
+                    }
                 }
                 AgentEffect::RunOperation { id, operation } => {
                     tracing::debug!(id, ?operation, "operation");
@@ -543,11 +597,25 @@ async fn session<N: Node>(
                 Err(e) => return Err(LinkError::Session(e.to_string())),
             },
             () = sleep_until(timeout) => session.handle_timeout(Instant::now()),
+            Some(()) = changed(&mut fragments.changes) => {
+                if let Some(inventories) = &inventories {
+                    send_fragments(&mut send, inventories, &mut fragments.sent).await?;
+                }
+            }
             Some(work) = done.recv() => match work {
                 Done::Report(report) => session.report_collected(report),
                 Done::Command(id, outcome) => session.command_done(id, outcome),
             },
         }
+    }
+}
+
+/// The next change of the node's inventories; never without a receiver (or once its sender is
+/// gone).
+async fn changed(changes: &mut Option<watch::Receiver<u64>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use nodewarden_shared::ops::{self as shared_ops, Operation, OperationResult};
 use nodewarden_shared::protocol::{
-    CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT, CommandOutcome,
-    ServiceStatus, StateReport,
+    CAP_FRAGMENTS, CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT,
+    CommandOutcome, ServiceStatus, StateReport,
 };
 
 use super::{Node, Work};
+use crate::fragment_task::Inventories;
 use crate::nodestate::StateSource;
 use crate::ops::Executor;
 
@@ -36,11 +37,13 @@ pub struct AgentNode {
     pub sysfs: PathBuf,
     /// `/metrics` is served over TLS (`--web.config.file`): announced as [`CAP_METRICS_TLS`].
     pub metrics_tls: bool,
+    /// The fragment task's inventories (`[fragments]`): announced as [`CAP_FRAGMENTS`].
+    pub fragments: Option<Arc<Inventories>>,
 }
 
 /// What this agent announces: operations only when its config declares something to act on;
 /// TLS on its metrics port when it serves it so (for the controller's service discovery).
-fn capabilities(operations: bool, metrics_tls: bool) -> Vec<&'static str> {
+fn capabilities(operations: bool, metrics_tls: bool, fragments: bool) -> Vec<&'static str> {
     let mut caps = vec![
         CAP_STATE_REPORT,
         "command:ping",
@@ -53,12 +56,23 @@ fn capabilities(operations: bool, metrics_tls: bool) -> Vec<&'static str> {
     if metrics_tls {
         caps.push(CAP_METRICS_TLS);
     }
+    if fragments {
+        caps.push(CAP_FRAGMENTS);
+    }
     caps
 }
 
 impl Node for AgentNode {
     fn capabilities(&self) -> Vec<&'static str> {
-        capabilities(self.executor.is_some(), self.metrics_tls)
+        capabilities(
+            self.executor.is_some(),
+            self.metrics_tls,
+            self.fragments.is_some(),
+        )
+    }
+
+    fn fragment_inventories(&self) -> Option<Arc<Inventories>> {
+        self.fragments.clone()
     }
 
     fn collect_report(&self) -> Work<Option<StateReport>> {
@@ -167,11 +181,13 @@ mod tests {
 
     #[test]
     fn operations_are_announced_only_with_declarations() {
-        assert!(!capabilities(false, false).contains(&CAP_OPERATIONS));
-        assert!(capabilities(true, false).contains(&CAP_OPERATIONS));
-        assert!(!capabilities(true, false).contains(&CAP_METRICS_TLS));
-        assert!(capabilities(false, true).contains(&CAP_METRICS_TLS));
-        assert!(capabilities(false, false).contains(&CAP_INVENTORY));
+        assert!(!capabilities(false, false, false).contains(&CAP_OPERATIONS));
+        assert!(capabilities(true, false, false).contains(&CAP_OPERATIONS));
+        assert!(!capabilities(true, false, false).contains(&CAP_METRICS_TLS));
+        assert!(capabilities(false, true, false).contains(&CAP_METRICS_TLS));
+        assert!(capabilities(false, false, false).contains(&CAP_INVENTORY));
+        assert!(!capabilities(false, false, false).contains(&CAP_FRAGMENTS));
+        assert!(capabilities(false, false, true).contains(&CAP_FRAGMENTS));
     }
 
     #[tokio::test]
