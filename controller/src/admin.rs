@@ -2,8 +2,8 @@
 //! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
 //! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), the `/api/v1` API (API token;
 //! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping` (a command
-//! round trip), `POST /api/v1/actions` ([`crate::api_actions`]) and `GET /api/v1/events`
-//! ([`crate::api_events`]); and the web console's static files under `/console/`
+//! round trip), `POST /api/v1/actions` ([`crate::api_actions`]), `GET /api/v1/events`
+//! ([`crate::api_events`]) and the fragment routes ([`crate::api_fragments`]); and the web console's static files under `/console/`
 //! (unauthenticated: they hold no data; [`crate::console`]).
 //!
 //! Plain HTTP by default (on loopback); HTTPS with `[http] tls` (TLS 1.3, the link's server
@@ -38,6 +38,8 @@ pub struct HttpState {
     pub events: Option<crate::store::StoreReader>,
     /// The alerts Alertmanager says are firing.
     pub alerts: Arc<std::sync::Mutex<crate::api_alerts::FiringAlerts>>,
+    /// The DFS database's `FRAGMENT` table (`[dfs]`; `None`: the fragment routes answer 503).
+    pub fragments: Option<crate::fragments::FragmentTable>,
 }
 
 /// The whole server: each part's routes with its authentication.
@@ -45,8 +47,9 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
     use crate::http_auth::{require_alerts, require_api, require_sd};
     use axum::middleware::from_fn_with_state;
     let (webhook, alerts) = crate::api_alerts::routes(controller.clone(), http.alerts);
-    let api = router(controller.clone(), http.actions)
+    let api = router(controller.clone(), http.actions.clone())
         .merge(crate::api_events::routes(http.events))
+        .merge(crate::api_fragments::routes(http.actions, http.fragments))
         .merge(alerts)
         .route_layer(from_fn_with_state(http.auth.clone(), require_api));
     let webhook = webhook.route_layer(from_fn_with_state(http.auth.clone(), require_alerts));

@@ -103,6 +103,11 @@ impl ActionsApi {
 
     /// Refuses new actions and waits (at most `limit`) for running ones to end and record
     /// their outcome; returns how many did not.
+    /// Shutdown has begun: new actions are refused.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     pub async fn drain(&self, limit: Duration) -> usize {
         self.closing.send_replace(true);
         self.in_flight.drained(limit).await
@@ -462,7 +467,11 @@ pub fn plan(
 }
 
 /// The path an action will try first on a node, for its request in the audit log.
-fn planned_path(registry: &Registry, reach: &NodeReach, action: &Action) -> OperationPath {
+pub(crate) fn planned_path(
+    registry: &Registry,
+    reach: &NodeReach,
+    action: &Action,
+) -> OperationPath {
     if registry.get(&reach.node).is_some_and(|n| n.online) {
         OperationPath::Agent
     } else if reach.ssh.is_some() {
@@ -475,7 +484,7 @@ fn planned_path(registry: &Registry, reach: &NodeReach, action: &Action) -> Oper
 }
 
 /// A fresh operation id: 128 random bits, hex.
-fn operation_id() -> String {
+pub(crate) fn operation_id() -> String {
     let mut bytes = [0u8; 16];
     // The id only joins two rows; should the system's CSPRNG fail, time and a counter do.
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {

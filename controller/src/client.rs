@@ -235,7 +235,9 @@ fn account_in_passwd(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
-pub use crate::wire::{DeviceView, EventView, NodeView};
+pub use crate::wire::{
+    CleanOrphansResult, DeviceView, EventView, FragmentAuditView, NodeView, OrphanPlanView,
+};
 
 /// `2026-12-02 14:09:45Z` for Unix milliseconds.
 fn utc(ms: u64) -> String {
@@ -355,6 +357,117 @@ pub fn render_devices(devices: &[DeviceView]) -> String {
         })
         .collect();
     crate::table::render(["DEVICE", "OWNER", "FOLDER", "SPACE", "CLAIMS"], &rows)
+}
+
+/// `count (bytes)` of one fragment state.
+fn state_cell(c: &nodewarden_shared::fragments::StateCount, bytes: bool) -> String {
+    if bytes && c.count > 0 {
+        format!("{} ({} B)", c.count, c.bytes)
+    } else {
+        c.count.to_string()
+    }
+}
+
+/// Fragment audits, one line per device (counts, with bytes where the disk holds them), then
+/// each device's sample ids per state that has any.
+pub fn render_fragment_audits(audits: &[FragmentAuditView]) -> String {
+    let rows: Vec<[String; 8]> = audits
+        .iter()
+        .map(|v| {
+            let a = &v.audit;
+            [
+                v.device_id.to_string(),
+                v.node.clone(),
+                state_cell(&a.present, true),
+                state_cell(&a.missing, false),
+                state_cell(&a.orphaned, true),
+                state_cell(&a.corrupt, true),
+                state_cell(&a.no_digest, true),
+                utc(v.audited_ms),
+            ]
+        })
+        .collect();
+    let mut out = crate::table::render(
+        [
+            "DEVICE",
+            "NODE",
+            "PRESENT",
+            "MISSING",
+            "ORPHANED",
+            "CORRUPT",
+            "NO DIGEST",
+            "AUDITED",
+        ],
+        &rows,
+    );
+    for v in audits {
+        let a = &v.audit;
+        for (state, c) in [
+            ("missing", &a.missing),
+            ("orphaned", &a.orphaned),
+            ("corrupt", &a.corrupt),
+            ("no digest", &a.no_digest),
+        ] {
+            if !c.sample.is_empty() {
+                let ids: Vec<String> = c.sample.iter().map(u32::to_string).collect();
+                out.push_str(&format!(
+                    "device {} {state}: {}{}\n",
+                    v.device_id,
+                    ids.join(" "),
+                    if c.count > c.sample.len() as u64 {
+                        " …"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A clean-up's dry run, for the operator to confirm.
+pub fn render_orphan_plan(p: &OrphanPlanView) -> String {
+    let ids: Vec<String> = p.sample.iter().map(u32::to_string).collect();
+    format!(
+        "device {} on {}: {} orphaned fragment(s), {} bytes{}\n",
+        p.device_id,
+        p.node,
+        p.count,
+        p.bytes,
+        if ids.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; e.g. {}{}",
+                ids.join(" "),
+                if p.count > p.sample.len() as u64 {
+                    " …"
+                } else {
+                    ""
+                }
+            )
+        }
+    )
+}
+
+/// A confirmed clean-up's outcome.
+pub fn render_clean_result(r: &CleanOrphansResult) -> String {
+    let mut out = format!(
+        "device {} on {}: {} planned, {} kept (in FRAGMENT at deletion time), {} sent for deletion: {}\n",
+        r.device_id,
+        r.node,
+        r.planned,
+        r.kept,
+        r.deleted,
+        if r.ok { "ok" } else { "FAILED" }
+    );
+    if let Some(result) = &r.result
+        && let Some(error) = &result.error
+    {
+        out.push_str(&format!("error: {error}\n"));
+    }
+    out
 }
 
 /// The audit log, one line per entry, in the order given (the API's: newest first).

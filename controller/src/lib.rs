@@ -6,6 +6,7 @@ pub mod api_actions;
 pub mod api_alerts;
 pub mod api_devices;
 pub mod api_events;
+pub mod api_fragments;
 pub mod ca_cli;
 pub mod cadir;
 pub mod certfile;

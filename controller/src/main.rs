@@ -68,6 +68,12 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Fragment integrity: each storage device's fragments reconciled with the DFS's FRAGMENT
+    /// table (missing, orphaned, corrupt, without digest), and the orphans' clean-up.
+    Fragments {
+        #[command(subcommand)]
+        command: FragmentsCmd,
+    },
     /// Storage devices: who owns each DFS device id, and which other nodes report it.
     Device {
         #[command(subcommand)]
@@ -79,6 +85,35 @@ enum Cmd {
         /// The pairs: a file, or `-` for standard input.
         #[arg(long, value_name = "FILE|-")]
         pairs: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum FragmentsCmd {
+    /// Counts, bytes and sample ids per state: of one device audited now, or every device's
+    /// last audit.
+    Audit {
+        /// The DFS device id (DEVICE.ID); every device's last audit without it.
+        #[arg(long)]
+        device: Option<u32>,
+        /// The API's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a device's orphaned fragments: a dry run first (count, bytes, sample); then, with
+    /// --yes or when confirmed at the terminal, the deletion, audited, each id re-checked
+    /// against FRAGMENT at deletion time.
+    CleanOrphans {
+        /// The DFS device id (DEVICE.ID).
+        #[arg(long)]
+        device: u32,
+        /// Delete without asking once the dry run is shown.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -224,6 +259,65 @@ fn main() -> anyhow::Result<()> {
             }
             print_view(&api, &path, json, client::render_events)
         }
+        Cmd::Fragments {
+            command: FragmentsCmd::Audit { device, json, api },
+        } => {
+            let client = api_client(&api)?;
+            let audits: Vec<serde_json::Value> = match device {
+                Some(d) => vec![client.get_json(&format!("/api/v1/fragments/audit?device={d}"))?],
+                None => client.get_json("/api/v1/fragments/audit")?,
+            };
+            if json {
+                let answer = match device {
+                    Some(_) => audits.into_iter().next().unwrap_or_default(),
+                    None => serde_json::Value::Array(audits),
+                };
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let views = audits
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<Vec<client::FragmentAuditView>, _>>()
+                    .context("the API's fragment audit")?;
+                print!("{}", client::render_fragment_audits(&views));
+            }
+            Ok(())
+        }
+        Cmd::Fragments {
+            command: FragmentsCmd::CleanOrphans { device, yes, api },
+        } => {
+            let client = api_client(&api)?;
+            let who = requested_by(&api);
+            let plan: client::OrphanPlanView = client.post_json(
+                "/api/v1/fragments/clean-orphans",
+                &nodewarden_controller::wire::CleanOrphansRequest {
+                    device,
+                    plan_id: None,
+                    requested_by: who.clone(),
+                },
+            )?;
+            print!("dry run: {}", client::render_orphan_plan(&plan));
+            if plan.count == 0 {
+                return Ok(());
+            }
+            if !yes && !confirm(&format!("delete these {} fragment(s)?", plan.count))? {
+                println!("nothing deleted (confirm with --yes)");
+                return Ok(());
+            }
+            let result: client::CleanOrphansResult = client.post_json(
+                "/api/v1/fragments/clean-orphans",
+                &nodewarden_controller::wire::CleanOrphansRequest {
+                    device,
+                    plan_id: Some(plan.plan_id),
+                    requested_by: who,
+                },
+            )?;
+            print!("{}", client::render_clean_result(&result));
+            if !result.ok && result.deleted > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Device {
             command: DeviceCmd::List { json, api },
         } => print_view(&api, "/api/v1/devices", json, client::render_devices),
@@ -270,6 +364,20 @@ fn main() -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// Asks at the terminal; no terminal means no.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Ok(false);
+    }
+    print!("{question} [y/N] ");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 fn requested_by(api: &ApiArgs) -> String {

@@ -48,6 +48,20 @@ impl CommandLabels {
     }
 }
 
+/// A storage device's fragments in one state (`present`, `missing`, `orphaned`, `corrupt`,
+/// `no_digest`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FragmentLabels {
+    /// The DFS `DEVICE.ID`, as every storage family labels it.
+    pub id: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    pub id: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
     pub node: String,
@@ -70,6 +84,12 @@ pub struct ControllerMetrics {
     pub device_conflicts: Gauge,
     /// DFS source reads (not in the contract's table yet; counted so failures show).
     pub dfs_reads: Family<PushLabels, Counter>,
+    /// Each device's last fragment audit: fragments and bytes per state, and when it was made.
+    pub fragments: Family<FragmentLabels, Gauge>,
+    pub fragments_bytes: Family<FragmentLabels, Gauge>,
+    pub fragments_audit_time: Family<DeviceLabels, Gauge>,
+    /// Audits of a device against the DFS, by result.
+    pub fragment_audits: Family<PushLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -82,6 +102,10 @@ impl Default for ControllerMetrics {
             certificate_expiry: Family::default(),
             device_conflicts: Gauge::default(),
             dfs_reads: Family::default(),
+            fragments: Family::default(),
+            fragments_bytes: Family::default(),
+            fragments_audit_time: Family::default(),
+            fragment_audits: Family::default(),
         };
         // Both results exist from the start, so rate() has a series before the first failure.
         for result in [PushResult::success, PushResult::failure] {
@@ -130,6 +154,59 @@ impl ControllerMetrics {
             "Reads of the DFS DEVICE table, by result",
             self.dfs_reads.clone(),
         );
+        registry.register(
+            "nodewarden_fragments",
+            "Fragments of each storage device by state, as of its last audit against the DFS FRAGMENT table",
+            self.fragments.clone(),
+        );
+        registry.register(
+            "nodewarden_fragments_bytes",
+            "Bytes of each storage device's fragments by state (missing ones count 0), as of its last audit",
+            self.fragments_bytes.clone(),
+        );
+        registry.register(
+            "nodewarden_fragments_audit_timestamp_seconds",
+            "Unix time of each storage device's last fragment audit",
+            self.fragments_audit_time.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_fragment_audits",
+            "Fragment audits of a device against the DFS database, by result",
+            self.fragment_audits.clone(),
+        );
+    }
+
+    /// Sets the fragment families from the devices' last audits (just before a scrape).
+    pub fn refresh_fragments(&self, audits: &[crate::fragments::HeldAudit]) {
+        self.fragments.clear();
+        self.fragments_bytes.clear();
+        self.fragments_audit_time.clear();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for held in audits {
+            let a = &held.audit;
+            let id = a.device_id.to_string();
+            for (state, count) in [
+                ("present", &a.present),
+                ("missing", &a.missing),
+                ("orphaned", &a.orphaned),
+                ("corrupt", &a.corrupt),
+                ("no_digest", &a.no_digest),
+            ] {
+                let labels = FragmentLabels {
+                    id: id.clone(),
+                    state: state.to_string(),
+                };
+                self.fragments
+                    .get_or_create(&labels)
+                    .set(gauge(count.count));
+                self.fragments_bytes
+                    .get_or_create(&labels)
+                    .set(gauge(count.bytes));
+            }
+            self.fragments_audit_time
+                .get_or_create(&DeviceLabels { id })
+                .set(gauge(held.audited_ms / 1000));
+        }
     }
 
     /// Sets the gauges derived from the registry (connected agents, certificate expiry) just

@@ -21,6 +21,8 @@ use crate::{admin, dfs, fleet, http_auth, push};
 /// How long shutdown waits for running actions to end before the store closes (those still
 /// running then are logged with an unknown outcome at the next start).
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// How long one page of the DFS `FRAGMENT` table may take.
+pub const FRAGMENT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fails, naming the directory and the reason (read-only filesystem, permissions, full disk),
 /// unless a file can be created in `dir`: better refused at start than a store that cannot
@@ -80,6 +82,17 @@ pub async fn serve(
     controller.metrics.register(&mut registry);
     store.metrics().register(&mut registry);
     let actions = ActionsApi::new(controller.clone(), config.actions.clone());
+    // The DFS's FRAGMENT table (`[dfs]`): fragment audits and the orphan clean-up.
+    let fragment_table = match &config.dfs {
+        Some(dfs) => Some(
+            crate::fragments::FragmentTable::connect_lazy(&dfs.url, FRAGMENT_QUERY_TIMEOUT)
+                .with_context(|| format!("dfs.url {}", crate::store::redact(&dfs.url)))?,
+        ),
+        None => None,
+    };
+    if let Some(table) = fragment_table.clone() {
+        tokio::spawn(crate::api_fragments::audit_task(controller.clone(), table));
+    }
     if let Some(addr) = config.http_listen {
         if http_auth::ensure_token_file(&config.api_token_file).with_context(|| {
             format!(
@@ -106,12 +119,15 @@ pub async fn serve(
             metrics: crate::metrics::MetricsState {
                 refresh: Arc::new(move || {
                     fleet.metrics.refresh_from(&lock(&fleet.registry));
+                    let audits = lock(&fleet.fragments).audits();
+                    fleet.metrics.refresh_fragments(&audits);
                 }),
                 registry: Arc::new(registry),
             },
             actions: actions.clone(),
             events: Some(store.reader()),
             alerts: Default::default(),
+            fragments: fragment_table.clone(),
         };
         let listener = admin::bind(addr, config.http_tls.as_ref()).await?;
         let c = controller.clone();

@@ -138,3 +138,58 @@ pub struct EventView {
     #[serde(default)]
     pub operation_id: Option<String>,
 }
+
+/// One device's fragment audit as `GET /api/v1/fragments/audit` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct FragmentAuditView {
+    pub device_id: u32,
+    /// The node whose agent sent the inventory.
+    pub node: String,
+    /// When that inventory arrived (ms since the epoch).
+    pub inventory_ms: u64,
+    /// When the audit was made against the DFS database (ms since the epoch).
+    pub audited_ms: u64,
+    pub audit: nodewarden_shared::fragments::FragmentAudit,
+}
+
+/// `POST /api/v1/fragments/clean-orphans`: without `plan_id` a dry run (nothing deleted; the
+/// answer's `plan_id` confirms it), with it the confirmed clean-up of that dry run's orphans.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanOrphansRequest {
+    pub device: u32,
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    #[serde(default)]
+    pub requested_by: String,
+}
+
+/// The dry run's answer: what a confirmation would delete (each id re-checked then).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct OrphanPlanView {
+    pub device_id: u32,
+    pub node: String,
+    pub plan_id: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub sample: Vec<u32>,
+    /// Seconds the plan may be confirmed in.
+    pub expires_in_s: u64,
+}
+
+/// The confirmed clean-up's answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CleanOrphansResult {
+    pub device_id: u32,
+    pub node: String,
+    /// Orphans in the dry run.
+    pub planned: u64,
+    /// Of those, in `FRAGMENT` at deletion time: kept.
+    pub kept: u64,
+    pub kept_sample: Vec<u32>,
+    /// Sent for deletion.
+    pub deleted: u64,
+    /// The deletion through the action path (`None` when nothing was left to delete).
+    pub result: Option<NodeActionResult>,
+    pub ok: bool,
+}
