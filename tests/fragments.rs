@@ -3,18 +3,22 @@
 //! inventory, which travels in its wire form to the controller's reconciliation
 //! (`nodewarden_controller::fragments`) reading `FRAGMENT` in batches; the orphan clean-up's dry
 //! run, a row the DFS gains before the deletion, the re-check, and the deletion through the
-//! agent's one operation entry point (`ops::Executor`, which the link and SSH both use).
+//! agent's one operation entry point (`ops::Executor`, which the link and SSH both use). And the
+//! same with real processes: an agent with `[fragments]`, its inventory over the link, the
+//! controller's audit and clean-up over HTTP and the CLI.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nodewarden_agent::fragments::{DigestKind, IoBudget, scan, scrub};
 use nodewarden_agent::ops::{Executor, config::OpsConfig};
 use nodewarden_controller::fragments::FragmentTable;
 use nodewarden_shared::fragments::DeviceInventory;
 use nodewarden_shared::ops::{FragmentOutcome, Outcome};
-use nodewarden_tests::service;
+use nodewarden_tests::lab::Lab;
+use nodewarden_tests::{service, wait_for};
+use serde_json::{Value, json};
 
 const DEVICE: u32 = 4;
 
@@ -244,4 +248,224 @@ fn a_scrub_under_an_io_budget_stays_within_it() {
     assert!(rate <= 1.0e6 * 1.01, "{rate} B/s over a 1 MB/s budget");
     // And the budget is not a pretext to crawl: within 25 % of it.
     assert!(rate >= 0.75e6, "{rate} B/s, far under a 1 MB/s budget");
+}
+
+/// POSTs JSON to the lab's API with its token: the status and the answer's JSON.
+fn post(lab: &Lab, path: &str, body: &Value) -> (u16, Value) {
+    let mut response = lab
+        .http_agent()
+        .post(format!("{}{path}", lab.api()))
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Sets a file's modification time `age` in the past (older than the orphan grace period).
+fn age(path: &Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+}
+
+/// The whole path with real processes: an agent with `[fragments]` scans and scrubs a real
+/// folder and sends its inventory over the link; the controller audits it against MariaDB and
+/// answers over HTTP (and the CLI) with the right counts, and shows them on /metrics; the
+/// clean-up's dry run, a row the DFS gains before the confirmation, the confirmed run that
+/// keeps it and deletes the other orphan through the agent, with its audit record written
+/// before the deletion; and the agent's rescan after the deletion clears the orphan.
+#[test]
+fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
+    let Some(mysql) = service("NW_TEST_MYSQL_URL") else {
+        return;
+    };
+    const LAB_DEVICE: u32 = 7;
+    let dfs = Dfs::create(&mysql);
+    // The DFS reader ([dfs]) reads DEVICE too.
+    dfs.sql(&format!(
+        "USE `{}`; CREATE TABLE DEVICE(ID int auto_increment primary key, IP char(20), PORT int, \
+         ISONLINE boolean not null, RS int default 0, TIME int default 0, LEFTRS int default 0);",
+        dfs.name
+    ));
+    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
+    // The lab's agent has no [fragments] yet: the folder is filled, then it restarts with one.
+    lab.stop_agent();
+    let d = lab.path("fragments");
+    // 100: sound. 101: corrupt. 102: no digest. 300: missing (a row, no file). 200, 201:
+    // orphans (200 gains a row between the dry run and the confirmation). 202: an orphan too
+    // young to count. 900: another device's row.
+    fragment(&d, 100, b"fragment 100", Some(b"fragment 100"));
+    fragment(&d, 101, b"rotten!", Some(b"fragment 101"));
+    fragment(&d, 102, b"fragment 102", None);
+    fragment(&d, 200, b"orphan 200", Some(b"orphan 200"));
+    fragment(&d, 201, b"orphan 2001", Some(b"orphan 2001"));
+    fragment(&d, 202, b"uploading", Some(b"uploading"));
+    for id in [100, 101, 102, 200, 201] {
+        age(&d.join(id.to_string()), Duration::from_secs(2 * 3600));
+    }
+    dfs.insert(&[
+        (100, LAB_DEVICE),
+        (101, LAB_DEVICE),
+        (102, LAB_DEVICE),
+        (202, LAB_DEVICE + 1),
+        (300, LAB_DEVICE),
+        (900, 8),
+    ]);
+    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
+    agent_toml.push_str(
+        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
+         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n",
+    );
+    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
+    lab.start_agent();
+
+    // The scan's inventory comes first, the scrub's verdict after it.
+    let path = format!("/api/v1/fragments/audit?device={LAB_DEVICE}");
+    let view = wait_for(
+        "an audit of device 7 with the scrub's verdict",
+        Duration::from_secs(30),
+        || match lab.get_as(&lab.token(), &path) {
+            Ok((200, v)) if v["audit"]["corrupt"]["count"] == 1 => Some(v),
+            _ => None,
+        },
+    );
+    assert_eq!(view["node"], "n1");
+    let a = &view["audit"];
+    let state = |s: &str| {
+        (
+            a[s]["count"].as_u64().unwrap(),
+            a[s]["bytes"].as_u64().unwrap(),
+            a[s]["sample"].clone(),
+        )
+    };
+    assert_eq!(state("present").0, 6);
+    assert_eq!(state("present").1, 12 + 7 + 12 + 10 + 11 + 9);
+    assert_eq!(state("missing"), (1, 0, json!([300])));
+    assert_eq!(state("orphaned"), (2, 21, json!([200, 201])));
+    assert_eq!(state("corrupt"), (1, 7, json!([101])));
+    assert_eq!(state("no_digest"), (1, 12, json!([102])));
+    // Unknown parameters and devices are refused.
+    assert_eq!(
+        lab.get_as(&lab.token(), "/api/v1/fragments/audit?dev=7")
+            .unwrap()
+            .0,
+        400
+    );
+    assert_eq!(
+        lab.get_as(&lab.token(), "/api/v1/fragments/audit?device=8")
+            .unwrap()
+            .0,
+        404
+    );
+    assert_eq!(lab.get_as("wrong", &path).unwrap().0, 401);
+
+    // The CLI over the same API.
+    let out = lab.cli(&["fragments", "audit", "--device", "7", "--json"], None);
+    assert!(out.status.success());
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["audit"]["missing"]["sample"], json!([300]));
+    let out = lab.cli(&["fragments", "audit"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(table.contains("device 7 orphaned: 200 201"), "{table}");
+
+    // /metrics: counts and bytes per device and state.
+    let text = lab
+        .http_agent()
+        .get(format!("{}/metrics", lab.api()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let metrics = nodewarden_tests::parse_exposition(&text);
+    let gauge = |family: &str, s: &str| {
+        metrics
+            .get(family)
+            .and_then(|f| f.value(&[("id", "7"), ("state", s)]))
+    };
+    assert_eq!(gauge("nodewarden_fragments", "missing"), Some(1.0));
+    assert_eq!(gauge("nodewarden_fragments", "corrupt"), Some(1.0));
+    assert_eq!(gauge("nodewarden_fragments_bytes", "orphaned"), Some(21.0));
+
+    // The dry run deletes nothing; the DFS gains 200; the confirmation keeps it.
+    let (status, plan) = post(
+        &lab,
+        "/api/v1/fragments/clean-orphans",
+        &json!({"device": 7, "requested_by": "test"}),
+    );
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(
+        (plan["count"].clone(), plan["bytes"].clone()),
+        (json!(2), json!(21))
+    );
+    assert_eq!(plan["sample"], json!([200, 201]));
+    assert!(d.join("200").exists() && d.join("201").exists());
+    dfs.insert(&[(200, LAB_DEVICE)]);
+    let confirm = json!({"device": 7, "plan_id": plan["plan_id"], "requested_by": "test"});
+    let (status, done) = post(&lab, "/api/v1/fragments/clean-orphans", &confirm);
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["ok"], true, "{done}");
+    assert_eq!(
+        (
+            done["planned"].clone(),
+            done["kept"].clone(),
+            done["deleted"].clone()
+        ),
+        (json!(2), json!(1), json!(1))
+    );
+    assert_eq!(done["kept_sample"], json!([200]));
+    assert_eq!(done["result"]["path"], "agent");
+    assert!(!d.join("201").exists() && !d.join("201.digest").exists());
+    assert!(d.join("200").exists() && d.join("200.digest").exists());
+    // A plan is confirmed once.
+    let (status, _) = post(&lab, "/api/v1/fragments/clean-orphans", &confirm);
+    assert_eq!(status, 404);
+
+    // The audit log: the request, written before the deletion started, then its end.
+    let events = wait_for(
+        "the clean-up's request and end in the audit log",
+        Duration::from_secs(20),
+        || {
+            let (_, events) = lab.get_as(&lab.token(), "/api/v1/events?node=n1").ok()?;
+            let mine: Vec<Value> = events
+                .as_array()?
+                .iter()
+                .filter(|e| {
+                    e["action"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("clean-orphans device 7"))
+                })
+                .cloned()
+                .collect();
+            (mine.len() == 2).then_some(mine)
+        },
+    );
+    // Newest first.
+    let (end, request) = (&events[0], &events[1]);
+    assert_eq!(request["kind"], "requested");
+    assert_eq!(end["kind"], "operation");
+    assert_eq!(end["result"], "ok");
+    assert_eq!(request["operation_id"], end["operation_id"]);
+    assert!(request["id"].as_i64() < end["id"].as_i64());
+    let started = end["at_ms"].as_u64().unwrap() - end["duration_ms"].as_u64().unwrap();
+    assert!(
+        request["at_ms"].as_u64().unwrap() <= started,
+        "{request} / {end}"
+    );
+
+    // The deletion made the agent scan again: the orphan is gone from a fresh audit.
+    wait_for(
+        "an audit after the clean-up without orphans",
+        Duration::from_secs(30),
+        || match lab.get_as(&lab.token(), &path) {
+            Ok((200, v)) if v["audit"]["orphaned"]["count"] == 0 => {
+                assert_eq!(v["audit"]["present"]["count"], 5);
+                Some(())
+            }
+            _ => None,
+        },
+    );
 }

@@ -260,11 +260,27 @@ pub struct Published {
     pub corrupt: u64,
 }
 
-/// The latest inventory of each device, and a signal bumped on every new one.
+/// The latest inventory of each device, a signal bumped on every new one, and what the task is
+/// asked (stop; scan a device now, after a deletion on it).
 #[derive(Debug)]
 pub struct Inventories {
     devices: Mutex<BTreeMap<u32, Published>>,
     changed: watch::Sender<u64>,
+    control: Mutex<Control>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Control {
+    stopped: bool,
+    rescan: std::collections::BTreeSet<u32>,
+}
+
+/// Why the task's wait ended.
+enum Woken {
+    Due,
+    Stopped,
+    Rescan(std::collections::BTreeSet<u32>),
 }
 
 impl Default for Inventories {
@@ -272,11 +288,57 @@ impl Default for Inventories {
         Inventories {
             devices: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
+            control: Mutex::new(Control::default()),
+            wake: Condvar::new(),
         }
     }
 }
 
 impl Inventories {
+    /// Scans `device` at once (its folder changed: fragments were deleted by an operation).
+    pub fn rescan(&self, device: u32) {
+        let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        c.rescan.insert(device);
+        self.wake.notify_all();
+    }
+
+    fn stop(&self) {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stopped = true;
+        self.wake.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stopped
+    }
+
+    /// Waits until `deadline`, a stop or a rescan request.
+    fn wait_until(&self, deadline: Instant) -> Woken {
+        let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if c.stopped {
+                return Woken::Stopped;
+            }
+            if !c.rescan.is_empty() {
+                return Woken::Rescan(std::mem::take(&mut c.rescan));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Woken::Due;
+            }
+            c = self
+                .wake
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -310,43 +372,6 @@ impl Inventories {
             );
         }
         self.changed.send_modify(|n| *n += 1);
-    }
-}
-
-/// Stops the task (between fragments of a scrub, or while it waits).
-#[derive(Debug, Default)]
-pub struct Stop {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Stop {
-    pub fn stop(&self) {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.wake.notify_all();
-    }
-
-    fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until `deadline` or a stop; true when stopped.
-    fn wait_until(&self, deadline: Instant) -> bool {
-        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if *stopped {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            stopped = self
-                .wake
-                .wait_timeout(stopped, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
     }
 }
 
@@ -425,7 +450,7 @@ struct DeviceState {
 
 /// The running task; dropping it does not stop it ([`FragmentTask::stop`] does).
 pub struct FragmentTask {
-    stop: Arc<Stop>,
+    out: Arc<Inventories>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -437,7 +462,6 @@ impl FragmentTask {
         sysfs: &Path,
         out: Arc<Inventories>,
     ) -> std::io::Result<FragmentTask> {
-        let stop = Arc::new(Stop::default());
         let now = Instant::now();
         let states: Vec<DeviceState> = devices
             .into_iter()
@@ -452,21 +476,21 @@ impl FragmentTask {
                 corrupt: roaring::RoaringBitmap::new(),
             })
             .collect();
-        let thread_stop = stop.clone();
+        let thread_out = out.clone();
         let thread = std::thread::Builder::new()
             .name("fragments".into())
-            .spawn(move || run(states, &thread_stop, &out))?;
-        Ok(FragmentTask { stop, thread })
+            .spawn(move || run(states, &thread_out))?;
+        Ok(FragmentTask { out, thread })
     }
 
     /// Stops the task and waits for its thread (at most one fragment read or stat).
     pub fn stop(self) {
-        self.stop.stop();
+        self.out.stop();
         let _ = self.thread.join();
     }
 }
 
-fn run(mut devices: Vec<DeviceState>, stop: &Stop, out: &Inventories) {
+fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
     if let Err(e) = fragments::set_idle_io_priority() {
         tracing::warn!(error = %e, "fragment task runs at normal I/O priority");
     }
@@ -480,8 +504,19 @@ fn run(mut devices: Vec<DeviceState>, stop: &Stop, out: &Inventories) {
             return;
         };
         let due = devices[next].next_scan.min(devices[next].next_scrub);
-        if stop.wait_until(due) {
-            return;
+        match out.wait_until(due) {
+            Woken::Stopped => return,
+            Woken::Rescan(ids) => {
+                let now = Instant::now();
+                for d in devices
+                    .iter_mut()
+                    .filter(|d| ids.contains(&d.settings.device_id))
+                {
+                    d.next_scan = now;
+                }
+                continue;
+            }
+            Woken::Due => {}
         }
         let d = &mut devices[next];
         let s = d.settings.clone();
@@ -516,7 +551,7 @@ fn run(mut devices: Vec<DeviceState>, stop: &Stop, out: &Inventories) {
             let mut budget = IoBudget::new(s.io_mb_per_s);
             let busy = &mut d.busy;
             let report = fragments::scrub_paced(&s.dir, inv, s.digest, &mut budget, || {
-                if stop.is_stopped() {
+                if out.is_stopped() {
                     Pace::Stop
                 } else if busy.is_busy(&s) {
                     Pace::Wait
@@ -666,11 +701,31 @@ mod tests {
         })
         .await
         .expect("an inventory with the scrub's verdict");
+        // A deletion makes the task scan again at once (the scan period is an hour).
+        std::fs::remove_file(dir.path().join("102")).unwrap();
+        out.rescan(5);
+        let after = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                changed.changed().await.unwrap();
+                if let Some((_, p)) = out.snapshot().first()
+                    && p.present == 2
+                {
+                    return p.generation;
+                }
+            }
+        })
+        .await
+        .expect("a rescan after the deletion");
         task.stop();
+        assert_eq!(after, 3);
         assert_eq!(inv.device_id, 5);
         assert_eq!(inv.present.iter().collect::<Vec<_>>(), vec![100, 101, 102]);
         assert_eq!(inv.corrupt.iter().collect::<Vec<_>>(), vec![101]);
         assert_eq!(inv.no_digest.iter().collect::<Vec<_>>(), vec![102]);
-        assert_eq!(out.snapshot()[0].1.generation, 2);
+        assert_eq!(
+            out.snapshot()[0].1.corrupt,
+            1,
+            "the scrub's verdict carried over"
+        );
     }
 }

@@ -104,7 +104,19 @@ impl Node for AgentNode {
     }
 
     fn run_operation(&self, op: Operation) -> Work<CommandOutcome> {
-        Box::pin(run_operation(self.executor.clone(), op))
+        let (executor, fragments) = (self.executor.clone(), self.fragments.clone());
+        Box::pin(async move {
+            let device = match &op {
+                Operation::DeleteFragments { device_id, .. } => Some(*device_id),
+                _ => None,
+            };
+            let outcome = run_operation(executor, op).await;
+            // The folder changed: the fragment task scans it again rather than at its period.
+            if let (Some(device), Some(fragments)) = (device, fragments) {
+                fragments.rescan(device);
+            }
+            outcome
+        })
     }
 
     fn connected(&self, up: bool) {
