@@ -468,4 +468,16 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
             _ => None,
         },
     );
+    // The CLI's dry run now finds nothing to delete, and deletes nothing.
+    let out = lab.cli(
+        &["fragments", "clean-orphans", "--device", "7", "--yes"],
+        None,
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dry run: device 7 on n1: 0 orphaned fragment(s), 0 bytes"),
+        "{text}"
+    );
+    assert!(d.join("200").exists());
 }

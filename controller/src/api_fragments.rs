@@ -303,20 +303,20 @@ async fn clean_orphans(
     let operations = rechecked.operations(device);
     let deleted = rechecked.delete.len();
     let result = if operations.is_empty() {
-        let done = actions::NodeActionResult {
-            node: node.clone(),
-            action: action_name.clone(),
-            requested_by: who.clone(),
-            path: None,
-            woke: false,
-            results: Vec::new(),
-            outcome_unknown: Vec::new(),
-            error: Some(
-                "nothing left to delete: every orphan of the dry run is in FRAGMENT now".into(),
-            ),
-            duration_ms: 0,
-        };
-        end(&done);
+        // Nothing to send: the request ends here, done (every orphan is in FRAGMENT now).
+        if let Some(store) = controller.store() {
+            let operation = store::Operation {
+                operation_id: Some(op_id.clone()),
+                actor: who.clone(),
+                action: action_name.clone(),
+                path: store::OperationPath::Unreachable,
+                result: store::OperationResult::Ok,
+                duration: Duration::ZERO,
+            };
+            if let Err(e) = store.operation(&node, SystemTime::now(), operation) {
+                tracing::error!(%node, error = %e, "clean-up end not recorded in the audit log");
+            }
+        }
         None
     } else {
         let mut results = actions::run_each(
@@ -332,7 +332,7 @@ async fn clean_orphans(
         .await;
         results.pop()
     };
-    let ok = result.as_ref().is_some_and(|r| r.succeeded());
+    let ok = result.as_ref().is_none_or(|r| r.succeeded());
     tracing::info!(device, %node, deleted, kept = rechecked.kept.len(), ok, "orphan clean-up done");
     Json(CleanOrphansResult {
         device_id: device,

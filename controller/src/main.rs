@@ -313,7 +313,7 @@ fn main() -> anyhow::Result<()> {
                 },
             )?;
             print!("{}", client::render_clean_result(&result));
-            if !result.ok && result.deleted > 0 {
+            if !result.ok {
                 std::process::exit(1);
             }
             Ok(())

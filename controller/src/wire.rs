@@ -191,5 +191,6 @@ pub struct CleanOrphansResult {
     pub deleted: u64,
     /// The deletion through the action path (`None` when nothing was left to delete).
     pub result: Option<NodeActionResult>,
+    /// The deletion succeeded, or nothing was left to delete.
     pub ok: bool,
 }
