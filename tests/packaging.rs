@@ -737,7 +737,11 @@ fn grafana_provisioning_examples_point_at_the_shipped_files() {
     let ds = &datasources["datasources"][0];
     assert_eq!(str_of(ds, "type"), Some("prometheus"));
     assert_eq!(str_of(ds, "url"), Some("http://127.0.0.1:9090"));
-    assert_eq!(ds["isDefault"].as_bool(), Some(true), "DS_PROMETHEUS picks the default");
+    assert_eq!(
+        ds["isDefault"].as_bool(),
+        Some(true),
+        "DS_PROMETHEUS picks the default"
+    );
 
     let dashboards = yaml(&dir.join("dashboards/nodewarden.yaml"));
     assert_eq!(dashboards["apiVersion"].as_i64(), Some(1));
@@ -745,8 +749,8 @@ fn grafana_provisioning_examples_point_at_the_shipped_files() {
     assert_eq!(str_of(provider, "type"), Some("file"));
     let path = str_of(&provider["options"], "path").expect("options.path");
     let build = read(&repo().join("packaging/deb/build.sh"));
-    let installed = format!("\"$share/grafana/nodewarden-dashboard.json\"");
-    assert!(build.contains(&installed), "build.sh installs {installed}");
+    let installed = "\"$share/grafana/nodewarden-dashboard.json\"";
+    assert!(build.contains(installed), "build.sh installs {installed}");
     assert_eq!(path, "/usr/share/nodewarden/grafana");
     assert!(
         build.contains("packaging/grafana/provisioning/$kind/nodewarden.yaml"),
