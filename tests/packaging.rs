@@ -3,7 +3,8 @@
 //! the suite's Prometheus (which loads the shipped rules) parses every dashboard expression,
 //! evaluates the rules, and shows data in the node row for a real node_exporter; systemd-analyze
 //! verifies the units and the traced agent stays within its unit's seccomp filter; node runs the
-//! polkit example; sh/bash parse the maintainer scripts. Names are checked against
+//! polkit example; sh/bash parse the maintainer scripts; the Grafana provisioning examples point at
+//! the shipped dashboard and Prometheus. Names are checked against
 //! docs/metrics.md. Building the .deb packages is left to packaging/deb/build.sh (too slow here).
 
 use std::collections::{BTreeMap, BTreeSet};
