@@ -117,7 +117,7 @@ nodewarden demo running (logs in $demo/logs, state in $demo/data):
    agents for Prometheus (http_sd): curl -H "Authorization: Bearer \$(cat $demo/sd.token)" http://$http/api/v1/sd/agents
    node metrics: curl http://127.0.0.1:9101/metrics        controller metrics: curl http://$http/metrics
    the CLI, after this line in your shell:
-     export NODEWARDEN_API=http://$http NODEWARDEN_DATA_DIR=$demo/data PATH=$bin:\$PATH
+     export NODEWARDEN_API=http://$http NODEWARDEN_DATA_DIR=$demo/data NODEWARDEN_TOKEN_FILE=$demo/data/api.token PATH=$bin:\$PATH
      nodewarden-controller nodes                     # the fleet
      nodewarden-controller action wake --role storage    # remote operations, in the audit log
      nodewarden-controller events                    # the audit log

@@ -3,7 +3,8 @@
 //! the suite's Prometheus (which loads the shipped rules) parses every dashboard expression,
 //! evaluates the rules, and shows data in the node row for a real node_exporter; systemd-analyze
 //! verifies the units and the traced agent stays within its unit's seccomp filter; node runs the
-//! polkit example; sh/bash parse the maintainer scripts. Names are checked against
+//! polkit example; sh/bash parse the maintainer scripts; the Grafana provisioning examples point at
+//! the shipped dashboard and Prometheus. Names are checked against
 //! docs/metrics.md. Building the .deb packages is left to packaging/deb/build.sh (too slow here).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -575,11 +576,16 @@ fn dashboard_expressions(dashboard: &Json) -> Vec<(String, String)> {
 /// Grafana's variables replaced by values Prometheus accepts; any other `$name` left over is
 /// a variable the dashboard does not define, which fails.
 fn substitute_variables(expr: &str) -> String {
+    substitute_instance(expr, "127.0.0.1:9100")
+}
+
+/// [`substitute_variables`] with `$instance` as `instance` (a node, or the All value).
+fn substitute_instance(expr: &str, instance: &str) -> String {
     let text = expr
         .replace("$__rate_interval", "1m")
         .replace("$__interval", "1m")
         .replace("$__range", "1h")
-        .replace("$instance", "127.0.0.1:9100");
+        .replace("$instance", instance);
     let leftover = text.match_indices('$').any(|(i, _)| {
         text[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{')
     });
@@ -612,6 +618,38 @@ fn dashboard_is_importable_and_complete() {
             .is_some_and(|d| d.starts_with("label_values(node_uname_info")),
         "instance comes from node_uname_info: {instance}"
     );
+    // "All" nodes, as a regex Prometheus matches every instance with (not Grafana's default,
+    // an alternation of every value, which grows with the fleet), and several at once.
+    assert_eq!(instance["includeAll"], true, "{instance}");
+    assert_eq!(instance["multi"], true, "{instance}");
+    assert_eq!(instance["allValue"], ".+", "{instance}");
+    // With All or several nodes Grafana substitutes a regex (and escapes a single value's dots),
+    // so every use of the variable must be a regex matcher.
+    for (title, expr) in dashboard_expressions(&dash) {
+        for (i, _) in expr.match_indices("$instance") {
+            assert!(
+                expr[..i].ends_with("instance=~\"") && expr[i..].starts_with("$instance\""),
+                "{title:?}: $instance outside an instance=~\"$instance\" matcher: {expr}"
+            );
+        }
+    }
+    // The fleet overview is the first row, every panel in it reads the selection.
+    let first_row = &dash["panels"][0];
+    assert_eq!(first_row["type"], "row");
+    assert!(
+        first_row["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Fleet")),
+        "{first_row}"
+    );
+    let fleet = row_expressions(&dash, "Fleet");
+    assert!(fleet.len() >= 8, "{fleet:?}");
+    for (title, expr) in &fleet {
+        assert!(
+            expr.contains(r#"instance=~"$instance""#),
+            "{title:?}: {expr}"
+        );
+    }
 
     let mut ids = BTreeSet::new();
     for panel in panels(&dash) {
@@ -689,6 +727,38 @@ fn dashboard_is_importable_and_complete() {
     }
 }
 
+/// The example Grafana provisioning files: a Prometheus data source at the shipped Prometheus's
+/// address, and a file provider whose path is where the package installs the dashboard (and
+/// the package installs both files).
+#[test]
+fn grafana_provisioning_examples_point_at_the_shipped_files() {
+    let dir = repo().join("packaging/grafana/provisioning");
+    let datasources = yaml(&dir.join("datasources/nodewarden.yaml"));
+    assert_eq!(datasources["apiVersion"].as_i64(), Some(1));
+    let ds = &datasources["datasources"][0];
+    assert_eq!(str_of(ds, "type"), Some("prometheus"));
+    assert_eq!(str_of(ds, "url"), Some("http://127.0.0.1:9090"));
+    assert_eq!(
+        ds["isDefault"].as_bool(),
+        Some(true),
+        "DS_PROMETHEUS picks the default"
+    );
+
+    let dashboards = yaml(&dir.join("dashboards/nodewarden.yaml"));
+    assert_eq!(dashboards["apiVersion"].as_i64(), Some(1));
+    let provider = &dashboards["providers"][0];
+    assert_eq!(str_of(provider, "type"), Some("file"));
+    let path = str_of(&provider["options"], "path").expect("options.path");
+    let build = read(&repo().join("packaging/deb/build.sh"));
+    let installed = "\"$share/grafana/nodewarden-dashboard.json\"";
+    assert!(build.contains(installed), "build.sh installs {installed}");
+    assert_eq!(path, "/usr/share/nodewarden/grafana");
+    assert!(
+        build.contains("packaging/grafana/provisioning/$kind/nodewarden.yaml"),
+        "build.sh ships the provisioning examples"
+    );
+}
+
 /// Prometheus's answer to an instant query (POSTed, so no expression needs URL escaping).
 fn query(prometheus: &str, expr: &str) -> Json {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -719,12 +789,21 @@ fn dashboard_expressions_parse_in_prometheus() {
         "variable instance".into(),
         r#"node_uname_info{job="nodes"}"#.into(),
     ));
+    // Each with one node and with All (the variable's allValue).
     let failures: Vec<String> = exprs
         .iter()
-        .filter_map(|(title, expr)| {
-            let answer = query(&prometheus, &substitute_variables(expr));
-            (answer["status"] != "success").then(|| format!("{title:?}: {expr}\n  -> {answer}"))
+        .flat_map(|(title, expr)| {
+            [
+                substitute_variables(expr),
+                substitute_instance(expr, ALL_NODES),
+            ]
+            .map(|concrete| {
+                let answer = query(&prometheus, &concrete);
+                (answer["status"] != "success")
+                    .then(|| format!("{title:?}: {concrete}\n  -> {answer}"))
+            })
         })
+        .flatten()
         .collect();
     assert!(exprs.len() >= 30, "only {} expressions", exprs.len());
     assert!(
@@ -733,6 +812,9 @@ fn dashboard_expressions_parse_in_prometheus() {
         failures.join("\n")
     );
 }
+
+/// The node variable's All value (`allValue`).
+const ALL_NODES: &str = ".+";
 
 /// The targets of the panels in the row whose title starts with `row_title`.
 fn row_expressions(dashboard: &Json, row_title: &str) -> Vec<(String, String)> {
@@ -775,7 +857,8 @@ fn has_data(prometheus: &str, expr: &str) -> bool {
 }
 
 /// Every panel of the node row shows data for a real node_exporter scraped in job `nodes` by
-/// the suite's Prometheus (which loads the shipped rules, so recording rules count too).
+/// the suite's Prometheus (which loads the shipped rules, so recording rules count too), and the
+/// fleet overview row with All nodes lists it.
 #[test]
 fn dashboard_node_row_has_data_for_node_exporter() {
     let (Some(prometheus), Some(sd_dir), Some(exporter)) = (
@@ -828,6 +911,50 @@ fn dashboard_node_row_has_data_for_node_exporter() {
         missing.is_empty(),
         "panels without data for {instance}: {missing:#?}"
     );
+
+    // The fleet overview with All nodes: every per-node panel lists this node_exporter, the
+    // counts count it.
+    let fleet = row_expressions(&dash, "Fleet");
+    let missing: Vec<String> = fleet
+        .iter()
+        .filter_map(|(title, expr)| {
+            let concrete = substitute_instance(expr, ALL_NODES);
+            let answer = wait_for(
+                &format!("{title:?} (fleet row, All) to have data"),
+                std::time::Duration::from_secs(60),
+                || {
+                    let answer = query(&prometheus, &concrete);
+                    has_data_in(&answer).then_some(answer)
+                },
+            );
+            let series = answer["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let per_node = series.iter().any(|s| s["metric"].get("instance").is_some());
+            let listed = series
+                .iter()
+                .any(|s| s["metric"]["instance"] == instance.as_str());
+            let counted = series
+                .iter()
+                .any(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0));
+            let ok = if per_node {
+                listed
+            } else {
+                // "Nodes up" counts it; "Nodes down" answers a number.
+                title != "Nodes up" || counted
+            };
+            (!ok).then(|| format!("{title}: {concrete} -> {answer}"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "fleet row with All: {missing:#?}");
+}
+
+fn has_data_in(answer: &Json) -> bool {
+    answer["status"] == "success"
+        && answer["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
 }
 
 /// The suite's Prometheus loads the shipped rules and evaluates every one without error.

@@ -373,11 +373,70 @@ fn actions_and_pings_need_the_api_token() {
         err.contains("NODEWARDEN_TOKEN_FILE") && err.contains("NODEWARDEN_DATA_DIR"),
         "{err}"
     );
+    // The same through NODEWARDEN_TOKEN_FILE: the message names the variable.
+    let cli_env = |args: &[&str], vars: &[(&str, &std::path::Path)]| {
+        let mut cmd = std::process::Command::new(bin_path("nodewarden-controller"));
+        cmd.args(args)
+            .args(["--api", &lab.api()])
+            .env_remove("NODEWARDEN_TOKEN_FILE")
+            .env_remove("NODEWARDEN_DATA_DIR")
+            .env_remove("NODEWARDEN_API_CA");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = cli_env(
+        &["nodes"],
+        &[("NODEWARDEN_TOKEN_FILE", &lab.path("wrong.token"))],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the token was read from {wrong} (NODEWARDEN_TOKEN_FILE)"
+        )),
+        "{err}"
+    );
+    // A data directory without a token: the 401 names the path it looked at and its source.
+    let empty = lab.path("empty-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = cli_env(&["nodes"], &[("NODEWARDEN_DATA_DIR", &empty)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "nowhere: {}/api.token (the default under NODEWARDEN_DATA_DIR={}) does not exist",
+            empty.display(),
+            empty.display()
+        )),
+        "{err}"
+    );
+    // The right token through NODEWARDEN_TOKEN_FILE, no flag: the fleet is listed.
+    let out = cli_env(
+        &["nodes", "--json"],
+        &[
+            ("NODEWARDEN_TOKEN_FILE", &lab.path("data/api.token")),
+            ("NODEWARDEN_DATA_DIR", &empty),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed.as_array().unwrap().iter().any(|n| n["name"] == "n1"),
+        "{listed}"
+    );
     // NODEWARDEN_DATA_DIR instead of --data-dir; without $USER and $LOGNAME the audit log names
-    // this account, not a placeholder.
+    // this account as the system's user database does (`id -un`), not a placeholder.
     let out = std::process::Command::new(bin_path("nodewarden-controller"))
         .args(["action", "status", "--node", "n1", "--api", &lab.api()])
         .env("NODEWARDEN_DATA_DIR", lab.path("data"))
+        .env_remove("NODEWARDEN_TOKEN_FILE")
         .env_remove("USER")
         .env_remove("LOGNAME")
         .output()
@@ -387,7 +446,17 @@ fn actions_and_pings_need_the_api_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let me = nodewarden_controller::client::account_name();
+    let id = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = if id.status.success() {
+        String::from_utf8(id.stdout).unwrap().trim().to_string()
+    } else {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        format!("uid:{uid}")
+    };
     let status = wait_for(
         "the status in the audit log",
         Duration::from_secs(10),

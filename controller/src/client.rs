@@ -211,28 +211,44 @@ pub fn progress_line(r: &NodeActionResult, done: usize, total: usize) -> String 
 }
 
 /// This process's account name, for the audit log when neither `--requested-by` nor `$USER`
-/// nor `$LOGNAME` says who asks: the `/etc/passwd` entry of the real uid, else `uid N`.
+/// nor `$LOGNAME` says who asks: the name the system's user database (`getpwuid_r`, so NSS
+/// sources such as LDAP or sssd count) gives the real uid, else `uid:N`.
 pub fn account_name() -> String {
-    use std::os::unix::fs::MetadataExt as _;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    let Some(uid) = uid else {
-        return "unknown".into();
-    };
-    account_in_passwd(
-        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
-        uid,
-    )
-    .unwrap_or_else(|| format!("uid {uid}"))
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    user_name(uid).unwrap_or_else(|| format!("uid:{uid}"))
 }
 
-/// The name of `uid` in a passwd file's text.
-fn account_in_passwd(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
-        (entry_uid == uid && !name.is_empty()).then(|| name.to_string())
-    })
+/// The user database's name for `uid`, if it has one.
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut buffer = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: an all-zero `passwd` is a valid value (null pointers and zero ids).
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call, and `buffer.len()` is the buffer's size;
+        // the strings `entry` points at live in `buffer`, read before it is dropped or grown.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut entry,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buffer.len() < 1 << 20 {
+            buffer.resize(buffer.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: on success `pw_name` is a NUL-terminated string inside `buffer`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        let name = name.to_string_lossy().into_owned();
+        return (!name.is_empty()).then_some(name);
+    }
 }
 
 pub use crate::wire::{
@@ -669,6 +685,53 @@ pub fn run_cli(client: &ApiClient, request: &ActionRequest) -> Result<i32, Clien
     })
 }
 
+/// Where a CLI setting came from, so that a message can say what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Given {
+    /// The built-in default.
+    #[default]
+    Default,
+    /// A command-line flag.
+    Flag,
+    /// An environment variable.
+    Env,
+}
+
+/// Where the token was looked for, as a `401`'s message names it: the `--token-file` (flag or
+/// `NODEWARDEN_TOKEN_FILE`), else `<data_dir>/api.token` with where the data directory came
+/// from; `found`: whether a token was read there.
+pub fn token_source(
+    token_file: Option<(&Path, Given)>,
+    data_dir: (&Path, Given),
+    found: bool,
+) -> String {
+    if let Some((file, given)) = token_file {
+        let how = match given {
+            Given::Env => "NODEWARDEN_TOKEN_FILE",
+            Given::Flag | Given::Default => "--token-file",
+        };
+        return format!("{} ({how})", file.display());
+    }
+    let (dir, given) = data_dir;
+    let default = default_token_file(dir);
+    let how = match given {
+        Given::Flag => format!("the default under --data-dir {}", dir.display()),
+        Given::Env => format!("the default under NODEWARDEN_DATA_DIR={}", dir.display()),
+        Given::Default => format!(
+            "the default under the default data directory {}",
+            dir.display()
+        ),
+    };
+    if found {
+        format!("{} ({how})", default.display())
+    } else {
+        format!(
+            "nowhere: {} ({how}) does not exist, so no token was sent",
+            default.display()
+        )
+    }
+}
+
 /// The default token file: `<data_dir>/api.token`.
 pub fn default_token_file(data_dir: &Path) -> PathBuf {
     data_dir.join("api.token")
@@ -707,14 +770,51 @@ mod tests {
     }
 
     #[test]
-    fn account_names_come_from_the_passwd_entry_of_the_uid() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n\
-                      broken\nbob:x:notanumber:1::/:/bin/sh\n";
-        assert_eq!(account_in_passwd(passwd, 1000).as_deref(), Some("alice"));
-        assert_eq!(account_in_passwd(passwd, 0).as_deref(), Some("root"));
-        assert_eq!(account_in_passwd(passwd, 4242), None);
-        // This process's own account (the tests run as some user with a name or a uid).
-        assert!(!account_name().is_empty());
+    fn account_names_come_from_the_user_database() {
+        // root is uid 0 everywhere.
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        // A uid without an entry (the largest before -1, which means "no uid").
+        assert_eq!(user_name(u32::MAX - 1), None);
+        // This process's own account: what `id -un` says (NSS included), else `uid:N`.
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        let expected = if id.status.success() {
+            String::from_utf8(id.stdout).unwrap().trim().to_string()
+        } else {
+            format!("uid:{}", String::from_utf8(uid.stdout).unwrap().trim())
+        };
+        assert_eq!(account_name(), expected);
+        assert_ne!(account_name(), "cli");
+    }
+
+    #[test]
+    fn token_sources_name_the_path_and_where_it_came_from() {
+        let dir = Path::new("/srv/nw");
+        let file = Path::new("/etc/nw/ops.token");
+        assert_eq!(
+            token_source(Some((file, Given::Flag)), (dir, Given::Env), true),
+            "/etc/nw/ops.token (--token-file)"
+        );
+        assert_eq!(
+            token_source(Some((file, Given::Env)), (dir, Given::Flag), true),
+            "/etc/nw/ops.token (NODEWARDEN_TOKEN_FILE)"
+        );
+        assert_eq!(
+            token_source(None, (dir, Given::Flag), true),
+            "/srv/nw/api.token (the default under --data-dir /srv/nw)"
+        );
+        assert_eq!(
+            token_source(None, (dir, Given::Env), false),
+            "nowhere: /srv/nw/api.token (the default under NODEWARDEN_DATA_DIR=/srv/nw) does \
+             not exist, so no token was sent"
+        );
+        assert_eq!(
+            token_source(None, (dir, Given::Default), true),
+            "/srv/nw/api.token (the default under the default data directory /srv/nw)"
+        );
     }
 
     #[test]

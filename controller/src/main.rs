@@ -1,7 +1,10 @@
+//! `nodewarden-controller`'s command line: `ca …`, `serve --config`, and the CLI verbs that call
+//! the running controller's API (`action`, `delete-fragments`, `nodes`, `events`, `device …`).
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use nodewarden_controller::api_actions::{ActionName, ActionRequest, Selector};
 use nodewarden_controller::config::ControllerConfig;
 use nodewarden_controller::{ca_cli, client};
@@ -193,6 +196,56 @@ struct ApiArgs {
     /// the path can read it: prefer `https://` (the controller's `[http] tls = true`).
     #[arg(long)]
     insecure_http: bool,
+    /// Where `token_file` and `data_dir` came from (flag, variable or default), for messages.
+    #[arg(skip)]
+    given: Given,
+}
+
+/// Where two of [`ApiArgs`]'s settings came from.
+#[derive(Clone, Copy, Default)]
+struct Given {
+    token_file: client::Given,
+    data_dir: client::Given,
+}
+
+impl Given {
+    /// From the innermost subcommand's matches (the one that holds the API arguments).
+    fn from_matches(matches: &clap::ArgMatches) -> Given {
+        let mut m = matches;
+        while let Some((_, sub)) = m.subcommand() {
+            m = sub;
+        }
+        let given = |id: &str| {
+            if !m.try_contains_id(id).unwrap_or(false) {
+                return client::Given::Default;
+            }
+            match m.value_source(id) {
+                Some(clap::parser::ValueSource::CommandLine) => client::Given::Flag,
+                Some(clap::parser::ValueSource::EnvVariable) => client::Given::Env,
+                _ => client::Given::Default,
+            }
+        };
+        Given {
+            token_file: given("token_file"),
+            data_dir: given("data_dir"),
+        }
+    }
+}
+
+impl Cmd {
+    /// The API arguments of a CLI verb (none for `ca` and `serve`).
+    fn api_args_mut(&mut self) -> Option<&mut ApiArgs> {
+        match self {
+            Cmd::Ca { .. } | Cmd::Serve { .. } => None,
+            Cmd::Action { api, .. }
+            | Cmd::Nodes { api, .. }
+            | Cmd::Events { api, .. }
+            | Cmd::DeleteFragments { api, .. }
+            | Cmd::Device {
+                command: DeviceCmd::List { api, .. } | DeviceCmd::Assign { api, .. },
+            } => Some(api),
+        }
+    }
 }
 
 /// mimalloc: QUIC allocates and frees small buffers per datagram; with 10,000 agents glibc's
@@ -201,7 +254,11 @@ struct ApiArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(api) = cli.command.api_args_mut() {
+        api.given = Given::from_matches(&matches);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
@@ -393,19 +450,11 @@ fn api_client(api: &ApiArgs) -> anyhow::Result<client::ApiClient> {
     client::check_api_scheme(&api.api, api.insecure_http)?;
     let default_token = client::default_token_file(&api.data_dir);
     let token = client::read_token(api.token_file.as_deref(), &default_token)?;
-    let token_source = match &api.token_file {
-        Some(file) => format!("{} (--token-file)", file.display()),
-        None if token.is_some() => format!(
-            "{} (the default under --data-dir {})",
-            default_token.display(),
-            api.data_dir.display()
-        ),
-        None => format!(
-            "nowhere: {} (the default under --data-dir {}) does not exist, so no token was sent",
-            default_token.display(),
-            api.data_dir.display()
-        ),
-    };
+    let token_source = client::token_source(
+        api.token_file.as_deref().map(|f| (f, api.given.token_file)),
+        (&api.data_dir, api.given.data_dir),
+        token.is_some(),
+    );
     let ca_pem = if api.api.starts_with("https://") {
         client::read_ca(
             api.ca_file.as_deref(),
@@ -474,7 +523,7 @@ mod tests {
     use super::Cli;
     use clap::CommandFactory as _;
 
-    /// Every flag and argument of every subcommand says what it is for in `--help`.
+    /// Every subcommand, flag and argument says what it is for in `--help`.
     #[test]
     fn every_flag_has_help() {
         fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
@@ -488,6 +537,9 @@ mod tests {
                 }
             }
             for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the subcommand)", sub.get_name()));
+                }
                 walk(sub, &format!("{path} {}", sub.get_name()), missing);
             }
         }

@@ -146,6 +146,10 @@ for rules in "$root"/packaging/prometheus/rules/*.yml; do
 done
 install_file 0644 "$root/packaging/alertmanager/alertmanager.yml" "$share/alertmanager/alertmanager.yml"
 install_file 0644 "$root/packaging/grafana/nodewarden-dashboard.json" "$share/grafana/nodewarden-dashboard.json"
+for kind in datasources dashboards; do
+  install_file 0644 "$root/packaging/grafana/provisioning/$kind/nodewarden.yaml" \
+    "$share/grafana-provisioning/$kind/nodewarden.yaml"
+done
 install_file 0644 "$here/nodewarden-controller/controller.toml" "$controller/etc/nodewarden/controller.toml"
 finish nodewarden-controller "$controller" \
   "libc6 (>= $(glibc_needed "$release/nodewarden-controller")), adduser" \
