@@ -243,6 +243,9 @@ impl Cmd {
             | Cmd::DeleteFragments { api, .. }
             | Cmd::Device {
                 command: DeviceCmd::List { api, .. } | DeviceCmd::Assign { api, .. },
+            }
+            | Cmd::Fragments {
+                command: FragmentsCmd::Audit { api, .. } | FragmentsCmd::CleanOrphans { api, .. },
             } => Some(api),
         }
     }
