@@ -474,6 +474,14 @@ mod tests {
             auth.check(Some(&basic("prom:s3cret"))).await,
             Verdict::Allowed
         );
+        // No admitted check may finish (and hand its admission on) before all 40 have asked:
+        // the test holds every worker until then.
+        let workers = auth
+            .workers
+            .clone()
+            .acquire_many_owned(BCRYPT_WORKERS as u32)
+            .await
+            .unwrap();
         let mut flood = tokio::task::JoinSet::new();
         for i in 0..40 {
             let auth = auth.clone();
@@ -485,6 +493,7 @@ mod tests {
             auth.check(Some(&basic("prom:s3cret"))).await,
             Verdict::Allowed
         );
+        drop(workers);
         let mut busy = 0;
         let mut denied = 0;
         while let Some(verdict) = flood.join_next().await {
