@@ -9,6 +9,7 @@
 //! is an error, as in 1.12.1. Samples are written in controller name order, as client_golang's
 //! gathering sorts them. Cost: one file kept open, one pread per scrape.
 
+use super::gosyntax::parse_go_decimal;
 use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -40,22 +41,13 @@ impl Default for CgroupsCollector {
     }
 }
 
-/// Go's `strconv.Atoi`.
-fn go_atoi(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
 /// One line: controller, number of cgroups, enabled.
 fn parse_line(line: &str) -> Option<(&str, i64, i64)> {
     let mut fields = line.split_whitespace();
     let name = fields.next()?;
-    let _hierarchy = go_atoi(fields.next()?)?;
-    let cgroups = go_atoi(fields.next()?)?;
-    let enabled = go_atoi(fields.next()?)?;
+    let _hierarchy = parse_go_decimal(fields.next()?)?;
+    let cgroups = parse_go_decimal(fields.next()?)?;
+    let enabled = parse_go_decimal(fields.next()?)?;
     Some((name, cgroups, enabled))
 }
 

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use super::gosyntax::parse_go_int;
+use super::gosyntax::parse_go_uint;
 use super::source::{DirListing, read_sys_file};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -122,18 +122,6 @@ fn read_card(
     card.performance_level = text("power_dpm_force_performance_level");
     card.unique_id = text("unique_id");
     Ok(Some(card))
-}
-
-/// Go's `strconv.ParseUint(s, 0, 64)`.
-fn parse_go_uint(s: &str) -> Option<u64> {
-    if s.starts_with(['+', '-']) {
-        return None;
-    }
-    if let Some(v) = parse_go_int(s) {
-        return u64::try_from(v).ok();
-    }
-    // Beyond i64: plain decimal only.
-    s.parse().ok()
 }
 
 impl Collector for DrmCollector {

@@ -21,6 +21,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::gosyntax::parse_go_uint;
 use super::source::{DirListing, OpenAttr, same_listing};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -163,32 +164,6 @@ impl Host {
             counters: Vec::new(),
             counts: Vec::new(),
         }
-    }
-}
-
-/// Go's `strconv.ParseUint(s, 0, 64)`: decimal, `0x` hex, `0o`/`0` octal or `0b` binary
-/// (underscores allowed after a prefix).
-pub fn parse_go_uint(s: &str) -> Option<u64> {
-    let (radix, body, prefixed) = if let Some(rest) = s.strip_prefix("0x").or(s.strip_prefix("0X"))
-    {
-        (16, rest, true)
-    } else if let Some(rest) = s.strip_prefix("0b").or(s.strip_prefix("0B")) {
-        (2, rest, true)
-    } else if let Some(rest) = s.strip_prefix("0o").or(s.strip_prefix("0O")) {
-        (8, rest, true)
-    } else if s.len() > 1 && s.starts_with('0') {
-        (8, &s[1..], true)
-    } else {
-        (10, s, false)
-    };
-    if body.is_empty() || body.starts_with('+') || body.starts_with('-') {
-        return None;
-    }
-    if prefixed && body.contains('_') {
-        let cleaned: String = body.chars().filter(|&c| c != '_').collect();
-        u64::from_str_radix(&cleaned, radix).ok()
-    } else {
-        u64::from_str_radix(body, radix).ok()
     }
 }
 

@@ -17,40 +17,77 @@ pub fn parse_go_int(s: &str) -> Option<i64> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let (radix, body, prefixed) = if let Some(rest) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        (16, rest, true)
-    } else if let Some(rest) = digits
-        .strip_prefix("0b")
-        .or_else(|| digits.strip_prefix("0B"))
-    {
-        (2, rest, true)
-    } else if let Some(rest) = digits
-        .strip_prefix("0o")
-        .or_else(|| digits.strip_prefix("0O"))
-    {
-        (8, rest, true)
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        (8, &digits[1..], true)
-    } else {
-        (10, digits, false)
-    };
-    if body.is_empty() || body.starts_with('+') || body.starts_with('-') {
-        return None;
-    }
-    let magnitude = if prefixed && body.contains('_') {
-        let cleaned: String = body.chars().filter(|&c| c != '_').collect();
-        u64::from_str_radix(&cleaned, radix).ok()?
-    } else {
-        u64::from_str_radix(body, radix).ok()?
-    };
+    let magnitude = parse_go_uint(digits)?;
     if negative {
         0i64.checked_sub_unsigned(magnitude)
     } else {
         i64::try_from(magnitude).ok()
     }
+}
+
+/// Go's `strconv.ParseUint(s, 0, 64)`: decimal, `0x` hex, `0o`/`0` octal or `0b` binary, no sign;
+/// underscores as in Go integer literals (`1_000`, `0x_1f`; never doubled, leading or trailing).
+pub fn parse_go_uint(s: &str) -> Option<u64> {
+    let prefixed = |lower: &str, upper: &str| {
+        s.strip_prefix(lower)
+            .or_else(|| s.strip_prefix(upper))
+            .filter(|rest| !rest.is_empty())
+    };
+    let (radix, body) = if let Some(rest) = prefixed("0x", "0X") {
+        (16, rest)
+    } else if let Some(rest) = prefixed("0b", "0B") {
+        (2, rest)
+    } else if let Some(rest) = prefixed("0o", "0O") {
+        (8, rest)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (8, &s[1..])
+    } else {
+        (10, s)
+    };
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return None;
+    }
+    if body.contains('_') {
+        if !go_underscores_ok(s) {
+            return None;
+        }
+        let cleaned: String = body.chars().filter(|&c| c != '_').collect();
+        return u64::from_str_radix(&cleaned, radix).ok();
+    }
+    u64::from_str_radix(body, radix).ok()
+}
+
+/// Go's `underscoreOK`: each underscore sits between digits, or between a base prefix and a digit.
+fn go_underscores_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let (mut i, mut saw, mut hex) = (0, b'^', false);
+    if b.len() >= 2 && b[0] == b'0' && matches!(b[1] | 0x20, b'b' | b'o' | b'x') {
+        (i, saw, hex) = (2, b'0', b[1] | 0x20 == b'x');
+    }
+    for &c in &b[i..] {
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else if saw == b'_' {
+            return false;
+        } else {
+            saw = b'!';
+        }
+    }
+    saw != b'_'
+}
+
+/// Go's `strconv.Atoi` and `strconv.ParseInt(s, 10, 64)`: an optional sign and decimal digits only.
+pub fn parse_go_decimal(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Go's `time.ParseDuration` for the forms flags use: `5s`, `1m30s`, `1.5s`, `250ms`, `0`.
@@ -127,6 +164,30 @@ mod tests {
         assert_eq!(parse_go_int("12a"), None);
         assert_eq!(parse_go_int("-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_go_int("9223372036854775808"), None);
+    }
+
+    #[test]
+    fn go_uints_and_decimals() {
+        assert_eq!(parse_go_uint("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_go_uint("0x_1f"), Some(31));
+        assert_eq!(parse_go_uint("0b1_01"), Some(5));
+        assert_eq!(parse_go_uint("1_000"), Some(1000));
+        assert_eq!(parse_go_uint("0_7"), Some(7));
+        for refused in [
+            "0x1__f", "0x1f_", "_1", "0_", "0x_", "0x", "+5", "-5", "0x_+1", " 5", "08",
+        ] {
+            assert_eq!(parse_go_uint(refused), None, "{refused}");
+        }
+        assert_eq!(parse_go_decimal("+5"), Some(5));
+        assert_eq!(parse_go_decimal("-5"), Some(-5));
+        assert_eq!(
+            parse_go_decimal("010"),
+            Some(10),
+            "base 10: a leading 0 is not octal"
+        );
+        for refused in ["0x10", "+", "", "1_0", "5 "] {
+            assert_eq!(parse_go_decimal(refused), None, "{refused}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use clap::Command;
 
 use super::filter::DeviceFilter;
 use super::flags::unanchored_regex_flag;
+use super::gosyntax::parse_go_uint;
 use super::source::{OpenAttr, sys_attr_absent};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -466,34 +467,6 @@ static COUNTERS: &[Counter] = &[
         "The number of RoCE packets with ICRC errors. This counter was added in MLNX_OFED 4.4 and kernel 4.19",
     ),
 ];
-
-/// Go's `strconv.ParseUint(s, 0, 64)`: decimal, `0x` hex, `0o`/`0` octal, `0b` binary
-/// (underscores only after a prefix).
-pub fn parse_go_uint(s: &str) -> Option<u64> {
-    let (radix, body, prefixed) = if let Some(rest) = s.strip_prefix("0x").or(s.strip_prefix("0X"))
-    {
-        (16, rest, true)
-    } else if let Some(rest) = s.strip_prefix("0b").or(s.strip_prefix("0B")) {
-        (2, rest, true)
-    } else if let Some(rest) = s.strip_prefix("0o").or(s.strip_prefix("0O")) {
-        (8, rest, true)
-    } else if s.len() > 1 && s.starts_with('0') {
-        (8, &s[1..], true)
-    } else {
-        (10, s, false)
-    };
-    if body.is_empty() || body.starts_with('+') || body.starts_with('-') {
-        return None;
-    }
-    if prefixed && body.contains('_') {
-        if body.starts_with('_') || body.ends_with('_') || body.contains("__") {
-            return None;
-        }
-        let cleaned: String = body.chars().filter(|&c| c != '_').collect();
-        return u64::from_str_radix(&cleaned, radix).ok();
-    }
-    u64::from_str_radix(body, radix).ok()
-}
 
 /// procfs's `parseState`: `"<id>: <name>"` to the id.
 fn parse_state(s: &str) -> Option<u64> {

@@ -23,7 +23,7 @@ use std::path::Path;
 use clap::Arg;
 
 use super::flags::{add_bool_flag, bool_flag};
-use super::gosyntax::parse_go_int;
+use super::gosyntax::{parse_go_decimal, parse_go_int};
 use super::source::{DirListing, read_sys_file};
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -299,14 +299,9 @@ fn parse_error(path: &Path, value: &str) -> DeviceError {
     })
 }
 
-/// Go's `strconv.ParseInt(s, 10, bits)` range-checked into i64.
+/// Go's `strconv.ParseInt(s, 10, bits)`: decimal, within the range of `bits`.
 fn go_decimal(s: &str, min: i64, max: i64) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let v: i64 = s.parse().ok()?;
-    (min..=max).contains(&v).then_some(v)
+    parse_go_decimal(s).filter(|v| (min..=max).contains(v))
 }
 
 impl PcideviceCollector {

@@ -15,6 +15,7 @@ use clap::Arg;
 
 use super::filter::DeviceFilter;
 use super::flags::unanchored_regex_flag;
+use super::gosyntax::parse_go_decimal;
 use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -117,7 +118,7 @@ fn parse_line(line: &str) -> Option<(&str, [i64; 5])> {
         }
         // Fields 6, 7, 11, 12 (after the name) are ":", "tunables", ":", "slabdata".
         if !matches!(n, 5 | 6 | 10 | 11) {
-            numbers[n] = go_parse_int(field)?;
+            numbers[n] = parse_go_decimal(field)?;
         }
         n += 1;
     }
@@ -127,15 +128,6 @@ fn parse_line(line: &str) -> Option<(&str, [i64; 5])> {
     let mut values = [0; 5];
     values.copy_from_slice(&numbers[..5]);
     Some((name, values))
-}
-
-/// Go's `strconv.ParseInt(s, 10, 64)`.
-fn go_parse_int(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 impl Collector for SlabinfoCollector {

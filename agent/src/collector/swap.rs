@@ -7,6 +7,7 @@
 //! (CONFIG_SWAP=n) is an error, as in 1.12.1. Samples are written in label order, as
 //! client_golang's gathering sorts them. Cost: one file kept open, one pread per scrape.
 
+use super::gosyntax::parse_go_decimal;
 use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -56,9 +57,9 @@ fn parse_line(line: &str) -> Option<Swap<'_>> {
     let mut fields = line.split_whitespace();
     let device = fields.next()?;
     let kind = fields.next()?;
-    let size = go_atoi(fields.next()?)?;
-    let used = go_atoi(fields.next()?)?;
-    let priority = go_atoi(fields.next()?)?;
+    let size = parse_go_decimal(fields.next()?)?;
+    let used = parse_go_decimal(fields.next()?)?;
+    let priority = parse_go_decimal(fields.next()?)?;
     Some(Swap {
         device,
         kind,
@@ -66,15 +67,6 @@ fn parse_line(line: &str) -> Option<Swap<'_>> {
         used,
         priority,
     })
-}
-
-/// Go's `strconv.Atoi` (decimal, optional sign, no underscores).
-fn go_atoi(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 impl Collector for SwapCollector {
@@ -146,8 +138,8 @@ mod tests {
         assert_eq!(parse_line("/swapfile file 100 0"), None);
         assert_eq!(parse_line("/swapfile file 100 x 1"), None);
         assert_eq!(parse_line("/swapfile file 1_0 0 1"), None);
-        assert_eq!(go_atoi("+5"), Some(5));
-        assert_eq!(go_atoi("-"), None);
+        assert_eq!(parse_go_decimal("+5"), Some(5));
+        assert_eq!(parse_go_decimal("-"), None);
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl TapestatsCollector {
             for (i, path, attr) in &mut tape.files {
                 attr.read(path, buf)
                     .map_err(|e| CollectorError::io(&*path, e))?;
-                match super::fibrechannel::parse_go_uint(buf) {
+                match super::gosyntax::parse_go_uint(buf) {
                     Some(v) => tape.counts[*i] = v,
                     None => ctx.malformed(path, buf),
                 }

@@ -12,7 +12,7 @@
 //! gathering sorts them. A missing /proc/zoneinfo is an error, as in 1.12.1. Cost: one file
 //! kept open, one pread per scrape (about 40 KB on a two-node host with 64 CPUs).
 
-use super::gosyntax::parse_go_int;
+use super::gosyntax::{parse_go_decimal, parse_go_int};
 use super::source::SourceFile;
 use super::{
     BuildContext, BuildError, Collector, CollectorError, Context, Kind, MetricWriter, Registration,
@@ -306,7 +306,7 @@ fn parse_protection(line: &str, into: &mut Vec<i64>) -> Option<(usize, usize)> {
     let start = into.len();
     let values = after.replacen('(', "", 1).replacen(')', "", 1);
     for value in values.trim().split(", ") {
-        match parse_go_atoi(value) {
+        match parse_go_decimal(value) {
             Some(v) => into.push(v),
             None => {
                 into.truncate(start);
@@ -315,15 +315,6 @@ fn parse_protection(line: &str, into: &mut Vec<i64>) -> Option<(usize, usize)> {
         }
     }
     Some((start, into.len() - start))
-}
-
-/// Go's `strconv.ParseInt(s, 10, 64)`.
-fn parse_go_atoi(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// procfs's `parseZoneinfo`.
