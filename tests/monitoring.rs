@@ -162,6 +162,11 @@ impl Fleet {
 
     /// An agent with one storage device backed by a real temporary folder.
     fn start_agent(&mut self, node: &str, device_id: u32) {
+        self.start_agent_with(node, device_id, "")
+    }
+
+    /// The same with more sections appended to its config.
+    fn start_agent_with(&mut self, node: &str, device_id: u32, extra: &str) {
         let out = self.dir.path().join("nodes");
         run_ok(
             Command::new(bin_path("nodewarden-controller"))
@@ -180,7 +185,7 @@ impl Fleet {
                  [controller]\naddress = \"127.0.0.1:{}\"\nserver_name = \"127.0.0.1\"\n\
                  ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\nreport_interval_ms = 300\n\
                  reconnect_max_ms = 1000\n\
-                 [[storage.devices]]\nid = {device_id}\nfragment_dir = {:?}\n",
+                 [[storage.devices]]\nid = {device_id}\nfragment_dir = {:?}\n{extra}",
                 self.link_port,
                 self.dir.path().join("ca/ca.pem"),
                 out.join(format!("{node}.pem")),
@@ -484,6 +489,35 @@ impl Drop for DfsDatabase {
 
 /// The shipped prometheus.yml, pointed at the test's controller, Pushgateway, token and rules,
 /// with 1 s intervals. Long-term storage (InfluxDB) is not part of this test and is removed.
+/// Stands in for Ray's metrics agent: a listener answering every request with one family in
+/// the text format, for the life of the test process.
+fn serve_ray_stand_in() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "# TYPE ray_stand_in_tasks gauge\nray_stand_in_tasks 3\n";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
 fn test_prometheus_config(fleet: &Fleet, prometheus_port: u16) -> String {
     use serde_yaml_ng::Value as Y;
     let shipped = repo().join("packaging/prometheus/prometheus.yml");
@@ -527,6 +561,17 @@ fn test_prometheus_config(fleet: &Fleet, prometheus_port: u16) -> String {
                 sd["authorization"]["credentials_file"] =
                     Y::from(fleet.dir.path().join("sd.token").display().to_string());
             }
+            "ray" => {
+                let sd = &mut job["http_sd_configs"][0];
+                assert_eq!(
+                    sd["url"].as_str(),
+                    Some("http://127.0.0.1:9180/api/v1/sd/endpoints/ray")
+                );
+                sd["url"] = Y::from(format!("{}/api/v1/sd/endpoints/ray", fleet.http()));
+                sd["refresh_interval"] = Y::from("1s");
+                sd["authorization"]["credentials_file"] =
+                    Y::from(fleet.dir.path().join("sd.token").display().to_string());
+            }
             "pushgateway" => {
                 job["static_configs"][0]["targets"] = Y::Sequence(vec![Y::from(format!(
                     "127.0.0.1:{}",
@@ -549,6 +594,7 @@ fn test_prometheus_config(fleet: &Fleet, prometheus_port: u16) -> String {
         seen,
         [
             "nodes",
+            "ray",
             "pushgateway",
             "nodewarden-controller",
             "prometheus"
@@ -600,7 +646,9 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
     let mut fleet = Fleet::new(Some(&pushgateway_bin));
     fleet.start_controller(Some(&dfs.url));
     fleet.start_agent("store-a", 1);
-    fleet.start_agent("store-b", 2);
+    // store-b also runs Ray: its metrics agent is a stand-in serving one family.
+    let ray_port = serve_ray_stand_in();
+    fleet.start_agent_with("store-b", 2, &format!("[ray]\nmetrics_port = {ray_port}\n"));
 
     // The DFS source: exactly the table's online rows, under the original and nodewarden names.
     // Each group is its own PUT, so wait until every group of the round is in (a read between
@@ -701,6 +749,26 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
     assert_eq!(
         series_labels(&up, &["node", "device_ids"]),
         [vec!["store-a", "1"], vec!["store-b", "2"]]
+    );
+    // Ray's endpoint: discovered (behind the discovery token) and scraped under job ray.
+    let ray_sd = format!("{}/api/v1/sd/endpoints/ray", fleet.http());
+    assert_eq!(get(&ray_sd, None).map(|(s, _)| s), Some(401));
+    let ray = wait_for(
+        "Ray's stand-in up in job ray",
+        Duration::from_secs(30),
+        || {
+            let a = query(&prometheus, "ray_stand_in_tasks{job=\"ray\"}");
+            (result_len(&a) == 1).then_some(a)
+        },
+    );
+    assert_eq!(
+        series_labels(&ray, &["node", "roles"]),
+        [vec!["store-b", "storage,ray"]]
+    );
+    assert_eq!(
+        result_len(&query(&prometheus, "up{job=\"ray\"} == 1")),
+        1,
+        "only store-b runs Ray"
     );
     wait_for(
         "the Pushgateway and the controller scraped",

@@ -24,6 +24,10 @@
 //! [fragments]                          # the fragment task (crate::fragment_task)
 //! scrub_period = "7d"
 //!
+//! [ray]                                # implies the ray role (crate::ray)
+//! metrics_port = 8080                  # Ray's --metrics-export-port on this node
+//! # discovery_file = "/tmp/ray/prom_metrics_service_discovery.json", metrics_path = "/metrics"
+//!
 //! [[services]]
 //! name = "dfs-client"
 //! start = ["java", "-jar", "client.jar"]
@@ -43,6 +47,7 @@ use serde::Deserialize;
 
 use crate::fragment_task::{FragmentSettings, RawFragments};
 use crate::ops::config::{OpsConfig, ServiceDecl, StorageDecl};
+use crate::ray::RaySettings;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -62,6 +67,7 @@ struct Raw {
     #[serde(default)]
     services: Vec<ServiceDecl>,
     fragments: Option<RawFragments>,
+    ray: Option<RaySettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +132,9 @@ pub struct AgentConfig {
     /// The fragment task's settings per enabled storage device (`[fragments]`; none without
     /// that section).
     pub fragments: Vec<FragmentSettings>,
+    /// Where Ray's metrics endpoint is looked for (`[ray]`, or its defaults on a node with
+    /// the `ray` role); `None` on a node without Ray.
+    pub ray: Option<RaySettings>,
 }
 
 impl AgentConfig {
@@ -210,14 +219,24 @@ impl AgentConfig {
         if !ops.storage.devices.is_empty() {
             roles.push(Role::Storage);
         }
+        if let Some(problem) = raw.ray.as_ref().and_then(RaySettings::problem) {
+            return Err(err(problem));
+        }
+        if raw.ray.is_some() {
+            roles.push(Role::Ray);
+        }
         roles.sort();
         roles.dedup();
+        let ray = roles
+            .contains(&Role::Ray)
+            .then(|| raw.ray.unwrap_or_default());
         Ok(AgentConfig {
             file: file.to_path_buf(),
             controller,
             roles,
             ops,
             fragments,
+            ray,
         })
     }
 }

@@ -16,5 +16,6 @@ pub mod link;
 pub mod nodestate;
 pub mod ops;
 pub mod process;
+pub mod ray;
 pub mod scrape;
 pub mod webconfig;

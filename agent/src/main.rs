@@ -81,6 +81,12 @@ fn main() -> anyhow::Result<()> {
                     if !config.fragments.is_empty() {
                         settings.node.fragments = Some(inventories.clone());
                     }
+                    settings.node.ray = config.ray.clone().map(|ray| {
+                        Arc::new(nodewarden_agent::ray::RaySource::new(
+                            ray,
+                            &options.paths.procfs,
+                        ))
+                    });
                     Some(settings)
                 }
                 None => None,

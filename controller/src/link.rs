@@ -454,6 +454,14 @@ async fn drive(
                     }
                 }
                 ControllerEffect::Inventory(response) => inventory(peer, response),
+                ControllerEffect::Endpoints(list) => {
+                    tracing::debug!(node = %peer.node, endpoints = ?list, "endpoint list");
+                    crate::state::lock(&peer.controller.registry).endpoints(
+                        peer.node,
+                        peer.conn_id,
+                        list,
+                    );
+                }
                 ControllerEffect::FragmentPart(part) => match parts.push(part) {
                     Ok(Some(inv)) => {
                         crate::fleet::fragment_inventory(

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
-use nodewarden_shared::protocol::{Inventory, Role, StateReport, StorageDevice};
+use nodewarden_shared::protocol::{Inventory, Role, ScrapeEndpoint, StateReport, StorageDevice};
 use serde::{Deserialize, Serialize};
 
 /// How many transitions each node keeps.
@@ -95,6 +95,9 @@ pub struct Node {
     /// The address the agent last connected from (kept while offline: the SSH fallback's
     /// default host).
     pub last_ip: Option<IpAddr>,
+    /// The other metrics endpoints its agent listed on the current connection (Ray's, …), for
+    /// service discovery; empty while offline.
+    pub endpoints: Vec<ScrapeEndpoint>,
     pub transitions: VecDeque<Transition>,
 }
 
@@ -114,6 +117,7 @@ impl Node {
             device_conflicts: Vec::new(),
             inventory: None,
             last_ip: None,
+            endpoints: Vec::new(),
             transitions: VecDeque::new(),
         }
     }
@@ -230,6 +234,7 @@ impl Registry {
             node.last_ip = Some(remote.ip());
         }
         node.last_seen = Some(now);
+        node.endpoints.clear();
         match node.connection.replace(conn) {
             Some(old) => Connected::Replaced { old },
             None => {
@@ -298,6 +303,18 @@ impl Registry {
         }
     }
 
+    /// The agent's endpoint list arrived on `conn_id`; ignored (false) unless that is the
+    /// node's current connection.
+    pub fn endpoints(&mut self, name: &str, conn_id: u64, list: Vec<ScrapeEndpoint>) -> bool {
+        match self.nodes.get_mut(name) {
+            Some(node) if node.connection.as_ref().is_some_and(|c| c.id == conn_id) => {
+                node.endpoints = list;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Connection `conn_id` of `name` ended. The node goes offline (true) only if it was its
     /// current connection: a replaced connection closing later changes nothing.
     pub fn disconnected(
@@ -310,6 +327,7 @@ impl Registry {
         match self.nodes.get_mut(name) {
             Some(node) if node.connection.as_ref().is_some_and(|c| c.id == conn_id) => {
                 node.connection = None;
+                node.endpoints.clear();
                 Self::record(node, false, now, reason.to_string());
                 true
             }

@@ -5,6 +5,10 @@
 //! `__scheme__="https"` for an agent that announced TLS on its metrics port
 //! ([`CAP_METRICS_TLS`]; the job's `tls_config` still says what to trust). A node whose agent has
 //! not reported its metrics port yet is left out until it does.
+//!
+//! `GET /api/v1/sd/endpoints/<job>` lists the other endpoints agents report for `job` (Ray's
+//! metrics agent as job `ray`: see the agent's `[ray]`), one target group per endpoint, with the
+//! same `node` and `roles` labels and `__metrics_path__` when it is not `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +23,8 @@ use crate::state::Controller;
 use nodewarden_shared::protocol::CAP_METRICS_TLS;
 
 pub const PATH: &str = "/api/v1/sd/agents";
+/// Followed by the job name.
+pub const ENDPOINTS_PATH: &str = "/api/v1/sd/endpoints";
 
 /// One entry of the HTTP SD response.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,23 +33,34 @@ pub struct TargetGroup {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// The address to scrape an online node at (the one its link comes from), and its roles.
+fn reachable(n: &Node) -> Option<(std::net::IpAddr, String)> {
+    if !n.online {
+        return None;
+    }
+    let ip = n
+        .connection
+        .as_ref()?
+        .remote
+        .parse::<SocketAddr>()
+        .ok()?
+        .ip();
+    // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; scrape it as IPv4.
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let roles: Vec<&str> = n.roles.iter().map(|r| r.as_str()).collect();
+    Some((ip, roles.join(",")))
+}
+
 /// The target groups for the registry's online nodes (a plain function of the nodes).
 pub fn target_groups<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<TargetGroup> {
     nodes
-        .filter(|n| n.online)
         .filter_map(|n| {
+            let (ip, roles) = reachable(n)?;
             let connection = n.connection.as_ref()?;
-            let report = n.last_report.as_ref()?;
-            let port = report.metrics_port?;
-            let ip = connection.remote.parse::<SocketAddr>().ok()?.ip();
-            // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; scrape it as IPv4.
-            let ip = match ip {
-                std::net::IpAddr::V6(v6) => {
-                    v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip)
-                }
-                v4 => v4,
-            };
-            let roles: Vec<&str> = report.roles.iter().map(|r| r.as_str()).collect();
+            let port = n.last_report.as_ref()?.metrics_port?;
             // Only the devices it owns: a refused claim is not labelled on its target.
             let mut device_ids: Vec<u32> = n.devices.iter().map(|d| d.device_id).collect();
             device_ids.sort_unstable();
@@ -51,7 +68,7 @@ pub fn target_groups<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<TargetGro
             let device_ids: Vec<String> = device_ids.iter().map(u32::to_string).collect();
             let mut labels: std::collections::BTreeMap<String, String> = [
                 ("node".to_string(), n.name.clone()),
-                ("roles".to_string(), roles.join(",")),
+                ("roles".to_string(), roles),
                 ("device_ids".to_string(), device_ids.join(",")),
             ]
             .into();
@@ -66,15 +83,49 @@ pub fn target_groups<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<TargetGro
         .collect()
 }
 
+/// The target groups of `job`'s endpoints on the registry's online nodes.
+pub fn endpoint_groups<'a>(nodes: impl Iterator<Item = &'a Node>, job: &str) -> Vec<TargetGroup> {
+    let mut groups = Vec::new();
+    for n in nodes {
+        let Some((ip, roles)) = reachable(n) else {
+            continue;
+        };
+        for e in n.endpoints.iter().filter(|e| e.job == job) {
+            let mut labels: std::collections::BTreeMap<String, String> = [
+                ("node".to_string(), n.name.clone()),
+                ("roles".to_string(), roles.clone()),
+            ]
+            .into();
+            if e.path != "/metrics" {
+                labels.insert("__metrics_path__".into(), e.path.clone());
+            }
+            groups.push(TargetGroup {
+                targets: vec![SocketAddr::new(ip, e.port).to_string()],
+                labels,
+            });
+        }
+    }
+    groups
+}
+
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
         .route(PATH, get(agents))
+        .route(&format!("{ENDPOINTS_PATH}/{{job}}"), get(endpoints))
         .with_state(controller)
 }
 
 async fn agents(State(c): State<Arc<Controller>>) -> Json<Vec<TargetGroup>> {
     let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
     Json(target_groups(registry.nodes()))
+}
+
+async fn endpoints(
+    State(c): State<Arc<Controller>>,
+    axum::extract::Path(job): axum::extract::Path<String>,
+) -> Json<Vec<TargetGroup>> {
+    let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
+    Json(endpoint_groups(registry.nodes(), &job))
 }
 
 #[cfg(test)]
@@ -164,5 +215,55 @@ mod tests {
             ])
         );
         assert!(target_groups(Registry::new().nodes()).is_empty());
+    }
+
+    #[test]
+    fn endpoints_of_one_job_on_online_nodes_with_their_path() {
+        use nodewarden_shared::protocol::ScrapeEndpoint;
+        let ep = |job: &str, port, path: &str| ScrapeEndpoint {
+            job: job.into(),
+            port,
+            path: path.into(),
+        };
+        let mut r = Registry::new();
+        r.connected("c1", conn(1, "10.0.0.5:40000"), 0);
+        r.report(
+            "c1",
+            1,
+            StateReport {
+                roles: vec![Role::Ray],
+                ..Default::default()
+            },
+            1,
+        );
+        assert!(r.endpoints(
+            "c1",
+            1,
+            vec![
+                ep("ray", 8080, "/metrics"),
+                ep("ray", 44217, "/custom"),
+                ep("other", 1, "/")
+            ]
+        ));
+        // A stale connection id changes nothing.
+        assert!(!r.endpoints("c1", 9, vec![]));
+        r.connected("gone", conn(2, "10.0.0.6:1"), 0);
+        r.report("gone", 2, StateReport::default(), 1);
+        assert!(r.endpoints("gone", 2, vec![ep("ray", 8080, "/metrics")]));
+        r.disconnected("gone", 2, "timed out", 2);
+
+        let json = serde_json::to_value(endpoint_groups(r.nodes(), "ray")).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"targets": ["10.0.0.5:8080"], "labels": {"node": "c1", "roles": "ray"}},
+                {"targets": ["10.0.0.5:44217"],
+                 "labels": {"node": "c1", "roles": "ray", "__metrics_path__": "/custom"}},
+            ])
+        );
+        assert!(endpoint_groups(r.nodes(), "nope").is_empty());
+        // Reconnecting clears the list until the agent sends it again.
+        r.connected("c1", conn(3, "10.0.0.5:40001"), 3);
+        assert!(endpoint_groups(r.nodes(), "ray").is_empty());
     }
 }

@@ -282,13 +282,14 @@ pub fn fragment_pairs(data: &[u8]) {
 
 /// A hello from fuzzer bytes: version range and a subset of the capabilities.
 fn hello(input: &mut Input<'_>) -> Option<AgentToController> {
-    const CAPS: [&str; 6] = [
+    const CAPS: [&str; 7] = [
         protocol::CAP_STATE_REPORT,
         "command:ping",
         "command:report-state",
         protocol::CAP_OPERATIONS,
         protocol::CAP_INVENTORY,
         protocol::CAP_FRAGMENTS,
+        protocol::CAP_ENDPOINTS,
     ];
     let min_version = u16::from(input.byte()? % 4);
     let max_version = u16::from(input.byte()? % 4);
@@ -350,6 +351,7 @@ pub fn session_controller(data: &[u8]) {
     let mut closed = false;
     let mut tokens = 0u64;
     let mut fragments_asked = false;
+    let mut endpoints_asked = false;
     while let Some(step) = input.byte() {
         match step % 6 {
             0 => {
@@ -405,8 +407,11 @@ pub fn session_controller(data: &[u8]) {
                     .get(usize::from(n))
                     .copied()
                     .unwrap_or(u64::from(n) << 20);
-                // The answer to the session's own fragments request comes out as nothing.
-                let own = outstanding.get(&id) == Some(&(CommandKind::FragmentInventories, None));
+                // The answers to the session's own fragments and endpoints requests come out as
+                // nothing.
+                let own = [CommandKind::FragmentInventories, CommandKind::Endpoints]
+                    .into_iter()
+                    .any(|kind| outstanding.get(&id) == Some(&(kind, None)));
                 session.handle_data(&framed(&AgentToController::CommandResponse(
                     CommandResponse {
                         id,
@@ -472,8 +477,24 @@ pub fn session_controller(data: &[u8]) {
                         issued.push(r.id);
                         outstanding.insert(r.id, (CommandKind::FragmentInventories, None));
                     }
+                    if !endpoints_asked && caps.iter().any(|c| c == protocol::CAP_ENDPOINTS) {
+                        endpoints_asked = true;
+                        let Some(ControllerEffect::Send(ControllerToAgent::CommandRequest(r))) =
+                            session.poll_effect()
+                        else {
+                            panic!("no endpoints request after the first report");
+                        };
+                        assert_eq!(r.kind, CommandKind::Endpoints);
+                        issued.push(r.id);
+                        outstanding.insert(r.id, (CommandKind::Endpoints, None));
+                    }
                 }
                 ControllerEffect::FragmentPart(_) => assert!(fragments_asked),
+                ControllerEffect::Endpoints(list) => {
+                    assert!(endpoints_asked);
+                    assert!(list.len() <= protocol::MAX_ENDPOINTS);
+                    assert!(list.iter().all(|e| e.problem().is_none()));
+                }
                 ControllerEffect::Inventory(response) => {
                     let (kind, token) = outstanding
                         .remove(&response.id)
@@ -605,6 +626,10 @@ pub fn session_agent(data: &[u8]) {
                 }
                 AgentEffect::Send(other) => panic!("sent {other:?} unasked"),
                 AgentEffect::Answer(_) | AgentEffect::SendFragments => assert!(welcomed),
+                AgentEffect::CollectEndpoints => {
+                    assert!(welcomed);
+                    session.endpoints_collected(None);
+                }
                 AgentEffect::CollectInventory { id } | AgentEffect::RunOperation { id, .. } => {
                     assert!(welcomed);
                     work.push(id);

@@ -33,6 +33,50 @@ pub enum AgentToController {
     /// One part of a storage device's fragment inventory; sent only after the controller asked
     /// with [`CommandKind::FragmentInventories`].
     FragmentInventory(InventoryPart),
+    /// The other metrics endpoints the node serves (Ray's metrics agent, …), for the
+    /// controller's service discovery; sent only after the controller asked with
+    /// [`CommandKind::Endpoints`], then whenever the list changes. At most [`MAX_ENDPOINTS`].
+    Endpoints(Vec<ScrapeEndpoint>),
+}
+
+/// A Prometheus target on the node besides the agent's own `/metrics`: scraped at the address
+/// the link comes from, on `port`, under the job `job`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ScrapeEndpoint {
+    /// The Prometheus job it belongs to (`ray`): lowercase letters, digits, `_` and `-`, at most
+    /// 32 bytes, starting with a letter.
+    pub job: String,
+    pub port: u16,
+    /// The metrics path (`/metrics`): at most 128 bytes of printable ASCII, starting with `/`.
+    pub path: String,
+}
+
+/// Endpoints one [`AgentToController::Endpoints`] may carry.
+pub const MAX_ENDPOINTS: usize = 16;
+
+impl ScrapeEndpoint {
+    /// Why this endpoint cannot be listed as a target, if it cannot.
+    pub fn problem(&self) -> Option<&'static str> {
+        let job = self.job.as_bytes();
+        if job.is_empty() || job.len() > 32 || !job[0].is_ascii_lowercase() {
+            return Some("a job name is 1 to 32 bytes and starts with a lowercase letter");
+        }
+        if !job
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Some("a job name has lowercase letters, digits, '_' and '-' only");
+        }
+        if self.port == 0 {
+            return Some("port 0");
+        }
+        let path = self.path.as_bytes();
+        if path.first() != Some(&b'/') || path.len() > 128 || !path.iter().all(u8::is_ascii_graphic)
+        {
+            return Some("a metrics path is up to 128 printable ASCII bytes starting with '/'");
+        }
+        None
+    }
 }
 
 /// One part of `DeviceInventory::encode()` (`crate::fragments`): an inventory larger than
@@ -185,6 +229,9 @@ pub enum CommandKind {
     /// The controller takes [`AgentToController::FragmentInventory`] from now on: the agent
     /// sends each device's latest inventory, then each new one. Answered `Done`.
     FragmentInventories,
+    /// The controller takes [`AgentToController::Endpoints`] from now on: the agent sends its
+    /// list, then each changed one. Answered `Done`.
+    Endpoints,
 }
 
 /// Capability for [`CommandKind::Operation`]. The number is the version of the
@@ -197,6 +244,9 @@ pub const CAP_INVENTORY: &str = "command:inventory";
 /// Capability for [`CommandKind::FragmentInventories`] (and so for sending
 /// [`AgentToController::FragmentInventory`]); `/1` versions `DeviceInventory`'s wire form.
 pub const CAP_FRAGMENTS: &str = "command:fragments/1";
+/// Capability for [`CommandKind::Endpoints`] (and so for sending
+/// [`AgentToController::Endpoints`]); `/1` versions [`ScrapeEndpoint`]'s wire form.
+pub const CAP_ENDPOINTS: &str = "command:endpoints/1";
 
 impl CommandKind {
     /// The capability an agent announces to receive this kind.
@@ -207,6 +257,7 @@ impl CommandKind {
             CommandKind::Operation(_) => CAP_OPERATIONS,
             CommandKind::Inventory => CAP_INVENTORY,
             CommandKind::FragmentInventories => CAP_FRAGMENTS,
+            CommandKind::Endpoints => CAP_ENDPOINTS,
         }
     }
 }

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use crate::framing::{FrameDecoder, FrameError, MAX_FRAME};
 use crate::ops::Operation;
 use crate::protocol::{
-    self, AgentToController, CAP_FRAGMENTS, CAP_INVENTORY, CommandKind, CommandOutcome,
-    CommandRequest, CommandResponse, ControllerToAgent, DecodeError, Hello, InventoryPart,
-    MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, StateReport, Welcome, close,
+    self, AgentToController, CAP_ENDPOINTS, CAP_FRAGMENTS, CAP_INVENTORY, CommandKind,
+    CommandOutcome, CommandRequest, CommandResponse, ControllerToAgent, DecodeError, Hello,
+    InventoryPart, MAX_ENDPOINTS, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, ScrapeEndpoint,
+    StateReport, Welcome, close,
 };
 
 /// Most commands a controller keeps in flight on one connection.
@@ -67,6 +68,8 @@ pub enum ProtocolError {
     Refused(String),
     #[error("a {0} the controller did not ask for")]
     Unsolicited(&'static str),
+    #[error("an endpoint list the controller cannot use: {0}")]
+    BadEndpoints(String),
 }
 
 fn up_name(m: &AgentToController) -> &'static str {
@@ -75,6 +78,7 @@ fn up_name(m: &AgentToController) -> &'static str {
         AgentToController::StateReport(_) => "state report",
         AgentToController::CommandResponse(_) => "command response",
         AgentToController::FragmentInventory(_) => "fragment inventory",
+        AgentToController::Endpoints(_) => "endpoint list",
     }
 }
 
@@ -101,6 +105,9 @@ pub enum ControllerEffect<R> {
     /// A part of a device's fragment inventory (asked for after the first state report, so the
     /// report that claims the node's devices is recorded before any inventory of them).
     FragmentPart(InventoryPart),
+    /// The node's other metrics endpoints (checked: at most [`MAX_ENDPOINTS`], each valid),
+    /// replacing the ones it sent before on this connection.
+    Endpoints(Vec<ScrapeEndpoint>),
     /// The answer to a request made with [`ControllerSession::request`], for its reply token.
     Reply {
         reply: R,
@@ -121,6 +128,8 @@ enum ControllerState {
         capabilities: BTreeSet<String>,
         /// The session asked for fragment inventories (after the first report).
         fragments_asked: bool,
+        /// The session asked for the node's endpoint list (after the first report).
+        endpoints_asked: bool,
     },
     Closed,
 }
@@ -132,6 +141,8 @@ enum Waiter<R> {
     Inventory,
     /// The session's own request for fragment inventories (its `Done` needs nothing).
     Fragments,
+    /// The session's own request for the endpoint list (its `Done` needs nothing).
+    Endpoints,
     Caller(R),
 }
 
@@ -276,6 +287,7 @@ impl<R> ControllerSession<R> {
                     version,
                     capabilities: hello.capabilities.iter().cloned().collect(),
                     fragments_asked: false,
+                    endpoints_asked: false,
                 };
                 self.effects.push_back(ControllerEffect::Established(hello));
                 self.effects
@@ -313,6 +325,44 @@ impl<R> ControllerSession<R> {
                         self.new_request(CommandKind::FragmentInventories, Waiter::Fragments);
                     self.effects.push_back(ControllerEffect::Send(request));
                 }
+                if let ControllerState::Established {
+                    capabilities,
+                    endpoints_asked,
+                    ..
+                } = &mut self.state
+                    && !*endpoints_asked
+                    && capabilities.contains(CAP_ENDPOINTS)
+                {
+                    *endpoints_asked = true;
+                    let request = self.new_request(CommandKind::Endpoints, Waiter::Endpoints);
+                    self.effects.push_back(ControllerEffect::Send(request));
+                }
+                Ok(())
+            }
+            (
+                ControllerState::Established {
+                    endpoints_asked, ..
+                },
+                AgentToController::Endpoints(list),
+            ) => {
+                if !*endpoints_asked {
+                    return Err(ProtocolError::Unsolicited("endpoint list"));
+                }
+                if list.len() > MAX_ENDPOINTS {
+                    return Err(ProtocolError::BadEndpoints(format!(
+                        "{} endpoints, at most {MAX_ENDPOINTS}",
+                        list.len()
+                    )));
+                }
+                if let Some((e, problem)) = list.iter().find_map(|e| Some((e, e.problem()?))) {
+                    return Err(ProtocolError::BadEndpoints(format!(
+                        "{}:{} {:?}: {problem}",
+                        e.job.escape_debug(),
+                        e.port,
+                        e.path
+                    )));
+                }
+                self.effects.push_back(ControllerEffect::Endpoints(list));
                 Ok(())
             }
             (
@@ -334,7 +384,7 @@ impl<R> ControllerSession<R> {
                     .ok_or(ProtocolError::UnknownCommandId(r.id))?;
                 self.effects.push_back(match waiter {
                     Waiter::Inventory => ControllerEffect::Inventory(r),
-                    Waiter::Fragments => return Ok(()),
+                    Waiter::Fragments | Waiter::Endpoints => return Ok(()),
                     Waiter::Caller(reply) => ControllerEffect::Reply {
                         reply,
                         kind,
@@ -378,7 +428,7 @@ impl<R> ControllerSession<R> {
             .into_values()
             .filter_map(|(_, w)| match w {
                 Waiter::Caller(r) => Some(r),
-                Waiter::Inventory | Waiter::Fragments => None,
+                Waiter::Inventory | Waiter::Fragments | Waiter::Endpoints => None,
             })
             .collect()
     }
@@ -410,6 +460,10 @@ pub enum AgentEffect {
     /// The controller takes fragment inventories from now on: send each device's latest, then
     /// each new one ([`AgentToController::FragmentInventory`]).
     SendFragments,
+    /// Find the node's other metrics endpoints beside the loop and hand them to
+    /// [`AgentSession::endpoints_collected`] (asked for with each report once the controller
+    /// takes them).
+    CollectEndpoints,
     /// Run a declared operation beside the loop; hand the outcome to
     /// [`AgentSession::command_done`].
     RunOperation { id: u64, operation: Operation },
@@ -429,6 +483,12 @@ pub struct AgentSession {
     collecting: bool,
     /// `ReportState` commands answered once the report in collection is sent.
     after_report: Vec<u64>,
+    /// The controller takes endpoint lists ([`CommandKind::Endpoints`]).
+    endpoints_asked: bool,
+    /// An endpoint collection is running beside the loop.
+    endpoints_collecting: bool,
+    /// The list last sent on this connection; an unchanged list is not sent again.
+    endpoints_sent: Option<Vec<ScrapeEndpoint>>,
     decoder: FrameDecoder,
     effects: VecDeque<AgentEffect>,
     closed: bool,
@@ -451,6 +511,9 @@ impl AgentSession {
             next_report_seq: 0,
             collecting: false,
             after_report: Vec::new(),
+            endpoints_asked: false,
+            endpoints_collecting: false,
+            endpoints_sent: None,
             decoder: FrameDecoder::new(MAX_FRAME),
             effects: VecDeque::from([AgentEffect::Send(hello)]),
             closed: false,
@@ -585,6 +648,14 @@ impl AgentSession {
                         }));
                         self.effects.push_back(AgentEffect::SendFragments);
                     }
+                    CommandKind::Endpoints => {
+                        self.effects.push_back(AgentEffect::Answer(CommandResponse {
+                            id: r.id,
+                            outcome: CommandOutcome::Done,
+                        }));
+                        self.endpoints_asked = true;
+                        self.collect_endpoints();
+                    }
                     CommandKind::Operation(operation) => {
                         self.effects.push_back(AgentEffect::RunOperation {
                             id: r.id,
@@ -601,6 +672,38 @@ impl AgentSession {
         if !self.collecting {
             self.collecting = true;
             self.effects.push_back(AgentEffect::CollectReport);
+        }
+        if self.endpoints_asked {
+            self.collect_endpoints();
+        }
+    }
+
+    fn collect_endpoints(&mut self) {
+        if !self.endpoints_collecting {
+            self.endpoints_collecting = true;
+            self.effects.push_back(AgentEffect::CollectEndpoints);
+        }
+    }
+
+    /// The endpoints found for [`AgentEffect::CollectEndpoints`] (`None`: could not be looked
+    /// at; nothing is sent): sent when they differ from the list last sent, sorted, without
+    /// duplicates, at most [`MAX_ENDPOINTS`] of the valid ones.
+    pub fn endpoints_collected(&mut self, endpoints: Option<Vec<ScrapeEndpoint>>) {
+        self.endpoints_collecting = false;
+        let Some(mut list) = endpoints else {
+            return;
+        };
+        if self.closed || !self.endpoints_asked {
+            return;
+        }
+        list.retain(|e| e.problem().is_none());
+        list.sort();
+        list.dedup();
+        list.truncate(MAX_ENDPOINTS);
+        if self.endpoints_sent.as_ref() != Some(&list) {
+            self.endpoints_sent = Some(list.clone());
+            self.effects
+                .push_back(AgentEffect::Send(AgentToController::Endpoints(list)));
         }
     }
 
@@ -1047,6 +1150,102 @@ mod tests {
         c.handle_data(&frame(&AgentToController::FragmentInventory(part.clone())));
         assert_eq!(drain(&mut c), vec![ControllerEffect::FragmentPart(part)]);
         assert!(!c.is_closed());
+    }
+
+    #[test]
+    fn endpoint_lists_are_asked_for_checked_and_sent_only_when_they_change() {
+        use crate::protocol::{CAP_ENDPOINTS, MAX_ENDPOINTS, ScrapeEndpoint};
+        let ray = |port| ScrapeEndpoint {
+            job: "ray".into(),
+            port,
+            path: "/metrics".into(),
+        };
+        // Unasked, a list ends the session.
+        let mut c = established(&[CAP_STATE_REPORT, CAP_ENDPOINTS]);
+        c.handle_data(&frame(&AgentToController::Endpoints(vec![ray(8080)])));
+        assert!(c.is_closed());
+        // Asked after the first report, once.
+        let mut c = established(&[CAP_STATE_REPORT, CAP_ENDPOINTS]);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        let req = one(sent_requests(&drain(&mut c)));
+        assert_eq!(req.kind, CommandKind::Endpoints);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        assert!(sent_requests(&drain(&mut c)).is_empty());
+
+        // The agent answers, collects beside its loop, and sends the list once per change.
+        let now = Instant::now();
+        let mut a = welcomed_agent(now);
+        a.handle_data(&frame(&ControllerToAgent::CommandRequest(req.clone())), now);
+        let done = CommandResponse {
+            id: req.id,
+            outcome: CommandOutcome::Done,
+        };
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![
+                AgentEffect::Answer(done.clone()),
+                AgentEffect::CollectEndpoints
+            ]
+        );
+        let bad = ScrapeEndpoint {
+            job: "Ray job".into(),
+            ..ray(1)
+        };
+        a.endpoints_collected(Some(vec![ray(8080), bad.clone(), ray(8080)]));
+        let sent = drain_agent(&mut a);
+        assert_eq!(
+            sent,
+            vec![AgentEffect::Send(AgentToController::Endpoints(vec![ray(
+                8080
+            )]))]
+        );
+        // The next report's collection looks again; the same list is not sent twice.
+        a.handle_timeout(now + TIMERS.report_interval);
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![AgentEffect::CollectReport, AgentEffect::CollectEndpoints]
+        );
+        a.endpoints_collected(Some(vec![ray(8080)]));
+        assert!(drain_agent(&mut a).is_empty());
+        // Ray stopped: the empty list goes out; a failed look sends nothing.
+        a.handle_timeout(now + TIMERS.report_interval * 2);
+        drain_agent(&mut a);
+        a.endpoints_collected(None);
+        assert!(drain_agent(&mut a).is_empty());
+        a.report_collected(None);
+        a.handle_timeout(now + TIMERS.report_interval * 3);
+        drain_agent(&mut a);
+        a.endpoints_collected(Some(vec![]));
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![AgentEffect::Send(AgentToController::Endpoints(vec![]))]
+        );
+
+        // The controller takes a valid list and refuses a bad or oversized one.
+        c.handle_data(&frame(&AgentToController::CommandResponse(done)));
+        let AgentEffect::Send(list) = &sent[0] else {
+            unreachable!()
+        };
+        c.handle_data(&frame(list));
+        assert_eq!(
+            drain(&mut c),
+            vec![ControllerEffect::Endpoints(vec![ray(8080)])]
+        );
+        c.handle_data(&frame(&AgentToController::Endpoints(vec![bad])));
+        let effects = drain(&mut c);
+        assert!(
+            matches!(&effects[..], [
+                ControllerEffect::Send(ControllerToAgent::Refused { .. }),
+                ControllerEffect::Close { error: ProtocolError::BadEndpoints(m), .. },
+            ] if m.contains("lowercase")),
+            "{effects:?}"
+        );
+        let mut c = established(&[CAP_STATE_REPORT, CAP_ENDPOINTS]);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        drain(&mut c);
+        let many: Vec<_> = (1..=MAX_ENDPOINTS as u16 + 1).map(ray).collect();
+        c.handle_data(&frame(&AgentToController::Endpoints(many)));
+        assert!(c.is_closed());
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub trait Node: Send + Sync + 'static {
     fn fragment_inventories(&self) -> Option<Arc<crate::fragment_task::Inventories>> {
         None
     }
+    /// The node's other metrics endpoints ([`protocol::CAP_ENDPOINTS`], announced by a node
+    /// that has them to look for); `None` when they could not be looked at.
+    fn endpoints(&self) -> Work<Option<Vec<protocol::ScrapeEndpoint>>> {
+        Box::pin(std::future::ready(Some(Vec::new())))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +221,7 @@ impl LinkSettings {
                 sysfs: sysfs.to_path_buf(),
                 metrics_tls: false,
                 fragments: None,
+                ray: None,
             },
         })
     }
@@ -393,6 +399,7 @@ async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Res
         AgentToController::StateReport(_) => "state report",
         AgentToController::CommandResponse(_) => "command answer",
         AgentToController::FragmentInventory(_) => "fragment inventory",
+        AgentToController::Endpoints(_) => "endpoint list",
     };
     let result = match protocol::encode(message) {
         Ok(payload) => send_payload(send, what, &payload).await,
@@ -502,6 +509,7 @@ async fn send_fragments(
 /// Work done beside the loop, back for the session.
 enum Done {
     Report(Option<StateReport>),
+    Endpoints(Option<Vec<protocol::ScrapeEndpoint>>),
     Command(u64, CommandOutcome),
 }
 
@@ -559,6 +567,9 @@ async fn session<N: Node>(
                     node.connected(true);
                 }
                 AgentEffect::CollectReport => beside(node.collect_report(), &done_tx, Done::Report),
+                AgentEffect::CollectEndpoints => {
+                    beside(node.endpoints(), &done_tx, Done::Endpoints)
+                }
                 AgentEffect::CollectInventory { id } => {
                     beside(node.inventory(), &done_tx, move |o| Done::Command(id, o))
                 }
@@ -604,6 +615,7 @@ async fn session<N: Node>(
             }
             Some(work) = done.recv() => match work {
                 Done::Report(report) => session.report_collected(report),
+                Done::Endpoints(list) => session.endpoints_collected(list),
                 Done::Command(id, outcome) => session.command_done(id, outcome),
             },
         }

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use nodewarden_shared::ops::{self as shared_ops, Operation, OperationResult};
 use nodewarden_shared::protocol::{
-    CAP_FRAGMENTS, CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT,
-    CommandOutcome, ServiceStatus, StateReport,
+    CAP_ENDPOINTS, CAP_FRAGMENTS, CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT,
+    CommandOutcome, ScrapeEndpoint, ServiceStatus, StateReport,
 };
 
 use super::{Node, Work};
 use crate::fragment_task::Inventories;
 use crate::nodestate::StateSource;
 use crate::ops::Executor;
+use crate::ray::RaySource;
 
 /// How long one state collection may take (a hung mount must not stall the link).
 const COLLECT_DEADLINE: Duration = Duration::from_secs(2);
@@ -25,6 +26,8 @@ const COLLECT_DEADLINE: Duration = Duration::from_secs(2);
 const SERVICE_STATE_DEADLINE: Duration = Duration::from_secs(2);
 /// How long collecting the inventory may take.
 const INVENTORY_DEADLINE: Duration = Duration::from_secs(2);
+/// How long looking for the other metrics endpoints may take.
+const ENDPOINTS_DEADLINE: Duration = Duration::from_secs(2);
 
 /// This machine, as the link reports and operates it.
 pub struct AgentNode {
@@ -39,11 +42,18 @@ pub struct AgentNode {
     pub metrics_tls: bool,
     /// The fragment task's inventories (`[fragments]`): announced as [`CAP_FRAGMENTS`].
     pub fragments: Option<Arc<Inventories>>,
+    /// Ray's metrics endpoint (`[ray]` or the `ray` role): announced as [`CAP_ENDPOINTS`].
+    pub ray: Option<Arc<RaySource>>,
 }
 
 /// What this agent announces: operations only when its config declares something to act on;
 /// TLS on its metrics port when it serves it so (for the controller's service discovery).
-fn capabilities(operations: bool, metrics_tls: bool, fragments: bool) -> Vec<&'static str> {
+fn capabilities(
+    operations: bool,
+    metrics_tls: bool,
+    fragments: bool,
+    endpoints: bool,
+) -> Vec<&'static str> {
     let mut caps = vec![
         CAP_STATE_REPORT,
         "command:ping",
@@ -59,6 +69,9 @@ fn capabilities(operations: bool, metrics_tls: bool, fragments: bool) -> Vec<&'s
     if fragments {
         caps.push(CAP_FRAGMENTS);
     }
+    if endpoints {
+        caps.push(CAP_ENDPOINTS);
+    }
     caps
 }
 
@@ -68,7 +81,30 @@ impl Node for AgentNode {
             self.executor.is_some(),
             self.metrics_tls,
             self.fragments.is_some(),
+            self.ray.is_some(),
         )
+    }
+
+    fn endpoints(&self) -> Work<Option<Vec<ScrapeEndpoint>>> {
+        let ray = self.ray.clone();
+        Box::pin(async move {
+            let ray = ray?;
+            let task =
+                tokio::task::spawn_blocking(move || ray.endpoints(crate::ray::own_addresses));
+            match tokio::time::timeout(ENDPOINTS_DEADLINE, task).await {
+                Ok(Ok(list)) => list,
+                Ok(Err(e)) => {
+                    tracing::warn!("looking for Ray's metrics endpoint: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "looking for Ray's metrics endpoint took over {ENDPOINTS_DEADLINE:?}"
+                    );
+                    None
+                }
+            }
+        })
     }
 
     fn fragment_inventories(&self) -> Option<Arc<Inventories>> {
@@ -193,13 +229,15 @@ mod tests {
 
     #[test]
     fn operations_are_announced_only_with_declarations() {
-        assert!(!capabilities(false, false, false).contains(&CAP_OPERATIONS));
-        assert!(capabilities(true, false, false).contains(&CAP_OPERATIONS));
-        assert!(!capabilities(true, false, false).contains(&CAP_METRICS_TLS));
-        assert!(capabilities(false, true, false).contains(&CAP_METRICS_TLS));
-        assert!(capabilities(false, false, false).contains(&CAP_INVENTORY));
-        assert!(!capabilities(false, false, false).contains(&CAP_FRAGMENTS));
-        assert!(capabilities(false, false, true).contains(&CAP_FRAGMENTS));
+        assert!(!capabilities(false, false, false, false).contains(&CAP_OPERATIONS));
+        assert!(capabilities(true, false, false, false).contains(&CAP_OPERATIONS));
+        assert!(!capabilities(true, false, false, false).contains(&CAP_METRICS_TLS));
+        assert!(capabilities(false, true, false, false).contains(&CAP_METRICS_TLS));
+        assert!(capabilities(false, false, false, false).contains(&CAP_INVENTORY));
+        assert!(!capabilities(false, false, false, false).contains(&CAP_FRAGMENTS));
+        assert!(capabilities(false, false, true, false).contains(&CAP_FRAGMENTS));
+        assert!(!capabilities(true, true, true, false).contains(&CAP_ENDPOINTS));
+        assert!(capabilities(false, false, false, true).contains(&CAP_ENDPOINTS));
     }
 
     #[tokio::test]
