@@ -153,11 +153,16 @@
     rows.clear();
     results.clear();
     running.clear();
+    selected.clear();
+    $('filter-text').value = '';
+    $('fleet-shown').textContent = '';
+    updateBulk();
     $('fleet-body').replaceChildren();
     $('audit-body').replaceChildren();
     $('fragments-results').replaceChildren();
     $('fragments-status').textContent = '';
     $('fragments-pairs').value = '';
+    $('fragments-check').textContent = '';
     $('fleet-summary').textContent = '';
     $('fleet-status').textContent = '';
     $('audit-status').textContent = '';
@@ -203,8 +208,17 @@
     }
   }
 
+  // Fleet view state: the column sorted on and its direction, the nodes selected for a bulk
+  // action (kept across refreshes; a node that leaves the fleet leaves the selection).
+  const view = { sort: 'name', dir: 1 };
+  const selected = new Set();
+
+  function percent(used, total) {
+    const t = Number(total) || 0;
+    return t > 0 ? (100 * (Number(used) || 0)) / t : null;
+  }
+
   function renderFleet(nodes) {
-    const body = $('fleet-body');
     const seen = new Set();
     let online = 0;
     let total = 0;
@@ -220,7 +234,6 @@
         rows.set(node.name, row);
       }
       updateRow(row, node);
-      body.appendChild(row.tr); // keeps the API's order (by name)
       // The devices it owns (a device another node owns is a conflict, counted nowhere).
       const storage = node.devices || [];
       if (node.online) {
@@ -233,7 +246,7 @@
       }
     }
     for (const [name, row] of rows) {
-      if (!seen.has(name)) { row.tr.remove(); rows.delete(name); }
+      if (!seen.has(name)) { row.tr.remove(); rows.delete(name); selected.delete(name); }
     }
     let summary = `${online} of ${seen.size} known nodes online`;
     if (devices > 0) {
@@ -243,6 +256,103 @@
     $('fleet-summary').textContent = summary;
     $('fleet-empty').hidden = seen.size > 0;
     updateNodeFilter([...seen]);
+    arrangeFleet();
+  }
+
+  // Whether a row passes the filters (role, state, free text).
+  function shown(row) {
+    const role = $('filter-role').value;
+    if (role === 'none' ? row.roleList.length > 0 : role && !row.roleList.includes(role)) return false;
+    const state = $('filter-state').value;
+    if (state && (state === 'online') !== row.online) return false;
+    const words = $('filter-text').value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    return words.every((w) => row.haystack.includes(w));
+  }
+
+  function compareRows(a, b) {
+    const x = a.keys[view.sort];
+    const y = b.keys[view.sort];
+    // Missing figures (an offline node's load) go last whichever the direction.
+    if (x === null || x === undefined) return (y === null || y === undefined) ? a.nodeName.localeCompare(b.nodeName) : 1;
+    if (y === null || y === undefined) return -1;
+    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y));
+    return c !== 0 ? c * view.dir : a.nodeName.localeCompare(b.nodeName);
+  }
+
+  // Puts the rows in the table: filtered, sorted, and under a heading per role when grouped.
+  function arrangeFleet() {
+    const visible = [...rows.values()].filter(shown).sort(compareRows);
+    const out = [];
+    if ($('group-role').checked) {
+      const groups = new Map();
+      for (const row of visible) {
+        const keys = row.roleList.length ? row.roleList : ['no role'];
+        for (const k of keys) {
+          if (!groups.has(k)) groups.set(k, []);
+          groups.get(k).push(row);
+        }
+      }
+      for (const k of [...groups.keys()].sort()) {
+        const members = groups.get(k);
+        const tr = el('tr', null, 'group');
+        tr.dataset.group = k;
+        const th = el('th', null);
+        th.colSpan = 13;
+        const box = document.createElement('input');
+        box.type = 'checkbox';
+        box.className = 'select-group';
+        box.title = `Select every ${k} node shown`;
+        box.checked = members.every((r) => selected.has(r.nodeName));
+        box.addEventListener('change', () => {
+          for (const r of members) setSelected(r.nodeName, box.checked);
+          arrangeFleet();
+        });
+        th.append(box, el('span', ` ${k} (${members.length})`, 'group-name'));
+        tr.appendChild(th);
+        out.push(tr);
+        // A node with two roles is listed under each; its row element can sit in one place
+        // only, so the second listing is a copy without controls.
+        for (const row of members) {
+          if (out.includes(row.tr)) out.push(copyRow(row));
+          else out.push(row.tr);
+        }
+      }
+    } else {
+      for (const row of visible) out.push(row.tr);
+    }
+    $('fleet-body').replaceChildren(...out);
+    const n = rows.size;
+    $('fleet-shown').textContent = visible.length === n ? '' : `${visible.length} of ${n} nodes shown`;
+    for (const th of document.querySelectorAll('#fleet-table th[data-sort]')) {
+      if (th.dataset.sort === view.sort) th.setAttribute('aria-sort', view.dir > 0 ? 'ascending' : 'descending');
+      else th.removeAttribute('aria-sort');
+    }
+    const box = $('select-shown');
+    box.checked = visible.length > 0 && visible.every((r) => selected.has(r.nodeName));
+    updateBulk();
+  }
+
+  function copyRow(row) {
+    const tr = row.tr.cloneNode(true);
+    tr.classList.add('copy');
+    delete tr.dataset.node;
+    tr.dataset.copyOf = row.nodeName;
+    for (const c of tr.querySelectorAll('input, select, button')) c.remove();
+    return tr;
+  }
+
+  function setSelected(name, on) {
+    if (on) selected.add(name); else selected.delete(name);
+    const row = rows.get(name);
+    if (row) row.check.checked = on;
+  }
+
+  function updateBulk() {
+    const n = selected.size;
+    $('bulk-count').textContent = `${n} node${n === 1 ? '' : 's'} selected`;
+    const busy = [...selected].some((name) => running.has(name));
+    for (const b of document.querySelectorAll('.bulk-action')) b.disabled = n === 0 || busy;
+    $('bulk-clear').disabled = n === 0;
   }
 
   function makeRow(name) {
@@ -251,19 +361,38 @@
     const cell = (cls) => { const td = el('td', null, cls); tr.appendChild(td); return td; };
     const row = {
       tr,
+      nodeName: name,
+      pick: cell('node-pick'),
       name: cell('node-name'),
       roles: cell('node-roles'),
-      state: cell('node-state'),
+      link: cell('node-link'),
+      load: cell('node-load'),
+      memory: cell('node-memory'),
+      disk: cell('node-disk'),
+      storage: cell('node-storage'),
+      services: cell('node-services'),
       address: cell('node-address'),
       seen: cell('node-seen'),
-      services: cell('node-services'),
-      storage: cell('node-storage'),
       actions: cell('node-actions'),
       result: cell('node-result'),
+      state: el('span', null, 'node-state'),
+      since: el('div', null, 'node-since'),
+      check: document.createElement('input'),
       serviceNames: '',
       select: document.createElement('select'),
       buttons: [],
+      keys: {},
+      roleList: [],
+      online: false,
+      haystack: name.toLowerCase(),
     };
+    row.check.type = 'checkbox';
+    row.check.className = 'node-check';
+    row.check.title = `Select ${name}`;
+    row.check.checked = selected.has(name);
+    row.check.addEventListener('change', () => { setSelected(name, row.check.checked); arrangeFleet(); });
+    row.pick.appendChild(row.check);
+    row.link.append(row.state, row.since);
     row.name.textContent = name;
     row.select.className = 'node-service';
     row.select.title = 'Which services the action applies to';
@@ -273,7 +402,7 @@
       const button = el('button', spec.label, `action action-${action}`);
       button.type = 'button';
       button.dataset.action = action;
-      button.addEventListener('click', () => requestAction(name, action, row.select.value));
+      button.addEventListener('click', () => requestAction([name], action, row.select.value));
       row.buttons.push(button);
       row.actions.appendChild(button);
     }
@@ -281,23 +410,52 @@
     return row;
   }
 
+  // "37 %" with the figures behind it as the title; "—" when unknown.
+  function usage(td, used, total, what) {
+    const p = percent(used, total);
+    if (p === null) {
+      td.textContent = '—';
+      td.title = `${what}: not reported yet`;
+      td.className = td.className.replace(/ (high|full)$/, '');
+      return null;
+    }
+    td.textContent = `${p.toFixed(0)} % (${bytes(used)} of ${bytes(total)})`;
+    td.title = `${what}: ${bytes(used)} used of ${bytes(total)}`;
+    td.className = td.className.replace(/ (high|full)$/, '') + (p >= 95 ? ' full' : p >= 85 ? ' high' : '');
+    return p;
+  }
+
   function updateRow(row, node) {
     const report = node.last_report || null;
     const inventory = node.inventory || null;
+    const health = report && report.health ? report.health : null;
     row.name.title = inventory && inventory.hostname ? `host name ${inventory.hostname}` : '';
     // Roles, services and devices as last known: the live report, or what the controller
     // remembers of a node that has not reported since its restart.
-    const roles = node.roles || (report && report.roles) || [];
+    const roles = (node.roles && node.roles.length ? node.roles : (report && report.roles)) || [];
+    row.roleList = roles.map(String);
     row.roles.textContent = roles.length ? roles.join(', ') : '—';
 
+    row.online = Boolean(node.online);
     row.state.textContent = node.online ? 'online' : 'offline';
     row.state.className = `node-state ${node.online ? 'online' : 'offline'}`;
-    row.state.title = node.since ? `since ${clock(node.since)}` : '';
+    row.since.textContent = node.since ? `since ${ago(node.since)}` : '';
+    row.since.title = node.since ? clock(node.since) : '';
+
+    // Load against cores: the state report carries no core count, so load1 alone.
+    const load = health && node.online ? Number(health.load1) : null;
+    row.load.textContent = load === null || Number.isNaN(load) ? '—' : load.toFixed(2);
+    row.load.title = load === null ? 'no report from this node on this controller run' : '1-minute load average';
+    const memory = health && node.online
+      ? usage(row.memory, health.memory_used_bytes, health.memory_total_bytes, 'memory')
+      : usage(row.memory, 0, 0, 'memory');
+    const disk = health && node.online
+      ? usage(row.disk, health.root_fs_used_bytes, health.root_fs_total_bytes, 'root filesystem')
+      : usage(row.disk, 0, 0, 'root filesystem');
 
     const address = (node.connection && node.connection.remote) || node.last_ip || '—';
     row.address.textContent = address;
     row.address.title = node.connection ? `agent ${node.connection.agent_version}` : 'last known address';
-
     const lastSeen = node.online
       ? (node.last_report_at || (node.connection && node.connection.connected_at))
       : node.since;
@@ -317,14 +475,37 @@
       line.title = 'refused: another node owns this device id (nodewarden-controller device assign)';
       return line;
     });
+    let fullest = null;
     const lines = storage.map((d) => {
-      const line = d.error
-        ? el('div', `device ${d.device_id}: ${d.error}`, 'failed')
-        : el('div', `device ${d.device_id}: ${bytes(d.free_bytes)} free of ${bytes(d.total_bytes)}`);
+      if (d.error) {
+        const line = el('div', `device ${d.device_id}: ${d.error}`, 'failed');
+        line.title = d.fragment_dir || '';
+        return line;
+      }
+      const p = percent(d.free_bytes, d.total_bytes);
+      if (p !== null && (fullest === null || p < fullest)) fullest = p;
+      const line = el('div', `device ${d.device_id}: ${bytes(d.free_bytes)} free of ${bytes(d.total_bytes)}` +
+        (p === null ? '' : ` (${p.toFixed(0)} %)`), p !== null && p < 10 ? 'device low' : 'device');
       line.title = d.fragment_dir || '';
       return line;
     }).concat(conflicts);
     row.storage.replaceChildren(...(lines.length ? lines : [el('span', '—')]));
+
+    row.keys = {
+      name: node.name,
+      roles: roles.join(', ') || null,
+      state: (node.online ? 1e15 : 0) + (Number(node.since) || 0),
+      load: load === null || Number.isNaN(load) ? null : load,
+      memory,
+      disk,
+      storage: fullest,
+      services: services.map((s) => `${s.status} ${s.name}`).sort().join(' ') || null,
+      address: address === '—' ? null : String(address),
+      seen: lastSeen || null,
+    };
+    row.haystack = [node.name, roles.join(' '), String(address), inventory && inventory.hostname,
+      ...services.map((s) => `${s.name} ${s.status}`), node.online ? 'online' : 'offline']
+      .filter(Boolean).join(' ').toLowerCase();
 
     // The service choice follows the node's declared services, keeping the operator's pick.
     const names = services.map((s) => s.name);
@@ -340,9 +521,10 @@
 
   // ---------- actions ----------
 
-  function describe(node, action, service) {
+  function describe(nodes, action, service) {
     const spec = ACTIONS[action];
-    return service ? `${spec.one} the service ${service} on ${node}` : `${spec.all} on ${node}`;
+    const on = nodes.length === 1 ? nodes[0] : `${nodes.length} nodes (${nodes.join(', ')})`;
+    return service ? `${spec.one} the service ${service} on ${on}` : `${spec.all} on ${on}`;
   }
 
   let confirming = false;
@@ -368,22 +550,27 @@
     });
   }
 
-  async function requestAction(node, action, service) {
-    if (running.has(node) || confirming) return;
+  // One action on one or several nodes: one confirmation for all of them.
+  async function requestAction(nodes, action, service) {
+    if (!nodes.length || nodes.some((n) => running.has(n)) || confirming) return;
     const spec = ACTIONS[action];
     const gen = generation;
     if (spec.confirm) {
       confirming = true;
       let ok = false;
       try {
-        ok = await confirmAction(`${spec.label}: ${describe(node, action, service)}? ` +
+        ok = await confirmAction(`${spec.label}: ${describe(nodes, action, service)}? ` +
           `It is recorded in the audit log as requested by ${sessionStorage.getItem(OPERATOR_KEY)}.`);
       } finally {
         confirming = false;
       }
       if (!ok || gen !== generation) return;
     }
-    runAction(gen, node, action, service);
+    runAction(gen, nodes, action, service);
+  }
+
+  function bulkAction(action) {
+    requestAction([...selected].sort(), action, '');
   }
 
   function setResult(node, state, text, details) {
@@ -431,16 +618,26 @@
     });
   }
 
-  async function runAction(gen, node, action, service) {
+  function setBusy(nodes, busy) {
+    for (const node of nodes) {
+      if (busy) running.add(node); else running.delete(node);
+      const row = rows.get(node);
+      if (row) for (const b of row.buttons) b.disabled = busy;
+    }
+    updateBulk();
+  }
+
+  // Runs the action on `nodes` in one request; each node's result is shown in its row as the
+  // controller streams it.
+  async function runAction(gen, nodes, action, service) {
     const spec = ACTIONS[action];
     const what = service ? `${spec.label.toLowerCase()} ${service}` : action;
-    const body = { selector: { node }, action, requested_by: sessionStorage.getItem(OPERATOR_KEY) || '' };
+    const selector = nodes.length === 1 ? { node: nodes[0] } : { nodes };
+    const body = { selector, action, requested_by: sessionStorage.getItem(OPERATOR_KEY) || '' };
     if (service) body.service = service;
-    running.add(node);
-    const row = rows.get(node);
-    if (row) for (const b of row.buttons) b.disabled = true;
-    setResult(node, 'pending', `${what}: running…`);
-    let answered = false;
+    setBusy(nodes, true);
+    for (const node of nodes) setResult(node, 'pending', `${what}: running…`);
+    const answered = new Set();
     try {
       const response = await api('actions', {
         method: 'POST',
@@ -449,56 +646,101 @@
       });
       if (gen !== generation) return;
       if (!response.ok) {
-        setResult(node, 'failed', `${what}: refused by the controller`, [await errorText(response)]);
+        const why = await errorText(response);
+        for (const node of nodes) setResult(node, 'failed', `${what}: refused by the controller`, [why]);
         return;
       }
       await readLines(response, (event) => {
         if (gen !== generation) return;
-        if (event.event === 'result' && event.result && event.result.node === node) {
+        if (event.event === 'result' && event.result && nodes.includes(event.result.node)) {
           const r = event.result;
           const ok = succeeded(r);
           const path = r.path ? `via ${r.path}` : 'no path to the node';
           const details = operationLines(r);
           if (r.error) details.unshift(r.error);
           if (r.woke) details.unshift('a Wake-on-LAN packet was sent');
-          setResult(node, ok ? 'ok' : 'failed', `${r.action}: ${ok ? 'ok' : 'failed'} ${path} (${r.duration_ms} ms)`, details);
-          answered = true;
+          setResult(r.node, ok ? 'ok' : 'failed', `${r.action}: ${ok ? 'ok' : 'failed'} ${path} (${r.duration_ms} ms)`, details);
+          answered.add(r.node);
         }
       });
-      if (!answered && gen === generation) setResult(node, 'failed', `${what}: the controller sent no result`);
+      if (gen !== generation) return;
+      for (const node of nodes) {
+        if (!answered.has(node)) setResult(node, 'failed', `${what}: the controller sent no result`);
+      }
     } catch (err) {
       if (gen !== generation) return;
       if (err instanceof Unauthorized) { tokenRefused(); return; }
-      setResult(node, 'failed', `${what}: ${err.message}`);
+      for (const node of nodes) {
+        if (!answered.has(node)) setResult(node, 'failed', `${what}: ${err.message}`);
+      }
     } finally {
-      running.delete(node);
       if (gen === generation) {
-        const r = rows.get(node);
-        if (r) for (const b of r.buttons) b.disabled = false;
+        setBusy(nodes, false);
         // The service states and the audit log entry follow within a report and a flush.
         refreshLoop(gen);
+      } else {
+        for (const node of nodes) running.delete(node);
       }
     }
   }
 
   // ---------- fragment deletion ----------
 
-  // `fragment_id device_id` pairs from the text, one per line (blank and `#` lines skipped).
-  // Ids stay text: the controller validates them, and refuses the whole batch for one bad id.
-  function parsePairs(text) {
+  const MAX_FRAGMENT_ID = 18446744073709551615n; // u64
+  const MAX_DEVICE_ID = 4294967295n; // u32
+
+  // The controller's rule for an id (shared/src/ops.rs, parse_decimal): decimal digits only, no
+  // sign or space, no leading zero, within `max`. The problem with `text`, or null.
+  function idProblem(text, what, max) {
+    if (!/^[0-9]+$/.test(text)) return `${what} ${JSON.stringify(text)} is not a non-negative decimal integer (only the digits 0-9)`;
+    if (text.length > 1 && text.startsWith('0')) return `${what} ${JSON.stringify(text)} has a leading zero`;
+    if (text.length > 20 || BigInt(text) > max) return `${what} ${text} is too large (at most ${max})`;
+    return null;
+  }
+
+  // `fragment_id device_id` pairs from the text, one per line (blank and `#` lines skipped),
+  // every line checked as the controller would: the problems, one per bad line, and the pairs.
+  function checkLines(text) {
     const pairs = [];
+    const problems = [];
     const lines = text.split('\n');
     for (let i = 0; i < lines.length; i += 1) {
       const line = lines[i].trim();
       if (!line || line.startsWith('#')) continue;
       const words = line.split(/\s+/);
       if (words.length !== 2) {
-        throw new Error(`line ${i + 1}: expected "fragment_id device_id", got ${words.length} word(s)`);
+        problems.push(`line ${i + 1}: expected "fragment_id device_id", got ${words.length} word(s)`);
+        continue;
       }
-      pairs.push(words);
+      const problem = idProblem(words[0], 'fragment id', MAX_FRAGMENT_ID) ||
+        idProblem(words[1], 'device id', MAX_DEVICE_ID);
+      if (problem) problems.push(`line ${i + 1}: ${problem}`);
+      else pairs.push(words);
     }
-    if (!pairs.length) throw new Error('no fragment pairs');
+    if (!pairs.length && !problems.length) problems.push('no fragment pairs');
+    return { pairs, problems };
+  }
+
+  // Pairs to delete, or an error listing every bad line (then nothing is offered for deletion).
+  function parsePairs(text) {
+    const { pairs, problems } = checkLines(text);
+    if (problems.length) {
+      const more = problems.length > 5 ? ` (and ${problems.length - 5} more)` : '';
+      throw new Error(`nothing to delete until every line is a valid pair: ${problems.slice(0, 5).join('; ')}${more}`);
+    }
     return pairs;
+  }
+
+  // As the operator types: the lines that would be refused, and the button only for a valid list.
+  function checkPairs() {
+    const text = $('fragments-pairs').value;
+    const { pairs, problems } = checkLines(text);
+    const bad = text.trim() ? problems : [];
+    $('fragments-submit').disabled = deleting || bad.length > 0 || pairs.length === 0;
+    $('fragments-check').textContent = bad.length
+      ? bad.slice(0, 5).join('; ') + (bad.length > 5 ? ` (and ${bad.length - 5} more)` : '')
+      : (pairs.length ? `${pairs.length} valid pair(s)` : '');
+    $('fragments-check').className = bad.length ? 'error' : 'hint';
   }
 
   let deleting = false;
@@ -565,7 +807,7 @@
       if (gen !== generation) return;
       status.textContent = answered === 0 ? 'the controller sent no result'
         : failed ? `${failed} of ${answered} node(s) failed` : '';
-      if (!failed && answered) $('fragments-pairs').value = '';
+      if (!failed && answered) { $('fragments-pairs').value = ''; checkPairs(); }
     } catch (err) {
       if (gen !== generation) return;
       if (err instanceof Unauthorized) { tokenRefused(); return; }
@@ -573,7 +815,7 @@
     } finally {
       deleting = false;
       if (gen === generation) {
-        $('fragments-submit').disabled = false;
+        checkPairs();
         refreshAudit(gen);
       }
     }
@@ -682,6 +924,33 @@
     $('audit-node').addEventListener('change', () => refreshAudit(generation));
     $('audit-limit').addEventListener('change', () => refreshAudit(generation));
     $('fragments-form').addEventListener('submit', deleteFragments);
+    $('fragments-pairs').addEventListener('input', checkPairs);
+    for (const id of ['filter-text', 'filter-role', 'filter-state', 'group-role']) {
+      $(id).addEventListener('input', arrangeFleet);
+      $(id).addEventListener('change', arrangeFleet);
+    }
+    for (const th of document.querySelectorAll('#fleet-table th[data-sort]')) {
+      th.tabIndex = 0;
+      const sortBy = () => {
+        if (view.sort === th.dataset.sort) view.dir = -view.dir;
+        else { view.sort = th.dataset.sort; view.dir = 1; }
+        arrangeFleet();
+      };
+      th.addEventListener('click', sortBy);
+      th.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sortBy(); } });
+    }
+    $('select-shown').addEventListener('change', () => {
+      const on = $('select-shown').checked;
+      for (const row of rows.values()) if (shown(row)) setSelected(row.nodeName, on);
+      arrangeFleet();
+    });
+    for (const b of document.querySelectorAll('.bulk-action')) {
+      b.addEventListener('click', () => bulkAction(b.dataset.action));
+    }
+    $('bulk-clear').addEventListener('click', () => {
+      for (const name of [...selected]) setSelected(name, false);
+      arrangeFleet();
+    });
     if (sessionStorage.getItem(TOKEN_KEY)) startSession(null);
     else showLogin();
   }

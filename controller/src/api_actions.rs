@@ -200,6 +200,26 @@ fn select(
             }
             vec![name.clone()]
         }
+        Selector::Nodes(list) => {
+            if list.is_empty() {
+                return Err(bad("selector {\"nodes\": []} selects nothing; name at least one node"));
+            }
+            if list.len() > crate::wire::MAX_SELECTED_NODES {
+                return Err(bad(format!(
+                    "selector {{\"nodes\": [...]}} lists {} names; at most {}",
+                    list.len(),
+                    crate::wire::MAX_SELECTED_NODES
+                )));
+            }
+            // One unknown name refuses the whole selection: nothing is run on the others.
+            if let Some(unknown) = list
+                .iter()
+                .find(|n| registry.get(n).is_none() && !config.nodes.contains_key(*n))
+            {
+                return Err(PlanError::UnknownNode(unknown.clone()));
+            }
+            list.clone()
+        }
         Selector::Role(role) => registry
             .nodes()
             .filter(|n| n.has_role(*role))
@@ -415,7 +435,7 @@ pub fn plan(
     let selector = request
         .selector
         .as_ref()
-        .ok_or_else(|| bad("selector is required: {node}, {role} or {all: true}"))?;
+        .ok_or_else(|| bad("selector is required: {node}, {nodes}, {role} or {all: true}"))?;
     let action = match (&request.service, request.action) {
         (None, ActionName::Wake) => Action::Wake,
         (None, ActionName::Stop) => Action::Stop,
@@ -957,6 +977,9 @@ mod tests {
         assert_eq!(p.each[0].1, Action::Wake);
         let p = plan_of(serde_json::json!({"selector": {"role": "storage"}, "action": "stop", "requested_by": "a"})).unwrap();
         assert_eq!(nodes(&p), ["s1", "s2"]);
+        // Several named nodes: sorted, duplicates once, a configured-only node included.
+        let p = plan_of(serde_json::json!({"selector": {"nodes": ["s2", "cold", "s2"]}, "action": "status", "requested_by": "a"})).unwrap();
+        assert_eq!(nodes(&p), ["cold", "s2"]);
         let p = plan_of(serde_json::json!({"selector": {"node": "s1"}, "action": "restart", "service": "dfs", "requested_by": "a"})).unwrap();
         assert_eq!(
             p.each[0].1,
@@ -975,6 +998,21 @@ mod tests {
                 serde_json::json!({"selector": {"role": "ray"}, "action": "wake", "requested_by": "a"}),
                 404,
                 "no node matches",
+            ),
+            (
+                serde_json::json!({"selector": {"nodes": ["s1", "nope"]}, "action": "stop", "requested_by": "a"}),
+                404,
+                "unknown node \"nope\"",
+            ),
+            (
+                serde_json::json!({"selector": {"nodes": []}, "action": "stop", "requested_by": "a"}),
+                400,
+                "selects nothing",
+            ),
+            (
+                serde_json::json!({"selector": {"nodes": vec!["s1"; crate::wire::MAX_SELECTED_NODES + 1]}, "action": "stop", "requested_by": "a"}),
+                400,
+                "at most",
             ),
             (
                 serde_json::json!({"action": "wake", "requested_by": "a"}),

@@ -13,10 +13,16 @@ pub use crate::registry::Node as NodeView;
 #[serde(rename_all = "snake_case")]
 pub enum Selector {
     Node(String),
+    /// `{"nodes": ["a", "b"]}`: several nodes by name (the console's multi-select), at most
+    /// [`MAX_SELECTED_NODES`], each known; duplicates count once.
+    Nodes(Vec<String>),
     Role(Role),
     /// `{"all": true}`.
     All(bool),
 }
+
+/// How many names one `{"nodes": [...]}` selector may list.
+pub const MAX_SELECTED_NODES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
