@@ -592,12 +592,33 @@ fn fragments_are_deleted_from_the_console() {
     sign_in(&browser, &lab.token());
     browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
 
-    // A malformed line: the page says which, nothing is asked.
-    browser.type_into("#fragments-pairs", "101 7\n102");
-    browser.click("#fragments-submit");
-    let status = browser.wait_text("#fragments-status", |t| !t.is_empty());
-    assert!(status.starts_with("line 2: expected"), "{status}");
-    assert!(browser.visible_text("#confirm-text").is_none());
+    // Malformed lines: the page says which as they are typed, and offers nothing to delete.
+    for (text, problem) in [
+        ("101 7\n102", "line 2: expected"),
+        ("abc 1", "line 1: fragment id \"abc\" is not"),
+        ("1010 7\n../sentinel 7\n", "line 2: fragment id \"../sentinel\" is not"),
+        ("07 7", "line 1: fragment id \"07\" has a leading zero"),
+        ("1 4294967296", "line 1: device id 4294967296 is too large"),
+        ("18446744073709551616 7", "line 1: fragment id 18446744073709551616 is too large"),
+    ] {
+        browser.type_into("#fragments-pairs", text);
+        let check = browser.wait_text("#fragments-check", |t| t.contains(problem));
+        assert!(check.contains(problem), "{text:?}: {check}");
+        assert_eq!(
+            browser.js("return document.getElementById('fragments-submit').disabled;", vec![]),
+            json!(true),
+            "{text:?} is offered for deletion"
+        );
+        // Submitting anyway (the form's own submit event) asks nothing and sends nothing.
+        browser.js(
+            "document.getElementById('fragments-form').requestSubmit();",
+            vec![],
+        );
+        let status = browser.wait_text("#fragments-status", |t| t.contains(problem));
+        assert!(status.starts_with("nothing to delete"), "{status}");
+        assert!(browser.visible_text("#confirm-text").is_none());
+    }
+    assert!(lab.path("fragments/1010").exists() && lab.path("sentinel").exists());
 
     // Two fragments on device 7: confirmed, deleted on the node, the result on the page.
     browser.type_into("#fragments-pairs", "101 7\n# a comment\n102 7\n");
@@ -632,12 +653,231 @@ fn fragments_are_deleted_from_the_console() {
         "{recorded}"
     );
 
-    // A hostile id: the controller refuses the whole batch; nothing is deleted.
-    browser.type_into("#fragments-pairs", "1010 7\n../sentinel 7\n");
+    // An id the page accepts for a device no node has: the controller refuses the whole batch
+    // (the page's check is a convenience; the controller's is the rule), nothing is deleted.
+    browser.type_into("#fragments-pairs", "1010 7\n1011 99\n");
+    browser.wait_text("#fragments-check", |t| t == "2 valid pair(s)");
     browser.click("#fragments-submit");
     browser.wait_text("#confirm-text", |t| !t.is_empty());
     browser.click("#confirm-ok");
     let status = browser.wait_text("#fragments-status", |t| t.starts_with("refused"));
-    assert!(status.contains("400"), "{status}");
+    assert!(status.contains("404"), "{status}");
     assert!(lab.path("fragments/1010").exists() && lab.path("sentinel").exists());
+}
+
+/// Two declared nodes that never connected (offline, no role) beside the lab's `n1`.
+fn lab_with_cold_nodes(_: &str) -> Lab {
+    Lab::new("[nodes.aa-cold]\nservices = [\"web\"]\n[nodes.zz-cold]\nservices = [\"db\"]\n")
+}
+
+/// The fleet rows in page order (a node listed under two roles appears once per listing).
+fn fleet_order(browser: &Browser) -> Vec<String> {
+    let order = browser.js(
+        "return [...document.querySelectorAll('#fleet-body tr')]
+           .map((tr) => tr.dataset.node || (tr.dataset.group ? '#' + tr.dataset.group : '+' + tr.dataset.copyOf));",
+        vec![],
+    );
+    serde_json::from_value(order).unwrap()
+}
+
+/// Sets a filter control's value as an operator would (an `input`/`change` event).
+fn set_control(browser: &Browser, id: &str, value: &str) {
+    browser.js(
+        "const e = document.getElementById(arguments[0]);
+         if (e.type === 'checkbox') e.checked = arguments[1] === 'on'; else e.value = arguments[1];
+         e.dispatchEvent(new Event('input')); e.dispatchEvent(new Event('change'));",
+        vec![json!(id), json!(value)],
+    );
+}
+
+fn wait_order(browser: &Browser, want: &[&str]) {
+    let mut last = Vec::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(&format!("fleet rows {want:?}"), WAIT, || {
+            last = fleet_order(browser);
+            (last == want).then_some(())
+        })
+    }));
+    if found.is_err() {
+        browser.screenshot("order-timeout");
+        panic!("fleet rows: want {want:?}, last seen {last:?}");
+    }
+}
+
+/// The fleet table with a node's health figures from its state reports; sorting by column
+/// (missing figures last either way), the role, state and text filters, grouping by role; and
+/// two nodes selected (one through its role group) acted on with one confirmation, each node's
+/// own result on the page, the service really started, the operation in the audit log.
+#[test]
+fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
+    let Some((lab, webdriver, chromium)) = browser_lab(lab_with_cold_nodes) else {
+        return;
+    };
+    let browser = Browser::start(&webdriver, &chromium);
+    browser.goto(&format!("{}/console/", lab.api()));
+    sign_in(&browser, &lab.token());
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+
+    // Health from the state reports: load1, memory and root disk use, storage free per device.
+    let load = browser.wait_text(&format!("{ROW} .node-load"), |t| t != "—");
+    let value: f64 = load.parse().unwrap_or_else(|_| panic!("load {load:?}"));
+    assert!(value >= 0.0 && load.split('.').nth(1).is_some_and(|d| d.len() == 2), "{load}");
+    let health = lab.node().unwrap()["last_report"]["health"].clone();
+    assert!(health["memory_total_bytes"].as_u64().unwrap() > 0, "{health}");
+    for cell in ["node-memory", "node-disk"] {
+        let text = browser.wait_text(&format!("{ROW} .{cell}"), |t| t.contains(" % ("));
+        let pct: f64 = text.split(' ').next().unwrap().parse().unwrap();
+        assert!((0.0..=100.0).contains(&pct), "{cell}: {text}");
+        assert!(text.contains(" of "), "{cell}: {text}");
+    }
+    let storage = browser.wait_text(&format!("{ROW} .node-storage"), |t| t.contains('%'));
+    assert!(storage.starts_with("device 7: ") && storage.contains(" free of "), "{storage}");
+    assert!(
+        browser
+            .wait_text(&format!("{ROW} .node-since"), |t| t.starts_with("since "))
+            .ends_with(" ago")
+    );
+    // The declared nodes never reported: their figures are unknown, not zero.
+    let cold = "#fleet-body tr[data-node='aa-cold']";
+    assert_eq!(browser.wait_text(&format!("{cold} .node-state"), |_| true), "offline");
+    assert_eq!(browser.visible_text(&format!("{cold} .node-load")).unwrap(), "—");
+    assert_eq!(browser.visible_text(&format!("{cold} .node-memory")).unwrap(), "—");
+    browser.screenshot("fleet-table");
+
+    // Sorting: by name (the default), reversed, by load (unknown last either way), by state.
+    wait_order(&browser, &["aa-cold", "n1", "zz-cold"]);
+    browser.click("#fleet-table th[data-sort='name']");
+    wait_order(&browser, &["zz-cold", "n1", "aa-cold"]);
+    browser.click("#fleet-table th[data-sort='load']");
+    wait_order(&browser, &["n1", "aa-cold", "zz-cold"]);
+    browser.click("#fleet-table th[data-sort='load']");
+    wait_order(&browser, &["n1", "aa-cold", "zz-cold"]);
+    assert_eq!(
+        browser.js(
+            "return document.querySelector(\"#fleet-table th[data-sort='load']\").getAttribute('aria-sort');",
+            vec![]
+        ),
+        json!("descending")
+    );
+    browser.click("#fleet-table th[data-sort='state']");
+    wait_order(&browser, &["aa-cold", "zz-cold", "n1"]);
+    browser.click("#fleet-table th[data-sort='name']");
+    wait_order(&browser, &["aa-cold", "n1", "zz-cold"]);
+
+    // Filters: state, role, free text (names, services, addresses), and together.
+    set_control(&browser, "filter-state", "online");
+    wait_order(&browser, &["n1"]);
+    assert_eq!(
+        browser.wait_text("#fleet-shown", |t| !t.is_empty()),
+        "1 of 3 nodes shown"
+    );
+    set_control(&browser, "filter-state", "offline");
+    wait_order(&browser, &["aa-cold", "zz-cold"]);
+    set_control(&browser, "filter-state", "");
+    set_control(&browser, "filter-role", "storage");
+    wait_order(&browser, &["n1"]);
+    set_control(&browser, "filter-role", "none");
+    wait_order(&browser, &["aa-cold", "zz-cold"]);
+    set_control(&browser, "filter-role", "");
+    set_control(&browser, "filter-text", "sleeper");
+    wait_order(&browser, &["n1"]);
+    set_control(&browser, "filter-text", "ZZ db");
+    wait_order(&browser, &["zz-cold"]);
+    set_control(&browser, "filter-text", "no-such-node");
+    wait_order(&browser, &[]);
+    set_control(&browser, "filter-text", "");
+    wait_order(&browser, &["aa-cold", "n1", "zz-cold"]);
+    assert_eq!(browser.visible_text("#fleet-shown"), Some(String::new()));
+
+    // Grouped by role: a heading per role, the nodes under it.
+    set_control(&browser, "group-role", "on");
+    wait_order(&browser, &["#no role", "aa-cold", "zz-cold", "#storage", "n1"]);
+    browser.screenshot("fleet-grouped");
+
+    // Select the "no role" group, then n1, then drop zz-cold: one confirmation for two nodes.
+    browser.click("#fleet-body tr[data-group='no role'] input.select-group");
+    browser.wait_text("#bulk-count", |t| t == "2 nodes selected");
+    browser.click(&format!("{ROW} input.node-check"));
+    browser.wait_text("#bulk-count", |t| t == "3 nodes selected");
+    browser.click("#fleet-body tr[data-node='zz-cold'] input.node-check");
+    browser.wait_text("#bulk-count", |t| t == "2 nodes selected");
+    assert_eq!(
+        browser.js(
+            "return document.querySelector(\"#fleet-body tr[data-group='no role'] input\").checked;",
+            vec![]
+        ),
+        json!(false),
+        "the group box stays checked with one of its nodes dropped"
+    );
+    browser.click(".bulk-action[data-action='wake']");
+    let question = browser.wait_text("#confirm-text", |t| !t.is_empty());
+    assert!(
+        question.starts_with("Wake: start every managed service")
+            && question.contains("on 2 nodes (aa-cold, n1)?"),
+        "{question}"
+    );
+    browser.screenshot("fleet-bulk-confirm");
+    browser.click("#confirm-ok");
+    browser.wait_hidden("#confirm-text");
+    let ok = browser.wait_text(&format!("{ROW} .node-result .result-summary"), |t| {
+        !t.contains("running")
+    });
+    assert!(ok.starts_with("wake: ok via agent ("), "{ok}");
+    let failed = browser.wait_text(
+        "#fleet-body tr[data-node='aa-cold'] .node-result .result-summary",
+        |t| !t.contains("running"),
+    );
+    assert!(failed.starts_with("wake: failed"), "{failed}");
+    assert_eq!(
+        browser.visible_text("#fleet-body tr[data-node='zz-cold'] .node-result"),
+        Some("—".into()),
+        "an unselected node was acted on"
+    );
+    browser.screenshot("fleet-bulk-done");
+    // End state: n1's service runs, and the audit log has the operation under the operator.
+    lab.wait_service(true, "running");
+    let recorded = wait_for("the wake in the audit log", WAIT, || {
+        api_events(&lab, "n1")
+            .into_iter()
+            .find(|e| e["kind"] == "operation" && e["actor"] == OPERATOR)
+    });
+    assert_eq!(recorded["result"], "ok", "{recorded}");
+}
+
+/// At phone width (390 px) the console fits: the page does not scroll sideways (only the
+/// tables do, inside their box), the filters and bulk actions wrap within the screen.
+#[test]
+fn the_console_is_usable_at_phone_width() {
+    let Some((lab, webdriver, chromium)) = browser_lab(Lab::new) else {
+        return;
+    };
+    let browser = Browser::start(&webdriver, &chromium);
+    browser.run(
+        "a 390 px window",
+        browser.client().set_window_size(390, 844),
+    );
+    browser.goto(&format!("{}/console/", lab.api()));
+    sign_in(&browser, &lab.token());
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+    let width = browser.js("return window.innerWidth;", vec![]);
+    assert!(width.as_u64().is_some_and(|w| w <= 400), "viewport {width}");
+    let overflow = browser.js(
+        "const out = [];
+         const vw = document.documentElement.clientWidth;
+         if (document.documentElement.scrollWidth > vw) out.push('page ' + document.documentElement.scrollWidth);
+         for (const id of ['filter-text', 'filter-role', 'filter-state', 'bulk-clear', 'signout',
+                           'fragments-pairs', 'fragments-submit']) {
+           const r = document.getElementById(id).getBoundingClientRect();
+           if (r.width === 0 || r.left < 0 || r.right > vw) out.push(id + ' ' + r.left + '..' + r.right);
+         }
+         return out;",
+        vec![],
+    );
+    assert_eq!(overflow, json!([]), "outside a {width} px screen");
+    browser.screenshot("phone");
+    // Still usable: a filter narrows the table, a node can be selected.
+    set_control(&browser, "filter-text", "n1");
+    wait_order(&browser, &["n1"]);
+    browser.click(&format!("{ROW} input.node-check"));
+    browser.wait_text("#bulk-count", |t| t == "1 node selected");
 }

@@ -320,7 +320,10 @@
     } else {
       for (const row of visible) out.push(row.tr);
     }
-    $('fleet-body').replaceChildren(...out);
+    // Rows are moved only when the order changed, so an open control keeps its focus.
+    const body = $('fleet-body');
+    const current = [...body.children];
+    if (current.length !== out.length || current.some((tr, i) => tr !== out[i])) body.replaceChildren(...out);
     const n = rows.size;
     $('fleet-shown').textContent = visible.length === n ? '' : `${visible.length} of ${n} nodes shown`;
     for (const th of document.querySelectorAll('#fleet-table th[data-sort]')) {
