@@ -1,7 +1,8 @@
 //! The controller's HTTP server (`[http] listen`, default 127.0.0.1:9180): `/metrics`
 //! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
 //! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), the `/api/v1` API (API token;
-//! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `POST /api/v1/nodes/{name}/ping` (a command
+//! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `GET /api/v1/nodes/{name}/history` (recent state reports,
+//! `history.rs`), `POST /api/v1/nodes/{name}/ping` (a command
 //! round trip), `POST /api/v1/actions` ([`crate::api_actions`]), `GET /api/v1/events`
 //! ([`crate::api_events`]) and the fragment routes ([`crate::api_fragments`]); and the web console's static files under `/console/`
 //! (unauthenticated: they hold no data; [`crate::console`]).
@@ -67,6 +68,7 @@ pub fn router(controller: Arc<Controller>, actions: Arc<ActionsApi>) -> Router {
     Router::new()
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/nodes/{name}/history", get(history))
         .route("/api/v1/nodes/{name}/ping", post(ping))
         .with_state(controller.clone())
         .merge(crate::api_devices::routes(controller, actions.clone()))
@@ -85,6 +87,32 @@ async fn whoami(
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {
     let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
     Json(registry.nodes().cloned().collect())
+}
+
+/// A node's recent state reports (`history.rs`); 404 for a node the registry does not know.
+async fn history(
+    State(c): State<Arc<Controller>>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::wire::HistoryView>, (StatusCode, Json<serde_json::Value>)> {
+    let known = c
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .is_some();
+    if !known {
+        return Err((
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("unknown node {name:?}") })),
+        ));
+    }
+    let history = c.history.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(crate::wire::HistoryView {
+        node: name.clone(),
+        interval_ms: history.interval(),
+        cap: history.cap(),
+        points: history.points(&name, 0),
+    }))
 }
 
 async fn ping(

@@ -183,10 +183,13 @@ pub fn reported(
     report: StateReport,
     now: u64,
 ) {
+    let point = crate::history::Point::from_report(now, &report);
     let mut registry = lock(&controller.registry);
     let Some(outcome) = registry.report(&id.node, conn_id, report, now) else {
         return;
     };
+    // A report from the node's current connection: into the node's chart history.
+    lock(&controller.history).record(&id.node, point);
     let Some(store) = controller.store() else {
         return;
     };

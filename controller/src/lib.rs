@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod fragments;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
 pub mod http_auth;
 pub mod link;
 pub mod metrics;

@@ -109,6 +109,8 @@ pub struct Controller {
     pub fragments: Mutex<crate::fragments::FragmentState>,
     /// Bumped on every new fragment inventory (the audit task awaits it).
     pub fragments_changed: watch::Sender<u64>,
+    /// Recent state reports per node, bounded (the console's charts; `history.rs`).
+    pub history: Mutex<crate::history::History>,
 }
 
 impl Controller {
@@ -123,6 +125,7 @@ impl Controller {
             metrics: ControllerMetrics::default(),
             fragments: Mutex::new(Default::default()),
             fragments_changed: watch::Sender::new(0),
+            history: Mutex::new(Default::default()),
         })
     }
 

@@ -8,6 +8,19 @@ use serde::{Deserialize, Serialize};
 pub use crate::actions::NodeActionResult;
 /// A node as `GET /api/v1/nodes` describes it (the registry's own type).
 pub use crate::registry::Node as NodeView;
+/// One point of `GET /api/v1/nodes/{name}/history` (the history's own type).
+pub use crate::history::Point as HistoryPoint;
+
+/// `GET /api/v1/nodes/{name}/history`: the node's recent state reports, oldest first.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct HistoryView {
+    pub node: String,
+    /// The least time between two points.
+    pub interval_ms: u64,
+    /// The most points kept per node.
+    pub cap: usize,
+    pub points: Vec<HistoryPoint>,
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
