@@ -124,6 +124,7 @@
 
   function showLogin(message) {
     $('app-view').hidden = true;
+    $('node-view').hidden = true;
     $('session').hidden = true;
     $('login-view').hidden = false;
     const error = $('login-error');
@@ -137,7 +138,9 @@
   function showApp() {
     $('login-view').hidden = true;
     $('login-error').hidden = true;
-    $('app-view').hidden = false;
+    const node = currentNode();
+    $('app-view').hidden = node !== null;
+    $('node-view').hidden = node === null;
     $('session').hidden = false;
     $('session-operator').textContent = sessionStorage.getItem(OPERATOR_KEY) || '';
   }
@@ -154,6 +157,9 @@
     results.clear();
     running.clear();
     selected.clear();
+    latest.clear();
+    clearNodeView();
+    links = null;
     $('filter-text').value = '';
     $('fleet-shown').textContent = '';
     updateBulk();
@@ -179,12 +185,13 @@
     const gen = generation;
     showApp();
     if (nodes) renderFleet(nodes);
+    route();
     refreshLoop(gen);
   }
 
   async function refreshLoop(gen) {
     clearTimeout(timer);
-    await Promise.all([refreshFleet(gen), refreshAudit(gen)]);
+    await Promise.all([refreshFleet(gen), refreshAudit(gen), currentNode() !== null ? refreshNode(gen) : null]);
     // One timer at a time, however many refreshes overlapped.
     clearTimeout(timer);
     if (gen === generation) timer = setTimeout(() => refreshLoop(gen), REFRESH_MS);
@@ -227,6 +234,7 @@
     for (const node of nodes) {
       if (!node || typeof node.name !== 'string') continue;
       seen.add(node.name);
+      latest.set(node.name, node);
       if (node.online) online += 1;
       let row = rows.get(node.name);
       if (!row) {
@@ -246,7 +254,7 @@
       }
     }
     for (const [name, row] of rows) {
-      if (!seen.has(name)) { row.tr.remove(); rows.delete(name); selected.delete(name); }
+      if (!seen.has(name)) { row.tr.remove(); rows.delete(name); selected.delete(name); latest.delete(name); }
     }
     let summary = `${online} of ${seen.size} known nodes online`;
     if (devices > 0) {
@@ -396,7 +404,10 @@
     row.check.addEventListener('change', () => { setSelected(name, row.check.checked); arrangeFleet(); });
     row.pick.appendChild(row.check);
     row.link.append(row.state, row.since);
-    row.name.textContent = name;
+    const link = el('a', name, 'node-link-page');
+    link.href = `#node/${encodeURIComponent(name)}`;
+    link.title = `${name}: charts, devices, services and events`;
+    row.name.appendChild(link);
     row.select.className = 'node-service';
     row.select.title = 'Which services the action applies to';
     row.select.appendChild(new Option('all services', ''));
@@ -824,6 +835,194 @@
     }
   }
 
+  // ---------- node page ----------
+
+  // The last /nodes answer by name (the node page's facts, devices and services).
+  const latest = new Map();
+  // The configured Grafana and Prometheus URLs (GET /api/v1/console), once per session.
+  let links = null;
+  // uPlot charts by element id, with the series labels they were made for.
+  const charts = new Map();
+  const COLORS = ['#0b5cad', '#b42318', '#1a7f37', '#9a6700', '#6e40c9', '#0f766e'];
+
+  // The node named by the page's address (`#node/NAME`), or null for the fleet.
+  function currentNode() {
+    const m = /^#node\/(.+)$/.exec(location.hash);
+    if (!m) return null;
+    try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+  }
+
+  function clearNodeView() {
+    for (const { plot } of charts.values()) plot.destroy();
+    charts.clear();
+    for (const id of ['node-title', 'node-facts', 'node-status', 'node-points']) $(id).textContent = '';
+    for (const id of ['node-links', 'node-services', 'node-devices-body', 'node-events-body']) $(id).replaceChildren();
+  }
+
+  function route() {
+    if (!sessionStorage.getItem(TOKEN_KEY)) return;
+    clearNodeView();
+    showApp();
+    const node = currentNode();
+    if (node !== null) {
+      $('node-title').textContent = node;
+      document.title = `${node} · nodewarden console`;
+      renderNodeFacts(node);
+      refreshNode(generation);
+    } else {
+      document.title = 'nodewarden console';
+    }
+  }
+
+  // Draws `data` ([x seconds, ...series]) in the element `id`; the chart is made again when
+  // its series change (a device added), else only its data is replaced.
+  function chart(id, labels, data) {
+    const target = $(id);
+    target.dataset.points = String(data[0].length);
+    const key = labels.join('\n');
+    const existing = charts.get(id);
+    if (existing && existing.key === key) { existing.plot.setData(data); return; }
+    if (existing) existing.plot.destroy();
+    if (typeof uPlot !== 'function') { target.textContent = 'the chart library did not load'; return; }
+    const opts = {
+      width: Math.max(260, Math.min(target.clientWidth || 600, 900)),
+      height: 170,
+      scales: { x: { time: true } },
+      series: [{}].concat(labels.map((label, i) => ({
+        label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: true, size: 4 },
+      }))),
+    };
+    charts.set(id, { key, plot: new uPlot(opts, data, target) });
+  }
+
+  function renderCharts(points) {
+    const x = points.map((p) => p.at_ms / 1000);
+    const pct = (used, total) => (Number(total) > 0 ? (100 * Number(used)) / Number(total) : null);
+    chart('chart-load', ['load1'], [x, points.map((p) => p.load1)]);
+    chart('chart-memory', ['memory %'], [x, points.map((p) => pct(p.memory_used_bytes, p.memory_total_bytes))]);
+    chart('chart-disk', ['root disk %'], [x, points.map((p) => pct(p.root_fs_used_bytes, p.root_fs_total_bytes))]);
+    const ids = [...new Set(points.flatMap((p) => (p.devices || []).map((d) => d.device_id)))].sort((a, b) => a - b);
+    chart('chart-storage', ids.length ? ids.map((d) => `device ${d}`) : ['no device'],
+      [x].concat(ids.length ? ids.map((id) => points.map((p) => {
+        const d = (p.devices || []).find((v) => v.device_id === id);
+        return d ? pct(d.free_bytes, d.total_bytes) : null;
+      })) : [points.map(() => null)]));
+  }
+
+  function renderNodeFacts(name) {
+    const node = latest.get(name);
+    if (!node) {
+      $('node-facts').textContent = rows.size ? `${name} is not a node the controller knows.` : '';
+      return;
+    }
+    const report = node.last_report || null;
+    const roles = (node.roles && node.roles.length ? node.roles : (report && report.roles)) || [];
+    const address = (node.connection && node.connection.remote) || node.last_ip || 'no address';
+    const host = node.inventory && node.inventory.hostname ? ` · host ${node.inventory.hostname}` : '';
+    $('node-facts').textContent = `${node.online ? 'online' : 'offline'} since ${node.since ? clock(node.since) : '—'}` +
+      ` · roles ${roles.length ? roles.join(', ') : 'none'} · ${address}${host}`;
+    const conflicts = new Map((node.device_conflicts || []).map((c) => [c.device_id, c.owner]));
+    const devices = (node.devices || []).map((d) => {
+      const tr = document.createElement('tr');
+      tr.dataset.device = String(d.device_id);
+      const p = percent(d.free_bytes, d.total_bytes);
+      tr.append(el('td', d.device_id), el('td', d.fragment_dir || ''),
+        el('td', d.error ? '—' : bytes(d.free_bytes)), el('td', d.error ? '—' : bytes(d.total_bytes)),
+        el('td', p === null ? '—' : `${p.toFixed(1)} %`, p !== null && p < 10 ? 'failed' : ''),
+        el('td', d.error ? d.error : (p !== null && p < 10 ? 'nearly full' : 'ok'), d.error ? 'failed' : ''));
+      return tr;
+    });
+    for (const [id, owner] of conflicts) {
+      const tr = document.createElement('tr');
+      tr.append(el('td', id), el('td', ''), el('td', '—'), el('td', '—'), el('td', '—'),
+        el('td', `conflict: belongs to ${owner}`, 'failed'));
+      devices.push(tr);
+    }
+    if (!devices.length) {
+      const tr = document.createElement('tr');
+      const td = el('td', 'no storage device', 'hint');
+      td.colSpan = 6;
+      tr.appendChild(td);
+      devices.push(tr);
+    }
+    $('node-devices-body').replaceChildren(...devices);
+    const services = report && report.services
+      ? report.services
+      : (node.services || []).map((s) => ({ name: s, status: 'unknown' }));
+    $('node-services').replaceChildren(...(services.length
+      ? services.map((s) => el('li', `${s.name}: ${s.status}`, `service ${s.status}`))
+      : [el('li', 'no declared service')]));
+    renderNodeLinks(node);
+  }
+
+  function renderNodeLinks(node) {
+    const out = [];
+    const report = node.last_report || null;
+    if (links && links.grafana_url) {
+      const a = el('a', 'Grafana dashboard', 'link-grafana');
+      const ip = node.connection && node.connection.remote ? node.connection.remote.replace(/:\d+$/, '') : node.last_ip;
+      const params = new URLSearchParams();
+      if (ip && report && report.metrics_port) params.set('var-instance', `${String(ip).replace(/^\[|\]$/g, '')}:${report.metrics_port}`);
+      a.href = `${links.grafana_url}/d/nodewarden/nodewarden?${params}`;
+      a.rel = 'noopener noreferrer';
+      a.target = '_blank';
+      out.push(a);
+    }
+    if (links && links.prometheus_url) {
+      const a = el('a', 'Prometheus', 'link-prometheus');
+      const expr = `{node="${node.name.replace(/["\\]/g, '')}"}`;
+      a.href = `${links.prometheus_url}/graph?${new URLSearchParams({ 'g0.expr': expr, 'g0.tab': '0', 'g0.range_input': '1h' })}`;
+      a.rel = 'noopener noreferrer';
+      a.target = '_blank';
+      out.push(a);
+    }
+    if (!out.length) out.push(el('span', 'No Grafana or Prometheus configured ([grafana] url, [prometheus] url).', 'hint'));
+    $('node-links').replaceChildren(...out);
+  }
+
+  async function refreshNode(gen) {
+    const name = currentNode();
+    if (name === null) return;
+    const path = encodeURIComponent(name);
+    try {
+      if (!links) {
+        const answer = await api('console');
+        if (gen !== generation) return;
+        links = answer.ok ? await answer.json() : {};
+      }
+      const [history, events] = await Promise.all([
+        api(`nodes/${path}/history`),
+        api(`events?${new URLSearchParams({ node: name, limit: '20' })}`),
+      ]);
+      if (gen !== generation || currentNode() !== name) return;
+      if (!history.ok) throw new Error(await errorText(history));
+      const h = await history.json();
+      if (gen !== generation || currentNode() !== name) return;
+      const points = Array.isArray(h.points) ? h.points : [];
+      $('node-points').textContent = points.length
+        ? `${points.length} report(s) since ${clock(points[0].at_ms)} (one every ${Math.round(h.interval_ms / 1000)} s at most, the last ${h.cap} kept)`
+        : 'No report from this node since the controller started.';
+      renderCharts(points);
+      renderNodeFacts(name);
+      if (events.ok) {
+        const list = await events.json();
+        if (gen !== generation || currentNode() !== name) return;
+        $('node-events-body').replaceChildren(...list.map((e) => {
+          const tr = document.createElement('tr');
+          tr.className = `event ${e.kind}${e.result === 'failed' ? ' failed' : ''}`;
+          tr.append(el('td', clock(e.at_ms), 'event-time'), el('td', e.kind === 'operation' ? e.action : e.kind),
+            el('td', e.actor || ''), el('td', e.result || ''), el('td', e.detail || '', 'event-detail'));
+          return tr;
+        }));
+      }
+      $('node-status').textContent = '';
+    } catch (err) {
+      if (gen !== generation) return;
+      if (err instanceof Unauthorized) { tokenRefused(); return; }
+      $('node-status').textContent = `Node page not refreshed: ${err.message}`;
+    }
+  }
+
   // ---------- audit log ----------
 
   function updateNodeFilter(names) {
@@ -950,6 +1149,7 @@
     for (const b of document.querySelectorAll('.bulk-action')) {
       b.addEventListener('click', () => bulkAction(b.dataset.action));
     }
+    window.addEventListener('hashchange', route);
     $('bulk-clear').addEventListener('click', () => {
       for (const name of [...selected]) setSelected(name, false);
       arrangeFleet();

@@ -2,7 +2,7 @@
 //! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
 //! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), the `/api/v1` API (API token;
 //! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `GET /api/v1/nodes/{name}/history` (recent state reports,
-//! `history.rs`), `POST /api/v1/nodes/{name}/ping` (a command
+//! `history.rs`), `GET /api/v1/console` (the configured Grafana and Prometheus URLs), `POST /api/v1/nodes/{name}/ping` (a command
 //! round trip), `POST /api/v1/actions` ([`crate::api_actions`]), `GET /api/v1/events`
 //! ([`crate::api_events`]) and the fragment routes ([`crate::api_fragments`]); and the web console's static files under `/console/`
 //! (unauthenticated: they hold no data; [`crate::console`]).
@@ -41,6 +41,8 @@ pub struct HttpState {
     pub alerts: Arc<std::sync::Mutex<crate::api_alerts::FiringAlerts>>,
     /// The DFS database's `FRAGMENT` table (`[dfs]`; `None`: the fragment routes answer 503).
     pub fragments: Option<crate::fragments::FragmentTable>,
+    /// Where the console links nodes to (`GET /api/v1/console`).
+    pub links: crate::wire::ConsoleLinks,
 }
 
 /// The whole server: each part's routes with its authentication.
@@ -52,6 +54,11 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
         .merge(crate::api_events::routes(http.events))
         .merge(crate::api_fragments::routes(http.actions, http.fragments))
         .merge(alerts)
+        .merge(
+            Router::new()
+                .route("/api/v1/console", get(console_links))
+                .with_state(Arc::new(http.links)),
+        )
         .route_layer(from_fn_with_state(http.auth.clone(), require_api));
     let webhook = webhook.route_layer(from_fn_with_state(http.auth.clone(), require_alerts));
     let sd = crate::sd::router(controller).route_layer(from_fn_with_state(http.auth, require_sd));
@@ -87,6 +94,13 @@ async fn whoami(
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {
     let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
     Json(registry.nodes().cloned().collect())
+}
+
+/// The console's links to Grafana and Prometheus, as configured.
+async fn console_links(
+    State(links): State<Arc<crate::wire::ConsoleLinks>>,
+) -> Json<crate::wire::ConsoleLinks> {
+    Json((*links).clone())
 }
 
 /// A node's recent state reports (`history.rs`); 404 for a node the registry does not know.

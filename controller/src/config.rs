@@ -25,6 +25,11 @@
 //! sd_token_file = "/etc/nodewarden/prometheus-sd.token"  # made by the package's postinst
 //! alerts_token_file = "/etc/nodewarden/alertmanager.token" # Alertmanager's webhook (postinst)
 //!
+//! [grafana]                     # optional: the console links each node to its dashboard
+//! url = "http://grafana.example:3000"
+//! [prometheus]                  # optional: the console links each node to its series
+//! url = "http://prometheus.example:9090"
+//!
 //! [pushgateway]
 //! url = "http://127.0.0.1:9091" # "" disables pushing
 //! interval_ms = 5000
@@ -98,6 +103,41 @@ struct Raw {
     pushgateway: RawPushgateway,
     #[serde(default)]
     dfs: RawDfs,
+    #[serde(default)]
+    grafana: RawLinkTarget,
+    #[serde(default)]
+    prometheus: RawLinkTarget,
+}
+
+/// `[grafana]` / `[prometheus]`: where the console links a node to (nothing is fetched from it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinkTarget {
+    #[serde(default)]
+    url: String,
+}
+
+impl RawLinkTarget {
+    /// `None` for an empty or absent `url`; else an `http(s)://` URL without spaces or control
+    /// characters, kept without its trailing `/`.
+    fn resolve(&self, section: &str) -> Result<Option<String>, String> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok
+            || url.len() > 2048
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            || url.contains(['"', '<', '>', '\\'])
+        {
+            return Err(format!(
+                "{section}.url: {url:?} must be an http:// or https:// URL (no spaces or quotes, \
+                 at most 2048 bytes)"
+            ));
+        }
+        Ok(Some(url.trim_end_matches('/').to_string()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +356,10 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     pub store: StoreConfig,
     pub actions: ActionsConfig,
+    /// `[grafana] url`: the console links each node to its dashboard there.
+    pub grafana_url: Option<String>,
+    /// `[prometheus] url`: the console links each node to its series there.
+    pub prometheus_url: Option<String>,
 }
 
 /// Keep-alives, when sent, must come well inside the idle timeout, or a quiet but healthy
@@ -356,6 +400,8 @@ impl ControllerConfig {
         let (http_listen, http_tls) = raw.http.resolve(base, &link.ca_dir).map_err(err)?;
         let push = raw.pushgateway.resolve().map_err(err)?;
         let dfs = raw.dfs.resolve().map_err(err)?;
+        let grafana_url = raw.grafana.resolve("grafana").map_err(err)?;
+        let prometheus_url = raw.prometheus.resolve("prometheus").map_err(err)?;
         let data_dir = match raw.data_dir {
             Some(d) => base.join(d),
             None => std::env::var_os("STATE_DIRECTORY")
@@ -386,6 +432,8 @@ impl ControllerConfig {
             data_dir,
             store,
             actions,
+            grafana_url,
+            prometheus_url,
         })
     }
 }
@@ -777,5 +825,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("dfs.url"), "{e}");
+    }
+
+    #[test]
+    fn grafana_and_prometheus_urls_are_optional_links_checked_for_their_form() {
+        let base = "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"x\"\n";
+        let c = ControllerConfig::parse(base, Path::new("/c.toml")).unwrap();
+        assert_eq!((c.grafana_url, c.prometheus_url), (None, None));
+        let c = ControllerConfig::parse(
+            &format!("{base}[grafana]\nurl = \"https://grafana.example:3000/\"\n[prometheus]\nurl = \"http://127.0.0.1:9090\"\n"),
+            Path::new("/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.grafana_url.as_deref(), Some("https://grafana.example:3000"));
+        assert_eq!(c.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
+        for (extra, want) in [
+            ("[grafana]\nurl = \"ftp://x\"\n", "grafana.url"),
+            ("[prometheus]\nurl = \"http://a b\"\n", "prometheus.url"),
+            ("[prometheus]\nurl = \"javascript:alert(1)\"\n", "prometheus.url"),
+            ("[grafana]\nurl = \"http://x\"\ntoken = \"t\"\n", "token"),
+        ] {
+            let e = ControllerConfig::parse(&format!("{base}{extra}"), Path::new("/c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The web console: one page, one script and one stylesheet (`controller/console/`, plain
-//! JavaScript, no build step), embedded in the binary and served under `/console/` by the
-//! controller's HTTP server; `/` redirects there.
+//! JavaScript, no build step), plus the vendored chart library uPlot 1.6.32 (MIT,
+//! `controller/console/uplot.*`, its licence in `uplot.LICENSE`), embedded in the binary and
+//! served under `/console/` by the controller's HTTP server; `/` redirects there.
 //!
 //! The files hold no data and are served without authentication. The page asks the operator for
 //! the API token and talks only to the authenticated `/api/v1` API with it, as a bearer token
@@ -24,7 +25,7 @@ pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The console's files: path under `/console/`, content type, content.
-pub const FILES: [(&str, &str, &str); 3] = [
+pub const FILES: [(&str, &str, &str); 5] = [
     (
         "",
         "text/html; charset=utf-8",
@@ -39,6 +40,16 @@ pub const FILES: [(&str, &str, &str); 3] = [
         "console.css",
         "text/css; charset=utf-8",
         include_str!("../console/console.css"),
+    ),
+    (
+        "uplot.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/uplot.iife.min.js"),
+    ),
+    (
+        "uplot.css",
+        "text/css; charset=utf-8",
+        include_str!("../console/uplot.min.css"),
     ),
 ];
 
@@ -64,26 +75,24 @@ impl Asset {
     }
 }
 
-static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| FILES.map(Asset::new));
+static ASSETS: LazyLock<[Asset; 5]> = LazyLock::new(|| FILES.map(Asset::new));
 
 /// The console's routes (unauthenticated).
 pub fn router() -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console", get(|| async { Redirect::to("/console/") }))
-        .route("/console/", get(|h: HeaderMap| async move { serve(0, &h) }))
         .route(
             "/console/index.html",
             get(|h: HeaderMap| async move { serve(0, &h) }),
-        )
-        .route(
-            "/console/console.js",
-            get(|h: HeaderMap| async move { serve(1, &h) }),
-        )
-        .route(
-            "/console/console.css",
-            get(|h: HeaderMap| async move { serve(2, &h) }),
-        )
+        );
+    for (index, (path, _, _)) in FILES.iter().enumerate() {
+        router = router.route(
+            &format!("/console/{path}"),
+            get(move |h: HeaderMap| async move { serve(index, &h) }),
+        );
+    }
+    router
 }
 
 /// Whether an `If-None-Match` header names `etag` (or is `*`).
@@ -156,7 +165,10 @@ mod tests {
         // Every script is a file of this origin: nothing inline for the CSP to refuse.
         for script in html.split("<script").skip(1) {
             let tag = script.split('>').next().unwrap();
-            assert!(tag.contains("src=\"console.js\""), "inline script: {tag}");
+            assert!(
+                tag.contains("src=\"console.js\"") || tag.contains("src=\"uplot.js\""),
+                "inline script: {tag}"
+            );
             assert!(
                 script[tag.len() + 1..].starts_with("</script>"),
                 "script body in {script}"

@@ -128,6 +128,10 @@ pub async fn serve(
             events: Some(store.reader()),
             alerts: Default::default(),
             fragments: fragment_table.clone(),
+            links: crate::wire::ConsoleLinks {
+                grafana_url: config.grafana_url.clone(),
+                prometheus_url: config.prometheus_url.clone(),
+            },
         };
         let listener = admin::bind(addr, config.http_tls.as_ref()).await?;
         let c = controller.clone();

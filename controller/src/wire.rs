@@ -11,6 +11,14 @@ pub use crate::registry::Node as NodeView;
 /// One point of `GET /api/v1/nodes/{name}/history` (the history's own type).
 pub use crate::history::Point as HistoryPoint;
 
+/// `GET /api/v1/console`: where the console links nodes to (`[grafana] url`, `[prometheus] url`;
+/// `null` when not configured).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ConsoleLinks {
+    pub grafana_url: Option<String>,
+    pub prometheus_url: Option<String>,
+}
+
 /// `GET /api/v1/nodes/{name}/history`: the node's recent state reports, oldest first.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct HistoryView {
