@@ -881,3 +881,114 @@ fn the_console_is_usable_at_phone_width() {
     browser.click(&format!("{ROW} input.node-check"));
     browser.wait_text("#bulk-count", |t| t == "1 node selected");
 }
+
+fn lab_with_links(_: &str) -> Lab {
+    Lab::new(
+        "[grafana]\nurl = \"http://grafana.invalid:3000/\"\n\
+         [prometheus]\nurl = \"http://prometheus.invalid:9090\"\n",
+    )
+}
+
+/// The node page: reached from the fleet table, the node's facts, devices, services and recent
+/// events, the four charts drawn from the controller's history of its reports (and growing as
+/// reports come), the links to Grafana and Prometheus from the configuration; the history API's
+/// answers (points, 404 for an unknown node, 401 without the token).
+#[test]
+fn the_node_page_shows_charts_devices_services_events_and_links() {
+    let Some((lab, webdriver, chromium)) = browser_lab(lab_with_links) else {
+        return;
+    };
+    // The API first: the history has the node's reports, at most one per interval.
+    let history = wait_for("a point in n1's history", WAIT, || {
+        let h = lab.get_json("/api/v1/nodes/n1/history");
+        (!h["points"].as_array()?.is_empty()).then_some(h)
+    });
+    assert_eq!(history["interval_ms"], 5000, "{history}");
+    assert_eq!(history["cap"], 720, "{history}");
+    let point = &history["points"][0];
+    assert!(point["memory_total_bytes"].as_u64().unwrap() > 0, "{point}");
+    assert_eq!(point["devices"][0]["device_id"], 7, "{point}");
+    let (status, body) = lab.get_as(&lab.token(), "/api/v1/nodes/nope/history").unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown node"));
+    let (status, _) = lab.get_as("wrong", "/api/v1/nodes/n1/history").unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = lab.get_as("wrong", "/api/v1/console").unwrap();
+    assert_eq!(status, 401);
+
+    let browser = Browser::start(&webdriver, &chromium);
+    browser.goto(&format!("{}/console/", lab.api()));
+    sign_in(&browser, &lab.token());
+    browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
+    browser.click(&format!("{ROW} .node-name a"));
+    assert_eq!(browser.wait_text("#node-title", |t| !t.is_empty()), "n1");
+    assert!(browser.url().ends_with("#node/n1"), "{}", browser.url());
+    assert!(browser.visible_text("#fleet-summary").is_none(), "the fleet still shows");
+
+    // Facts, devices, services, events.
+    let facts = browser.wait_text("#node-facts", |t| t.starts_with("online since"));
+    assert!(facts.contains("roles storage"), "{facts}");
+    let device = browser.wait_text("#node-devices-body tr[data-device='7']", |_| true);
+    assert!(
+        device.contains(&lab.path("fragments").display().to_string()),
+        "{device}"
+    );
+    browser.wait_text("#node-services", |t| t.contains("sleeper: stopped"));
+    browser.wait_text("#node-events-body", |t| t.contains("online"));
+
+    // The charts: drawn, and growing as the controller keeps more reports (one per 5 s).
+    let points = browser.wait_text("#node-points", |t| t.contains("report(s) since"));
+    assert!(points.contains("one every 5 s at most, the last 720 kept"), "{points}");
+    let counts = |browser: &Browser| {
+        browser.js(
+            "return ['load', 'memory', 'disk', 'storage'].map((c) => {
+               const e = document.getElementById('chart-' + c);
+               return e.querySelector('canvas') ? Number(e.dataset.points) : -1;
+             });",
+            vec![],
+        )
+    };
+    let first = wait_for("four charts drawn", WAIT, || {
+        let c: Vec<i64> = serde_json::from_value(counts(&browser)).ok()?;
+        c.iter().all(|n| *n >= 1).then_some(c)
+    });
+    wait_for("the charts growing", WAIT, || {
+        let c: Vec<i64> = serde_json::from_value(counts(&browser)).ok()?;
+        c.iter().all(|n| *n > first[0]).then_some(())
+    });
+    assert_eq!(
+        browser.js(
+            "return document.querySelector('#chart-storage .u-legend').textContent.includes('device 7');",
+            vec![]
+        ),
+        json!(true)
+    );
+    browser.screenshot("node-page");
+
+    // Links from the configuration, to this node.
+    let grafana = browser.js(
+        "return document.querySelector('#node-links a.link-grafana').href;",
+        vec![],
+    );
+    let grafana = grafana.as_str().unwrap();
+    assert!(
+        grafana.starts_with(
+            "http://grafana.invalid:3000/d/nodewarden/nodewarden?var-instance=127.0.0.1%3A"
+        ),
+        "{grafana}"
+    );
+    let prometheus = browser.js(
+        "return document.querySelector('#node-links a.link-prometheus').href;",
+        vec![],
+    );
+    let prometheus = prometheus.as_str().unwrap();
+    assert!(
+        prometheus.starts_with("http://prometheus.invalid:9090/graph?g0.expr=%7Bnode%3D%22n1%22%7D"),
+        "{prometheus}"
+    );
+
+    // Back to the fleet.
+    browser.click("#node-back");
+    browser.wait_text("#fleet-summary", |t| !t.is_empty());
+    browser.wait_hidden("#node-title");
+}
