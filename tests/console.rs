@@ -704,7 +704,8 @@ fn wait_order(browser: &Browser, want: &[&str]) {
     }
 }
 
-/// The fleet table with a node's health figures from its state reports; sorting by column
+/// The problems view (offline nodes, a firing alert from the webhook, shown as text); the fleet
+/// table with a node's health figures from its state reports; sorting by column
 /// (missing figures last either way), the role, state and text filters, grouping by role; and
 /// two nodes selected (one through its role group) acted on with one confirmation, each node's
 /// own result on the page, the service really started, the operation in the audit log.
@@ -743,6 +744,45 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
     assert_eq!(browser.visible_text(&format!("{cold} .node-load")).unwrap(), "—");
     assert_eq!(browser.visible_text(&format!("{cold} .node-memory")).unwrap(), "—");
     browser.screenshot("fleet-table");
+
+    // Problems: the two offline nodes, and an alert Alertmanager sends, linked to its node.
+    for cold in ["aa-cold", "zz-cold"] {
+        let text = browser.wait_text(
+            &format!("#problems-list li[data-kind='offline'][data-node='{cold}']"),
+            |_| true,
+        );
+        assert!(text.starts_with(&format!("{cold}: offline since")), "{text}");
+    }
+    assert!(
+        browser
+            .visible_text("#problems-list li[data-node='n1']")
+            .is_none(),
+        "n1 listed as a problem"
+    );
+    let alert = r#"{"version":"4","receiver":"nodewarden","status":"firing","alerts":[
+        {"status":"firing","labels":{"alertname":"NodewardenDeviceFull","severity":"critical","node":"n1"},
+         "annotations":{"summary":"device 7 <b>nearly</b> full"},"startsAt":"2026-12-05T10:00:00Z",
+         "fingerprint":"full7"}]}"#;
+    let status = lab
+        .http_agent()
+        .post(format!("{}/api/v1/alerts/webhook", lab.api()))
+        .header("Content-Type", "application/json")
+        .header("Authorization", &format!("Bearer {}", lab.token()))
+        .send(alert)
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(status, 200);
+    let text = browser.wait_text(
+        "#problems-list li[data-kind='alert'][data-node='n1']",
+        |_| true,
+    );
+    assert_eq!(
+        text,
+        "n1: alert NodewardenDeviceFull (critical): device 7 <b>nearly</b> full, since 2026-12-05T10:00:00Z"
+    );
+    let summary = browser.wait_text("#problems-summary", |t| t.contains("1 firing"));
+    assert!(summary.starts_with("2 offline"), "{summary}");
+    browser.screenshot("problems");
 
     // Sorting: by name (the default), reversed, by load (unknown last either way), by state.
     wait_order(&browser, &["aa-cold", "n1", "zz-cold"]);

@@ -158,6 +158,10 @@
     running.clear();
     selected.clear();
     latest.clear();
+    alerts = [];
+    $('problems-list').replaceChildren();
+    $('problems-summary').textContent = '';
+    $('problems-status').textContent = '';
     clearNodeView();
     links = null;
     $('filter-text').value = '';
@@ -191,7 +195,8 @@
 
   async function refreshLoop(gen) {
     clearTimeout(timer);
-    await Promise.all([refreshFleet(gen), refreshAudit(gen), currentNode() !== null ? refreshNode(gen) : null]);
+    await Promise.all([refreshFleet(gen), refreshAudit(gen), refreshAlerts(gen),
+      currentNode() !== null ? refreshNode(gen) : null]);
     // One timer at a time, however many refreshes overlapped.
     clearTimeout(timer);
     if (gen === generation) timer = setTimeout(() => refreshLoop(gen), REFRESH_MS);
@@ -265,6 +270,7 @@
     $('fleet-empty').hidden = seen.size > 0;
     updateNodeFilter([...seen]);
     arrangeFleet();
+    renderProblems();
   }
 
   // Whether a row passes the filters (role, state, free text).
@@ -833,6 +839,81 @@
         refreshAudit(gen);
       }
     }
+  }
+
+  // ---------- problems ----------
+
+  // Devices with less free space than this share are "nearly full".
+  const LOW_FREE_PERCENT = 10;
+  // The alerts Alertmanager says are firing (GET /api/v1/alerts), as last fetched.
+  let alerts = [];
+
+  async function refreshAlerts(gen) {
+    try {
+      const response = await api('alerts');
+      if (gen !== generation) return;
+      if (!response.ok) throw new Error(await errorText(response));
+      const list = await response.json();
+      if (gen !== generation) return;
+      alerts = Array.isArray(list) ? list : [];
+      $('problems-status').textContent = '';
+      renderProblems();
+    } catch (err) {
+      if (gen !== generation) return;
+      if (err instanceof Unauthorized) { tokenRefused(); return; }
+      $('problems-status').textContent = `Alerts not refreshed: ${err.message}`;
+    }
+  }
+
+  function nodeLink(name) {
+    const a = el('a', name, 'problem-node');
+    a.href = `#node/${encodeURIComponent(name)}`;
+    return a;
+  }
+
+  // One list: offline nodes, nearly full or unmeasurable devices, ownership conflicts, then the
+  // firing alerts (critical first); each node named links to its page.
+  function renderProblems() {
+    const items = [];
+    const add = (kind, node, text, title) => {
+      const li = el('li', null, `problem ${kind}`);
+      li.dataset.kind = kind;
+      if (node) { li.dataset.node = node; li.append(nodeLink(node), document.createTextNode(': ')); }
+      li.append(el('span', text, 'problem-text'));
+      if (title) li.title = title;
+      items.push(li);
+    };
+    for (const name of [...latest.keys()].sort()) {
+      const node = latest.get(name);
+      if (!node.online) add('offline', name, `offline since ${node.since ? ago(node.since) : 'ever'}`, node.since ? clock(node.since) : '');
+      for (const d of node.devices || []) {
+        if (d.error) { add('device-error', name, `device ${d.device_id} cannot be measured: ${d.error}`, d.fragment_dir); continue; }
+        const p = percent(d.free_bytes, d.total_bytes);
+        if (p !== null && p < LOW_FREE_PERCENT) {
+          add('device-full', name, `device ${d.device_id} nearly full: ${p.toFixed(1)} % free (${bytes(d.free_bytes)} of ${bytes(d.total_bytes)})`, d.fragment_dir);
+        }
+      }
+      for (const c of node.device_conflicts || []) {
+        add('conflict', name, `reports device ${c.device_id}, which belongs to ${c.owner} (refused until an operator runs nodewarden-controller device assign)`);
+      }
+    }
+    const rank = { critical: 0, warning: 1, info: 2 };
+    const sorted = [...alerts].sort((a, b) => ((rank[a.severity] ?? 3) - (rank[b.severity] ?? 3)) ||
+      String(a.alertname).localeCompare(String(b.alertname)));
+    for (const a of sorted) {
+      const known = latest.has(a.node);
+      const text = `alert ${a.alertname} (${a.severity || 'no severity'})${a.summary ? ': ' + a.summary : ''}` +
+        (a.starts_at ? `, since ${a.starts_at}` : '');
+      if (known) add('alert', a.node, text, a.description);
+      else add('alert', null, `${a.node}: ${text}`, a.description);
+      items[items.length - 1].classList.add(`severity-${String(a.severity).replace(/[^a-z]/g, '')}`);
+    }
+    $('problems-list').replaceChildren(...items);
+    const count = (k) => items.filter((i) => i.dataset.kind === k).length;
+    $('problems-summary').textContent = items.length
+      ? `${count('offline')} offline · ${count('device-full') + count('device-error')} device(s) nearly full or unmeasured · ` +
+        `${count('conflict')} conflict(s) · ${count('alert')} firing alert(s)`
+      : 'No problem: every node online, every device over 10 % free, no conflict, no firing alert.';
   }
 
   // ---------- node page ----------
