@@ -738,6 +738,8 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
             .wait_text(&format!("{ROW} .node-since"), |t| t.starts_with("since "))
             .ends_with(" ago")
     );
+    // The fleet comes over the live stream (server-sent events).
+    browser.wait_text("#live", |t| t == "live updates");
     // The declared nodes never reported: their figures are unknown, not zero.
     let cold = "#fleet-body tr[data-node='aa-cold']";
     assert_eq!(browser.wait_text(&format!("{cold} .node-state"), |_| true), "offline");
@@ -954,6 +956,8 @@ fn the_node_page_shows_charts_devices_services_events_and_links() {
     let (status, _) = lab.get_as("wrong", "/api/v1/nodes/n1/history").unwrap();
     assert_eq!(status, 401);
     let (status, _) = lab.get_as("wrong", "/api/v1/console").unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = lab.get_as("wrong", "/api/v1/stream").unwrap();
     assert_eq!(status, 401);
 
     let browser = Browser::start(&webdriver, &chromium);

@@ -158,6 +158,10 @@
     running.clear();
     selected.clear();
     latest.clear();
+    if (streamAbort) streamAbort.abort();
+    streamAbort = null;
+    streaming = false;
+    $('live').textContent = '';
     alerts = [];
     $('problems-list').replaceChildren();
     $('problems-summary').textContent = '';
@@ -195,7 +199,9 @@
 
   async function refreshLoop(gen) {
     clearTimeout(timer);
-    await Promise.all([refreshFleet(gen), refreshAudit(gen), refreshAlerts(gen),
+    // The fleet comes from the live stream while it is open; polled otherwise.
+    if (gen === generation && !streamAbort) openStream(gen);
+    await Promise.all([streaming ? null : refreshFleet(gen), refreshAudit(gen), refreshAlerts(gen),
       currentNode() !== null ? refreshNode(gen) : null]);
     // One timer at a time, however many refreshes overlapped.
     clearTimeout(timer);
@@ -839,6 +845,74 @@
         refreshAudit(gen);
       }
     }
+  }
+
+  // ---------- live updates ----------
+
+  // The open stream's abort handle (null: none open), and whether it has answered.
+  let streamAbort = null;
+  let streaming = false;
+  const STREAM_RETRY_MS = 5000;
+
+  // Calls onEvent(name, data) for each server-sent event of the body as it arrives
+  // (comment lines, the keep-alives, are skipped).
+  async function readEvents(response, onEvent) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffered += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+      let end;
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const block = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        let name = 'message';
+        const data = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith(':')) continue;
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'event') name = text;
+          else if (field === 'data') data.push(text);
+        }
+        if (data.length) onEvent(name, data.join('\n'));
+      }
+    }
+  }
+
+  // GET /api/v1/stream with the token (fetch, since EventSource cannot send a header): each
+  // `nodes` event redraws the fleet, the problems and the node page's facts. When it fails or
+  // ends, the fleet is polled again and the stream reopened after a pause.
+  async function openStream(gen) {
+    const abort = new AbortController();
+    streamAbort = abort;
+    try {
+      const response = await api('stream', { signal: abort.signal });
+      if (gen !== generation) return;
+      if (!response.ok) throw new Error(await errorText(response));
+      streaming = true;
+      $('live').textContent = 'live updates';
+      $('live').className = 'live on';
+      await readEvents(response, (name, data) => {
+        if (gen !== generation || name !== 'nodes') return;
+        renderFleet(JSON.parse(data));
+        $('fleet-status').textContent = '';
+        const node = currentNode();
+        if (node !== null) renderNodeFacts(node);
+      });
+    } catch (err) {
+      if (gen !== generation) return;
+      if (err instanceof Unauthorized) { tokenRefused(); return; }
+    } finally {
+      if (streamAbort === abort) { streamAbort = null; streaming = false; }
+    }
+    if (gen !== generation) return;
+    $('live').textContent = 'polling every 3 s (live stream reconnecting)';
+    $('live').className = 'live off';
+    setTimeout(() => { if (gen === generation && !streamAbort) openStream(gen); }, STREAM_RETRY_MS);
   }
 
   // ---------- problems ----------

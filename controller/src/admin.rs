@@ -2,7 +2,8 @@
 //! (unauthenticated, like any exporter; `metrics.rs`), Prometheus service discovery
 //! `GET /api/v1/sd/agents` (SD or API token; `sd.rs`), the `/api/v1` API (API token;
 //! `http_auth.rs`): `GET /api/v1/nodes` (JSON list), `GET /api/v1/nodes/{name}/history` (recent state reports,
-//! `history.rs`), `GET /api/v1/console` (the configured Grafana and Prometheus URLs), `POST /api/v1/nodes/{name}/ping` (a command
+//! `history.rs`), `GET /api/v1/console` (the configured Grafana and Prometheus URLs), `GET /api/v1/stream`
+//! ([`crate::api_stream`]), `POST /api/v1/nodes/{name}/ping` (a command
 //! round trip), `POST /api/v1/actions` ([`crate::api_actions`]), `GET /api/v1/events`
 //! ([`crate::api_events`]) and the fragment routes ([`crate::api_fragments`]); and the web console's static files under `/console/`
 //! (unauthenticated: they hold no data; [`crate::console`]).
@@ -54,6 +55,7 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
         .merge(crate::api_events::routes(http.events))
         .merge(crate::api_fragments::routes(http.actions, http.fragments))
         .merge(alerts)
+        .merge(crate::api_stream::routes(controller.clone()))
         .merge(
             Router::new()
                 .route("/api/v1/console", get(console_links))

@@ -189,6 +189,11 @@ impl Controller {
         wait_until(changes, || self.is_online(node), limit).await
     }
 
+    /// A receiver that sees every online/offline transition from now on (the live stream).
+    pub fn watch_transitions(&self) -> watch::Receiver<u64> {
+        self.transitions.subscribe()
+    }
+
     /// Wakes every waiter: a node went online or offline.
     pub fn transition(&self) {
         self.transitions.send_modify(|g| *g = g.wrapping_add(1));
