@@ -157,6 +157,7 @@
     results.clear();
     running.clear();
     selected.clear();
+    groupRows.clear();
     latest.clear();
     if (streamAbort) streamAbort.abort();
     streamAbort = null;
@@ -230,6 +231,8 @@
   // action (kept across refreshes; a node that leaves the fleet leaves the selection).
   const view = { sort: 'name', dir: 1 };
   const selected = new Set();
+  // Group heading rows by role, kept so that their checkboxes survive refreshes.
+  const groupRows = new Map();
 
   function percent(used, total) {
     const t = Number(total) || 0;
@@ -314,22 +317,30 @@
       }
       for (const k of [...groups.keys()].sort()) {
         const members = groups.get(k);
-        const tr = el('tr', null, 'group');
-        tr.dataset.group = k;
-        const th = el('th', null);
-        th.colSpan = 13;
-        const box = document.createElement('input');
-        box.type = 'checkbox';
-        box.className = 'select-group';
-        box.title = `Select every ${k} node shown`;
-        box.checked = members.every((r) => selected.has(r.nodeName));
-        box.addEventListener('change', () => {
-          for (const r of members) setSelected(r.nodeName, box.checked);
-          arrangeFleet();
-        });
-        th.append(box, el('span', ` ${k} (${members.length})`, 'group-name'));
-        tr.appendChild(th);
-        out.push(tr);
+        let group = groupRows.get(k);
+        if (!group) {
+          const tr = el('tr', null, 'group');
+          tr.dataset.group = k;
+          const th = el('th', null);
+          th.colSpan = 13;
+          const box = document.createElement('input');
+          box.type = 'checkbox';
+          box.className = 'select-group';
+          box.title = `Select every ${k} node shown`;
+          group = { tr, box, label: el('span', null, 'group-name'), members: [] };
+          const g = group;
+          box.addEventListener('change', () => {
+            for (const r of g.members) setSelected(r.nodeName, box.checked);
+            arrangeFleet();
+          });
+          th.append(box, group.label);
+          tr.appendChild(th);
+          groupRows.set(k, group);
+        }
+        group.members = members;
+        group.label.textContent = ` ${k} (${members.length})`;
+        group.box.checked = members.every((r) => selected.has(r.nodeName));
+        out.push(group.tr);
         // A node with two roles is listed under each; its row element can sit in one place
         // only, so the second listing is a copy without controls.
         for (const row of members) {
