@@ -96,10 +96,7 @@ impl History {
     /// Keeps `point` for `node` unless the node's last point is less than the interval older
     /// (or newer: a clock step back restarts the series from this point). Whether it was kept.
     pub fn record(&mut self, node: &str, point: Point) -> bool {
-        let series = match self.nodes.get_mut(node) {
-            Some(s) => s,
-            None => self.nodes.entry(node.to_string()).or_default(),
-        };
+        let series = self.nodes.entry(node.to_string()).or_default();
         if let Some(last) = series.back() {
             if point.at_ms < last.at_ms {
                 series.clear();
