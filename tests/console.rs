@@ -596,16 +596,25 @@ fn fragments_are_deleted_from_the_console() {
     for (text, problem) in [
         ("101 7\n102", "line 2: expected"),
         ("abc 1", "line 1: fragment id \"abc\" is not"),
-        ("1010 7\n../sentinel 7\n", "line 2: fragment id \"../sentinel\" is not"),
+        (
+            "1010 7\n../sentinel 7\n",
+            "line 2: fragment id \"../sentinel\" is not",
+        ),
         ("07 7", "line 1: fragment id \"07\" has a leading zero"),
         ("1 4294967296", "line 1: device id 4294967296 is too large"),
-        ("18446744073709551616 7", "line 1: fragment id 18446744073709551616 is too large"),
+        (
+            "18446744073709551616 7",
+            "line 1: fragment id 18446744073709551616 is too large",
+        ),
     ] {
         browser.type_into("#fragments-pairs", text);
         let check = browser.wait_text("#fragments-check", |t| t.contains(problem));
         assert!(check.contains(problem), "{text:?}: {check}");
         assert_eq!(
-            browser.js("return document.getElementById('fragments-submit').disabled;", vec![]),
+            browser.js(
+                "return document.getElementById('fragments-submit').disabled;",
+                vec![]
+            ),
             json!(true),
             "{text:?} is offered for deletion"
         );
@@ -722,9 +731,15 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
     // Health from the state reports: load1, memory and root disk use, storage free per device.
     let load = browser.wait_text(&format!("{ROW} .node-load"), |t| t != "—");
     let value: f64 = load.parse().unwrap_or_else(|_| panic!("load {load:?}"));
-    assert!(value >= 0.0 && load.split('.').nth(1).is_some_and(|d| d.len() == 2), "{load}");
+    assert!(
+        value >= 0.0 && load.split('.').nth(1).is_some_and(|d| d.len() == 2),
+        "{load}"
+    );
     let health = lab.node().unwrap()["last_report"]["health"].clone();
-    assert!(health["memory_total_bytes"].as_u64().unwrap() > 0, "{health}");
+    assert!(
+        health["memory_total_bytes"].as_u64().unwrap() > 0,
+        "{health}"
+    );
     for cell in ["node-memory", "node-disk"] {
         let text = browser.wait_text(&format!("{ROW} .{cell}"), |t| t.contains(" % ("));
         let pct: f64 = text.split(' ').next().unwrap().parse().unwrap();
@@ -732,7 +747,10 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
         assert!(text.contains(" of "), "{cell}: {text}");
     }
     let storage = browser.wait_text(&format!("{ROW} .node-storage"), |t| t.contains('%'));
-    assert!(storage.starts_with("device 7: ") && storage.contains(" free of "), "{storage}");
+    assert!(
+        storage.starts_with("device 7: ") && storage.contains(" free of "),
+        "{storage}"
+    );
     assert!(
         browser
             .wait_text(&format!("{ROW} .node-since"), |t| t.starts_with("since "))
@@ -742,9 +760,20 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
     browser.wait_text("#live", |t| t == "live updates");
     // The declared nodes never reported: their figures are unknown, not zero.
     let cold = "#fleet-body tr[data-node='aa-cold']";
-    assert_eq!(browser.wait_text(&format!("{cold} .node-state"), |_| true), "offline");
-    assert_eq!(browser.visible_text(&format!("{cold} .node-load")).unwrap(), "—");
-    assert_eq!(browser.visible_text(&format!("{cold} .node-memory")).unwrap(), "—");
+    assert_eq!(
+        browser.wait_text(&format!("{cold} .node-state"), |_| true),
+        "offline"
+    );
+    assert_eq!(
+        browser.visible_text(&format!("{cold} .node-load")).unwrap(),
+        "—"
+    );
+    assert_eq!(
+        browser
+            .visible_text(&format!("{cold} .node-memory"))
+            .unwrap(),
+        "—"
+    );
     browser.screenshot("fleet-table");
 
     // Problems: the two offline nodes, and an alert Alertmanager sends, linked to its node.
@@ -753,7 +782,10 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
             &format!("#problems-list li[data-kind='offline'][data-node='{cold}']"),
             |_| true,
         );
-        assert!(text.starts_with(&format!("{cold}: offline since")), "{text}");
+        assert!(
+            text.starts_with(&format!("{cold}: offline since")),
+            "{text}"
+        );
     }
     assert!(
         browser
@@ -833,7 +865,10 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
 
     // Grouped by role: a heading per role, the nodes under it.
     set_control(&browser, "group-role", "on");
-    wait_order(&browser, &["#no role", "aa-cold", "zz-cold", "#storage", "n1"]);
+    wait_order(
+        &browser,
+        &["#no role", "aa-cold", "zz-cold", "#storage", "n1"],
+    );
     browser.screenshot("fleet-grouped");
 
     // Select the "no role" group, then n1, then drop zz-cold: one confirmation for two nodes.
@@ -950,7 +985,9 @@ fn the_node_page_shows_charts_devices_services_events_and_links() {
     let point = &history["points"][0];
     assert!(point["memory_total_bytes"].as_u64().unwrap() > 0, "{point}");
     assert_eq!(point["devices"][0]["device_id"], 7, "{point}");
-    let (status, body) = lab.get_as(&lab.token(), "/api/v1/nodes/nope/history").unwrap();
+    let (status, body) = lab
+        .get_as(&lab.token(), "/api/v1/nodes/nope/history")
+        .unwrap();
     assert_eq!(status, 404, "{body}");
     assert!(body["error"].as_str().unwrap().contains("unknown node"));
     let (status, _) = lab.get_as("wrong", "/api/v1/nodes/n1/history").unwrap();
@@ -967,7 +1004,10 @@ fn the_node_page_shows_charts_devices_services_events_and_links() {
     browser.click(&format!("{ROW} .node-name a"));
     assert_eq!(browser.wait_text("#node-title", |t| !t.is_empty()), "n1");
     assert!(browser.url().ends_with("#node/n1"), "{}", browser.url());
-    assert!(browser.visible_text("#fleet-summary").is_none(), "the fleet still shows");
+    assert!(
+        browser.visible_text("#fleet-summary").is_none(),
+        "the fleet still shows"
+    );
 
     // Facts, devices, services, events.
     let facts = browser.wait_text("#node-facts", |t| t.starts_with("online since"));
@@ -982,7 +1022,10 @@ fn the_node_page_shows_charts_devices_services_events_and_links() {
 
     // The charts: drawn, and growing as the controller keeps more reports (one per 5 s).
     let points = browser.wait_text("#node-points", |t| t.contains("report(s) since"));
-    assert!(points.contains("one every 5 s at most, the last 720 kept"), "{points}");
+    assert!(
+        points.contains("one every 5 s at most, the last 720 kept"),
+        "{points}"
+    );
     let counts = |browser: &Browser| {
         browser.js(
             "return ['load', 'memory', 'disk', 'storage'].map((c) => {
@@ -1027,7 +1070,8 @@ fn the_node_page_shows_charts_devices_services_events_and_links() {
     );
     let prometheus = prometheus.as_str().unwrap();
     assert!(
-        prometheus.starts_with("http://prometheus.invalid:9090/graph?g0.expr=%7Bnode%3D%22n1%22%7D"),
+        prometheus
+            .starts_with("http://prometheus.invalid:9090/graph?g0.expr=%7Bnode%3D%22n1%22%7D"),
         "{prometheus}"
     );
 

@@ -202,7 +202,9 @@ fn select(
         }
         Selector::Nodes(list) => {
             if list.is_empty() {
-                return Err(bad("selector {\"nodes\": []} selects nothing; name at least one node"));
+                return Err(bad(
+                    "selector {\"nodes\": []} selects nothing; name at least one node",
+                ));
             }
             if list.len() > crate::wire::MAX_SELECTED_NODES {
                 return Err(bad(format!(

@@ -148,7 +148,10 @@ mod tests {
         let (first, head) = open(addr, "\n\n").await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(head.contains("content-type: text/event-stream"), "{head}");
-        assert!(head.contains("event: nodes\ndata: [{\"name\":\"n1\""), "{head}");
+        assert!(
+            head.contains("event: nodes\ndata: [{\"name\":\"n1\""),
+            "{head}"
+        );
         let mut open_streams = vec![first];
         for _ in 1..MAX_STREAMS {
             open_streams.push(open(addr, "event: nodes").await.0);
@@ -156,7 +159,10 @@ mod tests {
         // One beyond the cap is refused, not queued.
         let (_, refused) = open(addr, "}").await;
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-        assert!(refused.contains("live streams are open already"), "{refused}");
+        assert!(
+            refused.contains("live streams are open already"),
+            "{refused}"
+        );
         // A closed stream gives its slot back.
         drop(open_streams.pop());
         let reopened = tokio::time::timeout(Duration::from_secs(10), async {

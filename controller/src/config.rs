@@ -837,12 +837,18 @@ mod tests {
             Path::new("/c.toml"),
         )
         .unwrap();
-        assert_eq!(c.grafana_url.as_deref(), Some("https://grafana.example:3000"));
+        assert_eq!(
+            c.grafana_url.as_deref(),
+            Some("https://grafana.example:3000")
+        );
         assert_eq!(c.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
         for (extra, want) in [
             ("[grafana]\nurl = \"ftp://x\"\n", "grafana.url"),
             ("[prometheus]\nurl = \"http://a b\"\n", "prometheus.url"),
-            ("[prometheus]\nurl = \"javascript:alert(1)\"\n", "prometheus.url"),
+            (
+                "[prometheus]\nurl = \"javascript:alert(1)\"\n",
+                "prometheus.url",
+            ),
             ("[grafana]\nurl = \"http://x\"\ntoken = \"t\"\n", "token"),
         ] {
             let e = ControllerConfig::parse(&format!("{base}{extra}"), Path::new("/c.toml"))

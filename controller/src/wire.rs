@@ -6,10 +6,10 @@ use nodewarden_shared::protocol::Role;
 use serde::{Deserialize, Serialize};
 
 pub use crate::actions::NodeActionResult;
-/// A node as `GET /api/v1/nodes` describes it (the registry's own type).
-pub use crate::registry::Node as NodeView;
 /// One point of `GET /api/v1/nodes/{name}/history` (the history's own type).
 pub use crate::history::Point as HistoryPoint;
+/// A node as `GET /api/v1/nodes` describes it (the registry's own type).
+pub use crate::registry::Node as NodeView;
 
 /// `GET /api/v1/console`: where the console links nodes to (`[grafana] url`, `[prometheus] url`;
 /// `null` when not configured).
