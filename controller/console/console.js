@@ -1054,6 +1054,7 @@
       width: Math.max(260, Math.min(target.clientWidth || 600, 900)),
       height: 170,
       scales: { x: { time: true } },
+      axes: [{}, { size: 60 }],
       series: [{}].concat(labels.map((label, i) => ({
         label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: true, size: 4 },
       }))),
