@@ -68,6 +68,10 @@ pub fn router(controller: Arc<Controller>, actions: Arc<ActionsApi>) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/nodes/{name}/ping", post(ping))
+        .route(
+            "/api/v1/controller/drain",
+            get(drain_state).post(drain).delete(resume),
+        )
         .with_state(controller.clone())
         .merge(crate::api_devices::routes(controller, actions.clone()))
         .merge(api_actions::routes(actions))
@@ -80,6 +84,34 @@ async fn whoami(
 ) -> Json<serde_json::Value> {
     let operator = caller.and_then(|c| c.0.operator).map(|o| o.to_string());
     Json(serde_json::json!({ "operator": operator }))
+}
+
+/// `POST /api/v1/controller/drain`: this controller closes its links and turns agents away, so
+/// each links to another controller of its list (docs/scale-out.md). The caller is named in
+/// the log and in each node's offline event.
+async fn drain(
+    State(c): State<Arc<Controller>>,
+    caller: Option<axum::Extension<crate::http_auth::Caller>>,
+) -> Json<serde_json::Value> {
+    let actor = caller
+        .and_then(|c| c.0.operator)
+        .map_or_else(|| "an API token".to_string(), |o| o.to_string());
+    let closed = c.drain(&actor);
+    tracing::warn!(%actor, links = closed, "draining: agents move to other controllers");
+    Json(serde_json::json!({ "draining": true, "links_closed": closed }))
+}
+
+/// `DELETE /api/v1/controller/drain`: agents may link to this controller again.
+async fn resume(State(c): State<Arc<Controller>>) -> Json<serde_json::Value> {
+    let was = c.resume();
+    if was {
+        tracing::warn!("drain ended: agents may link again");
+    }
+    Json(serde_json::json!({ "draining": false, "was_draining": was }))
+}
+
+async fn drain_state(State(c): State<Arc<Controller>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "draining": c.draining().is_some() }))
 }
 
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {
