@@ -197,9 +197,28 @@ fn an_agent_moves_to_another_controller_when_one_drains_or_dies() {
     );
 
     // Resume a, kill b: the agent is back on a within 10 s.
+    // Through the CLI, as an operator would.
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin_path("nodewarden-controller"))
+            .args(args)
+            .arg("--api")
+            .arg(format!("http://127.0.0.1:{}", a.http))
+            .arg("--token-file")
+            .arg(a.dir.join("data/api.token"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(cli(&["drain", "--status"]), "draining\n");
+    assert!(cli(&["drain", "--resume"]).starts_with("not draining"));
     assert_eq!(
-        a.request("DELETE", "/api/v1/controller/drain").unwrap()["was_draining"],
-        true
+        a.get("/api/v1/controller/drain").unwrap()["draining"],
+        false
     );
     drop(b.child.take());
     let killed = Instant::now();

@@ -27,6 +27,7 @@ use crate::api_actions::{self, ActionsApi};
 use crate::config::HttpTls;
 use crate::registry::Node;
 use crate::state::Controller;
+use crate::wire::DrainState;
 
 /// Everything the server needs beyond the controller.
 #[derive(Clone)]
@@ -92,26 +93,31 @@ async fn whoami(
 async fn drain(
     State(c): State<Arc<Controller>>,
     caller: Option<axum::Extension<crate::http_auth::Caller>>,
-) -> Json<serde_json::Value> {
+) -> Json<DrainState> {
     let actor = caller
         .and_then(|c| c.0.operator)
         .map_or_else(|| "an API token".to_string(), |o| o.to_string());
     let closed = c.drain(&actor);
     tracing::warn!(%actor, links = closed, "draining: agents move to other controllers");
-    Json(serde_json::json!({ "draining": true, "links_closed": closed }))
+    Json(DrainState {
+        draining: true,
+        links_closed: Some(closed),
+    })
 }
 
 /// `DELETE /api/v1/controller/drain`: agents may link to this controller again.
-async fn resume(State(c): State<Arc<Controller>>) -> Json<serde_json::Value> {
-    let was = c.resume();
-    if was {
+async fn resume(State(c): State<Arc<Controller>>) -> Json<DrainState> {
+    if c.resume() {
         tracing::warn!("drain ended: agents may link again");
     }
-    Json(serde_json::json!({ "draining": false, "was_draining": was }))
+    drain_state(State(c)).await
 }
 
-async fn drain_state(State(c): State<Arc<Controller>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "draining": c.draining().is_some() }))
+async fn drain_state(State(c): State<Arc<Controller>>) -> Json<DrainState> {
+    Json(DrainState {
+        draining: c.draining().is_some(),
+        links_closed: None,
+    })
 }
 
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {
