@@ -3,8 +3,8 @@
 //! `DeviceInventory` current with `fragments::scan` every scan period and
 //! `fragments::scrub_paced` every scrub period, at idle I/O priority under an `IoBudget`, paused
 //! while the node is busy (load per core or the folder's disk utilisation above a threshold).
-//! Each new inventory is encoded once and published in [`Inventories`], which the controller
-//! link sends on (`link/mod.rs`). A scrub pass keeps its cursor in a file per device under
+//! Each new inventory is published in [`Inventories`] (one copy, shared with the task), which the
+//! controller link encodes when it sends it (`link/mod.rs`). A scrub pass keeps its cursor in a file per device under
 //! `state_dir` (`crate::scrub_cursor`), so an agent restarted mid-scrub resumes after it, and
 //! its progress is on the agent's `/metrics` ([`ScrubMetrics`]).
 //!
@@ -266,13 +266,14 @@ fn resolve_knobs(key: &str, k: &Knobs, base: Option<&Resolved>) -> Result<Resolv
     Ok(r)
 }
 
-/// One device's latest inventory, encoded once for every connection that sends it.
+/// One device's latest inventory. The only copy the agent keeps: the task scrubs from it and
+/// a connection encodes it (`DeviceInventory::encode()`) when it sends it, so the resident cost
+/// is one decoded inventory, not that plus its wire form (docs/perf.md).
 #[derive(Debug, Clone)]
 pub struct Published {
     /// Increases with each inventory of this device in this agent's life.
     pub generation: u64,
-    /// `DeviceInventory::encode()`.
-    pub encoded: Arc<Vec<u8>>,
+    pub inventory: Arc<DeviceInventory>,
     pub present: u64,
     pub corrupt: u64,
 }
@@ -379,30 +380,49 @@ impl Inventories {
         update(scrub.entry(device).or_default());
     }
 
-    /// Encodes and publishes `inv`.
-    pub fn publish(&self, inv: &DeviceInventory) {
+    /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from.
+    pub fn publish(&self, inv: DeviceInventory) -> Arc<DeviceInventory> {
         self.update_scrub(inv.device_id, |s| s.corrupt = inv.corrupt.len());
-        let encoded = match inv.encode() {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                tracing::error!(device = inv.device_id, error = %e, "fragment inventory not encoded");
-                return;
-            }
-        };
+        let inventory = Arc::new(inv);
         {
             let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-            let generation = devices.get(&inv.device_id).map_or(1, |p| p.generation + 1);
+            let generation = devices
+                .get(&inventory.device_id)
+                .map_or(1, |p| p.generation + 1);
             devices.insert(
-                inv.device_id,
+                inventory.device_id,
                 Published {
                     generation,
-                    encoded,
-                    present: inv.present.len(),
-                    corrupt: inv.corrupt.len(),
+                    present: inventory.present.len(),
+                    corrupt: inventory.corrupt.len(),
+                    inventory: inventory.clone(),
                 },
             );
         }
         self.changed.send_modify(|n| *n += 1);
+        inventory
+    }
+
+    /// Publishes a scrub's verdict on `device`'s inventory: `corrupt` ∩ present, set in place
+    /// (the caller dropped its handle first; a copy is made only while a connection is encoding
+    /// the inventory). Returns the handle, or `None` when the device has no inventory.
+    fn publish_corrupt(
+        &self,
+        device: u32,
+        corrupt: &roaring::RoaringBitmap,
+    ) -> Option<Arc<DeviceInventory>> {
+        let inventory = {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            let p = devices.get_mut(&device)?;
+            let inv = Arc::make_mut(&mut p.inventory);
+            inv.corrupt = corrupt & &inv.present;
+            p.generation += 1;
+            p.corrupt = inv.corrupt.len();
+            p.inventory.clone()
+        };
+        self.update_scrub(device, |s| s.corrupt = inventory.corrupt.len());
+        self.changed.send_modify(|n| *n += 1);
+        Some(inventory)
     }
 }
 
@@ -556,7 +576,8 @@ struct DeviceState {
     busy: Busy,
     next_scan: Instant,
     next_scrub: Instant,
-    inventory: Option<DeviceInventory>,
+    /// The published inventory (shared with [`Inventories`], not a copy).
+    inventory: Option<Arc<DeviceInventory>>,
     /// The last scrub's verdict, carried into later scans (∩ present).
     corrupt: roaring::RoaringBitmap,
     /// What the cursor file says (or will say at the next write).
@@ -734,8 +755,9 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                         present = inv.present.len(),
                         "fragment scan"
                     );
-                    out.publish(&inv);
-                    d.inventory = Some(inv);
+                    // The old inventory goes before the new one is published.
+                    d.inventory = None;
+                    d.inventory = Some(out.publish(inv));
                 }
                 Err(e) => {
                     // An unmounted disk must not look empty: the last inventory stays.
@@ -748,7 +770,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
             }
         }
         if Instant::now() >= d.next_scrub
-            && let Some(mut inv) = d.inventory.take()
+            && let Some(inv) = d.inventory.take()
         {
             let base = d
                 .cursor
@@ -839,9 +861,8 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 st.position_ratio = 1.0;
                 st.last_complete = Some(finished);
             });
-            inv.corrupt = &d.corrupt & &inv.present;
-            out.publish(&inv);
-            d.inventory = Some(inv);
+            drop(inv);
+            d.inventory = out.publish_corrupt(s.device_id, &d.corrupt);
             d.next_scrub = Instant::now() + s.scrub_period;
         }
     }
@@ -965,7 +986,7 @@ mod tests {
                 if let Some((_, p)) = snap.first()
                     && p.corrupt == 1
                 {
-                    return DeviceInventory::decode(&p.encoded).unwrap();
+                    return DeviceInventory::decode(&p.inventory.encode().unwrap()).unwrap();
                 }
             }
         })
