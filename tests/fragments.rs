@@ -565,7 +565,10 @@ fn a_scrub_killed_mid_pass_resumes_after_its_cursor() {
     );
     let position = before["pass"]["position"].as_u64().unwrap() as u32;
     let checked_before = before["pass"]["checked"].as_u64().unwrap();
-    assert!(position > FIRST + 10 && position < FIRST + N - 1, "{before}");
+    assert!(
+        position > FIRST + 10 && position < FIRST + N - 1,
+        "{before}"
+    );
     // Every fragment up to the cursor was checked once, none unreadable.
     assert_eq!(checked_before, u64::from(position - FIRST + 1), "{before}");
     // While the agent is down: one fragment rots behind the cursor, one ahead of it.

@@ -440,6 +440,8 @@ pub struct ScrubStatus {
     pub corrupt: u64,
     /// Unix seconds the last complete pass ended (kept across restarts by the cursor file).
     pub last_complete: Option<u64>,
+    /// The configured `scrub_period` in seconds (what the stalled-scrub alert compares with).
+    pub period_seconds: u64,
 }
 
 /// How a family's sample is read from a device's status (none: no sample).
@@ -458,7 +460,7 @@ impl prometheus_client::collector::Collector for ScrubMetrics {
         let status = self.0.scrub_status();
         let ids: Vec<String> = status.iter().map(|(d, _)| d.to_string()).collect();
         let mut out = MetricWriter::new(&mut encoder);
-        let families: [(&str, &str, Kind, StatusValue); 5] = [
+        let families: [(&str, &str, Kind, StatusValue); 6] = [
             (
                 "nodewarden_fragments_scrub_position_ratio",
                 "Fraction of the current scrub pass's fragments at or before its cursor (1 after a complete pass, 0 before the first).",
@@ -488,6 +490,12 @@ impl prometheus_client::collector::Collector for ScrubMetrics {
                 "Unix time the last complete scrub pass of the device ended (no sample before the first).",
                 Kind::Gauge,
                 |s| s.last_complete.map(|t| t as f64),
+            ),
+            (
+                "nodewarden_fragments_scrub_period_seconds",
+                "The configured scrub period of the device: every fragment is read once this often.",
+                Kind::Gauge,
+                |s| Some(s.period_seconds as f64),
             ),
         ];
         for (name, help, kind, value) in families {
@@ -625,6 +633,7 @@ impl DeviceState {
             .map(|c| c.corrupt.clone())
             .unwrap_or_default();
         out.update_scrub(settings.device_id, |s| {
+            s.period_seconds = settings.scrub_period.as_secs();
             s.last_complete = cursor.last_complete.as_ref().map(|c| c.finished);
             s.position_ratio = if cursor.pass.is_none() && s.last_complete.is_some() {
                 1.0
@@ -1062,7 +1071,13 @@ mod tests {
         let d = DeviceState::new(s.clone(), busy(), now, &out);
         assert_eq!(d.next_scrub, now);
         assert!(d.corrupt.is_empty());
-        assert_eq!(out.scrub_status()[0].1, ScrubStatus::default());
+        assert_eq!(
+            out.scrub_status()[0].1,
+            ScrubStatus {
+                period_seconds: 7200,
+                ..Default::default()
+            }
+        );
         // A pass complete an hour ago (period 2 h): the next in about an hour, its verdict kept.
         let mut cursor = ScrubCursor {
             device_id: 5,
