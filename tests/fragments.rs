@@ -316,7 +316,8 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
     let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
     agent_toml.push_str(
         "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
-         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n",
+         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
+         state_dir = \"fragment-state\"\n",
     );
     std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
     lab.start_agent();
@@ -332,6 +333,8 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
         },
     );
     assert_eq!(view["node"], "n1");
+    // The scrub's cursor is in the configured state_dir (relative to agent.toml's folder).
+    assert!(lab.path("fragment-state/device-7.cursor").is_file());
     let a = &view["audit"];
     let state = |s: &str| {
         (
