@@ -291,10 +291,13 @@ impl AgentConfig {
             storage: raw.storage,
         };
         ops.check().map_err(|e| err(e.to_string()))?;
-        let fragments = match &raw.fragments {
+        let mut fragments = match &raw.fragments {
             Some(f) => f.resolve(&ops.storage.devices).map_err(err)?,
             None => Vec::new(),
         };
+        for f in &mut fragments {
+            f.state_dir = base.join(&f.state_dir);
+        }
         let mut roles = raw.roles;
         if !ops.storage.devices.is_empty() {
             roles.push(Role::Storage);

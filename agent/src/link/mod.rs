@@ -507,24 +507,31 @@ async fn send_fragments(
     sent: &mut std::collections::BTreeMap<u32, u64>,
 ) -> Result<(), LinkError> {
     for (device, published) in inventories.snapshot() {
-        if sent.get(&device) == Some(&published.generation) {
+        let generation = published.generation;
+        if sent.get(&device) == Some(&generation) {
             continue;
         }
-        let parts = nodewarden_shared::fragments::split_inventory(
-            device,
-            published.generation,
-            &published.encoded,
-        );
+        // Encoded when sent (the agent keeps only the decoded inventory, docs/perf.md).
+        let encoded = match published.inventory.encode() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(device, error = %e, "fragment inventory not encoded");
+                sent.insert(device, published.generation);
+                continue;
+            }
+        };
+        drop(published);
+        let parts = nodewarden_shared::fragments::split_inventory(device, generation, &encoded);
         for part in parts {
             write(send, &AgentToController::FragmentInventory(part)).await?;
         }
         tracing::debug!(
             device,
-            generation = published.generation,
-            bytes = published.encoded.len(),
+            generation,
+            bytes = encoded.len(),
             "fragment inventory sent"
         );
-        sent.insert(device, published.generation);
+        sent.insert(device, generation);
     }
     Ok(())
 }
