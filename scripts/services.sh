@@ -8,7 +8,7 @@
 # What building needs beyond a Rust toolchain and a C compiler: the agent links Debian's ISA-L
 # (gzip) and needs its headers and link name. scripts/demo.sh installs these too.
 NW_BUILD_PACKAGES=(libisal-dev)
-NW_PACKAGES=("${NW_BUILD_PACKAGES[@]}" mariadb-server prometheus prometheus-pushgateway prometheus-alertmanager
+NW_PACKAGES=("${NW_BUILD_PACKAGES[@]}" lintian mariadb-server prometheus prometheus-pushgateway prometheus-alertmanager
              prometheus-node-exporter openssh-server influxdb chromium chromium-driver curl
              iproute2 strace btrfs-progs dbus-daemon chrony supervisor)
 

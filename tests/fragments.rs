@@ -16,7 +16,7 @@ use nodewarden_agent::ops::{Executor, config::OpsConfig};
 use nodewarden_controller::fragments::FragmentTable;
 use nodewarden_shared::fragments::DeviceInventory;
 use nodewarden_shared::ops::{FragmentOutcome, Outcome};
-use nodewarden_tests::lab::Lab;
+use nodewarden_tests::lab::{Lab, Log};
 use nodewarden_tests::{service, wait_for};
 use serde_json::{Value, json};
 
@@ -316,7 +316,8 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
     let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
     agent_toml.push_str(
         "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
-         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n",
+         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
+         state_dir = \"fragment-state\"\n",
     );
     std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
     lab.start_agent();
@@ -332,6 +333,8 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
         },
     );
     assert_eq!(view["node"], "n1");
+    // The scrub's cursor is in the configured state_dir (relative to agent.toml's folder).
+    assert!(lab.path("fragment-state/device-7.cursor").is_file());
     let a = &view["audit"];
     let state = |s: &str| {
         (
@@ -480,4 +483,152 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
         "{text}"
     );
     assert!(d.join("200").exists());
+}
+
+/// The agent binary on `config`, its metrics on `port`, its log collected.
+fn spawn_agent(config: &Path, port: u16) -> (nodewarden_tests::ChildGuard, Log) {
+    let mut child = nodewarden_tests::ChildGuard::spawn(
+        Command::new(nodewarden_tests::bin_path("nodewarden-agent"))
+            .arg("--config")
+            .arg(config)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .env("NODEWARDEN_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let log = Log::attach(&mut child, "agent");
+    (child, log)
+}
+
+/// The cursor file's JSON, once it parses.
+fn read_cursor(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// A scrub interrupted by a crash (SIGKILL mid-pass) resumes after its cursor when the agent
+/// starts again: a fragment rotted behind the cursor while the agent was down is not read again
+/// (the pass does not start over), one rotted ahead of it is found, the corrupt fragment found
+/// before the crash stays in the verdict, and the pass counts every fragment exactly once. End
+/// state: the cursor file and the agent's /metrics.
+#[test]
+fn a_scrub_killed_mid_pass_resumes_after_its_cursor() {
+    const N: u32 = 2000;
+    const FIRST: u32 = 1000;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("fragments");
+    std::fs::create_dir(&d).unwrap();
+    // 2000 fragments of 8 KiB: 8 MB to stat (4 KiB a stat) and 16 MB to read at 4 MB/s, so
+    // the pass lasts ~4 s and writes its cursor every second.
+    let content = |id: u32| {
+        let mut c = id.to_le_bytes().repeat(2048);
+        c[0] ^= 1;
+        c
+    };
+    for id in FIRST..FIRST + N {
+        std::fs::write(d.join(id.to_string()), content(id)).unwrap();
+    }
+    let names: Vec<String> = (FIRST..FIRST + N).map(|id| id.to_string()).collect();
+    let sums = run_ok(Command::new("md5sum").current_dir(&d).args(&names));
+    for line in sums.lines() {
+        let (hex, name) = line.split_once("  ").unwrap();
+        std::fs::write(d.join(format!("{name}.digest")), format!("{hex}\n")).unwrap();
+    }
+    // Rotten from the start, early in the pass: found before the crash.
+    std::fs::write(d.join((FIRST + 1).to_string()), b"rotten").unwrap();
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[storage.devices]]\nid = 7\nfragment_dir = \"{}\"\n\n\
+             [fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\nio_mb_per_s = 4\n\
+             busy_load_per_core = 1000\nbusy_disk_util = 1.0\nstate_dir = \"state\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let cursor_file = tmp.path().join("state/device-7.cursor");
+    let (mut agent, _log) = spawn_agent(&config, nodewarden_tests::free_port());
+    // Mid-pass: a cursor past the rotten fragment, the pass not finished.
+    wait_for(
+        "a scrub cursor past fragment 1010",
+        Duration::from_secs(60),
+        || {
+            let c = read_cursor(&cursor_file)?;
+            (c["pass"]["position"].as_u64()? > u64::from(FIRST + 10)).then_some(())
+        },
+    );
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
+    let _ = agent.0.wait();
+    let before = read_cursor(&cursor_file).expect("the cursor survives the crash");
+    assert!(
+        before["last_complete"].is_null(),
+        "killed mid-pass: {before}"
+    );
+    let position = before["pass"]["position"].as_u64().unwrap() as u32;
+    let checked_before = before["pass"]["checked"].as_u64().unwrap();
+    assert!(
+        position > FIRST + 10 && position < FIRST + N - 1,
+        "{before}"
+    );
+    // Every fragment up to the cursor was checked once, none unreadable.
+    assert_eq!(checked_before, u64::from(position - FIRST + 1), "{before}");
+    // While the agent is down: one fragment rots behind the cursor, one ahead of it.
+    let behind = FIRST + 5;
+    let ahead = FIRST + N - 1;
+    std::fs::write(d.join(behind.to_string()), b"rotted behind the cursor").unwrap();
+    std::fs::write(d.join(ahead.to_string()), b"rotted ahead of the cursor").unwrap();
+
+    let port = nodewarden_tests::free_port();
+    let (_agent, log) = spawn_agent(&config, port);
+    let metrics = wait_for(
+        "a complete scrub pass on the restarted agent's /metrics",
+        Duration::from_secs(60),
+        || {
+            let text = nodewarden_tests::get_text(&format!("http://127.0.0.1:{port}/metrics"))?;
+            let families = nodewarden_tests::parse_exposition(&text);
+            families
+                .get("nodewarden_fragments_scrub_last_complete_timestamp_seconds")?
+                .value(&[("id", "7")])?;
+            Some(families)
+        },
+    );
+    assert_eq!(log.count("fragment scrub resumed after its cursor"), 1);
+    let after = read_cursor(&cursor_file).unwrap();
+    assert!(after["pass"].is_null(), "{after}");
+    let last = &after["last_complete"];
+    // Each fragment counted once over the two runs.
+    assert_eq!(last["checked"], u64::from(N), "{after}");
+    let value = |name: &str| {
+        metrics
+            .get(name)
+            .and_then(|f| f.value(&[("id", "7")]))
+            .unwrap_or_else(|| panic!("{name}{{id=\"7\"}} on /metrics"))
+    };
+    // This run read only what lay after the cursor.
+    assert_eq!(
+        value("nodewarden_fragments_scrub_checked_total"),
+        (u64::from(N) - checked_before) as f64
+    );
+    assert_eq!(value("nodewarden_fragments_scrub_position_ratio"), 1.0);
+    // The verdict: the fragment rotten from the start (found before the crash) and the one
+    // rotted ahead of the cursor; not the one behind it, which this pass had already read.
+    assert_eq!(value("nodewarden_fragments_scrub_corrupt"), 2.0);
+    let finished = value("nodewarden_fragments_scrub_last_complete_timestamp_seconds");
+    assert_eq!(finished, last["finished"].as_u64().unwrap() as f64);
+    let corrupt = base64_set(last["corrupt"].as_str().unwrap());
+    assert_eq!(corrupt, vec![FIRST + 1, ahead]);
+}
+
+/// A roaring bitmap's ids from the cursor file's base64 of its portable serialization.
+fn base64_set(text: &str) -> Vec<u32> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
+    roaring::RoaringBitmap::deserialize_from(&bytes[..])
+        .unwrap()
+        .iter()
+        .collect()
 }

@@ -370,6 +370,28 @@ fn pushgateway_holds_disk_aggregates_and_forgets_a_departed_device() {
     );
     let (_, body) = fleet.sd(Some(SD_TOKEN)).unwrap();
     assert!(!body.contains("store-b"), "{body}");
+    // ... but the controller still knows it, offline: what NodewardenNodeOffline alerts on.
+    let own = parse_exposition(
+        &get_ok(&format!("{}/metrics", fleet.http()), None)
+            .unwrap()
+            .replace("# EOF\n", ""),
+    );
+    assert_eq!(
+        value(
+            &own,
+            "nodewarden_controller_node_online",
+            &[("node", "store-b")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &own,
+            "nodewarden_controller_node_online",
+            &[("node", "store-a")]
+        ),
+        Some(1.0)
+    );
 }
 
 /// A Pushgateway that accepts connections but never answers: pushes time out and are counted,

@@ -5,7 +5,10 @@
 //! verifies the units and the traced agent stays within its unit's seccomp filter; node runs the
 //! polkit example; sh/bash parse the maintainer scripts; the Grafana provisioning examples point at
 //! the shipped dashboard and Prometheus. Names are checked against
-//! docs/metrics.md. Building the .deb packages is left to packaging/deb/build.sh (too slow here).
+//! docs/metrics.md. The .deb packages are built from the suite's binaries
+//! (packaging/deb/build.sh --bin-dir), linted by lintian (no errors) and, under CI=true as root,
+//! installed on the machine (CA, configuration, tokens, `systemd-analyze verify` of the installed
+//! units), then purged: nothing but the system users remains.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1689,4 +1692,200 @@ fn shipped_controller_settings_load_and_serve() {
     assert!(metrics.contains("nodewarden_controller_"), "{metrics}");
     // The embedded store and the generated API token landed in data_dir.
     assert!(state.join("api.token").is_file());
+}
+
+// ---------------------------------------------------------------- the .deb packages
+
+/// Under CI (a throwaway machine) or when asked with `NW_TEST_INSTALL_DEBS=1`, as root: the
+/// packages are installed on this machine and purged again.
+fn may_install_packages() -> bool {
+    let asked = std::env::var("CI").as_deref() == Ok("true")
+        || std::env::var("NW_TEST_INSTALL_DEBS").as_deref() == Ok("1");
+    // SAFETY: getuid(2) has no preconditions.
+    asked && unsafe { libc::getuid() } == 0
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Purges the packages if a check fails half-way, so the machine is left as it was found.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg")
+            .args(["--purge", "nodewarden-controller", "nodewarden-agent"])
+            .output();
+    }
+}
+
+const PACKAGES: [&str; 2] = ["nodewarden-agent", "nodewarden-controller"];
+
+#[test]
+fn packages_build_lint_install_verify_and_purge() {
+    // Built from the suite's own binaries (debug, stripped by build.sh), gzip for speed.
+    let bins = bin_path("nodewarden-agent").parent().unwrap().to_path_buf();
+    let _ = bin_path("nodewarden-controller");
+    let out = tempfile::tempdir().unwrap();
+    let build = run(Command::new("bash")
+        .arg(repo().join("packaging/deb/build.sh"))
+        .arg("--bin-dir")
+        .arg(&bins)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--fast"));
+    assert!(build.status.success(), "{}", describe("build.sh", &build));
+    let debs: Vec<PathBuf> = PACKAGES
+        .iter()
+        .map(|p| {
+            let deb = String::from_utf8_lossy(&build.stdout)
+                .lines()
+                .find(|l| l.contains(&format!("/{p}_")))
+                .unwrap_or_else(|| panic!("build.sh names no {p} package"))
+                .to_string();
+            PathBuf::from(deb)
+        })
+        .collect();
+
+    // lintian: no errors (warnings are printed for the record).
+    let Some(lintian) = program("lintian") else {
+        // Missing: a failure under CI (service() panics there), a skip elsewhere.
+        let _ = service("NW_TEST_LINTIAN");
+        return;
+    };
+    let lint = run(Command::new(&lintian)
+        .args(["--fail-on", "error"])
+        .args(&debs));
+    eprintln!("{}", describe("lintian", &lint));
+    assert!(lint.status.success(), "{}", describe("lintian", &lint));
+    assert!(
+        !String::from_utf8_lossy(&lint.stdout)
+            .lines()
+            .any(|l| l.starts_with("E: ")),
+        "{}",
+        describe("lintian", &lint)
+    );
+
+    if !may_install_packages() {
+        eprintln!(
+            "SKIPPED: installing the packages (this machine's own dpkg) runs under CI=true as \
+             root, or with NW_TEST_INSTALL_DEBS=1"
+        );
+        return;
+    }
+    for p in PACKAGES {
+        assert!(
+            !installed(p),
+            "{p} is already installed on this machine: the test installs and purges its own"
+        );
+    }
+    let _purge = Purge;
+    let install = run(Command::new("dpkg").arg("-i").args(&debs));
+    assert!(
+        install.status.success(),
+        "{}",
+        describe("dpkg -i", &install)
+    );
+
+    // Both binaries answer, the controller made its CA, configuration and tokens.
+    for p in PACKAGES {
+        let v = run(Command::new(format!("/usr/bin/{p}")).arg("--version"));
+        assert!(
+            v.status.success() && String::from_utf8_lossy(&v.stdout).starts_with(p),
+            "{}",
+            describe(&format!("{p} --version"), &v)
+        );
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ca = std::fs::metadata("/var/lib/nodewarden/ca/ca.pem").expect("the controller's CA");
+    let owner = |uid: u32| {
+        run(Command::new("getent").args(["passwd", &uid.to_string()]))
+            .stdout
+            .split(|b| *b == b':')
+            .next()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        owner(ca.uid()),
+        "nodewarden",
+        "the CA belongs to the service's user"
+    );
+    let key = std::fs::metadata("/var/lib/nodewarden/ca/ca.key").expect("the CA key");
+    assert_eq!(key.permissions().mode() & 0o077, 0, "the CA key is private");
+    let config = std::fs::metadata("/etc/nodewarden/controller.toml").expect("controller.toml");
+    assert_eq!(config.permissions().mode() & 0o777, 0o640);
+    assert!(std::path::Path::new("/etc/nodewarden/controller-ca.pem").exists());
+    for token in ["prometheus-sd.token", "alertmanager.token"] {
+        let text = read(Path::new(&format!("/etc/nodewarden/{token}")));
+        assert!(
+            text.trim().len() == 64 && text.trim().bytes().all(|b| b.is_ascii_hexdigit()),
+            "{token}: {text:?}"
+        );
+    }
+    // The installed units, with their real binaries in place.
+    if let Some(analyze) = systemd_analyze() {
+        let units: Vec<String> = PACKAGES
+            .iter()
+            .map(|p| format!("/lib/systemd/system/{p}.service"))
+            .collect();
+        let verify = run(Command::new(analyze).arg("verify").args(&units));
+        assert!(
+            verify.status.success() && verify.stderr.is_empty(),
+            "{}",
+            describe("systemd-analyze verify (installed units)", &verify)
+        );
+    } else {
+        let _ = service("NW_TEST_SYSTEMD_ANALYZE");
+    }
+
+    // Purged: nothing of either package is left but the system users (Debian practice).
+    let files: Vec<PathBuf> = PACKAGES
+        .iter()
+        .flat_map(|p| {
+            String::from_utf8_lossy(&run(Command::new("dpkg").args(["-L", p])).stdout)
+                .lines()
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("usr/bin/nodewarden-agent"))
+    );
+    let purge =
+        run(Command::new("dpkg").args(["--purge", "nodewarden-controller", "nodewarden-agent"]));
+    assert!(
+        purge.status.success(),
+        "{}",
+        describe("dpkg --purge", &purge)
+    );
+    let left: Vec<&PathBuf> = files.iter().filter(|f| f.exists()).collect();
+    assert!(left.is_empty(), "files left after purge: {left:?}");
+    for dir in [
+        "/etc/nodewarden",
+        "/var/lib/nodewarden",
+        "/var/lib/nodewarden-agent",
+        "/etc/systemd/system/multi-user.target.wants/nodewarden-agent.service",
+        "/etc/systemd/system/multi-user.target.wants/nodewarden-controller.service",
+    ] {
+        assert!(!Path::new(dir).exists(), "{dir} left after purge");
+    }
+    for p in PACKAGES {
+        assert!(!installed(p), "{p} still installed");
+    }
+    for user in ["nodewarden", "nodewarden-agent"] {
+        assert!(
+            run(Command::new("getent").args(["passwd", user]))
+                .status
+                .success(),
+            "the system user {user} stays after purge"
+        );
+    }
 }

@@ -12,6 +12,9 @@
 //! [controller]
 //! address = "controller.lab:7443"      # host:port (UDP); each resolved address in turn
 //! server_name = "controller.lab"       # must be in the controller certificate's SANs
+//! # or several controllers of one fleet (docs/scale-out.md), linked to one at a time:
+//! # addresses = ["ops1.lab:7443", "ops2.lab:7443"]  # server name: each one's host, unless
+//! # prefer = "ops1.lab:7443"           # server_name is given; prefer: tried first
 //! ca_file = "ca.pem"
 //! cert_file = "node.pem"
 //! key_file = "node.key"
@@ -73,8 +76,11 @@ struct Raw {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawController {
-    address: String,
-    server_name: String,
+    address: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    prefer: Option<String>,
+    server_name: Option<String>,
     ca_file: PathBuf,
     cert_file: PathBuf,
     key_file: PathBuf,
@@ -111,8 +117,10 @@ fn default_reconnect_max() -> u64 {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControllerLink {
-    pub address: String,
-    pub server_name: String,
+    /// The controllers of the fleet, linked to one at a time (`session::Failover`).
+    pub controllers: Vec<ControllerAddress>,
+    /// The index in `controllers` tried first.
+    pub prefer: Option<usize>,
     pub ca_file: PathBuf,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -120,6 +128,76 @@ pub struct ControllerLink {
     pub idle_timeout: Duration,
     pub report_interval: Duration,
     pub reconnect_max: Duration,
+}
+
+/// One controller: where to reach it and the name its certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerAddress {
+    /// `host:port` (UDP); each resolved address in turn.
+    pub address: String,
+    pub server_name: String,
+}
+
+impl ControllerAddress {
+    /// One controller named as it is reached (`server_name` from the address's host).
+    pub fn new(address: &str, server_name: &str) -> ControllerAddress {
+        ControllerAddress {
+            address: address.to_string(),
+            server_name: server_name.to_string(),
+        }
+    }
+}
+
+/// `address` + `server_name` (one controller), or `addresses` (several; each one's server
+/// name is its host unless `server_name` is given), checked.
+fn controller_addresses(c: &RawController) -> Result<Vec<ControllerAddress>, String> {
+    let listed: Vec<&String> = match (&c.address, c.addresses.is_empty()) {
+        (Some(_), false) => {
+            return Err("controller: give address or addresses, not both".into());
+        }
+        (None, true) => return Err("controller: address (or addresses) is missing".into()),
+        (Some(a), true) => {
+            if c.server_name.is_none() {
+                return Err(
+                    "controller.server_name: missing (the name in the controller's certificate)"
+                        .into(),
+                );
+            }
+            vec![a]
+        }
+        (None, false) => c.addresses.iter().collect(),
+    };
+    if listed.len() > 16 {
+        return Err(format!(
+            "controller.addresses: {} controllers, at most 16",
+            listed.len()
+        ));
+    }
+    let key = if c.address.is_some() {
+        "address"
+    } else {
+        "addresses"
+    };
+    let mut out: Vec<ControllerAddress> = Vec::new();
+    for a in listed {
+        let host = match a.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
+            _ => return Err(format!("controller.{key}: {a:?} is not host:port")),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = c.server_name.clone().unwrap_or_else(|| host.to_string());
+        if server_name.trim().is_empty() {
+            return Err("controller.server_name: must not be empty".into());
+        }
+        if out.iter().any(|o| o.address == *a) {
+            return Err(format!("controller.addresses: {a:?} is listed twice"));
+        }
+        out.push(ControllerAddress {
+            address: a.clone(),
+            server_name,
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,18 +234,20 @@ impl AgentConfig {
         let controller = raw
             .controller
             .map(|c| -> Result<ControllerLink, ConfigError> {
-                match c.address.rsplit_once(':') {
-                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-                    _ => {
-                        return Err(err(format!(
-                            "controller.address: {:?} is not host:port",
-                            c.address
-                        )));
-                    }
-                }
-                if c.server_name.trim().is_empty() {
-                    return Err(err("controller.server_name: must not be empty".into()));
-                }
+                let controllers = controller_addresses(&c).map_err(err)?;
+                let prefer = match &c.prefer {
+                    None => None,
+                    Some(p) => Some(
+                        controllers
+                            .iter()
+                            .position(|a| a.address == *p)
+                            .ok_or_else(|| {
+                                err(format!(
+                                    "controller.prefer: {p:?} is not one of controller.addresses"
+                                ))
+                            })?,
+                    ),
+                };
                 if !(200..=600_000).contains(&c.idle_timeout_ms) {
                     return Err(err(format!(
                         "controller.idle_timeout_ms: {} is outside 200..=600000",
@@ -193,8 +273,8 @@ impl AgentConfig {
                     )));
                 }
                 Ok(ControllerLink {
-                    address: c.address,
-                    server_name: c.server_name,
+                    controllers,
+                    prefer,
                     ca_file: base.join(c.ca_file),
                     cert_file: base.join(c.cert_file),
                     key_file: base.join(c.key_file),
@@ -211,10 +291,13 @@ impl AgentConfig {
             storage: raw.storage,
         };
         ops.check().map_err(|e| err(e.to_string()))?;
-        let fragments = match &raw.fragments {
+        let mut fragments = match &raw.fragments {
             Some(f) => f.resolve(&ops.storage.devices).map_err(err)?,
             None => Vec::new(),
         };
+        for f in &mut fragments {
+            f.state_dir = base.join(&f.state_dir);
+        }
         let mut roles = raw.roles;
         if !ops.storage.devices.is_empty() {
             roles.push(Role::Storage);
@@ -286,6 +369,30 @@ pid_file = "/run/nodewarden/dfs-client.pid"
             link.keep_alive,
             Duration::from_millis(DEFAULT_KEEP_ALIVE_MS)
         );
+        assert_eq!(
+            link.controllers,
+            [ControllerAddress::new(
+                "controller.lab:7443",
+                "controller.lab"
+            )]
+        );
+        assert_eq!(link.prefer, None);
+        // Several controllers: each one's server name is its host unless one is given.
+        let several = FULL
+            .replace(
+                "address = \"controller.lab:7443\"",
+                "addresses = [\"ops1.lab:7443\", \"[::1]:7443\"]\nprefer = \"[::1]:7443\"",
+            )
+            .replace("server_name = \"controller.lab\"\n", "");
+        let link = parse(&several).unwrap().controller.unwrap();
+        assert_eq!(
+            link.controllers,
+            [
+                ControllerAddress::new("ops1.lab:7443", "ops1.lab"),
+                ControllerAddress::new("[::1]:7443", "::1"),
+            ]
+        );
+        assert_eq!(link.prefer, Some(1));
         assert_eq!(c.roles, vec![Role::Storage, Role::Ray]);
         assert_eq!(c.ops.storage.devices[1].fragment_dir, Path::new("/srv/f4"));
         assert_eq!(c.ops.services[0].name, "dfs-client");
@@ -333,7 +440,28 @@ pid_file = "/run/nodewarden/dfs-client.pid"
             ),
             (
                 FULL.replace("server_name = \"controller.lab\"\n", ""),
-                "missing field `server_name`",
+                "controller.server_name: missing",
+            ),
+            (
+                FULL.replace(
+                    "address = \"controller.lab:7443\"",
+                    "addresses = [\"a:1\", \"b\"]",
+                ),
+                "controller.addresses: \"b\" is not host:port",
+            ),
+            (
+                FULL.replace(
+                    "address = \"controller.lab:7443\"",
+                    "address = \"a:1\"\naddresses = [\"b:1\"]",
+                ),
+                "give address or addresses, not both",
+            ),
+            (
+                FULL.replace(
+                    "address = \"controller.lab:7443\"",
+                    "addresses = [\"a:1\", \"b:1\"]\nprefer = \"c:1\"",
+                ),
+                "controller.prefer: \"c:1\" is not one of controller.addresses",
             ),
             (
                 FULL.replace("workdir", "wrokdir"),

@@ -3,8 +3,10 @@
 //! `DeviceInventory` current with `fragments::scan` every scan period and
 //! `fragments::scrub_paced` every scrub period, at idle I/O priority under an `IoBudget`, paused
 //! while the node is busy (load per core or the folder's disk utilisation above a threshold).
-//! Each new inventory is encoded once and published in [`Inventories`], which the controller
-//! link sends on (`link/mod.rs`).
+//! Each new inventory is published in [`Inventories`] (one copy, shared with the task), which the
+//! controller link encodes when it sends it (`link/mod.rs`). A scrub pass keeps its cursor in a file per device under
+//! `state_dir` (`crate::scrub_cursor`), so an agent restarted mid-scrub resumes after it, and
+//! its progress is on the agent's `/metrics` ([`ScrubMetrics`]).
 //!
 //! ```toml
 //! [fragments]                 # absent: no fragment task
@@ -16,6 +18,7 @@
 //! busy_disk_util = 0.9        # … or while the folder's disk is busier than this (0..1]
 //! orphan_grace = "24h"        # a younger file is never an orphan
 //! digest = "md5-hex"          # md5-hex, sha256-hex, none
+//! state_dir = "/var/lib/nodewarden-agent/fragments"  # scrub cursors (global only)
 //!
 //! [[fragments.devices]]       # overrides for one declared storage device
 //! id = 3
@@ -34,6 +37,7 @@ use tokio::sync::watch;
 
 use crate::fragments::{self, DigestKind, IoBudget, Pace};
 use crate::ops::config::StorageDeviceDecl;
+use crate::scrub_cursor::{self, CompletePass, PassProgress, ScrubCursor};
 
 /// The settings' keys, as the global section and a device's override both take them.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -47,6 +51,8 @@ pub struct RawFragments {
     busy_disk_util: Option<f64>,
     orphan_grace: Option<String>,
     digest: Option<DigestKind>,
+    /// Where the scrub cursors are kept; relative to the agent config's folder.
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     devices: Vec<RawDeviceFragments>,
 }
@@ -79,7 +85,14 @@ pub struct FragmentSettings {
     pub busy_disk_util: f64,
     pub orphan_grace: Duration,
     pub digest: DigestKind,
+    /// The folder of the scrub cursor files (shared by every device).
+    pub state_dir: PathBuf,
 }
+
+/// `[fragments] state_dir` when unset.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodewarden-agent/fragments";
+/// How often a running scrub writes its cursor: what a crash makes it read again at most.
+pub const CURSOR_EVERY: Duration = Duration::from_secs(1);
 
 pub const DEFAULT_SCAN_PERIOD: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SCRUB_PERIOD: Duration = Duration::from_secs(7 * 86_400);
@@ -158,6 +171,10 @@ impl RawFragments {
                     busy_disk_util: k.busy_disk_util,
                     orphan_grace: k.orphan_grace,
                     digest: k.digest,
+                    state_dir: self
+                        .state_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
                 })
             })
             .collect())
@@ -249,13 +266,14 @@ fn resolve_knobs(key: &str, k: &Knobs, base: Option<&Resolved>) -> Result<Resolv
     Ok(r)
 }
 
-/// One device's latest inventory, encoded once for every connection that sends it.
+/// One device's latest inventory. The only copy the agent keeps: the task scrubs from it and
+/// a connection encodes it (`DeviceInventory::encode()`) when it sends it, so the resident cost
+/// is one decoded inventory, not that plus its wire form (docs/perf.md).
 #[derive(Debug, Clone)]
 pub struct Published {
     /// Increases with each inventory of this device in this agent's life.
     pub generation: u64,
-    /// `DeviceInventory::encode()`.
-    pub encoded: Arc<Vec<u8>>,
+    pub inventory: Arc<DeviceInventory>,
     pub present: u64,
     pub corrupt: u64,
 }
@@ -265,6 +283,7 @@ pub struct Published {
 #[derive(Debug)]
 pub struct Inventories {
     devices: Mutex<BTreeMap<u32, Published>>,
+    scrub: Mutex<BTreeMap<u32, ScrubStatus>>,
     changed: watch::Sender<u64>,
     control: Mutex<Control>,
     wake: Condvar,
@@ -287,6 +306,7 @@ impl Default for Inventories {
     fn default() -> Self {
         Inventories {
             devices: Mutex::new(BTreeMap::new()),
+            scrub: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
             control: Mutex::new(Control::default()),
             wake: Condvar::new(),
@@ -349,30 +369,151 @@ impl Inventories {
         devices.iter().map(|(&d, p)| (d, p.clone())).collect()
     }
 
-    /// Encodes and publishes `inv`.
-    pub fn publish(&self, inv: &DeviceInventory) {
-        let encoded = match inv.encode() {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                tracing::error!(device = inv.device_id, error = %e, "fragment inventory not encoded");
-                return;
-            }
-        };
+    /// Every device's scrub progress (what [`ScrubMetrics`] serves).
+    pub fn scrub_status(&self) -> Vec<(u32, ScrubStatus)> {
+        let scrub = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
+        scrub.iter().map(|(&d, s)| (d, s.clone())).collect()
+    }
+
+    fn update_scrub(&self, device: u32, update: impl FnOnce(&mut ScrubStatus)) {
+        let mut scrub = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
+        update(scrub.entry(device).or_default());
+    }
+
+    /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from.
+    pub fn publish(&self, inv: DeviceInventory) -> Arc<DeviceInventory> {
+        self.update_scrub(inv.device_id, |s| s.corrupt = inv.corrupt.len());
+        let inventory = Arc::new(inv);
         {
             let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-            let generation = devices.get(&inv.device_id).map_or(1, |p| p.generation + 1);
+            let generation = devices
+                .get(&inventory.device_id)
+                .map_or(1, |p| p.generation + 1);
             devices.insert(
-                inv.device_id,
+                inventory.device_id,
                 Published {
                     generation,
-                    encoded,
-                    present: inv.present.len(),
-                    corrupt: inv.corrupt.len(),
+                    present: inventory.present.len(),
+                    corrupt: inventory.corrupt.len(),
+                    inventory: inventory.clone(),
                 },
             );
         }
         self.changed.send_modify(|n| *n += 1);
+        inventory
     }
+
+    /// Publishes a scrub's verdict on `device`'s inventory: `corrupt` ∩ present, set in place
+    /// (the caller dropped its handle first; a copy is made only while a connection is encoding
+    /// the inventory). Returns the handle, or `None` when the device has no inventory.
+    fn publish_corrupt(
+        &self,
+        device: u32,
+        corrupt: &roaring::RoaringBitmap,
+    ) -> Option<Arc<DeviceInventory>> {
+        let inventory = {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            let p = devices.get_mut(&device)?;
+            let inv = Arc::make_mut(&mut p.inventory);
+            inv.corrupt = corrupt & &inv.present;
+            p.generation += 1;
+            p.corrupt = inv.corrupt.len();
+            p.inventory.clone()
+        };
+        self.update_scrub(device, |s| s.corrupt = inventory.corrupt.len());
+        self.changed.send_modify(|n| *n += 1);
+        Some(inventory)
+    }
+}
+
+/// One device's scrub progress, as the agent's `/metrics` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScrubStatus {
+    /// The fraction of the current pass's fragments at or before its cursor; 1 between passes
+    /// after a complete one, 0 before the first.
+    pub position_ratio: f64,
+    /// Fragments checked by this agent process (a counter: restarts begin at 0).
+    pub checked: u64,
+    /// Bytes the scrub read in this agent process.
+    pub read_bytes: u64,
+    /// Corrupt fragments in the published inventory (the last complete pass's verdict ∩ present).
+    pub corrupt: u64,
+    /// Unix seconds the last complete pass ended (kept across restarts by the cursor file).
+    pub last_complete: Option<u64>,
+    /// The configured `scrub_period` in seconds (what the stalled-scrub alert compares with).
+    pub period_seconds: u64,
+}
+
+/// How a family's sample is read from a device's status (none: no sample).
+type StatusValue = fn(&ScrubStatus) -> Option<f64>;
+
+/// The scrub's families on the agent's `/metrics` (docs/metrics.md), per device `id`.
+#[derive(Debug)]
+pub struct ScrubMetrics(pub Arc<Inventories>);
+
+impl prometheus_client::collector::Collector for ScrubMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::collector::{Kind, MetricWriter};
+        let status = self.0.scrub_status();
+        let ids: Vec<String> = status.iter().map(|(d, _)| d.to_string()).collect();
+        let mut out = MetricWriter::new(&mut encoder);
+        let families: [(&str, &str, Kind, StatusValue); 6] = [
+            (
+                "nodewarden_fragments_scrub_position_ratio",
+                "Fraction of the current scrub pass's fragments at or before its cursor (1 after a complete pass, 0 before the first).",
+                Kind::Gauge,
+                |s| Some(s.position_ratio),
+            ),
+            (
+                "nodewarden_fragments_scrub_checked_total",
+                "Fragments the scrub read and checked against their digest since the agent started.",
+                Kind::Counter,
+                |s| Some(s.checked as f64),
+            ),
+            (
+                "nodewarden_fragments_scrub_read_bytes_total",
+                "Bytes the scrub read since the agent started.",
+                Kind::Counter,
+                |s| Some(s.read_bytes as f64),
+            ),
+            (
+                "nodewarden_fragments_scrub_corrupt",
+                "Fragments whose content did not match their digest in the last complete scrub pass (and still present).",
+                Kind::Gauge,
+                |s| Some(s.corrupt as f64),
+            ),
+            (
+                "nodewarden_fragments_scrub_last_complete_timestamp_seconds",
+                "Unix time the last complete scrub pass of the device ended (no sample before the first).",
+                Kind::Gauge,
+                |s| s.last_complete.map(|t| t as f64),
+            ),
+            (
+                "nodewarden_fragments_scrub_period_seconds",
+                "The configured scrub period of the device: every fragment is read once this often.",
+                Kind::Gauge,
+                |s| Some(s.period_seconds as f64),
+            ),
+        ];
+        for (name, help, kind, value) in families {
+            let mut family = out.family(name, help, kind)?;
+            for ((_, s), id) in status.iter().zip(&ids) {
+                if let Some(v) = value(s) {
+                    family.sample(&[("id", id)], v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Whether the node is busy: load1 per core or the folder's disk utilisation (io_ticks of
@@ -443,9 +584,106 @@ struct DeviceState {
     busy: Busy,
     next_scan: Instant,
     next_scrub: Instant,
-    inventory: Option<DeviceInventory>,
+    /// The published inventory (shared with [`Inventories`], not a copy).
+    inventory: Option<Arc<DeviceInventory>>,
     /// The last scrub's verdict, carried into later scans (∩ present).
     corrupt: roaring::RoaringBitmap,
+    /// What the cursor file says (or will say at the next write).
+    cursor: ScrubCursor,
+    /// The last cursor write failed (warned once, until one succeeds).
+    cursor_failing: bool,
+}
+
+impl DeviceState {
+    /// The device's state at start: its cursor file read (a corrupt or foreign one ignored with
+    /// a warning), the last complete pass's verdict carried, the next scrub when the last pass's
+    /// period ends, or at once when a pass was under way.
+    fn new(settings: FragmentSettings, busy: Busy, now: Instant, out: &Inventories) -> Self {
+        let cursor =
+            match scrub_cursor::load(&settings.state_dir, settings.device_id, settings.digest) {
+                Ok(Some(c)) => c,
+                Ok(None) => ScrubCursor {
+                    device_id: settings.device_id,
+                    digest: settings.digest,
+                    ..Default::default()
+                },
+                Err(e) => {
+                    tracing::warn!(device = settings.device_id, error = %e,
+                    "scrub cursor ignored: the scrub starts a new pass");
+                    ScrubCursor {
+                        device_id: settings.device_id,
+                        digest: settings.digest,
+                        ..Default::default()
+                    }
+                }
+            };
+        let next_scrub = match (&cursor.pass, &cursor.last_complete) {
+            (None, Some(last)) => {
+                let due = last
+                    .finished
+                    .saturating_add(settings.scrub_period.as_secs());
+                now.checked_add(Duration::from_secs(due.saturating_sub(unix_now())))
+                    .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
+            }
+            _ => now,
+        };
+        let corrupt = cursor
+            .last_complete
+            .as_ref()
+            .map(|c| c.corrupt.clone())
+            .unwrap_or_default();
+        out.update_scrub(settings.device_id, |s| {
+            s.period_seconds = settings.scrub_period.as_secs();
+            s.last_complete = cursor.last_complete.as_ref().map(|c| c.finished);
+            s.position_ratio = if cursor.pass.is_none() && s.last_complete.is_some() {
+                1.0
+            } else {
+                0.0
+            };
+        });
+        if let Some(p) = &cursor.pass {
+            tracing::info!(device = settings.device_id, position = ?p.position, checked = p.checked,
+                "a scrub pass was under way: it resumes after its cursor");
+        }
+        DeviceState {
+            busy,
+            settings,
+            next_scan: now,
+            next_scrub,
+            inventory: None,
+            corrupt,
+            cursor,
+            cursor_failing: false,
+        }
+    }
+}
+
+/// Writes `cursor`; a failure is warned once, until a write succeeds again.
+fn save_cursor(s: &FragmentSettings, cursor: &ScrubCursor, failing: &mut bool) {
+    match scrub_cursor::save(&s.state_dir, cursor) {
+        Ok(()) => {
+            if std::mem::take(failing) {
+                tracing::info!(device = s.device_id, "scrub cursor written again");
+            }
+        }
+        Err(e) => {
+            if !std::mem::replace(failing, true) {
+                tracing::warn!(device = s.device_id, error = %e,
+                    "scrub cursor not written: a restart resumes from the last one written");
+            }
+        }
+    }
+}
+
+/// The pass `base` (as the cursor had it when this run started) extended by `run`.
+fn merged(base: &PassProgress, run: &fragments::ScrubReport) -> PassProgress {
+    PassProgress {
+        started: base.started,
+        position: run.position.or(base.position),
+        checked: base.checked + run.checked,
+        bytes: base.bytes + run.bytes,
+        corrupt: &base.corrupt | &run.corrupt,
+    }
 }
 
 /// The running task; dropping it does not stop it ([`FragmentTask::stop`] does).
@@ -465,15 +703,9 @@ impl FragmentTask {
         let now = Instant::now();
         let states: Vec<DeviceState> = devices
             .into_iter()
-            .map(|settings| DeviceState {
-                busy: Busy::new(procfs, sysfs, &settings.dir),
-                settings,
-                next_scan: now,
-                // The first scrub follows the first scan: there is no cursor kept across
-                // restarts yet (docs/fragments.md).
-                next_scrub: now,
-                inventory: None,
-                corrupt: roaring::RoaringBitmap::new(),
+            .map(|settings| {
+                let busy = Busy::new(procfs, sysfs, &settings.dir);
+                DeviceState::new(settings, busy, now, &out)
             })
             .collect();
         let thread_out = out.clone();
@@ -532,8 +764,9 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                         present = inv.present.len(),
                         "fragment scan"
                     );
-                    out.publish(&inv);
-                    d.inventory = Some(inv);
+                    // The old inventory goes before the new one is published.
+                    d.inventory = None;
+                    d.inventory = Some(out.publish(inv));
                 }
                 Err(e) => {
                     // An unmounted disk must not look empty: the last inventory stays.
@@ -546,33 +779,99 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
             }
         }
         if Instant::now() >= d.next_scrub
-            && let Some(inv) = &mut d.inventory
+            && let Some(inv) = d.inventory.take()
         {
+            let base = d
+                .cursor
+                .pass
+                .get_or_insert_with(|| PassProgress {
+                    started: unix_now(),
+                    ..Default::default()
+                })
+                .clone();
+            if let Some(position) = base.position {
+                tracing::info!(
+                    device = s.device_id,
+                    position,
+                    checked = base.checked,
+                    "fragment scrub resumed after its cursor"
+                );
+            }
+            let total = inv.present.len() - inv.no_digest.len();
             let mut budget = IoBudget::new(s.io_mb_per_s);
-            let busy = &mut d.busy;
-            let report = fragments::scrub_paced(&s.dir, inv, s.digest, &mut budget, || {
-                if out.is_stopped() {
-                    Pace::Stop
-                } else if busy.is_busy(&s) {
-                    Pace::Wait
-                } else {
-                    Pace::Go
-                }
-            });
+            let mut last_save = Instant::now();
+            let (mut counted_checked, mut counted_bytes) = (0, 0);
+            let report = {
+                let busy = &mut d.busy;
+                let (cursor, failing) = (&mut d.cursor, &mut d.cursor_failing);
+                let inv = &inv;
+                fragments::scrub_paced(
+                    &s.dir,
+                    inv,
+                    s.digest,
+                    &mut budget,
+                    base.position,
+                    || {
+                        if out.is_stopped() {
+                            Pace::Stop
+                        } else if busy.is_busy(&s) {
+                            Pace::Wait
+                        } else {
+                            Pace::Go
+                        }
+                    },
+                    |r| {
+                        let done = r
+                            .position
+                            .map_or(0, |p| inv.present.rank(p) - inv.no_digest.rank(p));
+                        out.update_scrub(s.device_id, |st| {
+                            st.position_ratio = if total == 0 {
+                                1.0
+                            } else {
+                                done as f64 / total as f64
+                            };
+                            st.checked += r.checked - counted_checked;
+                            st.read_bytes += r.bytes - counted_bytes;
+                        });
+                        (counted_checked, counted_bytes) = (r.checked, r.bytes);
+                        // Between fragments, at most every CURSOR_EVERY.
+                        if last_save.elapsed() >= CURSOR_EVERY {
+                            cursor.pass = Some(merged(&base, r));
+                            save_cursor(&s, cursor, failing);
+                            last_save = Instant::now();
+                        }
+                    },
+                )
+            };
+            let pass = merged(&base, &report);
             if report.stopped {
+                d.cursor.pass = Some(pass);
+                save_cursor(&s, &d.cursor, &mut d.cursor_failing);
                 return;
             }
             tracing::info!(
                 device = s.device_id,
-                checked = report.checked,
-                bytes = report.bytes,
-                corrupt = report.corrupt.len(),
+                checked = pass.checked,
+                bytes = pass.bytes,
+                corrupt = pass.corrupt.len(),
                 unreadable = report.unreadable,
                 "fragment scrub done"
             );
-            d.corrupt = report.corrupt;
-            inv.corrupt = &d.corrupt & &inv.present;
-            out.publish(inv);
+            let finished = unix_now();
+            d.corrupt = pass.corrupt.clone();
+            d.cursor.pass = None;
+            d.cursor.last_complete = Some(CompletePass {
+                finished,
+                checked: pass.checked,
+                corrupt: pass.corrupt,
+            });
+            save_cursor(&s, &d.cursor, &mut d.cursor_failing);
+            out.update_scrub(s.device_id, |st| {
+                st.position_ratio = 1.0;
+                st.last_complete = Some(finished);
+            });
+            drop(inv);
+            d.inventory = out.publish_corrupt(s.device_id, &d.corrupt);
             d.next_scrub = Instant::now() + s.scrub_period;
         }
     }
@@ -679,6 +978,7 @@ mod tests {
             busy_disk_util: 1.0,
             orphan_grace: Duration::ZERO,
             digest: DigestKind::Md5Hex,
+            state_dir: dir.path().join("state"),
         };
         let task = FragmentTask::spawn(
             vec![settings],
@@ -695,7 +995,7 @@ mod tests {
                 if let Some((_, p)) = snap.first()
                     && p.corrupt == 1
                 {
-                    return DeviceInventory::decode(&p.encoded).unwrap();
+                    return DeviceInventory::decode(&p.inventory.encode().unwrap()).unwrap();
                 }
             }
         })
@@ -727,5 +1027,110 @@ mod tests {
             1,
             "the scrub's verdict carried over"
         );
+        // The complete pass is in the cursor file, and on /metrics.
+        let cursor = scrub_cursor::load(&dir.path().join("state"), 5, DigestKind::Md5Hex)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cursor.pass, None);
+        let last = cursor.last_complete.unwrap();
+        assert_eq!(last.checked, 2);
+        assert_eq!(last.corrupt.iter().collect::<Vec<_>>(), vec![101]);
+        let status = out.scrub_status();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].1.position_ratio, 1.0);
+        assert_eq!(status[0].1.checked, 2);
+        assert_eq!(status[0].1.read_bytes, 7);
+        assert_eq!(status[0].1.corrupt, 1);
+        assert_eq!(status[0].1.last_complete, Some(last.finished));
+    }
+
+    fn settings(state_dir: &Path) -> FragmentSettings {
+        FragmentSettings {
+            device_id: 5,
+            dir: PathBuf::from("/nonexistent"),
+            scan_period: Duration::from_secs(3600),
+            scrub_period: Duration::from_secs(7200),
+            io_mb_per_s: 1.0,
+            busy_load_per_core: 1.0,
+            busy_disk_util: 1.0,
+            orphan_grace: Duration::ZERO,
+            digest: DigestKind::Md5Hex,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn the_cursor_decides_the_first_scrub() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let s = settings(state);
+        let busy = || Busy::new(Path::new("/proc"), Path::new("/sys"), state);
+        let out = Inventories::default();
+        let now = Instant::now();
+        // No cursor: scrub at once, nothing carried.
+        let d = DeviceState::new(s.clone(), busy(), now, &out);
+        assert_eq!(d.next_scrub, now);
+        assert!(d.corrupt.is_empty());
+        assert_eq!(
+            out.scrub_status()[0].1,
+            ScrubStatus {
+                period_seconds: 7200,
+                ..Default::default()
+            }
+        );
+        // A pass complete an hour ago (period 2 h): the next in about an hour, its verdict kept.
+        let mut cursor = ScrubCursor {
+            device_id: 5,
+            digest: DigestKind::Md5Hex,
+            last_complete: Some(CompletePass {
+                finished: unix_now() - 3600,
+                checked: 9,
+                corrupt: [4u32].into_iter().collect(),
+            }),
+            pass: None,
+        };
+        scrub_cursor::save(state, &cursor).unwrap();
+        let d = DeviceState::new(s.clone(), busy(), now, &out);
+        let wait = d.next_scrub - now;
+        assert!(
+            wait > Duration::from_secs(3590) && wait <= Duration::from_secs(3600),
+            "{wait:?}"
+        );
+        assert_eq!(d.corrupt.iter().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(out.scrub_status()[0].1.position_ratio, 1.0);
+        assert_eq!(
+            out.scrub_status()[0].1.last_complete,
+            Some(unix_now() - 3600)
+        );
+        // A pass under way: at once, from its cursor.
+        cursor.pass = Some(PassProgress {
+            started: unix_now(),
+            position: Some(77),
+            ..Default::default()
+        });
+        scrub_cursor::save(state, &cursor).unwrap();
+        let d = DeviceState::new(s.clone(), busy(), now, &out);
+        assert_eq!(d.next_scrub, now);
+        assert_eq!(d.cursor.pass.unwrap().position, Some(77));
+        assert_eq!(out.scrub_status()[0].1.position_ratio, 0.0);
+        // A corrupt cursor file: ignored, a fresh pass at once (no panic).
+        std::fs::write(scrub_cursor::cursor_path(state, 5), b"{\"format\": 1").unwrap();
+        let d = DeviceState::new(s.clone(), busy(), now, &out);
+        assert_eq!(d.next_scrub, now);
+        assert_eq!(d.cursor.pass, None);
+        assert_eq!(d.cursor.last_complete, None);
+        // Another algorithm's cursor: ignored too.
+        scrub_cursor::save(state, &cursor).unwrap();
+        let d = DeviceState::new(
+            FragmentSettings {
+                digest: DigestKind::Sha256Hex,
+                ..s
+            },
+            busy(),
+            now,
+            &out,
+        );
+        assert_eq!(d.next_scrub, now);
+        assert_eq!(d.cursor.last_complete, None);
     }
 }

@@ -192,6 +192,8 @@ pub struct ScrubReport {
     pub unreadable: u64,
     /// The pace stopped it before every fragment was read.
     pub stopped: bool,
+    /// The last fragment id handled (checked or unreadable): where a resumed pass starts after.
+    pub position: Option<u32>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -218,25 +220,39 @@ pub fn scrub(
     budget: &mut IoBudget,
     mut busy: impl FnMut() -> bool,
 ) -> ScrubReport {
-    scrub_paced(dir, inv, kind, budget, || {
-        if busy() { Pace::Wait } else { Pace::Go }
-    })
+    scrub_paced(
+        dir,
+        inv,
+        kind,
+        budget,
+        None,
+        || if busy() { Pace::Wait } else { Pace::Go },
+        |_| {},
+    )
 }
 
-/// [`scrub`] with a pace that may also stop it; `stopped` in the report says it did.
+/// [`scrub`] with a pace that may also stop it (`stopped` in the report says it did), starting
+/// after fragment id `after` (a resumed pass: the ids up to it were checked before), and calling
+/// `progress` with the report so far after each fragment handled (`report.position` is it).
 pub fn scrub_paced(
     dir: &Path,
     inv: &DeviceInventory,
     kind: DigestKind,
     budget: &mut IoBudget,
+    after: Option<u32>,
     mut pace: impl FnMut() -> Pace,
+    mut progress: impl FnMut(&ScrubReport),
 ) -> ScrubReport {
     let mut report = ScrubReport::default();
     if kind == DigestKind::None {
         return report;
     }
     let mut buf = vec![0u8; 64 * 1024];
-    'fragments: for id in &(&inv.present - &inv.no_digest) {
+    let mut todo = &inv.present - &inv.no_digest;
+    if let Some(after) = after {
+        todo.remove_range(..=after);
+    }
+    'fragments: for id in &todo {
         loop {
             match pace() {
                 Pace::Go => break,
@@ -247,58 +263,72 @@ pub fn scrub_paced(
                 }
             }
         }
-        let data = dir.join(id.to_string());
-        let digest = dir.join(format!("{id}.digest"));
-        let Ok(expected) = std::fs::read_to_string(&digest) else {
-            report.unreadable += 1;
-            continue;
-        };
-        let expected = expected
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let Ok(mut file) = File::open(&data) else {
-            report.unreadable += 1;
-            continue;
-        };
-        let mut md5 = Md5::new();
-        let mut sha = Sha256::new();
-        let mut failed = false;
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    budget.charge(n as u64);
-                    report.bytes += n as u64;
-                    match kind {
-                        DigestKind::Md5Hex => md5.update(&buf[..n]),
-                        DigestKind::Sha256Hex => sha.update(&buf[..n]),
-                        DigestKind::None => {}
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed {
-            report.unreadable += 1;
-            continue;
-        }
-        let actual = match kind {
-            DigestKind::Md5Hex => hex(&md5.finalize()),
-            DigestKind::Sha256Hex => hex(&sha.finalize()),
-            DigestKind::None => continue,
-        };
-        report.checked += 1;
-        if actual != expected {
-            report.corrupt.insert(id);
-        }
+        report.position = Some(id);
+        check_one(dir, id, kind, budget, &mut buf, &mut report);
+        progress(&report);
     }
     report
+}
+
+/// Reads fragment `id` and compares it with its digest, counting the verdict in `report`.
+fn check_one(
+    dir: &Path,
+    id: u32,
+    kind: DigestKind,
+    budget: &mut IoBudget,
+    buf: &mut [u8],
+    report: &mut ScrubReport,
+) {
+    let data = dir.join(id.to_string());
+    let digest = dir.join(format!("{id}.digest"));
+    let Ok(expected) = std::fs::read_to_string(&digest) else {
+        report.unreadable += 1;
+        return;
+    };
+    let expected = expected
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let Ok(mut file) = File::open(&data) else {
+        report.unreadable += 1;
+        return;
+    };
+    let mut md5 = Md5::new();
+    let mut sha = Sha256::new();
+    let mut failed = false;
+    loop {
+        match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                budget.charge(n as u64);
+                report.bytes += n as u64;
+                match kind {
+                    DigestKind::Md5Hex => md5.update(&buf[..n]),
+                    DigestKind::Sha256Hex => sha.update(&buf[..n]),
+                    DigestKind::None => {}
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        report.unreadable += 1;
+        return;
+    }
+    let actual = match kind {
+        DigestKind::Md5Hex => hex(&md5.finalize()),
+        DigestKind::Sha256Hex => hex(&sha.finalize()),
+        DigestKind::None => return,
+    };
+    report.checked += 1;
+    if actual != expected {
+        report.corrupt.insert(id);
+    }
 }
 
 #[cfg(test)]
@@ -348,5 +378,41 @@ mod tests {
             scan(3, &dir.path().join("gone"), Duration::ZERO, &mut budget),
             Err(FragmentError::Folder { .. })
         ));
+        // A resumed pass starts after its cursor and reports each fragment it handles.
+        let mut seen = Vec::new();
+        let r = scrub_paced(
+            dir.path(),
+            &inv,
+            DigestKind::Md5Hex,
+            &mut budget,
+            Some(100),
+            || Pace::Go,
+            |r| seen.push((r.position, r.checked)),
+        );
+        assert_eq!((r.checked, r.position), (1, Some(101)));
+        assert_eq!(r.corrupt.iter().collect::<Vec<_>>(), vec![101]);
+        assert_eq!(seen, vec![(Some(101), 1)]);
+        // Past the last fragment: nothing to read, no position.
+        let r = scrub_paced(
+            dir.path(),
+            &inv,
+            DigestKind::Md5Hex,
+            &mut budget,
+            Some(101),
+            || Pace::Go,
+            |_| panic!("no fragment after the cursor"),
+        );
+        assert_eq!((r.checked, r.position, r.stopped), (0, None, false));
+        // A stop before the first fragment: stopped, no position.
+        let r = scrub_paced(
+            dir.path(),
+            &inv,
+            DigestKind::Md5Hex,
+            &mut budget,
+            None,
+            || Pace::Stop,
+            |_| {},
+        );
+        assert_eq!((r.checked, r.position, r.stopped), (0, None, true));
     }
 }

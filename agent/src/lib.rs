@@ -18,4 +18,5 @@ pub mod ops;
 pub mod process;
 pub mod ray;
 pub mod scrape;
+pub mod scrub_cursor;
 pub mod webconfig;

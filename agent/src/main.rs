@@ -102,6 +102,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = &link_settings {
         scraper.register_collector(Box::new(s.node.state.status.clone()));
     }
+    if agent_config
+        .as_ref()
+        .is_some_and(|c| !c.fragments.is_empty())
+    {
+        scraper.register_collector(Box::new(fragment_task::ScrubMetrics(inventories.clone())));
+    }
     let scraper = Arc::new(scraper);
     let server = Arc::new(http::MetricsServer::new(
         scraper,

@@ -87,29 +87,45 @@ pub enum RayError {
 }
 
 /// The TCP ports some socket listens on, from `/proc/net/tcp`-format tables (state `0A`).
+/// The kernel lists the listening sockets first (`tcp_get_idx`: the listening hash, then the
+/// established one), so a table is read only up to its first other socket: on a busy Ray node
+/// the rest is most of the file.
 pub fn listening_ports<'a>(tables: impl IntoIterator<Item = &'a str>) -> BTreeSet<u16> {
     let mut ports = BTreeSet::new();
     for table in tables {
-        // "  sl  local_address rem_address   st ..." then one socket per line.
-        for line in table.lines().skip(1) {
-            let mut fields = line.split_whitespace();
-            let (Some(_), Some(local), Some(_), Some(state)) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if state != "0A" {
-                continue;
-            }
-            if let Some(port) = local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-            {
-                ports.insert(port);
-            }
-        }
+        let Ok(()) = listening_lines(
+            table.lines().map(Ok::<_, std::convert::Infallible>),
+            &mut ports,
+        );
     }
     ports
+}
+
+/// Adds the ports of one table's leading listening sockets to `ports` ("  sl  local_address
+/// rem_address   st ..." then one socket per line), stopping at the first other socket.
+fn listening_lines<S: AsRef<str>, E>(
+    lines: impl Iterator<Item = Result<S, E>>,
+    ports: &mut BTreeSet<u16>,
+) -> Result<(), E> {
+    for line in lines.skip(1) {
+        let line = line?;
+        let mut fields = line.as_ref().split_whitespace();
+        let (Some(_), Some(local), Some(_), Some(state)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if state != "0A" {
+            break;
+        }
+        if let Some(port) = local
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        {
+            ports.insert(port);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -151,11 +167,15 @@ impl RaySource {
 
     /// The endpoints to report now; `None` when the listening sockets could not be read.
     pub fn endpoints(&self, own: impl FnOnce() -> Vec<IpAddr>) -> Option<Vec<ScrapeEndpoint>> {
-        let mut tables = Vec::new();
+        let mut listening = BTreeSet::new();
         for name in ["net/tcp", "net/tcp6"] {
             let file = self.procfs.join(name);
-            match std::fs::read_to_string(&file) {
-                Ok(text) => tables.push(text),
+            let read = std::fs::File::open(&file).and_then(|f| {
+                let lines = std::io::BufRead::lines(std::io::BufReader::new(f));
+                listening_lines(lines, &mut listening)
+            });
+            match read {
+                Ok(()) => {}
                 // No IPv6 in this kernel: no tcp6 table.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "net/tcp6" => {}
                 Err(source) => {
@@ -164,7 +184,6 @@ impl RaySource {
                 }
             }
         }
-        let listening = listening_ports(tables.iter().map(String::as_str));
         let mut candidates: BTreeSet<u16> = self.settings.metrics_port.into_iter().collect();
         match self.discovery() {
             Ok(Some(json)) => match discovered_ports(&json, &own()) {
@@ -255,6 +274,33 @@ mod tests {
             BTreeSet::from([8080, 8081, 9090])
         );
         assert!(listening_ports(["garbage\nmore garbage 1 2 3\n", ""]).is_empty());
+        // Listening sockets come first: the first other socket ends the read.
+        let late = format!(
+            "{TCP}   3: 00000000:1F92 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4245 1 0 100 0 0 10 0\n"
+        );
+        assert!(!listening_ports([late.as_str()]).contains(&8082));
+    }
+
+    /// The kernel's order, on this machine's real table: a listener is found while established
+    /// connections (to it and elsewhere) exist.
+    #[test]
+    fn a_real_listener_is_found_past_established_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _accepted = listener.accept().unwrap();
+        let source = RaySource::new(
+            RaySettings {
+                metrics_port: Some(port),
+                discovery_file: PathBuf::from("/nonexistent/ray-discovery.json"),
+                ..Default::default()
+            },
+            Path::new("/proc"),
+        );
+        let found = source.endpoints(Vec::new).expect("readable tables");
+        assert_eq!(found.iter().map(|e| e.port).collect::<Vec<_>>(), [port]);
+        drop(listener);
+        assert!(source.endpoints(Vec::new).unwrap().is_empty());
     }
 
     #[test]

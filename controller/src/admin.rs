@@ -29,6 +29,7 @@ use crate::api_actions::{self, ActionsApi};
 use crate::config::HttpTls;
 use crate::registry::Node;
 use crate::state::Controller;
+use crate::wire::DrainState;
 
 /// Everything the server needs beyond the controller.
 #[derive(Clone)]
@@ -79,6 +80,10 @@ pub fn router(controller: Arc<Controller>, actions: Arc<ActionsApi>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/nodes/{name}/history", get(history))
         .route("/api/v1/nodes/{name}/ping", post(ping))
+        .route(
+            "/api/v1/controller/drain",
+            get(drain_state).post(drain).delete(resume),
+        )
         .with_state(controller.clone())
         .merge(crate::api_devices::routes(controller, actions.clone()))
         .merge(api_actions::routes(actions))
@@ -91,6 +96,39 @@ async fn whoami(
 ) -> Json<serde_json::Value> {
     let operator = caller.and_then(|c| c.0.operator).map(|o| o.to_string());
     Json(serde_json::json!({ "operator": operator }))
+}
+
+/// `POST /api/v1/controller/drain`: this controller closes its links and turns agents away, so
+/// each links to another controller of its list (docs/scale-out.md). The caller is named in
+/// the log and in each node's offline event.
+async fn drain(
+    State(c): State<Arc<Controller>>,
+    caller: Option<axum::Extension<crate::http_auth::Caller>>,
+) -> Json<DrainState> {
+    let actor = caller
+        .and_then(|c| c.0.operator)
+        .map_or_else(|| "an API token".to_string(), |o| o.to_string());
+    let closed = c.drain(&actor);
+    tracing::warn!(%actor, links = closed, "draining: agents move to other controllers");
+    Json(DrainState {
+        draining: true,
+        links_closed: Some(closed),
+    })
+}
+
+/// `DELETE /api/v1/controller/drain`: agents may link to this controller again.
+async fn resume(State(c): State<Arc<Controller>>) -> Json<DrainState> {
+    if c.resume() {
+        tracing::warn!("drain ended: agents may link again");
+    }
+    drain_state(State(c)).await
+}
+
+async fn drain_state(State(c): State<Arc<Controller>>) -> Json<DrainState> {
+    Json(DrainState {
+        draining: c.draining().is_some(),
+        links_closed: None,
+    })
 }
 
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {

@@ -558,6 +558,16 @@ impl ApiClient {
         self.json_answer(&url, call.send(payload))
     }
 
+    /// DELETEs an API path and decodes the JSON answer.
+    pub fn delete_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let agent = self.json_agent(&url)?;
+        self.json_answer(&url, self.authorized(agent.delete(&url)).call())
+    }
+
     /// GETs an API path and decodes the JSON answer.
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);

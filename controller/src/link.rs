@@ -308,6 +308,10 @@ async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
     if shared.revoked.is_revoked(&info.serial) {
         connection.close(close::REVOKED.into(), b"certificate revoked");
     }
+    // Checked after the insertion for the same reason: a drain closes the live ones.
+    if controller.draining().is_some() {
+        connection.close(close::DRAINING.into(), b"controller draining");
+    }
     let peer = Peer {
         controller,
         conn_id,
@@ -329,6 +333,7 @@ async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
         Ok(_) if locally_closed && shared.revoked.contains(&info.serial) => {
             "certificate revoked".to_string()
         }
+        Ok(reason) if locally_closed => controller.draining().unwrap_or(reason),
         Ok(reason) => reason,
         Err(e) => {
             let reason = e.to_string();

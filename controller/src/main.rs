@@ -77,6 +77,18 @@ enum Cmd {
         #[command(subcommand)]
         command: FragmentsCmd,
     },
+    /// Drain this controller (its agents link to another controller of their list, and new
+    /// links are turned away), end a drain with --resume, or only show the state with --status.
+    Drain {
+        /// End the drain: agents may link to this controller again.
+        #[arg(long, conflicts_with = "status")]
+        resume: bool,
+        /// Only show whether the controller is draining.
+        #[arg(long)]
+        status: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Storage devices: who owns each DFS device id, and which other nodes report it.
     Device {
         #[command(subcommand)]
@@ -240,6 +252,7 @@ impl Cmd {
             Cmd::Action { api, .. }
             | Cmd::Nodes { api, .. }
             | Cmd::Events { api, .. }
+            | Cmd::Drain { api, .. }
             | Cmd::DeleteFragments { api, .. }
             | Cmd::Device {
                 command: DeviceCmd::List { api, .. } | DeviceCmd::Assign { api, .. },
@@ -375,6 +388,30 @@ fn main() -> anyhow::Result<()> {
             print!("{}", client::render_clean_result(&result));
             if !result.ok {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Drain {
+            resume,
+            status,
+            api,
+        } => {
+            use nodewarden_controller::wire::DrainState;
+            const PATH: &str = "/api/v1/controller/drain";
+            let client = api_client(&api)?;
+            let state: DrainState = if status {
+                client.get_json(PATH)?
+            } else if resume {
+                client.delete_json(PATH)?
+            } else {
+                client.post_json(PATH, &serde_json::json!({}))?
+            };
+            match (state.draining, state.links_closed) {
+                (true, Some(n)) => println!(
+                    "draining: {n} links closed; agents link to the other controllers of their list"
+                ),
+                (true, None) => println!("draining"),
+                (false, _) => println!("not draining: agents may link to this controller"),
             }
             Ok(())
         }

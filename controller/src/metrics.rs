@@ -80,6 +80,10 @@ pub struct ControllerMetrics {
     pub command_duration: Family<CommandLabels, Histogram, fn() -> Histogram>,
     pub pushes: Family<PushLabels, Counter>,
     pub certificate_expiry: Family<NodeLabels, Gauge>,
+    /// Every node the controller knows (restored from its store at start): 1 while its agent
+    /// holds a link, 0 otherwise. Discovery lists online nodes only, so an agent that is down
+    /// has no `up` series: this is what alerts on it (`NodewardenNodeOffline`).
+    pub node_online: Family<NodeLabels, Gauge>,
     /// Nodes reporting a storage device another node owns (refused claims), now.
     pub device_conflicts: Gauge,
     /// DFS source reads (not in the contract's table yet; counted so failures show).
@@ -100,6 +104,7 @@ impl Default for ControllerMetrics {
             command_duration: Family::new_with_constructor(command_histogram),
             pushes: Family::default(),
             certificate_expiry: Family::default(),
+            node_online: Family::default(),
             device_conflicts: Gauge::default(),
             dfs_reads: Family::default(),
             fragments: Family::default(),
@@ -143,6 +148,11 @@ impl ControllerMetrics {
             "nodewarden_controller_certificate_expiry_seconds",
             "Unix time the certificate of each connected node expires",
             self.certificate_expiry.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_node_online",
+            "1 while the node's agent holds a link to this controller, 0 for a known node without one",
+            self.node_online.clone(),
         );
         registry.register(
             "nodewarden_controller_device_conflicts",
@@ -216,7 +226,13 @@ impl ControllerMetrics {
             .set(i64::try_from(registry.conflicts().len()).unwrap_or(i64::MAX));
         self.agents_connected.set(registry.online_count() as i64);
         self.certificate_expiry.clear();
+        self.node_online.clear();
         for node in registry.nodes() {
+            self.node_online
+                .get_or_create(&NodeLabels {
+                    node: node.name.clone(),
+                })
+                .set(i64::from(node.online));
             if let Some(c) = &node.connection {
                 self.certificate_expiry
                     .get_or_create(&NodeLabels {

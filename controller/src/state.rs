@@ -111,6 +111,9 @@ pub struct Controller {
     pub fragments_changed: watch::Sender<u64>,
     /// Recent state reports per node, bounded (the console's charts; `history.rs`).
     pub history: Mutex<crate::history::History>,
+    /// While an operator drains this controller: why its links are closed (every agent moves
+    /// to another controller of its list, and new connections are turned away).
+    draining: Mutex<Option<String>>,
 }
 
 impl Controller {
@@ -126,6 +129,7 @@ impl Controller {
             fragments: Mutex::new(Default::default()),
             fragments_changed: watch::Sender::new(0),
             history: Mutex::new(Default::default()),
+            draining: Mutex::new(None),
         })
     }
 
@@ -159,6 +163,33 @@ impl Controller {
         if let Some(l) = lock(&self.live).get(&conn_id) {
             l.closer.close(code, reason);
         }
+    }
+
+    /// Starts draining (asked by `actor`): closes every live link with
+    /// [`close::DRAINING`](nodewarden_shared::protocol::close::DRAINING), so its agent links to
+    /// another controller of its list, and turns new connections away until [`Self::resume`].
+    /// The number of links closed.
+    pub fn drain(&self, actor: &str) -> usize {
+        *lock(&self.draining) = Some(format!("controller draining (asked by {actor})"));
+        let ids: Vec<u64> = lock(&self.live).keys().copied().collect();
+        for id in &ids {
+            self.close_live(
+                *id,
+                nodewarden_shared::protocol::close::DRAINING,
+                b"controller draining",
+            );
+        }
+        ids.len()
+    }
+
+    /// Stops draining: agents may link again. Whether it was draining.
+    pub fn resume(&self) -> bool {
+        lock(&self.draining).take().is_some()
+    }
+
+    /// Why this controller is draining, while it is.
+    pub fn draining(&self) -> Option<String> {
+        lock(&self.draining).clone()
     }
 
     /// `(connection id, datagrams received so far)` of every live connection.

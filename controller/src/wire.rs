@@ -1,6 +1,7 @@
 //! The HTTP API's wire types, shared by the handlers and the CLI (`client.rs`): what
 //! `POST /api/v1/actions` takes and streams back, what `GET /api/v1/nodes` and
-//! `GET /api/v1/events` and `GET /api/v1/alerts` answer, and the device ownership request. Plain serde types, no logic.
+//! `GET /api/v1/events` and `GET /api/v1/alerts` answer, the device ownership request and the
+//! drain state. Plain serde types, no logic.
 
 use nodewarden_shared::protocol::Role;
 use serde::{Deserialize, Serialize};
@@ -220,4 +221,13 @@ pub struct CleanOrphansResult {
     pub result: Option<NodeActionResult>,
     /// The deletion succeeded, or nothing was left to delete.
     pub ok: bool,
+}
+
+/// What `GET`, `POST` and `DELETE /api/v1/controller/drain` answer: whether this controller is
+/// draining now, and (after a `POST`) how many links it closed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DrainState {
+    pub draining: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links_closed: Option<usize>,
 }

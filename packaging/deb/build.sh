@@ -2,10 +2,11 @@
 # Builds nodewarden-agent_<version>_<arch>.deb and nodewarden-controller_<version>_<arch>.deb with
 # plain dpkg-deb (nothing else to install) from release binaries.
 #
-# Usage: packaging/deb/build.sh [--out DIR] [--version VERSION]
-#   binaries: ${CARGO_TARGET_DIR:-target}/release/nodewarden-{agent,controller}
+# Usage: packaging/deb/build.sh [--out DIR] [--version VERSION] [--bin-dir DIR] [--fast]
+#   binaries: ${CARGO_TARGET_DIR:-target}/release/nodewarden-{agent,controller}, or --bin-dir's
 #             (cargo build --release -p nodewarden-agent && cargo build --release -p nodewarden-controller:
 #             built apart, so that the controller's dependency features do not bloat the agent)
+#   --fast:   gzip -1 instead of xz (the test suite's packages of its own debug binaries)
 #   version:  the workspace version in Cargo.toml unless --version is given
 #   arch:     dpkg --print-architecture (DEB_ARCH overrides)
 #   DEB_MAINTAINER overrides the Maintainer field.
@@ -15,11 +16,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out="$root/target/debian"
 version=""
+bin_dir=""
+compress=(-Zxz)
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
     --version) version=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --fast) compress=(-Zgzip -z1); shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +37,7 @@ fi
 arch=${DEB_ARCH:-$(dpkg --print-architecture)}
 maintainer=${DEB_MAINTAINER:-"nodewarden developers <nodewarden@example.org>"}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-release="$target_dir/release"
+release=${bin_dir:-$target_dir/release}
 
 for bin in nodewarden-agent nodewarden-controller; do
   [ -x "$release/$bin" ] || {
@@ -117,7 +122,7 @@ finish() {
   } >"$dir/DEBIAN/control"
   chmod 0644 "$dir/DEBIAN/control"
   find "$dir" -type d -exec chmod 0755 {} +
-  dpkg-deb --root-owner-group -Zxz --build "$dir" "$out/${pkg}_${version}_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group "${compress[@]}" --build "$dir" "$out/${pkg}_${version}_${arch}.deb" >/dev/null
   echo "$out/${pkg}_${version}_${arch}.deb"
 }
 

@@ -317,6 +317,8 @@ pub mod close {
     pub const REPLACED: u32 = 2;
     /// The node's certificate was revoked.
     pub const REVOKED: u32 = 3;
+    /// The controller is draining (an operator moves its agents away): link to another one.
+    pub const DRAINING: u32 = 4;
 
     /// A short name for logs.
     pub fn describe(code: u64) -> &'static str {
@@ -325,6 +327,7 @@ pub mod close {
             1 => "protocol error",
             2 => "replaced by a newer connection",
             3 => "certificate revoked",
+            4 => "controller draining",
             _ => "unknown reason",
         }
     }

@@ -786,6 +786,76 @@ impl Backoff {
     }
 }
 
+/// Which controller an agent that lists several links to next. The preferred one comes first
+/// when there is one; the others follow in an order rotated by a random offset drawn once per
+/// agent, so the agents of a lost controller spread over the rest instead of all trying the
+/// same one. A connection that fails, or a link that ends, moves on to the next; once every
+/// controller has failed in a row the agent backs off ([`Backoff`]) before the next round, so a
+/// single controller behaves as before. A controller that is draining counts as failed.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    order: Vec<usize>,
+    pos: usize,
+    failed_in_a_row: usize,
+}
+
+/// What to do after [`Failover::failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try the next controller now (after at most [`FAILOVER_SPREAD`], drawn at random).
+    Next,
+    /// Every controller failed in a row: wait the backoff delay first.
+    Backoff,
+}
+
+/// The most a failover waits before trying the next controller: thousands of agents of a lost
+/// controller arrive at the others spread over this, not in one burst.
+pub const FAILOVER_SPREAD: Duration = Duration::from_secs(1);
+
+impl Failover {
+    /// `count` controllers (at least one), `preferred` among them, `unit` a uniform random
+    /// number in `[0, 1)` drawn once for this agent.
+    pub fn new(count: usize, preferred: Option<usize>, unit: f64) -> Failover {
+        let count = count.max(1);
+        let preferred = preferred.filter(|p| *p < count);
+        let rest: Vec<usize> = (0..count).filter(|i| Some(*i) != preferred).collect();
+        let offset = if rest.is_empty() {
+            0
+        } else {
+            ((unit.clamp(0.0, 1.0) * rest.len() as f64) as usize).min(rest.len() - 1)
+        };
+        let mut order: Vec<usize> = preferred.into_iter().collect();
+        order.extend(rest[offset..].iter().chain(&rest[..offset]));
+        Failover {
+            order,
+            pos: 0,
+            failed_in_a_row: 0,
+        }
+    }
+
+    /// The index of the controller to link to now.
+    pub fn current(&self) -> usize {
+        self.order[self.pos]
+    }
+
+    /// A link was established (the controller welcomed the agent).
+    pub fn established(&mut self) {
+        self.failed_in_a_row = 0;
+    }
+
+    /// The connection to the current controller failed, or its link ended: moves on.
+    pub fn failed(&mut self) -> Retry {
+        self.pos = (self.pos + 1) % self.order.len();
+        self.failed_in_a_row += 1;
+        if self.failed_in_a_row >= self.order.len() {
+            self.failed_in_a_row = 0;
+            Retry::Backoff
+        } else {
+            Retry::Next
+        }
+    }
+}
+
 /// The controller's rule for a silent agent: its connection is over once no packet has arrived
 /// for `silence` (the link's idle timeout), whatever QUIC's own idle timer says. That timer is
 /// at least three probe timeouts, and a controller sends almost nothing an agent must
@@ -1467,5 +1537,43 @@ mod tests {
             b.on_closed_by_controller(u64::from(code));
             assert_eq!(b.next_delay(1.0), Duration::from_secs(5));
         }
+    }
+
+    #[test]
+    fn failover_prefers_spreads_moves_on_and_backs_off_after_a_full_round() {
+        // One controller: every failure is a full round (as before several were possible).
+        let mut one = Failover::new(1, None, 0.7);
+        assert_eq!(one.current(), 0);
+        assert_eq!(one.failed(), Retry::Backoff);
+        assert_eq!(one.current(), 0);
+
+        // Preferred first, the rest rotated by the agent's draw.
+        let mut f = Failover::new(4, Some(2), 0.5);
+        let mut seen = vec![f.current()];
+        let mut retries = Vec::new();
+        for _ in 0..4 {
+            retries.push(f.failed());
+            seen.push(f.current());
+        }
+        assert_eq!(seen, [2, 1, 3, 0, 2]);
+        assert_eq!(
+            retries,
+            [Retry::Next, Retry::Next, Retry::Next, Retry::Backoff]
+        );
+        // Different draws start the others at different places: agents spread.
+        let firsts: std::collections::BTreeSet<usize> = [0.0, 0.34, 0.67, 0.99]
+            .iter()
+            .map(|u| Failover::new(3, None, *u).current())
+            .collect();
+        assert_eq!(firsts.len(), 3);
+        // A link that was established and then lost moves on without waiting.
+        let mut g = Failover::new(2, None, 0.0);
+        assert_eq!(g.failed(), Retry::Next);
+        g.established();
+        assert_eq!(g.failed(), Retry::Next);
+        assert_eq!(g.current(), 0);
+        assert_eq!(g.failed(), Retry::Backoff);
+        // A preference out of range is ignored; a draw out of range is clamped.
+        assert_eq!(Failover::new(2, Some(9), 5.0).current(), 1);
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use nodewarden_agent::config::ControllerLink;
+use nodewarden_agent::config::{ControllerAddress, ControllerLink};
 use nodewarden_agent::link::{Client, run_client};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -291,8 +291,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         None
     };
     let link = ControllerLink {
-        address: link_addr.clone(),
-        server_name: "127.0.0.1".into(),
+        controllers: vec![ControllerAddress::new(&link_addr, "127.0.0.1")],
+        prefer: None,
         ca_file: PathBuf::new(),
         cert_file: PathBuf::new(),
         key_file: PathBuf::new(),

@@ -32,11 +32,13 @@ use nodewarden_shared::ops::Operation;
 use nodewarden_shared::protocol::{
     self, AgentToController, CommandOutcome, CommandResponse, Fit, StateReport, close,
 };
-use nodewarden_shared::session::{AgentEffect, AgentSession, AgentTimers, Backoff};
+use nodewarden_shared::session::{
+    AgentEffect, AgentSession, AgentTimers, Backoff, FAILOVER_SPREAD, Failover, Retry,
+};
 use nodewarden_shared::tls;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::ControllerLink;
+use crate::config::{ControllerAddress, ControllerLink};
 use crate::nodestate::StateSource;
 use crate::ops::Executor;
 
@@ -241,9 +243,22 @@ pub async fn run(settings: LinkSettings, stop: watch::Receiver<bool>) {
 /// controller marks the node offline at once instead of after the idle timeout.
 pub async fn run_client<N: Node>(client: &Client, node: Arc<N>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new(BACKOFF_BASE, client.link.reconnect_max);
-    let address = client.link.address.clone();
+    let mut failover = Failover::new(
+        client.link.controllers.len(),
+        client.link.prefer,
+        rand::random::<f64>(),
+    );
     loop {
-        let outcome = connect_once(client, &node, &mut backoff, &mut stop).await;
+        let controller = &client.link.controllers[failover.current()];
+        let address = &controller.address;
+        let outcome = connect_once(
+            client,
+            controller,
+            &node,
+            (&mut backoff, &mut failover),
+            &mut stop,
+        )
+        .await;
         node.connected(false);
         match outcome {
             Ok(reason) => {
@@ -256,8 +271,14 @@ pub async fn run_client<N: Node>(client: &Client, node: Arc<N>, mut stop: watch:
         if *stop.borrow() {
             return;
         }
-        let delay = backoff.next_delay(rand::random::<f64>());
-        tracing::info!(controller = %address, ?delay, "reconnecting");
+        // The next controller at once (spread a little) while some of the list is untried;
+        // after a whole round of failures, the backoff delay.
+        let delay = match failover.failed() {
+            Retry::Next => FAILOVER_SPREAD.mul_f64(rand::random::<f64>()),
+            Retry::Backoff => backoff.next_delay(rand::random::<f64>()),
+        };
+        let next = &client.link.controllers[failover.current()].address;
+        tracing::info!(controller = %next, ?delay, "reconnecting");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stopped(&mut stop) => return,
@@ -305,6 +326,7 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
 /// A QUIC handshake with one address of the controller.
 async fn handshake(
     client: &Client,
+    server_name: &str,
     addr: SocketAddr,
 ) -> Result<(quinn::Endpoint, quinn::Connection), LinkError> {
     let endpoint = match &client.endpoint {
@@ -320,7 +342,7 @@ async fn handshake(
         }
     };
     let connection = endpoint
-        .connect_with(client.config.clone(), addr, &client.link.server_name)
+        .connect_with(client.config.clone(), addr, server_name)
         .map_err(|e| LinkError::Session(format!("connecting to {addr}: {e}")))?
         .await
         .map_err(|e| LinkError::Session(format!("handshake with {addr} failed: {e}")))?;
@@ -329,21 +351,22 @@ async fn handshake(
 
 async fn connect_once<N: Node>(
     client: &Client,
+    controller: &ControllerAddress,
     node: &Arc<N>,
-    backoff: &mut Backoff,
+    (backoff, failover): (&mut Backoff, &mut Failover),
     stop: &mut watch::Receiver<bool>,
 ) -> Result<String, LinkError> {
-    let link = &client.link;
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&link.address)
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&controller.address)
         .await
-        .map_err(|e| LinkError::Session(format!("resolving {}: {e}", link.address)))?
+        .map_err(|e| LinkError::Session(format!("resolving {}: {e}", controller.address)))?
         .collect();
     // Every resolved address in turn (e.g. ::1 then 127.0.0.1 for "localhost").
-    let mut last_error = LinkError::Session(format!("{} resolves to no address", link.address));
+    let mut last_error =
+        LinkError::Session(format!("{} resolves to no address", controller.address));
     let mut established = None;
     for addr in addrs {
         tokio::select! {
-            r = handshake(client, addr) => match r {
+            r = handshake(client, &controller.server_name, addr) => match r {
                 Ok(c) => {
                     established = Some(c);
                     break;
@@ -357,7 +380,7 @@ async fn connect_once<N: Node>(
         return Err(last_error);
     };
     let result = tokio::select! {
-        r = session(client, node, &connection, backoff) => r,
+        r = session(client, node, &connection, (backoff, failover)) => r,
         () = stopped(stop) => Ok("agent shutting down".into()),
     };
     if *stop.borrow() {
@@ -484,24 +507,31 @@ async fn send_fragments(
     sent: &mut std::collections::BTreeMap<u32, u64>,
 ) -> Result<(), LinkError> {
     for (device, published) in inventories.snapshot() {
-        if sent.get(&device) == Some(&published.generation) {
+        let generation = published.generation;
+        if sent.get(&device) == Some(&generation) {
             continue;
         }
-        let parts = nodewarden_shared::fragments::split_inventory(
-            device,
-            published.generation,
-            &published.encoded,
-        );
+        // Encoded when sent (the agent keeps only the decoded inventory, docs/perf.md).
+        let encoded = match published.inventory.encode() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(device, error = %e, "fragment inventory not encoded");
+                sent.insert(device, published.generation);
+                continue;
+            }
+        };
+        drop(published);
+        let parts = nodewarden_shared::fragments::split_inventory(device, generation, &encoded);
         for part in parts {
             write(send, &AgentToController::FragmentInventory(part)).await?;
         }
         tracing::debug!(
             device,
-            generation = published.generation,
-            bytes = published.encoded.len(),
+            generation,
+            bytes = encoded.len(),
             "fragment inventory sent"
         );
-        sent.insert(device, published.generation);
+        sent.insert(device, generation);
     }
     Ok(())
 }
@@ -532,7 +562,7 @@ async fn session<N: Node>(
     client: &Client,
     node: &Arc<N>,
     connection: &quinn::Connection,
-    backoff: &mut Backoff,
+    (backoff, failover): (&mut Backoff, &mut Failover),
 ) -> Result<String, LinkError> {
     let remote = connection.remote_address();
     let (mut send, mut recv) = connection
@@ -564,6 +594,7 @@ async fn session<N: Node>(
                         "connected to the controller"
                     );
                     backoff.reset();
+                    failover.established();
                     node.connected(true);
                 }
                 AgentEffect::CollectReport => beside(node.collect_report(), &done_tx, Done::Report),

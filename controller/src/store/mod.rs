@@ -115,6 +115,8 @@ pub struct Store {
     handle: StoreHandle,
     backend: Backend,
     writer: JoinHandle<()>,
+    /// The embedded SQLite file's lock, held while the store lives (`None` for MySQL).
+    _single_controller: Option<std::fs::File>,
 }
 
 /// Reads of the audit log, sharing the store's connection pool. What is still buffered (at most
@@ -167,6 +169,12 @@ impl Store {
         let open_error = |message: String| StoreError::Open {
             database: target.display(),
             message: target.scrub(&message),
+        };
+        // SQLite serves one controller: a second one on the same file would keep its own view
+        // of the fleet and overwrite the first one's rows.
+        let single_controller = match &target {
+            DatabaseTarget::Sqlite { path } => Some(lock_sqlite(path).map_err(open_error)?),
+            DatabaseTarget::MySql { .. } => None,
         };
         let backend = Backend::open(&target, config.connect_timeout)
             .await
@@ -238,6 +246,7 @@ impl Store {
             handle: StoreHandle { shared, commands },
             backend,
             writer,
+            _single_controller: single_controller,
         })
     }
 
@@ -527,4 +536,48 @@ fn run_id() -> u64 {
     );
     hasher.write_u32(std::process::id());
     hasher.finish()
+}
+
+/// Takes `<file>.lock` (an exclusive `flock`, released by the kernel when the process ends, so a
+/// killed controller leaves nothing stale) and writes this process's id in it; refused while
+/// another controller holds it.
+fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let lock_path = path.with_file_name(format!(
+        "{}.lock",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(format!(
+            "another controller{} uses this embedded SQLite store ({} is locked): SQLite serves \
+             one controller; stop that one, or give each controller its own data_dir, or share \
+             a MySQL/MariaDB database between controllers ([database] url)",
+            if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            },
+            lock_path.display()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
 }

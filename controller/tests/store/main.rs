@@ -653,3 +653,25 @@ async fn mariadb_wrong_password_and_unknown_database_are_clear_errors() {
 
 mod outage;
 mod tls;
+
+/// SQLite serves one controller: a second store on the same file is refused with a message that
+/// names the holder and the way out, and taken once the first is gone.
+#[tokio::test]
+async fn a_second_controller_on_the_same_sqlite_file_is_refused() {
+    let db = TestDb::sqlite();
+    let first = Store::open(db.config()).await.expect("the first store");
+    let Err(StoreError::Open { message, .. }) = Store::open(db.config()).await else {
+        panic!("a second store on the same SQLite file was opened");
+    };
+    assert!(
+        message.contains(&format!("pid {}", std::process::id()))
+            && message.contains("MySQL/MariaDB"),
+        "{message}"
+    );
+    first.close().await.expect("closed");
+    let again = Store::open(db.config())
+        .await
+        .expect("the file is free once the first store is gone");
+    again.close().await.expect("closed");
+    db.cleanup().await;
+}
