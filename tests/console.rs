@@ -729,10 +729,23 @@ fn the_fleet_table_sorts_filters_groups_and_acts_on_several_nodes() {
     browser.wait_text(&format!("{ROW} .node-state"), |t| t == "online");
 
     // Health from the state reports: load1, memory and root disk use, storage free per device.
+    // Load against the node's CPUs, as its report gives them: "0.52 / 8".
     let load = browser.wait_text(&format!("{ROW} .node-load"), |t| t != "—");
-    let value: f64 = load.parse().unwrap_or_else(|_| panic!("load {load:?}"));
+    let cpus = lab.node().unwrap()["last_report"]["cpus"]
+        .as_u64()
+        .expect("cpus reported");
+    let (value, per) = load
+        .split_once(" / ")
+        .unwrap_or_else(|| panic!("load {load:?}"));
+    assert_eq!(per, cpus.to_string(), "{load}");
+    let value: f64 = value.parse().unwrap_or_else(|_| panic!("load {load:?}"));
     assert!(
-        value >= 0.0 && load.split('.').nth(1).is_some_and(|d| d.len() == 2),
+        value >= 0.0
+            && load
+                .split('.')
+                .nth(1)
+                .is_some_and(|d| d.starts_with(|c: char| c.is_ascii_digit())
+                    && d.split(' ').next().unwrap().len() == 2),
         "{load}"
     );
     let health = lab.node().unwrap()["last_report"]["health"].clone();

@@ -165,6 +165,7 @@ impl StateSource {
                 0 => None,
                 port => Some(port),
             },
+            cpus: online_cpus(),
         }
     }
 }
@@ -225,6 +226,13 @@ pub fn fs_usage(path: &Path) -> std::io::Result<FsUsage> {
     })
 }
 
+/// Online CPUs, as node_exporter's `node_cpu_seconds_total{mode="idle"}` counts them.
+fn online_cpus() -> Option<u32> {
+    // SAFETY: sysconf(3) has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +268,9 @@ mod tests {
         };
         let r = source.collect();
         assert_eq!(r.metrics_port, Some(9100));
+        // The machine's online CPUs (this test runs on the real host), at least the ones it may use.
+        let usable = std::thread::available_parallelism().unwrap().get() as u32;
+        assert!(r.cpus.is_some_and(|n| n >= usable), "{:?}", r.cpus);
         assert_eq!(r.health.load1, 0.21);
         assert_eq!(r.health.memory_total_bytes, 16256924 * 1024);
         assert_eq!(r.health.memory_used_bytes, (16256924 - 12829308) * 1024);

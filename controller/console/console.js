@@ -479,10 +479,15 @@
     row.since.textContent = node.since ? `since ${ago(node.since)}` : '';
     row.since.title = node.since ? clock(node.since) : '';
 
-    // Load against cores: the state report carries no core count, so load1 alone.
+    // Load against cores: "load1 / CPUs", amber above one task per CPU, red above two (the
+    // NodeCpuSaturated alert's line); sorted by load per CPU where the count is known.
     const load = health && node.online ? Number(health.load1) : null;
-    row.load.textContent = load === null || Number.isNaN(load) ? '—' : load.toFixed(2);
-    row.load.title = load === null ? 'no report from this node on this controller run' : '1-minute load average';
+    const cpus = report && Number(report.cpus) > 0 ? Number(report.cpus) : null;
+    const known = load !== null && !Number.isNaN(load);
+    row.load.textContent = !known ? '—' : (cpus ? `${load.toFixed(2)} / ${cpus}` : load.toFixed(2));
+    row.load.title = !known ? 'no report from this node on this controller run'
+      : cpus ? `1-minute load average on ${cpus} CPUs` : '1-minute load average (CPU count not reported)';
+    row.load.className = 'node-load' + (known && cpus ? (load > 2 * cpus ? ' full' : load > cpus ? ' high' : '') : '');
     const memory = health && node.online
       ? usage(row.memory, health.memory_used_bytes, health.memory_total_bytes, 'memory')
       : usage(row.memory, 0, 0, 'memory');
@@ -532,7 +537,7 @@
       name: node.name,
       roles: roles.join(', ') || null,
       state: (node.online ? 1e15 : 0) + (Number(node.since) || 0),
-      load: load === null || Number.isNaN(load) ? null : load,
+      load: !known ? null : (cpus ? load / cpus : load),
       memory,
       disk,
       storage: fullest,

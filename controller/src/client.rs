@@ -948,6 +948,7 @@ mod tests {
                 root_fs_used_bytes: 1,
             },
             metrics_port: Some(9100),
+            cpus: None,
         };
         assert!(
             registry

@@ -144,6 +144,9 @@ pub struct StateReport {
     /// controller's Prometheus service discovery; the address is the one the link comes from.
     /// (Appended to the report: agents and controllers of this layout must be upgraded together.)
     pub metrics_port: Option<u16>,
+    /// Online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), so the load can be read against them.
+    /// Appended like `metrics_port`.
+    pub cpus: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -493,6 +496,7 @@ mod tests {
                 root_fs_used_bytes: 40 << 30,
             },
             metrics_port: Some(9100),
+            cpus: Some(8),
         }
     }
 

@@ -134,6 +134,7 @@ impl Node for SimNode {
                 root_fs_used_bytes: 20 << 30,
             },
             metrics_port: Some(9100),
+            cpus: Some(8),
         };
         Box::pin(async move {
             tokio::time::sleep(delay).await;
