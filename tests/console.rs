@@ -1093,3 +1093,46 @@ fn the_node_page_shows_charts_devices_services_events_and_links() {
     browser.wait_text("#fleet-summary", |t| !t.is_empty());
     browser.wait_hidden("#node-title");
 }
+
+fn lab_with_prometheus(_: &str) -> Lab {
+    let prometheus = std::env::var("NW_TEST_PROMETHEUS_URL").expect("checked by the test");
+    Lab::new(&format!("[prometheus]\nurl = \"{prometheus}\"\n"))
+}
+
+/// With `[prometheus] url` (the suite's real Prometheus), the node page's charts come from it:
+/// the last hour on one 30 s grid, through `GET /api/v1/nodes/{name}/prometheus`.
+#[test]
+fn the_node_page_charts_come_from_prometheus_when_configured() {
+    if service("NW_TEST_PROMETHEUS_URL").is_none() {
+        return;
+    }
+    let Some((lab, webdriver, chromium)) = browser_lab(lab_with_prometheus) else {
+        return;
+    };
+    let charts = lab.get_json("/api/v1/nodes/n1/prometheus");
+    assert_eq!(charts["node"], "n1", "{charts}");
+    assert_eq!(
+        charts["times"].as_array().map(Vec::len),
+        Some(121),
+        "{charts}"
+    );
+    let browser = Browser::start(&webdriver, &chromium);
+    browser.goto(&format!("{}/console/#node/n1", lab.api()));
+    sign_in(&browser, &lab.token());
+    browser.wait_text("#node-points", |t| {
+        t.contains("Charts: the last hour from Prometheus.")
+    });
+    let drawn = wait_for("four charts from Prometheus", WAIT, || {
+        let c = browser.js(
+            "const s = document.getElementById('node-charts').dataset.source;
+             return [s].concat(['load', 'memory', 'disk', 'storage'].map((c) => {
+               const e = document.getElementById('chart-' + c);
+               return e.querySelector('canvas') ? e.dataset.points : '-';
+             }));",
+            vec![],
+        );
+        let c: Vec<String> = serde_json::from_value(c).ok()?;
+        (c[0] == "prometheus" && c[1..].iter().all(|n| n == "121")).then_some(c)
+    });
+    assert_eq!(drawn.len(), 5);
+}

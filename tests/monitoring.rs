@@ -123,9 +123,15 @@ impl Fleet {
     }
 
     fn start_controller(&mut self, dfs_url: Option<&str>) {
+        self.start_controller_with(dfs_url, "")
+    }
+
+    /// The same with more sections appended to its config.
+    fn start_controller_with(&mut self, dfs_url: Option<&str>, extra: &str) {
         let dfs = dfs_url
             .map(|u| format!("[dfs]\nurl = \"{u}\"\ninterval_ms = 500\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + extra;
         let config = self.dir.path().join("controller.toml");
         std::fs::write(
             &config,
@@ -666,7 +672,12 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
     };
     let dfs = DfsDatabase::create(&mysql);
     let mut fleet = Fleet::new(Some(&pushgateway_bin));
-    fleet.start_controller(Some(&dfs.url));
+    // The console's node charts come from this Prometheus (started below).
+    let prometheus_port = free_port();
+    fleet.start_controller_with(
+        Some(&dfs.url),
+        &format!("[prometheus]\nurl = \"http://127.0.0.1:{prometheus_port}\"\n"),
+    );
     fleet.start_agent("store-a", 1);
     // store-b also runs Ray: its metrics agent is a stand-in serving one family.
     let ray_port = serve_ray_stand_in();
@@ -744,7 +755,6 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
             .ok()
     });
 
-    let prometheus_port = free_port();
     let prometheus_dir = fleet.dir.path().join("prometheus");
     std::fs::create_dir_all(&prometheus_dir).unwrap();
     let config_file = prometheus_dir.join("prometheus.yml");
@@ -791,6 +801,60 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
         result_len(&query(&prometheus, "up{job=\"ray\"} == 1")),
         1,
         "only store-b runs Ray"
+    );
+    // The console's node charts from Prometheus: the last hour of store-a on one grid.
+    let bearer = format!("Bearer {}", fleet.api_token());
+    let charts_of = |node: &str| -> Option<(u16, Value)> {
+        let mut r = ureq::get(&format!("{}/api/v1/nodes/{node}/prometheus", fleet.http()))
+            .header("Authorization", &bearer)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((
+            status,
+            serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?,
+        ))
+    };
+    let charts = wait_for(
+        "store-a's charts from Prometheus",
+        Duration::from_secs(60),
+        || {
+            let (status, c) = charts_of("store-a")?;
+            let has = |key: &str| {
+                c[key]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(Value::is_number))
+            };
+            let device = c["storage"]["1"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(Value::is_number));
+            (status == 200 && has("load1") && has("memory") && has("disk") && device).then_some(c)
+        },
+    );
+    let grid = charts["times"].as_array().unwrap().len();
+    assert_eq!(grid, 121, "an hour every 30 s");
+    for key in ["memory", "disk"] {
+        assert!(
+            charts[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_f64)
+                .all(|p| (0.0..=100.0).contains(&p)),
+            "{key}: {charts}"
+        );
+    }
+    let device = charts["storage"]["1"]
+        .as_array()
+        .expect("device 1's series");
+    assert_eq!(device.len(), grid);
+    assert_eq!(
+        charts_of("bad%20name").map(|(s, _)| s),
+        Some(400),
+        "a name that could change the query is refused"
     );
     wait_for(
         "the Pushgateway and the controller scraped",

@@ -1081,6 +1081,18 @@
       })) : [points.map(() => null)]));
   }
 
+  // The same charts from `GET /api/v1/nodes/{name}/prometheus` (one time grid for all).
+  function renderPrometheusCharts(c) {
+    const x = Array.isArray(c.times) ? c.times : [];
+    const line = (v) => (Array.isArray(v) && v.length === x.length ? v : x.map(() => null));
+    chart('chart-load', ['load1'], [x, line(c.load1)]);
+    chart('chart-memory', ['memory %'], [x, line(c.memory)]);
+    chart('chart-disk', ['root disk %'], [x, line(c.disk)]);
+    const ids = Object.keys(c.storage || {}).sort((a, b) => Number(a) - Number(b));
+    chart('chart-storage', ids.length ? ids.map((d) => `device ${d}`) : ['no device'],
+      [x].concat(ids.length ? ids.map((id) => line(c.storage[id])) : [x.map(() => null)]));
+  }
+
   function renderNodeFacts(name) {
     const node = latest.get(name);
     if (!node) {
@@ -1174,7 +1186,23 @@
       $('node-points').textContent = points.length
         ? `${points.length} report(s) since ${clock(points[0].at_ms)} (one every ${Math.round(h.interval_ms / 1000)} s at most, the last ${h.cap} kept)`
         : 'No report from this node since the controller started.';
-      renderCharts(points);
+      // With [prometheus] url the charts show Prometheus's last hour (it outlives this
+      // controller's run); its reports are the fallback when Prometheus cannot answer.
+      let fromPrometheus = false;
+      if (links && links.prometheus_url) {
+        const prom = await api(`nodes/${path}/prometheus`);
+        if (gen !== generation || currentNode() !== name) return;
+        if (prom.ok) {
+          renderPrometheusCharts(await prom.json());
+          fromPrometheus = true;
+          $('node-points').textContent += ' Charts: the last hour from Prometheus.';
+        } else {
+          $('node-points').textContent += ` Charts from these reports (Prometheus: ${await errorText(prom)}).`;
+        }
+        if (gen !== generation || currentNode() !== name) return;
+      }
+      $('node-charts').dataset.source = fromPrometheus ? 'prometheus' : 'reports';
+      if (!fromPrometheus) renderCharts(points);
       renderNodeFacts(name);
       if (events.ok) {
         const list = await events.json();

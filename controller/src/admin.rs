@@ -57,6 +57,9 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
         .merge(crate::api_fragments::routes(http.actions, http.fragments))
         .merge(alerts)
         .merge(crate::api_stream::routes(controller.clone()))
+        .merge(crate::api_prometheus::routes(Arc::new(
+            crate::api_prometheus::PrometheusSource::new(http.links.prometheus_url.clone()),
+        )))
         .merge(
             Router::new()
                 .route("/api/v1/console", get(console_links))

@@ -27,7 +27,7 @@
 //!
 //! [grafana]                     # optional: the console links each node to its dashboard
 //! url = "http://grafana.example:3000"
-//! [prometheus]                  # optional: the console links each node to its series
+//! [prometheus]                  # optional: node links, and the node page's charts from it
 //! url = "http://prometheus.example:9090"
 //!
 //! [pushgateway]
@@ -109,7 +109,8 @@ struct Raw {
     prometheus: RawLinkTarget,
 }
 
-/// `[grafana]` / `[prometheus]`: where the console links a node to (nothing is fetched from it).
+/// `[grafana]` / `[prometheus]`: where the console links a node to (and, for Prometheus, where
+/// the node page's charts are asked for: `api_prometheus.rs`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLinkTarget {
@@ -358,7 +359,8 @@ pub struct ControllerConfig {
     pub actions: ActionsConfig,
     /// `[grafana] url`: the console links each node to its dashboard there.
     pub grafana_url: Option<String>,
-    /// `[prometheus] url`: the console links each node to its series there.
+    /// `[prometheus] url`: the console links each node to its series there, and the node page's
+    /// charts come from it (`api_prometheus.rs`).
     pub prometheus_url: Option<String>,
 }
 

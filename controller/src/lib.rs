@@ -7,6 +7,7 @@ pub mod api_alerts;
 pub mod api_devices;
 pub mod api_events;
 pub mod api_fragments;
+pub mod api_prometheus;
 pub mod api_stream;
 pub mod ca_cli;
 pub mod cadir;

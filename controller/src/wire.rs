@@ -4,6 +4,8 @@
 //! drain state. Plain serde types, no logic.
 
 use nodewarden_shared::protocol::Role;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::actions::NodeActionResult;
@@ -230,4 +232,18 @@ pub struct DrainState {
     pub draining: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub links_closed: Option<usize>,
+}
+
+/// `GET /api/v1/nodes/{name}/prometheus` (`api_prometheus.rs`): the node's last hour from
+/// Prometheus, one time grid, each chart's values on it (`null` where Prometheus has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrometheusCharts {
+    pub node: String,
+    /// Unix seconds, every `api_prometheus::STEP_S`.
+    pub times: Vec<u64>,
+    pub load1: Vec<Option<f64>>,
+    pub memory: Vec<Option<f64>>,
+    pub disk: Vec<Option<f64>>,
+    /// Free % per device id.
+    pub storage: BTreeMap<String, Vec<Option<f64>>>,
 }
