@@ -45,7 +45,8 @@ pub enum InventoryError {
     NotSubset(&'static str),
 }
 
-/// The wire form: each bitmap in roaring's portable serialization.
+/// The wire form: each bitmap in roaring's portable serialization. [`WireRef`] and
+/// [`InventoryParts`] write the same bytes without copying the sizes.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     device_id: u32,
@@ -54,6 +55,17 @@ struct Wire {
     corrupt: Vec<u8>,
     recent: Vec<u8>,
     sizes: Vec<u32>,
+}
+
+/// [`Wire`] borrowing the inventory's sizes (4 bytes a fragment: not copied to be encoded).
+#[derive(Serialize)]
+struct WireRef<'a> {
+    device_id: u32,
+    present: Vec<u8>,
+    no_digest: Vec<u8>,
+    corrupt: Vec<u8>,
+    recent: Vec<u8>,
+    sizes: &'a [u32],
 }
 
 fn bits(b: &RoaringBitmap) -> Vec<u8> {
@@ -83,15 +95,45 @@ impl DeviceInventory {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, InventoryError> {
-        postcard::to_stdvec(&Wire {
+        postcard::to_stdvec(&self.wire()).map_err(InventoryError::Encoding)
+    }
+
+    fn wire(&self) -> WireRef<'_> {
+        WireRef {
             device_id: self.device_id,
             present: bits(&self.present),
             no_digest: bits(&self.no_digest),
             corrupt: bits(&self.corrupt),
             recent: bits(&self.recent),
-            sizes: self.sizes.clone(),
+            sizes: &self.sizes,
+        }
+    }
+
+    /// [`Self::encode`]'s bytes as [`InventoryPart`]s of at most [`INVENTORY_PART`] bytes, made
+    /// one at a time: the bitmaps are encoded first (small), the sizes (most of an inventory) as
+    /// each part is made, so a send never holds the whole encoding beside the inventory.
+    pub fn parts(&self, generation: u64) -> Result<InventoryParts<'_>, InventoryError> {
+        // Everything before the sizes' elements: the struct up to an empty `sizes`, whose
+        // length prefix is then replaced by the real one.
+        let mut head = postcard::to_stdvec(&WireRef {
+            sizes: &[],
+            ..self.wire()
         })
-        .map_err(InventoryError::Encoding)
+        .map_err(InventoryError::Encoding)?;
+        head.pop(); // the empty sequence's length, varint 0
+        let mut len = [0u8; 10];
+        head.extend_from_slice(varint(self.sizes.len() as u64, &mut len));
+        let body: usize = self.sizes.iter().map(|&s| varint_len(s)).sum();
+        let total = head.len() + body;
+        Ok(InventoryParts {
+            device_id: self.device_id,
+            generation,
+            total_len: u32::try_from(total).unwrap_or(u32::MAX),
+            head,
+            sizes: &self.sizes,
+            offset: 0,
+            next_size: 0,
+        })
     }
 
     /// Decodes and checks an inventory from the network: sizes match, every set ⊆ present.
@@ -128,23 +170,82 @@ impl DeviceInventory {
 /// 60 MB: 40 MB of sizes plus the bitmaps).
 pub const MAX_INVENTORY_BYTES: u32 = 128 << 20;
 
-/// `encoded` (a `DeviceInventory::encode()`) as the parts that carry it, in order.
-pub fn split_inventory(
+/// The parts of one inventory's encoding, made as they are taken ([`DeviceInventory::parts`]).
+pub struct InventoryParts<'a> {
     device_id: u32,
     generation: u64,
-    encoded: &[u8],
-) -> impl Iterator<Item = InventoryPart> + '_ {
-    let total_len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
-    encoded
-        .chunks(INVENTORY_PART)
-        .enumerate()
-        .map(move |(i, data)| InventoryPart {
-            device_id,
-            generation,
-            total_len,
-            offset: (i * INVENTORY_PART) as u32,
-            data: data.to_vec(),
-        })
+    total_len: u32,
+    head: Vec<u8>,
+    sizes: &'a [u32],
+    /// Bytes made so far.
+    offset: usize,
+    /// The first size not made yet.
+    next_size: usize,
+}
+
+impl InventoryParts<'_> {
+    /// The whole encoding's length.
+    pub fn total_len(&self) -> u32 {
+        self.total_len
+    }
+}
+
+impl Iterator for InventoryParts<'_> {
+    type Item = InventoryPart;
+
+    fn next(&mut self) -> Option<InventoryPart> {
+        let total = self.total_len as usize;
+        if self.offset >= total {
+            return None;
+        }
+        let mut data = Vec::with_capacity(INVENTORY_PART.min(total - self.offset));
+        if self.offset < self.head.len() {
+            let end = self.head.len().min(self.offset + INVENTORY_PART);
+            data.extend_from_slice(&self.head[self.offset..end]);
+        }
+        // Whole varints only: a part may end short of INVENTORY_PART by up to 4 bytes.
+        let mut buf = [0u8; 10];
+        while let Some(&s) = self.sizes.get(self.next_size) {
+            if data.len() == INVENTORY_PART || self.offset + data.len() < self.head.len() {
+                break;
+            }
+            let v = varint(u64::from(s), &mut buf);
+            if data.len() + v.len() > INVENTORY_PART {
+                break;
+            }
+            data.extend_from_slice(v);
+            self.next_size += 1;
+        }
+        let part = InventoryPart {
+            device_id: self.device_id,
+            generation: self.generation,
+            total_len: self.total_len,
+            offset: self.offset as u32,
+            data,
+        };
+        self.offset += part.data.len();
+        Some(part)
+    }
+}
+
+/// `value` as postcard writes an unsigned integer (LEB128).
+fn varint(mut value: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = 0;
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            buf[i] = byte;
+            return &buf[..=i];
+        }
+        buf[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+fn varint_len(value: u32) -> usize {
+    let mut buf = [0u8; 10];
+    varint(u64::from(value), &mut buf).len()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +474,39 @@ mod tests {
     }
 
     #[test]
+    fn parts_made_one_at_a_time_are_the_encoding() {
+        let mut big = inv();
+        // Sizes of every varint length, across several parts.
+        for id in 1_000..120_000u32 {
+            big.present.insert(id);
+            big.sizes.push(id.wrapping_mul(2_654_435_761) >> (id % 32));
+        }
+        for i in [inv(), DeviceInventory::default(), big] {
+            let bytes = i.encode().unwrap();
+            let parts: Vec<_> = i.parts(5).unwrap().collect();
+            assert_eq!(i.parts(5).unwrap().total_len() as usize, bytes.len());
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.clone()).collect();
+            assert_eq!(joined, bytes);
+            let mut offset = 0;
+            for p in &parts {
+                assert!(p.data.len() <= INVENTORY_PART && !p.data.is_empty());
+                assert_eq!(
+                    (p.offset as usize, p.total_len as usize),
+                    (offset, bytes.len())
+                );
+                assert_eq!((p.device_id, p.generation), (i.device_id, 5));
+                offset += p.data.len();
+            }
+            let mut a = InventoryAssembler::default();
+            let mut done = None;
+            for p in parts {
+                done = a.push(p).unwrap();
+            }
+            assert_eq!(done, Some(i));
+        }
+    }
+
+    #[test]
     fn parts_reassemble_and_bad_parts_are_errors() {
         let mut big = inv();
         // Enough fragments for several parts.
@@ -380,8 +514,7 @@ mod tests {
             big.present.insert(id);
             big.sizes.push(id);
         }
-        let bytes = big.encode().unwrap();
-        let parts: Vec<_> = split_inventory(7, 3, &bytes).collect();
+        let parts: Vec<_> = big.parts(3).unwrap().collect();
         assert!(parts.len() > 2, "{}", parts.len());
         let mut a = InventoryAssembler::default();
         let (last, first) = parts.split_last().unwrap();
@@ -399,7 +532,8 @@ mod tests {
             a.push(parts[1].clone()),
             Err(AssemblyError::OutOfOrder { .. })
         ));
-        let mut other: Vec<_> = split_inventory(8, 1, &inv().encode().unwrap()).collect();
+        let mut other: Vec<_> = inv().parts(1).unwrap().collect();
+        other[0].device_id = 8;
         assert!(matches!(
             a.push(other.remove(0)),
             Err(AssemblyError::WrongDevice { sent: 8, inside: 7 })

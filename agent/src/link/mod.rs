@@ -511,26 +511,23 @@ async fn send_fragments(
         if sent.get(&device) == Some(&generation) {
             continue;
         }
-        // Encoded when sent (the agent keeps only the decoded inventory, docs/perf.md).
-        let encoded = match published.inventory.encode() {
-            Ok(e) => e,
+        // Encoded part by part as it is sent: the agent keeps only the decoded inventory and
+        // one part (docs/perf.md).
+        let inventory = published.inventory.clone();
+        drop(published);
+        let parts = match inventory.parts(generation) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(device, error = %e, "fragment inventory not encoded");
-                sent.insert(device, published.generation);
+                sent.insert(device, generation);
                 continue;
             }
         };
-        drop(published);
-        let parts = nodewarden_shared::fragments::split_inventory(device, generation, &encoded);
+        let bytes = parts.total_len();
         for part in parts {
             write(send, &AgentToController::FragmentInventory(part)).await?;
         }
-        tracing::debug!(
-            device,
-            generation,
-            bytes = encoded.len(),
-            "fragment inventory sent"
-        );
+        tracing::debug!(device, generation, bytes, "fragment inventory sent");
         sent.insert(device, generation);
     }
     Ok(())
