@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use nodewarden_tests::{ChildGuard, bin_path, free_port, wait_for};
 use serde_json::Value;
 
-fn run_ok(cmd: &mut Command) {
+/// Runs `cmd`, which must succeed: its standard output.
+fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A free UDP port on loopback (the link is QUIC).
@@ -199,20 +201,14 @@ fn an_agent_moves_to_another_controller_when_one_drains_or_dies() {
     // Resume a, kill b: the agent is back on a within 10 s.
     // Through the CLI, as an operator would.
     let cli = |args: &[&str]| {
-        let out = Command::new(bin_path("nodewarden-controller"))
-            .args(args)
-            .arg("--api")
-            .arg(format!("http://127.0.0.1:{}", a.http))
-            .arg("--token-file")
-            .arg(a.dir.join("data/api.token"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ok(
+            Command::new(bin_path("nodewarden-controller"))
+                .args(args)
+                .arg("--api")
+                .arg(format!("http://127.0.0.1:{}", a.http))
+                .arg("--token-file")
+                .arg(a.dir.join("data/api.token")),
+        )
     };
     assert_eq!(cli(&["drain", "--status"]), "draining\n");
     assert!(cli(&["drain", "--resume"]).starts_with("not draining"));

@@ -577,29 +577,21 @@ fn test_prometheus_config(fleet: &Fleet, prometheus_port: u16) -> String {
         .expect("scrape_configs")
     {
         let name = job["job_name"].as_str().unwrap_or_default().to_string();
+        // A discovery job: the shipped URL checked, then pointed at this fleet's controller.
+        let mut point_sd = |path: &str| {
+            let sd = &mut job["http_sd_configs"][0];
+            assert_eq!(
+                sd["url"].as_str(),
+                Some(format!("http://127.0.0.1:9180{path}").as_str())
+            );
+            sd["url"] = Y::from(format!("{}{path}", fleet.http()));
+            sd["refresh_interval"] = Y::from("1s");
+            sd["authorization"]["credentials_file"] =
+                Y::from(fleet.dir.path().join("sd.token").display().to_string());
+        };
         match name.as_str() {
-            "nodes" => {
-                let sd = &mut job["http_sd_configs"][0];
-                assert_eq!(
-                    sd["url"].as_str(),
-                    Some("http://127.0.0.1:9180/api/v1/sd/agents")
-                );
-                sd["url"] = Y::from(format!("{}/api/v1/sd/agents", fleet.http()));
-                sd["refresh_interval"] = Y::from("1s");
-                sd["authorization"]["credentials_file"] =
-                    Y::from(fleet.dir.path().join("sd.token").display().to_string());
-            }
-            "ray" => {
-                let sd = &mut job["http_sd_configs"][0];
-                assert_eq!(
-                    sd["url"].as_str(),
-                    Some("http://127.0.0.1:9180/api/v1/sd/endpoints/ray")
-                );
-                sd["url"] = Y::from(format!("{}/api/v1/sd/endpoints/ray", fleet.http()));
-                sd["refresh_interval"] = Y::from("1s");
-                sd["authorization"]["credentials_file"] =
-                    Y::from(fleet.dir.path().join("sd.token").display().to_string());
-            }
+            "nodes" => point_sd("/api/v1/sd/agents"),
+            "ray" => point_sd("/api/v1/sd/endpoints/ray"),
             "pushgateway" => {
                 job["static_configs"][0]["targets"] = Y::Sequence(vec![Y::from(format!(
                     "127.0.0.1:{}",

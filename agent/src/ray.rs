@@ -86,23 +86,11 @@ pub enum RayError {
     },
 }
 
-/// The TCP ports some socket listens on, from `/proc/net/tcp`-format tables (state `0A`).
-/// The kernel lists the listening sockets first (`tcp_get_idx`: the listening hash, then the
-/// established one), so a table is read only up to its first other socket: on a busy Ray node
-/// the rest is most of the file.
-pub fn listening_ports<'a>(tables: impl IntoIterator<Item = &'a str>) -> BTreeSet<u16> {
-    let mut ports = BTreeSet::new();
-    for table in tables {
-        let Ok(()) = listening_lines(
-            table.lines().map(Ok::<_, std::convert::Infallible>),
-            &mut ports,
-        );
-    }
-    ports
-}
-
-/// Adds the ports of one table's leading listening sockets to `ports` ("  sl  local_address
-/// rem_address   st ..." then one socket per line), stopping at the first other socket.
+/// Adds the ports some socket listens on (state `0A`) in one `/proc/net/tcp`-format table
+/// ("  sl  local_address rem_address   st ..." then one socket per line) to `ports`. The kernel
+/// lists the listening sockets first (`tcp_get_idx`: the listening hash, then the established
+/// one), so the read stops at the first other socket: on a busy Ray node the rest is most of
+/// the file.
 fn listening_lines<S: AsRef<str>, E>(
     lines: impl Iterator<Item = Result<S, E>>,
     ports: &mut BTreeSet<u16>,
@@ -256,6 +244,18 @@ pub fn own_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listening ports of whole tables given as text.
+    fn listening_ports<'a>(tables: impl IntoIterator<Item = &'a str>) -> BTreeSet<u16> {
+        let mut ports = BTreeSet::new();
+        for table in tables {
+            let Ok(()) = listening_lines(
+                table.lines().map(Ok::<_, std::convert::Infallible>),
+                &mut ports,
+            );
+        }
+        ports
+    }
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 100 0 0 10 0

@@ -171,15 +171,14 @@ impl Controller {
     /// The number of links closed.
     pub fn drain(&self, actor: &str) -> usize {
         *lock(&self.draining) = Some(format!("controller draining (asked by {actor})"));
-        let ids: Vec<u64> = lock(&self.live).keys().copied().collect();
-        for id in &ids {
-            self.close_live(
-                *id,
+        let live = lock(&self.live);
+        for l in live.values() {
+            l.closer.close(
                 nodewarden_shared::protocol::close::DRAINING,
                 b"controller draining",
             );
         }
-        ids.len()
+        live.len()
     }
 
     /// Stops draining: agents may link again. Whether it was draining.
