@@ -16,6 +16,10 @@
 //! flush_interval_ms = 1000
 //! event_buffer = 100000         # events kept while the database is unreachable
 //!
+//! [cluster]                     # optional: one of several controllers on one MySQL database
+//! id = "ops1"                   # this controller's id, unique in the fleet (docs/scale-out.md)
+//! lease_ttl_ms = 10000          # a node's link lease lapses this long after its holder's last renewal
+//!
 //! [http]                        # (also accepted as [admin], its former name)
 //! listen = "127.0.0.1:9180"     # API, /metrics, Prometheus service discovery; "" disables
 //! tls = false                   # true: HTTPS with the link's server certificate (ca_dir/server.pem)
@@ -75,7 +79,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ssh::SshSettings;
-use crate::store::StoreConfig;
+use crate::store::{ClusterConfig, StoreConfig};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -91,6 +95,8 @@ struct Raw {
     link: RawLink,
     #[serde(default)]
     database: RawDatabase,
+    #[serde(default)]
+    cluster: Option<RawCluster>,
     #[serde(default, alias = "admin")]
     http: RawHttp,
     #[serde(default)]
@@ -246,6 +252,49 @@ struct RawDatabase {
     flush_interval_ms: Option<u64>,
     event_buffer: Option<usize>,
     write_timeout_ms: Option<u64>,
+}
+
+/// `[cluster]`: this controller is one of several sharing one MySQL/MariaDB database
+/// (docs/scale-out.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    id: String,
+    lease_ttl_ms: Option<u64>,
+}
+
+impl RawCluster {
+    /// Checked against the store it needs (MySQL) and the flush interval that renews it.
+    fn resolve(&self, store: &StoreConfig, pusher: bool) -> Result<ClusterConfig, String> {
+        crate::store::check_controller_id(&self.id).map_err(|e| format!("cluster.id: {e}"))?;
+        if store.url.is_none() {
+            return Err(
+                "cluster: several controllers share one MySQL/MariaDB database; set \
+                        [database] url (the embedded SQLite store serves one controller)"
+                    .into(),
+            );
+        }
+        let ttl = Duration::from_millis(self.lease_ttl_ms.unwrap_or(10_000));
+        if !(1_000..=300_000).contains(&ttl.as_millis()) {
+            return Err(format!(
+                "cluster.lease_ttl_ms: {} is outside 1000..=300000",
+                ttl.as_millis()
+            ));
+        }
+        if ttl < store.flush_interval * 3 {
+            return Err(format!(
+                "cluster.lease_ttl_ms: {} must be at least three flush intervals \
+                 (database.flush_interval_ms = {}), which renew it",
+                ttl.as_millis(),
+                store.flush_interval.as_millis()
+            ));
+        }
+        Ok(ClusterConfig {
+            id: self.id.clone(),
+            lease_ttl: ttl,
+            pusher,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,7 +459,10 @@ impl ControllerConfig {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| base.join("data")),
         };
-        let store = raw.database.resolve(&data_dir).map_err(err)?;
+        let mut store = raw.database.resolve(&data_dir).map_err(err)?;
+        if let Some(cluster) = &raw.cluster {
+            store.cluster = Some(cluster.resolve(&store, push.is_some()).map_err(err)?);
+        }
         let actions = raw
             .actions
             .resolve(base, &raw.ssh, &raw.nodes)

@@ -13,6 +13,7 @@ pub mod ca_cli;
 pub mod cadir;
 pub mod certfile;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod dfs;

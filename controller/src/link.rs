@@ -308,9 +308,10 @@ async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
     if shared.revoked.is_revoked(&info.serial) {
         connection.close(close::REVOKED.into(), b"certificate revoked");
     }
-    // Checked after the insertion for the same reason: a drain closes the live ones.
-    if controller.draining().is_some() {
-        connection.close(close::DRAINING.into(), b"controller draining");
+    // Checked after the insertion for the same reason: a drain (or a loss of lease authority)
+    // closes the live ones.
+    if let Some((code, reason)) = controller.turned_away() {
+        connection.close(code.into(), reason.as_bytes());
     }
     let peer = Peer {
         controller,
@@ -326,6 +327,7 @@ async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
         .close_reason()
         .is_some_and(|e| e == quinn::ConnectionError::LocallyClosed);
     let silenced = lock(&shared.silenced).remove(&conn_id);
+    let for_lease = controller.closed_for_lease(conn_id);
     let reason = match outcome {
         Ok(_) if locally_closed && silenced => {
             format!("no packet from the agent for {:?}", shared.silence)
@@ -333,7 +335,7 @@ async fn handle_incoming(shared: Arc<Endpoint>, incoming: quinn::Incoming) {
         Ok(_) if locally_closed && shared.revoked.contains(&info.serial) => {
             "certificate revoked".to_string()
         }
-        Ok(reason) if locally_closed => controller.draining().unwrap_or(reason),
+        Ok(reason) if locally_closed => controller.draining().or(for_lease).unwrap_or(reason),
         Ok(reason) => reason,
         Err(e) => {
             let reason = e.to_string();

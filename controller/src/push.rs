@@ -26,6 +26,7 @@ use crate::config::PushConfig;
 use crate::dfs::{DfsDevice, DfsSource};
 use crate::metrics::{PushLabels, PushResult};
 use crate::state::Controller;
+use crate::store::{DeviceReport, NodeRecord, StoreReader};
 
 /// The groups only the DFS source feeds when it is configured.
 pub const JOB_ONLINE_DEVICE_COUNT: &str = "online_device_count";
@@ -86,6 +87,35 @@ impl FleetSnapshot {
                         free_bytes: d.free_bytes,
                     });
                 }
+            }
+        }
+        snapshot.devices.sort_by_key(|d| d.id);
+        snapshot
+    }
+
+    /// The whole fleet as the shared database has it (a cluster's pusher): every node with its
+    /// roles, the online ones, and the devices of online nodes.
+    pub fn from_records(nodes: &[NodeRecord], devices: &[DeviceReport]) -> FleetSnapshot {
+        let mut snapshot = FleetSnapshot::default();
+        for record in nodes {
+            let id = &record.info.node_id;
+            snapshot.known.insert(id.clone(), record.info.roles.clone());
+            if record.online {
+                snapshot
+                    .online
+                    .insert(id.clone(), record.info.roles.clone());
+            }
+        }
+        for d in devices {
+            if let (true, Ok(id)) = (
+                snapshot.online.contains_key(&d.node_id),
+                u32::try_from(d.device_id),
+            ) {
+                snapshot.devices.push(OnlineDevice {
+                    id,
+                    total_bytes: d.total_bytes,
+                    free_bytes: d.free_bytes,
+                });
             }
         }
         snapshot.devices.sort_by_key(|d| d.id);
@@ -299,7 +329,14 @@ async fn send(
 }
 
 /// Pushes until the task is dropped.
-pub async fn run(config: PushConfig, controller: Arc<Controller>, dfs: Option<Arc<DfsSource>>) {
+/// With `fleet` (a cluster), only while this controller holds the pusher lease, and from the
+/// shared database.
+pub async fn run(
+    config: PushConfig,
+    controller: Arc<Controller>,
+    dfs: Option<Arc<DfsSource>>,
+    fleet: Option<StoreReader>,
+) {
     let client: Client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -311,7 +348,18 @@ pub async fn run(config: PushConfig, controller: Arc<Controller>, dfs: Option<Ar
     let mut deleted = false;
     loop {
         tick.tick().await;
-        let snapshot = FleetSnapshot::take(&controller);
+        let snapshot = match &fleet {
+            None => FleetSnapshot::take(&controller),
+            // Another controller of the cluster pushes.
+            Some(_) if !controller.is_pusher() => continue,
+            Some(reader) => match reader.fleet().await {
+                Ok((nodes, devices)) => FleetSnapshot::from_records(&nodes, &devices),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no push this round: the fleet could not be read");
+                    continue;
+                }
+            },
+        };
         let rows = dfs.as_ref().map(|d| d.current());
         let round = groups(
             &snapshot,

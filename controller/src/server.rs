@@ -70,6 +70,18 @@ pub async fn serve(
     tracing::info!(database = %store.database(), nodes = known, "fleet store open; known nodes restored (offline until their agents connect)");
     let controller = Controller::new(registry);
     controller.attach_store(store.handle());
+    let cluster_metrics = crate::cluster::ClusterMetrics::default();
+    if let Some(status) = store.lease_status() {
+        tracing::info!(
+            cluster_id = store.cluster_id().unwrap_or_default(),
+            "cluster mode: node links are leased in the shared database"
+        );
+        tokio::spawn(crate::cluster::follow(
+            controller.clone(),
+            status,
+            cluster_metrics.clone(),
+        ));
+    }
     let link = link::start(&settings, controller.clone())?;
     tracing::info!(
         address = %link.endpoint.local_addr()?,
@@ -81,6 +93,9 @@ pub async fn serve(
     let mut registry = prometheus_client::registry::Registry::default();
     controller.metrics.register(&mut registry);
     store.metrics().register(&mut registry);
+    if store.lease_status().is_some() {
+        cluster_metrics.register(&mut registry);
+    }
     let actions = ActionsApi::new(controller.clone(), config.actions.clone());
     // The DFS's FRAGMENT table (`[dfs]`): fragment audits and the orphan clean-up.
     let fragment_table = match &config.dfs {
@@ -149,7 +164,9 @@ pub async fn serve(
     });
     if let Some(push_config) = config.push.clone() {
         tracing::info!(pushgateway = %push_config.url, interval = ?push_config.interval, "pushing fleet aggregates");
-        tokio::spawn(push::run(push_config, controller.clone(), dfs));
+        // In a cluster the pusher lease's holder pushes, from the shared database.
+        let fleet = store.lease_status().map(|_| store.reader());
+        tokio::spawn(push::run(push_config, controller.clone(), dfs, fleet));
     }
     tokio::select! {
         _ = link.done => {}

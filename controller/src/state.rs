@@ -114,6 +114,13 @@ pub struct Controller {
     /// While an operator drains this controller: why its links are closed (every agent moves
     /// to another controller of its list, and new connections are turned away).
     draining: Mutex<Option<String>>,
+    /// In a cluster, while this controller has no lease authority (its database is away): why
+    /// its links are closed and new ones turned away.
+    no_authority: Mutex<Option<String>>,
+    /// Connections closed because another controller took their node's lease, with the reason.
+    lease_lost: Mutex<HashMap<u64, String>>,
+    /// In a cluster: whether this controller holds the pusher lease. Always true otherwise.
+    pusher: std::sync::atomic::AtomicBool,
 }
 
 impl Controller {
@@ -130,6 +137,9 @@ impl Controller {
             fragments_changed: watch::Sender::new(0),
             history: Mutex::new(Default::default()),
             draining: Mutex::new(None),
+            no_authority: Mutex::new(None),
+            lease_lost: Mutex::new(HashMap::new()),
+            pusher: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -189,6 +199,75 @@ impl Controller {
     /// Why this controller is draining, while it is.
     pub fn draining(&self) -> Option<String> {
         lock(&self.draining).clone()
+    }
+
+    /// Why a new link is turned away now, with the close code: a drain, or no lease authority.
+    pub fn turned_away(&self) -> Option<(u32, String)> {
+        use nodewarden_shared::protocol::close;
+        if let Some(reason) = self.draining() {
+            return Some((close::DRAINING, reason));
+        }
+        lock(&self.no_authority)
+            .clone()
+            .map(|reason| (close::NO_AUTHORITY, reason))
+    }
+
+    /// Lease authority lost (`Some(reason)`): every live link is closed and new ones turned
+    /// away until it is back (`None`). The number of links closed.
+    pub fn set_no_authority(&self, reason: Option<String>) -> usize {
+        let lost = reason.is_some();
+        *lock(&self.no_authority) = reason;
+        if !lost {
+            return 0;
+        }
+        let live = lock(&self.live);
+        for l in live.values() {
+            l.closer.close(
+                nodewarden_shared::protocol::close::NO_AUTHORITY,
+                b"controller without its database",
+            );
+        }
+        live.len()
+    }
+
+    /// Another controller took `node`'s lease: closes its link here if that was established
+    /// before `before_ms` (a newer one claims the lease anew). Whether a link was closed.
+    pub fn lease_taken(&self, node: &str, before_ms: u64) -> bool {
+        let stale = lock(&self.registry)
+            .get(node)
+            .and_then(|n| n.connection.as_ref().map(|c| (c.id, c.connected_at)))
+            .filter(|(_, at)| *at <= before_ms);
+        let Some((id, _)) = stale else {
+            return false;
+        };
+        lock(&self.lease_lost).insert(
+            id,
+            "another controller of the cluster holds the node's link now".to_string(),
+        );
+        self.close_live(
+            id,
+            nodewarden_shared::protocol::close::LEASE_LOST,
+            b"another controller holds the link",
+        );
+        true
+    }
+
+    /// Why connection `conn_id` was closed by this controller, if for a lease or for lost
+    /// authority (taken once, by the connection's end).
+    pub fn closed_for_lease(&self, conn_id: u64) -> Option<String> {
+        lock(&self.lease_lost)
+            .remove(&conn_id)
+            .or_else(|| lock(&self.no_authority).clone())
+    }
+
+    /// Whether this controller pushes the fleet's aggregates (in a cluster: holds the pusher
+    /// lease).
+    pub fn is_pusher(&self) -> bool {
+        self.pusher.load(Ordering::Relaxed)
+    }
+
+    pub fn set_pusher(&self, pusher: bool) {
+        self.pusher.store(pusher, Ordering::Relaxed);
     }
 
     /// `(connection id, datagrams received so far)` of every live connection.

@@ -322,6 +322,11 @@ pub mod close {
     pub const REVOKED: u32 = 3;
     /// The controller is draining (an operator moves its agents away): link to another one.
     pub const DRAINING: u32 = 4;
+    /// Another controller of the cluster holds the node's link lease (this link is stale).
+    pub const LEASE_LOST: u32 = 5;
+    /// The controller cannot reach the cluster's database, so it holds no lease: link to
+    /// another one.
+    pub const NO_AUTHORITY: u32 = 6;
 
     /// A short name for logs.
     pub fn describe(code: u64) -> &'static str {
@@ -331,6 +336,8 @@ pub mod close {
             2 => "replaced by a newer connection",
             3 => "certificate revoked",
             4 => "controller draining",
+            5 => "another controller holds the link",
+            6 => "controller without its database",
             _ => "unknown reason",
         }
     }

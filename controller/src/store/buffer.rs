@@ -214,8 +214,20 @@ impl WriteBuffer {
         }))
     }
 
-    /// Marks every online node offline (at start-up: no agent is connected yet).
-    pub fn all_offline(&mut self, at: SystemTime, reason: &str) -> Vec<Queued> {
+    /// Marks every online node offline (at start-up: no agent is connected yet), except the
+    /// nodes another controller of the cluster holds: those stay online in the database, and
+    /// here they count as not online (this controller holds no link of theirs), unwritten.
+    pub fn all_offline(
+        &mut self,
+        at: SystemTime,
+        reason: &str,
+        held_elsewhere: &BTreeSet<String>,
+    ) -> Vec<Queued> {
+        for id in held_elsewhere {
+            if let Some(n) = self.nodes.get_mut(id) {
+                n.online = false;
+            }
+        }
         let mut online: Vec<String> = self
             .nodes
             .values()
@@ -742,7 +754,7 @@ mod tests {
             online,
         };
         let mut buf = WriteBuffer::new(vec![known("a", true), known("b", false)], vec![], 10, 2);
-        let queued = buf.all_offline(at(9), "controller started");
+        let queued = buf.all_offline(at(9), "controller started", &BTreeSet::new());
         assert_eq!(queued, vec![Queued::Yes]);
         let batch = buf.take(usize::MAX);
         assert_eq!(kinds(&batch), vec!["a offline"]);

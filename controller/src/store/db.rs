@@ -10,7 +10,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use super::buffer::Batch;
+use super::buffer::{Batch, PendingEvent};
+use super::lease::{ClusterConfig, LeaseOutcome, LeaseWork};
 use super::sql::{self, Dialect};
 use super::types::{
     AlertNotice, DeviceReport, Event, EventKind, EventQuery, EventRecord, NodeInfo, NodeRecord,
@@ -36,6 +37,228 @@ macro_rules! with_pool {
             Backend::Sqlite($pool) => $body,
         }
     };
+}
+
+/// Writes a batch's rows (`$nodes`: the node records to write) inside transaction `$tx`; the
+/// number of statements. A macro because the two back ends' transactions are different types.
+macro_rules! write_rows {
+    ($tx:ident, $dialect:expr, $batch:expr, $nodes:expr, $max_rows:expr) => {{
+        let (dialect, batch, nodes): (Dialect, &Batch, &[&NodeRecord]) = ($dialect, $batch, $nodes);
+        let node_rows = sql::rows_per_statement($max_rows, sql::NODE_COLUMNS.len());
+        let device_rows = sql::rows_per_statement($max_rows, sql::DEVICE_COLUMNS.len());
+        let mut statements = 0;
+        for chunk in nodes.chunks(node_rows) {
+            let text = sql::upsert_nodes(dialect, chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
+            for node in chunk {
+                let info = &node.info;
+                query = query
+                    .bind(info.node_id.as_str())
+                    .bind(info.hostname.as_str())
+                    .bind(json_list(&info.addresses))
+                    .bind(json_list(&info.mac_addresses))
+                    .bind(json_list(&info.roles))
+                    .bind(info.agent_version.as_str())
+                    .bind(info.cert_fingerprint.as_str())
+                    .bind(to_millis(node.first_seen))
+                    .bind(to_millis(node.last_seen))
+                    .bind(node.online)
+                    .bind(json_list(&info.services))
+                    .bind(serde_json::to_string(&info.interfaces).unwrap_or_else(|_| "[]".into()));
+            }
+            query.execute(&mut *$tx).await?;
+            statements += 1;
+        }
+        for chunk in batch.devices.chunks(device_rows) {
+            let text = sql::upsert_devices(dialect, chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
+            for device in chunk {
+                query = query
+                    .bind(device.device_id)
+                    .bind(device.node_id.as_str())
+                    .bind(device.fragment_folder.as_str())
+                    .bind(saturating_i64(device.total_bytes))
+                    .bind(saturating_i64(device.free_bytes))
+                    .bind(saturating_i64(device.fragment_count))
+                    .bind(to_millis(device.reported_at));
+            }
+            query.execute(&mut *$tx).await?;
+            statements += 1;
+        }
+        statements += insert_event_rows!($tx, dialect, &batch.events, $max_rows);
+        statements
+    }};
+}
+
+/// Appends events inside transaction `$tx`; the number of statements.
+macro_rules! insert_event_rows {
+    ($tx:ident, $dialect:expr, $events:expr, $max_rows:expr) => {{
+        let events: &[PendingEvent] = $events;
+        let event_rows = sql::rows_per_statement($max_rows, sql::EVENT_COLUMNS.len());
+        let mut statements = 0;
+        for chunk in events.chunks(event_rows) {
+            let text = sql::insert_events($dialect, chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
+            for pending in chunk {
+                let row = EventRow::from(&pending.event);
+                query = query
+                    .bind(pending.uid.as_str())
+                    .bind(to_millis(pending.event.at))
+                    .bind(pending.event.node_id.as_str())
+                    .bind(row.kind)
+                    .bind(row.actor)
+                    .bind(row.action)
+                    .bind(row.path)
+                    .bind(row.result)
+                    .bind(row.detail)
+                    .bind(row.duration_ms)
+                    .bind(row.operation_id);
+            }
+            query.execute(&mut *$tx).await?;
+            statements += 1;
+        }
+        statements
+    }};
+}
+
+/// One flush's lease work for [`Backend::write`].
+pub struct LeaseStep<'a> {
+    pub cluster: &'a ClusterConfig,
+    pub work: &'a LeaseWork,
+    /// When the step's work was taken (this controller's clock), for swept nodes' events.
+    pub now: std::time::SystemTime,
+}
+
+/// Lapsed leases swept per flush at most.
+const SWEEP_LIMIT: i64 = 500;
+
+/// The lease step (MySQL only): claims, releases, renewal, what this controller holds, lapsed
+/// leases swept (each node recorded offline with an event, once fleet-wide), the pusher lease.
+/// Also returns the nodes recorded offline here that another controller holds.
+async fn lease_step(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    step: &LeaseStep<'_>,
+    max_rows: usize,
+) -> Result<(LeaseOutcome, Vec<String>), sqlx::Error> {
+    let conn: &mut sqlx::MySqlConnection = &mut *tx;
+    let me = step.cluster.id.as_str();
+    let ttl_ms = i64::try_from(step.cluster.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    let per = sql::rows_per_statement(max_rows, 4);
+    for chunk in step.work.claims.chunks(per) {
+        let mut query =
+            sqlx::query(AssertSqlSafe(sql::claim_leases(chunk.len()))).persistent(false);
+        for (node, connected_ms) in chunk {
+            query = query
+                .bind(node.as_str())
+                .bind(me)
+                .bind(*connected_ms)
+                .bind(ttl_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for chunk in step.work.releases.chunks(per) {
+        let mut query = sqlx::query(AssertSqlSafe(sql::release_leases(chunk.len())))
+            .persistent(false)
+            .bind(me);
+        for node in chunk {
+            query = query.bind(node.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    let mut skip = Vec::new();
+    for chunk in step.work.offline_nodes.chunks(per) {
+        let mut query = sqlx::query(AssertSqlSafe(sql::held_elsewhere(chunk.len())))
+            .persistent(false)
+            .bind(me);
+        for node in chunk {
+            query = query.bind(node.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            skip.push(row.try_get::<String, _>(0)?);
+        }
+    }
+    sqlx::query(AssertSqlSafe(sql::renew_leases()))
+        .bind(ttl_ms)
+        .bind(me)
+        .execute(&mut *conn)
+        .await?;
+    let mut outcome = LeaseOutcome::default();
+    for row in sqlx::query(sql::SELECT_HELD)
+        .bind(me)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        outcome.held.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    let lapsed = sqlx::query(AssertSqlSafe(sql::select_lapsed()))
+        .bind(SWEEP_LIMIT)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut events = Vec::new();
+    for row in lapsed {
+        let (node, holder): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let swept = sqlx::query(AssertSqlSafe(sql::sweep_lapsed()))
+            .bind(node.as_str())
+            .bind(holder.as_str())
+            .execute(&mut *conn)
+            .await?;
+        if swept.rows_affected() != 1 {
+            continue; // another controller swept it, or its holder renewed meanwhile
+        }
+        sqlx::query(sql::NODE_OFFLINE)
+            .bind(node.as_str())
+            .execute(&mut *conn)
+            .await?;
+        let epoch: i64 = sqlx::query(sql::SELECT_EPOCH)
+            .bind(node.as_str())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        events.push(PendingEvent {
+            uid: lapse_uid(&node, epoch),
+            event: Event {
+                at: step.now,
+                node_id: node.clone(),
+                kind: EventKind::Offline {
+                    reason: format!(
+                        "controller lost: {holder} stopped renewing the link's lease and no \
+                         controller took it over (swept by {me})"
+                    ),
+                },
+            },
+        });
+        outcome.swept.push((node, holder));
+    }
+    insert_event_rows!(conn, Dialect::MySql, &events, max_rows);
+    if step.cluster.pusher {
+        sqlx::query(AssertSqlSafe(sql::claim_duty()))
+            .bind(PUSHER_LEASE)
+            .bind(me)
+            .bind(ttl_ms)
+            .execute(&mut *conn)
+            .await?;
+        let holder: Option<String> = sqlx::query(sql::SELECT_DUTY)
+            .bind(PUSHER_LEASE)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        outcome.pusher = holder.as_deref() == Some(me);
+    }
+    Ok((outcome, skip))
+}
+
+/// The controller lease that decides who pushes the fleet's aggregates.
+pub const PUSHER_LEASE: &str = "pusher";
+
+/// The uid of a swept node's offline event: the same for every controller that might sweep it
+/// (only one does), so a retried flush writes it once.
+fn lapse_uid(node: &str, epoch: i64) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same in every process.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    node.hash(&mut hasher);
+    format!("lapse-{:016x}-{:x}", hasher.finish(), epoch)
 }
 
 /// What one successful flush wrote.
@@ -102,80 +325,79 @@ impl Backend {
     }
 
     /// Writes the batch in one transaction: nodes, then devices, then events, each as
-    /// multi-row statements of at most `max_rows` rows.
-    pub async fn write(&self, batch: &Batch, max_rows: usize) -> Result<Written, sqlx::Error> {
+    /// multi-row statements of at most `max_rows` rows. With a lease step (cluster mode, MySQL
+    /// only) the same transaction first claims, releases and renews leases, and a node recorded
+    /// offline here is not written where another controller holds it.
+    pub async fn write(
+        &self,
+        batch: &Batch,
+        max_rows: usize,
+        lease: Option<LeaseStep<'_>>,
+    ) -> Result<(Written, Option<LeaseOutcome>), sqlx::Error> {
         let dialect = self.dialect();
-        let node_rows = sql::rows_per_statement(max_rows, sql::NODE_COLUMNS.len());
-        let device_rows = sql::rows_per_statement(max_rows, sql::DEVICE_COLUMNS.len());
-        let event_rows = sql::rows_per_statement(max_rows, sql::EVENT_COLUMNS.len());
-        let mut statements = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in batch.nodes.chunks(node_rows) {
-                let text = sql::upsert_nodes(dialect, chunk.len());
-                let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
-                for node in chunk {
-                    let info = &node.info;
-                    query = query
-                        .bind(info.node_id.as_str())
-                        .bind(info.hostname.as_str())
-                        .bind(json_list(&info.addresses))
-                        .bind(json_list(&info.mac_addresses))
-                        .bind(json_list(&info.roles))
-                        .bind(info.agent_version.as_str())
-                        .bind(info.cert_fingerprint.as_str())
-                        .bind(to_millis(node.first_seen))
-                        .bind(to_millis(node.last_seen))
-                        .bind(node.online)
-                        .bind(json_list(&info.services))
-                        .bind(serde_json::to_string(&info.interfaces).unwrap_or_else(|_| "[]".into()));
-                }
-                query.execute(&mut *tx).await?;
-                statements += 1;
+        match (self, lease) {
+            (Backend::MySql(pool), lease) => {
+                let mut tx = pool.begin().await?;
+                let (outcome, skip) = match lease {
+                    Some(step) => {
+                        let (outcome, skip) = lease_step(&mut tx, &step, max_rows).await?;
+                        (Some(outcome), skip)
+                    }
+                    None => (None, Vec::new()),
+                };
+                let nodes: Vec<&NodeRecord> = batch
+                    .nodes
+                    .iter()
+                    .filter(|n| n.online || !skip.contains(&n.info.node_id))
+                    .collect();
+                let statements = write_rows!(tx, dialect, batch, &nodes, max_rows);
+                tx.commit().await?;
+                Ok((
+                    Written {
+                        rows: batch.rows() - (batch.nodes.len() - nodes.len()),
+                        statements,
+                    },
+                    outcome,
+                ))
             }
-            for chunk in batch.devices.chunks(device_rows) {
-                let text = sql::upsert_devices(dialect, chunk.len());
-                let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
-                for device in chunk {
-                    query = query
-                        .bind(device.device_id)
-                        .bind(device.node_id.as_str())
-                        .bind(device.fragment_folder.as_str())
-                        .bind(saturating_i64(device.total_bytes))
-                        .bind(saturating_i64(device.free_bytes))
-                        .bind(saturating_i64(device.fragment_count))
-                        .bind(to_millis(device.reported_at));
-                }
-                query.execute(&mut *tx).await?;
-                statements += 1;
+            (Backend::Sqlite(pool), None) => {
+                let mut tx = pool.begin().await?;
+                let nodes: Vec<&NodeRecord> = batch.nodes.iter().collect();
+                let statements = write_rows!(tx, dialect, batch, &nodes, max_rows);
+                tx.commit().await?;
+                Ok((
+                    Written {
+                        rows: batch.rows(),
+                        statements,
+                    },
+                    None,
+                ))
             }
-            for chunk in batch.events.chunks(event_rows) {
-                let text = sql::insert_events(dialect, chunk.len());
-                let mut query = sqlx::query(AssertSqlSafe(text)).persistent(false);
-                for pending in chunk {
-                    let row = EventRow::from(&pending.event);
-                    query = query
-                        .bind(pending.uid.as_str())
-                        .bind(to_millis(pending.event.at))
-                        .bind(pending.event.node_id.as_str())
-                        .bind(row.kind)
-                        .bind(row.actor)
-                        .bind(row.action)
-                        .bind(row.path)
-                        .bind(row.result)
-                        .bind(row.detail)
-                        .bind(row.duration_ms)
-                        .bind(row.operation_id);
-                }
-                query.execute(&mut *tx).await?;
-                statements += 1;
-            }
-            tx.commit().await?;
-        });
-        Ok(Written {
-            rows: batch.rows(),
-            statements,
-        })
+            (Backend::Sqlite(_), Some(_)) => Err(sqlx::Error::Configuration(
+                "leases need MySQL/MariaDB: the embedded SQLite store serves one controller".into(),
+            )),
+        }
+    }
+
+    /// At start-up in cluster mode (MySQL): gives up what `me`'s earlier run held and returns
+    /// the nodes other controllers hold now.
+    pub async fn start_leases(&self, me: &str) -> Result<Vec<String>, String> {
+        let Backend::MySql(pool) = self else {
+            return Err("leases need MySQL/MariaDB".into());
+        };
+        sqlx::query(sql::RELEASE_ALL)
+            .bind(me)
+            .execute(pool)
+            .await
+            .map_err(|e| format!("releasing this controller's earlier leases: {e}"))?;
+        let rows = sqlx::query(AssertSqlSafe(sql::select_held_elsewhere()))
+            .bind(me)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("reading the leases: {e}"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(|e| e.to_string()))
+            .collect()
     }
 
     pub async fn load_nodes(&self) -> Result<Vec<NodeRecord>, String> {

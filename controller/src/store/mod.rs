@@ -18,6 +18,7 @@
 
 mod buffer;
 mod db;
+mod lease;
 mod sql;
 mod types;
 mod url;
@@ -32,7 +33,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use buffer::{Queued, RejectedNode};
-pub use db::Backend;
+pub use db::{Backend, PUSHER_LEASE};
+pub use lease::{ClusterConfig, LeaseStatus, check_controller_id};
 pub use sql::Dialect;
 pub use types::{
     AddressRecord, AlertNotice, DeviceReport, Event, EventKind, EventQuery, EventRecord,
@@ -65,6 +67,8 @@ pub struct StoreConfig {
     pub connect_timeout: Duration,
     /// `database.write_timeout`: a flush taking longer is abandoned and retried.
     pub write_timeout: Duration,
+    /// `[cluster]`: one of several controllers sharing this (MySQL) database.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl StoreConfig {
@@ -79,6 +83,7 @@ impl StoreConfig {
             retry_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
+            cluster: None,
         }
     }
 }
@@ -144,6 +149,15 @@ impl StoreReader {
             .map_err(|message| self.read_error(message))
     }
 
+    /// Nodes and storage devices as the database has them (in a cluster: every controller's).
+    pub async fn fleet(&self) -> Result<(Vec<NodeRecord>, Vec<DeviceReport>), StoreError> {
+        let nodes = self.backend.load_nodes().await;
+        let devices = self.backend.load_devices().await;
+        nodes
+            .and_then(|n| devices.map(|d| (n, d)))
+            .map_err(|message| self.read_error(message))
+    }
+
     fn read_error(&self, message: String) -> StoreError {
         StoreError::Read {
             database: self.target.display(),
@@ -182,6 +196,15 @@ impl Store {
         let nodes = backend.load_nodes().await.map_err(open_error)?;
         let devices = backend.load_devices().await.map_err(open_error)?;
         let open_requests = backend.open_requests().await.map_err(open_error)?;
+        let held_elsewhere: std::collections::BTreeSet<String> = match &config.cluster {
+            Some(cluster) => backend
+                .start_leases(&cluster.id)
+                .await
+                .map_err(open_error)?
+                .into_iter()
+                .collect(),
+            None => Default::default(),
+        };
         let mut buffer = WriteBuffer::new(nodes, devices, config.event_buffer, run_id());
         // Operations requested by an earlier run that never recorded their end: it stopped
         // (crashed, killed) while they ran. Whether they ran is unknown; the log says so.
@@ -209,17 +232,34 @@ impl Store {
         buffer.all_offline(
             SystemTime::now(),
             "controller started; offline until the agent reconnects",
+            &held_elsewhere,
         );
         let event_bound = config.event_buffer.max(1);
         let (status, _) = watch::channel(FlushStatus::default());
         let (reports, _) = broadcast::channel(1024);
+        let mut config = config;
+        if let Some(cluster) = &config.cluster {
+            // Authority lapses a lease term after the last renewal: retries and a hung write
+            // must not outlast it unnoticed.
+            config.retry_max = config.retry_max.min(cluster.lease_ttl / 4);
+            config.write_timeout = config.write_timeout.min(cluster.lease_ttl / 2);
+        }
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending { buffer, takes: 0 }),
+            pending: Mutex::new(Pending {
+                buffer,
+                leases: config
+                    .cluster
+                    .as_ref()
+                    .map(|c| lease::LeaseBook::new(c.lease_ttl)),
+                takes: 0,
+            }),
             metrics: StoreMetrics::default(),
             status,
             reports,
             target: target.clone(),
             event_bound,
+            cluster: config.cluster.clone(),
+            lease_status: watch::Sender::new(LeaseStatus::default()),
         });
         let limits = FlushLimits {
             max_rows: config.rows_per_statement,
@@ -343,7 +383,11 @@ impl std::ops::Deref for Store {
 impl StoreHandle {
     /// An agent connected: its identity is recorded, it is online, and the transition logged.
     pub fn node_connected(&self, info: NodeInfo, at: SystemTime) -> Result<Queued, RejectedNode> {
-        self.record(|b| b.node_connected(info, at))
+        let node = info.node_id.clone();
+        self.record_with_lease(
+            |b| b.node_connected(info, at),
+            |book| book.claim(&node, writer::unix_ms(at)),
+        )
     }
 
     /// What a known node declares changed (interfaces, services, roles); no transition.
@@ -363,7 +407,10 @@ impl StoreHandle {
         at: SystemTime,
         reason: &str,
     ) -> Result<Queued, RejectedNode> {
-        self.record(|b| b.node_offline(node_id, at, reason))
+        self.record_with_lease(
+            |b| b.node_offline(node_id, at, reason),
+            |book| book.release(node_id),
+        )
     }
 
     /// The latest state of a storage device. Coalesced per flush.
@@ -418,10 +465,23 @@ impl StoreHandle {
         &self,
         call: impl FnOnce(&mut WriteBuffer) -> Result<Queued, RejectedNode>,
     ) -> Result<Queued, RejectedNode> {
+        self.record_with_lease(call, |_| {})
+    }
+
+    /// [`Self::record`], and in cluster mode a lease wish under the same lock (so a flush
+    /// takes a node's record and its lease wish together).
+    fn record_with_lease(
+        &self,
+        call: impl FnOnce(&mut WriteBuffer) -> Result<Queued, RejectedNode>,
+        wish: impl FnOnce(&mut lease::LeaseBook),
+    ) -> Result<Queued, RejectedNode> {
         let (queued, shed) = {
             let mut pending = self.shared.lock();
             let before = pending.buffer.events_shed();
             let queued = call(&mut pending.buffer);
+            if let (Ok(_), Some(book)) = (&queued, pending.leases.as_mut()) {
+                wish(book);
+            }
             (queued, pending.buffer.events_shed() - before)
         };
         if shed > 0 {
@@ -517,6 +577,19 @@ impl StoreHandle {
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(())
+    }
+
+    /// What the last lease step found; `None` unless this controller is in a cluster.
+    pub fn lease_status(&self) -> Option<watch::Receiver<LeaseStatus>> {
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|_| self.shared.lease_status.subscribe())
+    }
+
+    /// This controller's cluster id, in cluster mode.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.shared.cluster.as_ref().map(|c| c.id.as_str())
     }
 
     /// Every successful, non-empty flush (for benchmarks and diagnostics).

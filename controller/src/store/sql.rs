@@ -166,6 +166,99 @@ pub fn select_events(by_node: bool, newest_first: bool) -> &'static str {
     }
 }
 
+/// The database server's clock in unix milliseconds: lease times never depend on the
+/// controllers' clocks agreeing (cluster mode is MySQL/MariaDB only).
+const DB_NOW_MS: &str = "FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)";
+
+/// Claims `rows` node leases: `(node_id, holder, connected_ms, ttl_ms)` each. A claim takes the
+/// lease over unless the row holds a newer connection (`connected_ms`); taking over bumps the
+/// epoch. MySQL applies the assignments left to right, so `connected_ms` comes last.
+pub fn claim_leases(rows: usize) -> String {
+    let row = format!("(?, ?, 1, ?, {DB_NOW_MS} + ?)");
+    let mut sql = String::from(
+        "INSERT INTO node_leases (node_id, holder, epoch, connected_ms, expires_ms) VALUES ",
+    );
+    sql.push_str(&vec![row.as_str(); rows].join(","));
+    sql.push_str(
+        " ON DUPLICATE KEY UPDATE \
+         holder = IF(VALUES(connected_ms) >= connected_ms, VALUES(holder), holder), \
+         epoch = IF(VALUES(connected_ms) >= connected_ms, epoch + 1, epoch), \
+         expires_ms = IF(VALUES(connected_ms) >= connected_ms, VALUES(expires_ms), expires_ms), \
+         connected_ms = GREATEST(connected_ms, VALUES(connected_ms))",
+    );
+    sql
+}
+
+/// Gives up `rows` leases this controller (first placeholder) still holds.
+pub fn release_leases(rows: usize) -> String {
+    format!(
+        "UPDATE node_leases SET holder = NULL, expires_ms = 0 WHERE holder = ? AND node_id IN ({})",
+        vec!["?"; rows].join(",")
+    )
+}
+
+/// Of `rows` nodes, those another controller (first placeholder: this one) holds now.
+pub fn held_elsewhere(rows: usize) -> String {
+    format!(
+        "SELECT node_id FROM node_leases WHERE holder IS NOT NULL AND holder <> ? \
+         AND expires_ms > {DB_NOW_MS} AND node_id IN ({})",
+        vec!["?"; rows].join(",")
+    )
+}
+
+/// Renews every lease this controller holds: `(ttl_ms, holder)`.
+pub fn renew_leases() -> String {
+    format!("UPDATE node_leases SET expires_ms = {DB_NOW_MS} + ? WHERE holder = ?")
+}
+
+/// At start-up: what this controller's earlier run held is given up (it holds no link yet).
+pub const RELEASE_ALL: &str =
+    "UPDATE node_leases SET holder = NULL, expires_ms = 0 WHERE holder = ?";
+
+/// At start-up: nodes other controllers hold now (they stay online).
+pub fn select_held_elsewhere() -> String {
+    format!(
+        "SELECT node_id FROM node_leases WHERE holder IS NOT NULL AND holder <> ? \
+         AND expires_ms > {DB_NOW_MS}"
+    )
+}
+
+pub const SELECT_HELD: &str = "SELECT node_id, epoch FROM node_leases WHERE holder = ?";
+
+/// Lapsed leases (their holder stopped renewing): `(limit)`.
+pub fn select_lapsed() -> String {
+    format!(
+        "SELECT node_id, holder FROM node_leases WHERE holder IS NOT NULL \
+         AND expires_ms < {DB_NOW_MS} ORDER BY expires_ms LIMIT ?"
+    )
+}
+
+/// Sweeps one lapsed lease `(node_id, holder)` if it is still lapsed and still that holder's:
+/// one affected row means this controller records the node offline.
+pub fn sweep_lapsed() -> String {
+    format!(
+        "UPDATE node_leases SET holder = NULL, epoch = epoch + 1 WHERE node_id = ? AND holder = ? \
+         AND expires_ms < {DB_NOW_MS}"
+    )
+}
+
+pub const NODE_OFFLINE: &str = "UPDATE nodes SET online = FALSE WHERE node_id = ?";
+
+pub const SELECT_EPOCH: &str = "SELECT epoch FROM node_leases WHERE node_id = ?";
+
+/// Takes or renews the controller lease `(name, holder, ttl_ms)`: renewed by its holder, taken
+/// by another only once lapsed. MySQL applies the assignments left to right.
+pub fn claim_duty() -> String {
+    format!(
+        "INSERT INTO controller_leases (name, holder, expires_ms) VALUES (?, ?, {DB_NOW_MS} + ?) \
+         ON DUPLICATE KEY UPDATE \
+         holder = IF(holder = VALUES(holder) OR expires_ms < {DB_NOW_MS}, VALUES(holder), holder), \
+         expires_ms = IF(holder = VALUES(holder), VALUES(expires_ms), expires_ms)"
+    )
+}
+
+pub const SELECT_DUTY: &str = "SELECT holder FROM controller_leases WHERE name = ?";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::buffer::WriteBuffer;
-use super::db::Backend;
+use super::db::{Backend, LeaseStep};
+use super::lease::{ClusterConfig, LeaseBook, LeaseStatus};
 use super::url::DatabaseTarget;
 
 /// Capped exponential backoff between failed flushes.
@@ -151,6 +152,8 @@ pub struct FlushStatus {
 
 pub struct Pending {
     pub buffer: WriteBuffer,
+    /// Link leases (cluster mode only).
+    pub leases: Option<LeaseBook>,
     /// Flush attempts started; taken under the same lock as the batch.
     pub takes: u64,
 }
@@ -162,6 +165,10 @@ pub struct Shared {
     pub reports: broadcast::Sender<FlushReport>,
     pub target: DatabaseTarget,
     pub event_bound: usize,
+    /// `[cluster]`: this controller shares the database with others.
+    pub cluster: Option<ClusterConfig>,
+    /// What the last lease step found (cluster mode).
+    pub lease_status: watch::Sender<LeaseStatus>,
 }
 
 impl Shared {
@@ -249,20 +256,40 @@ pub async fn flush_once(
     backend: &Backend,
     limits: FlushLimits,
 ) -> Result<FlushReport, String> {
-    let (batch, take) = {
+    let taken_at = std::time::SystemTime::now();
+    let (batch, work, take) = {
         let mut pending = shared.lock();
         pending.takes += 1;
         let max_events = limits.max_rows.max(1) * EVENT_STATEMENTS_PER_FLUSH;
-        (pending.buffer.take(max_events), pending.takes)
+        let batch = pending.buffer.take(max_events);
+        let offline = batch
+            .nodes
+            .iter()
+            .filter(|n| !n.online)
+            .map(|n| n.info.node_id.clone())
+            .collect();
+        let work = pending.leases.as_mut().map(|book| book.take(offline));
+        (batch, work, pending.takes)
     };
     let started = std::time::Instant::now();
-    let written = if batch.is_empty() {
+    let lease = match (&shared.cluster, &work) {
+        (Some(cluster), Some(work)) => Some(LeaseStep {
+            cluster,
+            work,
+            now: taken_at,
+        }),
+        _ => None,
+    };
+    let written = if batch.is_empty() && lease.is_none() {
         Ok(Default::default())
     } else {
         // Dropping the write on timeout drops its transaction, which rolls back; if the
         // commit did reach the server, the retry's upserts and uid-keyed events are no-ops.
-        match tokio::time::timeout(limits.write_timeout, backend.write(&batch, limits.max_rows))
-            .await
+        match tokio::time::timeout(
+            limits.write_timeout,
+            backend.write(&batch, limits.max_rows, lease),
+        )
+        .await
         {
             Ok(written) => written.map_err(|e| e.to_string()),
             Err(_) => Err(format!(
@@ -274,10 +301,21 @@ pub async fn flush_once(
     let duration = started.elapsed();
     let metrics = &shared.metrics;
     match written {
-        Ok(written) => {
+        Ok((written, outcome)) => {
             let pending_events = {
                 let mut pending = shared.lock();
                 pending.buffer.complete(&batch);
+                if let (Some(book), Some(work), Some(outcome)) =
+                    (pending.leases.as_mut(), &work, &outcome)
+                {
+                    let now = std::time::Instant::now();
+                    let lost = book.succeeded(work, outcome, now);
+                    for (node, holder) in &outcome.swept {
+                        tracing::warn!(%node, %holder, "lease lapsed with no new holder: node recorded offline (controller lost)");
+                    }
+                    let status = book.status(now, lost, unix_ms(taken_at));
+                    shared.lease_status.send_replace(status);
+                }
                 pending.buffer.events_pending()
             };
             let report = FlushReport {
@@ -315,6 +353,20 @@ pub async fn flush_once(
             let (pending_rows, pending_events, dropped) = {
                 let mut pending = shared.lock();
                 pending.buffer.requeue(batch);
+                if let (Some(book), Some(work)) = (pending.leases.as_mut(), work) {
+                    let now = std::time::Instant::now();
+                    let had = shared.lease_status.borrow().authority;
+                    if !book.failed(work, now) && had {
+                        tracing::error!(
+                            database = %shared.target.display(),
+                            "no lease renewal for a whole lease term: this controller gives up \
+                             its links and takes none until the database answers again"
+                        );
+                    }
+                    shared
+                        .lease_status
+                        .send_replace(book.status(now, Vec::new(), 0));
+                }
                 (
                     pending.buffer.dirty_rows(),
                     pending.buffer.events_pending(),
@@ -339,6 +391,12 @@ pub async fn flush_once(
             Err(message)
         }
     }
+}
+
+pub fn unix_ms(at: std::time::SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn gauge_value(n: usize) -> i64 {

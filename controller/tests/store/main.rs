@@ -651,6 +651,7 @@ async fn mariadb_wrong_password_and_unknown_database_are_clear_errors() {
     assert!(!text.contains(":nodewarden@"), "{text}");
 }
 
+mod leases;
 mod outage;
 mod tls;
 

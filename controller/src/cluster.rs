@@ -1,0 +1,105 @@
+//! The controller as one of several sharing one MySQL/MariaDB database (`[cluster]`,
+//! docs/scale-out.md): follows what the store's lease steps find and acts on the shared state.
+//! A node another controller took over has its stale link here closed; a controller whose
+//! database stayed away for a whole lease term closes every link and turns new ones away until
+//! a step succeeds again; the pusher lease decides which controller pushes the fleet's
+//! aggregates. The leases themselves live in the store (`store/lease.rs`, written by its writer).
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::state::Controller;
+use crate::store::LeaseStatus;
+
+/// The cluster's figures on the controller's `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    pub authority: Gauge,
+    pub leases_held: Gauge,
+    pub pusher: Gauge,
+    pub links_lost: Counter,
+}
+
+impl ClusterMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "nodewarden_controller_lease_authority",
+            "1 while this controller's lease steps reach the cluster's database within a lease term (it may hold links)",
+            self.authority.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_leases_held",
+            "Node link leases this controller holds in the cluster's database",
+            self.leases_held.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_pusher",
+            "1 while this controller holds the pusher lease (it pushes the fleet's aggregates)",
+            self.pusher.clone(),
+        );
+        registry.register(
+            "nodewarden_controller_lease_links_closed",
+            "Links closed here because another controller took their node's lease",
+            self.links_lost.clone(),
+        );
+    }
+}
+
+/// Applies every lease status the store publishes until the store stops.
+pub async fn follow(
+    controller: Arc<Controller>,
+    mut status: watch::Receiver<LeaseStatus>,
+    metrics: ClusterMetrics,
+) {
+    let mut had_authority = None;
+    loop {
+        let current = status.borrow_and_update().clone();
+        apply(&controller, &current, &mut had_authority, &metrics);
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn apply(
+    controller: &Controller,
+    status: &LeaseStatus,
+    had_authority: &mut Option<bool>,
+    metrics: &ClusterMetrics,
+) {
+    metrics.authority.set(i64::from(status.authority));
+    metrics
+        .leases_held
+        .set(i64::try_from(status.held.len()).unwrap_or(i64::MAX));
+    metrics.pusher.set(i64::from(status.pusher));
+    controller.set_pusher(status.pusher);
+    if *had_authority != Some(status.authority) {
+        if status.authority {
+            controller.set_no_authority(None);
+            if had_authority.is_some() {
+                tracing::info!("lease authority back: the database answers; links are taken again");
+            }
+        } else if status.steps > 0 {
+            let closed = controller.set_no_authority(Some(
+                "controller without its database: no lease renewal for a lease term".into(),
+            ));
+            tracing::error!(
+                links = closed,
+                "lease authority lost: every link closed, new ones turned away until the \
+                 database answers (agents move to the other controllers)"
+            );
+        }
+        *had_authority = Some(status.authority);
+    }
+    let before = u64::try_from(status.lost_before_ms).unwrap_or(0);
+    for node in &status.lost {
+        if controller.lease_taken(node, before) {
+            metrics.links_lost.inc();
+            tracing::info!(%node, "another controller took the node's lease: stale link closed");
+        }
+    }
+}
