@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nodewarden_tests::lab::{Log, run_ok};
 use nodewarden_tests::{
     ChildGuard, bin_path, free_port, get_text, prometheus_query, result_len, service,
-    start_prometheus, wait_for,
+    start_prometheus, start_pushgateway, wait_for,
 };
 use serde_json::Value;
 
@@ -461,19 +461,6 @@ fn events_within(lab: &nodewarden_tests::lab::Lab, limit: Duration) -> Vec<Value
         .ok()
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
-}
-
-fn start_pushgateway(bin: &str, port: u16) -> ChildGuard {
-    let child = ChildGuard::spawn(
-        Command::new(bin)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for("the Pushgateway ready", Duration::from_secs(30), || {
-        get_text(&format!("http://127.0.0.1:{port}/-/ready"))
-    });
-    child
 }
 
 /// The jobs of the groups the Pushgateway holds (its `push_time_seconds` series).

@@ -5,10 +5,11 @@
 pub mod fuse;
 pub mod lab;
 pub mod mariadb;
+pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The value of a service variable exported by `scripts/services.sh`. With
@@ -322,6 +323,20 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
         labels.insert(name.trim().to_string(), value);
     }
     labels
+}
+
+/// A Pushgateway on `127.0.0.1:port`, ready.
+pub fn start_pushgateway(bin: &str, port: u16) -> ChildGuard {
+    let child = ChildGuard::spawn(
+        Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for("the Pushgateway ready", Duration::from_secs(30), || {
+        get_text(&format!("http://127.0.0.1:{port}/-/ready"))
+    });
+    child
 }
 
 #[cfg(test)]

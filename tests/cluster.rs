@@ -1,0 +1,360 @@
+//! Issue 16 with the real binaries on loopback: three controllers of one fleet (one CA, each its
+//! own id) sharing one private MariaDB, three agents each listing all three controllers and
+//! preferring a different one, and a real Pushgateway every controller is pointed at. Step by
+//! step: the leases name each agent's controller; one controller is killed with SIGKILL and its
+//! agent is linked elsewhere within 10 s; one is drained; one loses its database (a relay cut)
+//! and gives its links up; a node whose controller dies while its agent is frozen is recorded
+//! offline with `controller lost`. After every step the Pushgateway's fleet group counts the
+//! online devices of the whole fleet, pushed by exactly one controller.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodewarden_tests::mariadb::PrivateMariaDb;
+use nodewarden_tests::proxy::TcpProxy;
+use nodewarden_tests::{
+    ChildGuard, bin_path, free_port, get_text, parse_exposition, service, start_pushgateway,
+    wait_for,
+};
+
+/// Lease term of the test's controllers.
+const TTL_MS: u64 = 2000;
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
+struct Controller {
+    id: String,
+    child: Option<ChildGuard>,
+    dir: PathBuf,
+    link: u16,
+    http: u16,
+}
+
+impl Controller {
+    fn start(root: &Path, id: &str, ca: &Path, db_url: &str, pushgateway: u16) -> Controller {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (link, http) = (udp_port(), free_port());
+        let config = dir.join("controller.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[link]\nlisten = \"127.0.0.1:{link}\"\nca_dir = {ca:?}\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n\
+                 [database]\nurl = \"{db_url}\"\nflush_interval_ms = 200\n\
+                 [cluster]\nid = \"{id}\"\nlease_ttl_ms = {TTL_MS}\n\
+                 [pushgateway]\nurl = \"http://127.0.0.1:{pushgateway}\"\ninterval_ms = 300\n"
+            ),
+        )
+        .unwrap();
+        let mut c = Controller {
+            id: id.to_string(),
+            child: None,
+            dir,
+            link,
+            http,
+        };
+        c.restart();
+        c
+    }
+
+    fn restart(&mut self) {
+        let child = ChildGuard::spawn(
+            Command::new(bin_path("nodewarden-controller"))
+                .arg("serve")
+                .arg("--config")
+                .arg(self.dir.join("controller.toml"))
+                .env("NODEWARDEN_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.join("stderr.log")).unwrap()),
+        );
+        self.child = Some(child);
+        wait_for(
+            &format!("controller {}", self.id),
+            Duration::from_secs(30),
+            || self.metrics(),
+        );
+    }
+
+    fn token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("data/api.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
+    fn api(&self, method: &str, path: &str) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.http);
+        let bearer = format!("Bearer {}", self.token()?);
+        let mut response = match method {
+            "POST" => ureq::post(&url)
+                .header("Authorization", &bearer)
+                .send_empty(),
+            "DELETE" => ureq::delete(&url).header("Authorization", &bearer).call(),
+            _ => ureq::get(&url).header("Authorization", &bearer).call(),
+        }
+        .ok()?;
+        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+    }
+
+    /// A figure of this controller's `/metrics`.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let families = self.metrics()?;
+        families.get(name)?.value(&[])
+    }
+
+    fn metrics(&self) -> Option<std::collections::BTreeMap<String, nodewarden_tests::Family>> {
+        let text = get_text(&format!("http://127.0.0.1:{}/metrics", self.http))?;
+        Some(parse_exposition(&text.replace("# EOF\n", "")))
+    }
+
+    fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// `node → holder` of the live leases, as the database has them.
+fn holders(db: &PrivateMariaDb) -> std::collections::BTreeMap<String, String> {
+    db.try_sql(
+        "SELECT node_id, holder FROM fleet.node_leases WHERE holder IS NOT NULL \
+         AND expires_ms > FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)",
+    )
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| {
+        let (n, h) = l.split_once('\t')?;
+        Some((n.to_string(), h.to_string()))
+    })
+    .collect()
+}
+
+/// The fleet group's online device count on the Pushgateway.
+fn pushed_device_count(port: u16) -> Option<f64> {
+    let text = get_text(&format!("http://127.0.0.1:{port}/metrics"))?;
+    parse_exposition(&text)
+        .get("dontpanic_online_device_count")?
+        .value(&[("job", "online_device_count")])
+}
+
+/// Waits until the Pushgateway counts `devices` online devices and exactly one live
+/// controller holds the pusher lease; that controller's id.
+fn pushed_once(port: u16, devices: f64, controllers: &[&Controller]) -> String {
+    wait_for(
+        &format!("{devices} devices pushed by one controller"),
+        Duration::from_secs(15),
+        || {
+            let pushers: Vec<&str> = controllers
+                .iter()
+                .filter(|c| c.alive())
+                .filter(|c| c.metric("nodewarden_controller_pusher") == Some(1.0))
+                .map(|c| c.id.as_str())
+                .collect();
+            (pushers.len() == 1 && pushed_device_count(port) == Some(devices))
+                .then(|| pushers[0].to_string())
+        },
+    )
+}
+
+#[test]
+fn three_controllers_share_the_fleet_through_leases_in_mariadb() {
+    let Some(pushgateway_bin) = service("NW_TEST_PUSHGATEWAY_BIN") else {
+        return;
+    };
+    let Some(db) = PrivateMariaDb::start() else {
+        return;
+    };
+    let pg_port = free_port();
+    let _pushgateway = start_pushgateway(&pushgateway_bin, pg_port);
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca");
+    let controller_bin = bin_path("nodewarden-controller");
+    run_ok(
+        Command::new(&controller_bin)
+            .args(["ca", "init", "--dir"])
+            .arg(&ca)
+            .args(["--san", "127.0.0.1"]),
+    );
+    // c3 reaches the database through a relay the test can cut.
+    let relay = TcpProxy::start(db.port);
+    let relayed = db
+        .url()
+        .replace(&format!(":{}/", db.port), &format!(":{}/", relay.port));
+    let mut c1 = Controller::start(root.path(), "c1", &ca, &db.url(), pg_port);
+    let mut c2 = Controller::start(root.path(), "c2", &ca, &db.url(), pg_port);
+    let c3 = Controller::start(root.path(), "c3", &ca, &relayed, pg_port);
+
+    // Agent i prefers controller i and lists all three; each has one storage device.
+    let links = [c1.link, c2.link, c3.link];
+    let mut agents = Vec::new();
+    for i in 1..=3 {
+        let node = format!("n{i}");
+        let certs = root.path().join("certs");
+        run_ok(
+            Command::new(&controller_bin)
+                .args(["ca", "issue", &node, "--dir"])
+                .arg(&ca)
+                .arg("--out-dir")
+                .arg(&certs),
+        );
+        let fragments = root.path().join(format!("fragments-{i}"));
+        std::fs::create_dir_all(&fragments).unwrap();
+        let config = root.path().join(format!("agent-{i}.toml"));
+        let addresses: Vec<String> = links.iter().map(|l| format!("\"127.0.0.1:{l}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "roles = [\"storage\"]\n[controller]\naddresses = [{}]\n\
+                 prefer = \"127.0.0.1:{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+                 report_interval_ms = 300\nreconnect_max_ms = 1000\n\
+                 [[storage.devices]]\nid = {i}\nfragment_dir = {fragments:?}\n",
+                addresses.join(", "),
+                links[i - 1],
+                ca.join("ca.pem"),
+                certs.join(format!("{node}.pem")),
+                certs.join(format!("{node}.key")),
+            ),
+        )
+        .unwrap();
+        agents.push(ChildGuard::spawn(
+            Command::new(bin_path("nodewarden-agent"))
+                .arg("--config")
+                .arg(&config)
+                .arg("--web.listen-address=127.0.0.1:0")
+                .env("NODEWARDEN_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ));
+    }
+
+    // Each agent on its preferred controller, the lease naming it.
+    let expected: std::collections::BTreeMap<String, String> = (1..=3)
+        .map(|i| (format!("n{i}"), format!("c{i}")))
+        .collect();
+    wait_for(
+        "each node leased by its preferred controller",
+        Duration::from_secs(30),
+        || (holders(&db) == expected).then_some(()),
+    );
+    let all = [&c1, &c2, &c3];
+    let pusher = pushed_once(pg_port, 3.0, &all);
+    eprintln!("pusher: {pusher}");
+
+    // SIGKILL c1: n1 is linked to another controller within 10 s, with a newer epoch.
+    drop(c1.child.take());
+    let killed = Instant::now();
+    let moved_to = wait_for(
+        "n1 leased again after c1 died",
+        Duration::from_secs(10),
+        || holders(&db).get("n1").filter(|h| *h != "c1").cloned(),
+    );
+    eprintln!(
+        "SIGKILL of c1 → n1 leased by {moved_to}: {:?}",
+        killed.elapsed()
+    );
+    let epoch = db.sql("SELECT epoch FROM fleet.node_leases WHERE node_id = 'n1'");
+    assert!(epoch.trim().parse::<i64>().unwrap() >= 2, "epoch {epoch}");
+    let pusher = pushed_once(pg_port, 3.0, &[&c2, &c3]);
+    eprintln!("pusher after c1 died: {pusher}");
+    // No node was recorded offline by the take-over: the database says online throughout.
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM fleet.nodes WHERE online = 1")
+            .trim(),
+        "3"
+    );
+
+    // Drain c2: whatever it held moves to c3.
+    let drained = c2.api("POST", "/api/v1/controller/drain").expect("drain");
+    assert_eq!(drained["draining"], true);
+    wait_for(
+        "every node on c3 after c2 drained",
+        Duration::from_secs(10),
+        || {
+            let h = holders(&db);
+            (h.len() == 3 && h.values().all(|c| c == "c3")).then_some(())
+        },
+    );
+    pushed_once(pg_port, 3.0, &[&c2, &c3]);
+    c2.api("DELETE", "/api/v1/controller/drain")
+        .expect("resume");
+
+    // Cut c3 from the database: a lease term later it gives its links up, and they move to c2.
+    relay.cut();
+    let cut = Instant::now();
+    wait_for("c3 without authority", Duration::from_secs(15), || {
+        (c3.metric("nodewarden_controller_lease_authority") == Some(0.0)).then_some(())
+    });
+    wait_for(
+        "every node on c2 after c3 lost its database",
+        Duration::from_secs(15),
+        || {
+            let h = holders(&db);
+            (h.len() == 3 && h.values().all(|c| c == "c2")).then_some(())
+        },
+    );
+    eprintln!("c3's database cut → every node on c2: {:?}", cut.elapsed());
+    pushed_once(pg_port, 3.0, &[&c2, &c3]);
+    relay.restore();
+    wait_for("c3's authority back", Duration::from_secs(15), || {
+        (c3.metric("nodewarden_controller_lease_authority") == Some(1.0)).then_some(())
+    });
+
+    // n3's agent frozen, then its controller c2 killed: n1 and n2 move to c3, n3 has no new
+    // holder and is recorded offline with `controller lost` once its lease lapses.
+    let n3_pid = agents[2].pid();
+    let signal = |sig: &str| {
+        run_ok(Command::new("kill").arg(sig).arg(n3_pid.to_string()));
+    };
+    signal("-STOP");
+    drop(c2.child.take());
+    wait_for("n1 and n2 on c3", Duration::from_secs(15), || {
+        let h = holders(&db);
+        (h.get("n1").map(String::as_str) == Some("c3")
+            && h.get("n2").map(String::as_str) == Some("c3"))
+        .then_some(())
+    });
+    wait_for(
+        "n3 recorded offline: controller lost",
+        Duration::from_secs(15),
+        || {
+            let rows = db.try_sql(
+                "SELECT detail FROM fleet.events WHERE node_id = 'n3' AND kind = 'offline' \
+             AND detail LIKE 'controller lost: c2%'",
+            )?;
+            (rows.lines().count() == 1).then_some(())
+        },
+    );
+    assert_eq!(
+        db.sql("SELECT online FROM fleet.nodes WHERE node_id = 'n3'")
+            .trim(),
+        "0"
+    );
+    pushed_once(pg_port, 2.0, &[&c3]);
+    // Thawed, n3's agent links to c3, the only controller left.
+    signal("-CONT");
+    wait_for("n3 back on c3", Duration::from_secs(20), || {
+        (holders(&db).get("n3").map(String::as_str) == Some("c3")).then_some(())
+    });
+    pushed_once(pg_port, 3.0, &[&c3]);
+    // c1 comes back: it takes no node from c3 (no agent moves without a reason) and the
+    // database still says all three online.
+    c1.restart();
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM fleet.nodes WHERE online = 1")
+            .trim(),
+        "3"
+    );
+}
