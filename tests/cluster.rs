@@ -49,7 +49,15 @@ impl Controller {
     fn start(root: &Path, id: &str, ca: &Path, db_url: &str, pushgateway: u16) -> Controller {
         let dir = root.join(id);
         std::fs::create_dir_all(&dir).unwrap();
-        let (link, http) = (udp_port(), free_port());
+        let (link, http, peer) = (udp_port(), free_port(), free_port());
+        // Its peer certificate, where `[cluster]` looks for it by default.
+        run_ok(
+            Command::new(bin_path("nodewarden-controller"))
+                .args(["ca", "issue-controller", id, "--san", "127.0.0.1", "--dir"])
+                .arg(ca)
+                .arg("--out-dir")
+                .arg(ca),
+        );
         let config = dir.join("controller.toml");
         std::fs::write(
             &config,
@@ -58,6 +66,7 @@ impl Controller {
                  [http]\nlisten = \"127.0.0.1:{http}\"\n\
                  [database]\nurl = \"{db_url}\"\nflush_interval_ms = 200\n\
                  [cluster]\nid = \"{id}\"\nlease_ttl_ms = {TTL_MS}\n\
+                 peer_listen = \"127.0.0.1:{peer}\"\n\
                  [pushgateway]\nurl = \"http://127.0.0.1:{pushgateway}\"\ninterval_ms = 300\n"
             ),
         )
@@ -109,6 +118,23 @@ impl Controller {
         }
         .ok()?;
         serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+    }
+
+    /// Runs an action through this controller's API: the answer's lines.
+    fn action(&self, body: serde_json::Value) -> Vec<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/api/v1/actions", self.http);
+        let mut response = ureq::post(&url)
+            .header(
+                "Authorization",
+                &format!("Bearer {}", self.token().unwrap()),
+            )
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{} {body}: {e}", self.id));
+        let text = response.body_mut().read_to_string().unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// A figure of this controller's `/metrics`.
@@ -252,6 +278,59 @@ fn three_controllers_share_the_fleet_through_leases_in_mariadb() {
     let all = [&c1, &c2, &c3];
     let pusher = pushed_once(pg_port, 3.0, &all);
     eprintln!("pusher: {pusher}");
+
+    // An action through each controller on the nodes the two others hold: forwarded to the
+    // holder over mutual TLS, the fragment files deleted on the node, audited once naming both.
+    let mut latencies = Vec::new();
+    for (i, via) in all.iter().enumerate() {
+        for j in (1..=3).filter(|j| *j != i + 1) {
+            let fid = 100 + 10 * (i + 1) + j;
+            let file = root.path().join(format!("fragments-{j}/{fid}"));
+            std::fs::write(&file, "x").unwrap();
+            let asked = Instant::now();
+            let lines = via.action(serde_json::json!({
+                "action": "delete-fragments",
+                "pairs": [[fid, j]],
+                "requested_by": "alice",
+            }));
+            latencies.push(asked.elapsed());
+            let end = lines.last().unwrap();
+            assert_eq!(end["ok"], true, "{} on n{j}: {lines:?}", via.id);
+            assert_eq!(lines[1]["result"]["node"], format!("n{j}"), "{lines:?}");
+            assert!(
+                !file.exists(),
+                "{} survived a deletion through {}",
+                file.display(),
+                via.id
+            );
+            // Written within a flush interval of the answer.
+            let via_detail = format!(
+                "forwarded by controller {} to controller c{j}, which holds the node's link",
+                via.id
+            );
+            let query = format!(
+                "SELECT e.kind, e.path, e.result, e.actor FROM fleet.events r JOIN fleet.events e \
+                 ON e.operation_id = r.operation_id WHERE r.kind = 'requested' \
+                 AND r.node_id = 'n{j}' AND r.detail = '{}' ORDER BY e.id",
+                via_detail.replace('\'', "''")
+            );
+            let audit = wait_for(
+                "the forwarded action's audit",
+                Duration::from_secs(10),
+                || db.try_sql(&query).filter(|a| a.lines().count() == 2),
+            );
+            let rows: Vec<&str> = audit.lines().collect();
+            assert_eq!(rows[0], "requested\tagent\tNULL\talice", "{audit}");
+            assert_eq!(rows[1], "operation\tagent\tok\talice", "{audit}");
+        }
+    }
+    latencies.sort();
+    eprintln!(
+        "forwarded actions (API call, {} of them): median {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
 
     // SIGKILL c1: n1 is linked to another controller within 10 s, with a newer epoch.
     drop(c1.child.take());

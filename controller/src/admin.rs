@@ -326,7 +326,7 @@ pub async fn serve(
 /// [`Limits::max_connections`]; the TLS handshake bounded by [`Limits::handshake_timeout`],
 /// waiting for request headers by [`Limits::header_read_timeout`]. A failed handshake (a
 /// plain-HTTP client, a client that does not trust the certificate) ends that connection only.
-async fn serve_connections(
+pub(crate) async fn serve_connections(
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Router,

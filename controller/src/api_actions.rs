@@ -86,6 +86,17 @@ pub struct ActionsApi {
     pub in_flight: InFlight,
     /// Set at shutdown: new actions are refused (503) while running ones finish.
     closing: watch::Sender<bool>,
+    /// In a cluster: how actions reach nodes other controllers hold.
+    cluster: std::sync::OnceLock<ClusterActions>,
+}
+
+/// What an action needs in a cluster (`peer.rs`).
+#[derive(Clone)]
+pub struct ClusterActions {
+    pub me: String,
+    pub reader: store::StoreReader,
+    /// `None` without a peer endpoint: nodes held elsewhere cannot be acted on from here.
+    pub client: Option<Arc<crate::peer::PeerClient>>,
 }
 
 impl ActionsApi {
@@ -98,7 +109,13 @@ impl ActionsApi {
             config,
             in_flight: InFlight::default(),
             closing: watch::Sender::new(false),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Actions on nodes held by other controllers of the cluster go through `cluster`.
+    pub fn attach_cluster(&self, cluster: ClusterActions) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Refuses new actions and waits (at most `limit`) for running ones to end and record
@@ -528,6 +545,7 @@ fn record_requests(
     registry: &Registry,
     plan: &Plan,
     who: &str,
+    remote: &Remote,
 ) -> Result<Vec<Option<String>>, ApiError> {
     let Some(store) = store else {
         return Ok(vec![None; plan.each.len()]);
@@ -536,11 +554,22 @@ fn record_requests(
     let mut ids = Vec::with_capacity(plan.each.len());
     for (reach, action) in &plan.each {
         let id = operation_id();
+        let held_elsewhere = remote.holders.get(&reach.node);
         let request = store::Requested {
             operation_id: id.clone(),
             actor: who.to_string(),
             action: action.name(),
-            path: planned_path(registry, reach, action),
+            path: match held_elsewhere {
+                // Over the holder's link.
+                Some(_) => OperationPath::Agent,
+                None => planned_path(registry, reach, action),
+            },
+            via: held_elsewhere.map(|h| {
+                format!(
+                    "forwarded by controller {} to controller {}, which holds the node's link",
+                    remote.me, h.holder
+                )
+            }),
         };
         let refusal = match store.requested(&reach.node, now, request) {
             Ok(Queued::Yes) => None,
@@ -570,6 +599,33 @@ fn record_requests(
         ids.push(id);
     }
     Ok(ids.into_iter().map(Some).collect())
+}
+
+/// In a cluster, the nodes other controllers hold when an action is planned.
+#[derive(Default)]
+struct Remote {
+    me: String,
+    holders: BTreeMap<String, store::RemoteHolder>,
+}
+
+/// In a cluster: learns the nodes the shared database knows (so they can be selected and
+/// planned) and who holds which elsewhere. A database that cannot be read leaves the local view.
+async fn remote_view(controller: &Controller, cluster: &ClusterActions) -> Remote {
+    match cluster.reader.fleet().await {
+        Ok((nodes, devices)) => crate::fleet::learn(controller, &nodes, &devices),
+        Err(e) => tracing::warn!(error = %e, "planning without the cluster's view of the fleet"),
+    }
+    let holders = match cluster.reader.remote_holders(&cluster.me, None).await {
+        Ok(list) => list.into_iter().map(|h| (h.node.clone(), h)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "planning without the other controllers' leases");
+            BTreeMap::new()
+        }
+    };
+    Remote {
+        me: cluster.me.clone(),
+        holders,
+    }
 }
 
 /// Records how an action on one node ended, joined to its request.
@@ -634,11 +690,22 @@ async fn post_action(
     }
     let guard = api.in_flight.start();
     let controller = &api.agent.controller;
+    let cluster = api.cluster.get().cloned();
+    let remote = match &cluster {
+        Some(c) => remote_view(controller, c).await,
+        None => Remote::default(),
+    };
     // Planned and written as requested under one look at the registry, before anything runs.
     let (plan, ids) = {
         let registry = lock(&controller.registry);
         let plan = plan(&request, &registry, &api.config)?;
-        let ids = record_requests(controller.store(), &registry, &plan, &request.requested_by)?;
+        let ids = record_requests(
+            controller.store(),
+            &registry,
+            &plan,
+            &request.requested_by,
+            &remote,
+        )?;
         (plan, ids)
     };
     let nodes: Vec<String> = plan.each.iter().map(|(r, _)| r.node.clone()).collect();
@@ -655,12 +722,60 @@ async fn post_action(
     let requested_by = request.requested_by.clone();
     tokio::spawn(async move {
         let _running = guard;
+        let each = plan.each;
+        match cluster {
+            None => {
+                run_plan(
+                    api.agent.clone(),
+                    &api,
+                    each,
+                    ids,
+                    &requested_by,
+                    timing,
+                    tx,
+                )
+                .await
+            }
+            Some(c) => {
+                let path = Arc::new(crate::peer::ClusterPath {
+                    local: api.agent.clone(),
+                    me: c.me,
+                    reader: c.reader,
+                    client: c.client,
+                    remote: remote.holders,
+                    requested_by: requested_by.clone(),
+                });
+                run_plan(path, &api, each, ids, &requested_by, timing, tx).await
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Runs a planned action over `agent`'s paths, recording each node's end and streaming it.
+async fn run_plan<A: crate::actions::AgentPath>(
+    agent: Arc<A>,
+    api: &ActionsApi,
+    each: Vec<(NodeReach, Action)>,
+    ids: Vec<Option<String>>,
+    requested_by: &str,
+    timing: Timing,
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+) {
+    {
         let progress_tx = tx.clone();
         let mut ids = ids;
         let results = actions::run_each(
-            api.agent.clone(),
-            plan.each,
-            &requested_by,
+            agent,
+            each,
+            requested_by,
             api.config.limits,
             timing,
             |i, r, done, total| {
@@ -682,15 +797,7 @@ async fn post_action(
         .await;
         let ok = results.iter().all(NodeActionResult::succeeded);
         let _ = tx.send(line(&ActionEvent::End { ok }));
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,7 @@ async fn assign(
             actor: who.clone(),
             action: action.clone(),
             path: OperationPath::Controller,
+            via: None,
         };
         match store.requested(&request.node, SystemTime::now(), requested) {
             Ok(Queued::Yes) => {}

@@ -258,6 +258,7 @@ async fn clean_orphans(
             actor: who.clone(),
             action: action_name.clone(),
             path,
+            via: None,
         };
         let refusal = match store.requested(&reach.node, SystemTime::now(), requested) {
             Ok(Queued::Yes) => None,

@@ -80,6 +80,27 @@ pub enum CaCmd {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Issue a controller's peer certificate (a cluster's controllers forward actions to each
+    /// other over mutual TLS with it): writes peer-ID.pem and peer-ID.key in OUT_DIR, for
+    /// `[cluster] peer_cert_file` and `peer_key_file`. Revoked like a node's, as
+    /// `controller:ID`.
+    IssueController {
+        /// The controller's id (`[cluster] id`).
+        id: String,
+        /// The CA directory (as given to `ca init`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name or IP address the other controllers reach this one's peer endpoint by
+        /// (repeatable; at least one).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        /// Receives peer-ID.pem and peer-ID.key.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
     /// Revoke every certificate issued to NODE, or the certificates of the given serials; a
     /// running controller drops them within a second.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["node", "serial"])))]
@@ -229,6 +250,39 @@ pub fn run(cmd: CaCmd) -> anyhow::Result<()> {
             write_file(&out_dir.join("ca.pem"), material.cert_pem.as_bytes(), 0o644)?;
             println!(
                 "issued {node}.pem and {node}.key in {} (serial {})",
+                out_dir.display(),
+                issued.info.serial
+            );
+        }
+        CaCmd::IssueController {
+            id,
+            dir,
+            sans,
+            out_dir,
+            days,
+        } => {
+            let d = CaDir::new(&dir);
+            let material = d.ca()?;
+            let issued =
+                ca::issue_controller_cert(&material, &id, &sans, Validity::days_from(now, days))?;
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("{}", out_dir.display()))?;
+            d.record_issued(
+                &format!("{}{id}", ca::CONTROLLER_CN_PREFIX),
+                &issued.info,
+                now_unix(),
+            )?;
+            write_file(
+                &out_dir.join(format!("peer-{id}.key")),
+                issued.key_pem.clone().unwrap_or_default().as_bytes(),
+                0o600,
+            )?;
+            write_file(
+                &out_dir.join(format!("peer-{id}.pem")),
+                issued.cert_pem.as_bytes(),
+                0o644,
+            )?;
+            println!(
+                "issued peer-{id}.pem and peer-{id}.key in {} (serial {})",
                 out_dir.display(),
                 issued.info.serial
             );

@@ -19,6 +19,9 @@
 //! [cluster]                     # optional: one of several controllers on one MySQL database
 //! id = "ops1"                   # this controller's id, unique in the fleet (docs/scale-out.md)
 //! lease_ttl_ms = 10000          # a node's link lease lapses this long after its holder's last renewal
+//! peer_listen = "10.0.0.5:9444" # optional: actions forwarded by the other controllers (mutual TLS)
+//! peer_url = "https://ops1.example:9444"  # how they reach it (default https://<peer_listen>)
+//! peer_cert_file = "ca/peer-ops1.pem"     # `ca issue-controller` (default <ca_dir>/peer-<id>.pem)
 //!
 //! [http]                        # (also accepted as [admin], its former name)
 //! listen = "127.0.0.1:9180"     # API, /metrics, Prometheus service discovery; "" disables
@@ -261,6 +264,57 @@ struct RawDatabase {
 struct RawCluster {
     id: String,
     lease_ttl_ms: Option<u64>,
+    /// Where this controller's peer endpoint listens (actions forwarded to it by the others).
+    peer_listen: Option<String>,
+    /// How the others reach it (default `https://<peer_listen>`).
+    peer_url: Option<String>,
+    /// Its peer certificate and key (`ca issue-controller`; default `<ca_dir>/peer-<id>.pem`).
+    peer_cert_file: Option<PathBuf>,
+    peer_key_file: Option<PathBuf>,
+}
+
+/// `[cluster] peer_*`: the endpoint the cluster's other controllers forward actions to, and the
+/// identity this controller presents to theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerConfig {
+    pub listen: SocketAddr,
+    pub url: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl RawCluster {
+    fn peer(&self, base: &Path, ca_dir: &Path) -> Result<Option<PeerConfig>, String> {
+        let Some(listen) = self.peer_listen.as_deref().filter(|l| !l.is_empty()) else {
+            if self.peer_url.is_some() {
+                return Err("cluster.peer_url needs cluster.peer_listen".into());
+            }
+            return Ok(None);
+        };
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|e| format!("cluster.peer_listen: {listen:?}: {e}"))?;
+        let url = match &self.peer_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://{listen}"),
+        };
+        if !url.starts_with("https://")
+            || url.len() > 512
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("cluster.peer_url: {url:?} must be an https:// URL"));
+        }
+        let file = |given: &Option<PathBuf>, default: String| match given {
+            Some(f) => base.join(f),
+            None => ca_dir.join(default),
+        };
+        Ok(Some(PeerConfig {
+            listen,
+            url,
+            cert_file: file(&self.peer_cert_file, format!("peer-{}.pem", self.id)),
+            key_file: file(&self.peer_key_file, format!("peer-{}.key", self.id)),
+        }))
+    }
 }
 
 impl RawCluster {
@@ -293,6 +347,7 @@ impl RawCluster {
             id: self.id.clone(),
             lease_ttl: ttl,
             pusher,
+            peer_url: self.peer_url.clone(),
         })
     }
 }
@@ -411,6 +466,8 @@ pub struct ControllerConfig {
     /// `[prometheus] url`: the console links each node to its series there, and the node page's
     /// charts come from it (`api_prometheus.rs`).
     pub prometheus_url: Option<String>,
+    /// `[cluster] peer_*`: where the cluster's other controllers forward actions to this one.
+    pub peer: Option<PeerConfig>,
 }
 
 /// Keep-alives, when sent, must come well inside the idle timeout, or a quiet but healthy
@@ -460,8 +517,12 @@ impl ControllerConfig {
                 .unwrap_or_else(|| base.join("data")),
         };
         let mut store = raw.database.resolve(&data_dir).map_err(err)?;
+        let mut peer = None;
         if let Some(cluster) = &raw.cluster {
-            store.cluster = Some(cluster.resolve(&store, push.is_some()).map_err(err)?);
+            let mut resolved = cluster.resolve(&store, push.is_some()).map_err(err)?;
+            peer = cluster.peer(base, &link.ca_dir).map_err(err)?;
+            resolved.peer_url = peer.as_ref().map(|p| p.url.clone());
+            store.cluster = Some(resolved);
         }
         let actions = raw
             .actions
@@ -488,6 +549,7 @@ impl ControllerConfig {
             actions,
             grafana_url,
             prometheus_url,
+            peer,
         })
     }
 }

@@ -120,7 +120,21 @@ fn inventory_of(info: &NodeInfo) -> Option<Inventory> {
 /// The registry the store remembers: every node offline, with its roles, services, devices,
 /// inventory and last address.
 pub fn restore(nodes: &[NodeRecord], devices: &[DeviceReport]) -> Registry {
-    let known = nodes
+    Registry::restore(known_nodes(nodes, devices))
+}
+
+/// In a cluster: what the shared database says of the nodes this controller holds no link of
+/// (another controller's, or new to it since it started), so it can plan actions on them.
+pub fn learn(controller: &Controller, nodes: &[NodeRecord], devices: &[DeviceReport]) {
+    let mut registry = lock(&controller.registry);
+    for known in known_nodes(nodes, devices) {
+        registry.learn(known);
+    }
+}
+
+/// The store's records as the registry's known nodes.
+fn known_nodes(nodes: &[NodeRecord], devices: &[DeviceReport]) -> Vec<KnownNode> {
+    nodes
         .iter()
         .map(|record| {
             let info = &record.info;
@@ -153,8 +167,7 @@ pub fn restore(nodes: &[NodeRecord], devices: &[DeviceReport]) -> Registry {
                     .collect(),
             }
         })
-        .collect();
-    Registry::restore(known)
+        .collect()
 }
 
 /// A node's agent said hello on `conn`.

@@ -25,6 +25,7 @@ pub mod history;
 pub mod http_auth;
 pub mod link;
 pub mod metrics;
+pub mod peer;
 pub mod push;
 pub mod registry;
 pub mod sd;

@@ -201,6 +201,32 @@ impl Registry {
         registry
     }
 
+    /// What another controller of the cluster knows of a node this one holds no link of: its
+    /// roles, services, inventory, address and devices replace what is known here. A node
+    /// online here is left alone (its own reports are newer); a device another node here owns
+    /// keeps its owner.
+    pub fn learn(&mut self, k: KnownNode) {
+        if self.nodes.get(&k.name).is_some_and(|n| n.online) {
+            return;
+        }
+        let node = self
+            .nodes
+            .entry(k.name.clone())
+            .or_insert_with(|| Node::new(&k.name, k.last_seen));
+        node.roles = k.roles;
+        node.services = k.services;
+        node.inventory = k.inventory;
+        node.last_ip = k.last_ip;
+        for d in &k.devices {
+            self.owners
+                .entry(d.device_id)
+                .or_insert_with(|| k.name.clone());
+        }
+        if let Some(node) = self.nodes.get_mut(&k.name) {
+            node.devices = k.devices;
+        }
+    }
+
     /// Adds a node declared in the configuration (never connected) so it can be listed and
     /// acted on; an already known node keeps what it reported, gaining only what it lacks.
     pub fn declare(&mut self, name: &str, services: &[String], now: UnixMillis) {

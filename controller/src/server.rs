@@ -97,6 +97,40 @@ pub async fn serve(
         cluster_metrics.register(&mut registry);
     }
     let actions = ActionsApi::new(controller.clone(), config.actions.clone());
+    if let Some(me) = store.cluster_id() {
+        let client = match &config.peer {
+            Some(peer) => {
+                let (listener, acceptor) = crate::peer::bind(peer, &config.ca_dir)
+                    .await
+                    .context("starting the cluster's peer endpoint ([cluster] peer_listen)")?;
+                let client = crate::peer::PeerClient::new(
+                    peer,
+                    &config.ca_dir,
+                    config.actions.operation_timeout + std::time::Duration::from_secs(5),
+                )
+                .context("the cluster's peer client ([cluster] peer_cert_file)")?;
+                tracing::info!(listen = %peer.listen, url = %peer.url, "peer endpoint: actions forwarded by the cluster's other controllers");
+                tokio::spawn(admin::serve_connections(
+                    listener,
+                    Some(acceptor),
+                    crate::peer::router(actions.agent.clone(), me.to_string()),
+                    admin::Limits::default(),
+                ));
+                Some(Arc::new(client))
+            }
+            None => {
+                tracing::warn!(
+                    "no [cluster] peer_listen: actions on nodes other controllers hold cannot be forwarded from here"
+                );
+                None
+            }
+        };
+        actions.attach_cluster(crate::api_actions::ClusterActions {
+            me: me.to_string(),
+            reader: store.reader(),
+            client,
+        });
+    }
     // The DFS's FRAGMENT table (`[dfs]`): fragment audits and the orphan clean-up.
     let fragment_table = match &config.dfs {
         Some(dfs) => Some(

@@ -167,6 +167,48 @@ pub fn issue_server_cert(
     issued(cert.pem(), Some(key.serialize_pem()))
 }
 
+/// What a controller's peer certificate's common name starts with: never a valid node name
+/// (`:` is not allowed in one), so a node's certificate can never pass for a controller's and
+/// a controller's is refused on the agent link.
+pub const CONTROLLER_CN_PREFIX: &str = "controller:";
+
+/// A controller's peer certificate (controllers of one cluster forwarding actions to each other
+/// over mutual TLS) with a fresh key: common name `controller:<id>`, both the server-auth and
+/// the client-auth extended key usages, `sans` (DNS names or IP addresses) naming where its
+/// peer endpoint is reached.
+pub fn issue_controller_cert(
+    ca: &CaMaterial,
+    id: &str,
+    sans: &[String],
+    validity: Validity,
+) -> Result<Issued, CaError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(CaError::InvalidName(format!(
+            "controller id {id:?}: 1 to 64 letters, digits, '.', '-' or '_'"
+        )));
+    }
+    if sans.is_empty() {
+        return Err(CaError::NoSans);
+    }
+    let mut params = end_entity_params(
+        &format!("{CONTROLLER_CN_PREFIX}{id}"),
+        validity,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ClientAuth);
+    params.subject_alt_names = CertificateParams::new(sans.to_vec())?.subject_alt_names;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer(ca)?)?;
+    issued(cert.pem(), Some(key.serialize_pem()))
+}
+
 /// A node's key and a CSR naming it, generated on the node.
 pub fn create_csr(node: &str) -> Result<(String, String), CaError> {
     validate_node_name(node).map_err(CaError::InvalidName)?;

@@ -118,7 +118,11 @@ pub fn server_config(
     let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let verifier = Arc::new(NodeCertVerifier { inner, revoked });
+    let verifier = Arc::new(NodeCertVerifier {
+        inner,
+        revoked,
+        kind: PeerKind::Node,
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -186,6 +190,77 @@ pub fn client_config(
     Ok(config)
 }
 
+/// The peer endpoint of a cluster's controllers (actions forwarded between them): HTTP/1.1
+/// over TLS 1.3, requiring a controller's peer certificate from `ca_pem`
+/// ([`ca::issue_controller_cert`]), not revoked.
+pub fn peer_server_config(
+    ca_pem: &str,
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    revoked: Arc<dyn Revocation>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = provider();
+    let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(NodeCertVerifier {
+        inner,
+        revoked,
+        kind: PeerKind::Controller,
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![HTTP11_ALPN.to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// A controller calling another's peer endpoint: verifies it against `ca_pem` and presents its
+/// own peer certificate.
+pub fn peer_client_config(
+    ca_pem: &str,
+    client: Identity<'_>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = client_config(ca_pem, Some(client))?;
+    config.alpn_protocols = vec![HTTP11_ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The controller id a peer certificate's common name carries, checked: the prefix, a valid
+/// id, and both extended key usages.
+fn peer_controller_name(cn: &str, info: &CertInfo) -> Result<String, String> {
+    let id = cn
+        .strip_prefix(ca::CONTROLLER_CN_PREFIX)
+        .ok_or_else(|| format!("{cn:?} is not a controller's peer certificate"))?;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!("{cn:?} carries no valid controller id"));
+    }
+    if !(info.client_auth && info.server_auth) {
+        return Err(
+            "a controller's peer certificate needs both server-auth and client-auth usages".into(),
+        );
+    }
+    Ok(id.to_string())
+}
+
+/// The controller a verified peer certificate (leaf first) names.
+pub fn peer_controller(chain: &[CertificateDer<'_>]) -> Result<String, String> {
+    let leaf = chain.first().ok_or("no peer certificate")?;
+    let info = ca::inspect_der(leaf).map_err(|e| e.to_string())?;
+    let cn = info
+        .common_name
+        .clone()
+        .ok_or("peer certificate has no common name")?;
+    peer_controller_name(&cn, &info)
+}
+
 /// The node a verified peer certificate (leaf first, as quinn's `peer_identity` gives it) names.
 pub fn peer_node(chain: &[CertificateDer<'_>]) -> Result<(String, CertInfo), String> {
     let leaf = chain.first().ok_or("no peer certificate")?;
@@ -215,10 +290,20 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// Whose certificates a listener takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerKind {
+    /// Agents: a node name as common name, client-auth usage.
+    Node,
+    /// Controllers of the cluster: `controller:<id>`, client-auth and server-auth usages.
+    Controller,
+}
+
 #[derive(Debug)]
 struct NodeCertVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     revoked: Arc<dyn Revocation>,
+    kind: PeerKind,
 }
 
 impl ClientCertVerifier for NodeCertVerifier {
@@ -261,10 +346,14 @@ impl ClientCertVerifier for NodeCertVerifier {
                 "{who} lacks the client-auth extended key usage"
             )));
         }
-        if let Some(name) = &info.common_name {
-            validate_node_name(name).map_err(|e| refuse(format!("{who}: {e}")))?;
-        } else {
-            return Err(refuse(format!("{who} names no node (no common name)")));
+        match (self.kind, &info.common_name) {
+            (PeerKind::Node, Some(name)) => {
+                validate_node_name(name).map_err(|e| refuse(format!("{who}: {e}")))?
+            }
+            (PeerKind::Controller, Some(name)) => {
+                peer_controller_name(name, &info).map_err(|e| refuse(format!("{who}: {e}")))?;
+            }
+            (_, None) => return Err(refuse(format!("{who} names no node (no common name)"))),
         }
         if self.revoked.is_revoked(&info.serial) {
             return Err(refuse(format!("{who} is revoked")));

@@ -24,3 +24,12 @@ CREATE TABLE controller_leases (
     expires_ms BIGINT      NOT NULL,
     PRIMARY KEY (name)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- controllers: every controller of the cluster, where the others forward actions to it
+-- (peer_url, NULL without a peer endpoint), and when its lease step last ran.
+CREATE TABLE controllers (
+    controller_id VARCHAR(64)  NOT NULL,
+    peer_url      VARCHAR(512) NULL,
+    renewed_ms    BIGINT       NOT NULL,
+    PRIMARY KEY (controller_id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

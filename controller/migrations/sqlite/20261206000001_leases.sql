@@ -16,3 +16,9 @@ CREATE TABLE controller_leases (
     holder     TEXT    NOT NULL,
     expires_ms INTEGER NOT NULL
 );
+
+CREATE TABLE controllers (
+    controller_id TEXT    NOT NULL PRIMARY KEY,
+    peer_url      TEXT    NULL,
+    renewed_ms    INTEGER NOT NULL
+);

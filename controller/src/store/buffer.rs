@@ -265,6 +265,9 @@ impl WriteBuffer {
             actor: clamp_text(&requested.actor, MAX_TEXT_BYTES).to_string(),
             action: clamp_text(&requested.action, MAX_TEXT_BYTES).to_string(),
             path: requested.path,
+            via: requested
+                .via
+                .map(|v| clamp_text(&v, MAX_TEXT_BYTES).to_string()),
         };
         Ok(self.push_event(Event {
             at,
@@ -713,6 +716,7 @@ mod tests {
             actor: "a".into(),
             action: "stop".into(),
             path: super::super::types::OperationPath::Agent,
+            via: None,
         };
         // Full (one in flight, two queued): the request sheds the oldest queued transition.
         assert_eq!(

@@ -121,6 +121,15 @@ macro_rules! insert_event_rows {
     }};
 }
 
+/// A node held by another controller of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteHolder {
+    pub node: String,
+    pub holder: String,
+    /// Where the holder takes forwarded actions (`None`: it has no peer endpoint).
+    pub peer_url: Option<String>,
+}
+
 /// One flush's lease work for [`Backend::write`].
 pub struct LeaseStep<'a> {
     pub cluster: &'a ClusterConfig,
@@ -177,6 +186,11 @@ async fn lease_step(
             skip.push(row.try_get::<String, _>(0)?);
         }
     }
+    sqlx::query(AssertSqlSafe(sql::upsert_controller()))
+        .bind(me)
+        .bind(step.cluster.peer_url.as_deref())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(AssertSqlSafe(sql::renew_leases()))
         .bind(ttl_ms)
         .bind(me)
@@ -400,6 +414,38 @@ impl Backend {
             .collect()
     }
 
+    /// Nodes another controller than `me` holds now, with the holder and its peer URL (all of
+    /// them, or only `node`).
+    pub async fn remote_holders(
+        &self,
+        me: &str,
+        node: Option<&str>,
+    ) -> Result<Vec<RemoteHolder>, String> {
+        let Backend::MySql(pool) = self else {
+            return Ok(Vec::new());
+        };
+        let mut query = sqlx::query(AssertSqlSafe(sql::select_remote_holders(node.is_some())))
+            .persistent(false)
+            .bind(me);
+        if let Some(node) = node {
+            query = query.bind(node);
+        }
+        let rows = query
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("reading the leases: {e}"))?;
+        rows.iter()
+            .map(|r| -> Result<RemoteHolder, sqlx::Error> {
+                Ok(RemoteHolder {
+                    node: r.try_get(0)?,
+                    holder: r.try_get(1)?,
+                    peer_url: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("reading the leases: {e}"))
+    }
+
     pub async fn load_nodes(&self) -> Result<Vec<NodeRecord>, String> {
         with_pool!(self, pool => {
             let rows = sqlx::query(sql::SELECT_NODES)
@@ -492,6 +538,7 @@ impl Backend {
                             action: action.unwrap_or_default(),
                             path: OperationPath::parse(&path)
                                 .ok_or_else(|| format!("unknown operation path {path:?}"))?,
+                            via: None,
                         },
                     ))
                 })
@@ -600,6 +647,7 @@ impl EventRow {
                     action: self.action.unwrap_or_default(),
                     path: OperationPath::parse(&path)
                         .ok_or_else(|| format!("unknown operation path {path:?}"))?,
+                    via: (!self.detail.is_empty()).then_some(self.detail),
                 })
             }
             "device_conflict" => EventKind::DeviceConflict {
@@ -700,6 +748,7 @@ mod tests {
                 actor: "bob".into(),
                 action: "restart dfs".into(),
                 path: OperationPath::Agent,
+                via: Some("forwarded by c1 to c2".into()),
             }),
             EventKind::Alert(AlertNotice {
                 alertname: "NodewardenAgentDown".into(),

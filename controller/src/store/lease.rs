@@ -21,6 +21,9 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// Whether this controller competes for the pusher lease (it pushes to a Pushgateway).
     pub pusher: bool,
+    /// Where the others forward actions to this controller (`[cluster] peer_url`), published
+    /// in the `controllers` table.
+    pub peer_url: Option<String>,
 }
 
 /// Longest controller id (the `holder` column).

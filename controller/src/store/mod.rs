@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use buffer::{Queued, RejectedNode};
-pub use db::{Backend, PUSHER_LEASE};
+pub use db::{Backend, PUSHER_LEASE, RemoteHolder};
 pub use lease::{ClusterConfig, LeaseStatus, check_controller_id};
 pub use sql::Dialect;
 pub use types::{
@@ -145,6 +145,19 @@ impl StoreReader {
     pub async fn recent_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
         self.backend
             .events(query, true)
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
+    /// Nodes another controller than `me` holds now (cluster mode; empty on SQLite), all or
+    /// only `node`.
+    pub async fn remote_holders(
+        &self,
+        me: &str,
+        node: Option<&str>,
+    ) -> Result<Vec<RemoteHolder>, StoreError> {
+        self.backend
+            .remote_holders(me, node)
             .await
             .map_err(|message| self.read_error(message))
     }

@@ -257,6 +257,25 @@ pub fn claim_duty() -> String {
     )
 }
 
+/// Publishes this controller `(controller_id, peer_url)` and when its step ran.
+pub fn upsert_controller() -> String {
+    format!(
+        "INSERT INTO controllers (controller_id, peer_url, renewed_ms) VALUES (?, ?, {DB_NOW_MS}) \
+         ON DUPLICATE KEY UPDATE peer_url = VALUES(peer_url), renewed_ms = VALUES(renewed_ms)"
+    )
+}
+
+/// Nodes another controller (placeholder: this one) holds now, with the holder's peer URL;
+/// with a node placeholder too when `one` is set.
+pub fn select_remote_holders(one: bool) -> String {
+    format!(
+        "SELECT l.node_id, l.holder, c.peer_url FROM node_leases l LEFT JOIN controllers c \
+         ON c.controller_id = l.holder WHERE l.holder IS NOT NULL AND l.holder <> ? \
+         AND l.expires_ms > {DB_NOW_MS}{}",
+        if one { " AND l.node_id = ?" } else { "" }
+    )
+}
+
 pub const SELECT_DUTY: &str = "SELECT holder FROM controller_leases WHERE name = ?";
 
 #[cfg(test)]

@@ -139,6 +139,7 @@ impl EventKind {
                 f.action = Some(r.action.clone());
                 f.path = Some(r.path.as_str());
                 f.operation_id = Some(r.operation_id.clone());
+                f.detail = r.via.clone().unwrap_or_default();
             }
             EventKind::DeviceConflict { device_id, owner } => {
                 f.kind = "device_conflict";
@@ -185,6 +186,9 @@ pub struct Requested {
     pub actor: String,
     pub action: String,
     pub path: OperationPath,
+    /// In a cluster, an action forwarded to the controller holding the node's link: which
+    /// controllers (kept in the event's detail).
+    pub via: Option<String>,
 }
 
 /// A remote operation: who asked for what, how it reached the node, and how it ended.

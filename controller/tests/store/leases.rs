@@ -17,6 +17,7 @@ fn cluster(mut config: StoreConfig, id: &str, ttl: Duration) -> StoreConfig {
         id: id.to_string(),
         lease_ttl: ttl,
         pusher: true,
+        peer_url: None,
     });
     config
 }

@@ -344,6 +344,7 @@ mod cases {
             actor: "dave".into(),
             action: format!("stop ({id})"),
             path: OperationPath::Agent,
+            via: None,
         };
         // The reserve takes one request; the next sheds the oldest transition.
         assert_eq!(
@@ -409,6 +410,7 @@ mod cases {
                         actor: "erin".into(),
                         action: format!("restart dfs ({id})"),
                         path: OperationPath::Agent,
+                        via: None,
                     },
                 )
                 .unwrap();
