@@ -279,6 +279,109 @@ fn three_controllers_share_the_fleet_through_leases_in_mariadb() {
     let pusher = pushed_once(pg_port, 3.0, &all);
     eprintln!("pusher: {pusher}");
 
+    // Every controller serves the whole fleet: discovery, the node list and the online gauge
+    // name the nodes the two others hold, from the database.
+    for c in all {
+        let targets = wait_for(
+            &format!("{} discovering the three agents", c.id),
+            Duration::from_secs(15),
+            || {
+                let groups = c.api("GET", "/api/v1/sd/agents")?;
+                let mut nodes: Vec<String> = groups
+                    .as_array()?
+                    .iter()
+                    .filter_map(|g| g["labels"]["node"].as_str().map(str::to_string))
+                    .collect();
+                nodes.sort();
+                (nodes == ["n1", "n2", "n3"]).then_some(groups)
+            },
+        );
+        for g in targets.as_array().unwrap() {
+            let target = g["targets"][0].as_str().unwrap();
+            assert!(target.starts_with("127.0.0.1:"), "{g}");
+        }
+        // A node first linked elsewhere is learnt from the database within a few seconds.
+        let listed = wait_for(
+            &format!("{} listing the three nodes online", c.id),
+            Duration::from_secs(15),
+            || {
+                let listed = c.api("GET", "/api/v1/nodes")?;
+                let online = listed
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["online"] == true)
+                    .count();
+                (online == 3).then_some(listed)
+            },
+        );
+        for n in listed.as_array().unwrap() {
+            let mine = n["name"].as_str().unwrap().replace('n', "c") == c.id;
+            assert_eq!(n["held_by"].is_null(), mine, "{} lists {n}", c.id);
+        }
+        let families = c.metrics().unwrap();
+        let online = &families["nodewarden_controller_node_online"];
+        for node in ["n1", "n2", "n3"] {
+            assert_eq!(
+                online.value(&[("node", node)]),
+                Some(1.0),
+                "{} on {node}",
+                c.id
+            );
+        }
+    }
+
+    // The peer endpoint takes controllers' certificates only: a node's is refused in the
+    // handshake, and so is no certificate.
+    let peer_port = |c: &Controller| -> String {
+        let text = std::fs::read_to_string(c.dir.join("controller.toml")).unwrap();
+        let line = text.lines().find(|l| l.starts_with("peer_listen")).unwrap();
+        line.split('"').nth(1).unwrap().to_string()
+    };
+    let certs = root.path().join("certs");
+    let curl = |extra: &[&std::ffi::OsStr]| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg("--cacert")
+            .arg(ca.join("ca.pem"))
+            .args(extra)
+            .arg(format!("https://{}/peer/v1/operation", peer_port(&c2)))
+            .args(["-H", "Content-Type: application/json", "-d", "{}"])
+            .output()
+            .unwrap()
+    };
+    let node_cert = curl(&[
+        "--cert".as_ref(),
+        certs.join("n1.pem").as_os_str(),
+        "--key".as_ref(),
+        certs.join("n1.key").as_os_str(),
+    ]);
+    assert!(
+        !node_cert.status.success(),
+        "a node's certificate was let in"
+    );
+    let no_cert = curl(&[]);
+    assert!(!no_cert.status.success(), "no certificate was let in");
+    let peer_cert = curl(&[
+        "--cert".as_ref(),
+        ca.join("peer-c1.pem").as_os_str(),
+        "--key".as_ref(),
+        ca.join("peer-c1.key").as_os_str(),
+    ]);
+    // A controller's gets through TLS; the empty body is refused by the endpoint itself.
+    assert_eq!(
+        String::from_utf8_lossy(&peer_cert.stdout),
+        "422",
+        "{peer_cert:?}"
+    );
+
     // An action through each controller on the nodes the two others hold: forwarded to the
     // holder over mutual TLS, the fragment files deleted on the node, audited once naming both.
     let mut latencies = Vec::new();
@@ -354,6 +457,27 @@ fn three_controllers_share_the_fleet_through_leases_in_mariadb() {
             .trim(),
         "3"
     );
+
+    // From each remaining controller, an action on every node works.
+    for via in [&c2, &c3] {
+        for j in 1..=3 {
+            let fid = 200 + j;
+            let file = root.path().join(format!("fragments-{j}/{fid}"));
+            std::fs::write(&file, "x").unwrap();
+            let lines = via.action(serde_json::json!({
+                "action": "delete-fragments",
+                "pairs": [[fid, j]],
+                "requested_by": "bob",
+            }));
+            assert_eq!(
+                lines.last().unwrap()["ok"],
+                true,
+                "{} on n{j}: {lines:?}",
+                via.id
+            );
+            assert!(!file.exists(), "{} survived", file.display());
+        }
+    }
 
     // Drain c2: whatever it held moves to c3.
     let drained = c2.api("POST", "/api/v1/controller/drain").expect("drain");

@@ -129,6 +129,7 @@ async fn run(args: &Args, config: StoreConfig) -> anyhow::Result<()> {
                 cert_fingerprint: format!("sha256:{i:064x}"),
                 services: vec!["dfs-client".into()],
                 interfaces: vec![],
+                scrape: String::new(),
             },
             started,
         )?;

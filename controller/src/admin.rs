@@ -45,6 +45,8 @@ pub struct HttpState {
     pub fragments: Option<crate::fragments::FragmentTable>,
     /// Where the console links nodes to (`GET /api/v1/console`).
     pub links: crate::wire::ConsoleLinks,
+    /// In a cluster: discovery lists the other controllers' nodes too, from the database.
+    pub cluster_sd: Option<crate::sd::ClusterSd>,
 }
 
 /// The whole server: each part's routes with its authentication.
@@ -67,7 +69,8 @@ pub fn app(controller: Arc<Controller>, http: HttpState) -> Router {
         )
         .route_layer(from_fn_with_state(http.auth.clone(), require_api));
     let webhook = webhook.route_layer(from_fn_with_state(http.auth.clone(), require_alerts));
-    let sd = crate::sd::router(controller).route_layer(from_fn_with_state(http.auth, require_sd));
+    let sd = crate::sd::router(controller, http.cluster_sd)
+        .route_layer(from_fn_with_state(http.auth, require_sd));
     Router::new()
         .merge(api)
         .merge(webhook)
@@ -134,9 +137,25 @@ async fn drain_state(State(c): State<Arc<Controller>>) -> Json<DrainState> {
     })
 }
 
+/// Every known node; in a cluster, a node another controller holds is online, `held_by` it.
 async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {
+    let elsewhere = c.elsewhere();
     let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
-    Json(registry.nodes().cloned().collect())
+    Json(
+        registry
+            .nodes()
+            .cloned()
+            .map(|mut n| {
+                if !n.online
+                    && let Some(holder) = elsewhere.get(&n.name)
+                {
+                    n.online = true;
+                    n.held_by = Some(holder.clone());
+                }
+                n
+            })
+            .collect(),
+    )
 }
 
 /// The console's links to Grafana and Prometheus, as configured.

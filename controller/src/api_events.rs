@@ -215,6 +215,7 @@ mod tests {
             cert_fingerprint: "f".into(),
             services: vec![],
             interfaces: vec![],
+            scrape: String::new(),
         }
     }
 

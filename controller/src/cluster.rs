@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::state::Controller;
-use crate::store::LeaseStatus;
+use crate::store::{LeaseStatus, StoreReader};
 
 /// The cluster's figures on the controller's `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -49,16 +49,35 @@ impl ClusterMetrics {
     }
 }
 
+/// How often at most the fleet is read from the database to learn nodes that first linked to
+/// another controller.
+const LEARN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Applies every lease status the store publishes until the store stops.
 pub async fn follow(
     controller: Arc<Controller>,
     mut status: watch::Receiver<LeaseStatus>,
     metrics: ClusterMetrics,
+    reader: StoreReader,
 ) {
     let mut had_authority = None;
+    let mut learnt: Option<tokio::time::Instant> = None;
     loop {
         let current = status.borrow_and_update().clone();
         apply(&controller, &current, &mut had_authority, &metrics);
+        // A node another controller holds that this one never heard of: its record is read
+        // so that it can be listed, planned and acted on here too.
+        let unknown = {
+            let registry = crate::state::lock(&controller.registry);
+            current.elsewhere.keys().any(|n| registry.get(n).is_none())
+        };
+        if unknown && learnt.is_none_or(|at| at.elapsed() >= LEARN_EVERY) {
+            learnt = Some(tokio::time::Instant::now());
+            match reader.fleet().await {
+                Ok((nodes, devices)) => crate::fleet::learn(&controller, &nodes, &devices),
+                Err(e) => tracing::warn!(error = %e, "the cluster's nodes could not be read"),
+            }
+        }
         if status.changed().await.is_err() {
             return;
         }
@@ -77,6 +96,9 @@ fn apply(
         .set(i64::try_from(status.held.len()).unwrap_or(i64::MAX));
     metrics.pusher.set(i64::from(status.pusher));
     controller.set_pusher(status.pusher);
+    if *controller.elsewhere() != status.elsewhere {
+        controller.set_elsewhere(status.elsewhere.clone());
+    }
     if *had_authority != Some(status.authority) {
         if status.authority {
             controller.set_no_authority(None);

@@ -63,6 +63,7 @@ fn node_info(node: &Node, id: &Identity) -> NodeInfo {
         cert_fingerprint: id.cert_fingerprint.clone(),
         services: node.services.clone(),
         interfaces,
+        scrape: crate::sd::node_scrape(node),
     }
 }
 
@@ -207,8 +208,14 @@ pub fn reported(
         return;
     };
     let at = system_time(now);
+    // In a cluster the record also carries the node's discovery targets, which the others
+    // serve: rewritten when they change (a new metrics port or device), not on every report.
+    let scrape_changed = |node: &Node| {
+        store.cluster_id().is_some()
+            && store.node(&id.node).map(|r| r.info.scrape) != Some(crate::sd::node_scrape(node))
+    };
     let recorded = match registry.get(&id.node) {
-        Some(node) if outcome.facts_changed => store
+        Some(node) if outcome.facts_changed || scrape_changed(node) => store
             .node_updated(node_info(node, id))
             .and_then(|()| store.node_seen(&id.node, at)),
         _ => store.node_seen(&id.node, at),
@@ -276,6 +283,33 @@ pub fn inventory(controller: &Controller, node: &str, conn_id: u64, inventory: I
     info.interfaces = fresh.interfaces;
     if let Err(e) = store.node_updated(info) {
         tracing::warn!(node, error = %e, "inventory not recorded");
+    }
+}
+
+/// The other metrics endpoints `node`'s agent listed on connection `conn_id` (Ray's, …): for
+/// discovery here, and in a cluster in the node's record for the other controllers.
+pub fn endpoints(
+    controller: &Controller,
+    node: &str,
+    conn_id: u64,
+    list: Vec<nodewarden_shared::protocol::ScrapeEndpoint>,
+) {
+    let mut registry = lock(&controller.registry);
+    if !registry.endpoints(node, conn_id, list) {
+        return;
+    }
+    let (Some(store), Some(known)) = (controller.store(), registry.get(node)) else {
+        return;
+    };
+    if store.cluster_id().is_none() {
+        return;
+    }
+    let Some(mut info) = store.node(node).map(|r| r.info) else {
+        return;
+    };
+    info.scrape = crate::sd::node_scrape(known);
+    if let Err(e) = store.node_updated(info) {
+        tracing::warn!(node, error = %e, "discovery targets not recorded");
     }
 }
 

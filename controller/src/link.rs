@@ -463,11 +463,7 @@ async fn drive(
                 ControllerEffect::Inventory(response) => inventory(peer, response),
                 ControllerEffect::Endpoints(list) => {
                     tracing::debug!(node = %peer.node, endpoints = ?list, "endpoint list");
-                    crate::state::lock(&peer.controller.registry).endpoints(
-                        peer.node,
-                        peer.conn_id,
-                        list,
-                    );
+                    crate::fleet::endpoints(peer.controller, peer.node, peer.conn_id, list);
                 }
                 ControllerEffect::FragmentPart(part) => match parts.push(part) {
                     Ok(Some(inv)) => {

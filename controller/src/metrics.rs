@@ -221,7 +221,12 @@ impl ControllerMetrics {
 
     /// Sets the gauges derived from the registry (connected agents, certificate expiry) just
     /// before a scrape, so they cannot drift from it.
-    pub fn refresh_from(&self, registry: &Fleet) {
+    /// `elsewhere`: in a cluster, the nodes other controllers hold (online for the fleet).
+    pub fn refresh_from(
+        &self,
+        registry: &Fleet,
+        elsewhere: &std::collections::BTreeMap<String, String>,
+    ) {
         self.device_conflicts
             .set(i64::try_from(registry.conflicts().len()).unwrap_or(i64::MAX));
         self.agents_connected.set(registry.online_count() as i64);
@@ -232,7 +237,7 @@ impl ControllerMetrics {
                 .get_or_create(&NodeLabels {
                     node: node.name.clone(),
                 })
-                .set(i64::from(node.online));
+                .set(i64::from(node.online || elsewhere.contains_key(&node.name)));
             if let Some(c) = &node.connection {
                 self.certificate_expiry
                     .get_or_create(&NodeLabels {

@@ -99,6 +99,10 @@ pub struct Node {
     /// service discovery; empty while offline.
     pub endpoints: Vec<ScrapeEndpoint>,
     pub transitions: VecDeque<Transition>,
+    /// In a cluster (API view only): the controller holding the node's link when another one
+    /// does; the node is online there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 impl Node {
@@ -119,6 +123,7 @@ impl Node {
             last_ip: None,
             endpoints: Vec::new(),
             transitions: VecDeque::new(),
+            held_by: None,
         }
     }
 

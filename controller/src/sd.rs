@@ -9,6 +9,11 @@
 //! `GET /api/v1/sd/endpoints/<job>` lists the other endpoints agents report for `job` (Ray's
 //! metrics agent as job `ray`: see the agent's `[ray]`), one target group per endpoint, with the
 //! same `node` and `roles` labels and `__metrics_path__` when it is not `/metrics`.
+//!
+//! In a cluster every controller serves the whole fleet: its own nodes from its registry, the
+//! nodes other controllers hold from the shared database, where each holder keeps its nodes'
+//! target groups ([`node_scrape`], the `nodes.scrape` column). A database that cannot be read
+//! leaves the answer with this controller's own nodes (and a warning).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::registry::Node;
 use crate::state::Controller;
@@ -27,7 +32,7 @@ pub const PATH: &str = "/api/v1/sd/agents";
 pub const ENDPOINTS_PATH: &str = "/api/v1/sd/endpoints";
 
 /// One entry of the HTTP SD response.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetGroup {
     pub targets: Vec<String>,
     pub labels: std::collections::BTreeMap<String, String>,
@@ -108,24 +113,127 @@ pub fn endpoint_groups<'a>(nodes: impl Iterator<Item = &'a Node>, job: &str) -> 
     groups
 }
 
-pub fn router(controller: Arc<Controller>) -> Router {
+/// One node's target groups, as its holder writes them for the cluster's other controllers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeScrape {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<TargetGroup>,
+    /// `(job, group)` of each other endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<(String, TargetGroup)>,
+}
+
+/// `node`'s target groups as JSON (empty while it has none: offline, or no metrics port yet).
+pub fn node_scrape(node: &Node) -> String {
+    let scrape = NodeScrape {
+        agent: target_groups(std::iter::once(node)).pop(),
+        endpoints: node
+            .endpoints
+            .iter()
+            .map(|e| e.job.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .flat_map(|job| {
+                endpoint_groups(std::iter::once(node), &job)
+                    .into_iter()
+                    .map(move |g| (job.clone(), g))
+            })
+            .collect(),
+    };
+    if scrape == NodeScrape::default() {
+        return String::new();
+    }
+    serde_json::to_string(&scrape).unwrap_or_default()
+}
+
+/// In a cluster: where the other controllers' nodes' targets are read.
+#[derive(Clone)]
+pub struct ClusterSd {
+    pub me: String,
+    pub reader: crate::store::StoreReader,
+}
+
+#[derive(Clone)]
+struct SdState {
+    controller: Arc<Controller>,
+    cluster: Option<ClusterSd>,
+}
+
+pub fn router(controller: Arc<Controller>, cluster: Option<ClusterSd>) -> Router {
     Router::new()
         .route(PATH, get(agents))
         .route(&format!("{ENDPOINTS_PATH}/{{job}}"), get(endpoints))
-        .with_state(controller)
+        .with_state(SdState {
+            controller,
+            cluster,
+        })
 }
 
-async fn agents(State(c): State<Arc<Controller>>) -> Json<Vec<TargetGroup>> {
-    let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
-    Json(target_groups(registry.nodes()))
+/// The other controllers' nodes' targets, except nodes this controller lists itself.
+async fn remote(
+    state: &SdState,
+    local: &[TargetGroup],
+    pick: impl Fn(NodeScrape) -> Vec<TargetGroup>,
+) -> Vec<TargetGroup> {
+    let Some(cluster) = &state.cluster else {
+        return Vec::new();
+    };
+    let rows = match cluster.reader.remote_scrapes(&cluster.me).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "discovery lists this controller's nodes only");
+            return Vec::new();
+        }
+    };
+    let here: std::collections::BTreeSet<&str> = local
+        .iter()
+        .filter_map(|g| g.labels.get("node").map(String::as_str))
+        .collect();
+    rows.into_iter()
+        .filter(|(node, _)| !here.contains(node.as_str()))
+        .filter_map(|(node, json)| match serde_json::from_str::<NodeScrape>(&json) {
+            Ok(scrape) => Some(pick(scrape)),
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "unreadable discovery targets in the database");
+                None
+            }
+        })
+        .flatten()
+        .collect()
+}
+
+async fn agents(State(state): State<SdState>) -> Json<Vec<TargetGroup>> {
+    let mut groups = {
+        let registry = lock_registry(&state.controller);
+        target_groups(registry.nodes())
+    };
+    let others = remote(&state, &groups, |s| s.agent.into_iter().collect()).await;
+    groups.extend(others);
+    Json(groups)
 }
 
 async fn endpoints(
-    State(c): State<Arc<Controller>>,
+    State(state): State<SdState>,
     axum::extract::Path(job): axum::extract::Path<String>,
 ) -> Json<Vec<TargetGroup>> {
-    let registry = c.registry.lock().unwrap_or_else(|p| p.into_inner());
-    Json(endpoint_groups(registry.nodes(), &job))
+    let mut groups = {
+        let registry = lock_registry(&state.controller);
+        endpoint_groups(registry.nodes(), &job)
+    };
+    let others = remote(&state, &groups, |s| {
+        s.endpoints
+            .into_iter()
+            .filter(|(j, _)| *j == job)
+            .map(|(_, g)| g)
+            .collect()
+    })
+    .await;
+    groups.extend(others);
+    Json(groups)
+}
+
+fn lock_registry(c: &Controller) -> std::sync::MutexGuard<'_, crate::registry::Registry> {
+    c.registry.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ pub async fn serve(
             controller.clone(),
             status,
             cluster_metrics.clone(),
+            store.reader(),
         ));
     }
     let link = link::start(&settings, controller.clone())?;
@@ -167,7 +168,10 @@ pub async fn serve(
             },
             metrics: crate::metrics::MetricsState {
                 refresh: Arc::new(move || {
-                    fleet.metrics.refresh_from(&lock(&fleet.registry));
+                    let elsewhere = fleet.elsewhere();
+                    fleet
+                        .metrics
+                        .refresh_from(&lock(&fleet.registry), &elsewhere);
                     let audits = lock(&fleet.fragments).audits();
                     fleet.metrics.refresh_fragments(&audits);
                 }),
@@ -181,6 +185,10 @@ pub async fn serve(
                 grafana_url: config.grafana_url.clone(),
                 prometheus_url: config.prometheus_url.clone(),
             },
+            cluster_sd: store.cluster_id().map(|me| crate::sd::ClusterSd {
+                me: me.to_string(),
+                reader: store.reader(),
+            }),
         };
         let listener = admin::bind(addr, config.http_tls.as_ref()).await?;
         let c = controller.clone();

@@ -121,6 +121,8 @@ pub struct Controller {
     lease_lost: Mutex<HashMap<u64, String>>,
     /// In a cluster: whether this controller holds the pusher lease. Always true otherwise.
     pusher: std::sync::atomic::AtomicBool,
+    /// In a cluster: the nodes other controllers hold, with their holder (the last lease step).
+    elsewhere: Mutex<Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 impl Controller {
@@ -140,6 +142,7 @@ impl Controller {
             no_authority: Mutex::new(None),
             lease_lost: Mutex::new(HashMap::new()),
             pusher: std::sync::atomic::AtomicBool::new(true),
+            elsewhere: Mutex::new(Arc::default()),
         })
     }
 
@@ -268,6 +271,15 @@ impl Controller {
 
     pub fn set_pusher(&self, pusher: bool) {
         self.pusher.store(pusher, Ordering::Relaxed);
+    }
+
+    /// In a cluster: the nodes other controllers hold now, with their holder.
+    pub fn elsewhere(&self) -> Arc<std::collections::BTreeMap<String, String>> {
+        lock(&self.elsewhere).clone()
+    }
+
+    pub fn set_elsewhere(&self, map: std::collections::BTreeMap<String, String>) {
+        *lock(&self.elsewhere) = Arc::new(map);
     }
 
     /// `(connection id, datagrams received so far)` of every live connection.

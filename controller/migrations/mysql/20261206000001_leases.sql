@@ -33,3 +33,7 @@ CREATE TABLE controllers (
     renewed_ms    BIGINT       NOT NULL,
     PRIMARY KEY (controller_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- nodes.scrape: the node's service-discovery target groups (JSON), written by the controller
+-- holding its link, so that every controller serves discovery for the whole fleet.
+ALTER TABLE nodes ADD COLUMN scrape TEXT NULL;

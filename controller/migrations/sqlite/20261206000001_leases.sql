@@ -22,3 +22,5 @@ CREATE TABLE controllers (
     peer_url      TEXT    NULL,
     renewed_ms    INTEGER NOT NULL
 );
+
+ALTER TABLE nodes ADD COLUMN scrape TEXT NULL;

@@ -499,6 +499,12 @@ fn clamp_info(info: NodeInfo) -> NodeInfo {
         cert_fingerprint: clamp(&info.cert_fingerprint),
         services: clamp_list(info.services),
         interfaces: clamp_interfaces(info.interfaces),
+        // Cut JSON would be worse than none: a target list too long to keep is left out.
+        scrape: if info.scrape.len() <= MAX_TEXT_BYTES {
+            info.scrape
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -537,6 +543,7 @@ mod tests {
             cert_fingerprint: "sha256:ab".into(),
             services: vec!["dfs".into()],
             interfaces: vec![],
+            scrape: String::new(),
         }
     }
 

@@ -64,7 +64,8 @@ macro_rules! write_rows {
                     .bind(to_millis(node.last_seen))
                     .bind(node.online)
                     .bind(json_list(&info.services))
-                    .bind(serde_json::to_string(&info.interfaces).unwrap_or_else(|_| "[]".into()));
+                    .bind(serde_json::to_string(&info.interfaces).unwrap_or_else(|_| "[]".into()))
+                    .bind((!info.scrape.is_empty()).then_some(info.scrape.as_str()));
             }
             query.execute(&mut *$tx).await?;
             statements += 1;
@@ -203,6 +204,14 @@ async fn lease_step(
         .await?
     {
         outcome.held.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    for row in sqlx::query(AssertSqlSafe(sql::select_remote_holders(false)))
+        .persistent(false)
+        .bind(me)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        outcome.elsewhere.insert(row.try_get(0)?, row.try_get(1)?);
     }
     let lapsed = sqlx::query(AssertSqlSafe(sql::select_lapsed()))
         .bind(SWEEP_LIMIT)
@@ -446,6 +455,23 @@ impl Backend {
             .map_err(|e| format!("reading the leases: {e}"))
     }
 
+    /// `(node, scrape JSON)` of the nodes another controller than `me` holds now.
+    pub async fn remote_scrapes(&self, me: &str) -> Result<Vec<(String, String)>, String> {
+        let Backend::MySql(pool) = self else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(AssertSqlSafe(sql::select_remote_scrapes()))
+            .persistent(false)
+            .bind(me)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("reading the fleet's discovery targets: {e}"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| format!("reading the fleet's discovery targets: {e}"))
+    }
+
     pub async fn load_nodes(&self) -> Result<Vec<NodeRecord>, String> {
         with_pool!(self, pool => {
             let rows = sqlx::query(sql::SELECT_NODES)
@@ -475,6 +501,7 @@ impl Backend {
                             cert_fingerprint: row.try_get("cert_fingerprint").map_err(|e| bad(e.to_string()))?,
                             services: get_list("services")?,
                             interfaces,
+                            scrape: row.try_get::<Option<String>, _>("scrape").map_err(|e| bad(e.to_string()))?.unwrap_or_default(),
                             node_id: node_id.clone(),
                         },
                         first_seen: from_millis(row.try_get("first_seen_ms").map_err(|e| bad(e.to_string()))?),

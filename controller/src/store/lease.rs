@@ -81,6 +81,8 @@ pub struct LeaseOutcome {
     pub swept: Vec<(String, String)>,
     /// Whether this controller holds the pusher lease (always false when it does not compete).
     pub pusher: bool,
+    /// Every node another controller holds now, with its holder.
+    pub elsewhere: BTreeMap<String, String>,
 }
 
 /// What the rest of the controller sees of the leases (published after every step).
@@ -95,6 +97,9 @@ pub struct LeaseStatus {
     pub lost: Vec<String>,
     pub lost_before_ms: i64,
     pub pusher: bool,
+    /// Nodes other controllers hold, with their holder, as of the last successful step (kept
+    /// while authority lasts: the view of the fleet is a lease term old at most).
+    pub elsewhere: BTreeMap<String, String>,
     /// Steps finished (successful or not).
     pub steps: u64,
 }
@@ -107,6 +112,7 @@ pub struct LeaseBook {
     held: BTreeMap<String, i64>,
     last_ok: Option<Instant>,
     pusher: bool,
+    elsewhere: BTreeMap<String, String>,
     steps: u64,
 }
 
@@ -118,6 +124,7 @@ impl LeaseBook {
             held: BTreeMap::new(),
             last_ok: None,
             pusher: false,
+            elsewhere: BTreeMap::new(),
             steps: 0,
         }
     }
@@ -181,6 +188,7 @@ impl LeaseBook {
             .collect();
         self.held = outcome.held.clone();
         self.pusher = outcome.pusher;
+        self.elsewhere = outcome.elsewhere.clone();
         self.last_ok = Some(now);
         self.steps += 1;
         lost
@@ -204,6 +212,11 @@ impl LeaseBook {
             lost,
             lost_before_ms,
             pusher: authority && self.pusher,
+            elsewhere: if authority {
+                self.elsewhere.clone()
+            } else {
+                BTreeMap::new()
+            },
             steps: self.steps,
         }
     }

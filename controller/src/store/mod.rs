@@ -162,6 +162,14 @@ impl StoreReader {
             .map_err(|message| self.read_error(message))
     }
 
+    /// `(node, scrape JSON)` of the nodes another controller than `me` holds (cluster mode).
+    pub async fn remote_scrapes(&self, me: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.backend
+            .remote_scrapes(me)
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
     /// Nodes and storage devices as the database has them (in a cluster: every controller's).
     pub async fn fleet(&self) -> Result<(Vec<NodeRecord>, Vec<DeviceReport>), StoreError> {
         let nodes = self.backend.load_nodes().await;

@@ -20,6 +20,7 @@ pub const NODE_COLUMNS: &[&str] = &[
     "online",
     "services",
     "interfaces",
+    "scrape",
 ];
 
 pub const DEVICE_COLUMNS: &[&str] = &[
@@ -128,8 +129,8 @@ fn upsert(
 }
 
 pub const SELECT_NODES: &str = "SELECT node_id, hostname, addresses, mac_addresses, roles, \
-     agent_version, cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces \
-     FROM nodes";
+     agent_version, cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces, \
+     scrape FROM nodes";
 
 /// Requested operations with no end in the log (the controller stopped while they ran).
 pub const SELECT_OPEN_REQUESTS: &str = "SELECT r.operation_id, r.node_id, r.actor, r.action, \
@@ -276,6 +277,15 @@ pub fn select_remote_holders(one: bool) -> String {
     )
 }
 
+/// The discovery target groups of the nodes another controller (placeholder: this one) holds.
+pub fn select_remote_scrapes() -> String {
+    format!(
+        "SELECT n.node_id, n.scrape FROM nodes n JOIN node_leases l ON l.node_id = n.node_id \
+         WHERE l.holder IS NOT NULL AND l.holder <> ? AND l.expires_ms > {DB_NOW_MS} \
+         AND n.scrape IS NOT NULL AND n.scrape <> ''"
+    )
+}
+
 pub const SELECT_DUTY: &str = "SELECT holder FROM controller_leases WHERE name = ?";
 
 #[cfg(test)]
@@ -287,13 +297,15 @@ mod tests {
         assert_eq!(
             upsert_nodes(Dialect::Sqlite, 2),
             "INSERT INTO nodes (node_id, hostname, addresses, mac_addresses, roles, agent_version, \
-             cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces) VALUES \
-             (?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET \
+             cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces, scrape) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (node_id) DO \
+             UPDATE SET \
              hostname = excluded.hostname, addresses = excluded.addresses, \
              mac_addresses = excluded.mac_addresses, roles = excluded.roles, \
              agent_version = excluded.agent_version, cert_fingerprint = excluded.cert_fingerprint, \
              last_seen_ms = excluded.last_seen_ms, online = excluded.online, \
-             services = excluded.services, interfaces = excluded.interfaces"
+             services = excluded.services, interfaces = excluded.interfaces, \
+             scrape = excluded.scrape"
         );
         let mysql = upsert_nodes(Dialect::MySql, 1);
         assert!(mysql.ends_with(
@@ -301,7 +313,8 @@ mod tests {
              mac_addresses = VALUES(mac_addresses), roles = VALUES(roles), \
              agent_version = VALUES(agent_version), cert_fingerprint = VALUES(cert_fingerprint), \
              last_seen_ms = VALUES(last_seen_ms), online = VALUES(online), \
-             services = VALUES(services), interfaces = VALUES(interfaces)"
+             services = VALUES(services), interfaces = VALUES(interfaces), \
+             scrape = VALUES(scrape)"
         ));
         assert!(!mysql.contains("first_seen_ms = "));
     }

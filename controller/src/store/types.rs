@@ -19,6 +19,10 @@ pub struct NodeInfo {
     pub services: Vec<String>,
     /// Its interfaces as the agent last described them (what wakes it: MACs and subnets).
     pub interfaces: Vec<InterfaceRecord>,
+    /// In a cluster: its service-discovery target groups as JSON (`sd::NodeScrape`), written by
+    /// the controller holding its link so that every controller can serve discovery for the
+    /// whole fleet; empty when none.
+    pub scrape: String,
 }
 
 /// One network interface of a node, as stored (a JSON list in the node's row).

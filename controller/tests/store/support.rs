@@ -399,6 +399,7 @@ pub fn node(id: &str) -> NodeInfo {
         cert_fingerprint: format!("sha256:{id}"),
         services: vec!["dfs-client".into()],
         interfaces: vec![],
+        scrape: String::new(),
     }
 }
 
