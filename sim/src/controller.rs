@@ -52,7 +52,7 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -76,6 +76,7 @@ impl Spawned {
         ca_dir: &Path,
         database_url: Option<&str>,
         idle_timeout_ms: u64,
+        extra: &str,
     ) -> anyhow::Result<Spawned> {
         let data_dir = run_dir.join("data");
         std::fs::create_dir_all(&data_dir)
@@ -92,7 +93,7 @@ impl Spawned {
             format!(
                 "data_dir = {:?}\n[link]\nlisten = \"{link}\"\nca_dir = {:?}\n\
                  idle_timeout_ms = {idle_timeout_ms}\n\
-                 [http]\nlisten = \"{http}\"\n[pushgateway]\nurl = \"\"\n{database}",
+                 [http]\nlisten = \"{http}\"\n[pushgateway]\nurl = \"\"\n{database}{extra}",
                 data_dir.display().to_string(),
                 ca_dir.display().to_string(),
             ),
@@ -170,6 +171,11 @@ impl Spawned {
         self.launch()
     }
 
+    /// SIGKILL, not restarted (a cluster's controller lost).
+    pub fn stop_hard(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
     /// SIGTERM, and waits for the exit (the store flushed).
     pub fn stop(&mut self) {
         self.signal(libc::SIGTERM);
@@ -198,9 +204,13 @@ impl Drop for Spawned {
     }
 }
 
-/// `POST /api/v1/actions` for every node; returns the time from the request to each node's
-/// result line, and how many results were not ok.
-pub fn fanout(api: &str, token: &str, action: &str) -> anyhow::Result<(Vec<Duration>, usize)> {
+/// `POST /api/v1/actions` for every node; returns each node with the time from the request to
+/// its result line, and how many results were not ok.
+pub fn fanout(
+    api: &str,
+    token: &str,
+    action: &str,
+) -> anyhow::Result<(Vec<(String, Duration)>, usize)> {
     let mut body = serde_json::json!({
         "selector": {"all": true},
         "action": action,
@@ -233,7 +243,7 @@ pub fn fanout(api: &str, token: &str, action: &str) -> anyhow::Result<(Vec<Durat
         let event: ActionEvent = serde_json::from_str(&line)
             .with_context(|| format!("an answer line that is not an action event: {line}"))?;
         if let ActionEvent::Result { result, .. } = event {
-            times.push(start.elapsed());
+            times.push((result.node.clone(), start.elapsed()));
             if !result.succeeded() {
                 failed += 1;
             }

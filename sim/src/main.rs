@@ -8,6 +8,7 @@
 //! docs/perf.md records runs; `tests/fleet_sim.rs` runs a CI-sized one.
 
 mod certs;
+mod cluster;
 mod controller;
 mod node;
 mod socket;
@@ -94,6 +95,12 @@ struct Args {
     /// End with one JSON object of the figures.
     #[arg(long)]
     json: bool,
+    /// Spawn this many controllers of one cluster sharing `--database-url` (MySQL/MariaDB),
+    /// each agent preferring one of them in turn; measure each controller, a fan-out through
+    /// the first (forwarded for the others' nodes), and the failover when the first is
+    /// SIGKILLed. Replaces the single-controller run.
+    #[arg(long, default_value_t = 0, requires = "database_url")]
+    cluster: usize,
 }
 
 #[derive(Serialize, Default, Debug)]
@@ -129,7 +136,7 @@ struct Figures {
     events_offline: u64,
 }
 
-fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -144,7 +151,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn say(json: bool, text: &str) {
+pub(crate) fn say(json: bool, text: &str) {
     if json {
         eprintln!("{text}");
     } else {
@@ -191,6 +198,21 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if args.cluster > 0 {
+        return runtime.block_on(cluster::run(cluster::Options {
+            agents: args.agents,
+            controllers: args.cluster,
+            database_url: args.database_url.clone().unwrap_or_default(),
+            controller_bin: args.controller_bin.clone(),
+            work_dir: args.work_dir.clone(),
+            report_interval: args.report_interval,
+            duration: args.duration,
+            keep_alive_ms: args.keep_alive_ms,
+            idle_timeout_ms: args.idle_timeout_ms,
+            connect_timeout: args.connect_timeout,
+            json: args.json,
+        }));
+    }
     runtime.block_on(run(args))
 }
 
@@ -236,6 +258,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             &ca_dir,
             args.database_url.as_deref(),
             args.idle_timeout_ms,
+            "",
         )?;
         let out = (
             c.link.to_string(),
@@ -382,7 +405,10 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || controller::fanout(&api, &token, &act))
                 .await
                 .context("fan-out thread")??;
-        let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let mut ms: Vec<f64> = times
+            .iter()
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .collect();
         ms.sort_by(f64::total_cmp);
         figures.fanout_action = Some(action.clone());
         figures.fanout_nodes = ms.len();
