@@ -534,3 +534,80 @@ fn base64_set(text: &str) -> Vec<u32> {
         .iter()
         .collect()
 }
+
+/// Changes between scans (inotify) with real processes: the agent binary on a real folder with
+/// a scan period of an hour; once its first inventories reached the controller, a fragment is
+/// created (with its digest), one deleted, one created without a digest and its digest added
+/// after: the controller's audit shows each within seconds, carried as deltas (the agent's
+/// link says so, and sends no whole inventory meanwhile; the controller applied every one).
+#[test]
+fn changes_between_scans_reach_the_controller_as_deltas() {
+    let Some(mysql) = service("NW_TEST_MYSQL_URL") else {
+        return;
+    };
+    let dfs = Dfs::create(&mysql).with_device_table();
+    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
+    lab.stop_agent();
+    let d = lab.path("fragments");
+    fragment(&d, 100, b"fragment 100", Some(b"fragment 100"));
+    fragment(&d, 101, b"fragment 101", Some(b"fragment 101"));
+    dfs.insert(&[(100, 7), (101, 7), (150, 7)]);
+    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
+    agent_toml.push_str(
+        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
+         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
+         state_dir = \"fragment-state\"\n",
+    );
+    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
+    // The link's sends are logged at debug.
+    lab.start_agent_via(
+        &[
+            "env".into(),
+            "NODEWARDEN_LOG=info,nodewarden_agent::link=debug".into(),
+        ],
+        &[],
+    );
+    let path = "/api/v1/fragments/audit?device=7";
+    let audit = |check: &dyn Fn(&Value) -> bool| {
+        wait_for("the audit", Duration::from_secs(20), || {
+            match lab.get_as(&lab.token(), path) {
+                Ok((200, v)) if check(&v["audit"]) => Some(v["audit"].clone()),
+                _ => None,
+            }
+        })
+    };
+    lab.agent_log().wait("fragment scrub done");
+    let first = audit(&|a| a["present"]["count"] == 2 && a["missing"]["sample"] == json!([150]));
+    assert_eq!(first["present"]["bytes"], 24);
+    // The scan's and the scrub's inventories went whole.
+    lab.agent_log().wait("fragment inventory sent");
+    let whole = lab.agent_log().count("fragment inventory sent");
+
+    // 150 arrives (with its digest), 101 goes, 160 arrives without a digest.
+    fragment(&d, 150, b"fragment 150!", Some(b"fragment 150!"));
+    std::fs::remove_file(d.join("101")).unwrap();
+    std::fs::remove_file(d.join("101.digest")).unwrap();
+    fragment(&d, 160, b"uploading", None);
+    let changed = audit(&|a| {
+        a["present"]["count"] == 3
+            && a["missing"]["sample"] == json!([101])
+            && a["no_digest"]["sample"] == json!([160])
+    });
+    assert_eq!(changed["present"]["bytes"], 12 + 13 + 9);
+    assert_eq!(
+        changed["orphaned"]["count"], 0,
+        "160 is younger than the grace"
+    );
+    // Its digest arrives.
+    fragment(&d, 160, b"uploading", Some(b"uploading"));
+    audit(&|a| a["no_digest"]["count"] == 0 && a["present"]["count"] == 3);
+
+    assert!(lab.agent_log().count("fragment deltas sent") >= 1);
+    assert_eq!(
+        lab.agent_log().count("fragment inventory sent"),
+        whole,
+        "no whole inventory for changes between scans"
+    );
+    assert_eq!(lab.controller_log().count("fragment delta not applied"), 0);
+    assert_eq!(lab.agent_log().count("fragment folder not watched"), 0);
+}

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use nodewarden_shared::fragments::DeviceInventory;
+use nodewarden_shared::fragments::{DeviceInventory, InventoryDelta};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -271,18 +271,31 @@ fn resolve_knobs(key: &str, k: &Knobs, base: Option<&Resolved>) -> Result<Resolv
 /// is one decoded inventory, not that plus its wire form (docs/perf.md).
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// Increases with each inventory of this device in this agent's life.
+    /// Increases with each inventory of this device in this agent's life (a scan, a scrub's
+    /// verdict, or changes seen between scans).
     pub generation: u64,
+    /// The generation of the last whole publication (a scan or a scrub's verdict); the ones
+    /// after it are changes between scans, each with its delta in `deltas`.
+    pub whole_generation: u64,
     pub inventory: Arc<DeviceInventory>,
     pub present: u64,
     pub corrupt: u64,
+    /// The last [`MAX_DELTAS`] changes since `whole_generation`: (generation before, after,
+    /// the delta), oldest first; what a connection that sent an earlier generation sends.
+    pub deltas: std::collections::VecDeque<(u64, u64, Arc<InventoryDelta>)>,
 }
+
+/// Deltas a device keeps for the link (a connection further behind gets the whole inventory).
+pub const MAX_DELTAS: usize = 64;
 
 /// The latest inventory of each device, a signal bumped on every new one, and what the task is
 /// asked (stop; scan a device now, after a deletion on it).
 #[derive(Debug)]
 pub struct Inventories {
     devices: Mutex<BTreeMap<u32, Published>>,
+    /// Per device with a scan under way: the ids changes touched since it started (its
+    /// readdir may have missed them; they are carried into its inventory when it publishes).
+    scan_touched: Mutex<BTreeMap<u32, roaring::RoaringBitmap>>,
     scrub: Mutex<BTreeMap<u32, ScrubStatus>>,
     changed: watch::Sender<u64>,
     control: Mutex<Control>,
@@ -306,6 +319,7 @@ impl Default for Inventories {
     fn default() -> Self {
         Inventories {
             devices: Mutex::new(BTreeMap::new()),
+            scan_touched: Mutex::new(BTreeMap::new()),
             scrub: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
             control: Mutex::new(Control::default()),
@@ -380,27 +394,98 @@ impl Inventories {
         update(scrub.entry(device).or_default());
     }
 
-    /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from.
-    pub fn publish(&self, inv: DeviceInventory) -> Arc<DeviceInventory> {
-        self.update_scrub(inv.device_id, |s| s.corrupt = inv.corrupt.len());
-        let inventory = Arc::new(inv);
-        {
+    /// A scan of `device` starts: changes seen from now on are carried into its inventory.
+    pub fn scan_started(&self, device: u32) {
+        let mut touched = self.scan_touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.insert(device, roaring::RoaringBitmap::new());
+    }
+
+    /// The scan of `device` failed: nothing to carry.
+    fn scan_failed(&self, device: u32) {
+        let mut touched = self.scan_touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.remove(&device);
+    }
+
+    /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from. The
+    /// state of the ids changes touched while the scan ran is taken from the inventory they
+    /// were applied to (the scan's readdir may have passed them before they changed).
+    pub fn publish(&self, mut inv: DeviceInventory) -> Arc<DeviceInventory> {
+        let device = inv.device_id;
+        let inventory = {
             let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-            let generation = devices
-                .get(&inventory.device_id)
-                .map_or(1, |p| p.generation + 1);
+            let touched = self
+                .scan_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&device);
+            if let (Some(touched), Some(old)) = (touched, devices.get(&device))
+                && !touched.is_empty()
+            {
+                inv.apply(&old.inventory.delta(&touched));
+            }
+            let inventory = Arc::new(inv);
+            let generation = devices.get(&device).map_or(1, |p| p.generation + 1);
             devices.insert(
-                inventory.device_id,
+                device,
                 Published {
                     generation,
+                    whole_generation: generation,
                     present: inventory.present.len(),
                     corrupt: inventory.corrupt.len(),
                     inventory: inventory.clone(),
+                    deltas: Default::default(),
                 },
             );
-        }
+            inventory
+        };
+        self.update_scrub(device, |s| s.corrupt = inventory.corrupt.len());
         self.changed.send_modify(|n| *n += 1);
         inventory
+    }
+
+    /// Applies what the folder holds now for the ids in `changes` (`None`: gone) to `device`'s
+    /// inventory, as a delta the link can send. An id whose size is unchanged keeps its scrub
+    /// verdict; an id whose state is unchanged is left out. Nothing before the first scan
+    /// (which will see the folder as it is). Returns whether the inventory changed.
+    pub fn apply_changes(
+        &self,
+        device: u32,
+        changes: &BTreeMap<u32, Option<fragments::FragmentFile>>,
+    ) -> bool {
+        let (present, corrupt) = {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(touched) = self
+                .scan_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&device)
+            {
+                touched.extend(changes.keys().copied());
+            }
+            let Some(p) = devices.get_mut(&device) else {
+                return false;
+            };
+            let delta = delta_of(&p.inventory, changes);
+            if delta.is_empty() {
+                return false;
+            }
+            // A copy only while the scrub reads the published inventory (then this one is
+            // the copy, applied in place from the next change on).
+            Arc::make_mut(&mut p.inventory).apply(&delta);
+            let base = p.generation;
+            p.generation += 1;
+            p.present = p.inventory.present.len();
+            p.corrupt = p.inventory.corrupt.len();
+            p.deltas.push_back((base, p.generation, Arc::new(delta)));
+            while p.deltas.len() > MAX_DELTAS {
+                p.deltas.pop_front();
+            }
+            (p.present, p.corrupt)
+        };
+        tracing::debug!(device, present, "fragment changes applied");
+        self.update_scrub(device, |s| s.corrupt = corrupt);
+        self.changed.send_modify(|n| *n += 1);
+        true
     }
 
     /// Publishes a scrub's verdict on `device`'s inventory: `corrupt` ∩ present, set in place
@@ -417,6 +502,8 @@ impl Inventories {
             let inv = Arc::make_mut(&mut p.inventory);
             inv.corrupt = corrupt & &inv.present;
             p.generation += 1;
+            p.whole_generation = p.generation;
+            p.deltas.clear();
             p.corrupt = inv.corrupt.len();
             p.inventory.clone()
         };
@@ -424,6 +511,45 @@ impl Inventories {
         self.changed.send_modify(|n| *n += 1);
         Some(inventory)
     }
+}
+
+/// The delta from `inv` to the folder as `changes` describe it (ids in ascending order).
+pub fn delta_of(
+    inv: &DeviceInventory,
+    changes: &BTreeMap<u32, Option<fragments::FragmentFile>>,
+) -> InventoryDelta {
+    let mut delta = InventoryDelta {
+        device_id: inv.device_id,
+        ..Default::default()
+    };
+    for (&id, state) in changes {
+        let Some(f) = state else {
+            if inv.present.contains(id) {
+                delta.removed.insert(id);
+            }
+            continue;
+        };
+        let held = inv.size_of(id);
+        let same_size = held == Some(u64::from(f.size));
+        if same_size
+            && inv.no_digest.contains(id) != f.digest
+            && inv.recent.contains(id) == f.recent
+        {
+            continue;
+        }
+        delta.set.push(id);
+        delta.sizes.push(f.size);
+        if !f.digest {
+            delta.no_digest.push(id);
+        }
+        if same_size && inv.corrupt.contains(id) {
+            delta.corrupt.push(id);
+        }
+        if f.recent {
+            delta.recent.push(id);
+        }
+    }
+    delta
 }
 
 /// One device's scrub progress, as the agent's `/metrics` shows it.
@@ -756,6 +882,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
         if now >= d.next_scan || d.inventory.is_none() {
             d.next_scan = now + s.scan_period;
             let mut budget = IoBudget::new(s.io_mb_per_s);
+            out.scan_started(s.device_id);
             match fragments::scan(s.device_id, &s.dir, s.orphan_grace, &mut budget) {
                 Ok(mut inv) => {
                     inv.corrupt = &d.corrupt & &inv.present;
@@ -771,6 +898,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 Err(e) => {
                     // An unmounted disk must not look empty: the last inventory stays.
                     tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
+                    out.scan_failed(s.device_id);
                     if d.inventory.is_none() {
                         d.next_scrub = d.next_scan;
                         continue;

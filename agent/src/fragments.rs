@@ -116,6 +116,55 @@ fn parse_id(name: &[u8]) -> Option<u32> {
     std::str::from_utf8(name).ok()?.parse().ok()
 }
 
+/// What a name in a device folder is, by the scan's rule: fragment `<id>` (`false`) or its
+/// `<id>.digest` (`true`); `None` for anything else.
+pub fn classify(name: &[u8]) -> Option<(u32, bool)> {
+    match name.strip_suffix(b".digest") {
+        Some(stem) => parse_id(stem).map(|id| (id, true)),
+        None => parse_id(name).map(|id| (id, false)),
+    }
+}
+
+/// One fragment's state on disk, as a scan records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentFile {
+    /// Saturating at `u32::MAX`.
+    pub size: u32,
+    pub digest: bool,
+    /// Modified within the orphan grace period.
+    pub recent: bool,
+}
+
+/// Fragment `id` in `dir` now: `None` when `<id>` is not a regular file (gone). One stat of
+/// `<id>` and one of `<id>.digest`.
+pub fn stat_fragment(
+    dir: &Path,
+    id: u32,
+    grace: Duration,
+) -> std::io::Result<Option<FragmentFile>> {
+    let meta = match std::fs::metadata(dir.join(id.to_string())) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let digest = match std::fs::metadata(dir.join(format!("{id}.digest"))) {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    let recent = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_none_or(|age| age < grace);
+    Ok(Some(FragmentFile {
+        size: u32::try_from(meta.len()).unwrap_or(u32::MAX),
+        digest,
+        recent,
+    }))
+}
+
 /// Scans `dir` into an inventory. Fragments modified less than `grace` ago are `recent`.
 /// A fragment that disappears between the passes is left out; a missing folder is an error
 /// (an unmounted disk must not look like an empty one).
@@ -136,12 +185,14 @@ pub fn scan(
         let entry = entry.map_err(folder)?;
         let name = entry.file_name();
         let name = name.as_bytes();
-        if let Some(stem) = name.strip_suffix(b".digest") {
-            if let Some(id) = parse_id(stem) {
+        match classify(name) {
+            Some((id, true)) => {
                 digests.insert(id);
             }
-        } else if let Some(id) = parse_id(name) {
-            present.insert(id);
+            Some((id, false)) => {
+                present.insert(id);
+            }
+            None => {}
         }
     }
     // The digest set is dropped before the sizes are allocated: the peak is two bitmaps, or one
