@@ -222,6 +222,8 @@ pub struct HeldInventory {
     pub inventory: Arc<DeviceInventory>,
     /// The agent's generation of it (a delta applies only to the generation it was made from).
     pub generation: u64,
+    /// Its last change was a delta (changes between the agent's scans), not a whole inventory.
+    pub by_delta: bool,
 }
 
 /// Why a delta did not apply to the held inventory: the agent is asked for whole ones again.
@@ -277,6 +279,7 @@ impl FragmentState {
                 received_ms: now_ms,
                 inventory: Arc::new(inventory),
                 generation,
+                by_delta: false,
             },
         );
         Ok(())
@@ -307,6 +310,7 @@ impl FragmentState {
         Arc::make_mut(&mut held.inventory).apply(delta);
         held.generation = generation;
         held.received_ms = now_ms;
+        held.by_delta = true;
         Ok(held.inventory.present.len())
     }
 

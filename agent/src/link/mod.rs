@@ -752,3 +752,50 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fragment_task::Published;
+    use nodewarden_shared::fragments::{DeviceInventory, InventoryDelta};
+
+    fn published(whole: u64, generation: u64, deltas: &[(u64, u64)]) -> Published {
+        Published {
+            generation,
+            whole_generation: whole,
+            inventory: Arc::new(DeviceInventory::default()),
+            present: 0,
+            corrupt: 0,
+            deltas: deltas
+                .iter()
+                .map(|&(b, g)| {
+                    let mut d = InventoryDelta::default();
+                    d.removed.insert(g as u32);
+                    (b, g, Arc::new(d))
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn deltas_go_only_from_the_generation_sent_and_when_all_are_kept() {
+        let p = published(3, 6, &[(3, 4), (4, 5), (5, 6)]);
+        let chain = delta_chain(9, 4, &p).expect("5 and 6 follow 4");
+        assert_eq!(
+            chain
+                .iter()
+                .map(|m| (m.device_id, m.base_generation, m.generation))
+                .collect::<Vec<_>>(),
+            [(9, 4, 5), (9, 5, 6)]
+        );
+        let first = InventoryDelta::decode(&chain[0].data).unwrap();
+        assert!(first.removed.contains(5));
+        assert_eq!(delta_chain(9, 3, &p).map(|c| c.len()), Some(3));
+        // Sent before the last whole publication (a scan): the whole inventory.
+        assert!(delta_chain(9, 2, &p).is_none());
+        // The oldest deltas dropped: the whole inventory.
+        let p = published(3, 6, &[(4, 5), (5, 6)]);
+        assert!(delta_chain(9, 3, &p).is_none());
+        assert_eq!(delta_chain(9, 4, &p).map(|c| c.len()), Some(2));
+    }
+}
