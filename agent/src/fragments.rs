@@ -165,15 +165,9 @@ pub fn stat_fragment(
     }))
 }
 
-/// Scans `dir` into an inventory. Fragments modified less than `grace` ago are `recent`.
-/// A fragment that disappears between the passes is left out; a missing folder is an error
-/// (an unmounted disk must not look like an empty one).
-pub fn scan(
-    device_id: u32,
-    dir: &Path,
-    grace: Duration,
-    budget: &mut IoBudget,
-) -> Result<DeviceInventory, FragmentError> {
+/// Pass 1 of a scan: the fragment ids `readdir` lists, and those of them without a `.digest`.
+/// The digest set is dropped before anything else is allocated: the peak is two bitmaps.
+fn list(dir: &Path) -> Result<(RoaringBitmap, RoaringBitmap), FragmentError> {
     use std::os::unix::ffi::OsStrExt as _;
     let folder = |source| FragmentError::Folder {
         dir: dir.to_path_buf(),
@@ -184,8 +178,7 @@ pub fn scan(
     for entry in std::fs::read_dir(dir).map_err(folder)? {
         let entry = entry.map_err(folder)?;
         let name = entry.file_name();
-        let name = name.as_bytes();
-        match classify(name) {
+        match classify(name.as_bytes()) {
             Some((id, true)) => {
                 digests.insert(id);
             }
@@ -195,10 +188,77 @@ pub fn scan(
             None => {}
         }
     }
-    // The digest set is dropped before the sizes are allocated: the peak is two bitmaps, or one
-    // bitmap and the sizes, never both bitmaps and the sizes.
     let digestless = &present - &digests;
-    drop(digests);
+    Ok((present, digestless))
+}
+
+/// Stats a rescan hands over at a time ([`rescan`]).
+pub const RESCAN_CHUNK: usize = 4096;
+
+/// A scan that builds no inventory: the same two passes, stats and budget as [`scan`], but each
+/// listed fragment's state (`None`: gone between the passes) is handed to `chunk` in ascending
+/// id order, [`RESCAN_CHUNK`] at a time, for the caller to compare with the inventory it holds
+/// (the fragment task turns them into a delta of its published inventory, so a rescan never
+/// holds a second inventory). Returns the ids listed (what is held and not listed is gone).
+pub fn rescan(
+    dir: &Path,
+    grace: Duration,
+    budget: &mut IoBudget,
+    mut chunk: impl FnMut(&[(u32, Option<FragmentFile>)]),
+) -> Result<RoaringBitmap, FragmentError> {
+    let folder = |source| FragmentError::Folder {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let (listed, digestless) = list(dir)?;
+    let now = SystemTime::now();
+    let mut path = dir.to_path_buf();
+    let mut buf = Vec::with_capacity(RESCAN_CHUNK);
+    for id in &listed {
+        budget.charge(STAT_COST);
+        path.push(id.to_string());
+        let meta = std::fs::metadata(&path);
+        path.pop();
+        let file = match meta {
+            Ok(m) if m.is_file() => Some(FragmentFile {
+                size: u32::try_from(m.len()).unwrap_or(u32::MAX),
+                digest: !digestless.contains(id),
+                recent: m
+                    .modified()
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_none_or(|age| age < grace),
+            }),
+            Ok(_) => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(folder(e)),
+        };
+        buf.push((id, file));
+        if buf.len() == RESCAN_CHUNK {
+            chunk(&buf);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        chunk(&buf);
+    }
+    Ok(listed)
+}
+
+/// Scans `dir` into an inventory. Fragments modified less than `grace` ago are `recent`.
+/// A fragment that disappears between the passes is left out; a missing folder is an error
+/// (an unmounted disk must not look like an empty one).
+pub fn scan(
+    device_id: u32,
+    dir: &Path,
+    grace: Duration,
+    budget: &mut IoBudget,
+) -> Result<DeviceInventory, FragmentError> {
+    let folder = |source| FragmentError::Folder {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let (present, digestless) = list(dir)?;
     let now = SystemTime::now();
     let mut inv = DeviceInventory {
         device_id,
