@@ -1136,3 +1136,157 @@ fn the_node_page_charts_come_from_prometheus_when_configured() {
     });
     assert_eq!(drawn.len(), 5);
 }
+
+/// A device's fragments view against a real audit: the lab's controller with `[dfs]` on the
+/// suite's MariaDB, its agent with `[fragments]` over a real folder (a sound, a corrupt and a
+/// digest-less fragment, two old orphans, a row without a file). The problems view lists the
+/// device's fragment problems and links to the view; the view shows each state's count, bytes
+/// and sample ids with the node and the audit time; a row the DFS gains shows after **Audit
+/// again** (a fresh audit, one orphan fewer); the node page's device links to the same view; a
+/// device without an inventory says so.
+#[test]
+fn a_device_s_fragments_view_shows_its_audit() {
+    use nodewarden_tests::dfs::{Dfs, age, fragment};
+    let (Some(mysql), Some(webdriver), Some(chromium)) = (
+        service("NW_TEST_MYSQL_URL"),
+        service("NW_TEST_CHROMEDRIVER_URL"),
+        service("NW_TEST_CHROMIUM"),
+    ) else {
+        return;
+    };
+    let dfs = Dfs::create(&mysql).with_device_table();
+    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
+    // The lab's agent has no [fragments]: the folder is filled, then it restarts with one.
+    lab.stop_agent();
+    let d = lab.path("fragments");
+    // 100: sound. 101: corrupt. 102: no digest. 200, 201: orphans. 300: missing.
+    fragment(&d, 100, b"fragment 100", Some(b"fragment 100"));
+    fragment(&d, 101, b"rotten!", Some(b"fragment 101"));
+    fragment(&d, 102, b"fragment 102", None);
+    fragment(&d, 200, b"orphan 200", Some(b"orphan 200"));
+    fragment(&d, 201, b"orphan 2001", Some(b"orphan 2001"));
+    for id in [100, 101, 102, 200, 201] {
+        age(&d.join(id.to_string()), Duration::from_secs(2 * 3600));
+    }
+    dfs.insert(&[(100, 7), (101, 7), (102, 7), (300, 7)]);
+    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
+    agent_toml.push_str(
+        "\n[fragments]\nscrub_period = \"1h\"\norphan_grace = \"1h\"\nio_mb_per_s = 100\n\
+         busy_load_per_core = 1000\nbusy_disk_util = 1.0\nstate_dir = \"fragment-state\"\n",
+    );
+    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
+    lab.start_agent();
+    // The scrub's verdict has reached the controller (its audits hold the corrupt fragment).
+    wait_for(
+        "an audit of device 7 with the scrub's verdict",
+        WAIT,
+        || {
+            let v = lab.get_json("/api/v1/fragments/audit");
+            v.as_array()?
+                .iter()
+                .any(|a| a["device_id"] == 7 && a["audit"]["corrupt"]["count"] == 1)
+                .then_some(())
+        },
+    );
+
+    let browser = Browser::start(&webdriver, &chromium);
+    browser.goto(&format!("{}/console/", lab.api()));
+    sign_in(&browser, &lab.token());
+    let problem = "#problems-list li.problem.fragments[data-device='7']";
+    let text = browser.wait_text(problem, |t| t.contains("corrupt"));
+    assert_eq!(
+        text,
+        "n1: device 7: 1 missing, 1 corrupt, 2 orphaned (21 B), 1 without digest fragment(s) fragments",
+    );
+    browser.wait_text("#problems-summary", |t| {
+        t.contains("1 device(s) with fragment problems")
+    });
+    browser.click(&format!("{problem} a.fragments-link"));
+    assert_eq!(
+        browser.wait_text("#device-fragments-title", |t| !t.is_empty()),
+        "7"
+    );
+    assert!(browser.url().ends_with("#fragments/7"), "{}", browser.url());
+    assert!(
+        browser.visible_text("#fleet-summary").is_none(),
+        "the fleet still shows"
+    );
+    let facts = browser.wait_text("#device-fragments-facts", |t| t.contains("audited"));
+    assert!(facts.starts_with("on n1 · inventory received "), "{facts}");
+    // Each state: (count, bytes, sample ids) as the page shows them; the audit samples no
+    // present ids.
+    let rows = |browser: &Browser| -> Value {
+        browser.js(
+            "return Object.fromEntries([...document.querySelectorAll('#device-fragments-body tr')]
+               .map((tr) => [tr.dataset.state, [tr.querySelector('.state-count').textContent,
+                 tr.querySelector('.state-bytes').dataset.bytes,
+                 tr.querySelector('.state-sample').dataset.ids]]));",
+            vec![],
+        )
+    };
+    let first = wait_for("the audit's rows", WAIT, || {
+        let r = rows(&browser);
+        (r.as_object()?.len() == 5).then_some(r)
+    });
+    assert_eq!(
+        first,
+        json!({
+            "present": ["5", "52", ""],
+            "missing": ["1", "0", "300"],
+            "orphaned": ["2", "21", "200 201"],
+            "corrupt": ["1", "7", "101"],
+            "no_digest": ["1", "12", "102"],
+        })
+    );
+    assert_eq!(
+        browser.visible_text("#device-fragments-body tr[data-state='orphaned'] .state-bytes"),
+        Some("21 B".to_string())
+    );
+    browser.screenshot("device-fragments");
+
+    // The DFS gains a row for orphan 200: a fresh audit shows one orphan fewer.
+    let audited = browser.js(
+        "return document.getElementById('device-fragments-facts').dataset.audited;",
+        vec![],
+    );
+    dfs.insert(&[(200, 7)]);
+    browser.click("#device-fragments-reaudit");
+    let second = wait_for("a fresh audit on the page", WAIT, || {
+        let now = browser.js(
+            "return document.getElementById('device-fragments-facts').dataset.audited;",
+            vec![],
+        );
+        let r = rows(&browser);
+        (now != audited && r["orphaned"][0] == "1").then_some(r)
+    });
+    assert_eq!(second["orphaned"], json!(["1", "11", "201"]));
+    assert_eq!(second["missing"], json!(["1", "0", "300"]));
+
+    // From the node page's device.
+    browser.goto(&format!("{}/console/#node/n1", lab.api()));
+    browser.wait_text(
+        "#node-devices-body tr[data-device='7'] a.fragments-link",
+        |t| t == "fragments",
+    );
+    browser.click("#node-devices-body tr[data-device='7'] a.fragments-link");
+    browser.wait_text(
+        "#device-fragments-body tr[data-state='corrupt'] .state-sample",
+        |t| t == "101",
+    );
+    assert!(browser.url().ends_with("#fragments/7"), "{}", browser.url());
+
+    // A device without an inventory.
+    browser.goto(&format!("{}/console/#fragments/99", lab.api()));
+    browser.wait_text("#device-fragments-status", |t| {
+        t.starts_with("No fragment inventory of device 99 yet")
+    });
+    assert_eq!(
+        browser.js(
+            "return document.querySelectorAll('#device-fragments-body tr').length;",
+            vec![]
+        ),
+        json!(0)
+    );
+    browser.click("#device-fragments-back");
+    browser.wait_text("#fleet-summary", |t| !t.is_empty());
+}

@@ -9,13 +9,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nodewarden_agent::fragments::{DigestKind, IoBudget, scan, scrub};
 use nodewarden_agent::ops::{Executor, config::OpsConfig};
 use nodewarden_controller::fragments::FragmentTable;
 use nodewarden_shared::fragments::DeviceInventory;
 use nodewarden_shared::ops::{FragmentOutcome, Outcome};
+use nodewarden_tests::dfs::{Dfs, age, fragment};
 use nodewarden_tests::lab::{Lab, Log};
 use nodewarden_tests::{service, wait_for};
 use serde_json::{Value, json};
@@ -30,94 +31,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A DFS database of the test's own, with the original `FRAGMENT` table; dropped at the end.
-struct Dfs {
-    client: Vec<String>,
-    name: String,
-    url: String,
-}
-
-impl Dfs {
-    fn create(server_url: &str) -> Dfs {
-        let rest = server_url.strip_prefix("mysql://").expect("mysql:// URL");
-        let (userinfo, hostport) = rest.rsplit_once('@').expect("user@host");
-        let hostport = hostport.trim_end_matches('/');
-        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        let (host, port) = hostport.split_once(':').unwrap_or((hostport, "3306"));
-        let name = format!(
-            "DFS_frag_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-                % 1_000_000_000
-        );
-        let dfs = Dfs {
-            client: vec![
-                "--no-defaults".into(),
-                format!("--host={host}"),
-                format!("--port={port}"),
-                format!("--user={user}"),
-                format!("--password={password}"),
-            ],
-            url: format!("{}/{name}", server_url.trim_end_matches('/')),
-            name,
-        };
-        dfs.sql(&format!("CREATE DATABASE `{}`", dfs.name));
-        dfs.sql(&format!(
-            "USE `{}`; CREATE TABLE FRAGMENT(ID int primary key, PATH char(20));",
-            dfs.name
-        ));
-        dfs
-    }
-
-    fn sql(&self, statements: &str) {
-        run_ok(
-            Command::new("mariadb")
-                .args(&self.client)
-                .arg("-e")
-                .arg(statements),
-        );
-    }
-
-    fn insert(&self, rows: &[(u32, u32)]) {
-        let values: Vec<String> = rows
-            .iter()
-            .map(|(id, dev)| format!("({id}, '{dev}')"))
-            .collect();
-        self.sql(&format!(
-            "USE `{}`; INSERT INTO FRAGMENT VALUES {};",
-            self.name,
-            values.join(",")
-        ));
-    }
-}
-
-impl Drop for Dfs {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(&self.client)
-            .arg("-e")
-            .arg(format!("DROP DATABASE IF EXISTS `{}`", self.name))
-            .output();
-    }
-}
-
-/// A fragment and, unless `digest` is `None`, its `.digest` holding the real `md5sum` of
-/// `digest_of` (the content itself for a sound fragment).
-fn fragment(dir: &Path, id: u32, content: &[u8], digest_of: Option<&[u8]>) {
-    std::fs::write(dir.join(id.to_string()), content).unwrap();
-    if let Some(source) = digest_of {
-        let src = dir.join(format!("{id}.digest-source"));
-        std::fs::write(&src, source).unwrap();
-        let sum = run_ok(Command::new("md5sum").arg(&src));
-        std::fs::remove_file(&src).unwrap();
-        let hex = sum.split_whitespace().next().unwrap().to_string();
-        std::fs::write(dir.join(format!("{id}.digest")), hex + "\n").unwrap();
-    }
 }
 
 /// Scan + scrub, as the agent does, then through the wire form as the controller receives it.
@@ -264,12 +177,6 @@ fn post(lab: &Lab, path: &str, body: &Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Sets a file's modification time `age` in the past (older than the orphan grace period).
-fn age(path: &Path, age: Duration) {
-    let file = std::fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() - age).unwrap();
-}
-
 /// The whole path with real processes: an agent with `[fragments]` scans and scrubs a real
 /// folder and sends its inventory over the link; the controller audits it against MariaDB and
 /// answers over HTTP (and the CLI) with the right counts, and shows them on /metrics; the
@@ -282,13 +189,8 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
         return;
     };
     const LAB_DEVICE: u32 = 7;
-    let dfs = Dfs::create(&mysql);
     // The DFS reader ([dfs]) reads DEVICE too.
-    dfs.sql(&format!(
-        "USE `{}`; CREATE TABLE DEVICE(ID int auto_increment primary key, IP char(20), PORT int, \
-         ISONLINE boolean not null, RS int default 0, TIME int default 0, LEFTRS int default 0);",
-        dfs.name
-    ));
+    let dfs = Dfs::create(&mysql).with_device_table();
     let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
     // The lab's agent has no [fragments] yet: the folder is filled, then it restarts with one.
     lab.stop_agent();
@@ -631,4 +533,81 @@ fn base64_set(text: &str) -> Vec<u32> {
         .unwrap()
         .iter()
         .collect()
+}
+
+/// Changes between scans (inotify) with real processes: the agent binary on a real folder with
+/// a scan period of an hour; once its first inventories reached the controller, a fragment is
+/// created (with its digest), one deleted, one created without a digest and its digest added
+/// after: the controller's audit shows each within seconds, carried as deltas (the agent's
+/// link says so, and sends no whole inventory meanwhile; the controller applied every one).
+#[test]
+fn changes_between_scans_reach_the_controller_as_deltas() {
+    let Some(mysql) = service("NW_TEST_MYSQL_URL") else {
+        return;
+    };
+    let dfs = Dfs::create(&mysql).with_device_table();
+    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
+    lab.stop_agent();
+    let d = lab.path("fragments");
+    fragment(&d, 100, b"fragment 100", Some(b"fragment 100"));
+    fragment(&d, 101, b"fragment 101", Some(b"fragment 101"));
+    dfs.insert(&[(100, 7), (101, 7), (150, 7)]);
+    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
+    agent_toml.push_str(
+        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
+         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
+         state_dir = \"fragment-state\"\n",
+    );
+    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
+    // The link's sends are logged at debug.
+    lab.start_agent_via(
+        &[
+            "env".into(),
+            "NODEWARDEN_LOG=info,nodewarden_agent::link=debug".into(),
+        ],
+        &[],
+    );
+    let path = "/api/v1/fragments/audit?device=7";
+    let audit = |check: &dyn Fn(&Value) -> bool| {
+        wait_for("the audit", Duration::from_secs(20), || {
+            match lab.get_as(&lab.token(), path) {
+                Ok((200, v)) if check(&v["audit"]) => Some(v["audit"].clone()),
+                _ => None,
+            }
+        })
+    };
+    lab.agent_log().wait("fragment scrub done");
+    let first = audit(&|a| a["present"]["count"] == 2 && a["missing"]["sample"] == json!([150]));
+    assert_eq!(first["present"]["bytes"], 24);
+    // The scan's and the scrub's inventories went whole.
+    lab.agent_log().wait("fragment inventory sent");
+    let whole = lab.agent_log().count("fragment inventory sent");
+
+    // 150 arrives (with its digest), 101 goes, 160 arrives without a digest.
+    fragment(&d, 150, b"fragment 150!", Some(b"fragment 150!"));
+    std::fs::remove_file(d.join("101")).unwrap();
+    std::fs::remove_file(d.join("101.digest")).unwrap();
+    fragment(&d, 160, b"uploading", None);
+    let changed = audit(&|a| {
+        a["present"]["count"] == 3
+            && a["missing"]["sample"] == json!([101])
+            && a["no_digest"]["sample"] == json!([160])
+    });
+    assert_eq!(changed["present"]["bytes"], 12 + 13 + 9);
+    assert_eq!(
+        changed["orphaned"]["count"], 0,
+        "160 is younger than the grace"
+    );
+    // Its digest arrives.
+    fragment(&d, 160, b"uploading", Some(b"uploading"));
+    audit(&|a| a["no_digest"]["count"] == 0 && a["present"]["count"] == 3);
+
+    assert!(lab.agent_log().count("fragment deltas sent") >= 1);
+    assert_eq!(
+        lab.agent_log().count("fragment inventory sent"),
+        whole,
+        "no whole inventory for changes between scans"
+    );
+    assert_eq!(lab.controller_log().count("fragment delta not applied"), 0);
+    assert_eq!(lab.agent_log().count("fragment folder not watched"), 0);
 }

@@ -489,7 +489,8 @@ impl DfsDatabase {
              LEFTRS int default 0); \
              INSERT INTO DEVICE VALUES (1, '10.0.0.11', 8001, true, 1073741824, 16777215, 734003200), \
              (2, '10.0.0.12', 8001, true, 1073741824, 255, 52428800), \
-             (3, '10.0.0.13', 8001, false, 1073741824, 0, 999);",
+             (3, '10.0.0.13', 8001, false, 1073741824, 0, 999); \
+             CREATE TABLE FRAGMENT(ID int primary key, PATH char(20));",
             db.name
         ));
         db
@@ -670,7 +671,15 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
         Some(&dfs.url),
         &format!("[prometheus]\nurl = \"http://127.0.0.1:{prometheus_port}\"\n"),
     );
-    fleet.start_agent("store-a", 1);
+    // store-a checks its (empty) fragment folder, so the dashboard's Fragments row has an
+    // inventory, a scrub and an audit against the DFS's (empty) FRAGMENT table to show (the
+    // scrub never waits for a busy test machine).
+    fleet.start_agent_with(
+        "store-a",
+        1,
+        "[fragments]\nstate_dir = \"fragment-state-store-a\"\n\
+         busy_load_per_core = 1000\nbusy_disk_util = 1.0\n",
+    );
     // store-b also runs Ray: its metrics agent is a stand-in serving one family.
     let ray_port = serve_ray_stand_in();
     fleet.start_agent_with("store-b", 2, &format!("[ray]\nmetrics_port = {ray_port}\n"));

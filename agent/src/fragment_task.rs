@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use nodewarden_shared::fragments::DeviceInventory;
+use nodewarden_shared::fragments::{DeviceInventory, InventoryDelta};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -271,18 +271,34 @@ fn resolve_knobs(key: &str, k: &Knobs, base: Option<&Resolved>) -> Result<Resolv
 /// is one decoded inventory, not that plus its wire form (docs/perf.md).
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// Increases with each inventory of this device in this agent's life.
+    /// Increases with each inventory of this device in this agent's life (a scan, a scrub's
+    /// verdict, or changes seen between scans).
     pub generation: u64,
+    /// The generation of the last whole publication (a scan or a scrub's verdict); the ones
+    /// after it are changes between scans, each with its delta in `deltas`.
+    pub whole_generation: u64,
     pub inventory: Arc<DeviceInventory>,
     pub present: u64,
     pub corrupt: u64,
+    /// The last [`MAX_DELTAS`] changes since `whole_generation`: (generation before, after,
+    /// the delta), oldest first; what a connection that sent an earlier generation sends.
+    pub deltas: std::collections::VecDeque<(u64, u64, Arc<InventoryDelta>)>,
 }
+
+/// Deltas a device keeps for the link (a connection further behind gets the whole inventory).
+pub const MAX_DELTAS: usize = 64;
+/// A rescan that changed more ids than this is published whole (its delta would not fit a
+/// message: ~5 bytes an id).
+pub const RESCAN_DELTA_MAX: u64 = 30_000;
 
 /// The latest inventory of each device, a signal bumped on every new one, and what the task is
 /// asked (stop; scan a device now, after a deletion on it).
 #[derive(Debug)]
 pub struct Inventories {
     devices: Mutex<BTreeMap<u32, Published>>,
+    /// Per device with a scan under way: the ids changes touched since it started (its
+    /// readdir may have missed them; they are carried into its inventory when it publishes).
+    scan_touched: Mutex<BTreeMap<u32, roaring::RoaringBitmap>>,
     scrub: Mutex<BTreeMap<u32, ScrubStatus>>,
     changed: watch::Sender<u64>,
     control: Mutex<Control>,
@@ -306,6 +322,7 @@ impl Default for Inventories {
     fn default() -> Self {
         Inventories {
             devices: Mutex::new(BTreeMap::new()),
+            scan_touched: Mutex::new(BTreeMap::new()),
             scrub: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
             control: Mutex::new(Control::default()),
@@ -380,50 +397,275 @@ impl Inventories {
         update(scrub.entry(device).or_default());
     }
 
-    /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from.
-    pub fn publish(&self, inv: DeviceInventory) -> Arc<DeviceInventory> {
-        self.update_scrub(inv.device_id, |s| s.corrupt = inv.corrupt.len());
-        let inventory = Arc::new(inv);
-        {
+    /// A scan of `device` starts: changes seen from now on are carried into its inventory.
+    pub fn scan_started(&self, device: u32) {
+        let mut touched = self.scan_touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.insert(device, roaring::RoaringBitmap::new());
+    }
+
+    /// The scan of `device` failed: nothing to carry.
+    fn scan_failed(&self, device: u32) {
+        let mut touched = self.scan_touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.remove(&device);
+    }
+
+    /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from. The
+    /// state of the ids changes touched while the scan ran is taken from the inventory they
+    /// were applied to (the scan's readdir may have passed them before they changed).
+    pub fn publish(&self, mut inv: DeviceInventory) -> Arc<DeviceInventory> {
+        let device = inv.device_id;
+        let inventory = {
             let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-            let generation = devices
-                .get(&inventory.device_id)
-                .map_or(1, |p| p.generation + 1);
+            let touched = self
+                .scan_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&device);
+            if let (Some(touched), Some(old)) = (touched, devices.get(&device))
+                && !touched.is_empty()
+            {
+                inv.apply(&old.inventory.delta(&touched));
+            }
+            let inventory = Arc::new(inv);
+            let generation = devices.get(&device).map_or(1, |p| p.generation + 1);
             devices.insert(
-                inventory.device_id,
+                device,
                 Published {
                     generation,
+                    whole_generation: generation,
                     present: inventory.present.len(),
                     corrupt: inventory.corrupt.len(),
                     inventory: inventory.clone(),
+                    deltas: Default::default(),
                 },
             );
-        }
+            inventory
+        };
+        self.update_scrub(device, |s| s.corrupt = inventory.corrupt.len());
         self.changed.send_modify(|n| *n += 1);
         inventory
     }
 
-    /// Publishes a scrub's verdict on `device`'s inventory: `corrupt` ∩ present, set in place
-    /// (the caller dropped its handle first; a copy is made only while a connection is encoding
-    /// the inventory). Returns the handle, or `None` when the device has no inventory.
-    fn publish_corrupt(
+    /// `device`'s published inventory (a handle: held, it makes the next change copy it).
+    pub fn current(&self, device: u32) -> Option<Arc<DeviceInventory>> {
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        devices.get(&device).map(|p| p.inventory.clone())
+    }
+
+    /// Compares a rescan's chunk with `device`'s published inventory (under its lock, no
+    /// handle kept), adding what differs to `delta` ([`diff_scanned`]).
+    pub fn diff_rescanned(
         &self,
         device: u32,
+        chunk: &[(u32, Option<fragments::FragmentFile>)],
         corrupt: &roaring::RoaringBitmap,
-    ) -> Option<Arc<DeviceInventory>> {
-        let inventory = {
-            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-            let p = devices.get_mut(&device)?;
-            let inv = Arc::make_mut(&mut p.inventory);
-            inv.corrupt = corrupt & &inv.present;
-            p.generation += 1;
-            p.corrupt = inv.corrupt.len();
-            p.inventory.clone()
-        };
-        self.update_scrub(device, |s| s.corrupt = inventory.corrupt.len());
-        self.changed.send_modify(|n| *n += 1);
-        Some(inventory)
+        delta: &mut InventoryDelta,
+    ) {
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = devices.get(&device) {
+            diff_scanned(&p.inventory, chunk, corrupt, delta);
+        }
     }
+
+    /// Publishes a rescan: its `delta` plus the ids held but not `listed` (gone) applied in
+    /// place, the ids changes touched while it ran keeping the state those changes gave them.
+    /// Kept as one delta for the link when it is small ([`RESCAN_DELTA_MAX`] ids), else the
+    /// link sends the whole inventory.
+    pub fn publish_rescan(&self, mut delta: InventoryDelta, listed: &roaring::RoaringBitmap) {
+        let device = delta.device_id;
+        let (present, corrupt) = {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            let touched = self
+                .scan_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&device)
+                .unwrap_or_default();
+            let Some(p) = devices.get_mut(&device) else {
+                return;
+            };
+            delta.removed |= &p.inventory.present - listed;
+            delta.removed -= &delta.set;
+            let changed = &(&delta.removed | &delta.set) | &touched;
+            let kept = p.inventory.delta(&touched);
+            let inv = Arc::make_mut(&mut p.inventory);
+            inv.apply(&delta);
+            inv.apply(&kept);
+            let base = p.generation;
+            p.generation += 1;
+            p.present = p.inventory.present.len();
+            p.corrupt = p.inventory.corrupt.len();
+            if changed.len() <= RESCAN_DELTA_MAX {
+                let effective = p.inventory.delta(&changed);
+                p.deltas
+                    .push_back((base, p.generation, Arc::new(effective)));
+                while p.deltas.len() > MAX_DELTAS {
+                    p.deltas.pop_front();
+                }
+            } else {
+                p.whole_generation = p.generation;
+                p.deltas.clear();
+            }
+            (p.present, p.corrupt)
+        };
+        tracing::debug!(device, present, "fragment rescan published");
+        self.update_scrub(device, |s| s.corrupt = corrupt);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Applies what the folder holds now for the ids in `changes` (`None`: gone) to `device`'s
+    /// inventory, as a delta the link can send. An id whose size is unchanged keeps its scrub
+    /// verdict; an id whose state is unchanged is left out. Nothing before the first scan
+    /// (which will see the folder as it is). Returns whether the inventory changed.
+    pub fn apply_changes(
+        &self,
+        device: u32,
+        changes: &BTreeMap<u32, Option<fragments::FragmentFile>>,
+    ) -> bool {
+        let (present, corrupt) = {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(touched) = self
+                .scan_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&device)
+            {
+                touched.extend(changes.keys().copied());
+            }
+            let Some(p) = devices.get_mut(&device) else {
+                return false;
+            };
+            let delta = delta_of(&p.inventory, changes);
+            if delta.is_empty() {
+                return false;
+            }
+            // A copy only while the scrub reads the published inventory (then this one is
+            // the copy, applied in place from the next change on).
+            Arc::make_mut(&mut p.inventory).apply(&delta);
+            let base = p.generation;
+            p.generation += 1;
+            p.present = p.inventory.present.len();
+            p.corrupt = p.inventory.corrupt.len();
+            p.deltas.push_back((base, p.generation, Arc::new(delta)));
+            while p.deltas.len() > MAX_DELTAS {
+                p.deltas.pop_front();
+            }
+            (p.present, p.corrupt)
+        };
+        tracing::debug!(device, present, "fragment changes applied");
+        self.update_scrub(device, |s| s.corrupt = corrupt);
+        self.changed.send_modify(|n| *n += 1);
+        true
+    }
+
+    /// Publishes a scrub's verdict on `device`'s inventory: `corrupt` ∩ present, set in place
+    /// (the caller dropped its handle first; a copy is made only while a connection is encoding
+    /// the inventory), kept as a delta of the ids whose verdict changed when they are few.
+    fn publish_corrupt(&self, device: u32, corrupt: &roaring::RoaringBitmap) {
+        let count = {
+            let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(p) = devices.get_mut(&device) else {
+                return;
+            };
+            let inv = Arc::make_mut(&mut p.inventory);
+            let verdict = corrupt & &inv.present;
+            let changed = &verdict ^ &inv.corrupt;
+            inv.corrupt = verdict;
+            let base = p.generation;
+            p.generation += 1;
+            if changed.len() <= RESCAN_DELTA_MAX {
+                let delta = p.inventory.delta(&changed);
+                p.deltas.push_back((base, p.generation, Arc::new(delta)));
+                while p.deltas.len() > MAX_DELTAS {
+                    p.deltas.pop_front();
+                }
+            } else {
+                p.whole_generation = p.generation;
+                p.deltas.clear();
+            }
+            p.corrupt = p.inventory.corrupt.len();
+            p.corrupt
+        };
+        self.update_scrub(device, |s| s.corrupt = count);
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Adds to `delta` what a rescan's `chunk` (ascending ids, after those already in `delta`)
+/// finds different from `inv`: gone ids removed; new ids, or ids whose size, digest, recent
+/// flag or scrub verdict (`corrupt`, the last complete scrub's, as a scan sets it) differ, set.
+pub fn diff_scanned(
+    inv: &DeviceInventory,
+    chunk: &[(u32, Option<fragments::FragmentFile>)],
+    corrupt: &roaring::RoaringBitmap,
+    delta: &mut InventoryDelta,
+) {
+    for &(id, file) in chunk {
+        let Some(f) = file else {
+            if inv.present.contains(id) {
+                delta.removed.insert(id);
+            }
+            continue;
+        };
+        let bad = corrupt.contains(id);
+        if inv.size_of(id) == Some(u64::from(f.size))
+            && inv.recent.contains(id) == f.recent
+            && inv.no_digest.contains(id) != f.digest
+            && inv.corrupt.contains(id) == bad
+        {
+            continue;
+        }
+        delta.set.push(id);
+        delta.sizes.push(f.size);
+        if !f.digest {
+            delta.no_digest.push(id);
+        }
+        if bad {
+            delta.corrupt.push(id);
+        }
+        if f.recent {
+            delta.recent.push(id);
+        }
+    }
+}
+
+/// The delta from `inv` to the folder as `changes` describe it (ids in ascending order).
+pub fn delta_of(
+    inv: &DeviceInventory,
+    changes: &BTreeMap<u32, Option<fragments::FragmentFile>>,
+) -> InventoryDelta {
+    let mut delta = InventoryDelta {
+        device_id: inv.device_id,
+        ..Default::default()
+    };
+    for (&id, state) in changes {
+        let Some(f) = state else {
+            if inv.present.contains(id) {
+                delta.removed.insert(id);
+            }
+            continue;
+        };
+        let held = inv.size_of(id);
+        let same_size = held == Some(u64::from(f.size));
+        if same_size
+            && inv.no_digest.contains(id) != f.digest
+            && inv.recent.contains(id) == f.recent
+        {
+            continue;
+        }
+        delta.set.push(id);
+        delta.sizes.push(f.size);
+        if !f.digest {
+            delta.no_digest.push(id);
+        }
+        if same_size && inv.corrupt.contains(id) {
+            delta.corrupt.push(id);
+        }
+        if f.recent {
+            delta.recent.push(id);
+        }
+    }
+    delta
 }
 
 /// One device's scrub progress, as the agent's `/metrics` shows it.
@@ -584,8 +826,8 @@ struct DeviceState {
     busy: Busy,
     next_scan: Instant,
     next_scrub: Instant,
-    /// The published inventory (shared with [`Inventories`], not a copy).
-    inventory: Option<Arc<DeviceInventory>>,
+    /// A first scan published the device's inventory (later ones are rescans against it).
+    has_inventory: bool,
     /// The last scrub's verdict, carried into later scans (∩ present).
     corrupt: roaring::RoaringBitmap,
     /// What the cursor file says (or will say at the next write).
@@ -650,7 +892,7 @@ impl DeviceState {
             settings,
             next_scan: now,
             next_scrub,
-            inventory: None,
+            has_inventory: false,
             corrupt,
             cursor,
             cursor_failing: false,
@@ -753,33 +995,54 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
         let d = &mut devices[next];
         let s = d.settings.clone();
         let now = Instant::now();
-        if now >= d.next_scan || d.inventory.is_none() {
+        if now >= d.next_scan || !d.has_inventory {
             d.next_scan = now + s.scan_period;
             let mut budget = IoBudget::new(s.io_mb_per_s);
-            match fragments::scan(s.device_id, &s.dir, s.orphan_grace, &mut budget) {
-                Ok(mut inv) => {
-                    inv.corrupt = &d.corrupt & &inv.present;
-                    tracing::debug!(
-                        device = s.device_id,
-                        present = inv.present.len(),
-                        "fragment scan"
-                    );
-                    // The old inventory goes before the new one is published.
-                    d.inventory = None;
-                    d.inventory = Some(out.publish(inv));
+            out.scan_started(s.device_id);
+            if d.has_inventory {
+                // Against the published inventory, chunk by chunk under its lock: no second
+                // inventory is built (docs/fragments.md).
+                let mut delta = InventoryDelta {
+                    device_id: s.device_id,
+                    ..Default::default()
+                };
+                let corrupt = &d.corrupt;
+                let listed = fragments::rescan(&s.dir, s.orphan_grace, &mut budget, |chunk| {
+                    out.diff_rescanned(s.device_id, chunk, corrupt, &mut delta)
+                });
+                match listed {
+                    Ok(listed) => out.publish_rescan(delta, &listed),
+                    Err(e) => {
+                        // An unmounted disk must not look empty: the last inventory stays.
+                        tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
+                        out.scan_failed(s.device_id);
+                    }
                 }
-                Err(e) => {
-                    // An unmounted disk must not look empty: the last inventory stays.
-                    tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
-                    if d.inventory.is_none() {
+            } else {
+                match fragments::scan(s.device_id, &s.dir, s.orphan_grace, &mut budget) {
+                    Ok(mut inv) => {
+                        inv.corrupt = &d.corrupt & &inv.present;
+                        tracing::debug!(
+                            device = s.device_id,
+                            present = inv.present.len(),
+                            "fragment scan"
+                        );
+                        out.publish(inv);
+                        d.has_inventory = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
+                        out.scan_failed(s.device_id);
                         d.next_scrub = d.next_scan;
                         continue;
                     }
                 }
             }
         }
+        // The scrub reads the published inventory (a change the watcher applies meanwhile
+        // copies it once; the scrub's handle goes when it ends).
         if Instant::now() >= d.next_scrub
-            && let Some(inv) = d.inventory.take()
+            && let Some(inv) = out.current(s.device_id)
         {
             let base = d
                 .cursor
@@ -871,7 +1134,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 st.last_complete = Some(finished);
             });
             drop(inv);
-            d.inventory = out.publish_corrupt(s.device_id, &d.corrupt);
+            out.publish_corrupt(s.device_id, &d.corrupt);
             d.next_scrub = Instant::now() + s.scrub_period;
         }
     }
@@ -953,6 +1216,53 @@ mod tests {
             let e = resolve(text).unwrap_err();
             assert!(e.contains(want), "{e} !~ {want}");
         }
+    }
+
+    /// A rescan against the published inventory ends where a fresh scan would, in place, kept
+    /// as a delta; an id a change touched while it ran keeps the change's state.
+    #[test]
+    fn a_rescan_publishes_what_a_scan_would_as_a_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let put = |name: &str, bytes: &[u8]| std::fs::write(d.join(name), bytes).unwrap();
+        for id in 1..=20u32 {
+            put(&id.to_string(), &vec![b'x'; id as usize]);
+            put(&format!("{id}.digest"), b"d");
+        }
+        let grace = Duration::from_secs(3600);
+        let out = Inventories::default();
+        let mut budget = IoBudget::new(0.0);
+        out.publish(fragments::scan(4, d, grace, &mut budget).unwrap());
+        // Between the scans: 3 gone, 21 new without digest, 5 resized, 6's digest gone; the
+        // last scrub found 7 corrupt.
+        std::fs::remove_file(d.join("3")).unwrap();
+        put("21", b"new");
+        put("5", b"resized to 13");
+        std::fs::remove_file(d.join("6.digest")).unwrap();
+        let corrupt: roaring::RoaringBitmap = [7].into_iter().collect();
+        out.scan_started(4);
+        // A change the watcher applied while the scan ran: 8 gone (the scan still lists it).
+        out.apply_changes(4, &BTreeMap::from([(8, None)]));
+        let mut delta = InventoryDelta {
+            device_id: 4,
+            ..Default::default()
+        };
+        let listed = fragments::rescan(d, grace, &mut budget, |chunk| {
+            out.diff_rescanned(4, chunk, &corrupt, &mut delta)
+        })
+        .unwrap();
+        out.publish_rescan(delta, &listed);
+        std::fs::remove_file(d.join("8")).unwrap();
+        let mut want = fragments::scan(4, d, grace, &mut budget).unwrap();
+        want.corrupt = &corrupt & &want.present;
+        let (_, p) = out.snapshot().remove(0);
+        assert_eq!(*p.inventory, want);
+        assert_eq!((p.whole_generation, p.generation), (1, 3));
+        let (base, generation, last) = p.deltas.back().unwrap();
+        assert_eq!((*base, *generation), (2, 3));
+        assert_eq!(last.set, [5, 6, 7, 21].into_iter().collect());
+        // 8 again: the ids the watcher touched travel too (removing it twice is harmless).
+        assert_eq!(last.removed, [3, 8].into_iter().collect());
     }
 
     #[tokio::test]

@@ -116,15 +116,58 @@ fn parse_id(name: &[u8]) -> Option<u32> {
     std::str::from_utf8(name).ok()?.parse().ok()
 }
 
-/// Scans `dir` into an inventory. Fragments modified less than `grace` ago are `recent`.
-/// A fragment that disappears between the passes is left out; a missing folder is an error
-/// (an unmounted disk must not look like an empty one).
-pub fn scan(
-    device_id: u32,
+/// What a name in a device folder is, by the scan's rule: fragment `<id>` (`false`) or its
+/// `<id>.digest` (`true`); `None` for anything else.
+pub fn classify(name: &[u8]) -> Option<(u32, bool)> {
+    match name.strip_suffix(b".digest") {
+        Some(stem) => parse_id(stem).map(|id| (id, true)),
+        None => parse_id(name).map(|id| (id, false)),
+    }
+}
+
+/// One fragment's state on disk, as a scan records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentFile {
+    /// Saturating at `u32::MAX`.
+    pub size: u32,
+    pub digest: bool,
+    /// Modified within the orphan grace period.
+    pub recent: bool,
+}
+
+/// Fragment `id` in `dir` now: `None` when `<id>` is not a regular file (gone). One stat of
+/// `<id>` and one of `<id>.digest`.
+pub fn stat_fragment(
     dir: &Path,
+    id: u32,
     grace: Duration,
-    budget: &mut IoBudget,
-) -> Result<DeviceInventory, FragmentError> {
+) -> std::io::Result<Option<FragmentFile>> {
+    let meta = match std::fs::metadata(dir.join(id.to_string())) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let digest = match std::fs::metadata(dir.join(format!("{id}.digest"))) {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    let recent = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_none_or(|age| age < grace);
+    Ok(Some(FragmentFile {
+        size: u32::try_from(meta.len()).unwrap_or(u32::MAX),
+        digest,
+        recent,
+    }))
+}
+
+/// Pass 1 of a scan: the fragment ids `readdir` lists, and those of them without a `.digest`.
+/// The digest set is dropped before anything else is allocated: the peak is two bitmaps.
+fn list(dir: &Path) -> Result<(RoaringBitmap, RoaringBitmap), FragmentError> {
     use std::os::unix::ffi::OsStrExt as _;
     let folder = |source| FragmentError::Folder {
         dir: dir.to_path_buf(),
@@ -135,19 +178,87 @@ pub fn scan(
     for entry in std::fs::read_dir(dir).map_err(folder)? {
         let entry = entry.map_err(folder)?;
         let name = entry.file_name();
-        let name = name.as_bytes();
-        if let Some(stem) = name.strip_suffix(b".digest") {
-            if let Some(id) = parse_id(stem) {
+        match classify(name.as_bytes()) {
+            Some((id, true)) => {
                 digests.insert(id);
             }
-        } else if let Some(id) = parse_id(name) {
-            present.insert(id);
+            Some((id, false)) => {
+                present.insert(id);
+            }
+            None => {}
         }
     }
-    // The digest set is dropped before the sizes are allocated: the peak is two bitmaps, or one
-    // bitmap and the sizes, never both bitmaps and the sizes.
     let digestless = &present - &digests;
-    drop(digests);
+    Ok((present, digestless))
+}
+
+/// Stats a rescan hands over at a time ([`rescan`]).
+pub const RESCAN_CHUNK: usize = 4096;
+
+/// A scan that builds no inventory: the same two passes, stats and budget as [`scan`], but each
+/// listed fragment's state (`None`: gone between the passes) is handed to `chunk` in ascending
+/// id order, [`RESCAN_CHUNK`] at a time, for the caller to compare with the inventory it holds
+/// (the fragment task turns them into a delta of its published inventory, so a rescan never
+/// holds a second inventory). Returns the ids listed (what is held and not listed is gone).
+pub fn rescan(
+    dir: &Path,
+    grace: Duration,
+    budget: &mut IoBudget,
+    mut chunk: impl FnMut(&[(u32, Option<FragmentFile>)]),
+) -> Result<RoaringBitmap, FragmentError> {
+    let folder = |source| FragmentError::Folder {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let (listed, digestless) = list(dir)?;
+    let now = SystemTime::now();
+    let mut path = dir.to_path_buf();
+    let mut buf = Vec::with_capacity(RESCAN_CHUNK);
+    for id in &listed {
+        budget.charge(STAT_COST);
+        path.push(id.to_string());
+        let meta = std::fs::metadata(&path);
+        path.pop();
+        let file = match meta {
+            Ok(m) if m.is_file() => Some(FragmentFile {
+                size: u32::try_from(m.len()).unwrap_or(u32::MAX),
+                digest: !digestless.contains(id),
+                recent: m
+                    .modified()
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_none_or(|age| age < grace),
+            }),
+            Ok(_) => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(folder(e)),
+        };
+        buf.push((id, file));
+        if buf.len() == RESCAN_CHUNK {
+            chunk(&buf);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        chunk(&buf);
+    }
+    Ok(listed)
+}
+
+/// Scans `dir` into an inventory. Fragments modified less than `grace` ago are `recent`.
+/// A fragment that disappears between the passes is left out; a missing folder is an error
+/// (an unmounted disk must not look like an empty one).
+pub fn scan(
+    device_id: u32,
+    dir: &Path,
+    grace: Duration,
+    budget: &mut IoBudget,
+) -> Result<DeviceInventory, FragmentError> {
+    let folder = |source| FragmentError::Folder {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let (present, digestless) = list(dir)?;
     let now = SystemTime::now();
     let mut inv = DeviceInventory {
         device_id,

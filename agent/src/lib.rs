@@ -7,6 +7,7 @@ pub mod config;
 pub mod enroll;
 pub mod exposition;
 pub mod fragment_task;
+pub mod fragment_watch;
 pub mod fragments;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -60,6 +60,12 @@ fn main() -> anyhow::Result<()> {
             inventories.clone(),
         )
         .context("starting the fragment task thread")?;
+        // Changes between scans, applied to the inventories as deltas.
+        if let Err(e) =
+            nodewarden_agent::fragment_watch::spawn(&config.fragments, inventories.clone())
+        {
+            tracing::warn!(error = %e, "fragment folders not watched: changes show at the next scan");
+        }
         tracing::info!(?devices, "fragment inventory and scrub task started");
     }
     let link_settings = match &agent_config {

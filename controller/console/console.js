@@ -125,6 +125,7 @@
   function showLogin(message) {
     $('app-view').hidden = true;
     $('node-view').hidden = true;
+    $('device-fragments-view').hidden = true;
     $('session').hidden = true;
     $('login-view').hidden = false;
     const error = $('login-error');
@@ -139,8 +140,10 @@
     $('login-view').hidden = true;
     $('login-error').hidden = true;
     const node = currentNode();
-    $('app-view').hidden = node !== null;
+    const device = currentDevice();
+    $('app-view').hidden = node !== null || device !== null;
     $('node-view').hidden = node === null;
+    $('device-fragments-view').hidden = device === null;
     $('session').hidden = false;
     $('session-operator').textContent = sessionStorage.getItem(OPERATOR_KEY) || '';
   }
@@ -164,6 +167,7 @@
     streaming = false;
     $('live').textContent = '';
     alerts = [];
+    fragmentAudits = [];
     $('problems-list').replaceChildren();
     $('problems-summary').textContent = '';
     $('problems-status').textContent = '';
@@ -937,6 +941,8 @@
   const LOW_FREE_PERCENT = 10;
   // The alerts Alertmanager says are firing (GET /api/v1/alerts), as last fetched.
   let alerts = [];
+  // Every device's last fragment audit (GET /api/v1/fragments/audit), for the problems view.
+  let fragmentAudits = [];
 
   async function refreshAlerts(gen) {
     try {
@@ -946,6 +952,13 @@
       const list = await response.json();
       if (gen !== generation) return;
       alerts = Array.isArray(list) ? list : [];
+      // Every device's last fragment audit (held by the controller, no database read); 503
+      // without a [dfs] database: no fragment problems to show.
+      const audits = await api('fragments/audit');
+      if (gen !== generation) return;
+      const held = audits.ok ? await audits.json() : [];
+      if (gen !== generation) return;
+      fragmentAudits = Array.isArray(held) ? held : [];
       $('problems-status').textContent = '';
       renderProblems();
     } catch (err) {
@@ -987,6 +1000,14 @@
         add('conflict', name, `reports device ${c.device_id}, which belongs to ${c.owner} (refused until an operator runs nodewarden-controller device assign)`);
       }
     }
+    for (const v of [...fragmentAudits].sort((a, b) => a.device_id - b.device_id)) {
+      const text = fragmentProblems(v.audit || {});
+      if (!text) continue;
+      add('fragments', v.node, `device ${v.device_id}: ${text} `);
+      const li = items[items.length - 1];
+      li.dataset.device = String(v.device_id);
+      li.append(fragmentsLink(v.device_id));
+    }
     const rank = { critical: 0, warning: 1, info: 2 };
     const sorted = [...alerts].sort((a, b) => ((rank[a.severity] ?? 3) - (rank[b.severity] ?? 3)) ||
       String(a.alertname).localeCompare(String(b.alertname)));
@@ -1002,7 +1023,8 @@
     const count = (k) => items.filter((i) => i.dataset.kind === k).length;
     $('problems-summary').textContent = items.length
       ? `${count('offline')} offline · ${count('device-full') + count('device-error')} device(s) nearly full or unmeasured · ` +
-        `${count('conflict')} conflict(s) · ${count('alert')} firing alert(s)`
+        `${count('conflict')} conflict(s) · ${count('alert')} firing alert(s)` +
+        (count('fragments') ? ` · ${count('fragments')} device(s) with fragment problems` : '')
       : 'No problem: every node online, every device over 10 % free, no conflict, no firing alert.';
   }
 
@@ -1028,6 +1050,8 @@
     charts.clear();
     for (const id of ['node-title', 'node-facts', 'node-status', 'node-points']) $(id).textContent = '';
     for (const id of ['node-links', 'node-services', 'node-devices-body', 'node-events-body']) $(id).replaceChildren();
+    for (const id of ['device-fragments-title', 'device-fragments-facts', 'device-fragments-status', 'device-fragments-note']) $(id).textContent = '';
+    $('device-fragments-body').replaceChildren();
   }
 
   function route() {
@@ -1040,6 +1064,11 @@
       document.title = `${node} · nodewarden console`;
       renderNodeFacts(node);
       refreshNode(generation);
+    } else if (currentDevice() !== null) {
+      const device = currentDevice();
+      $('device-fragments-title').textContent = String(device);
+      document.title = `device ${device} fragments · nodewarden console`;
+      refreshDeviceFragments(generation);
     } else {
       document.title = 'nodewarden console';
     }
@@ -1114,18 +1143,21 @@
         el('td', d.error ? '—' : bytes(d.free_bytes)), el('td', d.error ? '—' : bytes(d.total_bytes)),
         el('td', p === null ? '—' : `${p.toFixed(1)} %`, p !== null && p < 10 ? 'failed' : ''),
         el('td', d.error ? d.error : (p !== null && p < 10 ? 'nearly full' : 'ok'), d.error ? 'failed' : ''));
+      const cell = el('td');
+      cell.appendChild(fragmentsLink(d.device_id));
+      tr.appendChild(cell);
       return tr;
     });
     for (const [id, owner] of conflicts) {
       const tr = document.createElement('tr');
       tr.append(el('td', id), el('td', ''), el('td', '—'), el('td', '—'), el('td', '—'),
-        el('td', `conflict: belongs to ${owner}`, 'failed'));
+        el('td', `conflict: belongs to ${owner}`, 'failed'), el('td', ''));
       devices.push(tr);
     }
     if (!devices.length) {
       const tr = document.createElement('tr');
       const td = el('td', 'no storage device', 'hint');
-      td.colSpan = 6;
+      td.colSpan = 7;
       tr.appendChild(td);
       devices.push(tr);
     }
@@ -1220,6 +1252,99 @@
       if (gen !== generation) return;
       if (err instanceof Unauthorized) { tokenRefused(); return; }
       $('node-status').textContent = `Node page not refreshed: ${err.message}`;
+    }
+  }
+
+  // ---------- a device's fragments ----------
+
+  // The device named by the page's address (`#fragments/ID`), or null.
+  function currentDevice() {
+    const m = /^#fragments\/([0-9]{1,10})$/.exec(location.hash);
+    if (!m) return null;
+    const id = Number(m[1]);
+    return id <= 0xffffffff ? id : null;
+  }
+
+  function fragmentsLink(device) {
+    const a = el('a', 'fragments', 'fragments-link');
+    a.href = `#fragments/${encodeURIComponent(String(device))}`;
+    a.title = `the fragment audit of device ${device}`;
+    return a;
+  }
+
+  // "1 missing, 2 orphaned (21 B), …" for the states that are problems, '' for none.
+  function fragmentProblems(audit) {
+    const parts = [];
+    const n = (s) => Number((audit[s] || {}).count) || 0;
+    if (n('missing')) parts.push(`${n('missing')} missing`);
+    if (n('corrupt')) parts.push(`${n('corrupt')} corrupt`);
+    if (n('orphaned')) parts.push(`${n('orphaned')} orphaned (${bytes(audit.orphaned.bytes)})`);
+    if (n('no_digest')) parts.push(`${n('no_digest')} without digest`);
+    return parts.length ? `${parts.join(', ')} fragment(s)` : '';
+  }
+
+  const FRAGMENT_STATES = [
+    ['present', 'present'], ['missing', 'missing'], ['orphaned', 'orphaned'],
+    ['corrupt', 'corrupt'], ['no_digest', 'no digest'],
+  ];
+
+  function renderDeviceFragments(view) {
+    const audit = view.audit || {};
+    const facts = $('device-fragments-facts');
+    facts.replaceChildren(document.createTextNode('on '), nodeLink(view.node),
+      document.createTextNode(` · inventory received ${clock(view.inventory_ms)} · audited ${clock(view.audited_ms)} (${ago(view.audited_ms)})`));
+    facts.dataset.audited = String(view.audited_ms);
+    $('device-fragments-body').replaceChildren(...FRAGMENT_STATES.map(([key, label]) => {
+      const s = audit[key] || { count: 0, bytes: 0, sample: [] };
+      const sample = Array.isArray(s.sample) ? s.sample : [];
+      const tr = document.createElement('tr');
+      tr.dataset.state = key;
+      const problem = key !== 'present' && Number(s.count) > 0;
+      tr.className = problem ? 'fragment-state failed' : 'fragment-state';
+      const more = Number(s.count) > sample.length ? ` … (${Number(s.count) - sample.length} more)` : '';
+      tr.append(el('td', label, 'state-name'), el('td', String(s.count), 'state-count'),
+        el('td', key === 'missing' ? '—' : bytes(s.bytes), 'state-bytes'),
+        el('td', sample.length ? sample.join(' ') + more : '—', 'state-sample'));
+      tr.lastChild.dataset.ids = sample.join(' ');
+      tr.children[2].dataset.bytes = String(s.bytes);
+      return tr;
+    }));
+    $('device-fragments-note').textContent = Number(audit.unrepresentable) > 0
+      ? `${audit.unrepresentable} row(s) of FRAGMENT for this device hold ids no fragment file can have (negative or above 32 bits).`
+      : '';
+  }
+
+  // A fresh audit of the device's latest inventory (one read of FRAGMENT for the device), on
+  // opening the view and on "Audit again"; never on the 3 s refresh.
+  async function refreshDeviceFragments(gen) {
+    const device = currentDevice();
+    if (device === null) return;
+    const button = $('device-fragments-reaudit');
+    button.disabled = true;
+    $('device-fragments-status').textContent = 'Auditing against the DFS database…';
+    try {
+      const answer = await api(`fragments/audit?${new URLSearchParams({ device: String(device) })}`);
+      if (gen !== generation || currentDevice() !== device) return;
+      if (!answer.ok) {
+        const text = await errorText(answer);
+        if (gen !== generation || currentDevice() !== device) return;
+        $('device-fragments-body').replaceChildren();
+        $('device-fragments-facts').textContent = '';
+        $('device-fragments-status').textContent = answer.status === 404
+          ? `No fragment inventory of device ${device} yet: its agent needs a [fragments] section, and sends one after its first scan (${text}).`
+          : answer.status === 503 ? `No audit: ${text} (the controller needs a [dfs] database).` : `No audit: ${text}`;
+        return;
+      }
+      const view = await answer.json();
+      if (gen !== generation || currentDevice() !== device) return;
+      renderDeviceFragments(view);
+      $('device-fragments-status').textContent = '';
+    } catch (err) {
+      if (gen !== generation) return;
+      if (err instanceof Unauthorized) { tokenRefused(); return; }
+      $('device-fragments-status').textContent = `No audit: ${err.message}`;
+    } finally {
+      button.disabled = false;
     }
   }
 
@@ -1350,6 +1475,7 @@
       b.addEventListener('click', () => bulkAction(b.dataset.action));
     }
     window.addEventListener('hashchange', route);
+    $('device-fragments-reaudit').addEventListener('click', () => refreshDeviceFragments(generation));
     $('bulk-clear').addEventListener('click', () => {
       for (const name of [...selected]) setSelected(name, false);
       arrangeFleet();

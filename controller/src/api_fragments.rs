@@ -35,6 +35,9 @@ use crate::wire::{CleanOrphansRequest, CleanOrphansResult, FragmentAuditView, Or
 /// Every device is audited again at least this often (the DFS's table changes between
 /// inventories).
 pub const AUDIT_PERIOD: Duration = Duration::from_secs(300);
+/// A device whose inventory changed by deltas (the agent's changes between scans, up to one a
+/// second) is audited again at most this often: each audit reads all its `FRAGMENT` rows.
+pub const DELTA_AUDIT_GAP: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct FragmentsApi {
@@ -352,20 +355,29 @@ async fn clean_orphans(
     .into_response()
 }
 
-/// Audits each device when a new inventory of it arrives and every [`AUDIT_PERIOD`]; runs
-/// until the controller's inventory signal is gone.
+/// Audits each device when a new inventory of it arrives (after a delta, at most every
+/// [`DELTA_AUDIT_GAP`]) and every [`AUDIT_PERIOD`]; runs until the controller's inventory
+/// signal is gone.
 pub async fn audit_task(controller: Arc<Controller>, table: FragmentTable) {
     let mut changed = controller.fragments_changed.subscribe();
     // Device → the inventory time and when it was last audited.
     let mut done: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
     loop {
         let held = lock(&controller.fragments).inventories();
+        let mut wake = AUDIT_PERIOD;
         for h in held {
             let device = h.inventory.device_id;
             let fresh = done
                 .get(&device)
                 .is_some_and(|(at, when)| *at == h.received_ms && when.elapsed() < AUDIT_PERIOD);
             if fresh {
+                continue;
+            }
+            if h.by_delta
+                && let Some((_, when)) = done.get(&device)
+                && when.elapsed() < DELTA_AUDIT_GAP
+            {
+                wake = wake.min(DELTA_AUDIT_GAP - when.elapsed());
                 continue;
             }
             match audit_one(&controller, &table, &h).await {
@@ -382,7 +394,7 @@ pub async fn audit_task(controller: Arc<Controller>, table: FragmentTable) {
         }
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },
-            () = tokio::time::sleep(AUDIT_PERIOD) => {}
+            () = tokio::time::sleep(wake) => {}
         }
     }
 }

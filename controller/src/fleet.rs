@@ -321,6 +321,7 @@ pub fn fragment_inventory(
     controller: &Controller,
     node: &str,
     inventory: nodewarden_shared::fragments::DeviceInventory,
+    generation: u64,
     now: u64,
 ) -> bool {
     let device_id = inventory.device_id;
@@ -335,13 +336,46 @@ pub fn fragment_inventory(
         return false;
     }
     let present = inventory.present.len();
-    if let Err(e) = lock(&controller.fragments).put_inventory(node, inventory, now) {
+    if let Err(e) = lock(&controller.fragments).put_inventory(node, inventory, generation, now) {
         tracing::warn!(%node, error = %e, "fragment inventory ignored");
         return false;
     }
     tracing::debug!(%node, device = device_id, present, "fragment inventory");
     controller.fragments_changed.send_modify(|n| *n += 1);
     true
+}
+
+/// A delta from `node` to its device's held inventory: applied (and the device audited again,
+/// like a whole inventory), or refused when it does not follow what is held (the caller asks
+/// the agent for whole inventories again).
+pub fn fragment_delta(
+    controller: &Controller,
+    node: &str,
+    message: nodewarden_shared::protocol::DeltaMessage,
+    now: u64,
+) -> Result<(), String> {
+    let delta = nodewarden_shared::fragments::InventoryDelta::decode(&message.data)
+        .map_err(|e| format!("undecodable delta: {e}"))?;
+    if delta.device_id != message.device_id {
+        return Err(format!(
+            "delta sent for device {} describes device {}",
+            message.device_id, delta.device_id
+        ));
+    }
+    let present = lock(&controller.fragments)
+        .apply_delta(
+            node,
+            &delta,
+            message.base_generation,
+            message.generation,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(%node, device = delta.device_id, generation = message.generation,
+        added_or_changed = delta.set.len(), removed = delta.removed.len(), present,
+        "fragment delta applied");
+    controller.fragments_changed.send_modify(|n| *n += 1);
+    Ok(())
 }
 
 pub fn disconnected(

@@ -220,6 +220,19 @@ pub struct HeldInventory {
     pub node: String,
     pub received_ms: u64,
     pub inventory: Arc<DeviceInventory>,
+    /// The agent's generation of it (a delta applies only to the generation it was made from).
+    pub generation: u64,
+    /// Its last change was a delta (changes between the agent's scans), not a whole inventory.
+    pub by_delta: bool,
+}
+
+/// Why a delta did not apply to the held inventory: the agent is asked for whole ones again.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeltaRefused {
+    #[error("no inventory of device {0} from this node to apply a delta to")]
+    NoInventory(u32),
+    #[error("delta of device {device} from generation {base}, the held one is {held}")]
+    Generation { device: u32, base: u64, held: u64 },
 }
 
 /// A device's latest audit.
@@ -252,6 +265,7 @@ impl FragmentState {
         &mut self,
         node: &str,
         inventory: DeviceInventory,
+        generation: u64,
         now_ms: u64,
     ) -> Result<(), TooManyDevices> {
         let device_id = inventory.device_id;
@@ -264,9 +278,40 @@ impl FragmentState {
                 node: node.to_string(),
                 received_ms: now_ms,
                 inventory: Arc::new(inventory),
+                generation,
+                by_delta: false,
             },
         );
         Ok(())
+    }
+
+    /// Applies a delta from `node` that turns generation `base` of the device's inventory into
+    /// `generation` (in place unless an audit holds the inventory). Returns the fragments
+    /// present after it.
+    pub fn apply_delta(
+        &mut self,
+        node: &str,
+        delta: &nodewarden_shared::fragments::InventoryDelta,
+        base: u64,
+        generation: u64,
+        now_ms: u64,
+    ) -> Result<u64, DeltaRefused> {
+        let device = delta.device_id;
+        let Some(held) = self.inventories.get_mut(&device).filter(|h| h.node == node) else {
+            return Err(DeltaRefused::NoInventory(device));
+        };
+        if held.generation != base {
+            return Err(DeltaRefused::Generation {
+                device,
+                base,
+                held: held.generation,
+            });
+        }
+        Arc::make_mut(&mut held.inventory).apply(delta);
+        held.generation = generation;
+        held.received_ms = now_ms;
+        held.by_delta = true;
+        Ok(held.inventory.present.len())
     }
 
     pub fn inventory(&self, device_id: u32) -> Option<HeldInventory> {
@@ -331,6 +376,41 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_applies_only_to_the_generation_it_follows_from_its_node() {
+        let mut s = FragmentState::default();
+        let mut inv = DeviceInventory {
+            device_id: 4,
+            ..Default::default()
+        };
+        inv.present.insert(10);
+        inv.sizes.push(100);
+        s.put_inventory("n", inv.clone(), 5, 1).unwrap();
+        let mut next = inv.clone();
+        next.present.insert(11);
+        next.sizes.push(7);
+        let delta = next.delta(&[11].into_iter().collect());
+        assert_eq!(
+            s.apply_delta("m", &delta, 5, 6, 2),
+            Err(DeltaRefused::NoInventory(4)),
+            "another node's delta"
+        );
+        assert_eq!(
+            s.apply_delta("n", &delta, 4, 6, 2),
+            Err(DeltaRefused::Generation {
+                device: 4,
+                base: 4,
+                held: 5
+            })
+        );
+        assert_eq!(s.apply_delta("n", &delta, 5, 6, 2), Ok(2));
+        let held = s.inventory(4).unwrap();
+        assert_eq!((held.generation, held.received_ms), (6, 2));
+        assert_eq!(*held.inventory, next);
+        // The same delta again no longer follows.
+        assert!(s.apply_delta("n", &delta, 5, 6, 3).is_err());
+    }
+
+    #[test]
     fn state_is_bounded() {
         let mut s = FragmentState::default();
         for d in 0..MAX_DEVICES as u32 {
@@ -338,19 +418,19 @@ mod tests {
                 device_id: d,
                 ..Default::default()
             };
-            s.put_inventory("n", inv, 1).unwrap();
+            s.put_inventory("n", inv, 1, 1).unwrap();
         }
         let extra = DeviceInventory {
             device_id: 99_999,
             ..Default::default()
         };
-        assert!(s.put_inventory("n", extra, 1).is_err());
+        assert!(s.put_inventory("n", extra, 1, 1).is_err());
         // A device already held is replaced.
         let again = DeviceInventory {
             device_id: 3,
             ..Default::default()
         };
-        s.put_inventory("m", again, 2).unwrap();
+        s.put_inventory("m", again, 1, 2).unwrap();
         assert_eq!(s.inventory(3).unwrap().node, "m");
         // An audit of a device without an inventory is not kept.
         s.set_audit(HeldAudit {

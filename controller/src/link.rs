@@ -432,6 +432,8 @@ async fn drive(
     let mut identity: Option<crate::fleet::Identity> = None;
     // Fragment inventories arrive in parts; one in progress at a time.
     let mut parts = nodewarden_shared::fragments::InventoryAssembler::default();
+    // Whole inventories were asked for again after a delta that did not apply.
+    let mut resend_asked = false;
     loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
@@ -465,21 +467,41 @@ async fn drive(
                     tracing::debug!(node = %peer.node, endpoints = ?list, "endpoint list");
                     crate::fleet::endpoints(peer.controller, peer.node, peer.conn_id, list);
                 }
-                ControllerEffect::FragmentPart(part) => match parts.push(part) {
-                    Ok(Some(inv)) => {
+                ControllerEffect::FragmentPart(part) => match (part.generation, parts.push(part)) {
+                    (generation, Ok(Some(inv))) => {
+                        resend_asked = false;
                         crate::fleet::fragment_inventory(
                             peer.controller,
                             peer.node,
                             inv,
+                            generation,
                             now_millis(),
                         );
                     }
-                    Ok(None) => {}
+                    (_, Ok(None)) => {}
                     // A bad inventory is dropped, not the session: the next one replaces it.
-                    Err(e) => {
+                    (_, Err(e)) => {
                         tracing::warn!(node = %peer.node, error = %e, "fragment inventory dropped")
                     }
                 },
+                ControllerEffect::FragmentDelta(message) => {
+                    let device = message.device_id;
+                    if let Err(e) = crate::fleet::fragment_delta(
+                        peer.controller,
+                        peer.node,
+                        message,
+                        now_millis(),
+                    ) {
+                        // Whole inventories again, once until one arrives (the deltas in
+                        // flight meanwhile are refused the same way).
+                        if !resend_asked {
+                            tracing::warn!(node = %peer.node, device, error = %e,
+                                "fragment delta not applied: asking for whole inventories");
+                            resend_asked = true;
+                            session.resend_fragments();
+                        }
+                    }
+                }
                 ControllerEffect::Reply {
                     reply, response, ..
                 } => {

@@ -351,6 +351,7 @@ pub fn session_controller(data: &[u8]) {
     let mut closed = false;
     let mut tokens = 0u64;
     let mut fragments_asked = false;
+    let mut deltas_asked = false;
     let mut endpoints_asked = false;
     while let Some(step) = input.byte() {
         match step % 6 {
@@ -476,6 +477,17 @@ pub fn session_controller(data: &[u8]) {
                         assert_eq!(r.kind, CommandKind::FragmentInventories);
                         issued.push(r.id);
                         outstanding.insert(r.id, (CommandKind::FragmentInventories, None));
+                        if caps.iter().any(|c| c == protocol::CAP_FRAGMENT_DELTAS) {
+                            deltas_asked = true;
+                            let Some(ControllerEffect::Send(ControllerToAgent::CommandRequest(r))) =
+                                session.poll_effect()
+                            else {
+                                panic!("no deltas request after the fragments request");
+                            };
+                            assert_eq!(r.kind, CommandKind::FragmentDeltas);
+                            issued.push(r.id);
+                            outstanding.insert(r.id, (CommandKind::FragmentDeltas, None));
+                        }
                     }
                     if !endpoints_asked && caps.iter().any(|c| c == protocol::CAP_ENDPOINTS) {
                         endpoints_asked = true;
@@ -490,6 +502,7 @@ pub fn session_controller(data: &[u8]) {
                     }
                 }
                 ControllerEffect::FragmentPart(_) => assert!(fragments_asked),
+                ControllerEffect::FragmentDelta(_) => assert!(deltas_asked),
                 ControllerEffect::Endpoints(list) => {
                     assert!(endpoints_asked);
                     assert!(list.len() <= protocol::MAX_ENDPOINTS);
@@ -625,7 +638,9 @@ pub fn session_agent(data: &[u8]) {
                     next_seq += 1;
                 }
                 AgentEffect::Send(other) => panic!("sent {other:?} unasked"),
-                AgentEffect::Answer(_) | AgentEffect::SendFragments => assert!(welcomed),
+                AgentEffect::Answer(_)
+                | AgentEffect::SendFragments
+                | AgentEffect::FragmentDeltasTaken => assert!(welcomed),
                 AgentEffect::CollectEndpoints => {
                     assert!(welcomed);
                     session.endpoints_collected(None);

@@ -37,6 +37,23 @@ pub enum AgentToController {
     /// controller's service discovery; sent only after the controller asked with
     /// [`CommandKind::Endpoints`], then whenever the list changes. At most [`MAX_ENDPOINTS`].
     Endpoints(Vec<ScrapeEndpoint>),
+    /// A change to a device's fragment inventory since the one of `base_generation` this
+    /// connection sent; sent only after the controller asked with
+    /// [`CommandKind::FragmentDeltas`].
+    FragmentDelta(DeltaMessage),
+}
+
+/// One [`crate::fragments::InventoryDelta`] between two generations of a device's inventory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaMessage {
+    pub device_id: u32,
+    /// The generation the receiver must hold for the delta to apply.
+    pub base_generation: u64,
+    /// The generation it makes.
+    pub generation: u64,
+    /// `InventoryDelta::encode()`, at most [`INVENTORY_PART`] bytes (a larger change is sent
+    /// as a whole inventory).
+    pub data: Vec<u8>,
 }
 
 /// A Prometheus target on the node besides the agent's own `/metrics`: scraped at the address
@@ -235,6 +252,9 @@ pub enum CommandKind {
     /// The controller takes [`AgentToController::Endpoints`] from now on: the agent sends its
     /// list, then each changed one. Answered `Done`.
     Endpoints,
+    /// The controller takes [`AgentToController::FragmentDelta`] from now on, after the whole
+    /// inventories [`CommandKind::FragmentInventories`] asked for. Answered `Done`.
+    FragmentDeltas,
 }
 
 /// Capability for [`CommandKind::Operation`]. The number is the version of the
@@ -250,6 +270,9 @@ pub const CAP_FRAGMENTS: &str = "command:fragments/1";
 /// Capability for [`CommandKind::Endpoints`] (and so for sending
 /// [`AgentToController::Endpoints`]); `/1` versions [`ScrapeEndpoint`]'s wire form.
 pub const CAP_ENDPOINTS: &str = "command:endpoints/1";
+/// Capability for [`CommandKind::FragmentDeltas`] (and so for sending
+/// [`AgentToController::FragmentDelta`]); `/1` versions `InventoryDelta`'s wire form.
+pub const CAP_FRAGMENT_DELTAS: &str = "command:fragment-deltas/1";
 
 impl CommandKind {
     /// The capability an agent announces to receive this kind.
@@ -261,6 +284,7 @@ impl CommandKind {
             CommandKind::Inventory => CAP_INVENTORY,
             CommandKind::FragmentInventories => CAP_FRAGMENTS,
             CommandKind::Endpoints => CAP_ENDPOINTS,
+            CommandKind::FragmentDeltas => CAP_FRAGMENT_DELTAS,
         }
     }
 }

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use crate::framing::{FrameDecoder, FrameError, MAX_FRAME};
 use crate::ops::Operation;
 use crate::protocol::{
-    self, AgentToController, CAP_ENDPOINTS, CAP_FRAGMENTS, CAP_INVENTORY, CommandKind,
-    CommandOutcome, CommandRequest, CommandResponse, ControllerToAgent, DecodeError, Hello,
-    InventoryPart, MAX_ENDPOINTS, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, ScrapeEndpoint,
-    StateReport, Welcome, close,
+    self, AgentToController, CAP_ENDPOINTS, CAP_FRAGMENT_DELTAS, CAP_FRAGMENTS, CAP_INVENTORY,
+    CommandKind, CommandOutcome, CommandRequest, CommandResponse, ControllerToAgent, DecodeError,
+    DeltaMessage, Hello, InventoryPart, MAX_ENDPOINTS, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    ScrapeEndpoint, StateReport, Welcome, close,
 };
 
 /// Most commands a controller keeps in flight on one connection.
@@ -79,6 +79,7 @@ fn up_name(m: &AgentToController) -> &'static str {
         AgentToController::CommandResponse(_) => "command response",
         AgentToController::FragmentInventory(_) => "fragment inventory",
         AgentToController::Endpoints(_) => "endpoint list",
+        AgentToController::FragmentDelta(_) => "fragment delta",
     }
 }
 
@@ -105,6 +106,8 @@ pub enum ControllerEffect<R> {
     /// A part of a device's fragment inventory (asked for after the first state report, so the
     /// report that claims the node's devices is recorded before any inventory of them).
     FragmentPart(InventoryPart),
+    /// A change to a device's fragment inventory (only once the session asked for deltas).
+    FragmentDelta(DeltaMessage),
     /// The node's other metrics endpoints (checked: at most [`MAX_ENDPOINTS`], each valid),
     /// replacing the ones it sent before on this connection.
     Endpoints(Vec<ScrapeEndpoint>),
@@ -128,6 +131,8 @@ enum ControllerState {
         capabilities: BTreeSet<String>,
         /// The session asked for fragment inventories (after the first report).
         fragments_asked: bool,
+        /// … and for deltas between them (the agent announced [`CAP_FRAGMENT_DELTAS`]).
+        deltas_asked: bool,
         /// The session asked for the node's endpoint list (after the first report).
         endpoints_asked: bool,
     },
@@ -287,6 +292,7 @@ impl<R> ControllerSession<R> {
                     version,
                     capabilities: hello.capabilities.iter().cloned().collect(),
                     fragments_asked: false,
+                    deltas_asked: false,
                     endpoints_asked: false,
                 };
                 self.effects.push_back(ControllerEffect::Established(hello));
@@ -323,6 +329,19 @@ impl<R> ControllerSession<R> {
                     *fragments_asked = true;
                     let request =
                         self.new_request(CommandKind::FragmentInventories, Waiter::Fragments);
+                    self.effects.push_back(ControllerEffect::Send(request));
+                }
+                if let ControllerState::Established {
+                    capabilities,
+                    fragments_asked: true,
+                    deltas_asked,
+                    ..
+                } = &mut self.state
+                    && !*deltas_asked
+                    && capabilities.contains(CAP_FRAGMENT_DELTAS)
+                {
+                    *deltas_asked = true;
+                    let request = self.new_request(CommandKind::FragmentDeltas, Waiter::Fragments);
                     self.effects.push_back(ControllerEffect::Send(request));
                 }
                 if let ControllerState::Established {
@@ -377,6 +396,16 @@ impl<R> ControllerSession<R> {
                 self.effects.push_back(ControllerEffect::FragmentPart(part));
                 Ok(())
             }
+            (
+                ControllerState::Established { deltas_asked, .. },
+                AgentToController::FragmentDelta(d),
+            ) => {
+                if !*deltas_asked {
+                    return Err(ProtocolError::Unsolicited("fragment delta"));
+                }
+                self.effects.push_back(ControllerEffect::FragmentDelta(d));
+                Ok(())
+            }
             (ControllerState::Established { .. }, AgentToController::CommandResponse(r)) => {
                 let (kind, waiter) = self
                     .outstanding
@@ -402,6 +431,19 @@ impl<R> ControllerSession<R> {
         self.next_command_id += 1;
         self.outstanding.insert(id, (kind.clone(), waiter));
         ControllerToAgent::CommandRequest(CommandRequest { id, kind })
+    }
+
+    /// Asks the agent again for every device's whole inventory (a delta did not apply to what
+    /// this side holds); nothing when the session never asked for inventories.
+    pub fn resend_fragments(&mut self) {
+        if let ControllerState::Established {
+            fragments_asked: true,
+            ..
+        } = &self.state
+        {
+            let request = self.new_request(CommandKind::FragmentInventories, Waiter::Fragments);
+            self.effects.push_back(ControllerEffect::Send(request));
+        }
     }
 
     /// Queues a request to send with a fresh id, kept outstanding with `reply` until its
@@ -460,6 +502,9 @@ pub enum AgentEffect {
     /// The controller takes fragment inventories from now on: send each device's latest, then
     /// each new one ([`AgentToController::FragmentInventory`]).
     SendFragments,
+    /// The controller takes deltas between a device's inventories from now on
+    /// ([`AgentToController::FragmentDelta`]).
+    FragmentDeltasTaken,
     /// Find the node's other metrics endpoints beside the loop and hand them to
     /// [`AgentSession::endpoints_collected`] (asked for with each report once the controller
     /// takes them).
@@ -647,6 +692,13 @@ impl AgentSession {
                             outcome: CommandOutcome::Done,
                         }));
                         self.effects.push_back(AgentEffect::SendFragments);
+                    }
+                    CommandKind::FragmentDeltas => {
+                        self.effects.push_back(AgentEffect::Answer(CommandResponse {
+                            id: r.id,
+                            outcome: CommandOutcome::Done,
+                        }));
+                        self.effects.push_back(AgentEffect::FragmentDeltasTaken);
                     }
                     CommandKind::Endpoints => {
                         self.effects.push_back(AgentEffect::Answer(CommandResponse {
@@ -1168,6 +1220,70 @@ mod tests {
         waiting.sort();
         assert_eq!(waiting, (0..MAX_OUTSTANDING as u32).collect::<Vec<_>>());
         assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn fragment_deltas_are_asked_for_with_the_inventories_when_announced() {
+        use crate::protocol::{CAP_FRAGMENT_DELTAS, CAP_FRAGMENTS, DeltaMessage};
+        let delta = DeltaMessage {
+            device_id: 3,
+            base_generation: 1,
+            generation: 2,
+            data: vec![0],
+        };
+        // Without the capability (an older agent): inventories only, and a delta is
+        // unsolicited.
+        let mut c = established(&[CAP_STATE_REPORT, CAP_FRAGMENTS]);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        let req = one(sent_requests(&drain(&mut c)));
+        assert_eq!(req.kind, CommandKind::FragmentInventories);
+        c.handle_data(&frame(&AgentToController::FragmentDelta(delta.clone())));
+        assert!(c.is_closed());
+
+        let mut c = established(&[CAP_STATE_REPORT, CAP_FRAGMENTS, CAP_FRAGMENT_DELTAS]);
+        c.handle_data(&frame(&AgentToController::FragmentDelta(delta.clone())));
+        assert!(c.is_closed(), "a delta before the request is unsolicited");
+        let mut c = established(&[CAP_STATE_REPORT, CAP_FRAGMENTS, CAP_FRAGMENT_DELTAS]);
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        let kinds: Vec<CommandKind> = sent_requests(&drain(&mut c))
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                CommandKind::FragmentInventories,
+                CommandKind::FragmentDeltas
+            ]
+        );
+        c.handle_data(&frame(&AgentToController::StateReport(Default::default())));
+        assert!(sent_requests(&drain(&mut c)).is_empty(), "asked once");
+        c.handle_data(&frame(&AgentToController::FragmentDelta(delta.clone())));
+        assert_eq!(drain(&mut c), vec![ControllerEffect::FragmentDelta(delta)]);
+        // A delta that did not apply: the inventories are asked for again.
+        c.resend_fragments();
+        let req = one(sent_requests(&drain(&mut c)));
+        assert_eq!(req.kind, CommandKind::FragmentInventories);
+        assert!(!c.is_closed());
+
+        // The agent answers and takes note.
+        let now = Instant::now();
+        let mut a = welcomed_agent(now);
+        let req = CommandRequest {
+            id: 9,
+            kind: CommandKind::FragmentDeltas,
+        };
+        a.handle_data(&frame(&ControllerToAgent::CommandRequest(req)), now);
+        assert_eq!(
+            drain_agent(&mut a),
+            vec![
+                AgentEffect::Answer(CommandResponse {
+                    id: 9,
+                    outcome: CommandOutcome::Done,
+                }),
+                AgentEffect::FragmentDeltasTaken
+            ]
+        );
     }
 
     #[test]

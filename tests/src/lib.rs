@@ -2,6 +2,7 @@
 //! started, the workspace's binaries, child processes that die with the test, and a parser for
 //! the Prometheus text format used to compare exporters.
 
+pub mod dfs;
 pub mod fuse;
 pub mod lab;
 pub mod mariadb;

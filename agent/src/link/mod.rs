@@ -423,6 +423,7 @@ async fn write(send: &mut quinn::SendStream, message: &AgentToController) -> Res
         AgentToController::CommandResponse(_) => "command answer",
         AgentToController::FragmentInventory(_) => "fragment inventory",
         AgentToController::Endpoints(_) => "endpoint list",
+        AgentToController::FragmentDelta(_) => "fragment delta",
     };
     let result = match protocol::encode(message) {
         Ok(payload) => send_payload(send, what, &payload).await,
@@ -492,24 +493,100 @@ async fn answer(send: &mut quinn::SendStream, response: CommandResponse) -> Resu
     }
 }
 
+/// A controller that does not take deltas gets a device's whole inventory for changes seen
+/// between scans at most this often (a scan's or a scrub's inventory goes at once).
+pub const WHOLE_FOR_CHANGES_EVERY: Duration = Duration::from_secs(30);
+
 /// What this connection sent of the node's fragment inventories: the generation per device.
 #[derive(Default)]
 struct FragmentsSent {
     /// The controller asked for them (the session's `SendFragments`) and the node has some.
     changes: Option<watch::Receiver<u64>>,
     sent: std::collections::BTreeMap<u32, u64>,
+    /// The controller takes deltas ([`protocol::CAP_FRAGMENT_DELTAS`]).
+    deltas: bool,
+    /// When each device's whole inventory was last sent.
+    whole_at: std::collections::BTreeMap<u32, Instant>,
+    /// A whole inventory held back by [`WHOLE_FOR_CHANGES_EVERY`] goes then.
+    retry_at: Option<Instant>,
 }
 
-/// Sends every device's inventory newer than what this connection sent, in parts.
+/// The deltas that bring generation `from` to `published.generation`, each encoded, when the
+/// device keeps them all and each fits a message; `None`: send the whole inventory.
+fn delta_chain(
+    device: u32,
+    from: u64,
+    published: &crate::fragment_task::Published,
+) -> Option<Vec<protocol::DeltaMessage>> {
+    if from < published.whole_generation {
+        return None;
+    }
+    let mut at = from;
+    let mut out = Vec::new();
+    for (base, generation, delta) in &published.deltas {
+        if *generation <= at {
+            continue;
+        }
+        if *base != at {
+            return None;
+        }
+        let data = delta.encode().ok()?;
+        if data.len() > protocol::INVENTORY_PART {
+            return None;
+        }
+        out.push(protocol::DeltaMessage {
+            device_id: device,
+            base_generation: *base,
+            generation: *generation,
+            data,
+        });
+        at = *generation;
+    }
+    (at == published.generation).then_some(out)
+}
+
+/// Sends every device's inventory newer than what this connection sent: as deltas when the
+/// controller takes them and they reach, else whole, in parts (for changes between scans at
+/// most every [`WHOLE_FOR_CHANGES_EVERY`] per device).
 async fn send_fragments(
     send: &mut quinn::SendStream,
     inventories: &crate::fragment_task::Inventories,
-    sent: &mut std::collections::BTreeMap<u32, u64>,
+    state: &mut FragmentsSent,
 ) -> Result<(), LinkError> {
+    let FragmentsSent {
+        sent,
+        deltas,
+        whole_at,
+        retry_at,
+        ..
+    } = state;
+    *retry_at = None;
     for (device, published) in inventories.snapshot() {
         let generation = published.generation;
-        if sent.get(&device) == Some(&generation) {
+        let last = sent.get(&device).copied();
+        if last == Some(generation) {
             continue;
+        }
+        if let Some(last) = last {
+            if *deltas && let Some(chain) = delta_chain(device, last, &published) {
+                for message in chain {
+                    write(send, &AgentToController::FragmentDelta(message)).await?;
+                }
+                tracing::debug!(device, from = last, generation, "fragment deltas sent");
+                sent.insert(device, generation);
+                continue;
+            }
+            // Only changes between scans since the last whole one this connection sent.
+            if !*deltas
+                && last >= published.whole_generation
+                && let Some(at) = whole_at.get(&device)
+            {
+                let due = *at + WHOLE_FOR_CHANGES_EVERY;
+                if Instant::now() < due {
+                    *retry_at = Some(retry_at.map_or(due, |r| r.min(due)));
+                    continue;
+                }
+            }
         }
         // Encoded part by part as it is sent: the agent keeps only the decoded inventory and
         // one part (docs/perf.md).
@@ -529,6 +606,7 @@ async fn send_fragments(
         }
         tracing::debug!(device, generation, bytes, "fragment inventory sent");
         sent.insert(device, generation);
+        whole_at.insert(device, Instant::now());
     }
     Ok(())
 }
@@ -606,9 +684,12 @@ async fn session<N: Node>(
                         let mut changes = inventories.subscribe();
                         changes.mark_unchanged();
                         fragments.changes = Some(changes);
-                        send_fragments(&mut send, inventories, &mut fragments.sent).await?;
+                        // Asked again (a delta did not apply on the controller): all whole.
+                        fragments.sent.clear();
+                        send_fragments(&mut send, inventories, &mut fragments).await?;
                     }
                 }
+                AgentEffect::FragmentDeltasTaken => fragments.deltas = true,
                 AgentEffect::RunOperation { id, operation } => {
                     tracing::debug!(id, ?operation, "operation");
                     beside(node.run_operation(operation), &done_tx, move |o| {
@@ -638,7 +719,12 @@ async fn session<N: Node>(
             () = sleep_until(timeout) => session.handle_timeout(Instant::now()),
             Some(()) = changed(&mut fragments.changes) => {
                 if let Some(inventories) = &inventories {
-                    send_fragments(&mut send, inventories, &mut fragments.sent).await?;
+                    send_fragments(&mut send, inventories, &mut fragments).await?;
+                }
+            }
+            () = sleep_until(fragments.retry_at) => {
+                if let Some(inventories) = &inventories {
+                    send_fragments(&mut send, inventories, &mut fragments).await?;
                 }
             }
             Some(work) = done.recv() => match work {
@@ -664,5 +750,52 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fragment_task::Published;
+    use nodewarden_shared::fragments::{DeviceInventory, InventoryDelta};
+
+    fn published(whole: u64, generation: u64, deltas: &[(u64, u64)]) -> Published {
+        Published {
+            generation,
+            whole_generation: whole,
+            inventory: Arc::new(DeviceInventory::default()),
+            present: 0,
+            corrupt: 0,
+            deltas: deltas
+                .iter()
+                .map(|&(b, g)| {
+                    let mut d = InventoryDelta::default();
+                    d.removed.insert(g as u32);
+                    (b, g, Arc::new(d))
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn deltas_go_only_from_the_generation_sent_and_when_all_are_kept() {
+        let p = published(3, 6, &[(3, 4), (4, 5), (5, 6)]);
+        let chain = delta_chain(9, 4, &p).expect("5 and 6 follow 4");
+        assert_eq!(
+            chain
+                .iter()
+                .map(|m| (m.device_id, m.base_generation, m.generation))
+                .collect::<Vec<_>>(),
+            [(9, 4, 5), (9, 5, 6)]
+        );
+        let first = InventoryDelta::decode(&chain[0].data).unwrap();
+        assert!(first.removed.contains(5));
+        assert_eq!(delta_chain(9, 3, &p).map(|c| c.len()), Some(3));
+        // Sent before the last whole publication (a scan): the whole inventory.
+        assert!(delta_chain(9, 2, &p).is_none());
+        // The oldest deltas dropped: the whole inventory.
+        let p = published(3, 6, &[(4, 5), (5, 6)]);
+        assert!(delta_chain(9, 3, &p).is_none());
+        assert_eq!(delta_chain(9, 4, &p).map(|c| c.len()), Some(2));
     }
 }

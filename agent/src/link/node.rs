@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nodewarden_shared::ops::{self as shared_ops, Operation, OperationResult};
 use nodewarden_shared::protocol::{
-    CAP_ENDPOINTS, CAP_FRAGMENTS, CAP_INVENTORY, CAP_METRICS_TLS, CAP_OPERATIONS, CAP_STATE_REPORT,
-    CommandOutcome, ScrapeEndpoint, ServiceStatus, StateReport,
+    CAP_ENDPOINTS, CAP_FRAGMENT_DELTAS, CAP_FRAGMENTS, CAP_INVENTORY, CAP_METRICS_TLS,
+    CAP_OPERATIONS, CAP_STATE_REPORT, CommandOutcome, ScrapeEndpoint, ServiceStatus, StateReport,
 };
 
 use super::{Node, Work};
@@ -40,7 +40,8 @@ pub struct AgentNode {
     pub sysfs: PathBuf,
     /// `/metrics` is served over TLS (`--web.config.file`): announced as [`CAP_METRICS_TLS`].
     pub metrics_tls: bool,
-    /// The fragment task's inventories (`[fragments]`): announced as [`CAP_FRAGMENTS`].
+    /// The fragment task's inventories (`[fragments]`): announced as [`CAP_FRAGMENTS`] and
+    /// [`CAP_FRAGMENT_DELTAS`].
     pub fragments: Option<Arc<Inventories>>,
     /// Ray's metrics endpoint (`[ray]` or the `ray` role): announced as [`CAP_ENDPOINTS`].
     pub ray: Option<Arc<RaySource>>,
@@ -68,6 +69,7 @@ fn capabilities(
     }
     if fragments {
         caps.push(CAP_FRAGMENTS);
+        caps.push(CAP_FRAGMENT_DELTAS);
     }
     if endpoints {
         caps.push(CAP_ENDPOINTS);
@@ -236,6 +238,8 @@ mod tests {
         assert!(capabilities(false, false, false, false).contains(&CAP_INVENTORY));
         assert!(!capabilities(false, false, false, false).contains(&CAP_FRAGMENTS));
         assert!(capabilities(false, false, true, false).contains(&CAP_FRAGMENTS));
+        assert!(capabilities(false, false, true, false).contains(&CAP_FRAGMENT_DELTAS));
+        assert!(!capabilities(false, false, false, false).contains(&CAP_FRAGMENT_DELTAS));
         assert!(!capabilities(true, true, true, false).contains(&CAP_ENDPOINTS));
         assert!(capabilities(false, false, false, true).contains(&CAP_ENDPOINTS));
     }

@@ -7,7 +7,9 @@
 //! task does (`Inventories::publish`), printing the process's peak resident memory (VmHWM,
 //! /proc/self/status) before, after the scan, after the publish (what the task holds now: one
 //! copy shared with the link), and with the wire encoding held beside it (what the task held
-//! before: the decoded inventory and `DeviceInventory::encode()`).
+//! before: the decoded inventory and `DeviceInventory::encode()`). Between the publish and the
+//! send, the next scan both ways: a `rescan` against the published inventory (what the task
+//! does now) and a whole `scan` beside it (what it did before).
 //!
 //!     cargo build --release -p nodewarden-tests --bin bench_fragments
 //!     target/release/bench_fragments --dir /var/tmp/frag-bench --count 1000000 --size 8388608
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nodewarden_agent::fragment_task::Inventories;
-use nodewarden_agent::fragments::{IoBudget, scan};
+use nodewarden_agent::fragments::{IoBudget, rescan, scan};
 
 /// `VmHWM` or `VmRSS` of this process, in KiB.
 fn status_kib(field: &str) -> anyhow::Result<u64> {
@@ -27,6 +29,12 @@ fn status_kib(field: &str) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .with_context(|| format!("no {field} in /proc/self/status"))
+}
+
+/// Resets VmHWM to the current VmRSS (`echo 5 > /proc/self/clear_refs`), so the next stage's
+/// peak is its own.
+fn reset_peak() -> anyhow::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM")
 }
 
 fn report(stage: &str) -> anyhow::Result<u64> {
@@ -111,6 +119,32 @@ fn main() -> anyhow::Result<()> {
     let out = Arc::new(Inventories::default());
     out.publish(inv);
     let published = report("after publish (one copy, held by the task)")?;
+    reset_peak()?;
+    // The next scan as the task makes it now: a rescan against the published inventory, its
+    // chunks compared under the lock, the delta applied in place.
+    let started = Instant::now();
+    let mut delta = nodewarden_shared::fragments::InventoryDelta {
+        device_id: 1,
+        ..Default::default()
+    };
+    let corrupt = roaring::RoaringBitmap::new();
+    let listed = rescan(&dir, Duration::ZERO, &mut budget, |chunk| {
+        out.diff_rescanned(1, chunk, &corrupt, &mut delta)
+    })
+    .with_context(|| format!("rescanning {}", dir.display()))?;
+    let rescan_took = started.elapsed();
+    let changed = delta.set.len() + delta.removed.len();
+    out.publish_rescan(delta, &listed);
+    drop(listed);
+    let rescanned = report("after a rescan (now: no second copy)")?;
+    println!("rescan in {rescan_took:.1?}, {changed} ids changed");
+    reset_peak()?;
+    // The scan before: a whole second inventory built while the first stays published.
+    let second = scan(1, &dir, Duration::ZERO, &mut budget)
+        .with_context(|| format!("scanning {}", dir.display()))?;
+    let two = report("a whole scan beside it (the design before)")?;
+    drop(second);
+    reset_peak()?;
     let held = out.snapshot();
     // A send as the link makes it: one part at a time, each dropped once written.
     let mut sent = 0usize;
@@ -124,11 +158,18 @@ fn main() -> anyhow::Result<()> {
     println!("encoded inventory: {} bytes", encoded.len());
     let per = |kib: u64| (kib.saturating_sub(base) as f64 * 1024.0) / f64::from(count);
     println!(
-        "per fragment above the start: scan {:.2} B, published {:.2} B, send peak {:.2} B, decoded+encoded {:.2} B",
+        "per fragment above the start: scan {:.2} B, published {:.2} B, rescan peak {:.2} B, scan beside it {:.2} B, send peak {:.2} B, decoded+encoded {:.2} B",
         per(after_scan),
         per(published),
+        per(rescanned),
+        per(two),
         per(sending),
         per(both)
+    );
+    println!(
+        "extrapolated to 10 M fragments: rescan peak {:.1} MiB, whole scan beside the published one {:.1} MiB",
+        per(rescanned) * 1e7 / 1048576.0,
+        per(two) * 1e7 / 1048576.0
     );
     println!(
         "extrapolated to 10 M fragments: published {:.1} MiB, send peak {:.1} MiB, decoded+encoded {:.1} MiB (target 64 MiB)",
