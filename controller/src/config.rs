@@ -790,6 +790,42 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_mysql_a_valid_id_and_a_lease_longer_than_three_flushes() {
+        let base = "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\n";
+        let mysql = "[database]\nurl = \"mysql://u:p@127.0.0.1:3306/fleet\"\n";
+        let e = parse(&format!("{base}[cluster]\nid = \"ops1\"\n")).unwrap_err();
+        assert!(e.contains("[database] url"), "{e}");
+        let e = parse(&format!("{base}{mysql}[cluster]\nid = \"ops 1\"\n")).unwrap_err();
+        assert!(e.contains("cluster.id"), "{e}");
+        let e = parse(&format!(
+            "{base}{mysql}flush_interval_ms = 1000\n[cluster]\nid = \"ops1\"\nlease_ttl_ms = 2000\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("three flush intervals"), "{e}");
+        let c = parse(&format!(
+            "{base}{mysql}[cluster]\nid = \"ops1\"\npeer_listen = \"127.0.0.1:9444\"\n"
+        ))
+        .unwrap();
+        let cluster = c.store.cluster.unwrap();
+        assert_eq!(cluster.id, "ops1");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(cluster.peer_url.as_deref(), Some("https://127.0.0.1:9444"));
+        let peer = c.peer.unwrap();
+        assert_eq!(peer.cert_file, Path::new("/etc/nw/ca/peer-ops1.pem"));
+        assert_eq!(peer.key_file, Path::new("/etc/nw/ca/peer-ops1.key"));
+        let e = parse(&format!(
+            "{base}{mysql}[cluster]\nid = \"ops1\"\npeer_url = \"https://x:1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("peer_listen"), "{e}");
+        let e = parse(&format!(
+            "{base}{mysql}[cluster]\nid = \"ops1\"\npeer_listen = \"127.0.0.1:9\"\npeer_url = \"http://x:1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("https://"), "{e}");
+    }
+
+    #[test]
     fn https_from_the_link_certificate_or_a_pair_of_files() {
         let base = "[link]\nlisten = \"127.0.0.1:1\"\nca_dir = \"ca\"\n";
         assert_eq!(parse(base).unwrap().http_tls, None);

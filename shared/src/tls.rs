@@ -497,6 +497,79 @@ mod tests {
         assert!(err.to_string().contains("is revoked"), "{err}");
     }
 
+    /// The peer endpoint takes controllers' certificates only, and the agent link refuses them.
+    #[test]
+    fn controllers_certificates_open_the_peer_endpoint_and_nothing_else() {
+        let p = pki("ops2.test");
+        let peer = |id: &str, san: &str| {
+            let c = crate::ca::issue_controller_cert(
+                &p.ca,
+                id,
+                &[san.to_string()],
+                Validity::days_from(now(), 1),
+            )
+            .unwrap();
+            let key = c.key_pem.clone().unwrap();
+            (c, key)
+        };
+        let (ops2, ops2_key) = peer("ops2", "ops2.test");
+        let (ops1, ops1_key) = peer("ops1", "ops1.test");
+        assert_eq!(ops1.info.common_name.as_deref(), Some("controller:ops1"));
+        assert!(ops1.info.client_auth && ops1.info.server_auth);
+        let revoked = RevokedSet::default();
+        let endpoint = Arc::new(
+            peer_server_config(
+                &p.ca.cert_pem,
+                single(Identity {
+                    cert_pem: &ops2.cert_pem,
+                    key_pem: &ops2_key,
+                })
+                .unwrap(),
+                Arc::new(revoked.clone()),
+            )
+            .unwrap(),
+        );
+        let as_peer = |cert: &str, key: &str| {
+            peer_client_config(
+                &p.ca.cert_pem,
+                Identity {
+                    cert_pem: cert,
+                    key_pem: key,
+                },
+            )
+            .unwrap()
+        };
+        let (s, _) = connect(
+            endpoint.clone(),
+            as_peer(&ops1.cert_pem, &ops1_key),
+            "ops2.test",
+        )
+        .unwrap();
+        let chain = s.peer_certificates().unwrap();
+        assert_eq!(peer_controller(chain).unwrap(), "ops1");
+        // A node's certificate is refused there.
+        let node = issue_node_cert(&p.ca, "n1", Validity::days_from(now(), 1)).unwrap();
+        let err = handshake(
+            endpoint.clone(),
+            as_peer(&node.cert_pem, node.key_pem.as_deref().unwrap()),
+            "ops2.test",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a controller"), "{err}");
+        // A revoked controller too.
+        revoked.replace([ops1.info.serial.clone()].into());
+        let err = handshake(endpoint, as_peer(&ops1.cert_pem, &ops1_key), "ops2.test").unwrap_err();
+        assert!(err.to_string().contains("is revoked"), "{err}");
+        // And a controller's certificate on the agent link is no node.
+        let err = handshake(
+            server(&p, &RevokedSet::default()),
+            client(&p.ca.cert_pem, &ops1.cert_pem, &ops1_key),
+            "ops2.test",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("node name"), "{err}");
+    }
+
     #[test]
     fn refusals_say_why() {
         let p = pki("controller.test");
