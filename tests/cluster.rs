@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::mariadb::PrivateMariaDb;
 use nodewarden_tests::proxy::TcpProxy;
 use nodewarden_tests::{
@@ -20,15 +21,6 @@ use nodewarden_tests::{
 
 /// Lease term of the test's controllers.
 const TTL_MS: u64 = 2000;
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -107,17 +99,11 @@ impl Controller {
     }
 
     fn api(&self, method: &str, path: &str) -> Option<serde_json::Value> {
-        let url = format!("http://127.0.0.1:{}{path}", self.http);
-        let bearer = format!("Bearer {}", self.token()?);
-        let mut response = match method {
-            "POST" => ureq::post(&url)
-                .header("Authorization", &bearer)
-                .send_empty(),
-            "DELETE" => ureq::delete(&url).header("Authorization", &bearer).call(),
-            _ => ureq::get(&url).header("Authorization", &bearer).call(),
-        }
-        .ok()?;
-        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+        nodewarden_tests::bearer_json(
+            method,
+            &format!("http://127.0.0.1:{}{path}", self.http),
+            &self.token()?,
+        )
     }
 
     /// Runs an action through this controller's API: the answer's lines.

@@ -8,19 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::{ChildGuard, bin_path, free_port, wait_for};
 use serde_json::Value;
-
-/// Runs `cmd`, which must succeed: its standard output.
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A free UDP port on loopback (the link is QUIC).
 fn udp_port() -> u16 {
@@ -81,17 +71,11 @@ impl Controller {
     }
 
     fn request(&self, method: &str, path: &str) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}{path}", self.http);
-        let bearer = format!("Bearer {}", self.token()?);
-        let mut response = match method {
-            "POST" => ureq::post(&url)
-                .header("Authorization", &bearer)
-                .send_empty(),
-            "DELETE" => ureq::delete(&url).header("Authorization", &bearer).call(),
-            _ => ureq::get(&url).header("Authorization", &bearer).call(),
-        }
-        .ok()?;
-        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+        nodewarden_tests::bearer_json(
+            method,
+            &format!("http://127.0.0.1:{}{path}", self.http),
+            &self.token()?,
+        )
     }
 
     fn get(&self, path: &str) -> Option<Value> {

@@ -17,21 +17,12 @@ use nodewarden_controller::fragments::FragmentTable;
 use nodewarden_shared::fragments::DeviceInventory;
 use nodewarden_shared::ops::{FragmentOutcome, Outcome};
 use nodewarden_tests::dfs::{Dfs, age, fragment};
+use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::lab::{Lab, Log};
 use nodewarden_tests::{service, wait_for};
 use serde_json::{Value, json};
 
 const DEVICE: u32 = 4;
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Scan + scrub, as the agent does, then through the wire form as the controller receives it.
 fn inventory(dir: &Path, grace: Duration) -> DeviceInventory {

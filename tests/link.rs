@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nodewarden_shared::ca::{self, CaMaterial, Validity};
 use nodewarden_shared::protocol::{self, close};
 use nodewarden_shared::tls;
+use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::{ChildGuard, bin_path, free_port, wait_for};
 use serde_json::Value;
 
@@ -67,16 +68,6 @@ fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free UDP port")
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 struct NodeCert {

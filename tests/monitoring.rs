@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::{
     ChildGuard, bin_path, free_port, parse_exposition, prometheus_query as query, result_len,
     series_labels, service, start_prometheus, wait_for,
@@ -25,15 +26,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("repository")
         .to_path_buf()
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// GET with an optional bearer token: (status, body); `None` when nothing answers.
@@ -445,77 +437,6 @@ fn a_hung_pushgateway_delays_nothing_and_failures_are_counted() {
     );
 }
 
-/// A `DFS` database of the test's own in MariaDB, dropped at the end.
-struct DfsDatabase {
-    client: Vec<String>,
-    name: String,
-    url: String,
-}
-
-impl DfsDatabase {
-    /// `mysql://user:password@host:port` → the `mariadb` client's arguments.
-    fn create(server_url: &str) -> DfsDatabase {
-        let rest = server_url.strip_prefix("mysql://").expect("mysql:// URL");
-        let (userinfo, hostport) = rest.rsplit_once('@').expect("user@host");
-        let hostport = hostport.trim_end_matches('/');
-        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        let (host, port) = hostport.split_once(':').unwrap_or((hostport, "3306"));
-        let client = vec![
-            "--no-defaults".to_string(),
-            format!("--host={host}"),
-            format!("--port={port}"),
-            format!("--user={user}"),
-            format!("--password={password}"),
-        ];
-        let name = format!(
-            "DFS_nwtest_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-                % 1_000_000_000
-        );
-        let db = DfsDatabase {
-            client,
-            url: format!("{}/{name}", server_url.trim_end_matches('/')),
-            name,
-        };
-        db.sql(&format!("CREATE DATABASE `{}`", db.name));
-        // The original schema (SEED.md) and rows like the original's.
-        db.sql(&format!(
-            "USE `{}`; CREATE TABLE DEVICE(ID int auto_increment primary key, IP char(20), \
-             PORT int, ISONLINE boolean not null, RS int default 0, TIME int default 0, \
-             LEFTRS int default 0); \
-             INSERT INTO DEVICE VALUES (1, '10.0.0.11', 8001, true, 1073741824, 16777215, 734003200), \
-             (2, '10.0.0.12', 8001, true, 1073741824, 255, 52428800), \
-             (3, '10.0.0.13', 8001, false, 1073741824, 0, 999); \
-             CREATE TABLE FRAGMENT(ID int primary key, PATH char(20));",
-            db.name
-        ));
-        db
-    }
-
-    fn sql(&self, statements: &str) {
-        run_ok(
-            Command::new("mariadb")
-                .args(&self.client)
-                .arg("-e")
-                .arg(statements),
-        );
-    }
-}
-
-impl Drop for DfsDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(&self.client)
-            .arg("-e")
-            .arg(format!("DROP DATABASE IF EXISTS `{}`", self.name))
-            .output();
-    }
-}
-
 /// The shipped prometheus.yml, pointed at the test's controller, Pushgateway, token and rules,
 /// with 1 s intervals. Long-term storage (InfluxDB) is not part of this test and is removed.
 /// Stands in for Ray's metrics agent: a listener answering every request with one family in
@@ -663,7 +584,14 @@ fn prometheus_discovers_agents_and_every_dashboard_expression_has_data() {
     ) else {
         return;
     };
-    let dfs = DfsDatabase::create(&mysql);
+    // The original schema (SEED.md) and rows like the original's.
+    let dfs = nodewarden_tests::dfs::Dfs::create(&mysql).with_device_table();
+    dfs.sql(&format!(
+        "USE `{}`; INSERT INTO DEVICE VALUES (1, '10.0.0.11', 8001, true, 1073741824, 16777215, \
+         734003200), (2, '10.0.0.12', 8001, true, 1073741824, 255, 52428800), \
+         (3, '10.0.0.13', 8001, false, 1073741824, 0, 999);",
+        dfs.name
+    ));
     let mut fleet = Fleet::new(Some(&pushgateway_bin));
     // The console's node charts come from this Prometheus (started below).
     let prometheus_port = free_port();

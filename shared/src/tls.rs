@@ -114,6 +114,17 @@ pub fn server_config(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     revoked: Arc<dyn Revocation>,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    verifying_server_config(ca_pem, resolver, revoked, PeerKind::Node, ALPN)
+}
+
+/// TLS 1.3 requiring a client certificate of `kind` from `ca_pem`, not revoked, with `alpn`.
+fn verifying_server_config(
+    ca_pem: &str,
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    revoked: Arc<dyn Revocation>,
+    kind: PeerKind,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
         .build()
@@ -121,13 +132,13 @@ pub fn server_config(
     let verifier = Arc::new(NodeCertVerifier {
         inner,
         revoked,
-        kind: PeerKind::Node,
+        kind,
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     // No session resumption: a resumed session skips the client verifier, and with it the
     // revocation check.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -198,23 +209,7 @@ pub fn peer_server_config(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     revoked: Arc<dyn Revocation>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = provider();
-    let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let verifier = Arc::new(NodeCertVerifier {
-        inner,
-        revoked,
-        kind: PeerKind::Controller,
-    });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![HTTP11_ALPN.to_vec()];
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Ok(config)
+    verifying_server_config(ca_pem, resolver, revoked, PeerKind::Controller, HTTP11_ALPN)
 }
 
 /// A controller calling another's peer endpoint: verifies it against `ca_pem` and presents its

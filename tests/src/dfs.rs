@@ -3,19 +3,10 @@
 //! and real fragment files (`<id>` plus `<id>.digest` holding the `md5sum` the DFS writes).
 //! Shared by `tests/fragments.rs` and the console's fragments view test.
 
+use crate::lab::run_ok;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A DFS database of the test's own, with the original `FRAGMENT` table; dropped at the end.
 pub struct Dfs {

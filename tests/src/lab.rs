@@ -49,13 +49,14 @@ impl Log {
     }
 }
 
-pub fn run_ok(cmd: &mut Command) {
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Kills the declared service's process (by its pid file) if a failed test left it running.

@@ -326,6 +326,21 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
     labels
 }
 
+/// `method` (GET, POST with no body, DELETE) on `url` with a bearer token: the JSON answer, or
+/// `None` for a failed request or an answer that is not JSON.
+pub fn bearer_json(method: &str, url: &str, token: &str) -> Option<serde_json::Value> {
+    let bearer = format!("Bearer {token}");
+    let mut response = match method {
+        "POST" => ureq::post(url)
+            .header("Authorization", &bearer)
+            .send_empty(),
+        "DELETE" => ureq::delete(url).header("Authorization", &bearer).call(),
+        _ => ureq::get(url).header("Authorization", &bearer).call(),
+    }
+    .ok()?;
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
 /// A Pushgateway on `127.0.0.1:port`, ready.
 pub fn start_pushgateway(bin: &str, port: u16) -> ChildGuard {
     let child = ChildGuard::spawn(
