@@ -22,13 +22,6 @@ use nodewarden_tests::{
 /// Lease term of the test's controllers.
 const TTL_MS: u64 = 2000;
 
-fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
-
 struct Controller {
     id: String,
     child: Option<ChildGuard>,
@@ -41,7 +34,7 @@ impl Controller {
     fn start(root: &Path, id: &str, ca: &Path, db_url: &str, pushgateway: u16) -> Controller {
         let dir = root.join(id);
         std::fs::create_dir_all(&dir).unwrap();
-        let (link, http, peer) = (udp_port(), free_port(), free_port());
+        let (link, http, peer) = (nodewarden_tests::free_udp_port(), free_port(), free_port());
         // Its peer certificate, where `[cluster]` looks for it by default.
         run_ok(
             Command::new(bin_path("nodewarden-controller"))

@@ -12,14 +12,6 @@ use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::{ChildGuard, bin_path, free_port, wait_for};
 use serde_json::Value;
 
-/// A free UDP port on loopback (the link is QUIC).
-fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
-
 struct Controller {
     child: Option<ChildGuard>,
     dir: PathBuf,
@@ -31,7 +23,7 @@ impl Controller {
     fn start(root: &Path, name: &str, ca: &Path) -> Controller {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let (link, http) = (udp_port(), free_port());
+        let (link, http) = (nodewarden_tests::free_udp_port(), free_port());
         let config = dir.join("controller.toml");
         std::fs::write(
             &config,

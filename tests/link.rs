@@ -63,13 +63,6 @@ impl Log {
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
-
 struct NodeCert {
     cert: PathBuf,
     key: PathBuf,
@@ -103,7 +96,7 @@ impl Lab {
         );
         Lab {
             dir,
-            link_port: free_udp_port(),
+            link_port: nodewarden_tests::free_udp_port(),
             admin_port: free_port(),
         }
     }

@@ -45,6 +45,14 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A free UDP port on loopback (the agent link is QUIC).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
 /// A port on 127.0.0.1 free for both TCP and UDP (an HTTP server or a QUIC endpoint), picked at
 /// random below the kernel's ephemeral range. A port the OS hands out for `bind(0)` lies inside
 /// that range, where any test's outgoing connection may take it as its local port before the
