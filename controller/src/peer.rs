@@ -40,6 +40,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const HOLDER_POLL: Duration = Duration::from_millis(500);
 /// How often the peer endpoint re-reads the CA's revocation list.
 const REVOCATION_REFRESH: Duration = Duration::from_secs(5);
+/// Idle connections kept per peer for the next operations (a fleet-wide action forwards one
+/// operation per node: a handshake each would dominate).
+const POOL_PER_PEER: usize = 64;
+/// Operations in flight to one peer at most (each on a connection of its own): a fleet-wide
+/// action queues here instead of opening thousands of connections the peer would refuse.
+const IN_FLIGHT_PER_PEER: usize = 64;
+/// An idle pooled connection older than this is not reused (well inside the endpoint's own
+/// keep-alive limit, so a reused connection is not one the peer is closing).
+const POOL_IDLE: Duration = Duration::from_secs(20);
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// One operation forwarded to the controller holding the node's link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +177,10 @@ pub struct PeerClient {
     tls: tokio_rustls::TlsConnector,
     /// Longest wait for an answer once sent (the holder's operation timeout and a margin).
     answer_timeout: Duration,
+    /// Idle connections per peer URL, with when they were last used.
+    pool: std::sync::Mutex<std::collections::HashMap<String, Vec<(Sender, std::time::Instant)>>>,
+    /// Operations in flight per peer URL.
+    slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl PeerClient {
@@ -192,7 +207,63 @@ impl PeerClient {
         Ok(PeerClient {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             answer_timeout,
+            pool: Default::default(),
+            slots: Default::default(),
         })
+    }
+
+    fn slots(&self, url: &str) -> Arc<tokio::sync::Semaphore> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(url.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_PEER)))
+            .clone()
+    }
+
+    /// An idle connection to `url` that is still open, if one is pooled.
+    fn pooled(&self, url: &str) -> Option<Sender> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = pool.get_mut(url)?;
+        while let Some((sender, at)) = idle.pop() {
+            if at.elapsed() < POOL_IDLE && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, url: &str, sender: Sender) {
+        if !sender.is_ready() {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = pool.entry(url.to_string()).or_default();
+        if idle.len() < POOL_PER_PEER {
+            idle.push((sender, std::time::Instant::now()));
+        }
+    }
+
+    /// A new connection to `authority` (TCP, TLS, HTTP/1.1 handshake), bounded.
+    async fn connect(
+        &self,
+        authority: &str,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Sender, String> {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let tcp = tokio::net::TcpStream::connect(authority).await?;
+            self.tls.connect(server_name, tcp).await
+        })
+        .await
+        .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(connected))
+                .await
+                .map_err(|e| e.to_string())?;
+        // Ends with the connection (the sender dropped, or the peer closing it).
+        tokio::spawn(connection);
+        Ok(sender)
     }
 
     /// Sends one operation to the controller at `url` (`https://host:port`). A failure before
@@ -216,18 +287,19 @@ impl PeerClient {
         let server_name = rustls::pki_types::ServerName::try_from(host)
             .map_err(|e| not_sent(format!("server name: {e}")))?;
         let body = serde_json::to_vec(request).map_err(|e| not_sent(e.to_string()))?;
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            let tcp = tokio::net::TcpStream::connect(authority).await?;
-            self.tls.connect(server_name, tcp).await
-        })
-        .await
-        .map_err(|_| not_sent(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| not_sent(e.to_string()))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(connected))
-                .await
-                .map_err(|e| not_sent(e.to_string()))?;
-        let driver = tokio::spawn(connection);
+        let _slot = tokio::time::timeout(self.answer_timeout, self.slots(url).acquire_owned())
+            .await
+            .map_err(|_| {
+                not_sent(format!(
+                    "{IN_FLIGHT_PER_PEER} operations already in flight there for {:?}",
+                    self.answer_timeout
+                ))
+            })?
+            .map_err(|e| not_sent(e.to_string()))?;
+        let mut sender = match self.pooled(url) {
+            Some(sender) => sender,
+            None => self.connect(authority, server_name).await.map_err(not_sent)?,
+        };
         let http_request = hyper::Request::post("/peer/v1/operation")
             .header(hyper::header::HOST, authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -255,7 +327,10 @@ impl PeerClient {
         })
         .await
         .map_err(|_| unknown(format!("no answer within {:?}", self.answer_timeout)))?;
-        driver.abort();
+        // Answered in full: the connection serves the next operation.
+        if answer.is_ok() {
+            self.put_back(url, sender);
+        }
         match answer? {
             PeerAnswer::Result(r) => Ok(r),
             PeerAnswer::NotSent(e) => Err(LinkFailure::NotSent(e)),
@@ -297,7 +372,14 @@ impl AgentPath for ClusterPath {
         if self.local.is_online(node) {
             return self.local.execute(node, op).await;
         }
-        let Some(holder) = self.holder(node).await else {
+        // The holder read when the action was planned (one read for the whole fleet); a node
+        // linked elsewhere since is looked up on its own.
+        let planned = self.remote.get(node).cloned();
+        let holder = match planned {
+            Some(h) => Some(h),
+            None => self.holder(node).await,
+        };
+        let Some(holder) = holder else {
             return Err(LinkFailure::NotSent(format!(
                 "node {node} is linked to no controller of the cluster"
             )));

@@ -246,8 +246,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         ),
     );
 
-    // SIGKILL c1: each of its agents' time to a new session elsewhere.
-    let theirs: Vec<usize> = (0..o.agents).filter(|a| a % o.controllers == 0).collect();
+    // SIGKILL c1: each of its agents' time to a new session elsewhere. Its agents are the
+    // nodes whose lease it holds (an agent that could not reach its preferred controller in
+    // the first storm is linked elsewhere).
+    let held = held_by(&o.database_url, "c1").await?;
+    let theirs: Vec<usize> = (0..o.agents)
+        .filter(|a| held.contains(&nodes[*a].name))
+        .collect();
     let before: Vec<u64> = theirs.iter().map(|i| nodes[*i].sessions()).collect();
     let mut changes = stats.connected.subscribe();
     let killed = Instant::now();
@@ -261,6 +266,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         }
         let left = limit.saturating_sub(killed.elapsed());
         if left.is_zero() {
+            let missing: Vec<&str> = theirs
+                .iter()
+                .zip(&back)
+                .filter(|(_, b)| b.is_none())
+                .map(|(i, _)| nodes[*i].name.as_str())
+                .collect();
+            say(o.json, &format!("== not back: {}", missing.join(" ")));
             bail!(
                 "failover: {} of {} agents back after {limit:?}",
                 back.iter().flatten().count(),
@@ -297,4 +309,21 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&figures)?);
     }
     Ok(())
+}
+
+/// The nodes whose link lease `controller` holds now.
+async fn held_by(
+    url: &str,
+    controller: &str,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
+    let rows = sqlx::query("SELECT node_id FROM node_leases WHERE holder = ?")
+        .bind(controller)
+        .fetch_all(&mut conn)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+        .collect()
 }
