@@ -298,7 +298,10 @@ impl PeerClient {
             .map_err(|e| not_sent(e.to_string()))?;
         let mut sender = match self.pooled(url) {
             Some(sender) => sender,
-            None => self.connect(authority, server_name).await.map_err(not_sent)?,
+            None => self
+                .connect(authority, server_name)
+                .await
+                .map_err(not_sent)?,
         };
         let http_request = hyper::Request::post("/peer/v1/operation")
             .header(hyper::header::HOST, authority)
