@@ -234,15 +234,7 @@ fn three_controllers_share_the_fleet_through_leases_in_mariadb() {
             ),
         )
         .unwrap();
-        agents.push(ChildGuard::spawn(
-            Command::new(bin_path("nodewarden-agent"))
-                .arg("--config")
-                .arg(&config)
-                .arg("--web.listen-address=127.0.0.1:0")
-                .env("NODEWARDEN_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        ));
+        agents.push(nodewarden_tests::spawn_agent(&config));
     }
 
     // Each agent on its preferred controller, the lease naming it.

@@ -125,15 +125,7 @@ fn an_agent_moves_to_another_controller_when_one_drains_or_dies() {
         ),
     )
     .unwrap();
-    let _agent = ChildGuard::spawn(
-        Command::new(bin_path("nodewarden-agent"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--web.listen-address=127.0.0.1:0")
-            .env("NODEWARDEN_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _agent = nodewarden_tests::spawn_agent(&config);
     // The preferred controller first.
     wait_for(
         "n1 online on a (preferred)",

@@ -349,6 +349,19 @@ pub fn bearer_json(method: &str, url: &str, token: &str) -> Option<serde_json::V
     serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
 }
 
+/// The agent binary on `config`, its metrics on a free loopback port, quiet.
+pub fn spawn_agent(config: &std::path::Path) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(bin_path("nodewarden-agent"))
+            .arg("--config")
+            .arg(config)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .env("NODEWARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// A Pushgateway on `127.0.0.1:port`, ready.
 pub fn start_pushgateway(bin: &str, port: u16) -> ChildGuard {
     let child = ChildGuard::spawn(
