@@ -312,10 +312,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 }
 
 /// The nodes whose link lease `controller` holds now.
-async fn held_by(
-    url: &str,
-    controller: &str,
-) -> anyhow::Result<std::collections::HashSet<String>> {
+async fn held_by(url: &str, controller: &str) -> anyhow::Result<std::collections::HashSet<String>> {
     use sqlx::Row;
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
