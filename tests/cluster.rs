@@ -301,6 +301,28 @@ fn three_controllers_share_the_fleet_through_leases_in_mariadb() {
         }
     }
 
+    // The CLI says where a node is linked.
+    let table = nodewarden_tests::lab::run_ok(
+        Command::new(bin_path("nodewarden-controller"))
+            .arg("nodes")
+            .arg("--api")
+            .arg(format!("http://127.0.0.1:{}", c1.http))
+            .arg("--token-file")
+            .arg(c1.dir.join("data/api.token")),
+    );
+    for line in ["n1 ", "n2 ", "n3 "] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_default();
+        let expected = match line {
+            "n1 " => " online ",
+            "n2 " => " online@c2 ",
+            _ => " online@c3 ",
+        };
+        assert!(row.contains(expected), "{line}: {row:?} in\n{table}");
+    }
+
     // The peer endpoint takes controllers' certificates only: a node's is refused in the
     // handshake, and so is no certificate.
     let peer_port = |c: &Controller| -> String {

@@ -501,7 +501,10 @@
 
     const address = (node.connection && node.connection.remote) || node.last_ip || '—';
     row.address.textContent = address;
-    row.address.title = node.connection ? `agent ${node.connection.agent_version}` : 'last known address';
+    row.address.title = node.connection
+      ? `agent ${node.connection.agent_version}`
+      : (node.held_by ? `linked to controller ${node.held_by}` : 'last known address');
+    if (node.held_by) row.address.textContent = `${address} (via ${node.held_by})`;
     const lastSeen = node.online
       ? (node.last_report_at || (node.connection && node.connection.connected_at))
       : node.since;

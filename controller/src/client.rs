@@ -320,7 +320,11 @@ pub fn render_nodes(nodes: &[NodeView]) -> String {
             );
             [
                 n.name.clone(),
-                if n.online { "online" } else { "OFFLINE" }.into(),
+                match (&n.held_by, n.online) {
+                    (Some(holder), _) => format!("online@{holder}"),
+                    (None, true) => "online".into(),
+                    (None, false) => "OFFLINE".into(),
+                },
                 utc(n.since),
                 address,
                 or_dash(roles),
