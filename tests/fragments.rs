@@ -602,3 +602,165 @@ fn changes_between_scans_reach_the_controller_as_deltas() {
     assert_eq!(lab.controller_log().count("fragment delta not applied"), 0);
     assert_eq!(lab.agent_log().count("fragment folder not watched"), 0);
 }
+
+/// The position of the last whole segment of a scan checkpoint (`agent/src/scan_checkpoint.rs`:
+/// a JSON header line, then segments of `u32` LE length, MD5, body starting with the `u32` LE
+/// position), if it has one.
+fn checkpoint_position(path: &Path) -> Option<u32> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut at = bytes.iter().position(|&b| b == b'\n')? + 1;
+    let mut position = None;
+    while let Some(head) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(head.try_into().ok()?) as usize;
+        let Some(body) = bytes.get(at + 20..at + 20 + len) else {
+            break;
+        };
+        position = Some(u32::from_le_bytes(body.get(..4)?.try_into().ok()?));
+        at += 20 + len;
+    }
+    position
+}
+
+/// A field `name=value` of the one log line holding `message`.
+fn log_field(log: &Log, message: &str, name: &str) -> u64 {
+    let lines = log.0.lock().unwrap();
+    let line = lines
+        .iter()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("a log line with {message:?}"));
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 2;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} in {line}"))
+}
+
+/// A scan interrupted by a crash (SIGKILL mid-scan) continues after its checkpoint when the
+/// agent starts again: the restarted agent stats only the fragments after the checkpoint's
+/// position (plus one that appeared behind it while the agent was down), drops one deleted
+/// behind it meanwhile, and the inventory the controller audits against MariaDB is complete
+/// and correct; the checkpoint is gone once the scan completed. End state: the agent's log of
+/// its stats, the checkpoint file, the controller's audit.
+#[test]
+fn a_scan_killed_mid_way_resumes_after_its_checkpoint() {
+    const N: u32 = 3000;
+    const FIRST: u32 = 10_000;
+    let Some(mysql) = service("NW_TEST_MYSQL_URL") else {
+        return;
+    };
+    let dfs = Dfs::create(&mysql).with_device_table();
+    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
+    lab.stop_agent();
+    let d = lab.path("fragments");
+    // Even ids, so one can appear between two of them; one without a digest.
+    let ids: Vec<u32> = (0..N).map(|i| FIRST + 2 * i).collect();
+    let size = |id: u32| (1 + id % 50) as usize;
+    let digestless = FIRST + 2 * (N - 10);
+    for &id in &ids {
+        std::fs::write(d.join(id.to_string()), vec![b'f'; size(id)]).unwrap();
+        if id != digestless {
+            std::fs::write(d.join(format!("{id}.digest")), "0\n").unwrap();
+        }
+    }
+    let rows: Vec<(u32, u32)> = ids.iter().map(|&id| (id, 7)).collect();
+    dfs.insert(&rows);
+    // 3000 stats of 4 KiB at 1 MB/s: ~12 s, a checkpoint every 2 s. No scrub reads.
+    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
+    agent_toml.push_str(
+        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
+         io_mb_per_s = 1\ndigest = \"none\"\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
+         state_dir = \"fragment-state\"\n",
+    );
+    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
+    let checkpoint = lab.path("fragment-state/device-7.scan");
+    let pid_file = lab.path("scanning-agent.pid");
+    // Through a shell that writes its pid and execs the agent: that pid is the agent's.
+    lab.start_agent_via(
+        &[
+            "sh".into(),
+            "-c".into(),
+            format!("echo $$ > '{}' && exec \"$@\"", pid_file.display()).into(),
+            "sh".into(),
+        ],
+        &[],
+    );
+    wait_for(
+        "a scan checkpoint with a segment",
+        Duration::from_secs(30),
+        || checkpoint_position(&checkpoint),
+    );
+    let pid = nodewarden_tests::read_pid(&pid_file).expect("the agent's pid");
+    // SAFETY: plain kill(2) of our own child (the shell exec'ed the agent).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    lab.stop_agent();
+    let position = checkpoint_position(&checkpoint).expect("the checkpoint survives the crash");
+    assert!(
+        position > FIRST && position < FIRST + 2 * (N - 100),
+        "killed mid-scan at {position}"
+    );
+    let held = ids.iter().filter(|&&id| id <= position).count() as u64;
+    let ahead = u64::from(N) - held;
+    // While the agent is down: one fragment behind the position goes, one appears there.
+    std::fs::remove_file(d.join(FIRST.to_string())).unwrap();
+    std::fs::remove_file(d.join(format!("{FIRST}.digest"))).unwrap();
+    let appeared = FIRST + 1;
+    std::fs::write(d.join(appeared.to_string()), b"appeared").unwrap();
+    std::fs::write(d.join(format!("{appeared}.digest")), "0\n").unwrap();
+
+    lab.start_agent();
+    wait_for("the resumed scan's end", Duration::from_secs(90), || {
+        (lab.agent_log().count("fragment scan done") > 0).then_some(())
+    });
+    let log = lab.agent_log();
+    assert_eq!(log.count("fragment scan resumed after its checkpoint"), 1);
+    assert_eq!(
+        log_field(
+            log,
+            "fragment scan resumed after its checkpoint",
+            "position"
+        ),
+        u64::from(position)
+    );
+    assert_eq!(
+        log_field(log, "fragment scan resumed after its checkpoint", "held"),
+        held
+    );
+    // Only what lay after the position, plus the one that appeared behind it.
+    assert_eq!(log_field(log, "fragment scan done", "stats"), ahead + 1);
+    assert_eq!(
+        log_field(log, "fragment scan done", "present"),
+        u64::from(N)
+    );
+    wait_for(
+        "the complete scan's checkpoint removed",
+        Duration::from_secs(10),
+        || (!checkpoint.exists()).then_some(()),
+    );
+    // The controller's audit of the whole inventory.
+    let audit = wait_for("the audit", Duration::from_secs(30), || {
+        match lab.get_as(&lab.token(), "/api/v1/fragments/audit?device=7") {
+            Ok((200, v)) if v["audit"]["present"]["count"] == N => Some(v["audit"].clone()),
+            _ => None,
+        }
+    });
+    let bytes: usize = ids[1..].iter().map(|&id| size(id)).sum::<usize>() + b"appeared".len();
+    assert_eq!(audit["present"]["bytes"], bytes as u64, "{audit}");
+    assert_eq!(audit["missing"]["count"], 1, "{audit}");
+    assert_eq!(audit["missing"]["sample"], json!([FIRST]), "{audit}");
+    assert_eq!(audit["no_digest"]["count"], 1, "{audit}");
+    assert_eq!(audit["no_digest"]["sample"], json!([digestless]), "{audit}");
+    assert_eq!(audit["corrupt"]["count"], 0, "{audit}");
+    assert_eq!(
+        audit["orphaned"]["count"], 0,
+        "the one that appeared is young"
+    );
+    assert_eq!(log.count("scan checkpoint ignored"), 0);
+    assert_eq!(log.count("scan checkpoint not written"), 0);
+}

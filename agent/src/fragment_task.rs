@@ -6,7 +6,8 @@
 //! Each new inventory is published in [`Inventories`] (one copy, shared with the task), which the
 //! controller link encodes when it sends it (`link/mod.rs`). A scrub pass keeps its cursor in a file per device under
 //! `state_dir` (`crate::scrub_cursor`), so an agent restarted mid-scrub resumes after it, and
-//! its progress is on the agent's `/metrics` ([`ScrubMetrics`]).
+//! its progress is on the agent's `/metrics` ([`ScrubMetrics`]); a scan keeps a checkpoint
+//! there too (`crate::scan_checkpoint`), so an agent restarted mid-scan continues after it.
 //!
 //! ```toml
 //! [fragments]                 # absent: no fragment task
@@ -18,7 +19,7 @@
 //! busy_disk_util = 0.9        # … or while the folder's disk is busier than this (0..1]
 //! orphan_grace = "24h"        # a younger file is never an orphan
 //! digest = "md5-hex"          # md5-hex, sha256-hex, none
-//! state_dir = "/var/lib/nodewarden-agent/fragments"  # scrub cursors (global only)
+//! state_dir = "/var/lib/nodewarden-agent/fragments"  # scrub cursors, scan checkpoints (global only)
 //!
 //! [[fragments.devices]]       # overrides for one declared storage device
 //! id = 3
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::fragments::{self, DigestKind, IoBudget, Pace};
 use crate::ops::config::StorageDeviceDecl;
+use crate::scan_checkpoint;
 use crate::scrub_cursor::{self, CompletePass, PassProgress, ScrubCursor};
 
 /// The settings' keys, as the global section and a device's override both take them.
@@ -51,7 +53,8 @@ pub struct RawFragments {
     busy_disk_util: Option<f64>,
     orphan_grace: Option<String>,
     digest: Option<DigestKind>,
-    /// Where the scrub cursors are kept; relative to the agent config's folder.
+    /// Where the scrub cursors and scan checkpoints are kept; relative to the agent config's
+    /// folder.
     state_dir: Option<PathBuf>,
     #[serde(default)]
     devices: Vec<RawDeviceFragments>,
@@ -834,6 +837,8 @@ struct DeviceState {
     cursor: ScrubCursor,
     /// The last cursor write failed (warned once, until one succeeds).
     cursor_failing: bool,
+    /// An unfinished scan read from its checkpoint, which the first scan continues.
+    resume: Option<scan_checkpoint::Resumed>,
 }
 
 impl DeviceState {
@@ -889,6 +894,7 @@ impl DeviceState {
         }
         DeviceState {
             busy,
+            resume: load_checkpoint(&settings),
             settings,
             next_scan: now,
             next_scrub,
@@ -913,6 +919,63 @@ fn save_cursor(s: &FragmentSettings, cursor: &ScrubCursor, failing: &mut bool) {
                 tracing::warn!(device = s.device_id, error = %e,
                     "scrub cursor not written: a restart resumes from the last one written");
             }
+        }
+    }
+}
+
+/// `s`'s unfinished scan from its checkpoint file; a corrupt or foreign one is ignored with a
+/// warning (the scan starts from the first fragment).
+fn load_checkpoint(s: &FragmentSettings) -> Option<scan_checkpoint::Resumed> {
+    match scan_checkpoint::load(&s.state_dir, s.device_id, &s.dir) {
+        Ok(resumed) => resumed,
+        Err(e) => {
+            tracing::warn!(device = s.device_id, error = %e,
+                "scan checkpoint ignored: the scan starts from the first fragment");
+            None
+        }
+    }
+}
+
+/// A running scan's checkpoint (`crate::scan_checkpoint`); a failed write is warned and ends
+/// checkpointing for that scan (the scan goes on; a restart would start it over).
+struct Checkpoint(Option<scan_checkpoint::Writer>);
+
+impl Checkpoint {
+    /// A new checkpoint for a scan starting now, or the continuation of `resumed`'s.
+    fn start(s: &FragmentSettings, resumed: Option<&scan_checkpoint::Resumed>) -> Checkpoint {
+        let writer = match resumed {
+            Some(r) => scan_checkpoint::Writer::resume(&s.state_dir, s.device_id, r),
+            None => scan_checkpoint::Writer::create(&s.state_dir, s.device_id, &s.dir, unix_now()),
+        };
+        match writer {
+            Ok(w) => Checkpoint(Some(w)),
+            Err(e) => {
+                Checkpoint::failed(s, &e);
+                Checkpoint(None)
+            }
+        }
+    }
+
+    fn failed(s: &FragmentSettings, e: &scan_checkpoint::CheckpointError) {
+        tracing::warn!(device = s.device_id, error = %e,
+            "scan checkpoint not written: a restart scans from the last one written");
+    }
+
+    fn record(&mut self, s: &FragmentSettings, id: u32, file: Option<fragments::FragmentFile>) {
+        if let Some(w) = &mut self.0
+            && let Err(e) = w.record(id, file)
+        {
+            Checkpoint::failed(s, &e);
+            self.0 = None;
+        }
+    }
+
+    /// The scan completed and was published: its checkpoint goes.
+    fn done(self, s: &FragmentSettings) {
+        drop(self.0);
+        if let Err(e) = scan_checkpoint::remove(&s.state_dir, s.device_id) {
+            tracing::warn!(device = s.device_id, error = %e,
+                "scan checkpoint of a complete scan not removed: a restart continues it");
         }
     }
 }
@@ -1007,11 +1070,18 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                     ..Default::default()
                 };
                 let corrupt = &d.corrupt;
+                let mut checkpoint = Checkpoint::start(&s, None);
                 let listed = fragments::rescan(&s.dir, s.orphan_grace, &mut budget, |chunk| {
+                    for &(id, file) in chunk {
+                        checkpoint.record(&s, id, file);
+                    }
                     out.diff_rescanned(s.device_id, chunk, corrupt, &mut delta)
                 });
                 match listed {
-                    Ok(listed) => out.publish_rescan(delta, &listed),
+                    Ok(listed) => {
+                        out.publish_rescan(delta, &listed);
+                        checkpoint.done(&s);
+                    }
                     Err(e) => {
                         // An unmounted disk must not look empty: the last inventory stays.
                         tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
@@ -1019,20 +1089,44 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                     }
                 }
             } else {
-                match fragments::scan(s.device_id, &s.dir, s.orphan_grace, &mut budget) {
-                    Ok(mut inv) => {
+                // Continued from its checkpoint when the agent stopped mid-scan.
+                let resumed = d.resume.take();
+                if let Some(r) = &resumed {
+                    tracing::info!(
+                        device = s.device_id,
+                        position = r.partial.position,
+                        held = r.partial.inventory.present.len(),
+                        "fragment scan resumed after its checkpoint"
+                    );
+                }
+                let mut checkpoint = Checkpoint::start(&s, resumed.as_ref());
+                let scanned = fragments::scan_from(
+                    s.device_id,
+                    &s.dir,
+                    s.orphan_grace,
+                    &mut budget,
+                    resumed.map(|r| r.partial),
+                    |id, file| checkpoint.record(&s, id, file),
+                );
+                match scanned {
+                    Ok((mut inv, stats)) => {
                         inv.corrupt = &d.corrupt & &inv.present;
-                        tracing::debug!(
+                        tracing::info!(
                             device = s.device_id,
                             present = inv.present.len(),
-                            "fragment scan"
+                            stats,
+                            "fragment scan done"
                         );
                         out.publish(inv);
                         d.has_inventory = true;
+                        checkpoint.done(&s);
                     }
                     Err(e) => {
                         tracing::warn!(device = s.device_id, error = %e, "fragment scan failed");
                         out.scan_failed(s.device_id);
+                        // The next attempt continues from what this one checkpointed.
+                        drop(checkpoint);
+                        d.resume = load_checkpoint(&s);
                         d.next_scrub = d.next_scan;
                         continue;
                     }
@@ -1354,6 +1448,8 @@ mod tests {
         assert_eq!(status[0].1.read_bytes, 7);
         assert_eq!(status[0].1.corrupt, 1);
         assert_eq!(status[0].1.last_complete, Some(last.finished));
+        // The complete scans left no checkpoint behind.
+        assert!(!scan_checkpoint::checkpoint_path(&dir.path().join("state"), 5).exists());
     }
 
     fn settings(state_dir: &Path) -> FragmentSettings {
@@ -1443,5 +1539,43 @@ mod tests {
         );
         assert_eq!(d.next_scrub, now);
         assert_eq!(d.cursor.last_complete, None);
+    }
+
+    #[test]
+    fn the_scan_checkpoint_is_read_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let s = settings(state);
+        let busy = || Busy::new(Path::new("/proc"), Path::new("/sys"), state);
+        let out = Inventories::default();
+        let now = Instant::now();
+        assert!(
+            DeviceState::new(s.clone(), busy(), now, &out)
+                .resume
+                .is_none()
+        );
+        // An unfinished scan of this device and folder: continued.
+        let mut w = scan_checkpoint::Writer::create(state, 5, &s.dir, 1).unwrap();
+        w.record(
+            9,
+            Some(fragments::FragmentFile {
+                size: 1,
+                digest: true,
+                recent: false,
+            }),
+        )
+        .unwrap();
+        w.flush().unwrap();
+        let d = DeviceState::new(s.clone(), busy(), now, &out);
+        assert_eq!(d.resume.unwrap().partial.position, 9);
+        // Another folder's: ignored (the scan starts over), not a panic.
+        let moved = FragmentSettings {
+            dir: PathBuf::from("/elsewhere"),
+            ..s.clone()
+        };
+        assert!(DeviceState::new(moved, busy(), now, &out).resume.is_none());
+        // A corrupt one: ignored too.
+        std::fs::write(scan_checkpoint::checkpoint_path(state, 5), b"\x00junk\n").unwrap();
+        assert!(DeviceState::new(s, busy(), now, &out).resume.is_none());
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use md5::Md5;
-use nodewarden_shared::fragments::DeviceInventory;
+use nodewarden_shared::fragments::{DeviceInventory, InventoryDelta};
 use roaring::RoaringBitmap;
 use sha2::{Digest as _, Sha256};
 
@@ -254,43 +254,132 @@ pub fn scan(
     grace: Duration,
     budget: &mut IoBudget,
 ) -> Result<DeviceInventory, FragmentError> {
+    scan_from(device_id, dir, grace, budget, None, |_, _| {}).map(|(inv, _)| inv)
+}
+
+/// What an interrupted scan had found (`crate::scan_checkpoint`): every fragment up to
+/// `position` in id order was stat'ed, and `inventory` holds those found (`present`, `sizes`,
+/// `recent`; its `no_digest` and `corrupt` are not used).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialScan {
+    pub position: u32,
+    pub inventory: DeviceInventory,
+}
+
+/// [`scan`], continuing `resume` when given: pass 1 lists the folder again (no stat, not
+/// charged), the partial inventory loses the ids no longer listed, the listed ids up to its
+/// position that it does not hold (new since) are stat'ed, and pass 2 stats only the ids after
+/// its position. A fragment up to the position rewritten meanwhile keeps its old size until the
+/// next scan. `stated` is called with each fragment pass 2 stats, in ascending id order (`None`:
+/// gone), for the checkpoint. Returns the inventory and how many stats this call made.
+pub fn scan_from(
+    device_id: u32,
+    dir: &Path,
+    grace: Duration,
+    budget: &mut IoBudget,
+    resume: Option<PartialScan>,
+    mut stated: impl FnMut(u32, Option<FragmentFile>),
+) -> Result<(DeviceInventory, u64), FragmentError> {
     let folder = |source| FragmentError::Folder {
         dir: dir.to_path_buf(),
         source,
     };
-    let (present, digestless) = list(dir)?;
+    let (listed, digestless) = list(dir)?;
     let now = SystemTime::now();
-    let mut inv = DeviceInventory {
-        device_id,
-        sizes: Vec::with_capacity(present.len() as usize),
-        ..Default::default()
+    let stat = |path: &Path| -> Result<Option<(u32, bool)>, FragmentError> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(Some((
+                u32::try_from(m.len()).unwrap_or(u32::MAX),
+                m.modified()
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_none_or(|age| age < grace),
+            ))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(folder(e)),
+        }
     };
     let mut path = dir.to_path_buf();
-    for id in &present {
+    let mut stats = 0u64;
+    let (mut inv, after, mut fix) = match resume {
+        Some(partial) => {
+            let mut inv = partial.inventory;
+            inv.device_id = device_id;
+            let p = partial.position;
+            // Gone while the agent was down, and new ids up to the position (stat'ed now, put
+            // in at the end in place: `DeviceInventory::apply`).
+            let mut fix = InventoryDelta {
+                device_id,
+                removed: &inv.present - &listed,
+                ..Default::default()
+            };
+            let back: RoaringBitmap = listed
+                .iter()
+                .take_while(|&id| id <= p)
+                .filter(|&id| !inv.present.contains(id))
+                .collect();
+            for id in &back {
+                budget.charge(STAT_COST);
+                stats += 1;
+                path.push(id.to_string());
+                let file = stat(&path);
+                path.pop();
+                if let Some((size, young)) = file? {
+                    fix.set.push(id);
+                    fix.sizes.push(size);
+                    if young {
+                        fix.recent.push(id);
+                    }
+                }
+            }
+            inv.no_digest.clear();
+            inv.corrupt.clear();
+            (inv, Some(p), fix)
+        }
+        None => (
+            DeviceInventory {
+                device_id,
+                sizes: Vec::with_capacity(listed.len() as usize),
+                ..Default::default()
+            },
+            None,
+            InventoryDelta::default(),
+        ),
+    };
+    for id in listed
+        .iter()
+        .skip_while(|&id| after.is_some_and(|p| id <= p))
+    {
         budget.charge(STAT_COST);
+        stats += 1;
         path.push(id.to_string());
-        let meta = std::fs::metadata(&path);
+        let file = stat(&path);
         path.pop();
-        let meta = match meta {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(folder(e)),
+        let Some((size, young)) = file? else {
+            stated(id, None);
+            continue;
         };
         inv.present.push(id);
-        inv.sizes
-            .push(u32::try_from(meta.len()).unwrap_or(u32::MAX));
-        let young = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_none_or(|age| age < grace);
+        inv.sizes.push(size);
         if young {
             inv.recent.push(id);
         }
+        stated(
+            id,
+            Some(FragmentFile {
+                size,
+                digest: !digestless.contains(id),
+                recent: young,
+            }),
+        );
+    }
+    if !fix.is_empty() {
+        fix.device_id = device_id;
+        inv.apply(&fix);
     }
     inv.no_digest = &digestless & &inv.present;
-    Ok(inv)
+    Ok((inv, stats))
 }
 
 /// What one scrub pass found.
@@ -460,6 +549,67 @@ mod tests {
         ] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
+    }
+
+    /// A scan continued from a partial one stats only what lies after its position, plus the
+    /// ids that appeared behind it; ids gone behind it are dropped; the held state is kept.
+    #[test]
+    fn a_scan_resumes_after_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for id in [10u32, 12, 14, 16, 18] {
+            std::fs::write(d.join(id.to_string()), vec![b'x'; id as usize]).unwrap();
+            if id != 16 {
+                std::fs::write(d.join(format!("{id}.digest")), b"0").unwrap();
+            }
+        }
+        // What a first run found up to 14 (sizes it saw then, 12 recent then).
+        let partial = PartialScan {
+            position: 14,
+            inventory: DeviceInventory {
+                device_id: 3,
+                present: [10u32, 12, 14].into_iter().collect(),
+                sizes: vec![100, 120, 140],
+                recent: [12u32].into_iter().collect(),
+                ..Default::default()
+            },
+        };
+        // While the agent was down: 10 went, 11 appeared.
+        std::fs::remove_file(d.join("10")).unwrap();
+        std::fs::write(d.join("11"), b"new").unwrap();
+        let mut seen = Vec::new();
+        let (inv, stats) = scan_from(
+            3,
+            d,
+            Duration::ZERO,
+            &mut IoBudget::new(0.0),
+            Some(partial),
+            |id, f| seen.push((id, f.map(|f| f.size))),
+        )
+        .unwrap();
+        assert_eq!(stats, 3, "16, 18 and 11");
+        assert_eq!(seen, vec![(16, Some(16)), (18, Some(18))]);
+        assert_eq!(inv.device_id, 3);
+        assert_eq!(
+            inv.present.iter().collect::<Vec<_>>(),
+            vec![11, 12, 14, 16, 18]
+        );
+        assert_eq!(inv.sizes, vec![3, 120, 140, 16, 18]);
+        assert_eq!(inv.recent.iter().collect::<Vec<_>>(), vec![12]);
+        assert_eq!(inv.no_digest.iter().collect::<Vec<_>>(), vec![11, 16]);
+        assert!(inv.corrupt.is_empty());
+        // The same folder scanned from the start: every fragment stat'ed once.
+        let (fresh, stats) = scan_from(
+            3,
+            d,
+            Duration::ZERO,
+            &mut IoBudget::new(0.0),
+            None,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(stats, 5);
+        assert_eq!(fresh.sizes, vec![3, 12, 14, 16, 18]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod nodestate;
 pub mod ops;
 pub mod process;
 pub mod ray;
+pub mod scan_checkpoint;
 pub mod scrape;
 pub mod scrub_cursor;
 pub mod webconfig;
