@@ -222,7 +222,9 @@ pub struct HeldInventory {
     pub inventory: Arc<DeviceInventory>,
     /// The agent's generation of it (a delta applies only to the generation it was made from).
     pub generation: u64,
-    /// Its last change was a delta (changes between the agent's scans), not a whole inventory.
+    /// Its last change was a delta of files only (changes between the agent's scans): audited
+    /// again at most every `DELTA_AUDIT_GAP`. A delta that changes the scrub's verdict (the
+    /// corrupt set) is audited at once, like a whole inventory.
     pub by_delta: bool,
 }
 
@@ -307,10 +309,11 @@ impl FragmentState {
                 held: held.generation,
             });
         }
+        let corrupt_before = held.inventory.corrupt.clone();
         Arc::make_mut(&mut held.inventory).apply(delta);
         held.generation = generation;
         held.received_ms = now_ms;
-        held.by_delta = true;
+        held.by_delta = held.inventory.corrupt == corrupt_before;
         Ok(held.inventory.present.len())
     }
 
@@ -406,8 +409,20 @@ mod tests {
         let held = s.inventory(4).unwrap();
         assert_eq!((held.generation, held.received_ms), (6, 2));
         assert_eq!(*held.inventory, next);
+        assert!(
+            held.by_delta,
+            "files only: audited at most every DELTA_AUDIT_GAP"
+        );
         // The same delta again no longer follows.
         assert!(s.apply_delta("n", &delta, 5, 6, 3).is_err());
+        // A scrub's verdict by delta: audited at once.
+        let mut scrubbed = next.clone();
+        scrubbed.corrupt.insert(10);
+        let verdict = scrubbed.delta(&[10].into_iter().collect());
+        assert_eq!(s.apply_delta("n", &verdict, 6, 7, 4), Ok(2));
+        let held = s.inventory(4).unwrap();
+        assert_eq!(*held.inventory, scrubbed);
+        assert!(!held.by_delta, "a new verdict is not held back");
     }
 
     #[test]
