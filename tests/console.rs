@@ -1146,7 +1146,7 @@ fn the_node_page_charts_come_from_prometheus_when_configured() {
 /// device without an inventory says so.
 #[test]
 fn a_device_s_fragments_view_shows_its_audit() {
-    use nodewarden_tests::dfs::{Dfs, age, fragment};
+    use nodewarden_tests::dfs::{age, enable_fragments, fragment, lab_with_dfs};
     let (Some(mysql), Some(webdriver), Some(chromium)) = (
         service("NW_TEST_MYSQL_URL"),
         service("NW_TEST_CHROMEDRIVER_URL"),
@@ -1154,10 +1154,8 @@ fn a_device_s_fragments_view_shows_its_audit() {
     ) else {
         return;
     };
-    let dfs = Dfs::create(&mysql).with_device_table();
-    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
     // The lab's agent has no [fragments]: the folder is filled, then it restarts with one.
-    lab.stop_agent();
+    let (dfs, mut lab) = lab_with_dfs(&mysql);
     let d = lab.path("fragments");
     // 100: sound. 101: corrupt. 102: no digest. 200, 201: orphans. 300: missing.
     fragment(&d, 100, b"fragment 100", Some(b"fragment 100"));
@@ -1169,12 +1167,10 @@ fn a_device_s_fragments_view_shows_its_audit() {
         age(&d.join(id.to_string()), Duration::from_secs(2 * 3600));
     }
     dfs.insert(&[(100, 7), (101, 7), (102, 7), (300, 7)]);
-    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
-    agent_toml.push_str(
-        "\n[fragments]\nscrub_period = \"1h\"\norphan_grace = \"1h\"\nio_mb_per_s = 100\n\
-         busy_load_per_core = 1000\nbusy_disk_util = 1.0\nstate_dir = \"fragment-state\"\n",
+    enable_fragments(
+        &lab,
+        "scrub_period = \"1h\"\norphan_grace = \"1h\"\nio_mb_per_s = 100\n",
     );
-    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
     lab.start_agent();
     // The scrub's verdict has reached the controller (its audits hold the corrupt fragment).
     wait_for(

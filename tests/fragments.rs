@@ -16,7 +16,7 @@ use nodewarden_agent::ops::{Executor, config::OpsConfig};
 use nodewarden_controller::fragments::FragmentTable;
 use nodewarden_shared::fragments::DeviceInventory;
 use nodewarden_shared::ops::{FragmentOutcome, Outcome};
-use nodewarden_tests::dfs::{Dfs, age, fragment};
+use nodewarden_tests::dfs::{Dfs, age, enable_fragments, fragment, lab_with_dfs};
 use nodewarden_tests::lab::run_ok;
 use nodewarden_tests::lab::{Lab, Log};
 use nodewarden_tests::{service, wait_for};
@@ -180,11 +180,8 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
         return;
     };
     const LAB_DEVICE: u32 = 7;
-    // The DFS reader ([dfs]) reads DEVICE too.
-    let dfs = Dfs::create(&mysql).with_device_table();
-    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
     // The lab's agent has no [fragments] yet: the folder is filled, then it restarts with one.
-    lab.stop_agent();
+    let (dfs, mut lab) = lab_with_dfs(&mysql);
     let d = lab.path("fragments");
     // 100: sound. 101: corrupt. 102: no digest. 300: missing (a row, no file). 200, 201:
     // orphans (200 gains a row between the dry run and the confirmation). 202: an orphan too
@@ -206,13 +203,10 @@ fn agent_inventory_through_the_controller_to_audit_and_clean_up_over_http() {
         (300, LAB_DEVICE),
         (900, 8),
     ]);
-    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
-    agent_toml.push_str(
-        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
-         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
-         state_dir = \"fragment-state\"\n",
+    enable_fragments(
+        &lab,
+        "scan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\nio_mb_per_s = 100\n",
     );
-    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
     lab.start_agent();
 
     // The scan's inventory comes first, the scrub's verdict after it.
@@ -536,20 +530,15 @@ fn changes_between_scans_reach_the_controller_as_deltas() {
     let Some(mysql) = service("NW_TEST_MYSQL_URL") else {
         return;
     };
-    let dfs = Dfs::create(&mysql).with_device_table();
-    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
-    lab.stop_agent();
+    let (dfs, mut lab) = lab_with_dfs(&mysql);
     let d = lab.path("fragments");
     fragment(&d, 100, b"fragment 100", Some(b"fragment 100"));
     fragment(&d, 101, b"fragment 101", Some(b"fragment 101"));
     dfs.insert(&[(100, 7), (101, 7), (150, 7)]);
-    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
-    agent_toml.push_str(
-        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
-         io_mb_per_s = 100\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
-         state_dir = \"fragment-state\"\n",
+    enable_fragments(
+        &lab,
+        "scan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\nio_mb_per_s = 100\n",
     );
-    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
     // The link's sends are logged at debug.
     lab.start_agent_via(
         &[
@@ -655,9 +644,7 @@ fn a_scan_killed_mid_way_resumes_after_its_checkpoint() {
     let Some(mysql) = service("NW_TEST_MYSQL_URL") else {
         return;
     };
-    let dfs = Dfs::create(&mysql).with_device_table();
-    let mut lab = Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
-    lab.stop_agent();
+    let (dfs, mut lab) = lab_with_dfs(&mysql);
     let d = lab.path("fragments");
     // Even ids, so one can appear between two of them; one without a digest.
     let ids: Vec<u32> = (0..N).map(|i| FIRST + 2 * i).collect();
@@ -672,13 +659,10 @@ fn a_scan_killed_mid_way_resumes_after_its_checkpoint() {
     let rows: Vec<(u32, u32)> = ids.iter().map(|&id| (id, 7)).collect();
     dfs.insert(&rows);
     // 3000 stats of 4 KiB at 1 MB/s: ~12 s, a checkpoint every 2 s. No scrub reads.
-    let mut agent_toml = std::fs::read_to_string(lab.path("agent.toml")).unwrap();
-    agent_toml.push_str(
-        "\n[fragments]\nscan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\n\
-         io_mb_per_s = 1\ndigest = \"none\"\nbusy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
-         state_dir = \"fragment-state\"\n",
+    enable_fragments(
+        &lab,
+        "scan_period = \"1h\"\nscrub_period = \"1h\"\norphan_grace = \"1h\"\nio_mb_per_s = 1\ndigest = \"none\"\n",
     );
-    std::fs::write(lab.path("agent.toml"), agent_toml).unwrap();
     let checkpoint = lab.path("fragment-state/device-7.scan");
     let pid_file = lab.path("scanning-agent.pid");
     // Through a shell that writes its pid and execs the agent: that pid is the agent's.

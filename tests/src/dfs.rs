@@ -115,3 +115,24 @@ pub fn age(path: &Path, age: Duration) {
     let file = std::fs::File::options().write(true).open(path).unwrap();
     file.set_modified(SystemTime::now() - age).unwrap();
 }
+
+/// The lab with `[dfs]` on a fresh DFS database (`DEVICE` and `FRAGMENT`), its agent stopped so
+/// that its fragment folder can be filled before the agent runs with `[fragments]`.
+pub fn lab_with_dfs(mysql: &str) -> (Dfs, crate::lab::Lab) {
+    let dfs = Dfs::create(mysql).with_device_table();
+    let mut lab = crate::lab::Lab::new(&format!("[dfs]\nurl = \"{}\"\n", dfs.url));
+    lab.stop_agent();
+    (dfs, lab)
+}
+
+/// Gives the lab's agent a `[fragments]` section: `settings` (TOML lines), never paused for a
+/// busy machine, its state in `fragment-state`.
+pub fn enable_fragments(lab: &crate::lab::Lab, settings: &str) {
+    let path = lab.path("agent.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(&format!(
+        "\n[fragments]\n{settings}busy_load_per_core = 1000\nbusy_disk_util = 1.0\n\
+         state_dir = \"fragment-state\"\n"
+    ));
+    std::fs::write(&path, toml).unwrap();
+}
