@@ -210,12 +210,10 @@ pub fn reported(
     let at = system_time(now);
     // In a cluster the record also carries the node's discovery targets, which the others
     // serve: rewritten when they change (a new metrics port or device), not on every report.
-    let scrape_changed = |node: &Node| {
-        store.cluster_id().is_some()
-            && store.node(&id.node).map(|r| r.info.scrape) != Some(crate::sd::node_scrape(node))
-    };
+    let rewrite =
+        outcome.facts_changed || (outcome.targets_changed && store.cluster_id().is_some());
     let recorded = match registry.get(&id.node) {
-        Some(node) if outcome.facts_changed || scrape_changed(node) => store
+        Some(node) if rewrite => store
             .node_updated(node_info(node, id))
             .and_then(|()| store.node_seen(&id.node, at)),
         _ => store.node_seen(&id.node, at),

@@ -159,6 +159,9 @@ pub enum Connected {
 pub struct Reported {
     /// Roles or declared services differ from what was known (the node's record is rewritten).
     pub facts_changed: bool,
+    /// What discovery lists for it changed: its metrics port or the devices it owns (in a
+    /// cluster its record carries its targets for the other controllers).
+    pub targets_changed: bool,
     /// The devices accepted as the node's own (to persist).
     pub accepted: Vec<KnownDevice>,
     /// Devices it claims for the first time although another node owns them.
@@ -312,6 +315,10 @@ impl Registry {
                 conflicts.push(conflict);
             }
         }
+        let port = |r: &StateReport| r.metrics_port;
+        let ids = |d: &[KnownDevice]| d.iter().map(|d| d.device_id).collect::<Vec<_>>();
+        outcome.targets_changed = node.last_report.as_ref().map(port) != Some(port(&report))
+            || ids(&node.devices) != ids(&outcome.accepted);
         node.roles = report.roles.clone();
         node.services = services;
         node.devices = outcome.accepted.clone();
@@ -565,14 +572,21 @@ mod tests {
         r.connected("s", conn(1), 0);
         let first = r.report("s", 1, storage(&[3]), 10).unwrap();
         assert!(first.facts_changed);
+        assert!(first.targets_changed);
         assert_eq!(first.accepted.len(), 1);
-        assert!(!r.report("s", 1, storage(&[3]), 20).unwrap().facts_changed);
+        let same = r.report("s", 1, storage(&[3]), 20).unwrap();
+        assert!(!same.facts_changed && !same.targets_changed);
+        assert!(
+            r.report("s", 1, storage(&[3, 4]), 25)
+                .unwrap()
+                .targets_changed
+        );
         r.disconnected("s", 1, "gone", 30);
         let n = r.get("s").unwrap();
         assert_eq!(n.roles, [Role::Storage]);
         assert_eq!(n.services, ["dfs"]);
         assert_eq!(n.devices[0].device_id, 3);
-        assert_eq!(n.last_seen, Some(20));
+        assert_eq!(n.last_seen, Some(25));
     }
 
     #[test]

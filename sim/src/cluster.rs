@@ -279,7 +279,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 theirs.len()
             );
         }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), changes.changed()).await;
+        // A new session changes the connected count: looked at again on each change.
+        let _ = tokio::time::timeout(left, changes.changed()).await;
     }
     let failover = ms_sorted(back.into_iter().flatten().collect());
     figures.failover_agents = failover.len();
