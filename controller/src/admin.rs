@@ -150,7 +150,7 @@ async fn nodes(State(c): State<Arc<Controller>>) -> Json<Vec<Node>> {
                     && let Some(holder) = elsewhere.get(&n.name)
                 {
                     n.online = true;
-                    n.held_by = Some(holder.clone());
+                    n.held_by = Some(holder.holder.clone());
                 }
                 n
             })

@@ -609,22 +609,16 @@ struct Remote {
 }
 
 /// In a cluster: learns the nodes the shared database knows (so they can be selected and
-/// planned) and who holds which elsewhere. A database that cannot be read leaves the local view.
+/// planned with their current services and devices; a database that cannot be read leaves the
+/// local view), and who holds which elsewhere as of the last lease step.
 async fn remote_view(controller: &Controller, cluster: &ClusterActions) -> Remote {
     match cluster.reader.fleet().await {
         Ok((nodes, devices)) => crate::fleet::learn(controller, &nodes, &devices),
         Err(e) => tracing::warn!(error = %e, "planning without the cluster's view of the fleet"),
     }
-    let holders = match cluster.reader.remote_holders(&cluster.me, None).await {
-        Ok(list) => list.into_iter().map(|h| (h.node.clone(), h)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "planning without the other controllers' leases");
-            BTreeMap::new()
-        }
-    };
     Remote {
         me: cluster.me.clone(),
-        holders,
+        holders: (*controller.elsewhere()).clone(),
     }
 }
 

@@ -221,12 +221,9 @@ impl ControllerMetrics {
 
     /// Sets the gauges derived from the registry (connected agents, certificate expiry) just
     /// before a scrape, so they cannot drift from it.
-    /// `elsewhere`: in a cluster, the nodes other controllers hold (online for the fleet).
-    pub fn refresh_from(
-        &self,
-        registry: &Fleet,
-        elsewhere: &std::collections::BTreeMap<String, String>,
-    ) {
+    /// `held_elsewhere`: in a cluster, whether another controller holds a node (online for the
+    /// fleet).
+    pub fn refresh_from(&self, registry: &Fleet, held_elsewhere: impl Fn(&str) -> bool) {
         self.device_conflicts
             .set(i64::try_from(registry.conflicts().len()).unwrap_or(i64::MAX));
         self.agents_connected.set(registry.online_count() as i64);
@@ -237,7 +234,7 @@ impl ControllerMetrics {
                 .get_or_create(&NodeLabels {
                     node: node.name.clone(),
                 })
-                .set(i64::from(node.online || elsewhere.contains_key(&node.name)));
+                .set(i64::from(node.online || held_elsewhere(&node.name)));
             if let Some(c) = &node.connection {
                 self.certificate_expiry
                     .get_or_create(&NodeLabels {

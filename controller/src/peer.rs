@@ -356,8 +356,8 @@ pub struct ClusterPath {
 impl ClusterPath {
     /// The node's holder elsewhere now (a fresh read: it may have moved since the plan).
     async fn holder(&self, node: &str) -> Option<RemoteHolder> {
-        match self.reader.remote_holders(&self.me, Some(node)).await {
-            Ok(mut list) => list.pop(),
+        match self.reader.remote_holder(&self.me, node).await {
+            Ok(holder) => holder,
             Err(e) => {
                 tracing::warn!(%node, error = %e, "the node's holder could not be read");
                 self.remote.get(node).cloned()

@@ -171,7 +171,7 @@ pub async fn serve(
                     let elsewhere = fleet.elsewhere();
                     fleet
                         .metrics
-                        .refresh_from(&lock(&fleet.registry), &elsewhere);
+                        .refresh_from(&lock(&fleet.registry), |n| elsewhere.contains_key(n));
                     let audits = lock(&fleet.fragments).audits();
                     fleet.metrics.refresh_fragments(&audits);
                 }),

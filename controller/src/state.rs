@@ -77,6 +77,9 @@ pub type CommandReply = oneshot::Sender<Result<CommandResponse, CommandError>>;
 /// What a session's command queue carries.
 pub type QueuedCommand = (CommandKind, CommandReply);
 
+/// In a cluster: the nodes other controllers hold, by node, with their holder and its peer URL.
+pub type Elsewhere = std::collections::BTreeMap<String, crate::store::RemoteHolder>;
+
 /// A live connection as the transport lets the shared state handle it.
 pub trait LinkCloser: Send + Sync {
     /// Closes it with an application close code.
@@ -122,7 +125,7 @@ pub struct Controller {
     /// In a cluster: whether this controller holds the pusher lease. Always true otherwise.
     pusher: std::sync::atomic::AtomicBool,
     /// In a cluster: the nodes other controllers hold, with their holder (the last lease step).
-    elsewhere: Mutex<Arc<std::collections::BTreeMap<String, String>>>,
+    elsewhere: Mutex<Arc<Elsewhere>>,
 }
 
 impl Controller {
@@ -274,11 +277,11 @@ impl Controller {
     }
 
     /// In a cluster: the nodes other controllers hold now, with their holder.
-    pub fn elsewhere(&self) -> Arc<std::collections::BTreeMap<String, String>> {
+    pub fn elsewhere(&self) -> Arc<Elsewhere> {
         lock(&self.elsewhere).clone()
     }
 
-    pub fn set_elsewhere(&self, map: std::collections::BTreeMap<String, String>) {
+    pub fn set_elsewhere(&self, map: Elsewhere) {
         *lock(&self.elsewhere) = Arc::new(map);
     }
 

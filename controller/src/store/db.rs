@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row};
 
 use super::buffer::{Batch, PendingEvent};
-use super::lease::{ClusterConfig, LeaseOutcome, LeaseWork};
+use super::lease::{ClusterConfig, LeaseOutcome, LeaseWork, RemoteHolder};
 use super::sql::{self, Dialect};
 use super::types::{
     AlertNotice, DeviceReport, Event, EventKind, EventQuery, EventRecord, NodeInfo, NodeRecord,
@@ -122,15 +122,6 @@ macro_rules! insert_event_rows {
     }};
 }
 
-/// A node held by another controller of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteHolder {
-    pub node: String,
-    pub holder: String,
-    /// Where the holder takes forwarded actions (`None`: it has no peer endpoint).
-    pub peer_url: Option<String>,
-}
-
 /// One flush's lease work for [`Backend::write`].
 pub struct LeaseStep<'a> {
     pub cluster: &'a ClusterConfig,
@@ -211,7 +202,8 @@ async fn lease_step(
         .fetch_all(&mut *conn)
         .await?
     {
-        outcome.elsewhere.insert(row.try_get(0)?, row.try_get(1)?);
+        let holder = remote_holder_row(&row)?;
+        outcome.elsewhere.insert(holder.node.clone(), holder);
     }
     let lapsed = sqlx::query(AssertSqlSafe(sql::select_lapsed()))
         .bind(SWEEP_LIMIT)
@@ -269,6 +261,15 @@ async fn lease_step(
         outcome.pusher = holder.as_deref() == Some(me);
     }
     Ok((outcome, skip))
+}
+
+/// A row of `sql::select_remote_holders`: node, holder, peer URL.
+fn remote_holder_row(row: &sqlx::mysql::MySqlRow) -> Result<RemoteHolder, sqlx::Error> {
+    Ok(RemoteHolder {
+        node: row.try_get(0)?,
+        holder: row.try_get(1)?,
+        peer_url: row.try_get(2)?,
+    })
 }
 
 /// The controller lease that decides who pushes the fleet's aggregates.
@@ -423,35 +424,24 @@ impl Backend {
             .collect()
     }
 
-    /// Nodes another controller than `me` holds now, with the holder and its peer URL (all of
-    /// them, or only `node`).
-    pub async fn remote_holders(
+    /// The controller other than `me` holding `node` now, with its peer URL.
+    pub async fn remote_holder(
         &self,
         me: &str,
-        node: Option<&str>,
-    ) -> Result<Vec<RemoteHolder>, String> {
+        node: &str,
+    ) -> Result<Option<RemoteHolder>, String> {
         let Backend::MySql(pool) = self else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let mut query = sqlx::query(AssertSqlSafe(sql::select_remote_holders(node.is_some())))
+        let row = sqlx::query(AssertSqlSafe(sql::select_remote_holders(true)))
             .persistent(false)
-            .bind(me);
-        if let Some(node) = node {
-            query = query.bind(node);
-        }
-        let rows = query
-            .fetch_all(pool)
+            .bind(me)
+            .bind(node)
+            .fetch_optional(pool)
             .await
             .map_err(|e| format!("reading the leases: {e}"))?;
-        rows.iter()
-            .map(|r| -> Result<RemoteHolder, sqlx::Error> {
-                Ok(RemoteHolder {
-                    node: r.try_get(0)?,
-                    holder: r.try_get(1)?,
-                    peer_url: r.try_get(2)?,
-                })
-            })
-            .collect::<Result<_, _>>()
+        row.map(|r| remote_holder_row(&r))
+            .transpose()
             .map_err(|e| format!("reading the leases: {e}"))
     }
 

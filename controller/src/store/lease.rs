@@ -47,6 +47,15 @@ pub fn check_controller_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A node held by another controller of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteHolder {
+    pub node: String,
+    pub holder: String,
+    /// Where the holder takes forwarded actions (`None`: it has no peer endpoint).
+    pub peer_url: Option<String>,
+}
+
 /// What this controller asks of a node's lease at the next step; the last wish wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wish {
@@ -82,7 +91,7 @@ pub struct LeaseOutcome {
     /// Whether this controller holds the pusher lease (always false when it does not compete).
     pub pusher: bool,
     /// Every node another controller holds now, with its holder.
-    pub elsewhere: BTreeMap<String, String>,
+    pub elsewhere: BTreeMap<String, RemoteHolder>,
 }
 
 /// What the rest of the controller sees of the leases (published after every step).
@@ -99,7 +108,7 @@ pub struct LeaseStatus {
     pub pusher: bool,
     /// Nodes other controllers hold, with their holder, as of the last successful step (kept
     /// while authority lasts: the view of the fleet is a lease term old at most).
-    pub elsewhere: BTreeMap<String, String>,
+    pub elsewhere: BTreeMap<String, RemoteHolder>,
     /// Steps finished (successful or not).
     pub steps: u64,
 }
@@ -112,7 +121,7 @@ pub struct LeaseBook {
     held: BTreeMap<String, i64>,
     last_ok: Option<Instant>,
     pusher: bool,
-    elsewhere: BTreeMap<String, String>,
+    elsewhere: BTreeMap<String, RemoteHolder>,
     steps: u64,
 }
 

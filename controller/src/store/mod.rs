@@ -33,8 +33,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use buffer::{Queued, RejectedNode};
-pub use db::{Backend, PUSHER_LEASE, RemoteHolder};
-pub use lease::{ClusterConfig, LeaseStatus, check_controller_id};
+pub use db::{Backend, PUSHER_LEASE};
+pub use lease::{ClusterConfig, LeaseStatus, RemoteHolder, check_controller_id};
 pub use sql::Dialect;
 pub use types::{
     AddressRecord, AlertNotice, DeviceReport, Event, EventKind, EventQuery, EventRecord,
@@ -149,15 +149,14 @@ impl StoreReader {
             .map_err(|message| self.read_error(message))
     }
 
-    /// Nodes another controller than `me` holds now (cluster mode; empty on SQLite), all or
-    /// only `node`.
-    pub async fn remote_holders(
+    /// The controller other than `me` holding `node` now (cluster mode; none on SQLite).
+    pub async fn remote_holder(
         &self,
         me: &str,
-        node: Option<&str>,
-    ) -> Result<Vec<RemoteHolder>, StoreError> {
+        node: &str,
+    ) -> Result<Option<RemoteHolder>, StoreError> {
         self.backend
-            .remote_holders(me, node)
+            .remote_holder(me, node)
             .await
             .map_err(|message| self.read_error(message))
     }
