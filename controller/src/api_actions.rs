@@ -622,6 +622,51 @@ async fn remote_view(controller: &Controller, cluster: &ClusterActions) -> Remot
     }
 }
 
+/// Above this many planned nodes that are neither linked here nor in the last lease step's
+/// view, their holders are read in one query of every lease rather than one each.
+const CONFIRM_ONE_BY_ONE: usize = 8;
+
+/// Reads the holder of each planned node that is linked neither here nor, as of the last lease
+/// step, elsewhere: it may have moved to another controller since (a controller died and its
+/// agents reconnected), and treating it as unheld would run the SSH / Wake-on-LAN fallback on a
+/// node that is up. A database that cannot be read leaves the lease step's view.
+async fn confirm_holders(
+    controller: &Controller,
+    cluster: &ClusterActions,
+    plan: &Plan,
+    remote: &mut Remote,
+) {
+    let missing: Vec<&str> = plan
+        .each
+        .iter()
+        .map(|(reach, _)| reach.node.as_str())
+        .filter(|node| !remote.holders.contains_key(*node) && !controller.is_online(node))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let found = if missing.len() > CONFIRM_ONE_BY_ONE {
+        cluster.reader.remote_holders(&cluster.me).await
+    } else {
+        let reads = missing
+            .iter()
+            .map(|node| cluster.reader.remote_holder(&cluster.me, node));
+        futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect()
+    };
+    match found {
+        Ok(holders) => {
+            for holder in holders {
+                remote.holders.insert(holder.node.clone(), holder);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "planning with the last lease step's holders"),
+    }
+}
+
 /// Records how an action on one node ended, joined to its request.
 pub fn record_end(
     store: &store::StoreHandle,
@@ -689,10 +734,14 @@ async fn post_action(
         Some(c) => remote_view(controller, c).await,
         None => Remote::default(),
     };
-    // Planned and written as requested under one look at the registry, before anything runs.
+    let plan = plan(&request, &lock(&controller.registry), &api.config)?;
+    let mut remote = remote;
+    if let Some(c) = &cluster {
+        confirm_holders(controller, c, &plan, &mut remote).await;
+    }
+    // Written as requested before anything runs.
     let (plan, ids) = {
         let registry = lock(&controller.registry);
-        let plan = plan(&request, &registry, &api.config)?;
         let ids = record_requests(
             controller.store(),
             &registry,

@@ -424,6 +424,23 @@ impl Backend {
             .collect()
     }
 
+    /// Every node a controller other than `me` holds now, with its peer URL.
+    pub async fn remote_holders(&self, me: &str) -> Result<Vec<RemoteHolder>, String> {
+        let Backend::MySql(pool) = self else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(AssertSqlSafe(sql::select_remote_holders(false)))
+            .persistent(false)
+            .bind(me)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("reading the leases: {e}"))?;
+        rows.iter()
+            .map(remote_holder_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("reading the leases: {e}"))
+    }
+
     /// The controller other than `me` holding `node` now, with its peer URL.
     pub async fn remote_holder(
         &self,

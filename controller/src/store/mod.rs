@@ -161,6 +161,14 @@ impl StoreReader {
             .map_err(|message| self.read_error(message))
     }
 
+    /// Every node a controller other than `me` holds now (cluster mode; none on SQLite).
+    pub async fn remote_holders(&self, me: &str) -> Result<Vec<RemoteHolder>, StoreError> {
+        self.backend
+            .remote_holders(me)
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
     /// `(node, scrape JSON)` of the nodes another controller than `me` holds (cluster mode).
     pub async fn remote_scrapes(&self, me: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.backend
