@@ -360,7 +360,7 @@ async fn clean_orphans(
 /// signal is gone.
 pub async fn audit_task(controller: Arc<Controller>, table: FragmentTable) {
     let mut changed = controller.fragments_changed.subscribe();
-    // Device → the inventory time and when it was last audited.
+    // Device → the revision of the inventory last audited and when.
     let mut done: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
     loop {
         let held = lock(&controller.fragments).inventories();
@@ -369,7 +369,7 @@ pub async fn audit_task(controller: Arc<Controller>, table: FragmentTable) {
             let device = h.inventory.device_id;
             let fresh = done
                 .get(&device)
-                .is_some_and(|(at, when)| *at == h.received_ms && when.elapsed() < AUDIT_PERIOD);
+                .is_some_and(|(rev, when)| *rev == h.revision && when.elapsed() < AUDIT_PERIOD);
             if fresh {
                 continue;
             }
@@ -390,7 +390,7 @@ pub async fn audit_task(controller: Arc<Controller>, table: FragmentTable) {
                 ),
                 Err(e) => tracing::warn!(device, error = %e, "fragment audit failed"),
             }
-            done.insert(device, (h.received_ms, Instant::now()));
+            done.insert(device, (h.revision, Instant::now()));
         }
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },

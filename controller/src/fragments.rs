@@ -219,6 +219,9 @@ pub const PLAN_TTL: Duration = Duration::from_secs(15 * 60);
 pub struct HeldInventory {
     pub node: String,
     pub received_ms: u64,
+    /// Changes with every inventory or delta the controller takes (in the same millisecond
+    /// too, unlike `received_ms`): what the audit task compares to know what it has audited.
+    pub revision: u64,
     pub inventory: Arc<DeviceInventory>,
     /// The agent's generation of it (a delta applies only to the generation it was made from).
     pub generation: u64,
@@ -260,6 +263,8 @@ pub struct FragmentState {
     inventories: BTreeMap<u32, HeldInventory>,
     audits: BTreeMap<u32, HeldAudit>,
     plans: BTreeMap<String, (Instant, Arc<OrphanPlan>)>,
+    /// The last `HeldInventory::revision` given.
+    revision: u64,
 }
 
 impl FragmentState {
@@ -274,11 +279,13 @@ impl FragmentState {
         if !self.inventories.contains_key(&device_id) && self.inventories.len() >= MAX_DEVICES {
             return Err(TooManyDevices { device_id });
         }
+        self.revision += 1;
         self.inventories.insert(
             device_id,
             HeldInventory {
                 node: node.to_string(),
                 received_ms: now_ms,
+                revision: self.revision,
                 inventory: Arc::new(inventory),
                 generation,
                 by_delta: false,
@@ -313,6 +320,8 @@ impl FragmentState {
         Arc::make_mut(&mut held.inventory).apply(delta);
         held.generation = generation;
         held.received_ms = now_ms;
+        self.revision += 1;
+        held.revision = self.revision;
         held.by_delta = held.inventory.corrupt == corrupt_before;
         Ok(held.inventory.present.len())
     }
@@ -419,10 +428,16 @@ mod tests {
         let mut scrubbed = next.clone();
         scrubbed.corrupt.insert(10);
         let verdict = scrubbed.delta(&[10].into_iter().collect());
-        assert_eq!(s.apply_delta("n", &verdict, 6, 7, 4), Ok(2));
+        let before = s.inventory(4).unwrap().revision;
+        // In the same millisecond as the change before it (a scan and its scrub's verdict).
+        assert_eq!(s.apply_delta("n", &verdict, 6, 7, 2), Ok(2));
         let held = s.inventory(4).unwrap();
         assert_eq!(*held.inventory, scrubbed);
         assert!(!held.by_delta, "a new verdict is not held back");
+        assert!(
+            held.revision > before,
+            "a change in the same millisecond is still a new revision to audit"
+        );
     }
 
     #[test]
