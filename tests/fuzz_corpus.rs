@@ -27,6 +27,7 @@ const TARGETS: &[Target] = targets![
     nodewarden_shared::session_agent => "shared_session_agent",
     nodewarden_shared::fragment_pairs => "shared_fragment_pairs",
     nodewarden_shared::fragment_inventory => "shared_fragment_inventory",
+    nodewarden_shared::fragment_delta => "shared_fragment_delta",
     nodewarden_shared::operation_line => "shared_operation_line",
     nodewarden_shared::operation_result_json => "shared_operation_result_json",
     nodewarden_agent::textfile => "agent_textfile",

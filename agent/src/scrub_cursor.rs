@@ -18,6 +18,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::fragments::DigestKind;
+use nodewarden_shared::fragments::{bitmap_bytes, bitmap_from_bytes};
 
 /// The `format` field every cursor file carries.
 pub const FORMAT: &str = "nodewarden-scrub-cursor/1";
@@ -108,17 +109,14 @@ struct PassFile {
 }
 
 fn encode_set(set: &RoaringBitmap) -> String {
-    let mut bytes = Vec::with_capacity(set.serialized_size());
-    // Writing into a Vec cannot fail.
-    let _ = set.serialize_into(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    base64::engine::general_purpose::STANDARD.encode(bitmap_bytes(set))
 }
 
 fn decode_set(text: &str) -> Option<RoaringBitmap> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .ok()?;
-    RoaringBitmap::deserialize_from(&bytes[..]).ok()
+    bitmap_from_bytes("corrupt", &bytes).ok()
 }
 
 /// The cursor file of `device_id` in `state_dir`.

@@ -68,14 +68,51 @@ struct WireRef<'a> {
     sizes: &'a [u32],
 }
 
-fn bits(b: &RoaringBitmap) -> Vec<u8> {
+/// A bitmap in roaring's portable serialization without run containers (what the link and the
+/// agent's state files hold), read back by [`bitmap_from_bytes`].
+pub fn bitmap_bytes(b: &RoaringBitmap) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.serialized_size());
     // Writing into a Vec cannot fail.
     let _ = b.serialize_into(&mut out);
     out
 }
 
-fn unbits(which: &'static str, bytes: &[u8]) -> Result<RoaringBitmap, InventoryError> {
+/// The cookie of roaring's serialization without run containers: what [`bitmap_bytes`] writes.
+const NO_RUN_COOKIE: u32 = 12346;
+
+/// Decodes a bitmap [`bitmap_bytes`] wrote. roaring's `deserialize_from` checks each container's values
+/// but also takes run containers (an empty one among them) and containers in any key order,
+/// which leave a bitmap whose lookups and re-serialization go wrong (an empty container
+/// overflows `serialize_into`; found by fuzzing). So only the run-free form is taken, and its
+/// container keys must ascend.
+pub fn bitmap_from_bytes(
+    which: &'static str,
+    bytes: &[u8],
+) -> Result<RoaringBitmap, InventoryError> {
+    let malformed = |why: &str| InventoryError::Bitmap {
+        which,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string()),
+    };
+    let word = |at: usize| -> Option<u32> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if word(0) != Some(NO_RUN_COOKIE) {
+        return Err(malformed(
+            "not roaring's serialization without run containers",
+        ));
+    }
+    let count = word(4).ok_or_else(|| malformed("no container count"))?;
+    let mut last_key = None;
+    for i in 0..count as usize {
+        // Each container's description: its key and its cardinality - 1 (u16 each).
+        let key =
+            word(8 + 4 * i).ok_or_else(|| malformed("container descriptions cut short"))? as u16;
+        if last_key.is_some_and(|last| key <= last) {
+            return Err(malformed("container keys do not ascend"));
+        }
+        last_key = Some(key);
+    }
     RoaringBitmap::deserialize_from(bytes)
         .map_err(|source| InventoryError::Bitmap { which, source })
 }
@@ -101,10 +138,10 @@ impl DeviceInventory {
     fn wire(&self) -> WireRef<'_> {
         WireRef {
             device_id: self.device_id,
-            present: bits(&self.present),
-            no_digest: bits(&self.no_digest),
-            corrupt: bits(&self.corrupt),
-            recent: bits(&self.recent),
+            present: bitmap_bytes(&self.present),
+            no_digest: bitmap_bytes(&self.no_digest),
+            corrupt: bitmap_bytes(&self.corrupt),
+            recent: bitmap_bytes(&self.recent),
             sizes: &self.sizes,
         }
     }
@@ -141,10 +178,10 @@ impl DeviceInventory {
         let w: Wire = postcard::from_bytes(bytes).map_err(InventoryError::Encoding)?;
         let inv = DeviceInventory {
             device_id: w.device_id,
-            present: unbits("present", &w.present)?,
-            no_digest: unbits("no_digest", &w.no_digest)?,
-            corrupt: unbits("corrupt", &w.corrupt)?,
-            recent: unbits("recent", &w.recent)?,
+            present: bitmap_from_bytes("present", &w.present)?,
+            no_digest: bitmap_from_bytes("no_digest", &w.no_digest)?,
+            corrupt: bitmap_from_bytes("corrupt", &w.corrupt)?,
+            recent: bitmap_from_bytes("recent", &w.recent)?,
             sizes: w.sizes,
         };
         if inv.sizes.len() as u64 != inv.present.len() {
@@ -381,12 +418,12 @@ impl InventoryDelta {
     pub fn encode(&self) -> Result<Vec<u8>, InventoryError> {
         postcard::to_stdvec(&DeltaWire {
             device_id: self.device_id,
-            removed: bits(&self.removed),
-            set: bits(&self.set),
+            removed: bitmap_bytes(&self.removed),
+            set: bitmap_bytes(&self.set),
             sizes: self.sizes.clone(),
-            no_digest: bits(&self.no_digest),
-            corrupt: bits(&self.corrupt),
-            recent: bits(&self.recent),
+            no_digest: bitmap_bytes(&self.no_digest),
+            corrupt: bitmap_bytes(&self.corrupt),
+            recent: bitmap_bytes(&self.recent),
         })
         .map_err(InventoryError::Encoding)
     }
@@ -397,12 +434,12 @@ impl InventoryDelta {
         let w: DeltaWire = postcard::from_bytes(bytes).map_err(InventoryError::Encoding)?;
         let d = InventoryDelta {
             device_id: w.device_id,
-            removed: unbits("removed", &w.removed)?,
-            set: unbits("set", &w.set)?,
+            removed: bitmap_from_bytes("removed", &w.removed)?,
+            set: bitmap_from_bytes("set", &w.set)?,
             sizes: w.sizes,
-            no_digest: unbits("no_digest", &w.no_digest)?,
-            corrupt: unbits("corrupt", &w.corrupt)?,
-            recent: unbits("recent", &w.recent)?,
+            no_digest: bitmap_from_bytes("no_digest", &w.no_digest)?,
+            corrupt: bitmap_from_bytes("corrupt", &w.corrupt)?,
+            recent: bitmap_from_bytes("recent", &w.recent)?,
         };
         if d.sizes.len() as u64 != d.set.len() {
             return Err(InventoryError::Sizes {
@@ -609,6 +646,46 @@ mod tests {
         i.corrupt.insert(200);
         i.recent.insert(301);
         i
+    }
+
+    #[test]
+    fn bitmaps_are_taken_only_in_the_form_bits_writes() {
+        let b: RoaringBitmap = [1, 2, 70_000, 200_000].into_iter().collect();
+        assert_eq!(bitmap_from_bytes("t", &bitmap_bytes(&b)).unwrap(), b);
+        assert_eq!(
+            bitmap_from_bytes("t", &bitmap_bytes(&RoaringBitmap::new())).unwrap(),
+            RoaringBitmap::new()
+        );
+
+        // A run container holding no run: roaring takes it, and its bitmap would not serialize.
+        let mut empty_run = 12347u32.to_le_bytes().to_vec(); // one container, with runs
+        empty_run.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0]); // run flags, key 0, card-1 0, 0 runs
+        let e = bitmap_from_bytes("present", &empty_run)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("present") && e.contains("without run containers"),
+            "{e}"
+        );
+
+        // Two containers, keys 1 then 0, each holding one value.
+        let mut unordered = NO_RUN_COOKIE.to_le_bytes().to_vec();
+        unordered.extend_from_slice(&2u32.to_le_bytes());
+        unordered.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // descriptions
+        unordered.extend_from_slice(&[24, 0, 0, 0, 26, 0, 0, 0]); // offsets
+        unordered.extend_from_slice(&[5, 0, 6, 0]); // values
+        let e = bitmap_from_bytes("set", &unordered)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("do not ascend"), "{e}");
+        unordered[8..16].copy_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+        let fixed = bitmap_from_bytes("set", &unordered).unwrap();
+        assert_eq!(fixed.iter().collect::<Vec<_>>(), [5, 65_536 + 6]);
+
+        assert!(bitmap_from_bytes("t", &[]).is_err());
+        let mut cut = bitmap_bytes(&b);
+        cut.truncate(10);
+        assert!(bitmap_from_bytes("t", &cut).is_err());
     }
 
     /// An inventory of `ids` (size = id % 1000 + 1; flags by id's residue), as a scan makes it.

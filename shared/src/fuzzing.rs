@@ -675,3 +675,58 @@ pub fn fragment_inventory(data: &[u8]) {
     assert_eq!(audit.present.count, inv.present.len());
     assert_eq!(audit.missing.count, 0);
 }
+
+/// A fragment inventory delta as it arrives from an agent (`InventoryDelta::decode`), applied to
+/// the inventory the controller holds. The first two bytes (little-endian) give the length of
+/// that inventory's encoding, which follows them (an empty inventory when it does not decode);
+/// the rest is the delta. An accepted delta re-encodes to itself, and applying it leaves an
+/// inventory that is consistent (one size per present id, every flag within `present`, which
+/// re-encodes to itself) and what the delta says: its removed ids gone, its set ids present with
+/// its sizes and flags, every other id as it was.
+pub fn fragment_delta(data: &[u8]) {
+    use crate::fragments::{DeviceInventory, InventoryDelta};
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let (base, delta) = rest.split_at(usize::from(u16::from_le_bytes(*len)).min(rest.len()));
+    let Ok(delta) = InventoryDelta::decode(delta) else {
+        return;
+    };
+    let again = InventoryDelta::decode(&delta.encode().expect("encodes")).expect("round trip");
+    assert_eq!(again, delta);
+    let before = DeviceInventory::decode(base).unwrap_or_else(|_| DeviceInventory {
+        device_id: delta.device_id,
+        ..DeviceInventory::default()
+    });
+    let mut inv = before.clone();
+    inv.apply(&delta);
+
+    assert_eq!(inv.sizes.len() as u64, inv.present.len());
+    assert_eq!(inv.present, (&before.present - &delta.removed) | &delta.set);
+    for (id, size) in delta.set.iter().zip(&delta.sizes) {
+        assert_eq!(
+            inv.size_of(id),
+            Some(u64::from(*size)),
+            "size of set id {id}"
+        );
+    }
+    let kept = &before.present - &delta.removed - &delta.set;
+    for id in kept.iter().take(4096) {
+        assert_eq!(inv.size_of(id), before.size_of(id), "size of kept id {id}");
+    }
+    for (name, flags, was, now) in [
+        (
+            "no_digest",
+            &inv.no_digest,
+            &before.no_digest,
+            &delta.no_digest,
+        ),
+        ("corrupt", &inv.corrupt, &before.corrupt, &delta.corrupt),
+        ("recent", &inv.recent, &before.recent, &delta.recent),
+    ] {
+        assert!(flags.is_subset(&inv.present), "{name} outside present");
+        assert_eq!(*flags, (was & &kept) | now, "{name}");
+    }
+    let encoded = inv.encode().expect("encodes");
+    assert_eq!(DeviceInventory::decode(&encoded).expect("round trip"), inv);
+}
