@@ -3,6 +3,8 @@
 //! `DeviceInventory` current with `fragments::scan` every scan period and
 //! `fragments::scrub_paced` every scrub period, at idle I/O priority under an `IoBudget`, paused
 //! while the node is busy (load per core or the folder's disk utilisation above a threshold).
+//! A scrub gives way to any device's scan that falls due and to a rescan request, and resumes
+//! after its cursor.
 //! Each new inventory is published in [`Inventories`] (one copy, shared with the task), which the
 //! controller link encodes when it sends it (`link/mod.rs`). A scrub pass keeps its cursor in a file per device under
 //! `state_dir` (`crate::scrub_cursor`), so an agent restarted mid-scrub resumes after it, and
@@ -355,6 +357,16 @@ impl Inventories {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .stopped
+    }
+
+    /// Whether a rescan was asked for and not yet taken (a running scrub gives way to it).
+    fn rescan_requested(&self) -> bool {
+        !self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rescan
+            .is_empty()
     }
 
     /// Waits until `deadline`, a stop or a rescan request.
@@ -1032,12 +1044,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
         tracing::warn!(error = %e, "fragment task runs at normal I/O priority");
     }
     loop {
-        let Some(next) = devices
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, d)| d.next_scan.min(d.next_scrub))
-            .map(|(i, _)| i)
-        else {
+        let Some(next) = next_device(&devices, Instant::now()) else {
             return;
         };
         let due = devices[next].next_scan.min(devices[next].next_scrub);
@@ -1055,10 +1062,10 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
             }
             Woken::Due => {}
         }
-        let d = &mut devices[next];
-        let s = d.settings.clone();
+        let s = devices[next].settings.clone();
         let now = Instant::now();
-        if now >= d.next_scan || !d.has_inventory {
+        if now >= devices[next].next_scan || !devices[next].has_inventory {
+            let d = &mut devices[next];
             d.next_scan = now + s.scan_period;
             let mut budget = IoBudget::new(s.io_mb_per_s);
             out.scan_started(s.device_id);
@@ -1133,6 +1140,11 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 }
             }
         }
+        // A scrub gives way to any device's scan falling due and to a rescan request (a pass
+        // over a large device takes days at its budget): it stops after its fragment, keeps
+        // its cursor and resumes once that work is done.
+        let scan_due = devices.iter().map(|d| d.next_scan).min();
+        let d = &mut devices[next];
         // The scrub reads the published inventory (a change the watcher applies meanwhile
         // copies it once; the scrub's handle goes when it ends).
         if Instant::now() >= d.next_scrub
@@ -1169,7 +1181,10 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                     &mut budget,
                     base.position,
                     || {
-                        if out.is_stopped() {
+                        if out.is_stopped()
+                            || out.rescan_requested()
+                            || scan_due.is_some_and(|due| Instant::now() >= due)
+                        {
                             Pace::Stop
                         } else if busy.is_busy(&s) {
                             Pace::Wait
@@ -1204,7 +1219,15 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
             if report.stopped {
                 d.cursor.pass = Some(pass);
                 save_cursor(&s, &d.cursor, &mut d.cursor_failing);
-                return;
+                if out.is_stopped() {
+                    return;
+                }
+                tracing::debug!(
+                    device = s.device_id,
+                    position = report.position,
+                    "fragment scrub gives way to a scan"
+                );
+                continue;
             }
             tracing::info!(
                 device = s.device_id,
@@ -1232,6 +1255,22 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
             d.next_scrub = Instant::now() + s.scrub_period;
         }
     }
+}
+
+/// The device the task serves next: one whose scan is due first (a scrub under way gives way
+/// to scans), else the one whose scan or scrub falls due soonest.
+fn next_device(devices: &[DeviceState], now: Instant) -> Option<usize> {
+    devices
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, d)| {
+            if d.next_scan <= now {
+                (false, d.next_scan)
+            } else {
+                (true, d.next_scan.min(d.next_scrub))
+            }
+        })
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -1450,6 +1489,103 @@ mod tests {
         assert_eq!(status[0].1.last_complete, Some(last.finished));
         // The complete scans left no checkpoint behind.
         assert!(!scan_checkpoint::checkpoint_path(&dir.path().join("state"), 5).exists());
+    }
+
+    #[tokio::test]
+    async fn a_scrub_gives_way_to_another_device_s_rescan_and_resumes() {
+        use md5::{Digest as _, Md5};
+        let root = tempfile::tempdir().unwrap();
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let device = |id: u32, files: u32, size: usize, mb_per_s: f64| {
+            let dir = root.path().join(format!("d{id}"));
+            std::fs::create_dir(&dir).unwrap();
+            for f in 0..files {
+                let data = vec![(f % 251) as u8; size];
+                std::fs::write(dir.join(f.to_string()), &data).unwrap();
+                std::fs::write(dir.join(format!("{f}.digest")), hex(&Md5::digest(&data))).unwrap();
+            }
+            FragmentSettings {
+                device_id: id,
+                dir,
+                io_mb_per_s: mb_per_s,
+                busy_load_per_core: 1000.0,
+                ..settings(&root.path().join("state"))
+            }
+        };
+        // Device 1's pass reads 1.2 MB at 0.2 MB/s: 6 s, a fragment every 0.25 s.
+        let slow = device(1, 24, 50_000, 0.2);
+        let small = device(2, 3, 10, 100.0);
+        let small_dir = small.dir.clone();
+        // One of device 2's fragments is corrupt: its scrub's verdict shows it was scrubbed.
+        std::fs::write(small_dir.join("2"), b"rot").unwrap();
+        let out = Arc::new(Inventories::default());
+        let mut changed = out.subscribe();
+        let task = FragmentTask::spawn(
+            vec![slow, small],
+            Path::new("/proc"),
+            Path::new("/sys"),
+            out.clone(),
+        )
+        .unwrap();
+        let status = |id: u32| {
+            out.scrub_status()
+                .into_iter()
+                .find(|(d, _)| *d == id)
+                .map(|(_, s)| s)
+                .unwrap_or_default()
+        };
+        let published = |id: u32| {
+            out.snapshot()
+                .into_iter()
+                .find(|(d, _)| *d == id)
+                .map(|(_, p)| (p.present, p.corrupt))
+        };
+        // Device 1 is scanned first and its pass starts, then gives way to device 2's first
+        // scan, whose own scrub follows: device 2 is scanned and scrubbed (its corrupt
+        // fragment found) while device 1's pass, which then resumes, is far from its end.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while published(2) != Some((3, 1)) {
+                changed.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("device 2 scanned and scrubbed");
+        assert!(published(1).is_some());
+        assert!(status(1).last_complete.is_none(), "{:?}", status(1));
+
+        // A deletion on device 2 is rescanned at once, in the middle of device 1's pass.
+        std::fs::remove_file(small_dir.join("0")).unwrap();
+        out.rescan(2);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while published(2).map(|(present, _)| present) != Some(2) {
+                changed.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("device 2 rescanned");
+        let mid = status(1);
+        assert!(
+            mid.last_complete.is_none() && mid.checked < 24,
+            "device 1's pass ended before the rescan: {mid:?}"
+        );
+
+        // Device 1's pass then ends, every fragment read once however often it gave way.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while status(1).last_complete.is_none() {
+                changed.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("device 1's pass completes");
+        task.stop();
+        let done = status(1);
+        assert_eq!(
+            (done.checked, done.read_bytes),
+            (24, 24 * 50_000),
+            "{done:?}"
+        );
+        assert_eq!(done.position_ratio, 1.0);
+        assert_eq!(status(2).checked, 3);
     }
 
     fn settings(state_dir: &Path) -> FragmentSettings {

@@ -406,7 +406,8 @@ pub enum Pace {
     Go,
     /// The node is busy: wait a second and ask again.
     Wait,
-    /// Give up (the agent is stopping); the report says what was checked so far.
+    /// Stop here (the agent is stopping, or other work of the fragment task is due); the report
+    /// says what was checked so far and where a resumed pass starts.
     Stop,
 }
 
