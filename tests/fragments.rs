@@ -506,6 +506,15 @@ fn a_scrub_killed_mid_pass_resumes_after_its_cursor() {
     assert_eq!(finished, last["finished"].as_u64().unwrap() as f64);
     let corrupt = base64_set(last["corrupt"].as_str().unwrap());
     assert_eq!(corrupt, vec![FIRST + 1, ahead]);
+    // The scan before the scrub succeeded, and says so.
+    assert_eq!(value("nodewarden_fragments_scan_failing"), 0.0);
+    assert_eq!(value("nodewarden_fragments_scan_failures_total"), 0.0);
+    let scanned = value("nodewarden_fragments_scan_last_success_timestamp_seconds");
+    assert!(
+        scanned > 0.0 && scanned <= finished,
+        "{scanned} then {finished}"
+    );
+    assert!(value("nodewarden_fragments_scan_period_seconds") > 0.0);
 }
 
 /// A roaring bitmap's ids from the cursor file's base64 of its portable serialization.

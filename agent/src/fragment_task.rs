@@ -8,7 +8,7 @@
 //! Each new inventory is published in [`Inventories`] (one copy, shared with the task), which the
 //! controller link encodes when it sends it (`link/mod.rs`). A scrub pass keeps its cursor in a file per device under
 //! `state_dir` (`crate::scrub_cursor`), so an agent restarted mid-scrub resumes after it, and
-//! its progress is on the agent's `/metrics` ([`ScrubMetrics`]); a scan keeps a checkpoint
+//! its progress is on the agent's `/metrics` ([`FragmentMetrics`]); a scan keeps a checkpoint
 //! there too (`crate::scan_checkpoint`), so an agent restarted mid-scan continues after it.
 //!
 //! ```toml
@@ -304,7 +304,7 @@ pub struct Inventories {
     /// Per device with a scan under way: the ids changes touched since it started (its
     /// readdir may have missed them; they are carried into its inventory when it publishes).
     scan_touched: Mutex<BTreeMap<u32, roaring::RoaringBitmap>>,
-    scrub: Mutex<BTreeMap<u32, ScrubStatus>>,
+    scrub: Mutex<BTreeMap<u32, FragmentStatus>>,
     changed: watch::Sender<u64>,
     control: Mutex<Control>,
     wake: Condvar,
@@ -401,13 +401,13 @@ impl Inventories {
         devices.iter().map(|(&d, p)| (d, p.clone())).collect()
     }
 
-    /// Every device's scrub progress (what [`ScrubMetrics`] serves).
-    pub fn scrub_status(&self) -> Vec<(u32, ScrubStatus)> {
+    /// Every device's scan state and scrub progress (what [`FragmentMetrics`] serves).
+    pub fn status(&self) -> Vec<(u32, FragmentStatus)> {
         let scrub = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
         scrub.iter().map(|(&d, s)| (d, s.clone())).collect()
     }
 
-    fn update_scrub(&self, device: u32, update: impl FnOnce(&mut ScrubStatus)) {
+    fn update_status(&self, device: u32, update: impl FnOnce(&mut FragmentStatus)) {
         let mut scrub = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
         update(scrub.entry(device).or_default());
     }
@@ -418,10 +418,15 @@ impl Inventories {
         touched.insert(device, roaring::RoaringBitmap::new());
     }
 
-    /// The scan of `device` failed: nothing to carry.
+    /// The scan of `device` failed: nothing to carry, and its status says so (a watcher of the
+    /// task is woken; the link finds no new generation and sends nothing).
     fn scan_failed(&self, device: u32) {
-        let mut touched = self.scan_touched.lock().unwrap_or_else(|p| p.into_inner());
-        touched.remove(&device);
+        self.scan_touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&device);
+        self.update_status(device, |st| st.scanned(false));
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from. The
@@ -456,7 +461,7 @@ impl Inventories {
             );
             inventory
         };
-        self.update_scrub(device, |s| s.corrupt = inventory.corrupt.len());
+        self.update_status(device, |s| s.corrupt = inventory.corrupt.len());
         self.changed.send_modify(|n| *n += 1);
         inventory
     }
@@ -524,7 +529,7 @@ impl Inventories {
             (p.present, p.corrupt)
         };
         tracing::debug!(device, present, "fragment rescan published");
-        self.update_scrub(device, |s| s.corrupt = corrupt);
+        self.update_status(device, |s| s.corrupt = corrupt);
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -568,7 +573,7 @@ impl Inventories {
             (p.present, p.corrupt)
         };
         tracing::debug!(device, present, "fragment changes applied");
-        self.update_scrub(device, |s| s.corrupt = corrupt);
+        self.update_status(device, |s| s.corrupt = corrupt);
         self.changed.send_modify(|n| *n += 1);
         true
     }
@@ -601,7 +606,7 @@ impl Inventories {
             p.corrupt = p.inventory.corrupt.len();
             p.corrupt
         };
-        self.update_scrub(device, |s| s.corrupt = count);
+        self.update_status(device, |s| s.corrupt = count);
         self.changed.send_modify(|n| *n += 1);
     }
 }
@@ -683,9 +688,9 @@ pub fn delta_of(
     delta
 }
 
-/// One device's scrub progress, as the agent's `/metrics` shows it.
+/// One device's scan state and scrub progress, as the agent's `/metrics` shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScrubStatus {
+pub struct FragmentStatus {
     /// The fraction of the current pass's fragments at or before its cursor; 1 between passes
     /// after a complete one, 0 before the first.
     pub position_ratio: f64,
@@ -698,26 +703,70 @@ pub struct ScrubStatus {
     /// Unix seconds the last complete pass ended (kept across restarts by the cursor file).
     pub last_complete: Option<u64>,
     /// The configured `scrub_period` in seconds (what the stalled-scrub alert compares with).
-    pub period_seconds: u64,
+    pub scrub_period_seconds: u64,
+    /// Unix seconds the last successful scan of the device ended (none yet in this process).
+    pub scan_last_success: Option<u64>,
+    /// Scans of the device that failed since the agent started.
+    pub scan_failures: u64,
+    /// The last scan failed (the folder could not be read): the inventory is the last good one.
+    pub scan_failing: bool,
+    /// The configured `scan_period` in seconds.
+    pub scan_period_seconds: u64,
+}
+
+impl FragmentStatus {
+    /// A scan of the device ended, `ok` or not.
+    fn scanned(&mut self, ok: bool) {
+        self.scan_failing = !ok;
+        if ok {
+            self.scan_last_success = Some(unix_now());
+        } else {
+            self.scan_failures += 1;
+        }
+    }
 }
 
 /// How a family's sample is read from a device's status (none: no sample).
-type StatusValue = fn(&ScrubStatus) -> Option<f64>;
+type StatusValue = fn(&FragmentStatus) -> Option<f64>;
 
 /// The scrub's families on the agent's `/metrics` (docs/metrics.md), per device `id`.
 #[derive(Debug)]
-pub struct ScrubMetrics(pub Arc<Inventories>);
+pub struct FragmentMetrics(pub Arc<Inventories>);
 
-impl prometheus_client::collector::Collector for ScrubMetrics {
+impl prometheus_client::collector::Collector for FragmentMetrics {
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         use crate::collector::{Kind, MetricWriter};
-        let status = self.0.scrub_status();
+        let status = self.0.status();
         let ids: Vec<String> = status.iter().map(|(d, _)| d.to_string()).collect();
         let mut out = MetricWriter::new(&mut encoder);
-        let families: [(&str, &str, Kind, StatusValue); 6] = [
+        let families: [(&str, &str, Kind, StatusValue); 10] = [
+            (
+                "nodewarden_fragments_scan_last_success_timestamp_seconds",
+                "Unix time the last successful scan of the device's fragment folder ended (no sample before the first since the agent started).",
+                Kind::Gauge,
+                |s| s.scan_last_success.map(|t| t as f64),
+            ),
+            (
+                "nodewarden_fragments_scan_failures_total",
+                "Scans of the device's fragment folder that failed since the agent started.",
+                Kind::Counter,
+                |s| Some(s.scan_failures as f64),
+            ),
+            (
+                "nodewarden_fragments_scan_failing",
+                "1 when the last scan of the device's fragment folder failed (the inventory reported is the last good one), else 0.",
+                Kind::Gauge,
+                |s| Some(if s.scan_failing { 1.0 } else { 0.0 }),
+            ),
+            (
+                "nodewarden_fragments_scan_period_seconds",
+                "The configured scan period of the device.",
+                Kind::Gauge,
+                |s| Some(s.scan_period_seconds as f64),
+            ),
             (
                 "nodewarden_fragments_scrub_position_ratio",
                 "Fraction of the current scrub pass's fragments at or before its cursor (1 after a complete pass, 0 before the first).",
@@ -752,7 +801,7 @@ impl prometheus_client::collector::Collector for ScrubMetrics {
                 "nodewarden_fragments_scrub_period_seconds",
                 "The configured scrub period of the device: every fragment is read once this often.",
                 Kind::Gauge,
-                |s| Some(s.period_seconds as f64),
+                |s| Some(s.scrub_period_seconds as f64),
             ),
         ];
         for (name, help, kind, value) in families {
@@ -891,8 +940,9 @@ impl DeviceState {
             .as_ref()
             .map(|c| c.corrupt.clone())
             .unwrap_or_default();
-        out.update_scrub(settings.device_id, |s| {
-            s.period_seconds = settings.scrub_period.as_secs();
+        out.update_status(settings.device_id, |s| {
+            s.scrub_period_seconds = settings.scrub_period.as_secs();
+            s.scan_period_seconds = settings.scan_period.as_secs();
             s.last_complete = cursor.last_complete.as_ref().map(|c| c.finished);
             s.position_ratio = if cursor.pass.is_none() && s.last_complete.is_some() {
                 1.0
@@ -1086,6 +1136,8 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 });
                 match listed {
                     Ok(listed) => {
+                        // The status first: a watcher woken by the publication sees both.
+                        out.update_status(s.device_id, |st| st.scanned(true));
                         out.publish_rescan(delta, &listed);
                         checkpoint.done(&s);
                     }
@@ -1124,6 +1176,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                             stats,
                             "fragment scan done"
                         );
+                        out.update_status(s.device_id, |st| st.scanned(true));
                         out.publish(inv);
                         d.has_inventory = true;
                         checkpoint.done(&s);
@@ -1196,7 +1249,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                         let done = r
                             .position
                             .map_or(0, |p| inv.present.rank(p) - inv.no_digest.rank(p));
-                        out.update_scrub(s.device_id, |st| {
+                        out.update_status(s.device_id, |st| {
                             st.position_ratio = if total == 0 {
                                 1.0
                             } else {
@@ -1246,7 +1299,7 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 corrupt: pass.corrupt,
             });
             save_cursor(&s, &d.cursor, &mut d.cursor_failing);
-            out.update_scrub(s.device_id, |st| {
+            out.update_status(s.device_id, |st| {
                 st.position_ratio = 1.0;
                 st.last_complete = Some(finished);
             });
@@ -1460,6 +1513,41 @@ mod tests {
         })
         .await
         .expect("a rescan after the deletion");
+        // A folder that cannot be read (an unmounted disk): the scan fails, the inventory
+        // stays, and the status says so until a scan succeeds again.
+        let scan_state = |changed: &mut watch::Receiver<u64>, failing: bool| {
+            let out = out.clone();
+            let mut changed = changed.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        let st = out.status().remove(0).1;
+                        if st.scan_failing == failing {
+                            return st;
+                        }
+                        changed.changed().await.unwrap();
+                    }
+                })
+                .await
+                .expect("the scan's outcome in the status")
+            }
+        };
+        assert!(!out.status()[0].1.scan_failing);
+        // (A file in the folder's place: nothing, the state folder among it, can be made there.)
+        let away = dir.path().with_extension("away");
+        std::fs::rename(dir.path(), &away).unwrap();
+        std::fs::write(dir.path(), b"not a folder").unwrap();
+        out.rescan(5);
+        let failed = scan_state(&mut changed, true).await;
+        std::fs::remove_file(dir.path()).unwrap();
+        std::fs::rename(&away, dir.path()).unwrap();
+        assert_eq!(failed.scan_failures, 1);
+        assert!(failed.scan_last_success.is_some());
+        assert_eq!(out.snapshot()[0].1.present, 2, "the last inventory stays");
+        out.rescan(5);
+        let back = scan_state(&mut changed, false).await;
+        assert_eq!(back.scan_failures, 1);
+        assert!(back.scan_last_success >= failed.scan_last_success);
         task.stop();
         // A new generation (how many the scrub published meanwhile is its own business).
         assert!(after > scrubbed && scrubbed >= 2, "{scrubbed} then {after}");
@@ -1480,7 +1568,7 @@ mod tests {
         let last = cursor.last_complete.unwrap();
         assert_eq!(last.checked, 2);
         assert_eq!(last.corrupt.iter().collect::<Vec<_>>(), vec![101]);
-        let status = out.scrub_status();
+        let status = out.status();
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].1.position_ratio, 1.0);
         assert_eq!(status[0].1.checked, 2);
@@ -1528,7 +1616,7 @@ mod tests {
         )
         .unwrap();
         let status = |id: u32| {
-            out.scrub_status()
+            out.status()
                 .into_iter()
                 .find(|(d, _)| *d == id)
                 .map(|(_, s)| s)
@@ -1616,9 +1704,10 @@ mod tests {
         assert_eq!(d.next_scrub, now);
         assert!(d.corrupt.is_empty());
         assert_eq!(
-            out.scrub_status()[0].1,
-            ScrubStatus {
-                period_seconds: 7200,
+            out.status()[0].1,
+            FragmentStatus {
+                scrub_period_seconds: 7200,
+                scan_period_seconds: 3600,
                 ..Default::default()
             }
         );
@@ -1643,8 +1732,8 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(d.corrupt.iter().collect::<Vec<_>>(), vec![4]);
-        assert_eq!(out.scrub_status()[0].1.position_ratio, 1.0);
-        assert_eq!(out.scrub_status()[0].1.last_complete, Some(finished));
+        assert_eq!(out.status()[0].1.position_ratio, 1.0);
+        assert_eq!(out.status()[0].1.last_complete, Some(finished));
         // A pass under way: at once, from its cursor.
         cursor.pass = Some(PassProgress {
             started: unix_now(),
@@ -1655,7 +1744,7 @@ mod tests {
         let d = DeviceState::new(s.clone(), busy(), now, &out);
         assert_eq!(d.next_scrub, now);
         assert_eq!(d.cursor.pass.unwrap().position, Some(77));
-        assert_eq!(out.scrub_status()[0].1.position_ratio, 0.0);
+        assert_eq!(out.status()[0].1.position_ratio, 0.0);
         // A corrupt cursor file: ignored, a fresh pass at once (no panic).
         std::fs::write(scrub_cursor::cursor_path(state, 5), b"{\"format\": 1").unwrap();
         let d = DeviceState::new(s.clone(), busy(), now, &out);

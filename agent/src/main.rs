@@ -112,7 +112,9 @@ fn main() -> anyhow::Result<()> {
         .as_ref()
         .is_some_and(|c| !c.fragments.is_empty())
     {
-        scraper.register_collector(Box::new(fragment_task::ScrubMetrics(inventories.clone())));
+        scraper.register_collector(Box::new(fragment_task::FragmentMetrics(
+            inventories.clone(),
+        )));
     }
     let scraper = Arc::new(scraper);
     let server = Arc::new(http::MetricsServer::new(
