@@ -160,7 +160,8 @@ fn actions_go_over_the_agent_link() {
     let out = lab.cli(&["nodes", "--json"], None);
     let nodes: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(nodes[0]["name"], "n1");
-    // The audit log is written every flush interval: wait until the status just asked is in.
+    // The audit log is written every flush interval (a request at once, before it runs): wait
+    // until the end of the status just asked is in.
     let text = wait_for(
         "the status operation in the CLI's audit log",
         Duration::from_secs(10),
@@ -168,7 +169,8 @@ fn actions_go_over_the_agent_link() {
             let out = lab.cli(&["events", "--node", "n1", "--limit", "4"], None);
             assert!(out.status.success());
             let text = stdout(&out);
-            (text.lines().nth(1)?.contains(" status ")).then_some(text)
+            let newest = text.lines().nth(1)?;
+            (newest.contains(" status ") && newest.contains(" operation ")).then_some(text)
         },
     );
     let lines: Vec<&str> = text.lines().collect();
@@ -300,7 +302,18 @@ fn with_the_agent_stopped_actions_go_over_ssh() {
 
 /// The remote operations recorded for `node` in a stopped controller's SQLite store.
 fn audit_log(data_dir: &Path, node: &str) -> Vec<nodewarden_controller::store::Operation> {
-    use nodewarden_controller::store::{EventKind, EventQuery, Store, StoreConfig};
+    stored_events(data_dir, node)
+        .into_iter()
+        .filter_map(|kind| match kind {
+            nodewarden_controller::store::EventKind::Operation(op) => Some(op),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every event recorded for `node` in a stopped controller's SQLite store, oldest first.
+fn stored_events(data_dir: &Path, node: &str) -> Vec<nodewarden_controller::store::EventKind> {
+    use nodewarden_controller::store::{EventQuery, Store, StoreConfig};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -318,14 +331,63 @@ fn audit_log(data_dir: &Path, node: &str) -> Vec<nodewarden_controller::store::O
             .await
             .unwrap();
         store.close().await.unwrap();
-        events
-            .into_iter()
-            .filter_map(|e| match e.event.kind {
-                EventKind::Operation(op) => Some(op),
-                _ => None,
-            })
-            .collect()
+        events.into_iter().map(|e| e.event.kind).collect()
     })
+}
+
+/// An operation's request is in the database before the operation runs: with the store
+/// flushing only every ten minutes, a controller SIGKILLed right after an action has its
+/// request on disk all the same (its end, still in the buffer, goes with the controller).
+#[test]
+fn an_action_s_request_is_in_the_database_before_it_runs() {
+    use nodewarden_controller::store::{EventKind, OperationPath, OperationResult};
+    let mut lab = Lab::new("[database]\nflush_interval_ms = 600000\n");
+    lab.wait_service(true, "stopped");
+    let out = lab.cli(
+        &["action", "restart", "--node", "n1", "--service", "sleeper"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    // It ran: the service is up.
+    lab.wait_service(true, "running");
+    lab.kill_controller();
+    lab.stop_agent();
+    // Started again, the controller closes the request it finds without an end.
+    lab.start_controller();
+    lab.stop_controller();
+    let events = stored_events(&lab.path("data"), "n1");
+    let requested: Vec<_> = events
+        .iter()
+        .filter_map(|kind| match kind {
+            EventKind::Requested(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requested.len(), 1, "{events:?}");
+    assert_eq!(requested[0].actor, "test");
+    assert!(
+        requested[0].action.starts_with("restart"),
+        "{:?}",
+        requested[0]
+    );
+    assert_eq!(requested[0].path, OperationPath::Agent);
+    let ended: Vec<_> = events
+        .iter()
+        .filter_map(|kind| match kind {
+            EventKind::Operation(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended.len(), 1, "{events:?}");
+    assert_eq!(
+        ended[0].operation_id.as_deref(),
+        Some(requested[0].operation_id.as_str())
+    );
+    assert!(
+        matches!(&ended[0].result, OperationResult::Unknown { reason } if reason.contains("stopped")),
+        "{:?}",
+        ended[0]
+    );
 }
 
 #[test]

@@ -622,6 +622,10 @@ async fn remote_view(controller: &Controller, cluster: &ClusterActions) -> Remot
     }
 }
 
+/// The longest an operation waits for its request to be written to the database before it
+/// runs anyway with the request queued ([`store::StoreHandle::write_ahead`]).
+pub const WRITE_AHEAD_WAIT: Duration = Duration::from_secs(3);
+
 /// Above this many planned nodes that are neither linked here nor in the last lease step's
 /// view, their holders are read in one query of every lease rather than one each.
 const CONFIRM_ONE_BY_ONE: usize = 8;
@@ -751,6 +755,12 @@ async fn post_action(
         )?;
         (plan, ids)
     };
+    if let Some(store) = controller.store() {
+        // In the database before it runs, when the database answers in time; else it runs with
+        // its request queued (a wake or an SSH stop is what an operator needs when things are
+        // broken, the database among them).
+        store.write_ahead(WRITE_AHEAD_WAIT).await;
+    }
     let nodes: Vec<String> = plan.each.iter().map(|(r, _)| r.node.clone()).collect();
     tracing::info!(action = %plan.action, requested_by = %request.requested_by, ?nodes, "action requested");
 

@@ -277,6 +277,9 @@ async fn clean_orphans(
                 format!("the audit log cannot take the request now ({why}); nothing was deleted"),
             );
         }
+        store
+            .write_ahead(crate::api_actions::WRITE_AHEAD_WAIT)
+            .await;
     }
     tracing::info!(device, node = %reach.node, planned = plan.count, requested_by = %who, "orphan clean-up confirmed");
     let node = reach.node.clone();

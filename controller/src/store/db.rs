@@ -549,9 +549,14 @@ impl Backend {
     }
 
     /// Requested operations with no end in the log, oldest first: `(node, at, request)`.
-    pub async fn open_requests(&self) -> Result<Vec<(String, i64, Requested)>, String> {
+    /// Requested operations without a recorded end, requested before `before_ms`.
+    pub async fn open_requests(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<(String, i64, Requested)>, String> {
         with_pool!(self, pool => {
             let rows = sqlx::query(sql::SELECT_OPEN_REQUESTS)
+                .bind(before_ms)
                 .fetch_all(pool)
                 .await
                 .map_err(|e| format!("reading requested operations: {e}"))?;

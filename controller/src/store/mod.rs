@@ -47,6 +47,11 @@ pub use writer::{FlushReport, StoreMetrics};
 use buffer::WriteBuffer;
 use writer::{Command, FlushLimits, FlushStatus, Pending, Shared, WriterConfig};
 
+/// In a cluster, how old a request without an end must be for a starting controller to close
+/// it as `unknown`: older than any action runs (a wake waits at most `wake_wait`, then each
+/// operation at most `operation_timeout`), so it is not one another controller is running.
+pub const CLUSTER_OPEN_REQUEST_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Store configuration (the `database.*` keys).
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -223,7 +228,17 @@ impl Store {
             .map_err(open_error)?;
         let nodes = backend.load_nodes().await.map_err(open_error)?;
         let devices = backend.load_devices().await.map_err(open_error)?;
-        let open_requests = backend.open_requests().await.map_err(open_error)?;
+        // Alone on its database, this controller wrote every open request; in a cluster the
+        // young ones may be running on another controller now, so only those older than any
+        // operation runs are closed.
+        let requests_before = match &config.cluster {
+            Some(_) => SystemTime::now() - CLUSTER_OPEN_REQUEST_AGE,
+            None => SystemTime::now(),
+        };
+        let open_requests = backend
+            .open_requests(writer::unix_ms(requests_before))
+            .await
+            .map_err(open_error)?;
         let held_elsewhere: std::collections::BTreeSet<String> = match &config.cluster {
             Some(cluster) => backend
                 .start_leases(&cluster.id)
@@ -593,6 +608,28 @@ impl StoreHandle {
             database: self.shared.target.display(),
             message: done.last_error.clone().unwrap_or_default(),
         })
+    }
+
+    /// Writes what is queued now and waits for it, at most `within`: what a caller does
+    /// between recording an operation's request and running it, so that the request is in the
+    /// database before the operation runs (a controller killed a moment later loses nothing it
+    /// did). `false` when the database did not take it in time: it stays queued, the writer
+    /// keeps trying, and the caller decides whether to run anyway.
+    pub async fn write_ahead(&self, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.flush()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a request is queued for the audit log, not yet written");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    waited = ?within,
+                    "a request is queued for the audit log, not yet written (the database is slow)"
+                );
+                false
+            }
+        }
     }
 
     /// Resolves once everything recorded before the call is in the database, however many

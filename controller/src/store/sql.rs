@@ -133,9 +133,11 @@ pub const SELECT_NODES: &str = "SELECT node_id, hostname, addresses, mac_address
      scrape FROM nodes";
 
 /// Requested operations with no end in the log (the controller stopped while they ran).
+/// Requested operations without an end, requested before the bound (`at_ms < ?`).
 pub const SELECT_OPEN_REQUESTS: &str = "SELECT r.operation_id, r.node_id, r.actor, r.action, \
-     r.path, r.at_ms FROM events r WHERE r.kind = 'requested' AND NOT EXISTS (SELECT 1 FROM \
-     events c WHERE c.operation_id = r.operation_id AND c.kind = 'operation') ORDER BY r.id";
+     r.path, r.at_ms FROM events r WHERE r.kind = 'requested' AND r.at_ms < ? AND NOT EXISTS \
+     (SELECT 1 FROM events c WHERE c.operation_id = r.operation_id AND c.kind = 'operation') \
+     ORDER BY r.id";
 
 pub const SELECT_DEVICES: &str = "SELECT device_id, node_id, fragment_folder, total_bytes, \
      free_bytes, fragment_count, reported_at_ms FROM storage_devices";

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use nodewarden_controller::store::{
-    ClusterConfig, EventKind, EventQuery, LeaseStatus, Store, StoreConfig,
+    CLUSTER_OPEN_REQUEST_AGE, ClusterConfig, EventKind, EventQuery, LeaseStatus, OperationPath,
+    OperationResult, Requested, Store, StoreConfig,
 };
 
 use super::support::{PrivateMariaDb, TestDb, at, node};
@@ -190,4 +191,52 @@ async fn a_controller_whose_database_stops_answering_loses_its_authority() {
     );
     store.close().await.unwrap();
     server.stop();
+}
+
+/// A controller starting beside a live one closes as `unknown` only the requests without an
+/// end that are too old to be running anywhere: a young one may be an operation another
+/// controller runs now, whose real end is still to come.
+#[tokio::test]
+async fn a_starting_controller_leaves_another_s_running_request_open() {
+    let Some(db) = TestDb::mariadb().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(5);
+    let c1 = Store::open(cluster(db.config(), "c1", ttl)).await.unwrap();
+    let now = std::time::SystemTime::now();
+    c1.node_connected(node("n1"), now).unwrap();
+    let old = now - CLUSTER_OPEN_REQUEST_AGE - Duration::from_secs(60);
+    for (id, when) in [("long-dead", old), ("running", now)] {
+        let request = Requested {
+            operation_id: id.into(),
+            actor: "erin".into(),
+            action: format!("stop ({id})"),
+            path: OperationPath::Agent,
+            via: None,
+        };
+        c1.requested("n1", when, request).unwrap();
+    }
+    c1.flush().await.unwrap();
+    let c2 = Store::open(cluster(db.config(), "c2", ttl)).await.unwrap();
+    c2.flush().await.unwrap();
+    let ended: Vec<(Option<String>, bool)> = c2
+        .events(&EventQuery {
+            after_id: 0,
+            limit: 1000,
+            node_id: Some("n1".into()),
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event.kind {
+            EventKind::Operation(op) => Some((
+                op.operation_id,
+                matches!(op.result, OperationResult::Unknown { .. }),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![(Some("long-dead".to_string()), true)]);
+    c1.close().await.unwrap();
+    c2.close().await.unwrap();
 }
