@@ -148,9 +148,19 @@ impl Browser {
         self.run(css, self.client().find(Locator::Css(css)))
     }
 
+    /// Clicks the element `css` selects. The console re-renders a table when an event arrives,
+    /// so an element found a moment before may be replaced when it is clicked ("stale element
+    /// reference"): it is then found again, a few times at most.
     fn click(&self, css: &str) {
-        let element = self.element(css);
-        self.run(&format!("clicking {css}"), element.click());
+        let mut attempt = 0;
+        loop {
+            let element = self.element(css);
+            match self.runtime.block_on(element.click()) {
+                Ok(()) => return,
+                Err(e) if attempt < 5 && e.to_string().contains("stale element") => attempt += 1,
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     fn type_into(&self, css: &str, text: &str) {

@@ -361,41 +361,62 @@ impl Backend {
         let dialect = self.dialect();
         match (self, lease) {
             (Backend::MySql(pool), lease) => {
-                let mut tx = pool.begin().await?;
-                let (outcome, skip) = match lease {
-                    Some(step) => {
-                        let (outcome, skip) = lease_step(&mut tx, &step, max_rows).await?;
-                        (Some(outcome), skip)
-                    }
-                    None => (None, Vec::new()),
-                };
-                let nodes: Vec<&NodeRecord> = batch
-                    .nodes
-                    .iter()
-                    .filter(|n| n.online || !skip.contains(&n.info.node_id))
-                    .collect();
-                let statements = write_rows!(tx, dialect, batch, &nodes, max_rows);
-                tx.commit().await?;
-                Ok((
-                    Written {
-                        rows: batch.rows() - (batch.nodes.len() - nodes.len()),
-                        statements,
-                    },
-                    outcome,
-                ))
+                let mut conn = pool.acquire().await?;
+                let written = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let (outcome, skip) = match lease {
+                        Some(step) => {
+                            let (outcome, skip) = lease_step(&mut tx, &step, max_rows).await?;
+                            (Some(outcome), skip)
+                        }
+                        None => (None, Vec::new()),
+                    };
+                    let nodes: Vec<&NodeRecord> = batch
+                        .nodes
+                        .iter()
+                        .filter(|n| n.online || !skip.contains(&n.info.node_id))
+                        .collect();
+                    let statements = write_rows!(tx, dialect, batch, &nodes, max_rows);
+                    tx.commit().await?;
+                    Ok((
+                        Written {
+                            rows: batch.rows() - (batch.nodes.len() - nodes.len()),
+                            statements,
+                        },
+                        outcome,
+                    ))
+                }
+                .await;
+                if written.is_err() {
+                    // Whatever state the failure left the session in stays out of the pool.
+                    conn.close_on_drop();
+                }
+                written
             }
             (Backend::Sqlite(pool), None) => {
-                let mut tx = pool.begin().await?;
-                let nodes: Vec<&NodeRecord> = batch.nodes.iter().collect();
-                let statements = write_rows!(tx, dialect, batch, &nodes, max_rows);
-                tx.commit().await?;
-                Ok((
-                    Written {
-                        rows: batch.rows(),
-                        statements,
-                    },
-                    None,
-                ))
+                let mut conn = pool.acquire().await?;
+                let written = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let nodes: Vec<&NodeRecord> = batch.nodes.iter().collect();
+                    let statements = write_rows!(tx, dialect, batch, &nodes, max_rows);
+                    tx.commit().await?;
+                    Ok((
+                        Written {
+                            rows: batch.rows(),
+                            statements,
+                        },
+                        None,
+                    ))
+                }
+                .await;
+                if written.is_err() {
+                    // SQLite ends a transaction itself on some errors (a full disk), and the
+                    // connection, back in the pool, had the next flushes write inside a
+                    // transaction nobody committed: they "succeeded" and no reader saw them
+                    // (tests/faults.rs, full disk). A failed write's connection is not reused.
+                    conn.close_on_drop();
+                }
+                written
             }
             (Backend::Sqlite(_), Some(_)) => Err(sqlx::Error::Configuration(
                 "leases need MySQL/MariaDB: the embedded SQLite store serves one controller".into(),

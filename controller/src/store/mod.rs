@@ -525,6 +525,12 @@ impl StoreHandle {
             if let (Ok(_), Some(book)) = (&queued, pending.leases.as_mut()) {
                 wish(book);
             }
+            // The gauge counts what waits now, not what waited at the last flush (a caller
+            // waiting for 0 must not see the last flush's 0 beside a new event).
+            self.shared
+                .metrics
+                .pending_events
+                .set(writer::gauge_value(pending.buffer.events_pending()));
             (queued, pending.buffer.events_shed() - before)
         };
         if shed > 0 {
@@ -615,7 +621,17 @@ impl StoreHandle {
     /// database before the operation runs (a controller killed a moment later loses nothing it
     /// did). `false` when the database did not take it in time: it stays queued, the writer
     /// keeps trying, and the caller decides whether to run anyway.
+    /// While the database is known to be down (the last flush failed) it does not wait: the
+    /// request is queued like every other event and the writer retries on its own, so an
+    /// operator's actions stay prompt through an outage.
     pub async fn write_ahead(&self, within: Duration) -> bool {
+        let down = {
+            let status = self.shared.status.borrow();
+            status.last_take > 0 && !status.last_take_ok
+        };
+        if down {
+            return false;
+        }
         match tokio::time::timeout(within, self.flush()).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -399,7 +399,7 @@ pub fn unix_ms(at: std::time::SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn gauge_value(n: usize) -> i64 {
+pub(super) fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
