@@ -53,6 +53,11 @@ impl ClusterMetrics {
 /// another controller.
 const LEARN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often the controller holding the pusher lease closes, for the whole fleet, requests no
+/// controller will end (their controller was killed): `unknown` once older than
+/// `store::CLUSTER_OPEN_REQUEST_AGE`.
+const SWEEP_REQUESTS_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Applies every lease status the store publishes until the store stops.
 pub async fn follow(
     controller: Arc<Controller>,
@@ -62,6 +67,7 @@ pub async fn follow(
 ) {
     let mut had_authority = None;
     let mut learnt: Option<tokio::time::Instant> = None;
+    let mut swept: Option<tokio::time::Instant> = None;
     loop {
         let current = status.borrow_and_update().clone();
         apply(&controller, &current, &mut had_authority, &metrics);
@@ -76,6 +82,20 @@ pub async fn follow(
             match reader.fleet().await {
                 Ok((nodes, devices)) => crate::fleet::learn(&controller, &nodes, &devices),
                 Err(e) => tracing::warn!(error = %e, "the cluster's nodes could not be read"),
+            }
+        }
+        // One controller, the pusher, closes the requests of killed controllers for the fleet.
+        if current.pusher && swept.is_none_or(|at| at.elapsed() >= SWEEP_REQUESTS_EVERY) {
+            swept = Some(tokio::time::Instant::now());
+            if let Some(store) = controller.store() {
+                match reader.stale_requests().await {
+                    Ok(open) if !open.is_empty() => {
+                        let closed = store.close_stale_requests(open);
+                        tracing::warn!(closed, "requests of stopped controllers logged as unknown");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "open requests could not be read"),
+                }
             }
         }
         if status.changed().await.is_err() {

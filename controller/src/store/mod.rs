@@ -47,6 +47,27 @@ pub use writer::{FlushReport, StoreMetrics};
 use buffer::WriteBuffer;
 use writer::{Command, FlushLimits, FlushStatus, Pending, Shared, WriterConfig};
 
+/// The end recorded for an operation requested at `at_ms` whose outcome nobody recorded: its
+/// controller stopped (crashed, killed) while it ran, so whether it ran is unknown.
+fn unknown_end(node: &str, at_ms: i64, request: Requested, now: SystemTime) -> Operation {
+    tracing::warn!(
+        %node, action = %request.action, actor = %request.actor,
+        "an operation requested before its controller stopped has no recorded outcome: logged as unknown"
+    );
+    Operation {
+        operation_id: Some(request.operation_id),
+        actor: request.actor,
+        action: request.action,
+        path: request.path,
+        result: OperationResult::Unknown {
+            reason: "the controller stopped before the operation's outcome was known".into(),
+        },
+        duration: now
+            .duration_since(types::from_millis(at_ms))
+            .unwrap_or_default(),
+    }
+}
+
 /// In a cluster, how old a request without an end must be for a starting controller to close
 /// it as `unknown`: older than any action runs (a wake waits at most `wake_wait`, then each
 /// operation at most `operation_timeout`), so it is not one another controller is running.
@@ -166,6 +187,16 @@ impl StoreReader {
             .map_err(|message| self.read_error(message))
     }
 
+    /// Requests without a recorded end made more than [`CLUSTER_OPEN_REQUEST_AGE`] ago: no
+    /// controller runs them any more (cluster mode: the fleet's sweep closes them).
+    pub async fn stale_requests(&self) -> Result<Vec<(String, i64, Requested)>, StoreError> {
+        let before = SystemTime::now() - CLUSTER_OPEN_REQUEST_AGE;
+        self.backend
+            .open_requests(writer::unix_ms(before))
+            .await
+            .map_err(|message| self.read_error(message))
+    }
+
     /// Every node a controller other than `me` holds now (cluster mode; none on SQLite).
     pub async fn remote_holders(&self, me: &str) -> Result<Vec<RemoteHolder>, StoreError> {
         self.backend
@@ -253,24 +284,7 @@ impl Store {
         // (crashed, killed) while they ran. Whether they ran is unknown; the log says so.
         let now = SystemTime::now();
         for (node, at_ms, request) in open_requests {
-            tracing::warn!(
-                %node, action = %request.action, actor = %request.actor,
-                "an operation requested before the restart has no recorded outcome: logged as unknown"
-            );
-            let ended = Operation {
-                operation_id: Some(request.operation_id),
-                actor: request.actor,
-                action: request.action,
-                path: request.path,
-                result: OperationResult::Unknown {
-                    reason: "the controller stopped before the operation's outcome was known"
-                        .into(),
-                },
-                duration: now
-                    .duration_since(types::from_millis(at_ms))
-                    .unwrap_or_default(),
-            };
-            let _ = buffer.operation(&node, now, ended);
+            let _ = buffer.operation(&node, now, unknown_end(&node, at_ms, request, now));
         }
         buffer.all_offline(
             SystemTime::now(),
@@ -614,6 +628,19 @@ impl StoreHandle {
             database: self.shared.target.display(),
             message: done.last_error.clone().unwrap_or_default(),
         })
+    }
+
+    /// Records an `unknown` end for each of `open` (requests nobody ended, as
+    /// [`StoreReader::stale_requests`] reads them): in a cluster, the requests of a controller
+    /// that was killed, closed by the one sweeping for the fleet. How many were queued.
+    pub fn close_stale_requests(&self, open: Vec<(String, i64, Requested)>) -> usize {
+        let now = SystemTime::now();
+        open.into_iter()
+            .filter(|(node, at_ms, request)| {
+                let ended = unknown_end(node, *at_ms, request.clone(), now);
+                matches!(self.operation(node, now, ended), Ok(Queued::Yes))
+            })
+            .count()
     }
 
     /// Writes what is queued now and waits for it, at most `within`: what a caller does

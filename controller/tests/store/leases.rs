@@ -237,6 +237,27 @@ async fn a_starting_controller_leaves_another_s_running_request_open() {
         })
         .collect();
     assert_eq!(ended, vec![(Some("long-dead".to_string()), true)]);
+
+    // The fleet's sweep (run by the pusher, cluster.rs) finds what has grown old since, and
+    // only that: not the young request, not the one already closed.
+    let request = Requested {
+        operation_id: "since-dead".into(),
+        actor: "erin".into(),
+        action: "stop (since-dead)".into(),
+        path: OperationPath::Agent,
+        via: None,
+    };
+    c1.requested("n1", old, request).unwrap();
+    c1.flush().await.unwrap();
+    let stale = c2.reader().stale_requests().await.unwrap();
+    let ids: Vec<&str> = stale
+        .iter()
+        .map(|(_, _, r)| r.operation_id.as_str())
+        .collect();
+    assert_eq!(ids, ["since-dead"]);
+    assert_eq!(c2.handle().close_stale_requests(stale), 1);
+    c2.flush().await.unwrap();
+    assert!(c2.reader().stale_requests().await.unwrap().is_empty());
     c1.close().await.unwrap();
     c2.close().await.unwrap();
 }
