@@ -356,13 +356,14 @@ fn an_action_s_request_is_in_the_database_before_it_runs() {
     lab.start_controller();
     lab.stop_controller();
     let events = stored_events(&lab.path("data"), "n1");
-    let requested: Vec<_> = events
-        .iter()
-        .filter_map(|kind| match kind {
-            EventKind::Requested(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let (mut requested, mut ended) = (Vec::new(), Vec::new());
+    for kind in &events {
+        match kind {
+            EventKind::Requested(r) => requested.push(r),
+            EventKind::Operation(op) => ended.push(op),
+            _ => {}
+        }
+    }
     assert_eq!(requested.len(), 1, "{events:?}");
     assert_eq!(requested[0].actor, "test");
     assert!(
@@ -371,13 +372,6 @@ fn an_action_s_request_is_in_the_database_before_it_runs() {
         requested[0]
     );
     assert_eq!(requested[0].path, OperationPath::Agent);
-    let ended: Vec<_> = events
-        .iter()
-        .filter_map(|kind| match kind {
-            EventKind::Operation(op) => Some(op),
-            _ => None,
-        })
-        .collect();
     assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(
         ended[0].operation_id.as_deref(),

@@ -304,7 +304,7 @@ pub struct Inventories {
     /// Per device with a scan under way: the ids changes touched since it started (its
     /// readdir may have missed them; they are carried into its inventory when it publishes).
     scan_touched: Mutex<BTreeMap<u32, roaring::RoaringBitmap>>,
-    scrub: Mutex<BTreeMap<u32, FragmentStatus>>,
+    status: Mutex<BTreeMap<u32, FragmentStatus>>,
     changed: watch::Sender<u64>,
     control: Mutex<Control>,
     wake: Condvar,
@@ -328,7 +328,7 @@ impl Default for Inventories {
         Inventories {
             devices: Mutex::new(BTreeMap::new()),
             scan_touched: Mutex::new(BTreeMap::new()),
-            scrub: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
             control: Mutex::new(Control::default()),
             wake: Condvar::new(),
@@ -403,13 +403,13 @@ impl Inventories {
 
     /// Every device's scan state and scrub progress (what [`FragmentMetrics`] serves).
     pub fn status(&self) -> Vec<(u32, FragmentStatus)> {
-        let scrub = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
-        scrub.iter().map(|(&d, s)| (d, s.clone())).collect()
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.iter().map(|(&d, s)| (d, s.clone())).collect()
     }
 
     fn update_status(&self, device: u32, update: impl FnOnce(&mut FragmentStatus)) {
-        let mut scrub = self.scrub.lock().unwrap_or_else(|p| p.into_inner());
-        update(scrub.entry(device).or_default());
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        update(status.entry(device).or_default());
     }
 
     /// A scan of `device` starts: changes seen from now on are carried into its inventory.
@@ -431,7 +431,8 @@ impl Inventories {
 
     /// Publishes `inv` (a new scan) and returns the shared handle the task scrubs from. The
     /// state of the ids changes touched while the scan ran is taken from the inventory they
-    /// were applied to (the scan's readdir may have passed them before they changed).
+    /// were applied to (the scan's readdir may have passed them before they changed). The
+    /// device's status records a successful scan before watchers are woken.
     pub fn publish(&self, mut inv: DeviceInventory) -> Arc<DeviceInventory> {
         let device = inv.device_id;
         let inventory = {
@@ -461,7 +462,10 @@ impl Inventories {
             );
             inventory
         };
-        self.update_status(device, |s| s.corrupt = inventory.corrupt.len());
+        self.update_status(device, |s| {
+            s.corrupt = inventory.corrupt.len();
+            s.scanned(true);
+        });
         self.changed.send_modify(|n| *n += 1);
         inventory
     }
@@ -490,7 +494,7 @@ impl Inventories {
     /// Publishes a rescan: its `delta` plus the ids held but not `listed` (gone) applied in
     /// place, the ids changes touched while it ran keeping the state those changes gave them.
     /// Kept as one delta for the link when it is small ([`RESCAN_DELTA_MAX`] ids), else the
-    /// link sends the whole inventory.
+    /// link sends the whole inventory. Recorded as a successful scan, like [`Self::publish`].
     pub fn publish_rescan(&self, mut delta: InventoryDelta, listed: &roaring::RoaringBitmap) {
         let device = delta.device_id;
         let (present, corrupt) = {
@@ -529,7 +533,10 @@ impl Inventories {
             (p.present, p.corrupt)
         };
         tracing::debug!(device, present, "fragment rescan published");
-        self.update_status(device, |s| s.corrupt = corrupt);
+        self.update_status(device, |s| {
+            s.corrupt = corrupt;
+            s.scanned(true);
+        });
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -1136,8 +1143,6 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                 });
                 match listed {
                     Ok(listed) => {
-                        // The status first: a watcher woken by the publication sees both.
-                        out.update_status(s.device_id, |st| st.scanned(true));
                         out.publish_rescan(delta, &listed);
                         checkpoint.done(&s);
                     }
@@ -1176,7 +1181,6 @@ fn run(mut devices: Vec<DeviceState>, out: &Inventories) {
                             stats,
                             "fragment scan done"
                         );
-                        out.update_status(s.device_id, |st| st.scanned(true));
                         out.publish(inv);
                         d.has_inventory = true;
                         checkpoint.done(&s);
@@ -1515,9 +1519,9 @@ mod tests {
         .expect("a rescan after the deletion");
         // A folder that cannot be read (an unmounted disk): the scan fails, the inventory
         // stays, and the status says so until a scan succeeds again.
-        let scan_state = |changed: &mut watch::Receiver<u64>, failing: bool| {
-            let out = out.clone();
-            let mut changed = changed.clone();
+        // Waits for the device's status to say `failing`, woken by the task's publications.
+        let scan_state = |failing: bool| {
+            let (out, mut changed) = (out.clone(), changed.clone());
             async move {
                 tokio::time::timeout(Duration::from_secs(30), async {
                     loop {
@@ -1538,14 +1542,14 @@ mod tests {
         std::fs::rename(dir.path(), &away).unwrap();
         std::fs::write(dir.path(), b"not a folder").unwrap();
         out.rescan(5);
-        let failed = scan_state(&mut changed, true).await;
+        let failed = scan_state(true).await;
         std::fs::remove_file(dir.path()).unwrap();
         std::fs::rename(&away, dir.path()).unwrap();
         assert_eq!(failed.scan_failures, 1);
         assert!(failed.scan_last_success.is_some());
         assert_eq!(out.snapshot()[0].1.present, 2, "the last inventory stays");
         out.rescan(5);
-        let back = scan_state(&mut changed, false).await;
+        let back = scan_state(false).await;
         assert_eq!(back.scan_failures, 1);
         assert!(back.scan_last_success >= failed.scan_last_success);
         task.stop();

@@ -630,22 +630,23 @@ pub const WRITE_AHEAD_WAIT: Duration = Duration::from_secs(3);
 /// view, their holders are read in one query of every lease rather than one each.
 const CONFIRM_ONE_BY_ONE: usize = 8;
 
-/// Reads the holder of each planned node that is linked neither here nor, as of the last lease
-/// step, elsewhere: it may have moved to another controller since (a controller died and its
-/// agents reconnected), and treating it as unheld would run the SSH / Wake-on-LAN fallback on a
-/// node that is up. A database that cannot be read leaves the lease step's view.
-async fn confirm_holders(
-    controller: &Controller,
-    cluster: &ClusterActions,
-    plan: &Plan,
-    remote: &mut Remote,
-) {
-    let missing: Vec<&str> = plan
-        .each
+/// The planned nodes linked neither here nor, as of the last lease step, elsewhere.
+fn unseen_nodes(plan: &Plan, registry: &Registry, remote: &Remote) -> Vec<String> {
+    plan.each
         .iter()
-        .map(|(reach, _)| reach.node.as_str())
-        .filter(|node| !remote.holders.contains_key(*node) && !controller.is_online(node))
-        .collect();
+        .map(|(reach, _)| &reach.node)
+        .filter(|node| {
+            !remote.holders.contains_key(*node) && !registry.get(node).is_some_and(|n| n.online)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Reads the holder of each of the `missing` planned nodes ([`unseen_nodes`]): one may have
+/// moved to another controller since the last lease step (a controller died and its agents
+/// reconnected), and treating it as unheld would run the SSH / Wake-on-LAN fallback on a node
+/// that is up. A database that cannot be read leaves the lease step's view.
+async fn confirm_holders(cluster: &ClusterActions, missing: Vec<String>, remote: &mut Remote) {
     if missing.is_empty() {
         return;
     }
@@ -654,7 +655,7 @@ async fn confirm_holders(
     } else {
         let reads = missing
             .iter()
-            .map(|node| cluster.reader.remote_holder(&cluster.me, node));
+            .map(|node| cluster.reader.remote_holder(&cluster.me, node.as_str()));
         futures_util::future::join_all(reads)
             .await
             .into_iter()
@@ -734,27 +735,30 @@ async fn post_action(
     let guard = api.in_flight.start();
     let controller = &api.agent.controller;
     let cluster = api.cluster.get().cloned();
-    let remote = match &cluster {
+    let mut remote = match &cluster {
         Some(c) => remote_view(controller, c).await,
         None => Remote::default(),
     };
-    let plan = plan(&request, &lock(&controller.registry), &api.config)?;
-    let mut remote = remote;
+    let (plan, unseen) = {
+        let registry = lock(&controller.registry);
+        let plan = plan(&request, &registry, &api.config)?;
+        let unseen = match &cluster {
+            Some(_) => unseen_nodes(&plan, &registry, &remote),
+            None => Vec::new(),
+        };
+        (plan, unseen)
+    };
     if let Some(c) = &cluster {
-        confirm_holders(controller, c, &plan, &mut remote).await;
+        confirm_holders(c, unseen, &mut remote).await;
     }
     // Written as requested before anything runs.
-    let (plan, ids) = {
-        let registry = lock(&controller.registry);
-        let ids = record_requests(
-            controller.store(),
-            &registry,
-            &plan,
-            &request.requested_by,
-            &remote,
-        )?;
-        (plan, ids)
-    };
+    let ids = record_requests(
+        controller.store(),
+        &lock(&controller.registry),
+        &plan,
+        &request.requested_by,
+        &remote,
+    )?;
     if let Some(store) = controller.store() {
         // In the database before it runs, when the database answers in time; else it runs with
         // its request queued (a wake or an SSH stop is what an operator needs when things are

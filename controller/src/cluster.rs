@@ -67,7 +67,6 @@ pub async fn follow(
 ) {
     let mut had_authority = None;
     let mut learnt: Option<tokio::time::Instant> = None;
-    let mut swept: Option<tokio::time::Instant> = None;
     loop {
         let current = status.borrow_and_update().clone();
         apply(&controller, &current, &mut had_authority, &metrics);
@@ -84,22 +83,37 @@ pub async fn follow(
                 Err(e) => tracing::warn!(error = %e, "the cluster's nodes could not be read"),
             }
         }
-        // One controller, the pusher, closes the requests of killed controllers for the fleet.
-        if current.pusher && swept.is_none_or(|at| at.elapsed() >= SWEEP_REQUESTS_EVERY) {
-            swept = Some(tokio::time::Instant::now());
-            if let Some(store) = controller.store() {
-                match reader.stale_requests().await {
-                    Ok(open) if !open.is_empty() => {
-                        let closed = store.close_stale_requests(open);
-                        tracing::warn!(closed, "requests of stopped controllers logged as unknown");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "open requests could not be read"),
-                }
-            }
-        }
         if status.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Every [`SWEEP_REQUESTS_EVERY`], on the controller holding the pusher lease (one for the
+/// fleet): closes as `unknown` the requests no controller will end, those of killed
+/// controllers. Its own task, so that its read of the events never delays a lease status.
+/// The first sweep waits a whole period: the store's start already closed the old ones, and
+/// the pusher lease is not known before the first lease step.
+pub async fn sweep_stale_requests(controller: Arc<Controller>, reader: StoreReader) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + SWEEP_REQUESTS_EVERY,
+        SWEEP_REQUESTS_EVERY,
+    );
+    loop {
+        every.tick().await;
+        let Some(store) = controller.store() else {
+            return;
+        };
+        if !controller.is_pusher() {
+            continue;
+        }
+        match reader.stale_requests().await {
+            Ok(open) if open.is_empty() => {}
+            Ok(open) => {
+                let closed = store.close_stale_requests(open);
+                tracing::warn!(closed, "requests of stopped controllers logged as unknown");
+            }
+            Err(e) => tracing::warn!(error = %e, "open requests could not be read"),
         }
     }
 }

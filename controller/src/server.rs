@@ -82,6 +82,10 @@ pub async fn serve(
             cluster_metrics.clone(),
             store.reader(),
         ));
+        tokio::spawn(crate::cluster::sweep_stale_requests(
+            controller.clone(),
+            store.reader(),
+        ));
     }
     let link = link::start(&settings, controller.clone())?;
     tracing::info!(

@@ -80,11 +80,11 @@ pub fn bitmap_bytes(b: &RoaringBitmap) -> Vec<u8> {
 /// The cookie of roaring's serialization without run containers: what [`bitmap_bytes`] writes.
 const NO_RUN_COOKIE: u32 = 12346;
 
-/// Decodes a bitmap [`bitmap_bytes`] wrote. roaring's `deserialize_from` checks each container's values
-/// but also takes run containers (an empty one among them) and containers in any key order,
-/// which leave a bitmap whose lookups and re-serialization go wrong (an empty container
-/// overflows `serialize_into`; found by fuzzing). So only the run-free form is taken, and its
-/// container keys must ascend.
+/// Decodes a bitmap [`bitmap_bytes`] wrote. roaring's `deserialize_from` checks each
+/// container's values but also takes run containers (an empty one among them) and containers
+/// in any key order, which leave a bitmap whose lookups and re-serialization go wrong (an empty
+/// container overflows `serialize_into`; found by fuzzing). So only the run-free form is taken,
+/// and its container keys must ascend.
 pub fn bitmap_from_bytes(
     which: &'static str,
     bytes: &[u8],
@@ -93,9 +93,9 @@ pub fn bitmap_from_bytes(
         which,
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string()),
     };
-    let word = |at: usize| -> Option<u32> {
+    let word = |at: usize| {
         let b = bytes.get(at..at + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        b.try_into().ok().map(u32::from_le_bytes)
     };
     if word(0) != Some(NO_RUN_COOKIE) {
         return Err(malformed(
@@ -649,7 +649,7 @@ mod tests {
     }
 
     #[test]
-    fn bitmaps_are_taken_only_in_the_form_bits_writes() {
+    fn bitmaps_are_taken_only_in_the_form_bitmap_bytes_writes() {
         let b: RoaringBitmap = [1, 2, 70_000, 200_000].into_iter().collect();
         assert_eq!(bitmap_from_bytes("t", &bitmap_bytes(&b)).unwrap(), b);
         assert_eq!(

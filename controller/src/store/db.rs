@@ -41,6 +41,19 @@ macro_rules! with_pool {
 
 /// Writes a batch's rows (`$nodes`: the node records to write) inside transaction `$tx`; the
 /// number of statements. A macro because the two back ends' transactions are different types.
+/// Keeps a connection whose write failed out of the pool. SQLite ends a transaction itself on
+/// some errors (a full disk), and such a connection, reused, had the next flushes write inside
+/// a transaction nobody committed: reported written, seen by no reader (tests/faults.rs, full
+/// disk). On MySQL, whatever state the failure left the session in goes with it too.
+fn discard_if_failed<DB: sqlx::Database, T>(
+    conn: &mut sqlx::pool::PoolConnection<DB>,
+    written: &Result<T, sqlx::Error>,
+) {
+    if written.is_err() {
+        conn.close_on_drop();
+    }
+}
+
 macro_rules! write_rows {
     ($tx:ident, $dialect:expr, $batch:expr, $nodes:expr, $max_rows:expr) => {{
         let (dialect, batch, nodes): (Dialect, &Batch, &[&NodeRecord]) = ($dialect, $batch, $nodes);
@@ -387,10 +400,7 @@ impl Backend {
                     ))
                 }
                 .await;
-                if written.is_err() {
-                    // Whatever state the failure left the session in stays out of the pool.
-                    conn.close_on_drop();
-                }
+                discard_if_failed(&mut conn, &written);
                 written
             }
             (Backend::Sqlite(pool), None) => {
@@ -409,13 +419,7 @@ impl Backend {
                     ))
                 }
                 .await;
-                if written.is_err() {
-                    // SQLite ends a transaction itself on some errors (a full disk), and the
-                    // connection, back in the pool, had the next flushes write inside a
-                    // transaction nobody committed: they "succeeded" and no reader saw them
-                    // (tests/faults.rs, full disk). A failed write's connection is not reused.
-                    conn.close_on_drop();
-                }
+                discard_if_failed(&mut conn, &written);
                 written
             }
             (Backend::Sqlite(_), Some(_)) => Err(sqlx::Error::Configuration(
@@ -447,19 +451,7 @@ impl Backend {
 
     /// Every node a controller other than `me` holds now, with its peer URL.
     pub async fn remote_holders(&self, me: &str) -> Result<Vec<RemoteHolder>, String> {
-        let Backend::MySql(pool) = self else {
-            return Ok(Vec::new());
-        };
-        let rows = sqlx::query(AssertSqlSafe(sql::select_remote_holders(false)))
-            .persistent(false)
-            .bind(me)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| format!("reading the leases: {e}"))?;
-        rows.iter()
-            .map(remote_holder_row)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("reading the leases: {e}"))
+        self.read_remote_holders(me, None).await
     }
 
     /// The controller other than `me` holding `node` now, with its peer URL.
@@ -468,18 +460,31 @@ impl Backend {
         me: &str,
         node: &str,
     ) -> Result<Option<RemoteHolder>, String> {
+        Ok(self.read_remote_holders(me, Some(node)).await?.pop())
+    }
+
+    /// The nodes other controllers than `me` hold (`node` only, when given: one row at most).
+    async fn read_remote_holders(
+        &self,
+        me: &str,
+        node: Option<&str>,
+    ) -> Result<Vec<RemoteHolder>, String> {
         let Backend::MySql(pool) = self else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let row = sqlx::query(AssertSqlSafe(sql::select_remote_holders(true)))
+        let mut query = sqlx::query(AssertSqlSafe(sql::select_remote_holders(node.is_some())))
             .persistent(false)
-            .bind(me)
-            .bind(node)
-            .fetch_optional(pool)
+            .bind(me);
+        if let Some(node) = node {
+            query = query.bind(node);
+        }
+        let rows = query
+            .fetch_all(pool)
             .await
             .map_err(|e| format!("reading the leases: {e}"))?;
-        row.map(|r| remote_holder_row(&r))
-            .transpose()
+        rows.iter()
+            .map(remote_holder_row)
+            .collect::<Result<_, _>>()
             .map_err(|e| format!("reading the leases: {e}"))
     }
 
@@ -569,12 +574,13 @@ impl Backend {
         })
     }
 
-    /// Requested operations with no end in the log, oldest first: `(node, at, request)`.
-    /// Requested operations without a recorded end, requested before `before_ms`.
+    /// Requested operations with no end in the log, made at least `older_than` ago, oldest
+    /// first: `(node, at, request)`.
     pub async fn open_requests(
         &self,
-        before_ms: i64,
+        older_than: Duration,
     ) -> Result<Vec<(String, i64, Requested)>, String> {
+        let before_ms = super::writer::unix_ms(std::time::SystemTime::now() - older_than);
         with_pool!(self, pool => {
             let rows = sqlx::query(sql::SELECT_OPEN_REQUESTS)
                 .bind(before_ms)

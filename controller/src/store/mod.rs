@@ -68,8 +68,8 @@ fn unknown_end(node: &str, at_ms: i64, request: Requested, now: SystemTime) -> O
     }
 }
 
-/// In a cluster, how old a request without an end must be for a starting controller to close
-/// it as `unknown`: older than any action runs (a wake waits at most `wake_wait`, then each
+/// In a cluster, how old a request without an end must be for a controller to close it as
+/// `unknown` (at its start, and in the pusher's sweep): older than any action runs (a wake waits at most `wake_wait`, then each
 /// operation at most `operation_timeout`), so it is not one another controller is running.
 pub const CLUSTER_OPEN_REQUEST_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -190,9 +190,8 @@ impl StoreReader {
     /// Requests without a recorded end made more than [`CLUSTER_OPEN_REQUEST_AGE`] ago: no
     /// controller runs them any more (cluster mode: the fleet's sweep closes them).
     pub async fn stale_requests(&self) -> Result<Vec<(String, i64, Requested)>, StoreError> {
-        let before = SystemTime::now() - CLUSTER_OPEN_REQUEST_AGE;
         self.backend
-            .open_requests(writer::unix_ms(before))
+            .open_requests(CLUSTER_OPEN_REQUEST_AGE)
             .await
             .map_err(|message| self.read_error(message))
     }
@@ -262,14 +261,11 @@ impl Store {
         // Alone on its database, this controller wrote every open request; in a cluster the
         // young ones may be running on another controller now, so only those older than any
         // operation runs are closed.
-        let requests_before = match &config.cluster {
-            Some(_) => SystemTime::now() - CLUSTER_OPEN_REQUEST_AGE,
-            None => SystemTime::now(),
+        let age = match &config.cluster {
+            Some(_) => CLUSTER_OPEN_REQUEST_AGE,
+            None => Duration::ZERO,
         };
-        let open_requests = backend
-            .open_requests(writer::unix_ms(requests_before))
-            .await
-            .map_err(open_error)?;
+        let open_requests = backend.open_requests(age).await.map_err(open_error)?;
         let held_elsewhere: std::collections::BTreeSet<String> = match &config.cluster {
             Some(cluster) => backend
                 .start_leases(&cluster.id)
@@ -636,10 +632,10 @@ impl StoreHandle {
     pub fn close_stale_requests(&self, open: Vec<(String, i64, Requested)>) -> usize {
         let now = SystemTime::now();
         open.into_iter()
-            .filter(|(node, at_ms, request)| {
-                let ended = unknown_end(node, *at_ms, request.clone(), now);
-                matches!(self.operation(node, now, ended), Ok(Queued::Yes))
+            .map(|(node, at_ms, request)| {
+                self.operation(&node, now, unknown_end(&node, at_ms, request, now))
             })
+            .filter(|queued| matches!(queued, Ok(Queued::Yes)))
             .count()
     }
 
@@ -648,6 +644,7 @@ impl StoreHandle {
     /// database before the operation runs (a controller killed a moment later loses nothing it
     /// did). `false` when the database did not take it in time: it stays queued, the writer
     /// keeps trying, and the caller decides whether to run anyway.
+    ///
     /// While the database is known to be down (the last flush failed) it does not wait: the
     /// request is queued like every other event and the writer retries on its own, so an
     /// operator's actions stay prompt through an outage.

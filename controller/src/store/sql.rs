@@ -132,8 +132,8 @@ pub const SELECT_NODES: &str = "SELECT node_id, hostname, addresses, mac_address
      agent_version, cert_fingerprint, first_seen_ms, last_seen_ms, online, services, interfaces, \
      scrape FROM nodes";
 
-/// Requested operations with no end in the log (the controller stopped while they ran).
-/// Requested operations without an end, requested before the bound (`at_ms < ?`).
+/// Requested operations with no end in the log (the controller stopped while they ran),
+/// requested before the bound (`at_ms < ?`).
 pub const SELECT_OPEN_REQUESTS: &str = "SELECT r.operation_id, r.node_id, r.actor, r.action, \
      r.path, r.at_ms FROM events r WHERE r.kind = 'requested' AND r.at_ms < ? AND NOT EXISTS \
      (SELECT 1 FROM events c WHERE c.operation_id = r.operation_id AND c.kind = 'operation') \
